@@ -1,0 +1,65 @@
+# gridtap: every target installs what it needs, and can be run again safely.
+#   make test    set up everything, then lint, type-check and run all tests
+#   make fuzz    libFuzzer + ASan/UBSan on the C decoder, bounded time
+#   make bench   measure, write bench/results.json and docs/BENCHMARKS.md
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMPS := $(VENV)/.stamps
+
+# Debian 12 packages: C toolchain, cffi headers, clang for libFuzzer and the
+# Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto.
+APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
+	clang lld llvm libclang-rt-14-dev \
+	rrdtool rrdcached librrd-dev mosquitto socat
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+NATIVE_SRC := $(wildcard native/*.c native/*.h native/build_ffi.py)
+
+.PHONY: setup apt venv native test lint typecheck pytest fuzz bench clean
+
+setup: apt venv native
+
+apt: $(STAMPS)/apt
+$(STAMPS)/apt: Makefile
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
+
+venv: $(STAMPS)/pip
+$(STAMPS)/pip: pyproject.toml $(STAMPS)/apt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+native: $(STAMPS)/native
+$(STAMPS)/native: $(NATIVE_SRC) $(STAMPS)/pip
+	@if [ -f native/build_ffi.py ]; then $(PY) native/build_ffi.py; fi
+	@touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(VENV)/bin/pytest
+
+test: setup lint typecheck pytest
+
+clean:
+	rm -rf build native/build host/gridtap/_native*.so $(STAMPS)/native
+
+bench: setup
+	$(PY) bench/run.py

@@ -1,0 +1,47 @@
+"""`gridtap`: the single command-line entry point.
+
+Each subcommand lives in its own module that exposes `register(subparsers)`.
+A subcommand is listed here only once it works end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gridtap import __version__
+from gridtap.errors import UserError
+
+SUBCOMMAND_MODULES = (
+    "gridtap.wirecli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridtap",
+        description="gridtap: home energy metering, from sensor board to uploads.",
+    )
+    parser.add_argument("--version", action="version", version=f"gridtap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"gridtap: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
