@@ -101,7 +101,8 @@ def render(doc: dict) -> str:
         "|---|---|---|---|",
     ]
     for key, value in doc["results"].items():
-        lines.append(f"| `{key}` | {fmt(value)} | {doc['anchors'].get(key, '')} | {doc['how'].get(key, '')} |")
+        anchor = doc["anchors"].get(key, "")
+        lines.append(f"| `{key}` | {fmt(value)} | {anchor} | {doc['how'].get(key, '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,8 @@ def bad_vectors() -> list[tuple[str, str, bytes]]:
     flipped[10] ^= 0x04
     return [
         ("bad_crc", "one bit flipped in a COUNTER frame", bytes(flipped)),
-        ("bad_version", "version byte 2", b"\x00" + w.cobs_encode(raw_frame(w.HELLO_REQ, 1, b"", 2)) + b"\x00"),
+        ("bad_version", "version byte 2",
+         b"\x00" + w.cobs_encode(raw_frame(w.HELLO_REQ, 1, b"", 2)) + b"\x00"),
         ("bad_type", "type 0x7f", b"\x00" + w.cobs_encode(raw_frame(0x7F, 1, b"")) + b"\x00"),
         ("bad_length", "TIME_SET with a 5-byte payload",
          b"\x00" + w.cobs_encode(raw_frame(w.TIME_SET, 1, b"\x00\xf1\x53\x65\x00")) + b"\x00"),

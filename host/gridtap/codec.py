@@ -6,6 +6,8 @@ rest of the daemon never knows which one it has.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Protocol
 
 from gridtap_fw import wire
@@ -19,23 +21,23 @@ class FrameDecoder(Protocol):
     def counters(self) -> dict[str, int]: ...
 
 
-def native_available() -> bool:
+def _native() -> ModuleType | None:
     try:
-        from gridtap import native  # noqa: F401
+        return importlib.import_module("gridtap.native")
     except ImportError:
-        return False
-    return True
+        return None
+
+
+def native_available() -> bool:
+    return _native() is not None
 
 
 def make_decoder(prefer_native: bool = True) -> FrameDecoder:
     """Return a streaming decoder; the C one if it was built and wanted."""
-    if prefer_native:
-        try:
-            from gridtap import native
-        except ImportError:
-            pass
-        else:
-            return native.NativeDecoder()
+    native = _native() if prefer_native else None
+    if native is not None:
+        decoder: FrameDecoder = native.NativeDecoder()
+        return decoder
     return wire.Decoder()
 
 
