@@ -1,0 +1,144 @@
+"""`gridtap rules`: check a rule file, or run it on values you give.
+
+    gridtap rules check custom_rules.py                  # FluksoToPvoutput CUSTOM_RULES block
+    gridtap rules check meters.cfos --dialect cfos       # cFos formula lines
+    gridtap rules eval custom_rules.py --set v2=45 --set v4=500
+
+File formats (``--format``, default auto): ``python`` (a verbatim
+``CUSTOM_RULES = {...}`` block or FluksoToPvoutput config), ``json``,
+``toml`` and ``cfos`` (lines ``target = formula``). Auto uses the file name
+(.json, .toml) and then the content. ``--dialect`` chooses how the
+expressions inside python/json/toml mappings are read: ``flukso`` (Python
+syntax, the default) or ``cfos``. See docs/rules.md.
+
+``eval`` prints every step and its result; a step that fails at run time is
+shown with its reason and keeps the previous value. The exit status is 1
+when any step failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from gridtap.errors import UserError
+from gridtap.rules import DIALECTS, FORMATS, RuleFileError, RuleSet, RuleSetError, load_text
+from gridtap.rules.core import MAX_FILE_BYTES, check_result, checked_name
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rules", help="check or evaluate upload rules (Flukso CUSTOM_RULES or cFos formulas)")
+    rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("file", help="rule file, or - for stdin")
+        q.add_argument("--format", choices=FORMATS, default="auto", help="file format (default: auto)")
+        q.add_argument("--dialect", choices=DIALECTS, default="auto",
+                       help="expression dialect of python/json/toml mappings (default: flukso)")
+        q.add_argument("--name", action="append", default=[], metavar="NAME",
+                       help="extra name a Flukso-dialect rule may read (repeatable)")
+
+    c = rsub.add_parser("check", help="validate a rule file and list its rules")
+    common(c)
+    c.set_defaults(func=run_check)
+
+    e = rsub.add_parser("eval", help="run a rule file on the given values and print each step")
+    common(e)
+    e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="values",
+                   help="input value, e.g. --set v2=1234 (repeatable)")
+    e.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    e.set_defaults(func=run_eval)
+
+
+def _read(path: str) -> str:
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: rule file is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def _load(args: argparse.Namespace, names: list[str]) -> RuleSet:
+    for n in names:
+        if not checked_name(n):
+            raise UserError(f"--name {n!r} is not a valid name")
+    text = _read(args.file)
+    try:
+        return load_text(text, args.format, args.dialect, "" if args.file == "-" else args.file, names)
+    except RuleFileError as exc:
+        raise UserError(f"{args.file}: {exc}") from exc
+    except RuleSetError as exc:
+        lines = "\n  ".join(str(e) for e in exc.errors)
+        raise UserError(f"{args.file}: {len(exc.errors)} rule(s) do not compile:\n  {lines}") from exc
+
+
+def _parse_sets(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UserError(f"--set {item!r} must look like NAME=VALUE, e.g. v2=1234")
+        if not checked_name(name):
+            raise UserError(f"--set {item!r}: {name!r} is not a valid name")
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--set {item!r}: {text!r} is not a number") from None
+        if check_result(value) is not None or not math.isfinite(value):
+            raise UserError(f"--set {item!r}: {text!r} is not a finite number within range")
+        out[name] = value
+    return out
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.10g}"
+
+
+def run_check(args: argparse.Namespace) -> int:
+    rs = _load(args, list(args.name))
+    print(f"{args.file}: {len(rs)} rule(s) in the {rs.dialect} dialect, targets {', '.join(rs.targets)}")
+    for s in rs.steps:
+        print(f"  {s.target}[{s.index}]  {s.source}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    values = _parse_sets(list(args.values))
+    rs = _load(args, list(args.name) + list(values))
+    ev = rs.evaluate(values)
+    errors = {(e.target, e.index): e for e in ev.errors}
+    if args.json:
+        doc = {
+            "dialect": rs.dialect,
+            "steps": [{"target": s.target, "index": s.index, "rule": s.source, "value": v,
+                       "error": str(errors[(s.target, s.index)]) if v is None else None}
+                      for s, v in ev.trace],
+            "values": ev.values,
+        }
+        print(json.dumps(doc))
+    else:
+        width = max((len(s.source) for s in rs.steps), default=0)
+        for s, v in ev.trace:
+            label = f"{s.target}[{s.index}]"
+            if v is None:
+                err = errors[(s.target, s.index)]
+                col = f" at column {err.column}" if err.column else ""
+                kept = ev.values.get(s.target)
+                keep = f"kept {_fmt(kept)}" if kept is not None else "left unset"
+                print(f"{label:<8} {s.source:<{width}}  ! {err.reason}{col} ({keep})")
+            else:
+                print(f"{label:<8} {s.source:<{width}}  = {_fmt(v)}")
+        print("result: " + " ".join(f"{k}={_fmt(v)}" for k, v in ev.values.items()))
+    return 1 if ev.errors else 0
