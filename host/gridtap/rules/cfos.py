@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from gridtap.rules.core import (
     MAX_ARGS,
     MAX_DEPTH,
+    MAX_EXPONENT,
     MAX_NODES,
     MAX_SOURCE_CHARS,
     Env,
@@ -202,6 +203,8 @@ class _Parser:
             self.enter(tok.column)
             exp = self.unary()
             self.depth -= 1
+            if exp[1] is not None and abs(exp[1]) > MAX_EXPONENT:
+                raise RuleSyntaxError(tok.column, f"exponent {exp[1]:.6g} exceeds the limit {MAX_EXPONENT:g}")
             fb, fe, col = base[0], exp[0], tok.column
             return _const_fold(lambda env: power(fb(env), fe(env), col), col,
                                base[1] is not None and exp[1] is not None)

@@ -25,6 +25,7 @@ from gridtap.rules.core import (
     BUILTIN_NAMES,
     MAX_ARGS,
     MAX_DEPTH,
+    MAX_EXPONENT,
     MAX_NODES,
     MAX_SOURCE_CHARS,
     Env,
@@ -313,6 +314,8 @@ def _as_fn(kind: str, v: object) -> Fn:
 def _binop(op: type, ka: str, a: object, kb: str, b: object, col: int) -> Fn:
     """Closures specialised for the operand kinds (name, constant, sub-expression)."""
     if op is ast.Pow:
+        if kb == "c" and abs(b) > MAX_EXPONENT:  # type: ignore[arg-type]
+            raise RuleSyntaxError(col, f"exponent {b:.6g} exceeds the limit {MAX_EXPONENT:g}")
         fa, fb = _as_fn(ka, a), _as_fn(kb, b)
         return lambda env: power(fa(env), fb(env), col)
     if op in (ast.Div, ast.Mod):
