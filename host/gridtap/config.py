@@ -1,0 +1,460 @@
+"""gridtap.toml: load, validate, and explain every mistake with its key and line.
+
+    cfg = load_config(Path("gridtap.toml"))
+
+Errors raise `UserError("gridtap.toml line 23: sensor #2 key 'gain': ...")`,
+never a traceback. Sections owned by other modules ([pvoutput], [rules]) are
+handed to that module's parse function when it exists; a section for a
+feature that is not installed is rejected as "not available" rather than
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gridtap.errors import UserError
+from gridtap.tomllines import Path as KeyPath
+from gridtap.tomllines import line_of, locate
+
+SENSOR_ID = re.compile(r"^[0-9a-f]{32}$")
+BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+KINDS = ("ct", "pulse")
+TRIGGERS = ("edge", "level")
+UNITS = ("wh", "litre")
+MAX_CT = 8
+MAX_PULSE = 8
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = Path("/var/lib/gridtap")
+    rrd_dir: Path = Path("/var/lib/gridtap/rrd")
+    rrdcached_socket: Path | None = None  # None: the daemon starts its own rrdcached
+    rrdcached_flush_s: int = 1800
+    bind: str = "0.0.0.0"
+    port: int = 8080
+    api: bool = True
+    price_per_kwh: float = 0.18  # the `eurperyear` unit (Flukso hard-coded 0.18)
+    state_flush_s: int = 300  # how often counter state is written to SQLite
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    port: str = "/dev/ttyUSB0"
+    baud: int = 115200
+    save_wh: int | None = None
+    save_min: int | None = None
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    name: str
+    id: str
+    kind: str  # "ct" | "pulse"
+    index: int  # CT channel or pulse input, 0-based
+    enabled: bool = True
+    export_id: str | None = None
+    gain: float = 1.0
+    phase_deg: float = 0.0
+    invert: bool = False
+    meter_constant: float = 1000.0  # impulses per kWh (or per m3)
+    debounce_ms: int = 20
+    trigger: str = "edge"
+    unit: str = "wh"
+
+    @property
+    def series(self) -> list[tuple[str, str]]:
+        """(sensor id, role) of every series this sensor feeds: import/export/pulse."""
+        if self.kind == "ct":
+            out = [(self.id, "import")]
+            if self.export_id:
+                out.append((self.export_id, "export"))
+            return out
+        return [(self.id, "pulse")]
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "gridtap"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    username: str | None = None
+    password_env: str | None = None
+
+
+@dataclass(frozen=True)
+class FluksoConfig:
+    base_url: str
+    device_id: str
+    key_file: Path | None = None
+    key_env: str | None = None
+    interval_s: int = 300
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    daemon: DaemonConfig
+    board: BoardConfig
+    sensors: tuple[SensorConfig, ...]
+    mqtt: MqttConfig | None = None
+    flukso: FluksoConfig | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # sections parsed by their own modules
+
+    def sensor(self, ident: str) -> SensorConfig:
+        for s in self.sensors:
+            if ident in (s.name, s.id, s.export_id):
+                return s
+        raise UserError(f"no sensor named or with id {ident!r} in {self.path}")
+
+    def series(self) -> dict[str, tuple[SensorConfig, str]]:
+        return {sid: (s, role) for s in self.sensors for sid, role in s.series}
+
+
+# Sections that belong to other modules: section -> (module, parse function).
+DELEGATED = {
+    "pvoutput": ("gridtap.pvoutput", "parse_config"),
+    "rules": ("gridtap.rules", "parse_config"),
+}
+
+
+class _Checker:
+    """Reads typed values out of the parsed dict; errors name key and line."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = locate(text)
+
+    def fail(self, key: KeyPath, why: str) -> UserError:
+        line = line_of(self.lines, key)
+        where = f"{self.path.name} line {line}" if line else str(self.path.name)
+        return UserError(f"{where}: {_describe(key)}: {why}")
+
+    def table(self, data: dict[str, Any], key: KeyPath, known: set[str]) -> None:
+        for name in data:
+            if name not in known:
+                hint = ", ".join(sorted(known))
+                raise self.fail((*key, name), f"unknown key (known here: {hint})")
+
+    def get(
+        self,
+        data: dict[str, Any],
+        key: KeyPath,
+        kind: type | tuple[type, ...],
+        default: Any,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        name = key[-1]
+        assert isinstance(name, str)
+        if name not in data:
+            if default is _REQUIRED:
+                raise self.fail(key, "is required")
+            return default
+        value = data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.fail(
+                key, f"expected {want}, got {_TYPE_NAMES.get(type(value), type(value).__name__)} {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value!r}")
+        if check is not None:
+            why = check(value)
+            if why:
+                raise self.fail(key, why)
+        return value
+
+
+_REQUIRED = object()
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true/false",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _describe(key: KeyPath) -> str:
+    if len(key) >= 2 and isinstance(key[1], int):
+        head = f"[[{key[0]}]] #{key[1] + 1}"
+        rest = key[2:]
+    else:
+        head = f"[{key[0]}]" if len(key) > 1 else ""
+        rest = key[1:] if len(key) > 1 else key
+    names = ".".join(str(k) for k in rest)
+    if not names:
+        return head or "file"
+    return f"{head} key '{names}'" if head else f"key '{names}'"
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be {lo}..{hi}, got {v!r}"
+
+
+def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
+
+
+def _sensor_id(v: str) -> str | None:
+    return None if SENSOR_ID.match(v) else f"must be 32 lowercase hex digits, got {v!r}"
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path.name}: not valid TOML: {exc}") from exc
+    c = _Checker(path, text)
+    known = {"daemon", "board", "sensor", "mqtt", "flukso", *DELEGATED}
+    c.table(data, (), known)
+    for name in ("daemon", "board", "mqtt", "flukso"):
+        if name in data and not isinstance(data[name], dict):
+            raise c.fail((name,), "must be a table, written [" + name + "]")
+    daemon = _daemon(c, data.get("daemon", {}), path)
+    board = _board(c, data.get("board"))
+    sensors = _sensors(c, data.get("sensor"))
+    mqtt = _mqtt(c, data["mqtt"]) if "mqtt" in data else None
+    flukso = _flukso(c, data["flukso"], path) if "flukso" in data else None
+    extra: dict[str, Any] = {}
+    for section, (module, func) in DELEGATED.items():
+        if section not in data:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise c.fail((section,), f"the {section} feature is not available in this gridtap") from exc
+        parse = getattr(mod, func, None)
+        if parse is None:
+            raise c.fail((section,), f"the {section} feature is not available in this gridtap")
+        try:
+            extra[section] = parse(data[section])
+        except UserError as exc:
+            line = line_of(c.lines, (section,))
+            raise UserError(f"{path.name} line {line}: [{section}]: {exc}") from exc
+    return Config(
+        path=path, daemon=daemon, board=board, sensors=sensors, mqtt=mqtt, flukso=flukso, extra=extra
+    )
+
+
+def _dir(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else (base.parent / p).resolve()
+
+
+def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
+    k: KeyPath = ("daemon",)
+    c.table(
+        d,
+        k,
+        {
+            "state_dir",
+            "rrd_dir",
+            "rrdcached_socket",
+            "rrdcached_flush_s",
+            "bind",
+            "port",
+            "api",
+            "price_per_kwh",
+            "state_flush_s",
+        },
+    )
+    dflt = DaemonConfig()
+    state = c.get(d, (*k, "state_dir"), str, None)
+    rrd = c.get(d, (*k, "rrd_dir"), str, None)
+    sock = c.get(d, (*k, "rrdcached_socket"), str, None)
+    state_dir = _dir(path, state) if state else dflt.state_dir
+    return DaemonConfig(
+        state_dir=state_dir,
+        rrd_dir=_dir(path, rrd) if rrd else state_dir / "rrd",
+        rrdcached_socket=_dir(path, sock) if sock else None,
+        rrdcached_flush_s=c.get(d, (*k, "rrdcached_flush_s"), int, dflt.rrdcached_flush_s, _range(10, 86400)),
+        bind=c.get(d, (*k, "bind"), str, dflt.bind),
+        port=c.get(d, (*k, "port"), int, dflt.port, _range(0, 65535)),
+        api=c.get(d, (*k, "api"), bool, dflt.api),
+        price_per_kwh=float(
+            c.get(d, (*k, "price_per_kwh"), (int, float), dflt.price_per_kwh, _range(0, 100))
+        ),
+        state_flush_s=c.get(d, (*k, "state_flush_s"), int, dflt.state_flush_s, _range(1, 86400)),
+    )
+
+
+def _board(c: _Checker, d: Any) -> BoardConfig:
+    k: KeyPath = ("board",)
+    if d is None:
+        raise c.fail(k, "section [board] is required (it names the serial port)")
+    c.table(d, k, {"port", "baud", "save_wh", "save_min"})
+    return BoardConfig(
+        port=c.get(d, (*k, "port"), str, _REQUIRED, lambda v: None if v else "must not be empty"),
+        baud=c.get(d, (*k, "baud"), int, 115200, _one_of(BAUDS)),
+        save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
+        save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
+    )
+
+
+_SENSOR_KEYS = {
+    "name",
+    "id",
+    "kind",
+    "channel",
+    "input",
+    "enabled",
+    "export_id",
+    "gain",
+    "phase_deg",
+    "invert",
+    "meter_constant",
+    "debounce_ms",
+    "trigger",
+    "unit",
+}
+_CT_ONLY = {"channel", "export_id", "gain", "phase_deg", "invert"}
+_PULSE_ONLY = {"input", "meter_constant", "debounce_ms", "trigger", "unit"}
+
+
+def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
+    if items is None:
+        raise c.fail(("sensor",), "no sensors: add at least one [[sensor]] table")
+    if not isinstance(items, list):
+        raise c.fail(("sensor",), "must be an array of tables, written [[sensor]]")
+    out: list[SensorConfig] = []
+    seen_ids: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    seen_slots: dict[tuple[str, int], int] = {}
+    for i, d in enumerate(items):
+        k: KeyPath = ("sensor", i)
+        if not isinstance(d, dict):
+            raise c.fail(k, "must be a table")
+        c.table(d, k, _SENSOR_KEYS)
+        name = c.get(
+            d,
+            (*k, "name"),
+            str,
+            _REQUIRED,
+            lambda v: (
+                None
+                if re.match(r"^[A-Za-z0-9_.\-]{1,40}$", v)
+                else "must be 1..40 letters, digits, '_', '-' or '.'"
+            ),
+        )
+        ident = c.get(d, (*k, "id"), str, _REQUIRED, _sensor_id)
+        kind = c.get(d, (*k, "kind"), str, _REQUIRED, _one_of(KINDS))
+        wrong = (_PULSE_ONLY if kind == "ct" else _CT_ONLY) & set(d)
+        if wrong:
+            bad = sorted(wrong)[0]
+            raise c.fail((*k, bad), f"does not apply to a {kind} sensor")
+        if kind == "ct":
+            index = c.get(d, (*k, "channel"), int, _REQUIRED, _range(0, MAX_CT - 1))
+            export_id = c.get(d, (*k, "export_id"), str, None, _sensor_id)
+            s = SensorConfig(
+                name=name,
+                id=ident,
+                kind=kind,
+                index=index,
+                enabled=c.get(d, (*k, "enabled"), bool, True),
+                export_id=export_id,
+                gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _range(0.001, 4000))),
+                phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0, _range(-180, 180))),
+                invert=c.get(d, (*k, "invert"), bool, False),
+            )
+        else:
+            index = c.get(d, (*k, "input"), int, _REQUIRED, _range(0, MAX_PULSE - 1))
+            s = SensorConfig(
+                name=name,
+                id=ident,
+                kind=kind,
+                index=index,
+                enabled=c.get(d, (*k, "enabled"), bool, True),
+                meter_constant=float(
+                    c.get(d, (*k, "meter_constant"), (int, float), _REQUIRED, _range(0.001, 4_000_000))
+                ),
+                debounce_ms=c.get(d, (*k, "debounce_ms"), int, 20, _range(0, 65535)),
+                trigger=c.get(d, (*k, "trigger"), str, "edge", _one_of(TRIGGERS)),
+                unit=c.get(d, (*k, "unit"), str, "wh", _one_of(UNITS)),
+            )
+        for sid, key in ((s.id, "id"), (s.export_id, "export_id")):
+            if sid is None:
+                continue
+            if sid in seen_ids:
+                raise c.fail((*k, key), f"sensor id {sid} is already used by [[sensor]] #{seen_ids[sid] + 1}")
+            seen_ids[sid] = i
+        if name in seen_names:
+            raise c.fail((*k, "name"), f"name {name!r} is already used by [[sensor]] #{seen_names[name] + 1}")
+        seen_names[name] = i
+        slot = (kind, index)
+        if slot in seen_slots:
+            what = "channel" if kind == "ct" else "input"
+            raise c.fail(
+                (*k, what), f"{kind} {what} {index} is already used by [[sensor]] #{seen_slots[slot] + 1}"
+            )
+        seen_slots[slot] = i
+        out.append(s)
+    return tuple(out)
+
+
+def _mqtt(c: _Checker, d: dict[str, Any]) -> MqttConfig:
+    k: KeyPath = ("mqtt",)
+    c.table(d, k, {"host", "port", "prefix", "discovery", "discovery_prefix", "username", "password_env"})
+    dflt = MqttConfig()
+    return MqttConfig(
+        host=c.get(d, (*k, "host"), str, dflt.host),
+        port=c.get(d, (*k, "port"), int, dflt.port, _range(1, 65535)),
+        prefix=c.get(
+            d,
+            (*k, "prefix"),
+            str,
+            dflt.prefix,
+            lambda v: None if v and not set("#+") & set(v) else "must be a topic without # or +",
+        ),
+        discovery=c.get(d, (*k, "discovery"), bool, dflt.discovery),
+        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix),
+        username=c.get(d, (*k, "username"), str, None),
+        password_env=c.get(d, (*k, "password_env"), str, None),
+    )
+
+
+def _flukso(c: _Checker, d: dict[str, Any], path: Path) -> FluksoConfig:
+    k: KeyPath = ("flukso",)
+    c.table(d, k, {"base_url", "device_id", "key_file", "key_env", "interval_s"})
+    key_file = c.get(d, (*k, "key_file"), str, None)
+    key_env = c.get(d, (*k, "key_env"), str, None)
+    if key_file is None and key_env is None:
+        raise c.fail(
+            k, "give the device key as key_file (a file holding it) or key_env (an environment variable)"
+        )
+    return FluksoConfig(
+        base_url=c.get(
+            d,
+            (*k, "base_url"),
+            str,
+            _REQUIRED,
+            lambda v: None if re.match(r"^https?://[^\s/]+", v) else "must be an http(s):// URL",
+        ),
+        device_id=c.get(d, (*k, "device_id"), str, _REQUIRED, _sensor_id),
+        key_file=_dir(path, key_file) if key_file else None,
+        key_env=key_env,
+        interval_s=c.get(d, (*k, "interval_s"), int, 300, _range(10, 86400)),
+    )

@@ -1,0 +1,145 @@
+"""The gridtap daemon: serial link -> session -> epochs -> RRDs, live view, REST API (and uplinks).
+
+    d = Daemon(load_config(path))
+    d.start()          # opens the state, starts rrdcached and the REST API
+    d.run(stop_event)  # the ingest loop, until stop_event is set
+    d.close()          # flushes counter state and rrdcached, stops everything
+
+One thread reads the board; the REST API answers from its own threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gridtap.config import Config
+from gridtap.epochs import CounterStore
+from gridtap.errors import UserError
+from gridtap.ingest import Session
+from gridtap.link import SerialLink
+from gridtap.live import LiveStore
+from gridtap.rrd import RrdCached, RrdStore, default_socket
+
+log = logging.getLogger("gridtap.daemon")
+
+# Optional features: config section -> the module that must exist to run it.
+FEATURES = {"mqtt": "gridtap.mqtt", "flukso": "gridtap.flukso_upload"}
+
+
+class RrdSink:
+    """Counter outputs into the per-series RRDs; a refused update is logged, never fatal."""
+
+    def __init__(self, store: RrdStore) -> None:
+        self.store = store
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        try:
+            self.store.update(sensor, t, total_milli)
+        except (OSError, ConnectionError) as exc:
+            self.store.errors += 1
+            log.warning("rrd update for %s failed: %s", sensor, exc)
+
+
+def check_features(cfg: Config) -> None:
+    """Refuse a config section whose feature is not part of this gridtap, instead of ignoring it."""
+    for section, module in FEATURES.items():
+        if getattr(cfg, section) is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(
+                f"{cfg.path.name}: [{section}] is configured but the {section} feature is not "
+                f"available in this gridtap"
+            ) from exc
+
+
+class Daemon:
+    def __init__(self, cfg: Config, start_rrdcached: bool = True) -> None:
+        check_features(cfg)
+        self.cfg = cfg
+        d = cfg.daemon
+        self.state_dir = d.state_dir
+        self.store: CounterStore | None = None
+        self.live = LiveStore()
+        self.cached: RrdCached | None = None
+        self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
+        self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
+        self.rrd = RrdStore(d.rrd_dir, self.socket_path)
+        self.link = SerialLink(cfg.board.port, cfg.board.baud)
+        self.session: Session | None = None
+        self.api: Any = None
+        self.started = time.time()
+        self.extras: list[Any] = []
+
+    def start(self) -> None:
+        d = self.cfg.daemon
+        try:
+            d.state_dir.mkdir(parents=True, exist_ok=True)
+            d.rrd_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the state directory {d.state_dir}: {exc.strerror}") from exc
+        self.store = CounterStore(d.state_dir / "counters.sqlite")
+        if self.start_rrdcached:
+            self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
+            self.cached.start()
+        self.session = Session(
+            self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send, sinks=[RrdSink(self.rrd)]
+        )
+        self.link.on_connect = self.session.connected
+        if d.api:
+            from gridtap.restapi import ApiServer
+
+            self.api = ApiServer(self, d.bind, d.port)
+            self.api.start()
+            log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
+
+    def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
+        assert self.session is not None and self.store is not None
+        flush_every = self.cfg.daemon.state_flush_s
+        next_flush = time.monotonic() + flush_every
+        end = None if max_seconds is None else time.monotonic() + max_seconds
+        while not stop.is_set():
+            for msg in self.link.poll():
+                self.session.handle(msg)
+            if self.link.connected:
+                self.session.tick()
+            now = time.monotonic()
+            if now >= next_flush:
+                self.store.flush()
+                next_flush = now + flush_every
+            if end is not None and now >= end:
+                break
+
+    def status(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "connected": self.link.connected,
+            "reconnects": self.link.reconnects,
+            "decoder": self.link.counters(),
+            "epoch": None if s is None else s.epoch,
+            "rrd_updates": self.rrd.updates,
+            "rrd_errors": self.rrd.errors,
+        }
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        self.link.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.rrd.close()
+        if self.cached is not None:
+            self.cached.stop()
+            self.cached = None
+
+
+def state_paths(state_dir: Path) -> dict[str, Path]:
+    return {"counters": state_dir / "counters.sqlite"}

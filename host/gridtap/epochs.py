@@ -1,0 +1,179 @@
+"""Counter epochs: one monotonic host-side total per sensor series, kept in SQLite.
+
+The board's registers are cumulative, but they start a new *epoch* whenever
+the board resets (HELLO carries a new boot count, like Flukso's rid). Within
+an epoch the host keeps the highest register value it has seen, so duplicates
+and retransmissions are harmless. At the first reading of a new epoch:
+
+* register >= the last value seen in the previous epoch: the board restored
+  its registers (EEPROM saved at brownout) and kept counting, so the
+  difference is real energy and the previous offset carries on;
+* register < the last value seen: the board lost (or restored an older copy
+  of) its registers; what happened between the last reading and the reset is
+  unknowable, so the host total stays flat and counts only what the new epoch
+  adds from here.
+
+Either way the host total never goes backwards and no Wh is counted twice.
+All values are integer thousandths (mWh or mL). Epoch changes are written at
+once; ordinary progress is kept in RAM and written every `flush()` (the
+daemon calls it every few minutes), so SQLite costs a few pages per flush,
+not one per tuple. A crash loses at most that much *progress record*, never
+energy: the next reading carries the cumulative register again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS epoch (
+    id INTEGER PRIMARY KEY,
+    board_id TEXT NOT NULL,
+    boot_count INTEGER NOT NULL,
+    reset_cause INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    UNIQUE (board_id, boot_count)
+);
+CREATE TABLE IF NOT EXISTS series (
+    sensor TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL REFERENCES epoch(id),
+    offset INTEGER NOT NULL,   -- host total = offset + register, within this epoch
+    raw INTEGER NOT NULL,      -- highest register value seen in this epoch
+    total INTEGER NOT NULL,    -- host-side cumulative total, never decreases
+    floor INTEGER NOT NULL,    -- host total when this epoch began: no reading of it maps lower
+    t REAL NOT NULL            -- board time of that register value
+);
+CREATE TABLE IF NOT EXISTS series_epoch (
+    sensor TEXT NOT NULL,
+    epoch INTEGER NOT NULL REFERENCES epoch(id),
+    offset INTEGER NOT NULL,
+    first_raw INTEGER NOT NULL,
+    first_t REAL NOT NULL,
+    prev_total INTEGER NOT NULL,   -- host total when the epoch began for this series
+    continued INTEGER NOT NULL,    -- 1: register carried on from the previous epoch
+    PRIMARY KEY (sensor, epoch)
+);
+"""
+
+
+@dataclass
+class SeriesState:
+    epoch: int
+    offset: int
+    raw: int
+    total: int
+    floor: int
+    t: float
+
+
+class CounterStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.state: dict[str, SeriesState] = {}
+        for sensor, epoch, offset, raw, total, floor, t in self.db.execute(
+            "SELECT sensor, epoch, offset, raw, total, floor, t FROM series"
+        ):
+            self.state[sensor] = SeriesState(epoch, offset, raw, total, floor, t)
+        self.dirty: set[str] = set()
+
+    def begin_epoch(self, board_id: bytes, boot_count: int, reset_cause: int) -> int:
+        """The epoch id for this board boot; the same boot seen again is the same epoch."""
+        bid = board_id.hex()
+        row = self.db.execute(
+            "SELECT id FROM epoch WHERE board_id=? AND boot_count=?", (bid, boot_count)
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        cur = self.db.execute(
+            "INSERT INTO epoch (board_id, boot_count, reset_cause, first_seen) VALUES (?,?,?,?)",
+            (bid, boot_count, reset_cause, time.time()),
+        )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def update(self, sensor: str, epoch: int, raw: int, t: float) -> tuple[int, bool]:
+        """Record a register reading of the current epoch.
+
+        Return (host total this reading stands for, whether the series advanced).
+        A repeated or older reading maps to the total it had, so a resent tuple
+        still gives its own (time, total) point.
+        """
+        st = self.state.get(sensor)
+        if st is None:
+            st = SeriesState(epoch, 0, raw, raw, 0, t)
+            self.state[sensor] = st
+            self._begin(sensor, st, raw, t, prev_total=0, continued=False)
+            return st.total, True
+        if st.epoch != epoch:
+            continued = raw >= st.raw
+            offset = st.offset if continued else st.total - raw
+            prev = st.total
+            st.epoch, st.offset, st.raw, st.t = epoch, offset, raw, t
+            st.total = max(prev, offset + raw)
+            st.floor = prev
+            self._begin(sensor, st, raw, t, prev_total=prev, continued=continued)
+            return st.total, st.total > prev
+        if raw <= st.raw:
+            return max(st.floor, st.offset + raw), False
+        st.raw = raw
+        st.t = max(st.t, t)
+        st.total = st.offset + raw
+        self.dirty.add(sensor)
+        return st.total, True
+
+    def total(self, sensor: str) -> int | None:
+        st = self.state.get(sensor)
+        return None if st is None else st.total
+
+    def epochs_of(self, sensor: str) -> list[tuple[int, int, int, bool]]:
+        """(epoch id, offset, first register, continued) per epoch, oldest first."""
+        return [
+            (int(e), int(o), int(r), bool(c))
+            for e, o, r, c in self.db.execute(
+                "SELECT epoch, offset, first_raw, continued FROM series_epoch WHERE sensor=? ORDER BY epoch",
+                (sensor,),
+            )
+        ]
+
+    def _begin(
+        self, sensor: str, st: SeriesState, raw: int, t: float, prev_total: int, continued: bool
+    ) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self._write(sensor, st)
+            self.db.execute(
+                "INSERT OR REPLACE INTO series_epoch"
+                " (sensor, epoch, offset, first_raw, first_t, prev_total, continued) VALUES (?,?,?,?,?,?,?)",
+                (sensor, st.epoch, st.offset, raw, t, prev_total, int(continued)),
+            )
+        self.dirty.discard(sensor)
+
+    def _write(self, sensor: str, st: SeriesState) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO series (sensor, epoch, offset, raw, total, floor, t)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (sensor, st.epoch, st.offset, st.raw, st.total, st.floor, st.t),
+        )
+
+    def flush(self) -> int:
+        """Write the progress of every series that moved since the last flush; return how many."""
+        if not self.dirty:
+            return 0
+        n = len(self.dirty)
+        with self.db:
+            self.db.execute("BEGIN")
+            for sensor in sorted(self.dirty):
+                self._write(sensor, self.state[sensor])
+        self.dirty.clear()
+        return n
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()

@@ -1,0 +1,408 @@
+"""The board session: what the daemon does with every frame, and what it sends back.
+
+* HELLO starts (or resumes) a counter epoch, sets the board clock and pushes
+  the sensor configuration (CONFIG_SET per channel, then COMMIT).
+* COUNTER and PULSE become host totals through the epoch store and go to the
+  outputs (RRDs, the live view, MQTT) and to the durable spool.
+* Reliable frames are ACKed in batches: at once when there is no spool, and
+  only after the spool commit that holds them when there is one (the board
+  keeps and resends whatever was not ACKed).
+* Commands that get no answer within 500 ms are sent again, up to 5 times.
+* TIME drifting by 1 s or more gets a TIME_SET.
+
+Tuples that arrive before the first HELLO of a connection are not ACKed: the
+board sends them again once the session knows which epoch they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gridtap.config import BoardConfig, SensorConfig
+from gridtap.epochs import CounterStore
+from gridtap.live import Gauge, LiveStore
+from gridtap_fw import wire
+
+log = logging.getLogger("gridtap.ingest")
+
+RETRY_S = 0.5
+MAX_TRIES = 5
+TIME_SYNC_S = 1.0
+MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
+NAK_REASONS = {
+    1: "unknown type",
+    2: "bad length",
+    3: "bad parameter for that target",
+    4: "bad value",
+    5: "busy",
+    6: "storage failure",
+    7: "clock not set",
+    8: "version",
+    9: "read-only",
+}
+EVENT_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
+
+
+class CounterSink(Protocol):
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+
+
+class Spool(Protocol):
+    def add(self, sensor_id: str, ts: int, counter: int | float, token: Any = None) -> None: ...
+
+    def maybe_commit(self) -> list[Any]: ...
+
+
+@dataclass
+class Pending:
+    mtype: int
+    values: tuple[Any, ...]
+    sent: float
+    tries: int = 1
+    what: str = ""
+    on_ok: Callable[[], None] | None = None
+
+
+@dataclass
+class Stats:
+    tuples: int = 0
+    duplicates: int = 0
+    unmapped: int = 0
+    unsynced: int = 0
+    before_hello: int = 0
+    acks_sent: int = 0
+    gauges: int = 0
+    events: int = 0
+    time_sets: int = 0
+    config_pushes: int = 0
+    naks: int = 0
+    gave_up: int = 0
+    epochs: list[int] = field(default_factory=list)
+
+
+class Session:
+    def __init__(
+        self,
+        board: BoardConfig,
+        sensors: tuple[SensorConfig, ...],
+        store: CounterStore,
+        live: LiveStore,
+        send: Callable[[bytes], bool],
+        sinks: list[CounterSink] | None = None,
+        spool: Spool | None = None,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.board = board
+        self.ct = {s.index: s for s in sensors if s.kind == "ct" and s.enabled}
+        self.pulse = {s.index: s for s in sensors if s.kind == "pulse" and s.enabled}
+        self.sensors = sensors
+        self.store = store
+        self.live = live
+        self._send = send
+        self.sinks = sinks or []
+        self.spool = spool
+        self.clock = clock
+        self.mono = mono
+        self.seq = 0
+        self.pending: dict[int, Pending] = {}
+        self.to_ack: list[int] = []
+        self.epoch: int | None = None
+        self.hello: dict[str, Any] | None = None
+        self.config_wait: set[int] = set()
+        self.config_failed = False
+        self.stats = Stats()
+        self.last_time_set = -1e9
+
+    # ------------------------------------------------------------ sending
+
+    def _frame(self, mtype: int, values: tuple[Any, ...], seq: int, flags: int = 0) -> bool:
+        return self._send(wire.encode(mtype, seq, values, flags))
+
+    def command(
+        self,
+        mtype: int,
+        values: tuple[Any, ...] = (),
+        what: str = "",
+        on_ok: Callable[[], None] | None = None,
+    ) -> int:
+        seq = self.seq
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.pending[seq] = Pending(
+            mtype, values, self.mono(), what=what or wire.TYPE_NAMES[mtype], on_ok=on_ok
+        )
+        self._frame(mtype, values, seq)
+        return seq
+
+    def connected(self) -> None:
+        """A (re)opened port: forget the epoch until the board says HELLO again."""
+        self.epoch = None
+        self.pending.clear()
+        self.to_ack.clear()
+        self.config_wait.clear()
+        self.command(wire.HELLO_REQ)
+
+    def tick(self) -> None:
+        """Retries, spool-driven ACKs and the ACK flush; call after every read."""
+        now = self.mono()
+        for seq, p in list(self.pending.items()):
+            if now - p.sent < RETRY_S:
+                continue
+            if p.tries >= MAX_TRIES:
+                del self.pending[seq]
+                self.stats.gave_up += 1
+                if p.mtype == wire.CONFIG_SET or p.mtype == wire.COMMIT:
+                    self.config_failed = True
+                    self.config_wait.discard(seq)
+                log.error("board did not answer %s after %d tries", p.what, p.tries)
+                if p.mtype == wire.HELLO_REQ:
+                    self.command(wire.HELLO_REQ)  # keep asking: without HELLO nothing is ACKed
+                continue
+            p.tries += 1
+            p.sent = now
+            self._frame(p.mtype, p.values, seq, wire.FLAG_RETX)
+        if self.spool is not None:
+            for token in self.spool.maybe_commit():
+                epoch, seq = token
+                if epoch == self.epoch:
+                    self.to_ack.append(seq)
+        self.flush_acks()
+
+    def flush_acks(self) -> None:
+        while self.to_ack:
+            batch = sorted(set(self.to_ack[: wire.ACK_MAX]))
+            del self.to_ack[: wire.ACK_MAX]
+            self._frame(wire.ACK, (tuple(batch),), self.seq)
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.stats.acks_sent += 1
+
+    # ------------------------------------------------------------ receiving
+
+    def handle(self, msg: wire.Message) -> None:
+        t = msg.mtype
+        if t == wire.COUNTER or t == wire.PULSE:
+            self._tuple(msg)
+        elif t == wire.GAUGE:
+            self._gauge(msg)
+        elif t == wire.HELLO:
+            self._hello(msg)
+        elif t == wire.TIME:
+            self._time(msg)
+        elif t == wire.ACK:
+            for seq in msg.values[0]:
+                p = self.pending.pop(seq, None)
+                if p is not None:
+                    self._done(seq, p)
+        elif t == wire.NAK:
+            self._nak(msg)
+        elif t == wire.EVENT:
+            self._event(msg)
+        elif t == wire.CONFIG:
+            for seq, p in list(self.pending.items()):
+                if p.mtype == wire.CONFIG_GET:
+                    del self.pending[seq]
+        else:
+            log.debug("ignoring %s from the board", wire.TYPE_NAMES.get(t, t))
+
+    def _done(self, seq: int, p: Pending) -> None:
+        if seq in self.config_wait:
+            self.config_wait.discard(seq)
+            if not self.config_wait and not self.config_failed:
+                self.command(
+                    wire.COMMIT,
+                    (wire.COMMIT_CONFIG,),
+                    what="COMMIT of the sensor config",
+                    on_ok=lambda: log.info("board config committed"),
+                )
+        if p.on_ok is not None:
+            p.on_ok()
+
+    def _nak(self, msg: wire.Message) -> None:
+        ref_seq, ref_type, reason = msg.values
+        p = self.pending.pop(ref_seq, None)
+        self.stats.naks += 1
+        what = p.what if p is not None else wire.TYPE_NAMES.get(ref_type, str(ref_type))
+        log.error("board refused %s: %s", what, NAK_REASONS.get(reason, f"reason {reason}"))
+        if ref_seq in self.config_wait:
+            self.config_wait.discard(ref_seq)
+            self.config_failed = True
+
+    def _hello(self, msg: wire.Message) -> None:
+        h = msg.as_dict()
+        for seq, p in list(self.pending.items()):
+            if p.mtype == wire.HELLO_REQ:
+                del self.pending[seq]
+        first = (
+            self.hello is None
+            or self.hello["boot_count"] != h["boot_count"]
+            or self.hello["board_id"] != h["board_id"]
+            or self.epoch is None
+        )
+        self.hello = h
+        epoch = self.store.begin_epoch(h["board_id"], h["boot_count"], h["reset_cause"])
+        if epoch != self.epoch:
+            log.info(
+                "board %s boot %d (reset cause %d, fw %d.%d.%d): counter epoch %d",
+                h["board_id"].hex(),
+                h["boot_count"],
+                h["reset_cause"],
+                h["fw_major"],
+                h["fw_minor"],
+                h["fw_patch"],
+                epoch,
+            )
+            self.stats.epochs.append(epoch)
+        self.epoch = epoch
+        self.to_ack.clear()
+        self.set_time()
+        if first:
+            self.push_config(h["n_ct"], h["n_pulse"])
+
+    def set_time(self) -> None:
+        if any(p.mtype == wire.TIME_SET for p in self.pending.values()):
+            return
+        now = self.clock()
+        s = int(now)
+        self.command(wire.TIME_SET, (s, min(999, int((now - s) * 1000))), what="TIME_SET")
+        self.stats.time_sets += 1
+        self.last_time_set = self.mono()
+
+    def _time(self, msg: wire.Message) -> None:
+        unix_s, ms, _uptime, synced = msg.values
+        drift = unix_s + ms / 1000.0 - self.clock()
+        if not synced or abs(drift) >= TIME_SYNC_S:
+            log.info("board clock %s by %.3f s: setting it", "not set" if not synced else "off", drift)
+            self.set_time()
+
+    def config_frames(
+        self, n_ct: int, n_pulse: int
+    ) -> list[tuple[int, int, tuple[tuple[int, Any], ...], str]]:
+        out: list[tuple[int, int, tuple[tuple[int, Any], ...], str]] = []
+        board_items: list[tuple[int, Any]] = []
+        if self.board.save_wh is not None:
+            board_items.append((wire.P_SAVE_WH, self.board.save_wh))
+        if self.board.save_min is not None:
+            board_items.append((wire.P_SAVE_MIN, self.board.save_min))
+        if board_items:
+            out.append((wire.TARGET_BOARD, 0, tuple(board_items), "board settings"))
+        for i in range(n_ct):
+            s = self.ct.get(i)
+            if s is None:
+                out.append((wire.TARGET_CT, i, ((wire.P_ENABLED, 0),), f"ct channel {i} (off)"))
+                continue
+            items: list[tuple[int, Any]] = [(wire.P_ENABLED, 1), (wire.P_SENSOR_ID, bytes.fromhex(s.id))]
+            if s.export_id:
+                items.append((wire.P_SENSOR_ID_EXPORT, bytes.fromhex(s.export_id)))
+            items += [
+                (wire.P_GAIN_E6, round(s.gain * 1e6)),
+                (wire.P_PHASE_MDEG, round(s.phase_deg * 1000)),
+                (wire.P_INVERT, int(s.invert)),
+            ]
+            out.append((wire.TARGET_CT, i, tuple(items), f"ct channel {i} ({s.name})"))
+        for i in range(n_pulse):
+            s = self.pulse.get(i)
+            if s is None:
+                out.append((wire.TARGET_PULSE, i, ((wire.P_ENABLED, 0),), f"pulse input {i} (off)"))
+                continue
+            items = [
+                (wire.P_ENABLED, 1),
+                (wire.P_SENSOR_ID, bytes.fromhex(s.id)),
+                (wire.P_METER_CONST_MILLI, round(s.meter_constant * 1000)),
+                (wire.P_DEBOUNCE_MS, s.debounce_ms),
+                (wire.P_TRIGGER, 1 if s.trigger == "level" else 0),
+                (wire.P_UNIT, 1 if s.unit == "litre" else 0),
+            ]
+            out.append((wire.TARGET_PULSE, i, tuple(items), f"pulse input {i} ({s.name})"))
+        return out
+
+    def push_config(self, n_ct: int, n_pulse: int) -> None:
+        for s in self.sensors:
+            have = n_ct if s.kind == "ct" else n_pulse
+            if s.enabled and s.index >= have:
+                what = "channel" if s.kind == "ct" else "input"
+                log.error(
+                    "sensor %s: %s %s %d, but the board has only %d", s.name, s.kind, what, s.index, have
+                )
+        self.config_failed = False
+        self.config_wait.clear()
+        self.stats.config_pushes += 1
+        for target, index, items, what in self.config_frames(n_ct, n_pulse):
+            seq = self.command(wire.CONFIG_SET, (target, index, items), what=f"CONFIG_SET for {what}")
+            self.config_wait.add(seq)
+
+    def _series(self, msg: wire.Message) -> list[tuple[str, str, int]]:
+        """(sensor id, role, register in thousandths) of every series a tuple carries."""
+        v = msg.values
+        if msg.mtype == wire.COUNTER:
+            s = self.ct.get(v[0])
+            if s is None:
+                return []
+            out = [(s.id, "import", v[3] * 1000 + v[4])]
+            if s.export_id:
+                out.append((s.export_id, "export", v[5] * 1000 + v[6]))
+            return out
+        p = self.pulse.get(v[0])
+        return [] if p is None else [(p.id, "pulse", v[3] * 1000 + v[4])]
+
+    def _tuple(self, msg: wire.Message) -> None:
+        if self.epoch is None:
+            self.stats.before_hello += 1
+            if not any(p.mtype == wire.HELLO_REQ for p in self.pending.values()):
+                self.command(wire.HELLO_REQ)
+            return
+        self.stats.tuples += 1
+        t = msg.values[1]
+        ms = msg.values[2]
+        series = self._series(msg)
+        if not series:
+            self.stats.unmapped += 1
+            self.to_ack.append(msg.seq)
+            return
+        valid_t = t > MIN_VALID_T
+        spooled = False
+        for sensor, role, raw in series:
+            total, advanced = self.store.update(sensor, self.epoch, raw, t + ms / 1000.0)
+            if not advanced:
+                self.stats.duplicates += 1
+            if not valid_t:
+                continue
+            if role == "pulse":
+                self.live.put_pulse(sensor, t * 1000.0 + ms, total)
+            for sink in self.sinks:
+                sink.counter(sensor, role, t, total)
+            if self.spool is not None:
+                self.spool.add(sensor, t, total / 1000.0, token=(self.epoch, msg.seq))
+                spooled = True
+        if not valid_t:
+            self.stats.unsynced += 1
+        if not spooled:
+            self.to_ack.append(msg.seq)
+        if len(self.to_ack) >= wire.ACK_MAX:
+            self.flush_acks()
+
+    def _gauge(self, msg: wire.Message) -> None:
+        self.stats.gauges += 1
+        ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values
+        s = self.ct.get(ch)
+        if s is None or t <= MIN_VALID_T:
+            return
+        g = Gauge(
+            t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
+        )
+        self.live.put_gauge(s.id, s.export_id, g)
+
+    def _event(self, msg: wire.Message) -> None:
+        self.stats.events += 1
+        _t, _ms, level, code, text = msg.values
+        log.log(
+            EVENT_LEVELS.get(level, logging.INFO),
+            "board event %d: %s",
+            code,
+            bytes(text).decode("utf-8", "replace"),
+        )
+        if self.epoch is not None:
+            self.to_ack.append(msg.seq)

@@ -1,0 +1,116 @@
+"""The serial link to the board: open with pyserial, read frames, reconnect with backoff.
+
+`SerialLink.poll()` returns decoded messages (an empty list when there is
+nothing, or while the port is away). When the port vanishes (USB unplugged,
+pty closed) the link closes it and tries again after 0.5, 1, 2 ... 30 s;
+`connected` and `reconnects` tell the rest of the daemon what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import serial
+
+from gridtap import codec
+from gridtap_fw import wire
+
+log = logging.getLogger("gridtap.link")
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class SerialLink:
+    def __init__(
+        self, port: str, baud: int, read_timeout: float = 0.1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.port = port
+        self.baud = baud
+        self.read_timeout = read_timeout
+        self.clock = clock
+        self.ser: serial.Serial | None = None
+        self.decoder = codec.make_decoder()
+        self.backoff = BACKOFF_MIN_S
+        self.next_try = 0.0
+        self.reconnects = 0
+        self.opens = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.on_connect: Callable[[], None] | None = None
+        self._warned = False
+
+    @property
+    def connected(self) -> bool:
+        return self.ser is not None
+
+    def _try_open(self) -> bool:
+        now = self.clock()
+        if now < self.next_try:
+            return False
+        try:
+            self.ser = serial.Serial(
+                self.port, self.baud, timeout=self.read_timeout, write_timeout=2.0, exclusive=True
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            if not self._warned:
+                log.warning("cannot open %s: %s; retrying with backoff", self.port, exc)
+                self._warned = True
+            self.next_try = now + self.backoff
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+            return False
+        self._warned = False
+        self.backoff = BACKOFF_MIN_S
+        self.opens += 1
+        if self.opens > 1:
+            self.reconnects += 1
+        log.info("opened %s at %d baud", self.port, self.baud)
+        if self.on_connect is not None:
+            self.on_connect()
+        return True
+
+    def _lost(self, exc: Exception) -> None:
+        log.warning("lost %s: %s", self.port, exc)
+        self.close()
+        self.next_try = self.clock() + self.backoff
+
+    def poll(self) -> list[wire.Message]:
+        if self.ser is None and not self._try_open():
+            time.sleep(min(self.read_timeout, max(0.0, self.next_try - self.clock())))
+            return []
+        assert self.ser is not None
+        try:
+            first = self.ser.read(1)
+            if not first:
+                return []
+            waiting = self.ser.in_waiting
+            data = first + (self.ser.read(min(waiting, 65536)) if waiting else b"")
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return []
+        self.bytes_in += len(data)
+        return self.decoder.feed(data)
+
+    def send(self, frame: bytes) -> bool:
+        if self.ser is None:
+            return False
+        try:
+            self.ser.write(frame)
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return False
+        self.bytes_out += len(frame)
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return self.decoder.counters()
+
+    def close(self) -> None:
+        if self.ser is not None:
+            try:
+                self.ser.close()
+            except (serial.SerialException, OSError):
+                pass
+            self.ser = None

@@ -1,0 +1,74 @@
+"""The last couple of minutes of per-second rates, for the REST `minute` interval and MQTT.
+
+Rates are kept in the RRD's base unit: thousandths (mWh or mL) per second.
+Thread-safe: the ingest loop writes, API threads read.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+KEEP_S = 120
+
+
+@dataclass
+class Gauge:
+    t: int
+    power_w: float
+    va: float
+    vrms: float
+    irms: float
+    pf: float
+    hz: float
+
+
+class LiveStore:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rates: dict[str, dict[int, float]] = {}
+        self.gauges: dict[str, Gauge] = {}
+        self._pulse_last: dict[str, tuple[float, int]] = {}
+
+    def put(self, sensor: str, t: int, rate_milli_per_s: float) -> None:
+        with self.lock:
+            ring = self.rates.setdefault(sensor, {})
+            ring[t] = rate_milli_per_s
+            if len(ring) > KEEP_S + 16:
+                newest = max(ring)
+                for old in [k for k in ring if k <= newest - KEEP_S]:
+                    del ring[old]
+
+    def put_gauge(self, imp: str, exp: str | None, g: Gauge) -> None:
+        """A CT gauge: positive power is import, negative is export, each its own series."""
+        self.put(imp, g.t, max(0.0, g.power_w) / 3.6)
+        if exp is not None:
+            self.put(exp, g.t, max(0.0, -g.power_w) / 3.6)
+        with self.lock:
+            self.gauges[imp] = g
+
+    def put_pulse(self, sensor: str, t_ms: float, total_milli: int) -> None:
+        """A pulse total: the rate since the previous one fills every second in between."""
+        with self.lock:
+            last = self._pulse_last.get(sensor)
+            self._pulse_last[sensor] = (t_ms, total_milli)
+        if last is None or t_ms <= last[0]:
+            return
+        rate = (total_milli - last[1]) * 1000.0 / (t_ms - last[0])
+        lo = int(last[0] // 1000) + 1
+        hi = int(t_ms // 1000)
+        for s in range(max(lo, hi - KEEP_S), hi + 1):
+            self.put(sensor, s, rate)
+
+    def window(self, sensor: str, end: int, seconds: int = 60) -> list[tuple[int, float | None]]:
+        with self.lock:
+            ring = dict(self.rates.get(sensor, {}))
+        return [(t, ring.get(t)) for t in range(end - seconds + 1, end + 1)]
+
+    def has(self, sensor: str) -> bool:
+        with self.lock:
+            return bool(self.rates.get(sensor))
+
+    def gauge(self, sensor: str) -> Gauge | None:
+        with self.lock:
+            return self.gauges.get(sensor)

@@ -1,0 +1,326 @@
+"""Round-robin databases per sensor series, written through rrdcached.
+
+One RRD per series (CT import, CT export, pulse), fed with the host's
+cumulative counter in thousandths (mWh or mL) as a DERIVE data source with
+min 0, so every stored value is a rate in thousandths per second and gaps are
+filled with the flat average: no Wh is lost when the daemon or the link was
+down. RRAs: 10 s x 1 h for live views, then Flukso's 1 min x 1 day,
+15 min x 1 week, 1 day x 1 year and 1 week x 10 years, with MAX next to the
+shorter ones so that peaks survive consolidation.
+
+Updates go to a real rrdcached over its socket protocol; rrdcached writes
+each file once per flush interval, so flash sees batched writes. Reads use
+the `rrdtool` CLI, so what the API serves is exactly what `rrdtool fetch`
+shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridtap.errors import UserError
+
+log = logging.getLogger("gridtap.rrd")
+
+STEP = 10
+DS_NAME = "counter"
+HEARTBEAT = 8_640_000  # 100 days, as Flukso: a gap is interpolated as a flat average
+# (steps per row, rows, consolidation functions)
+RRAS = (
+    (1, 360, ("AVERAGE",)),  # 10 s x 1 h
+    (6, 1440, ("AVERAGE", "MAX")),  # 1 min x 1 day
+    (90, 672, ("AVERAGE", "MAX")),  # 15 min x 1 week
+    (8640, 365, ("AVERAGE", "MAX")),  # 1 day x 1 year
+    (60480, 520, ("AVERAGE",)),  # 1 week x 10 years
+)
+
+
+def rrdtool_exe() -> str:
+    exe = shutil.which("rrdtool")
+    if exe is None:
+        raise UserError("rrdtool is not installed (Debian/OpenWrt package rrdtool); run `make setup`")
+    return exe
+
+
+def create_args(path: Path, start: int) -> list[str]:
+    args = [
+        rrdtool_exe(),
+        "create",
+        str(path),
+        "--no-overwrite",
+        "--start",
+        str(start),
+        "--step",
+        str(STEP),
+        f"DS:{DS_NAME}:DERIVE:{HEARTBEAT}:0:U",
+    ]
+    for steps, rows, cfs in RRAS:
+        args += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in cfs]
+    return args
+
+
+@dataclass
+class Fetched:
+    start: int
+    step: int
+    values: list[tuple[int, float | None]]  # (end of interval, rate in thousandths per second)
+
+
+def parse_fetch(text: str) -> list[tuple[int, float | None]]:
+    out: list[tuple[int, float | None]] = []
+    for line in text.splitlines():
+        ts, sep, rest = line.partition(":")
+        if not sep or not ts.strip().isdigit():
+            continue
+        word = rest.split()[0] if rest.split() else "nan"
+        try:
+            value = float(word)
+        except ValueError:
+            continue
+        out.append((int(ts), None if value != value else value))
+    return out
+
+
+class RrdCached:
+    """An rrdcached process the daemon owns: started with a flush interval, stopped with -F (flush all)."""
+
+    def __init__(self, base_dir: Path, socket_path: Path, flush_s: int) -> None:
+        self.base_dir = base_dir
+        self.socket_path = socket_path
+        self.flush_s = flush_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        exe = shutil.which("rrdcached")
+        if exe is None:
+            raise UserError("rrdcached is not installed (Debian/OpenWrt package rrdcached); run `make setup`")
+        if len(str(self.socket_path)) > 100:
+            raise UserError(f"rrdcached socket path is too long for a unix socket: {self.socket_path}")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        pidfile = self.socket_path.with_suffix(".pid")
+        if pidfile.exists():
+            pidfile.unlink()
+        jitter = max(1, self.flush_s // 5)
+        args = [
+            exe,
+            "-g",
+            "-F",
+            "-B",
+            "-b",
+            str(self.base_dir),
+            "-p",
+            str(pidfile),
+            "-w",
+            str(self.flush_s),
+            "-z",
+            str(jitter),
+            "-f",
+            str(max(self.flush_s * 2, 3600)),
+            "-t",
+            "1",
+            "-m",
+            "0660",
+            "-l",
+            f"unix:{self.socket_path}",
+        ]
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
+                raise UserError(f"rrdcached failed to start: {err or 'exit ' + str(self.proc.returncode)}")
+            if self.socket_path.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(self.socket_path))
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        self.stop()
+        raise UserError(f"rrdcached did not open {self.socket_path} within {timeout:.0f} s")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+
+class CacheClient:
+    """The rrdcached text protocol over its unix socket, one command at a time."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def _connect(self) -> socket.socket:
+        if self.sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10.0)
+            s.connect(str(self.socket_path))
+            self.sock = s
+            self.buf = b""
+        return self.sock
+
+    def _line(self, s: socket.socket) -> str:
+        while b"\n" not in self.buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError("rrdcached closed the connection")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def command(self, text: str) -> tuple[int, str, list[str]]:
+        """Send one command; return (status, message, extra lines). status < 0 is an error."""
+        for attempt in (0, 1):
+            try:
+                s = self._connect()
+                s.sendall(text.encode() + b"\n")
+                head = self._line(s)
+                status_text, _, message = head.partition(" ")
+                status = int(status_text)
+                extra = (
+                    [self._line(s) for _ in range(status)]
+                    if status > 0 and not text.startswith("UPDATE")
+                    else []
+                )
+                return status, message, extra
+            except (OSError, ConnectionError, ValueError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+
+class RrdStore:
+    """One RRD file per sensor series under rrd_dir, named <sensor id>.rrd."""
+
+    def __init__(self, rrd_dir: Path, socket_path: Path | None) -> None:
+        self.rrd_dir = rrd_dir
+        self.socket_path = socket_path
+        self.client = CacheClient(socket_path) if socket_path else None
+        self.last: dict[str, int] = {}
+        self.flushed: dict[str, float] = {}
+        self.errors = 0
+        self.updates = 0
+
+    def path(self, sensor: str) -> Path:
+        return self.rrd_dir / f"{sensor}.rrd"
+
+    def exists(self, sensor: str) -> bool:
+        return self.path(sensor).exists()
+
+    def ensure(self, sensor: str, first_t: int) -> Path:
+        p = self.path(sensor)
+        if not p.exists():
+            self.rrd_dir.mkdir(parents=True, exist_ok=True)
+            res = subprocess.run(create_args(p, first_t - STEP), capture_output=True, text=True)
+            if res.returncode != 0 and not p.exists():
+                raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
+        if sensor not in self.last:
+            self.last[sensor] = self._last_update(p)
+        return p
+
+    def _last_update(self, p: Path) -> int:
+        res = subprocess.run(
+            [rrdtool_exe(), "last", str(p), *self._daemon_args()], capture_output=True, text=True
+        )
+        try:
+            return int(res.stdout.strip())
+        except ValueError:
+            return 0
+
+    def _daemon_args(self) -> list[str]:
+        return ["--daemon", f"unix:{self.socket_path}"] if self.socket_path else []
+
+    def update(self, sensor: str, t: int, value: int) -> bool:
+        """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward)."""
+        p = self.ensure(sensor, t)
+        if t <= self.last.get(sensor, 0):
+            return False
+        if self.client is not None:
+            status, message, _ = self.client.command(f"UPDATE {p} {t}:{value}")
+            ok = status >= 0
+        else:
+            res = subprocess.run(
+                [rrdtool_exe(), "update", str(p), f"{t}:{value}"], capture_output=True, text=True
+            )
+            ok, message = res.returncode == 0, res.stderr.strip()
+        if not ok:
+            self.errors += 1
+            log.warning("rrd update %s refused: %s", sensor, message)
+            return False
+        self.last[sensor] = t
+        self.updates += 1
+        return True
+
+    def flush(self, sensor: str, min_age_s: float = 0.0) -> None:
+        """Ask rrdcached to write this file now, unless it did so less than min_age_s ago."""
+        if self.client is None or not self.exists(sensor):
+            return
+        now = time.monotonic()
+        if now - self.flushed.get(sensor, -1e9) < min_age_s:
+            return
+        self.flushed[sensor] = now
+        self.client.command(f"FLUSH {self.path(sensor)}")
+
+    def fetch(self, sensor: str, cf: str, start: int, end: int, resolution: int) -> Fetched:
+        p = self.path(sensor)
+        if not p.exists():
+            return Fetched(start, resolution, [])
+        res = subprocess.run(
+            [rrdtool_exe(), "fetch", str(p), cf, "-r", str(resolution), "-s", str(start), "-e", str(end)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if res.returncode != 0:
+            raise OSError(f"rrdtool fetch {p}: {res.stderr.strip()}")
+        values = parse_fetch(res.stdout)
+        step = values[1][0] - values[0][0] if len(values) > 1 else resolution
+        return Fetched(start, step, values)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def default_socket(state_dir: Path) -> Path:
+    p = state_dir / "rrdcached.sock"
+    if len(str(p)) <= 100:
+        return p
+    return Path("/tmp") / f"gridtap-rrdcached-{os.getpid()}.sock"

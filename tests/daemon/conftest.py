@@ -1,0 +1,123 @@
+"""Fixtures: a fake board on a pty and a daemon running in a thread against it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gridtap.config import parse_config
+from gridtap.daemon import Daemon
+from tests.daemon.fakeboard import FakeBoard
+
+IMP = "a" * 31 + "1"
+EXP = "a" * 31 + "2"
+IMP2 = "b" * 31 + "1"
+PULSE = "c" * 31 + "1"
+WATER = "d" * 31 + "1"
+
+
+def config_text(port: Path, state: Path, api_port: int = 0) -> str:
+    return f"""
+[daemon]
+state_dir = "{state}"
+rrdcached_flush_s = 3600
+bind = "127.0.0.1"
+port = {api_port}
+price_per_kwh = 0.25
+state_flush_s = 1
+
+[board]
+port = "{port}"
+baud = 115200
+
+[[sensor]]
+name = "mains"
+id = "{IMP}"
+export_id = "{EXP}"
+kind = "ct"
+channel = 0
+gain = 1.0025
+phase_deg = -4.2
+
+[[sensor]]
+name = "heatpump"
+id = "{IMP2}"
+kind = "ct"
+channel = 1
+
+[[sensor]]
+name = "meter"
+id = "{PULSE}"
+kind = "pulse"
+input = 0
+meter_constant = 1000
+
+[[sensor]]
+name = "water"
+id = "{WATER}"
+kind = "pulse"
+input = 1
+meter_constant = 1000
+unit = "litre"
+"""
+
+
+@dataclass
+class Rig:
+    board: FakeBoard
+    daemon: Daemon
+    stop: threading.Event
+    thread: threading.Thread
+    state: Path
+
+    def wait(self, cond: Callable[[], object], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"condition not met within {timeout} s")
+
+    def total(self, sensor: str) -> int | None:
+        assert self.daemon.store is not None
+        return self.daemon.store.total(sensor)
+
+    def connected(self) -> bool:
+        s = self.daemon.session
+        return s is not None and s.epoch is not None and self.daemon.link.connected
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: unix socket paths must stay under 108 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="gtd"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def rig(short_tmp: Path) -> Iterator[Rig]:
+    board = FakeBoard(short_tmp)
+    board.appear()
+    cfg = parse_config(config_text(board.path, short_tmp / "state"), short_tmp / "gridtap.toml")
+    daemon = Daemon(cfg)
+    daemon.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    r = Rig(board, daemon, stop, thread, short_tmp / "state")
+    try:
+        r.wait(r.connected)
+        yield r
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        daemon.close()
+        board.close()
