@@ -1,0 +1,332 @@
+# The board application: glue between the HAL and the one-concern modules.
+#
+#   App(hal).step()   one ADC block, the brownout check, pulses, the link,
+#                     tuples and gauges, persistence housekeeping
+#   App(hal).run()    step() forever (firmware/main.py on the board)
+#
+# The HAL contract is in docs/architecture.md; the core never imports machine.
+# Time: ticks_us() is only used through differences (it wraps at 2**30 on
+# MicroPython), accumulated into an unbounded uptime in microseconds. Unix
+# time = offset set by TIME_SET + uptime; before the first TIME_SET the
+# offset is 0 and TIME says synced = 0.
+
+from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
+
+FW_VERSION = (0, 1, 0)
+BLOCK_SETS = 256  # the largest block the HAL may return (buf size)
+TIME_EVERY_MS = 10000
+TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
+TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
+PULSE_KEY = 256
+
+# EVENT codes (level in brackets)
+EV_RESTORED = 0x0101  # counters restored from EEPROM (1 info)
+EV_BROWNOUT_SAVE = 0x0102  # brownout: counters saved (3 warning)
+EV_FRESH = 0x0103  # no intact counter record: starting from zero (3)
+EV_CONFIG_DEFAULT = 0x0104  # no intact config image: defaults in use (2 notice)
+EV_STORAGE = 0x0105  # EEPROM read or write failed (4 critical)
+EV_SUPPLY_BACK = 0x0106  # supply monitor released after a brownout save (2)
+EV_AC_LOST = 0x0201  # no mains voltage: power reads 0 W (2)
+EV_AC_BACK = 0x0202  # mains voltage back (1)
+
+
+def ticks_diff(a: int, b: int) -> int:
+    """a - b for MicroPython ticks (which wrap at 2**30)."""
+    return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+
+class App:
+    def __init__(self, hal) -> None:
+        self.hal = hal
+        board = hal.board
+        chans = board["adc"]["channels"]
+        self.nch = len(chans)
+        self.n_ct = self.nch - 1
+        self.n_pulse = len(board["pulse_inputs"])
+        sets_per_s = int(board["adc"]["sets_per_s"])
+        self.buf = bytearray(BLOCK_SETS * self.nch * 2)
+        self.last_ticks = hal.ticks_us()
+        self.up_us = 0
+        self.offset_ms = 0
+        self.synced = 0
+        self.link = link.Link(hal)
+        self.cfg = config.Config(self.n_ct, self.n_pulse)
+        self.store = persist.Store(hal, board, self.n_ct, self.n_pulse, self.cfg.image_len())
+        pending = []
+        n_ct = self.n_ct
+        n_pulse = self.n_pulse
+        try:
+            if not self.store.load_config(self.cfg, lambda: config.Config(n_ct, n_pulse)):
+                pending.append((2, EV_CONFIG_DEFAULT, "no intact config image: defaults"))
+            c = self.store.load_counters()
+        except OSError as exc:
+            pending.append((4, EV_STORAGE, "eeprom read failed: %s" % exc))
+            c = None
+        self.energies = [energy.CtEnergy(sets_per_s) for _ in range(n_ct)]
+        self.inputs = [pulses.PulseInput(self.cfg.pulses[i]) for i in range(n_pulse)]
+        cause = hal.reset_cause()
+        if c is None:
+            c = persist.Counters(n_ct, n_pulse)
+            pending.append((3, EV_FRESH, "no intact counter record: counters start at 0"))
+        else:
+            for k in range(n_ct):
+                self.energies[k].imp.restore(c.ct[k][0])
+                self.energies[k].exp.restore(c.ct[k][1])
+            for i in range(n_pulse):
+                inp = self.inputs[i]
+                inp.pulses, inp.base_pulses, inp.base_milli, inp.last_unix_ms = c.pulse[i]
+            if c.flags & persist.FLAG_BROWNOUT and cause in (wire.RESET_UNKNOWN, wire.RESET_POWER_ON):
+                cause = wire.RESET_BROWNOUT
+            pending.append((1, EV_RESTORED, "counters restored, record %d" % self.store.seq))
+        self.counters = c
+        self.reset_cause = cause
+        self.boot_count = (c.boot_count + 1) & 0xFFFFFFFF
+        self.brownout_count = c.brownout_count
+        self.browned = False
+        self.policy = savepolicy.SavePolicy(self.cfg.save_wh, self.cfg.save_min)
+        self.power = power.PowerMeter(board, self.cfg, self.energies)
+        self.ac = False
+        self.ac_seen = False
+        self.last_time_ms = 0
+        n_sensors = n_ct + n_pulse
+        self.tuple_ms = [None] * n_sensors  # when each sensor's tuple was last queued
+        self.tuple_val = [None] * n_sensors  # and what it said
+        self.send_hello()
+        for ev in pending:
+            self.event(ev[0], ev[1], ev[2])
+        try:
+            self._save(0)  # the new boot count must survive the next reset
+        except OSError as exc:
+            self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+        self.send_time(0)
+
+    # ------------------------------------------------------------ time
+
+    def _tick(self) -> None:
+        t = self.hal.ticks_us()
+        d = ticks_diff(t, self.last_ticks)
+        if d > 0:
+            self.up_us += d
+        self.last_ticks = t
+
+    def unix_ms(self, up_ms: int) -> int:
+        return max(0, self.offset_ms + up_ms)
+
+    # ------------------------------------------------------------ link out
+
+    def send_hello(self) -> None:
+        bid = bytes(self.hal.unique_id())[:8]
+        bid = bid + b"\x00" * (8 - len(bid))
+        self.link.send(wire.HELLO, (bid, FW_VERSION[0], FW_VERSION[1], FW_VERSION[2], wire.PROTO_VERSION,
+                                    self.boot_count, self.reset_cause, self.brownout_count & 0xFFFFFFFF,
+                                    self.n_ct, self.n_pulse))
+
+    def send_time(self, now_ms: int) -> None:
+        u = self.unix_ms(now_ms)
+        self.link.send(wire.TIME, ((u // 1000) & 0xFFFFFFFF, u % 1000, now_ms & 0xFFFFFFFF, self.synced))
+        self.last_time_ms = now_ms
+
+    def event(self, level: int, code: int, text: str) -> None:
+        now_ms = self.up_us // 1000
+        u = self.unix_ms(now_ms)
+        data = text.encode()[:wire.EVENT_MAX_TEXT]
+        self.link.send_reliable(wire.EVENT, ((u // 1000) & 0xFFFFFFFF, u % 1000, level, code, data), -1,
+                                now_ms)
+
+    def _stamp_pulses(self) -> None:
+        for inp in self.inputs:
+            if inp.last_us is not None:
+                inp.last_unix_ms = self.unix_ms(inp.last_us // 1000)
+
+    def _tuples(self, now_ms: int) -> None:
+        u = self.unix_ms(now_ms)
+        for k in range(self.n_ct):
+            if self.cfg.cts[k].enabled:
+                e = self.energies[k]
+                self._maybe(k, (e.imp.mwh, e.exp.mwh), now_ms, wire.COUNTER, e, u)
+        self._stamp_pulses()
+        for i in range(self.n_pulse):
+            if self.cfg.pulses[i].enabled:
+                inp = self.inputs[i]
+                self._maybe(self.n_ct + i, inp.pulses, now_ms, wire.PULSE, inp, u)
+
+    def _maybe(self, slot: int, val, now_ms: int, mtype: int, src, u: int) -> None:
+        last = self.tuple_ms[slot]
+        if last is not None:
+            age = now_ms - last
+            if age < TUPLE_MIN_MS or (val == self.tuple_val[slot] and age < TUPLE_HEARTBEAT_MS):
+                return
+        if mtype == wire.COUNTER:
+            values = src.tuple_values(slot, u)
+            key = slot
+        else:
+            values = src.tuple_values(slot - self.n_ct)
+            key = PULSE_KEY + slot - self.n_ct
+        self.link.send_reliable(mtype, values, key, now_ms)
+        self.tuple_ms[slot] = now_ms
+        self.tuple_val[slot] = val
+
+    def _gauges(self, now_ms: int) -> None:
+        u = self.unix_ms(now_ms)
+        t = (u // 1000) & 0xFFFFFFFF
+        for g in self.power.gauges():
+            if self.cfg.cts[g[0]].enabled:
+                self.link.send(wire.GAUGE, (g[0], t, u % 1000, g[1], g[2], g[3], g[4], g[5], g[6]))
+
+    # ------------------------------------------------------------ commands
+
+    def _ack(self, seq: int) -> None:
+        self.link.send(wire.ACK, ((seq,),))
+
+    def _nak(self, m, reason: int) -> None:
+        self.link.send(wire.NAK, (m.seq, m.mtype, reason))
+
+    def command(self, m, now_ms: int) -> None:
+        t = m.mtype
+        v = m.values
+        if t == wire.HELLO_REQ:
+            self.send_hello()
+        elif t == wire.TIME_SET:
+            self.offset_ms = v[0] * 1000 + v[1] - now_ms
+            self.synced = 1
+            self._ack(m.seq)
+            self.send_time(now_ms)
+        elif t == wire.CONFIG_GET:
+            items = self.cfg.get(v[0], v[1], v[2])
+            if isinstance(items, int):
+                self._nak(m, items)
+            else:
+                self.link.send(wire.CONFIG, (v[0], v[1], items))
+        elif t == wire.CONFIG_SET:
+            self._config_set(m)
+        elif t == wire.COMMIT:
+            self._commit(m, now_ms)
+        elif t == wire.NAK:
+            pass  # the host refused something we sent; nothing to undo
+        else:
+            self._nak(m, wire.NAK_UNKNOWN_TYPE)
+
+    def _config_set(self, m) -> None:
+        target, index, items = m.values
+        reason = self.cfg.check(target, index, items)
+        if reason:
+            self._nak(m, reason)
+            return
+        if target == wire.TARGET_PULSE:
+            for pid, value in items:
+                if pid == wire.P_METER_CONST_MILLI:
+                    self.inputs[index].set_meter_const(value)  # keeps the total reached so far
+        self.cfg.apply(target, index, items)
+        self.power.config_changed()
+        self.policy.save_wh = self.cfg.save_wh
+        self.policy.save_min = self.cfg.save_min
+        self._ack(m.seq)
+
+    def _commit(self, m, now_ms: int) -> None:
+        if not self.store.armed:
+            self._nak(m, wire.NAK_BUSY)
+            return
+        what = m.values[0]
+        try:
+            if what & wire.COMMIT_CONFIG:
+                self.store.save_config(self.cfg)
+            if what & wire.COMMIT_COUNTERS:
+                self._save(now_ms)
+        except OSError as exc:
+            self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+            self._nak(m, wire.NAK_STORAGE)
+            return
+        self._ack(m.seq)
+
+    # ------------------------------------------------------------ persistence
+
+    def _snapshot(self):
+        self._stamp_pulses()
+        c = self.counters
+        c.flags = 0
+        c.boot_count = self.boot_count
+        c.brownout_count = self.brownout_count
+        for k in range(self.n_ct):
+            e = self.energies[k]
+            c.ct[k] = [e.imp.mwh, e.exp.mwh]
+        for i in range(self.n_pulse):
+            inp = self.inputs[i]
+            c.pulse[i] = [inp.pulses, inp.base_pulses, inp.base_milli, inp.last_unix_ms]
+        return c
+
+    def _values(self) -> list:
+        vals = []
+        for e in self.energies:
+            vals.append(e.imp.mwh)
+            vals.append(e.exp.mwh)
+        for inp in self.inputs:
+            vals.append(inp.total_milli())
+        return vals
+
+    def _save(self, now_ms: int) -> None:
+        if self.store.save_counters(self._snapshot()):
+            self.policy.saved(now_ms, self._values())
+
+    def _brownout(self) -> None:
+        self.browned = True
+        self.brownout_count = (self.brownout_count + 1) & 0xFFFFFFFF
+        try:
+            ok = self.store.brownout_save(self._snapshot())
+        except OSError:
+            ok = False
+        self.event(3, EV_BROWNOUT_SAVE, "brownout save ok" if ok else "brownout save failed")
+
+    def _housekeeping(self, now_ms: int) -> None:
+        if self.browned or not self.store.armed:
+            return
+        vals = self._values()
+        if self.policy.due(now_ms, vals):
+            try:
+                self._save(now_ms)
+            except OSError as exc:
+                self.policy.saved(now_ms, vals)  # retry after save_min, not every step
+                self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+
+    # ------------------------------------------------------------ main loop
+
+    def step(self) -> None:
+        hal = self.hal
+        n = hal.adc_block(self.buf)
+        self._tick()
+        # The supply monitor comes first: the hold-up budget starts when it fires.
+        if hal.brownout():
+            if not self.browned:
+                self._brownout()
+        elif self.browned:
+            self.browned = False
+            self.store.armed = True
+            self.event(2, EV_SUPPLY_BACK, "supply back without a reset")
+        now_ms = self.up_us // 1000
+        second = self.power.feed(self.buf, n) if n > 0 else False
+        if self.power.ac != self.ac:
+            self.ac = self.power.ac
+            if self.ac and self.ac_seen:
+                self.event(1, EV_AC_BACK, "mains voltage back")
+            elif not self.ac and self.ac_seen:
+                self.event(2, EV_AC_LOST, "no mains voltage: 0 W")
+            self.ac_seen = True
+        for ev in hal.pulse_edges():
+            i = ev[0]
+            if 0 <= i < self.n_pulse and self.cfg.pulses[i].enabled:
+                t = self.up_us + ticks_diff(ev[1], self.last_ticks)
+                self.inputs[i].edge(t, ev[2])
+        for inp in self.inputs:
+            inp.poll(self.up_us)
+        for m in self.link.poll(now_ms):
+            self.command(m, now_ms)
+        if second:
+            self._gauges(now_ms)
+        self._tuples(now_ms)
+        self.link.service(now_ms)
+        if now_ms - self.last_time_ms >= TIME_EVERY_MS:
+            self.send_time(now_ms)
+        self._housekeeping(now_ms)
+
+    def run(self) -> None:
+        while True:
+            self.step()

@@ -1,0 +1,59 @@
+# Import/export energy registers, kept in integers so nothing drifts.
+#
+# Units (documented in hardware/persistence.md too):
+# * a register holds milliwatt-hours (mWh) as an integer; on the wire that is
+#   Wh = mwh // 1000 and milli = mwh % 1000 (COUNTER imp_wh/imp_milli ...);
+# * each register also carries a residue in milliwatt-sets (mW x one ADC
+#   sample-set period, 1/sets_per_s seconds): 1 mWh = 3600 * sets_per_s
+#   mW-sets, 17,280,000 at 4,800 sets/s, so the residue is always below that
+#   and fits a MicroPython small int on the RP2040 (< 2**30).
+#
+# Each mains period adds round(P_mW) * N mW-sets, N = the period's sets, to
+# the import register (P > 0) or the export register (P < 0). P comes out of
+# single-precision float maths on the RP2040 (about 7 significant digits); the
+# rounding to whole mW and everything after it is exact integer arithmetic, so
+# months of periods add up without drift. Registers only ever increase.
+
+
+class Register:
+    def __init__(self, sets_per_s: int) -> None:
+        self.unit = 3600 * sets_per_s  # mW-sets per mWh
+        self.mwh = 0
+        self.res = 0  # 0 <= res < unit
+
+    def add(self, mw_sets: int) -> None:
+        """Add a non-negative energy in mW-sets."""
+        if mw_sets <= 0:
+            return
+        self.res += mw_sets
+        if self.res >= self.unit:
+            q = self.res // self.unit
+            self.mwh += q
+            self.res -= q * self.unit
+
+    def restore(self, mwh: int) -> None:
+        """Set from EEPROM; the sub-mWh residue was not saved and starts at 0."""
+        self.mwh = mwh
+        self.res = 0
+
+
+class CtEnergy:
+    """The import and export registers of one CT channel."""
+
+    def __init__(self, sets_per_s: int) -> None:
+        self.imp = Register(sets_per_s)
+        self.exp = Register(sets_per_s)
+
+    def add_period(self, p_mw: int, nsets: int) -> None:
+        """One period of signed power p_mw (integer mW, + = import) lasting nsets sets."""
+        if p_mw > 0:
+            self.imp.add(p_mw * nsets)
+        elif p_mw < 0:
+            self.exp.add(-p_mw * nsets)
+
+    def tuple_values(self, channel: int, unix_ms: int):
+        """COUNTER payload values (sensor, t, ms, imp_wh, imp_milli, exp_wh, exp_milli)."""
+        i = self.imp.mwh
+        e = self.exp.mwh
+        return (channel, (unix_ms // 1000) & 0xFFFFFFFF, unix_ms % 1000, (i // 1000) & 0xFFFFFFFF,
+                i % 1000, (e // 1000) & 0xFFFFFFFF, e % 1000)

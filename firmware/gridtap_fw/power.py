@@ -1,0 +1,193 @@
+# Continuous V/I sampling: mains periods, signed real power, per-second gauges.
+#
+# Every ADC block goes through the kernel (gridtap_fw.kernel, or the C user
+# module gtkernel when the board image has it); its integer sums are folded
+# into Python-int period accumulators after every call, so no sample is ever
+# skipped. A period ends at a rising zero crossing of V (one mains cycle). With
+# no AC (no crossing for NOAC_S seconds) periods are a fixed NOAC_S long and
+# report 0 W with the measured Irms and Vrms: without a voltage there is no
+# signed power, and guessing one from a nominal voltage is not measuring.
+#
+# Per period and CT (N sets, sums from the kernel, x = raw - 2048):
+#   Sxx  = N*sum(x^2) - sum(x)^2              (exact int; rms = sqrt(Sxx)/N)
+#   Siv  = N*sum(i*v) - sum(v)*sum(i)         (offset-free partial power sums)
+#   Sivp = N*sum(i*v_prev) - sum(v_prev)*sum(i),
+#          sum(v_prev) = sum(v) - v_last + v_before_first  (exact)
+#   P    = (a*Siv + b*Sivp) / N^2 * v_per_count * a_per_count * gains
+# a and b interpolate V to the instant the CT's current was really taken: CT
+# k (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
+# CT lead) shifts it further. For a set period alpha = 2*pi/N (radians of one
+# sample set at the measured frequency) and the wanted V delay
+# theta = 2*pi*f*(k+1)*slot - phase:  a = sin(alpha+theta)/sin(alpha),
+# b = -sin(theta)/sin(alpha), exact for a sinusoid. invert negates P (180 deg).
+# The float maths runs once per period per CT (single precision on the
+# RP2040; the big sums are reduced exactly in integers first).
+
+import math
+from array import array
+
+try:
+    from gtkernel import block  # C user module on a board image built with it
+except ImportError:
+    from gridtap_fw.kernel import block
+
+NOAC_DIV = 10  # no-AC period: sets_per_s / 10 = 0.1 s
+MIN_DIV = 100  # shortest period accepted: sets_per_s / 100 (above 100 Hz is noise)
+HYST_V = 20.0  # crossing hysteresis in volts
+
+
+class PowerMeter:
+    def __init__(self, board, cfg, energies) -> None:
+        adc = board["adc"]
+        chans = adc["channels"]
+        self.nch = len(chans)
+        self.n_ct = self.nch - 1
+        self.sets_per_s = int(adc["sets_per_s"])
+        self.slot_s = float(adc["slot_us"]) * 1e-6
+        self.vpc = float(chans[0]["v_per_count"])
+        self.apc = [float(c["a_per_count"]) for c in chans[1:]]
+        self.cfg = cfg
+        self.energies = energies
+        self.noac_sets = self.sets_per_s // NOAC_DIV
+        self.min_sets = self.sets_per_s // MIN_DIV
+        hyst = int(HYST_V / self.vpc)
+        self.state = array("i", [0, 0, hyst, 0])
+        self.out = array("i", [0] * (2 + 4 * self.n_ct))
+        self.acc = [0] * (2 + 4 * self.n_ct)
+        self.n = 0
+        self.v_start = 0  # v of the set before the period's first set
+        self.synced = False  # the current period began at a rising crossing
+        self.ac = False  # the last period closed was a valid mains cycle
+        self.periods = 0
+        self.ac_sets = 0  # sets in valid mains periods since boot (energy was integrated over these)
+        self.coef = [{} for _ in range(self.n_ct)]
+        self.last_p_mw = [0] * self.n_ct
+        self._reset_second()
+
+    def config_changed(self) -> None:
+        self.coef = [{} for _ in range(self.n_ct)]
+
+    def _reset_second(self) -> None:
+        self.sec_n = 0
+        self.sec_ac_n = 0
+        self.sec_cycles = 0
+        self.sec_v2 = 0.0
+        self.sec_e = [0] * self.n_ct
+        self.sec_va = [0.0] * self.n_ct
+        self.sec_i2 = [0.0] * self.n_ct
+
+    def _coefs(self, k: int, n: int):
+        cache = self.coef[k]
+        ab = cache.get(n)
+        if ab is None:
+            alpha = 2.0 * math.pi / n
+            f = self.sets_per_s / n
+            phase = math.radians(self.cfg.cts[k].phase_mdeg * 0.001)
+            theta = 2.0 * math.pi * f * (k + 1) * self.slot_s - phase
+            s = math.sin(alpha)
+            ab = (math.sin(alpha + theta) / s, -math.sin(theta) / s)
+            if len(cache) > 16:
+                cache.clear()
+            cache[n] = ab
+        return ab
+
+    def feed(self, buf, nsets: int) -> bool:
+        """Run the kernel over a block; True once a second of gauges is ready."""
+        st = self.state
+        out = self.out
+        acc = self.acc
+        nacc = len(acc)
+        start = 0
+        while start < nsets:
+            end = nsets
+            room = self.noac_sets - self.n
+            if end - start > room:
+                end = start + room
+            used = block(buf, start, end, self.nch, st, out) if end > start else 0
+            if used:
+                for j in range(nacc):
+                    acc[j] += out[j]
+                self.n += used
+                start += used
+            if st[3]:
+                st[3] = 0
+                if not self.synced or self.n >= self.min_sets:
+                    self._close(True)
+                    self.synced = True
+            elif self.n >= self.noac_sets:
+                self._close(False)
+                self.synced = False
+        return self.sec_n >= self.sets_per_s
+
+    def _close(self, crossing: bool) -> None:
+        n = self.n
+        if n == 0:
+            self.v_start = self.state[0]
+            return
+        acc = self.acc
+        sv = acc[0]
+        v_end = self.state[0]
+        cfg = self.cfg
+        valid = crossing and self.synced and n >= self.min_sets and cfg.v_enabled
+        self.ac = bool(valid)
+        vg = self.vpc * cfg.v_gain_e6 * 1e-6
+        vrms = math.sqrt(max(0, n * acc[1] - sv * sv)) / n * vg
+        svp = sv - v_end + self.v_start
+        nn = float(n * n)
+        for k in range(self.n_ct):
+            o = 2 + 4 * k
+            si = acc[o]
+            c = cfg.cts[k]
+            ig = self.apc[k] * c.gain_e6 * 1e-6
+            irms = math.sqrt(max(0, n * acc[o + 1] - si * si)) / n * ig
+            p_mw = 0
+            if valid:
+                a, b = self._coefs(k, n)
+                p = (a * float(n * acc[o + 2] - sv * si) + b * float(n * acc[o + 3] - svp * si)) / nn
+                p_mw = int(round(p * vg * ig * 1000.0))
+                if c.invert:
+                    p_mw = -p_mw
+            self.last_p_mw[k] = p_mw
+            if c.enabled:
+                self.energies[k].add_period(p_mw, n)
+            self.sec_e[k] += p_mw * n
+            self.sec_va[k] += vrms * irms * n
+            self.sec_i2[k] += irms * irms * n
+        self.sec_n += n
+        self.sec_v2 += vrms * vrms * n
+        if valid:
+            self.ac_sets += n
+            self.sec_ac_n += n
+            self.sec_cycles += 1
+        self.periods += 1
+        for j in range(len(acc)):
+            acc[j] = 0
+        self.n = 0
+        self.v_start = v_end
+
+    def gauges(self):
+        """Per CT: (channel, power_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz) over
+        the sets since the last call; then start a new second."""
+        n = self.sec_n
+        res = []
+        if n == 0:
+            return res
+        vrms = math.sqrt(self.sec_v2 / n)
+        freq = 0
+        if self.sec_ac_n:
+            freq = min(65535, int(round(self.sec_cycles * self.sets_per_s * 1000.0 / self.sec_ac_n)))
+        for k in range(self.n_ct):
+            e = self.sec_e[k]
+            p_mw = (2 * e + n) // (2 * n)
+            va = self.sec_va[k] / n
+            irms = math.sqrt(self.sec_i2[k] / n)
+            pf = 0
+            if va > 0:
+                pf = int(round(p_mw * 10.0 / va))
+                pf = max(-10000, min(10000, pf))
+            p_mw = max(-0x80000000, min(0x7FFFFFFF, p_mw))
+            res.append((k, p_mw, min(0xFFFFFFFF, int(round(va * 1000.0))),
+                        min(0xFFFFFFFF, int(round(vrms * 1000.0))),
+                        min(0xFFFFFFFF, int(round(irms * 1000.0))), pf, freq))
+        self._reset_second()
+        return res
