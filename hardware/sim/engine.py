@@ -1,0 +1,153 @@
+"""Simulation = scenario model + pulse meters + ground truth, served second by second."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gridtap_sim import scenarios
+from gridtap_sim.board import Board
+from gridtap_sim.model import Chunk
+
+RECORD_VERSION = 1
+
+
+class Simulation:
+    def __init__(self, board: Board, scenario: str, seed: int, start_of_day_s: float | None = None,
+                 adc: bool = True, outage_every_s: float = 120.0) -> None:
+        self.board = board
+        self.seed = seed
+        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s)
+        self.model = scenarios.model_for(self.scn, board, seed, adc=adc)
+        self.fs = board.sets_per_s
+        self.next_k = 0
+        self.chunks: dict[int, Chunk] = {}
+        self.edges: list[tuple[float, int, int]] = []       # pending (t, input, level)
+        self.rows: list[Chunk] = []
+        self.pulse_truth: list[tuple[int, float, float]] = []
+
+    def ensure_second(self, k: int) -> None:
+        """Generate every second up to and including k, in order."""
+        while self.next_k <= k:
+            c = self.model.chunk(self.next_k)
+            self.chunks[self.next_k] = c
+            new: list[tuple[float, int, int]] = []
+            for mt in self.scn.meters:
+                new += mt.step(self.next_k, c.window_e)
+            if new:
+                self.edges = sorted(self.edges + new)
+            self.rows.append(c)
+            for old in [j for j in self.chunks if j < self.next_k - 1]:
+                del self.chunks[old]
+            self.next_k += 1
+
+    def samples(self, n0: int, n: int) -> npt.NDArray[np.uint16]:
+        """Sets n0 .. n0+n-1 (global set index) as an (n, channels) array."""
+        fs = self.fs
+        k_last = (n0 + n - 1) // fs
+        self.ensure_second(k_last)
+        parts = []
+        i = n0
+        end = n0 + n
+        while i < end:
+            k = i // fs
+            j = i - k * fs
+            take = min(fs - j, end - i)
+            parts.append(self.chunks[k].samples[j:j + take])
+            i += take
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def take_edges(self, t0: float, t1: float) -> list[tuple[float, int, int]]:
+        """Edges with t < t1 (older than t0 are discarded: the board was not listening)."""
+        self.ensure_second(int(math.floor(t1)))
+        cut = 0
+        while cut < len(self.edges) and self.edges[cut][0] < t1:
+            cut += 1
+        out = [e for e in self.edges[:cut] if e[0] >= t0]
+        del self.edges[:cut]
+        return out
+
+    def run_model(self, duration_s: float) -> float:
+        """Generate `duration_s` simulated seconds with no firmware; return wall seconds."""
+        t0 = time.perf_counter()
+        self.ensure_second(int(math.ceil(duration_s)) - 1)
+        return time.perf_counter() - t0
+
+    # -- ground truth --------------------------------------------------------
+    def truth_arrays(self, n_seconds: int | None = None) -> dict[str, Any]:
+        rows = self.rows if n_seconds is None else self.rows[:n_seconds]
+        nct = self.model.nct
+        def stack(attr: str) -> npt.NDArray[np.float64]:
+            if not rows:
+                return np.zeros((0, nct))
+            return np.stack([getattr(r, attr) for r in rows])
+        starts: list[float] = []
+        inputs: list[int] = []
+        widths: list[float] = []
+        for mt in self.scn.meters:
+            starts += mt.starts
+            inputs += [mt.input] * len(mt.starts)
+            widths += mt.widths
+        order = np.argsort(np.asarray(starts), kind="stable")
+        limit = float(len(rows))
+        st = np.asarray(starts)[order] if starts else np.zeros(0)
+        keep = st < limit
+        return {
+            "t_s": np.arange(len(rows), dtype=np.float64),
+            "e_imp_j": stack("e_imp"),
+            "e_exp_j": stack("e_exp"),
+            "e_net_j": stack("e_net"),
+            "irms_a": stack("irms"),
+            "vrms_v": np.asarray([r.vrms for r in rows]),
+            "freq_hz": np.asarray([r.freq for r in rows]),
+            "pulse_t_s": st[keep],
+            "pulse_input": (np.asarray(inputs, dtype=np.uint8)[order] if inputs
+                            else np.zeros(0, np.uint8))[keep],
+            "pulse_width_s": (np.asarray(widths)[order] if widths else np.zeros(0))[keep],
+            "outage_s": np.asarray(
+                [s for s in self.scn.outages.spans if s[0] < limit], dtype=np.float64).reshape(-1, 2),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "format": "gridtap-sim-record",
+            "version": RECORD_VERSION,
+            "seed": self.seed,
+            "scenario": self.scn.name,
+            "description": self.scn.description,
+            "start_of_day_s": self.scn.start_of_day_s,
+            "ct_names": self.scn.ct_names,
+            "ct_phase_deg": self.scn.ct_phase_deg,
+            "loads": [{"name": ld.name, "kind": ld.kind, "cts": sorted(ld.cts), "p_nominal_w": ld.p_nominal_w}
+                      for ld in self.scn.loads],
+            "meters": [{"input": mt.input, "unit_per_pulse": mt.unit_per_pulse} for mt in self.scn.meters],
+            "board_file": str(self.board.path),
+            "board": json.loads(self.board.text),
+            "adc_offset_counts": self.model.offset.tolist(),
+            "adc_gain": self.model.gain.tolist(),
+            "adc_noise_sd_counts": self.model.noise_sd,
+        }
+
+    def write_record(self, path: str | Path, n_seconds: int | None = None,
+                     extra_meta: dict[str, Any] | None = None,
+                     extra_arrays: dict[str, Any] | None = None) -> None:
+        meta = self.meta()
+        meta.update(extra_meta or {})
+        arrays = self.truth_arrays(n_seconds)
+        arrays.update(extra_arrays or {})
+        with open(path, "wb") as f:
+            np.savez_compressed(f, meta=np.asarray(json.dumps(meta)), **arrays)
+
+
+def load_record(path: str | Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+    """Read a record back: (meta, arrays)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    return meta, arrays

@@ -1,0 +1,463 @@
+"""Run firmware in a MicroPython unix-port process against the simulation.
+
+The process's HAL is `gridtap_fw/hal_virtual.py`. Each boot gets a fresh pair
+of named pipes in `<workdir>/boot-N/` (`req`: HAL -> simulator, `resp`:
+simulator -> HAL), named in the child's GRIDTAP_SIM_DIR. The simulator owns
+time: `now` advances only by ADC blocks (a block of n sets is ready at the
+instant its last set is sampled) and EEPROM write cycles. The supply monitor
+fires when the mains fails; the process is killed `holdup` later, mid-write
+if it is writing (the page is then torn). When the mains returns the process
+is started again (a fresh boot; the EEPROM keeps its contents).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from gridtap_sim.eeprom import Eeprom, EepromError
+from gridtap_sim.engine import Simulation
+from gridtap_sim.uart import FaultInjector, Pty
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE_DIR = ROOT / "firmware"
+DEFAULT_FIRMWARE = "from gridtap_fw import app, hal_virtual\napp.App(hal_virtual.VirtualHal()).run()\n"
+
+CMD_HELLO, CMD_ADC, CMD_UART_TX, CMD_EE_READ, CMD_EE_WRITE, CMD_RESET = 1, 2, 3, 4, 5, 6
+RESET_POWER_ON, RESET_BROWNOUT, RESET_WATCHDOG, RESET_SOFT = 1, 2, 3, 4
+MAX_PAYLOAD = 1 << 20
+
+
+class SimError(RuntimeError):
+    """The firmware process misbehaved (crash loop, protocol violation)."""
+
+
+class ChildGone(Exception):
+    pass
+
+
+def micropython_exe() -> str:
+    import sys
+    exe = Path(sys.executable).parent / "micropython"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if found is None:
+        raise SimError("micropython is not installed; run `make setup`")
+    return found
+
+
+@dataclass
+class RunStats:
+    boots: list[tuple[float, int]] = field(default_factory=list)     # (t, reset cause)
+    deaths: list[tuple[float, str]] = field(default_factory=list)    # (t, why)
+    brownout_flags: list[float] = field(default_factory=list)      # supply-monitor instants seen
+    adc_blocks: int = 0
+    sets_served: int = 0
+    ee_writes: int = 0
+    ee_reads: int = 0
+    uart_to_board: int = 0
+    uart_from_board: int = 0
+    wall_s: float = 0.0
+
+
+class VirtualBoard:
+    def __init__(self, sim: Simulation, *, firmware: str | Path | None = None, speed: float = math.inf,
+                 ber: float = 0.0, drop: float = 0.0, stall_per_min: float = 0.0, use_pty: bool = True,
+                 fw_log: str | Path | None = None, extra_path: list[Path] | None = None,
+                 heap: str | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.sim = sim
+        self.board = sim.board
+        self.fs = sim.fs
+        self.speed = speed
+        rng = np.random.default_rng(np.random.SeedSequence(sim.seed, spawn_key=(70,)))
+        self.eeprom = Eeprom(self.board.ee_size, self.board.ee_page, self.board.ee_cycle_s,
+                             np.random.default_rng(rng.integers(1 << 62)))
+        def rng2() -> np.random.Generator:
+            return np.random.default_rng(rng.integers(1 << 62))
+        self.to_board = FaultInjector(rng2(), ber, drop, stall_per_min)
+        self.from_board = FaultInjector(rng2(), ber, drop, stall_per_min)
+        self.uid = bytes(rng.integers(0, 256, 8, dtype=np.uint8).tolist())
+        self.pty = Pty() if use_pty else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="gridtap-sim-"))
+        if fw_log is None:   # outlives the run (the work directory does not)
+            fd, name = tempfile.mkstemp(prefix="gridtap-sim-fw-", suffix=".log")
+            os.close(fd)
+            fw_log = name
+        self.fw_log_path = Path(fw_log)
+        self.fw_log: BinaryIO = open(self.fw_log_path, "ab")
+        self.firmware = firmware
+        self.extra_path = list(extra_path or [])
+        self.heap = heap or str(self.board.sim.get("micropython_heap", "2M"))
+        self.byte_s = 10.0 / self.board.baud
+        self.rx_limit = int(self.board.sim["uart_rx_buffer"])
+        self.stats = RunStats()
+        # board state
+        self.now = 0.0
+        self.next_set = 0
+        self.boot_t = 0.0
+        self.boot_n = 0
+        self.child: subprocess.Popen[bytes] | None = None
+        self.req_fd = -1
+        self.resp_fd = -1
+        self.rbuf = bytearray()
+        self.rx: deque[tuple[float, bytes]] = deque()      # host -> board (arrival, bytes)
+        self.rx_free_at = 0.0
+        self.tx: deque[tuple[float, bytes]] = deque()      # board -> host (done, bytes)
+        self.tx_busy = 0.0
+        self.brown_seen = False
+        self.outage_i = 0
+        self.wall0 = 0.0
+        self.crash_times: list[float] = []
+        self.host_bytes_while_dead = 0
+
+    @property
+    def pty_path(self) -> str | None:
+        return self.pty.path if self.pty else None
+
+    # -- supply --------------------------------------------------------------
+    def _outage(self) -> tuple[float, float] | None:
+        spans = self.sim.scn.outages.spans
+        while self.outage_i < len(spans) and spans[self.outage_i][0] + self.board.holdup_s < self.now:
+            self.outage_i += 1
+        return spans[self.outage_i] if self.outage_i < len(spans) else None
+
+    def _death_time(self) -> float:
+        o = self._outage()
+        return o[0] + self.board.holdup_s if o else math.inf
+
+    def _brown_time(self) -> float:
+        o = self._outage()
+        return o[0] if o else math.inf
+
+    # -- child process -------------------------------------------------------
+    def _spawn(self, cause: int) -> None:
+        self.boot_n += 1
+        d = self.workdir / f"boot-{self.boot_n}"
+        d.mkdir()
+        os.mkfifo(d / "req")
+        os.mkfifo(d / "resp")
+        self.req_fd = os.open(d / "req", os.O_RDONLY | os.O_NONBLOCK)
+        self.resp_fd = os.open(d / "resp", os.O_RDWR)    # never blocks on Linux
+        self.rbuf = bytearray()
+        paths = [str(FIRMWARE_DIR)] + [str(p) for p in self.extra_path] + [".frozen"]
+        env = dict(os.environ, MICROPYPATH=":".join(paths), GRIDTAP_SIM_DIR=str(d))
+        argv = [micropython_exe(), "-X", f"heapsize={self.heap}"]
+        if self.firmware is None:
+            argv += ["-c", DEFAULT_FIRMWARE]
+        else:
+            argv += [str(self.firmware)]
+        self.fw_log.write(b"--- boot %d at t=%.6f s, reset cause %d ---\n" % (self.boot_n, self.now, cause))
+        self.fw_log.flush()
+        self.child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self.fw_log,
+                                      stderr=subprocess.STDOUT)
+        self.boot_t = self.now
+        self.next_set = int(math.ceil(self.now * self.fs - 1e-9))
+        self.reset_cause = cause
+        self.brown_seen = False
+        self.stats.boots.append((self.now, cause))
+        self.tx.clear()
+        self.rx.clear()
+
+    def _kill(self, why: str) -> None:
+        if self.child is not None:
+            if self.child.poll() is None:
+                self.child.send_signal(signal.SIGKILL)
+            self.child.wait()
+            self.child = None
+        for fd in (self.req_fd, self.resp_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.req_fd = self.resp_fd = -1
+        self.stats.deaths.append((self.now, why))
+        self.tx.clear()
+        self.rx.clear()
+
+    # -- wall clock and the host side ------------------------------------------
+    def _wall_target(self, t: float) -> float:
+        return self.wall0 + t / self.speed
+
+    def _service_host(self, until_wall: float | None = None) -> None:
+        """Read host bytes from the pty; with until_wall, wait (pacing) until then."""
+        while True:
+            if self.pty is not None:
+                data = self.pty.read()
+                if data:
+                    self._host_bytes(data)
+                    continue
+            if until_wall is None:
+                return
+            left = until_wall - time.monotonic()
+            if left <= 0:
+                return
+            if self.pty is not None:
+                select.select([self.pty.master], [], [], left)
+            else:
+                time.sleep(left)
+
+    def _host_bytes(self, data: bytes) -> None:
+        if self.child is None:
+            self.host_bytes_while_dead += len(data)
+            return
+        start = max(self.now, self.rx_free_at)
+        start = self.to_board.release_time(start)
+        arrive = start + len(data) * self.byte_s
+        self.rx_free_at = arrive
+        out = self.to_board.corrupt(data)
+        if out:
+            self.rx.append((arrive, out))
+
+    def _flush_tx(self) -> None:
+        while self.tx and self.tx[0][0] <= self.now:
+            _, data = self.tx.popleft()
+            if self.pty is not None:
+                self.pty.write(data)
+            self.stats.uart_from_board += len(data)
+
+    # -- the request/response protocol ------------------------------------------
+    def _fill(self, n: int) -> None:
+        while len(self.rbuf) < n:
+            assert self.child is not None
+            r, _, _ = select.select([self.req_fd] + ([self.pty.master] if self.pty else []), [], [], 1.0)
+            if self.pty is not None and self.pty.master in r:
+                self._service_host()
+            if self.req_fd in r:
+                try:
+                    chunk = os.read(self.req_fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise ChildGone()
+                self.rbuf += chunk
+            elif self.child.poll() is not None:
+                try:
+                    chunk = os.read(self.req_fd, 65536)
+                except BlockingIOError:
+                    chunk = b""
+                if not chunk:
+                    raise ChildGone()
+                self.rbuf += chunk
+
+    def _request(self) -> tuple[int, bytes]:
+        self._fill(5)
+        cmd, n = struct.unpack_from("<BI", self.rbuf)
+        if n > MAX_PAYLOAD:
+            raise SimError(f"firmware sent a request of {n} bytes")
+        self._fill(5 + n)
+        payload = bytes(self.rbuf[5:5 + n])
+        del self.rbuf[:5 + n]
+        return cmd, payload
+
+    def _reply(self, cmd: int, payload: bytes) -> None:
+        data = struct.pack("<BI", cmd, len(payload)) + payload
+        view = memoryview(data)
+        while view:
+            try:
+                k = os.write(self.resp_fd, view)
+            except BlockingIOError:
+                select.select([], [self.resp_fd], [], 1.0)
+                continue
+            view = view[k:]
+
+    def _us(self, t: float) -> int:
+        return int(round((t - self.boot_t) * 1e6))
+
+    def _on_adc(self, payload: bytes) -> bool:
+        (n,) = struct.unpack("<H", payload)
+        if n == 0:
+            raise SimError("firmware asked for an ADC block of 0 sets")
+        ready = (self.next_set + n) / self.fs
+        new_now = max(self.now, ready)
+        death = self._death_time()
+        if death <= new_now:
+            self.now = death
+            self._kill("supply lost (hold-up expired)")
+            return False
+        if self.speed != math.inf:
+            self._service_host(self._wall_target(new_now))
+        else:
+            self._service_host()
+        self.now = new_now
+        samples = self.sim.samples(self.next_set, n)
+        edges = self.sim.take_edges(self.boot_t, ready)
+        self.next_set += n
+        rx = bytearray()
+        while self.rx and self.rx[0][0] <= self.now:
+            rx += self.rx.popleft()[1]
+        self.stats.uart_to_board += len(rx)
+        brown = self.now >= self._brown_time()
+        if brown and not self.brown_seen:
+            self.brown_seen = True
+            self.stats.brownout_flags.append(self._brown_time())
+        self._flush_tx()
+        hdr = struct.pack("<QHBHH", self._us(self.now), n, 1 if brown else 0, len(edges), len(rx))
+        eb = b"".join(struct.pack("<BBQ", inp, lvl, max(self._us(t), 0)) for t, inp, lvl in edges)
+        self._reply(CMD_ADC, hdr + samples.astype("<u2").tobytes() + eb + bytes(rx))
+        self.stats.adc_blocks += 1
+        self.stats.sets_served += n
+        return True
+
+    def _on_uart_tx(self, payload: bytes) -> None:
+        data = self.from_board.corrupt(payload)
+        start = self.from_board.release_time(max(self.now, self.tx_busy))
+        done = start + len(payload) * self.byte_s
+        self.tx_busy = done
+        if data:
+            self.tx.append((done, data))
+
+    def _on_ee_write(self, payload: bytes) -> bool:
+        if len(payload) < 5:
+            self._reply(CMD_EE_WRITE, b"\x01" + b"eeprom_write needs an address and 1 or more bytes")
+            return True
+        (addr,) = struct.unpack_from("<I", payload)
+        data = payload[4:]
+        try:
+            self.eeprom._addresses(addr, len(data))
+        except EepromError as exc:
+            self._reply(CMD_EE_WRITE, b"\x01" + str(exc).encode())
+            return True
+        end = self.now + self.eeprom.cycle_s
+        death = self._death_time()
+        self.stats.ee_writes += 1
+        if death <= self.now + 1e-9:   # dead before the chip saw the command
+            self.now = max(self.now, death)
+            self._kill("supply lost before an EEPROM write")
+            return False
+        if death < end:
+            self.eeprom.tear(addr, data, max(0.0, (death - self.now) / self.eeprom.cycle_s))
+            self.now = max(self.now, death)
+            self._kill("supply lost during an EEPROM write (page torn)")
+            return False
+        self.eeprom.write(addr, data)
+        self.now = end
+        self._reply(CMD_EE_WRITE, b"\x00" + struct.pack("<Q", self._us(self.now)))
+        return True
+
+    def _on_ee_read(self, payload: bytes) -> None:
+        addr, n = struct.unpack("<II", payload)
+        self.stats.ee_reads += 1
+        try:
+            data = self.eeprom.read(addr, n)
+        except EepromError:
+            data = b""
+        self._reply(CMD_EE_READ, data)
+
+    def _hello(self) -> bytes:
+        return (bytes([self.reset_cause]) + self.uid + struct.pack("<I", self.rx_limit)
+                + self.board.text.encode())
+
+    def _serve(self, duration: float) -> None:
+        """Answer requests until the child dies or `duration` is reached."""
+        while self.child is not None and self.now < duration:
+            try:
+                cmd, payload = self._request()
+            except ChildGone:
+                self._crashed()
+                return
+            if cmd == CMD_ADC:
+                if not self._on_adc(payload):
+                    return
+            elif cmd == CMD_UART_TX:
+                self._on_uart_tx(payload)
+            elif cmd == CMD_EE_WRITE:
+                if not self._on_ee_write(payload):
+                    return
+            elif cmd == CMD_EE_READ:
+                self._on_ee_read(payload)
+            elif cmd == CMD_HELLO:
+                self._reply(CMD_HELLO, self._hello())
+            elif cmd == CMD_RESET:
+                self._kill("soft reset requested")
+                self.now += float(self.board.sim["boot_s"])
+                self._spawn(RESET_SOFT)
+            else:
+                raise SimError(f"firmware sent unknown request {cmd}")
+
+    def _crashed(self) -> None:
+        tail = self._log_tail()
+        self._kill("firmware process exited")
+        self.crash_times.append(self.now)
+        recent = [t for t in self.crash_times if self.now - t < 5.0]
+        if len(recent) >= 3:
+            raise SimError(f"firmware crashed 3 times within 5 simulated seconds; last output:\n{tail}")
+        self.now += float(self.board.sim["boot_s"])
+        self._spawn(RESET_WATCHDOG)
+
+    def _log_tail(self, n: int = 2000) -> str:
+        self.fw_log.flush()
+        try:
+            data = self.fw_log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-n:].decode("utf-8", "replace")
+
+    # -- the run loop -------------------------------------------------------------
+    def run(self, duration: float, on_second: Any = None) -> RunStats:
+        """Run until simulated `duration` seconds (math.inf: until interrupted)."""
+        self.wall0 = time.monotonic()
+        w0 = time.perf_counter()
+        try:
+            if self.child is None and self.now == 0.0:
+                self._spawn(RESET_POWER_ON)
+            while self.now < duration:
+                if self.child is not None:
+                    self._serve(duration)
+                    continue
+                # dead: wait for the mains to return, then boot
+                o = self._outage()
+                restore = o[1] if o else self.now
+                boot = max(restore, self.now) + float(self.board.sim["boot_s"])
+                self.outage_i += 1 if o else 0
+                target = min(boot, duration)
+                if self.speed != math.inf:
+                    self._service_host(self._wall_target(target))
+                self.now = target
+                if self.now >= duration:
+                    break
+                self._spawn(RESET_BROWNOUT)
+        finally:
+            self.stats.wall_s = time.perf_counter() - w0
+            self.sim.ensure_second(int(math.ceil(min(duration, self.now))) - 1)
+        return self.stats
+
+    def close(self) -> None:
+        if self.child is not None:
+            self._kill("simulation ended")
+            self.stats.deaths.pop()
+        self.fw_log.close()
+        if self.pty is not None:
+            self.pty.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def record_extras(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        meta = {
+            "sim_s": self.now,
+            "speed": "max" if self.speed == math.inf else self.speed,
+            "wall_s": self.stats.wall_s,
+            "boots": self.stats.boots,
+            "deaths": self.stats.deaths,
+            "brownout_flags_s": self.stats.brownout_flags,
+            "adc_blocks": self.stats.adc_blocks,
+            "eeprom": {"writes": self.stats.ee_writes, "reads": self.stats.ee_reads,
+                       "page_wraps": self.eeprom.page_wraps, "torn": self.eeprom.torn},
+            "uart": {"to_board": vars(self.to_board.stats), "from_board": vars(self.from_board.stats),
+                     "pty_overflow": self.pty.overflow if self.pty else 0},
+        }
+        arrays = {"eeprom_writes": self.eeprom.writes.copy(),
+                  "eeprom_data": np.frombuffer(bytes(self.eeprom.data), dtype=np.uint8).copy()}
+        return meta, arrays

@@ -1,0 +1,155 @@
+"""`gridtap sim`: run the board firmware on the virtual board behind a pseudo-terminal.
+
+    gridtap sim --scenario household-pv --speed 60 --seed 1 --duration 3600 --record run.npz
+    pty: /dev/pts/5        <- open this like /dev/ttyUSB0
+
+numpy (the simulator's only dependency) is imported inside the command, so
+the daemon never loads it. docs/sim.md describes the model and the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gridtap.errors import UserError
+
+SCENARIO_NAMES = ("household", "household-pv", "three-phase", "pulse-meters", "brownouts", "steady")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run the firmware on the virtual board (needs numpy)",
+                       description="Run the unmodified firmware in a MicroPython process against the "
+                                   "board simulator; the board's UART appears on a pseudo-terminal.")
+    p.add_argument("--scenario", default="household", metavar="NAME",
+                   help="one of: " + ", ".join(SCENARIO_NAMES) + " (default household)")
+    p.add_argument("--speed", default="1", help="simulated seconds per wall second; 0 or max = "
+                                                "as fast as possible (default 1, real time)")
+    p.add_argument("--seed", default="1", help="random seed; a run is deterministic for a seed (default 1)")
+    p.add_argument("--duration", default=None, help="simulated seconds to run (default: until Ctrl-C)")
+    p.add_argument("--record", default=None, metavar="FILE.npz",
+                   help="write the ground truth (energy per second, pulse times) here at the end")
+    p.add_argument("--ber", default="0", help="UART bit error rate, both directions (e.g. 1e-4)")
+    p.add_argument("--drop", default="0", help="UART byte loss probability, both directions")
+    p.add_argument("--stalls", default="0", help="UART stalls per minute (0.1..2 s each)")
+    p.add_argument("--board", default=None, help="board file (default hardware/board.json)")
+    p.add_argument("--start", default=None, metavar="HH:MM",
+                   help="time of day at simulated t=0 (default per scenario; household-pv 12:00)")
+    p.add_argument("--firmware", default=None, metavar="SCRIPT",
+                   help="MicroPython script to run instead of the firmware core (gridtap_fw.app)")
+    p.add_argument("--fw-log", default=None, metavar="FILE",
+                   help="append the firmware's stdout/stderr here (default: a temporary file)")
+    p.set_defaults(func=run_sim)
+
+
+def _float(name: str, text: str, lo: float | None = None, hi: float | None = None) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise UserError(f"--{name} must be a number, got {text!r}") from exc
+    if math.isnan(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise UserError(f"--{name} {text} is out of range {lo}..{hi}")
+    return v
+
+
+def parse_speed(text: str) -> float:
+    if text.strip().lower() in ("max", "0", "0.0", "inf"):
+        return math.inf
+    v = _float("speed", text, 0.0)
+    if v <= 0:
+        raise UserError("--speed must be positive (or 0/max for as fast as possible)")
+    return v
+
+
+def parse_start(text: str | None) -> float | None:
+    if text is None:
+        return None
+    hh, sep, mm = text.partition(":")
+    try:
+        h, m = int(hh), int(mm or "0")
+    except ValueError as exc:
+        raise UserError(f"--start must look like HH:MM, got {text!r}") from exc
+    if not sep or not (0 <= h < 24 and 0 <= m < 60):
+        raise UserError(f"--start must look like HH:MM with HH 0..23 and MM 0..59, got {text!r}")
+    return h * 3600.0 + m * 60.0
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the command line; every problem is a UserError naming the option."""
+    if args.scenario not in SCENARIO_NAMES:
+        raise UserError(f"--scenario {args.scenario!r} is unknown; known: {', '.join(SCENARIO_NAMES)}")
+    try:
+        seed = int(args.seed, 0)
+    except ValueError as exc:
+        raise UserError(f"--seed must be an integer, got {args.seed!r}") from exc
+    if seed < 0:
+        raise UserError("--seed must not be negative")
+    duration = math.inf if args.duration is None else _float("duration", args.duration, 0.0)
+    if duration <= 0:
+        raise UserError("--duration must be positive")
+    if args.record is not None:
+        parent = Path(args.record).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise UserError(f"--record {args.record}: directory {parent} does not exist or is not writable")
+    firmware = None
+    if args.firmware is not None:
+        firmware = Path(args.firmware)
+        if not firmware.is_file():
+            raise UserError(f"--firmware {args.firmware}: no such file")
+    return {
+        "scenario": args.scenario, "seed": seed, "duration": duration, "speed": parse_speed(args.speed),
+        "ber": _float("ber", args.ber, 0.0, 0.5), "drop": _float("drop", args.drop, 0.0, 0.99),
+        "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": parse_start(args.start),
+        "firmware": firmware, "record": args.record, "board": args.board, "fw_log": args.fw_log,
+    }
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    opt = options(args)
+    try:
+        import numpy  # noqa: F401
+    except ImportError as exc:
+        raise UserError("gridtap sim needs numpy: pip install 'gridtap[sim]'") from exc
+    from gridtap_sim.board import BoardError, load_board
+    from gridtap_sim.engine import Simulation
+    from gridtap_sim.runner import FIRMWARE_DIR, SimError, VirtualBoard
+
+    try:
+        board = load_board(opt["board"])
+    except BoardError as exc:
+        raise UserError(str(exc)) from exc
+    if opt["firmware"] is None and not (FIRMWARE_DIR / "gridtap_fw" / "app.py").exists():
+        raise UserError("the firmware core (firmware/gridtap_fw/app.py) is not there yet; "
+                        "pass --firmware SCRIPT to run another MicroPython program")
+    sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
+    vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
+                      stall_per_min=opt["stalls"], fw_log=opt["fw_log"])
+    print(f"pty: {vb.pty_path}", flush=True)
+    print(f"scenario: {opt['scenario']} ({sim.scn.description}); seed {opt['seed']}; "
+          f"firmware log: {vb.fw_log_path}", file=sys.stderr, flush=True)
+    interrupted = False
+    error: str | None = None
+    try:
+        vb.run(opt["duration"])
+    except KeyboardInterrupt:
+        interrupted = True
+    except SimError as exc:
+        error = str(exc)
+    finally:
+        n_seconds = int(math.floor(vb.now))
+        meta, arrays = vb.record_extras()
+        if opt["record"]:
+            sim.write_record(opt["record"], n_seconds, meta, arrays)
+        vb.close()
+    st = vb.stats
+    print(f"simulated {vb.now:.1f} s in {st.wall_s:.1f} s wall ({vb.now / max(st.wall_s, 1e-9):.0f}x); "
+          f"boots {len(st.boots)}, outages survived {len(st.deaths)}, EEPROM writes {st.ee_writes} "
+          f"(torn {len(vb.eeprom.torn)}), UART bytes to/from board {st.uart_to_board}/{st.uart_from_board}"
+          + (f"; record {opt['record']}" if opt["record"] else ""), file=sys.stderr)
+    if error:
+        raise UserError(error)
+    return 130 if interrupted else 0
