@@ -137,8 +137,8 @@ def test_outage_then_replay_with_aging_keeps_energy_exact(tmp_path: Path) -> Non
     # once the backoff reached its cap (1 h) it never retried sooner than half of it
     assert attempts == up.backoff.failures
     assert 10 <= attempts <= 12 + days * 86400 // 1800
-    waiting = sp.stats()["flukso"][S1]["points"]
-    assert waiting is not None and waiting < 2 * (days + 1) + 2 * (46 * 4 + 1) + 2 * (120 + 1)
+    queued = sp.stats()["flukso"][S1]["points"]
+    assert queued is not None and queued < 2 * (days + 1) + 2 * (46 * 4 + 1) + 2 * (120 + 1)
     with FluksoServer({S1: KEY}, port=port) as srv:
         mono.t = up.backoff.not_before
         up.step()
