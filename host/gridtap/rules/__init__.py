@@ -16,9 +16,18 @@ from gridtap.rules.core import (
     RuleSyntaxError,
     Step,
 )
-from gridtap.rules.loader import DIALECTS, FORMATS, RuleFileError, compile_mapping, detect_format, load_text
+from gridtap.rules.loader import (
+    DIALECTS,
+    FORMATS,
+    RuleFileError,
+    compile_mapping,
+    detect_format,
+    load_text,
+    parse_config,
+)
 
 __all__ = [
     "BUILTIN_NAMES", "DIALECTS", "FORMATS", "Evaluation", "RuleError", "RuleFileError", "RuleSet",
     "RuleSetError", "RuleSyntaxError", "Step", "compile_mapping", "detect_format", "load_text",
+    "parse_config",
 ]

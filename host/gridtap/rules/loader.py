@@ -170,3 +170,31 @@ def _with_line(err: RuleError, line: int | None) -> RuleError:
     if line is None:
         return err
     return RuleError(err.target, err.index, err.column, f"{err.reason} (line {line})", err.source)
+
+
+def parse_config(section: Any) -> RuleSet:
+    """The [rules] section of gridtap.toml: ``dialect`` plus a target table or ``custom_rules``.
+
+    Raises `gridtap.errors.UserError` naming the key.
+    """
+    from gridtap.errors import UserError
+
+    if not isinstance(section, dict):
+        raise UserError("[rules] must be a table")
+    body = dict(section)
+    dialect = body.pop("dialect", "flukso")
+    if dialect not in ("flukso", "cfos"):
+        raise UserError(f"[rules] key 'dialect': must be flukso or cfos, got {dialect!r}")
+    try:
+        if "custom_rules" in body:
+            text = body.pop("custom_rules")
+            if body:
+                raise UserError(f"[rules] key {next(iter(body))!r}: give custom_rules or targets, not both")
+            if not isinstance(text, str):
+                raise UserError("[rules] key 'custom_rules': expected a string")
+            return load_text(text, "auto", dialect)
+        return compile_mapping(mapping_from(body, "[rules]"), dialect)
+    except RuleFileError as exc:
+        raise UserError(f"[rules]: {exc}") from None
+    except RuleSetError as exc:
+        raise UserError("[rules]: " + "; ".join(str(e) for e in exc.errors)) from None
