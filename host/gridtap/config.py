@@ -164,10 +164,13 @@ class _Checker:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
-            want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            raise self.fail(
-                key, f"expected {want}, got {_TYPE_NAMES.get(type(value), type(value).__name__)} {value!r}"
-            )
+            if set(kinds) == {int, float}:
+                want = "a number"
+            else:
+                want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            got = _TYPE_NAMES.get(type(value), type(value).__name__)
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise self.fail(key, f"expected {want}, got {got} {shown}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.fail(key, f"must be a finite number, got {value!r}")
         if check is not None:

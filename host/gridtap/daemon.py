@@ -14,7 +14,6 @@ import importlib
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from gridtap.config import Config
@@ -135,11 +134,9 @@ class Daemon:
         if self.store is not None:
             self.store.close()
             self.store = None
+        flushed = self.rrd.flush_all() if self.cached is not None else False
         self.rrd.close()
         if self.cached is not None:
-            self.cached.stop()
+            self.cached.stop(flushed=flushed)
             self.cached = None
 
-
-def state_paths(state_dir: Path) -> dict[str, Path]:
-    return {"counters": state_dir / "counters.sqlite"}

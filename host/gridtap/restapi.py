@@ -184,6 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = TIMEOUT_S
     server_version = "gridtap"
     sys_version = ""
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"
 
     def setup(self) -> None:
         super().setup()
@@ -292,7 +294,8 @@ class ApiServer:
         self.httpd.answerer = Answerer(daemon)
         self.httpd.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="gridtap-api", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       name="gridtap-api", daemon=True)
 
     def start(self) -> None:
         self.thread.start()

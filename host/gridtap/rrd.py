@@ -156,13 +156,18 @@ class RrdCached:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self, flushed: bool = False) -> None:
+        """SIGTERM (rrdcached -F then writes everything and exits within about a second).
+
+        With flushed=True the caller has already FLUSHed every file synchronously,
+        so a process that is still up after a short grace may simply be killed.
+        """
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=0.1 if flushed else 20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -313,6 +318,19 @@ class RrdStore:
         values = parse_fetch(res.stdout)
         step = values[1][0] - values[0][0] if len(values) > 1 else resolution
         return Fetched(start, step, values)
+
+    def flush_all(self) -> bool:
+        """Synchronously write every file this store touched; True if all went to disk."""
+        if self.client is None:
+            return True
+        ok = True
+        for sensor in list(self.last):
+            try:
+                status, message, _ = self.client.command(f"FLUSH {self.path(sensor)}")
+            except (OSError, ConnectionError):
+                return False
+            ok = ok and status >= 0
+        return ok
 
     def close(self) -> None:
         if self.client is not None:

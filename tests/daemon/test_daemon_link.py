@@ -143,3 +143,55 @@ def test_frames_before_hello_are_resent_not_lost(rig: Rig) -> None:
     b.answer = True
     assert b.wait_acked(15)
     rig.wait(lambda: rig.total(IMP) == 5000)
+
+
+def test_daemon_restart_keeps_totals_and_rrd(rig: Rig) -> None:
+    import subprocess
+    import threading
+
+    from gridtap.daemon import Daemon
+
+    b = rig.board
+    now = int(time.time())
+    for i in range(30):
+        b.step(now - 60 + i, power_w=[3600.0], pulses=[1], gauges=False)
+    assert b.wait_acked()
+    rig.wait(lambda: rig.total(IMP) == 30_000)
+    rig.stop.set()
+    rig.thread.join(timeout=5)
+    cfg = rig.daemon.cfg
+    rig.daemon.close()
+    # on disk, without rrdcached: the RRD holds what was metered (1 Wh/s = 1000 mWh/s)
+    out = subprocess.run(
+        [
+            "rrdtool",
+            "fetch",
+            str(rig.daemon.rrd.path(IMP)),
+            "AVERAGE",
+            "-r",
+            "10",
+            "-s",
+            str(now - 50),
+            "-e",
+            str(now - 40),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "1.0000000000e+03" in out, out
+    # a new daemon on the same state: same board boot, so the same epoch, and totals carry on
+    d2 = Daemon(cfg)
+    d2.start()
+    stop = threading.Event()
+    th = threading.Thread(target=d2.run, args=(stop,), daemon=True)
+    th.start()
+    rig.daemon, rig.stop, rig.thread = d2, stop, th
+    rig.wait(rig.connected)
+    assert rig.total(IMP) == 30_000
+    for i in range(30, 40):
+        b.step(now - 60 + i, power_w=[3600.0], pulses=[1], gauges=False)
+    assert b.wait_acked()
+    rig.wait(lambda: rig.total(IMP) == 40_000)
+    assert rig.total(PULSE) == 40_000
+    assert d2.session is not None and d2.session.stats.epochs == [1]
