@@ -277,3 +277,19 @@ def test_builds_pedantic_c99_on_the_host(cc: str, tmp_path: Path) -> None:
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")
     _compile([cc, "-O2", "-pedantic"], tmp_path / "gt_wire.o")
+
+
+@pytest.mark.parametrize("n", [253, 254, 255, 300, 508, 509])
+def test_cobs_long_runs_match_reference(n: int) -> None:
+    for raw in (b"\x01" * n, b"\x01" * n + b"\x00", b"\x00" + b"\x02" * n):
+        enc = wire.cobs_encode(raw)
+        out = ffi.new("uint8_t[]", len(enc) + 1)
+        k = lib.gt_cobs_encode(raw, len(raw), out)
+        assert bytes(ffi.buffer(out, k)) == enc
+        got = ffi.new("size_t *")
+        for cand in (enc, enc[:-1], enc + b"\x01"):
+            rc = lib.gt_cobs_decode(cand, len(cand), out, got)
+            ref = wire.cobs_decode(cand)
+            assert (rc == 0) == (ref is not None)
+            if ref is not None:
+                assert bytes(ffi.buffer(out, got[0])) == bytes(ref)
