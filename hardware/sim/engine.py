@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -30,7 +31,8 @@ class Simulation:
         self.chunks: dict[int, Chunk] = {}
         self.edges: list[tuple[float, int, int]] = []       # pending (t, input, level)
         self.rows: list[Chunk] = []
-        self.pulse_truth: list[tuple[int, float, float]] = []
+        self.keep_from = 0                                   # oldest second whose samples we keep
+        self._no_samples = np.zeros((0, board.n_channels), dtype=np.uint16)
 
     def ensure_second(self, k: int) -> None:
         """Generate every second up to and including k, in order."""
@@ -42,8 +44,8 @@ class Simulation:
                 new += mt.step(self.next_k, c.window_e)
             if new:
                 self.edges = sorted(self.edges + new)
-            self.rows.append(c)
-            for old in [j for j in self.chunks if j < self.next_k - 1]:
+            self.rows.append(dataclasses.replace(c, samples=self._no_samples))
+            for old in [j for j in self.chunks if j < min(self.keep_from, self.next_k)]:
                 del self.chunks[old]
             self.next_k += 1
 
@@ -51,6 +53,7 @@ class Simulation:
         """Sets n0 .. n0+n-1 (global set index) as an (n, channels) array."""
         fs = self.fs
         k_last = (n0 + n - 1) // fs
+        self.keep_from = n0 // fs
         self.ensure_second(k_last)
         parts = []
         i = n0
@@ -76,7 +79,9 @@ class Simulation:
     def run_model(self, duration_s: float) -> float:
         """Generate `duration_s` simulated seconds with no firmware; return wall seconds."""
         t0 = time.perf_counter()
-        self.ensure_second(int(math.ceil(duration_s)) - 1)
+        for k in range(self.next_k, int(math.ceil(duration_s))):
+            self.keep_from = k
+            self.ensure_second(k)
         return time.perf_counter() - t0
 
     # -- ground truth --------------------------------------------------------

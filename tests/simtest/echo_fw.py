@@ -58,7 +58,7 @@ while True:
             saves += 1
             hal.eeprom_write(64 * (1 + saves % 8), bytes([saves & 0xFF]) * 64)
             print("saved", saves, hal.ticks_us())
-    if blocks % 250 == 0:
+    if blocks % 50 == 0:
         print("stat", blocks, t, edges, vmin, vmax, bad_t)
         vmin = 4095
         vmax = 0

@@ -1,0 +1,117 @@
+"""The process runner and hal_virtual, under the real MicroPython unix port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import serial
+
+from gridtap_sim.board import load_board
+from gridtap_sim.engine import Simulation, load_record
+from gridtap_sim.runner import RESET_BROWNOUT, RESET_POWER_ON, VirtualBoard
+
+ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
+
+
+def run_echo(tmp_path: Path, scenario: str, seconds: float, seed: int = 1, **kw: object
+             ) -> tuple[VirtualBoard, str]:
+    sim = Simulation(load_board(), scenario, seed)
+    log = tmp_path / f"fw-{scenario}-{seed}.log"
+    vb = VirtualBoard(sim, firmware=ECHO_FW, fw_log=log, use_pty=False, **kw)  # type: ignore[arg-type]
+    try:
+        vb.run(seconds)
+    finally:
+        vb.close()
+    return vb, log.read_text()
+
+
+def test_round_trip_blocks_ticks_eeprom(tmp_path: Path) -> None:
+    vb, log = run_echo(tmp_path, "steady", 3.0)
+    assert "boot 1 cause 1" in log and "Traceback" not in log
+    assert vb.stats.boots == [(0.0, RESET_POWER_ON)]
+    assert vb.stats.deaths == []
+    assert abs(vb.stats.sets_served - 3 * 4800) <= 96
+    assert vb.eeprom.read(0, 4) == (1).to_bytes(4, "little")
+    # stat lines: blocks, ticks_us, edges, V min, V max, bad tick steps
+    stats = [line.split() for line in log.splitlines() if line.startswith("stat")]
+    assert stats and all(s[6] == "0" for s in stats)
+    # the boot-time EEPROM write (5 ms) overlaps the first 20 ms block: time is the sample clock
+    assert all(int(s[2]) == int(s[1]) * 20000 for s in stats)
+    vmin, vmax = int(stats[-1][4]), int(stats[-1][5])
+    swing = 230 * 2 ** 0.5 / 0.2038                     # 1596 counts of 230 V peak
+    assert abs((vmax - vmin) / 2 - swing) < 0.02 * swing
+    assert int(stats[-1][3]) > 0                        # pulse edges of the S0 meter arrived
+
+
+def test_runs_are_deterministic_for_a_seed(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, a = run_echo(tmp_path / "a", "household", 5.0, 3)
+    _, b = run_echo(tmp_path / "b", "household", 5.0, 3)
+    assert a == b
+    s1 = Simulation(load_board(), "household-pv", 11)
+    s2 = Simulation(load_board(), "household-pv", 11)
+    s3 = Simulation(load_board(), "household-pv", 12)
+    x1, x2, x3 = (s.samples(0, 9600) for s in (s1, s2, s3))
+    assert np.array_equal(x1, x2) and not np.array_equal(x1, x3)
+    np.testing.assert_array_equal(s1.truth_arrays()["e_net_j"], s2.truth_arrays()["e_net_j"])
+
+
+def test_brownout_tears_the_page_being_written_and_reboots(tmp_path: Path) -> None:
+    vb, log = run_echo(tmp_path, "brownouts", 50.0, seed=2)
+    fail = vb.sim.scn.outages.spans[0][0]
+    assert vb.stats.brownout_flags == [fail]
+    (t_dead, why), = vb.stats.deaths[:1]
+    assert abs(t_dead - (fail + vb.board.holdup_s)) < 1e-9
+    assert "torn" in why                                   # echo_fw writes pages until it dies
+    assert len(vb.eeprom.torn) == 1
+    saved = [line.split() for line in log.splitlines() if line.startswith("saved")]
+    # saves are 5 ms apart; the last one completed before the supply died, the next was torn
+    ticks = [int(s[2]) for s in saved]
+    assert all(b - a == 5000 for a, b in zip(ticks, ticks[1:], strict=False))
+    assert ticks[-1] <= t_dead * 1e6 < ticks[-1] + 5000
+    assert vb.stats.boots[1][1] == RESET_BROWNOUT
+    assert vb.stats.boots[1][0] > vb.sim.scn.outages.spans[0][1]
+    assert vb.eeprom.read(0, 4) == (2).to_bytes(4, "little")    # EEPROM survived the outage
+    assert "boot 2 cause 2" in log
+
+
+def test_pty_carries_uart_bytes_through_the_firmware(tmp_path: Path) -> None:
+    sim = Simulation(load_board(), "steady", 1)
+    vb = VirtualBoard(sim, firmware=ECHO_FW, fw_log=tmp_path / "fw.log", speed=4.0)
+    assert vb.pty_path is not None
+    ser = serial.Serial(vb.pty_path, 115200, timeout=0.1)
+    th = threading.Thread(target=vb.run, args=(3.0,))
+    th.start()
+    try:
+        payload = bytes(range(256))
+        time.sleep(0.2)
+        ser.write(payload)
+        got = b""
+        deadline = time.monotonic() + 5.0
+        while len(got) < len(payload) and time.monotonic() < deadline:
+            got += ser.read(512)
+        assert got == payload
+    finally:
+        th.join()
+        ser.close()
+        vb.close()
+    assert vb.stats.uart_to_board == 256 and vb.stats.uart_from_board == 256
+    # wall-clock pacing: 3 simulated seconds at speed 4 take about 0.75 s
+    assert 0.6 < vb.stats.wall_s < 3.0
+
+
+def test_record_file_round_trip(tmp_path: Path) -> None:
+    sim = Simulation(load_board(), "pulse-meters", 5)
+    sim.run_model(30)
+    out = tmp_path / "r.npz"
+    sim.write_record(out, 30, {"speed": "max"})
+    meta, arr = load_record(out)
+    assert meta["seed"] == 5 and meta["scenario"] == "pulse-meters" and meta["speed"] == "max"
+    assert meta["board"]["name"] == "gridtap-1"
+    assert arr["e_imp_j"].shape == (30, 3)
+    assert arr["pulse_t_s"].size == arr["pulse_input"].size > 0
+    assert np.all(arr["pulse_t_s"] < 30.0)
