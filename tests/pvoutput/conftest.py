@@ -47,7 +47,7 @@ def make(server: PVOutputServer, clock: Clock, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", KEY)
     made: list[PVOutputUploader] = []
 
-    def factory(db: str = "pv.sqlite", **extra: Any) -> PVOutputUploader:
+    def factory(db: str = "pv.sqlite", requests_per_tick: int | None = 1, **extra: Any) -> PVOutputUploader:
         section: dict[str, Any] = {"system_id": SID, "timezone": "Europe/Brussels", "base_url": server.url,
                                    "interval": 5, "v1": "solar:energy", "v2": "solar:power",
                                    "v3": "house:energy", "v4": "house:power", "v6": "grid:voltage",
@@ -55,7 +55,8 @@ def make(server: PVOutputServer, clock: Clock, tmp_path: Path, monkeypatch: pyte
         section.update(extra)
         section = {k: v for k, v in section.items() if v is not None}
         settings: PVOutputSettings = parse_settings(section)
-        up = PVOutputUploader(settings, tmp_path / db, clock=clock, rng=random.Random(1))
+        up = PVOutputUploader(settings, tmp_path / db, clock=clock, rng=random.Random(1),
+                              requests_per_tick=requests_per_tick or 1)
         made.append(up)
         return up
 
