@@ -239,3 +239,19 @@ def test_interval_energies_add_up_to_the_register(steps: list[tuple[float, float
     fig = c.close(t, "d")
     total += fig["energy_wh"] if fig else 0.0
     assert total == pytest.approx(wh - 123.0, abs=1e-6)
+
+
+def test_cfos_rules_gauge_power_and_temperature(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    rules = ("# house = grid import + solar, only in daytime\n"
+             "v4 = grid.power_w + solar.power_w\n"
+             "v2 = date.hour >= 6 && date.hour < 22 ? solar.power_w : 0\n")
+    up = make(rules_dialect="cfos", custom_rules=rules, v1=None, v3=None, v6=None,
+              v2="solar:power", v4="grid:power", v5="outside:temperature")
+    for _ in range(40):
+        clock.t += 10
+        up.observe_gauge("solar", clock.t, 1500.0, "W")      # no counter: power from the W gauge
+        up.observe_gauge("grid", clock.t, 250.0, "W")
+        up.observe_gauge("outside", clock.t, 18.25, "°C")
+        up.tick()
+    [s] = stored(server).values()
+    assert (s["v2"], s["v4"], s["v5"]) == ("1500", "1750", "18.2")

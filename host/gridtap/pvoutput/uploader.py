@@ -9,6 +9,9 @@ Interface for the daemon (all times are Unix seconds; pass the clock in tests)::
     up.status()                                  # counters and the alert, for the REST API
     up.close()
 
+The uploader is not thread-safe: call all of these from one thread (the
+daemon's main loop). A request blocks for at most ``timeout_s``.
+
 *Series names* are the daemon's: by convention a CT sensor's import register
 is ``<sensor>`` and its export register ``<sensor>.export``; a pulse input is
 ``<sensor>``. A counter may be fed at any rate; samples that are not newer
