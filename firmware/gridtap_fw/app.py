@@ -89,8 +89,8 @@ class App:
         self.ac_seen = False
         self.last_time_ms = 0
         n_sensors = n_ct + n_pulse
-        self.tuple_ms = [None] * n_sensors  # when each sensor's tuple was last queued
-        self.tuple_val = [None] * n_sensors  # and what it said
+        self.tuple_ms: list = [None] * n_sensors  # when each sensor's tuple was last queued
+        self.tuple_val: list = [None] * n_sensors  # and what it said
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])

@@ -39,9 +39,9 @@ class Link:
         self.hal = hal
         self.ring_max = ring
         self.seq = 0  # seq of the next new frame
-        self.ring = []
+        self.ring: list = []
         self.dec = wire.Decoder()
-        self.last_rx_ms = None
+        self.last_rx_ms: int | None = None
         self.sent = 0
         self.resent = 0
         self.aged = 0  # tuples removed by aging
@@ -80,7 +80,7 @@ class Link:
     def _age(self, new_key: int) -> None:
         ring = self.ring
         for width in BUCKETS_MS:
-            groups = {}
+            groups: dict = {}
             for e in ring:
                 if e[E_KEY] < 0:
                     continue
@@ -106,7 +106,7 @@ class Link:
             return
         # Every bucket already holds at most 2 (a very long outage): drop the
         # second-oldest tuple of the sensor with the most, keeping its first and last.
-        counts = {}
+        counts: dict = {}
         for e in ring:
             if e[E_KEY] >= 0:
                 counts[e[E_KEY]] = counts.get(e[E_KEY], 0) + 1

@@ -60,7 +60,7 @@ class PowerMeter:
         self.ac = False  # the last period closed was a valid mains cycle
         self.periods = 0
         self.ac_sets = 0  # sets in valid mains periods since boot (energy was integrated over these)
-        self.coef = [{} for _ in range(self.n_ct)]
+        self.coef: list = [{} for _ in range(self.n_ct)]
         self.last_p_mw = [0] * self.n_ct
         self._reset_second()
 
@@ -169,7 +169,7 @@ class PowerMeter:
         """Per CT: (channel, power_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz) over
         the sets since the last call; then start a new second."""
         n = self.sec_n
-        res = []
+        res: list = []
         if n == 0:
             return res
         vrms = math.sqrt(self.sec_v2 / n)

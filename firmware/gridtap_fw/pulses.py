@@ -39,10 +39,10 @@ class PulseInput:
         self.base_pulses = 0
         self.base_milli = 0
         self.last_unix_ms = 0  # Unix ms of the last counted pulse (0: none yet)
-        self.last_us = None  # uptime us of the last counted pulse
+        self.last_us: int | None = None  # uptime us of the last counted pulse
         # debouncer
         self.level = 1  # last raw level seen
-        self.edge_us = None  # uptime us of the last raw edge (None: none yet)
+        self.edge_us: int | None = None  # uptime us of the last raw edge (None: none yet)
         self.stable = 1  # debounced level
         self.armed = True  # edge mode: a falling edge may count
 

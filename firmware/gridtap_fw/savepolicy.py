@@ -14,7 +14,7 @@ class SavePolicy:
     def __init__(self, save_wh: int, save_min: int) -> None:
         self.save_wh = save_wh
         self.save_min = save_min
-        self.last = None  # register values at the last save
+        self.last: list | None = None  # register values at the last save
         self.t_ms = 0  # uptime ms of the last save
 
     def saved(self, now_ms: int, values) -> None:
