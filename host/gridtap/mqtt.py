@@ -191,6 +191,7 @@ class MqttPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._keepalive = keepalive
         self._worker: threading.Thread | None = None
+        self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -207,6 +208,7 @@ class MqttPublisher:
         """Mark the device offline and disconnect."""
         if self._worker is None:
             return
+        self._stopping = True
         self._queue.put(_STOP)
         self._worker.join(timeout=5)
         self._worker = None
@@ -218,6 +220,7 @@ class MqttPublisher:
                 pass
         self._client.disconnect()
         self._client.loop_stop()
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -246,7 +249,7 @@ class MqttPublisher:
                        properties: Any = None) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             log.warning("mqtt: lost broker %s:%d (%s); reconnecting", self.host, self.port, reason)
 
     # -- the worker ----------------------------------------------------------------------
