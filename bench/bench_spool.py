@@ -45,7 +45,8 @@ SID = "1994ad6054785f2db8f726086c486ca9"
 ANCHORS = {
     "host.spool_points_after_30d_outage": "unaged: 259,200; Flukso: same filters (about 664) but in RAM, "
                                           "lost on reboot; emonhub: 100,000-item RAM list, oldest dropped",
-    "host.spool_energy_exact": "Flukso keeps first and last point per bucket (exact); emonhub drops the oldest",
+    "host.spool_energy_exact": "Flukso keeps first and last point per bucket (exact); "
+                               "emonhub drops the oldest",
     "host.spool_wal_bytes_per_day": "per-tuple commits would mean 5 fsyncs/s (432,000 a day)",
     "host.sample_to_mqtt_ms_p99": "emonhub: 0.1 s interfacer loop + 0.2 s hub tick before MQTT",
 }
