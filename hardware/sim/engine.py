@@ -53,6 +53,8 @@ class Simulation:
         """Sets n0 .. n0+n-1 (global set index) as an (n, channels) array."""
         fs = self.fs
         k_last = (n0 + n - 1) // fs
+        if n0 // fs < self.next_k and n0 // fs not in self.chunks:
+            raise ValueError(f"samples of second {n0 // fs} were already discarded (time only moves forward)")
         self.keep_from = n0 // fs
         self.ensure_second(k_last)
         parts = []
