@@ -1,0 +1,75 @@
+"""`gridtap sim`: option checking and a short end-to-end run that writes a record."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gridtap import simcli
+from gridtap.cli import main
+from gridtap.errors import UserError
+from gridtap_sim.engine import load_record
+
+ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
+
+
+def args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {"scenario": "household", "speed": "1", "seed": "1", "duration": None,
+                               "record": None, "ber": "0", "drop": "0", "stalls": "0", "board": None,
+                               "start": None, "firmware": None, "fw_log": None}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.mark.parametrize("bad, word", [
+    ({"scenario": "mansion"}, "--scenario"),
+    ({"speed": "fast"}, "--speed"),
+    ({"speed": "-3"}, "--speed"),
+    ({"seed": "x"}, "--seed"),
+    ({"duration": "0"}, "--duration"),
+    ({"ber": "0.7"}, "--ber"),
+    ({"ber": "nan"}, "--ber"),
+    ({"drop": "1"}, "--drop"),
+    ({"start": "25:00"}, "--start"),
+    ({"start": "noon"}, "--start"),
+    ({"record": "/no/such/dir/r.npz"}, "--record"),
+    ({"firmware": "/no/such/fw.py"}, "--firmware"),
+])
+def test_bad_options_name_the_option(bad: dict[str, object], word: str) -> None:
+    with pytest.raises(UserError, match=word):
+        simcli.options(args(**bad))
+
+
+def test_speed_and_start_parsing() -> None:
+    assert simcli.parse_speed("max") == math.inf and simcli.parse_speed("0") == math.inf
+    assert simcli.parse_speed("60") == 60.0
+    assert simcli.parse_start("06:30") == 6.5 * 3600
+
+
+def test_bad_board_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    board = tmp_path / "board.json"
+    board.write_text(json.dumps({"adc": {"channels": []}}))
+    rc = main(["sim", "--board", str(board), "--duration", "1", "--firmware", str(ECHO_FW)])
+    assert rc == 2
+    assert "adc.channels" in capsys.readouterr().err
+
+
+def test_end_to_end_run_prints_the_pty_and_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = tmp_path / "run.npz"
+    rc = main(["sim", "--scenario", "pulse-meters", "--speed", "max", "--seed", "7", "--duration", "6",
+               "--record", str(rec), "--firmware", str(ECHO_FW), "--fw-log", str(tmp_path / "fw.log"),
+               "--ber", "1e-4"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert out.out.startswith("pty: /dev/")
+    assert "simulated 6.0 s" in out.err
+    meta, arr = load_record(rec)
+    assert meta["scenario"] == "pulse-meters" and meta["seed"] == 7 and meta["speed"] == "max"
+    assert meta["boots"] == [[0.0, 1]]
+    assert arr["e_net_j"].shape == (6, 3)
+    assert arr["eeprom_writes"][:4].tolist() == [1, 1, 1, 1]      # echo_fw's boot counter
+    assert "boot 1 cause 1" in (tmp_path / "fw.log").read_text()
