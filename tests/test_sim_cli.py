@@ -58,7 +58,8 @@ def test_bad_board_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "adc.channels" in capsys.readouterr().err
 
 
-def test_end_to_end_run_prints_the_pty_and_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_end_to_end_run_prints_the_pty_and_records(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     rec = tmp_path / "run.npz"
     rc = main(["sim", "--scenario", "pulse-meters", "--speed", "max", "--seed", "7", "--duration", "6",
                "--record", str(rec), "--firmware", str(ECHO_FW), "--fw-log", str(tmp_path / "fw.log"),
