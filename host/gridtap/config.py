@@ -85,17 +85,16 @@ class SensorConfig:
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    prefix: str = "gridtap"
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     username: str | None = None
     password_env: str | None = None
+    device_id: str | None = None  # default: this host's name
 
 
 @dataclass(frozen=True)
 class FluksoConfig:
     base_url: str
-    device_id: str
     key_file: Path | None = None
     key_env: str | None = None
     interval_s: int = 300
@@ -258,6 +257,13 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         except UserError as exc:
             line = line_of(c.lines, (section,))
             raise UserError(f"{path.name} line {line}: [{section}]: {exc}") from exc
+    if "pvoutput" in extra:
+        names = {f"{s.name}.export" if role == "export" else s.name
+                 for s in sensors for _sid, role in s.series}
+        for src in getattr(extra["pvoutput"], "values", ()):
+            if src.series not in names:
+                raise c.fail(("pvoutput", src.field), f"series {src.series!r} is not a sensor here "
+                             f"(CT import: <name>, export: <name>.export; known: {', '.join(sorted(names))})")
     return Config(
         path=path, daemon=daemon, board=board, sensors=sensors, mqtt=mqtt, flukso=flukso, extra=extra
     )
@@ -420,28 +426,27 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
 
 def _mqtt(c: _Checker, d: dict[str, Any]) -> MqttConfig:
     k: KeyPath = ("mqtt",)
-    c.table(d, k, {"host", "port", "prefix", "discovery", "discovery_prefix", "username", "password_env"})
+    c.table(d, k, {"host", "port", "discovery", "discovery_prefix", "username", "password_env",
+                   "device_id"})
     dflt = MqttConfig()
     return MqttConfig(
         host=c.get(d, (*k, "host"), str, dflt.host),
         port=c.get(d, (*k, "port"), int, dflt.port, _range(1, 65535)),
-        prefix=c.get(
-            d,
-            (*k, "prefix"),
-            str,
-            dflt.prefix,
-            lambda v: None if v and not set("#+") & set(v) else "must be a topic without # or +",
-        ),
         discovery=c.get(d, (*k, "discovery"), bool, dflt.discovery),
-        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix),
+        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix,
+                               lambda v: None if v and not set("#+") & set(v)
+                               else "must be a topic without # or +"),
         username=c.get(d, (*k, "username"), str, None),
         password_env=c.get(d, (*k, "password_env"), str, None),
+        device_id=c.get(d, (*k, "device_id"), str, None,
+                        lambda v: None if re.match(r"^[0-9A-Za-z_-]{1,64}$", v)
+                        else "must be 1..64 letters, digits, '-' or '_'"),
     )
 
 
 def _flukso(c: _Checker, d: dict[str, Any], path: Path) -> FluksoConfig:
     k: KeyPath = ("flukso",)
-    c.table(d, k, {"base_url", "device_id", "key_file", "key_env", "interval_s"})
+    c.table(d, k, {"base_url", "key_file", "key_env", "interval_s"})
     key_file = c.get(d, (*k, "key_file"), str, None)
     key_env = c.get(d, (*k, "key_env"), str, None)
     if key_file is None and key_env is None:
@@ -456,8 +461,7 @@ def _flukso(c: _Checker, d: dict[str, Any], path: Path) -> FluksoConfig:
             _REQUIRED,
             lambda v: None if re.match(r"^https?://[^\s/]+", v) else "must be an http(s):// URL",
         ),
-        device_id=c.get(d, (*k, "device_id"), str, _REQUIRED, _sensor_id),
         key_file=_dir(path, key_file) if key_file else None,
         key_env=key_env,
-        interval_s=c.get(d, (*k, "interval_s"), int, 300, _range(10, 86400)),
+        interval_s=c.get(d, (*k, "interval_s"), int, 300, _range(1, 86400)),
     )

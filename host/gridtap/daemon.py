@@ -19,7 +19,7 @@ from typing import Any
 from gridtap.config import Config
 from gridtap.epochs import CounterStore
 from gridtap.errors import UserError
-from gridtap.ingest import Session
+from gridtap.ingest import Session, Sink
 from gridtap.link import SerialLink
 from gridtap.live import LiveStore
 from gridtap.rrd import RrdCached, RrdStore, default_socket
@@ -43,6 +43,9 @@ class RrdSink:
             self.store.errors += 1
             log.warning("rrd update for %s failed: %s", sensor, exc)
 
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        """Live values are not stored: the RRDs hold energy, from which power follows exactly."""
+
 
 def check_features(cfg: Config) -> None:
     """Refuse a config section whose feature is not part of this gridtap, instead of ignoring it."""
@@ -56,6 +59,9 @@ def check_features(cfg: Config) -> None:
                 f"{cfg.path.name}: [{section}] is configured but the {section} feature is not "
                 f"available in this gridtap"
             ) from exc
+    if "rules" in cfg.extra:
+        raise UserError(f"{cfg.path.name}: a top-level [rules] section has no effect in the daemon; "
+                        "put PVOutput rules in [pvoutput] (rules = {...} or custom_rules)")
 
 
 class Daemon:
@@ -87,9 +93,26 @@ class Daemon:
         if self.start_rrdcached:
             self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
             self.cached.start()
-        self.session = Session(
-            self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send, sinks=[RrdSink(self.rrd)]
-        )
+        sinks: list[Sink] = [RrdSink(self.rrd)]
+        spool = None
+        from gridtap import uplinks
+
+        if self.cfg.flukso is not None:
+            fl = uplinks.FluksoLink(self.cfg)
+            spool = fl.spool
+            self.extras.append(fl)
+        if self.cfg.mqtt is not None:
+            mq = uplinks.MqttSink(self.cfg)
+            sinks.append(mq)
+            self.extras.append(mq)
+        if "pvoutput" in self.cfg.extra:
+            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"])
+            sinks.append(pv)
+            self.extras.append(pv)
+        for extra in self.extras:
+            extra.start()
+        self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
+                               sinks=sinks, spool=spool)
         self.link.on_connect = self.session.connected
         if d.api:
             from gridtap.restapi import ApiServer
@@ -131,6 +154,12 @@ class Daemon:
             self.api.stop()
             self.api = None
         self.link.close()
+        for extra in reversed(self.extras):
+            try:
+                extra.stop()
+            except Exception:  # one output failing to stop must not keep the others from stopping
+                log.exception("stopping %s failed", type(extra).__name__)
+        self.extras.clear()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -47,8 +47,12 @@ NAK_REASONS = {
 EVENT_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
 
 
-class CounterSink(Protocol):
+class Sink(Protocol):
+    """An output: cumulative totals (thousandths) and live values (unit "W", "L/day" or "V")."""
+
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None: ...
 
 
 class Spool(Protocol):
@@ -92,7 +96,7 @@ class Session:
         store: CounterStore,
         live: LiveStore,
         send: Callable[[bytes], bool],
-        sinks: list[CounterSink] | None = None,
+        sinks: list[Sink] | None = None,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
@@ -370,10 +374,12 @@ class Session:
                 self.stats.duplicates += 1
             if not valid_t:
                 continue
-            if role == "pulse":
-                self.live.put_pulse(sensor, t * 1000.0 + ms, total)
+            rate = self.live.put_pulse(sensor, t * 1000.0 + ms, total) if role == "pulse" else None
             for sink in self.sinks:
                 sink.counter(sensor, role, t, total)
+                if rate is not None:
+                    litre = self.pulse[msg.values[0]].unit == "litre"
+                    sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
             if self.spool is not None:
                 self.spool.add(sensor, t, total / 1000.0, token=(self.epoch, msg.seq))
                 spooled = True
@@ -394,6 +400,11 @@ class Session:
             t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
         )
         self.live.put_gauge(s.id, s.export_id, g)
+        for sink in self.sinks:
+            sink.gauge(s.id, "import", t, max(0.0, g.power_w), "W")
+            if s.export_id:
+                sink.gauge(s.export_id, "export", t, max(0.0, -g.power_w), "W")
+            sink.gauge(s.id, "import", t, g.vrms, "V")
 
     def _event(self, msg: wire.Message) -> None:
         self.stats.events += 1

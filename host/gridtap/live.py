@@ -47,18 +47,21 @@ class LiveStore:
         with self.lock:
             self.gauges[imp] = g
 
-    def put_pulse(self, sensor: str, t_ms: float, total_milli: int) -> None:
-        """A pulse total: the rate since the previous one fills every second in between."""
+    def put_pulse(self, sensor: str, t_ms: float, total_milli: int) -> float | None:
+        """A pulse total: the rate since the previous one fills every second in between; return it."""
         with self.lock:
             last = self._pulse_last.get(sensor)
+            if last is not None and t_ms <= last[0]:
+                return None
             self._pulse_last[sensor] = (t_ms, total_milli)
-        if last is None or t_ms <= last[0]:
-            return
+        if last is None:
+            return None
         rate = (total_milli - last[1]) * 1000.0 / (t_ms - last[0])
         lo = int(last[0] // 1000) + 1
         hi = int(t_ms // 1000)
         for s in range(max(lo, hi - KEEP_S), hi + 1):
             self.put(sensor, s, rate)
+        return rate
 
     def window(self, sensor: str, end: int, seconds: int = 60) -> list[tuple[int, float | None]]:
         with self.lock:
