@@ -64,3 +64,26 @@ def test_firmware_gauges_match_truth_on_the_steady_bench(tmp_path: Path) -> None
         assert np.median(p) == pytest.approx(truth[ch], rel=0.01), (ch, p)
     pf = [g["pf_e4"] for g in gauges if g["channel"] == 1][2:]
     assert np.median(pf) == pytest.approx(5000, abs=100)
+
+
+def test_firmware_saves_on_brownout_and_counters_survive(tmp_path: Path) -> None:
+    sim = Simulation(load_board(), "brownouts", 1)
+    vb, msgs = run_with_host(sim, 36.0, tmp_path)
+    fail, back = sim.scn.outages.spans[0]
+    assert back < 36.0 - 1.0
+    assert len(vb.stats.boots) == 2 and vb.stats.boots[1][1] == 2
+    assert vb.stats.brownout_flags == [fail]                     # the firmware was told in time
+    assert vb.eeprom.torn == []                                   # and finished its save before dying
+    events = [m.as_dict() for m in msgs if m.mtype == wire.EVENT]
+    assert any(b"brownout" in e["text"] for e in events), events
+    hellos = [m.as_dict() for m in msgs if m.mtype == wire.HELLO]
+    assert [h["boot_count"] for h in hellos][-2:] == [1, 2]
+    assert hellos[-1]["reset_cause"] == 2 and hellos[-1]["brownout_count"] == 1
+    # counters never go backwards across the outage, per CT
+    second_hello = max(i for i, m in enumerate(msgs) if m.mtype == wire.HELLO)
+    counters = [(i, m.as_dict()) for i, m in enumerate(msgs) if m.mtype == wire.COUNTER]
+    for ct in range(3):
+        wh = [(i, d["imp_wh"] + d["imp_milli"] / 1000.0) for i, d in counters if d["sensor"] == ct]
+        before = [x for i, x in wh if i < second_hello]
+        after = [x for i, x in wh if i > second_hello]
+        assert before and after and after[0] >= max(before)
