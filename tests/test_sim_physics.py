@@ -143,3 +143,17 @@ def test_ct_saturation_flattens_peaks() -> None:
     s = Simulation(b, "steady", 1).samples(0, 480).astype(float)
     peak_counts = (s[:, 1] - b.midscale).max() * b.channels[1]["a_per_count"]
     assert peak_counts < 10.0 < 10.0 * math.sqrt(2)
+
+
+def test_three_phase_truth_uses_each_phase_voltage() -> None:
+    b = quiet_board(enob=11.0)
+    sim = Simulation(b, "three-phase", 3)
+    s = sim.samples(0, 4800).astype(float)
+    sim.ensure_second(0)
+    tr = sim.truth_arrays()
+    assert np.all(tr["e_net_j"][0] > 0)                 # every phase only consumes
+    fs = float(b.sets_per_s)
+    ph = [_phase_deg(s[:, c], 50.0, fs, c * b.slot_s)[0] for c in range(4)]
+    for c, lag in ((2, 120.0), (3, 240.0)):
+        rel = ((ph[c] - ph[0] + lag + 180.0) % 360.0) - 180.0
+        assert abs(rel) < 60.0                          # the phase's own PF angle, within +-60 deg
