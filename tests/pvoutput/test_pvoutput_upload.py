@@ -255,3 +255,22 @@ def test_cfos_rules_gauge_power_and_temperature(make: Make, server: PVOutputServ
         up.tick()
     [s] = stored(server).values()
     assert (s["v2"], s["v4"], s["v5"]) == ("1500", "1750", "18.2")
+
+
+def test_energy_today_after_a_downtime_across_midnight(make: Make, server: PVOutputServer,
+                                                       clock: Clock) -> None:
+    clock.t = at(2024, 6, 15, 23, 40, 1)
+    up = make()
+    counters = run(up, clock, 6 * 60, house_w=600.0)     # statuses up to 23:45
+    up.close()
+    # gridtap is down from 23:46:01 to 00:20:01; the register keeps counting at 600 W meanwhile
+    gap = at(2024, 6, 16, 0, 20, 1) - clock.t
+    counters["house"] += 600.0 * gap / 3600
+    counters["solar"] += 0.0
+    clock.t += gap
+    up2 = make()
+    run(up2, clock, 6 * 60, house_w=600.0, counters=counters)
+    st_ = stored(server)
+    # the first status after the restart counts only today's energy: 600 W from 00:00 to 00:25
+    assert st_[("20240616", "00:25")]["v3"] == "250"
+    assert st_[("20240616", "00:25")]["v4"] == "600"

@@ -48,6 +48,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +106,22 @@ class _Counter:
             return v0 + (v1 - v0) * (end - t0) / (t1 - t0) if t1 > t0 else v1
         return v0
 
-    def close(self, end: float, day: str) -> dict[str, float] | None:
-        """Fix the value at `end`; return power/energy figures and start the next interval there."""
+    def close(self, end: float, day: str, day_start: float | None = None) -> dict[str, float] | None:
+        """Fix the value at `end`; return power/energy figures and start the next interval there.
+
+        `day_start` is the local midnight that opens `day`; when the series was
+        silent across it (daemon down), the midnight value is interpolated.
+        """
         value = self.value_at(end)
         if value is None or self.base is None or self.base_ts is None:
             return None
         if end <= self.base_ts:  # the first sample came after this interval: nothing to say yet
             return None
         if self.day != day:
-            self.day, self.day_base = day, self.base
+            start_value = self.base
+            if day_start is not None and self.base_ts < day_start < end:
+                start_value = self.value_at(day_start) or self.base
+            self.day, self.day_base = day, start_value
         energy = value - self.base
         span = end - self.base_ts
         out = {"power_w": energy * 3600.0 / span, "energy_wh": energy,
@@ -193,8 +201,9 @@ class PVOutputUploader:
         dkey = day.isoformat()
         per_series: dict[str, dict[str, float]] = {}
         wanted = {s.series for s in self.settings.values}
+        day_start = datetime.combine(day, dtime(0), self.tz).timestamp()
         for name, c in self.counters.items():
-            figures = c.close(end, dkey)
+            figures = c.close(end, dkey, day_start)
             if figures is not None:
                 per_series[name] = figures
         means: dict[tuple[str, str], float] = {}
