@@ -62,7 +62,7 @@ def test_energy_accuracy_from_5_to_95_percent_of_rating() -> None:
             cfg=[{"phase_mdeg": PHASE}] * 3),
     ]
     for spec, res in zip(specs, run_scenarios(specs), strict=True):
-        assert res["ac_sets"] > 0.95 * spec["seconds"] * res["sps"]
+        assert res["ac_sets"] >= (spec["seconds"] - 1.1) * res["sps"]  # all committed seconds but the first
         for k in range(3):
             check_energy(spec, res, k, 0.002)
 
@@ -121,3 +121,15 @@ def test_no_mains_voltage_reports_zero_power_and_the_current() -> None:
     assert g[3] == 0 and g[8] == 0  # 0 W, 0 Hz
     assert abs(g[6] - 10_000) < 100  # but Irms is measured
     assert res["periods"] >= 19  # fixed 0.1 s periods keep running
+
+
+def test_adc_noise_on_an_idle_ct_is_not_rectified_into_both_registers() -> None:
+    # Per mains cycle the noise reads a few watts either way; split per cycle it would
+    # pile up in import AND export. Netted per second under the 1 W no-load threshold,
+    # an idle CT registers nothing, while a 45 W standby beside it still counts in full.
+    spec: dict[str, Any] = dict(FRONT, seconds=8, noise=3.0, cts=[
+        {"irms": 0.0}, {"irms": 45.0 / 241.0, "lead": 4.2}, {"irms": 0.0, "offset": 30.0}],
+        cfg=[{"phase_mdeg": PHASE}] * 3)
+    (res,) = run_scenarios([spec])
+    assert res["regs"][0] == [0, 0] and res["regs"][2] == [0, 0]
+    check_energy(spec, res, 1, 0.05)

@@ -13,7 +13,7 @@
 from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
 
 FW_VERSION = (0, 1, 0)
-BLOCK_SETS = 256  # the largest block the HAL may return (buf size)
+BLOCK_SETS = 256  # the largest block the HAL may return (buf size), 53 ms
 TIME_EVERY_MS = 10000
 TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
@@ -44,7 +44,10 @@ class App:
         self.n_ct = self.nch - 1
         self.n_pulse = len(board["pulse_inputs"])
         sets_per_s = int(board["adc"]["sets_per_s"])
-        self.buf = bytearray(BLOCK_SETS * self.nch * 2)
+        # A HAL with its own block size (hal_rp2: 48 sets = 10 ms) gets a buffer of that
+        # size; one that fills whatever it is given (hal_virtual) gets BLOCK_SETS.
+        block = getattr(hal, "block_sets", BLOCK_SETS)
+        self.buf = bytearray(min(block, BLOCK_SETS) * self.nch * 2)
         self.last_ticks = hal.ticks_us()
         self.up_us = 0
         self.offset_ms = 0

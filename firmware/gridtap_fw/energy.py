@@ -8,11 +8,12 @@
 #   mW-sets, 17,280,000 at 4,800 sets/s, so the residue is always below that
 #   and fits a MicroPython small int on the RP2040 (< 2**30).
 #
-# Each mains period adds round(P_mW) * N mW-sets, N = the period's sets, to
-# the import register (P > 0) or the export register (P < 0). P comes out of
-# single-precision float maths on the RP2040 (about 7 significant digits); the
-# rounding to whole mW and everything after it is exact integer arithmetic, so
-# months of periods add up without drift. Registers only ever increase.
+# Each mains period yields round(P_mW) * N mW-sets (N = the period's sets);
+# power.py nets these over about a second and adds the net to the import
+# register (> 0) or the export register (< 0). P comes out of single-precision
+# float maths on the RP2040 (about 7 significant digits); the rounding to
+# whole mW and everything after it is exact integer arithmetic, so months of
+# periods add up without drift. Registers only ever increase.
 
 
 class Register:
@@ -44,12 +45,12 @@ class CtEnergy:
         self.imp = Register(sets_per_s)
         self.exp = Register(sets_per_s)
 
-    def add_period(self, p_mw: int, nsets: int) -> None:
-        """One period of signed power p_mw (integer mW, + = import) lasting nsets sets."""
-        if p_mw > 0:
-            self.imp.add(p_mw * nsets)
-        elif p_mw < 0:
-            self.exp.add(-p_mw * nsets)
+    def add(self, mw_sets: int) -> None:
+        """A signed energy in mW-sets (+ = import)."""
+        if mw_sets > 0:
+            self.imp.add(mw_sets)
+        elif mw_sets < 0:
+            self.exp.add(-mw_sets)
 
     def tuple_values(self, channel: int, unix_ms: int):
         """COUNTER payload values (sensor, t, ms, imp_wh, imp_milli, exp_wh, exp_milli)."""

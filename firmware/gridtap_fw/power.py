@@ -22,6 +22,9 @@
 # b = -sin(theta)/sin(alpha), exact for a sinusoid. invert negates P (180 deg).
 # The float maths runs once per period per CT (single precision on the
 # RP2040; the big sums are reduced exactly in integers first).
+# Energy: each period's round(P_mW) * N is summed per CT over about a second
+# (whole periods, sets_per_s sets or just over); the net of that second goes
+# to the import or the export register, and the same numbers make the GAUGE.
 
 import math
 from array import array
@@ -32,6 +35,7 @@ except ImportError:
     from gridtap_fw.kernel import block
 
 NOAC_DIV = 10  # no-AC period: sets_per_s / 10 = 0.1 s
+CREEP_MW = 1000  # no-load threshold: a second whose net |P| is below 1 W registers 0
 MIN_DIV = 100  # shortest period accepted: sets_per_s / 100 (above 100 Hz is noise)
 HYST_V = 20.0  # crossing hysteresis in volts
 
@@ -59,7 +63,8 @@ class PowerMeter:
         self.synced = False  # the current period began at a rising crossing
         self.ac = False  # the last period closed was a valid mains cycle
         self.periods = 0
-        self.ac_sets = 0  # sets in valid mains periods since boot (energy was integrated over these)
+        self.ac_sets = 0  # sets of valid mains periods in the seconds committed to the registers
+        self.ready: list = []  # gauges of the last completed second, until taken
         self.coef: list = [{} for _ in range(self.n_ct)]
         self.last_p_mw = [0] * self.n_ct
         self._reset_second()
@@ -117,7 +122,7 @@ class PowerMeter:
             elif self.n >= self.noac_sets:
                 self._close(False)
                 self.synced = False
-        return self.sec_n >= self.sets_per_s
+        return bool(self.ready)
 
     def _close(self, crossing: bool) -> None:
         n = self.n
@@ -148,15 +153,12 @@ class PowerMeter:
                 if c.invert:
                     p_mw = -p_mw
             self.last_p_mw[k] = p_mw
-            if c.enabled:
-                self.energies[k].add_period(p_mw, n)
             self.sec_e[k] += p_mw * n
             self.sec_va[k] += vrms * irms * n
             self.sec_i2[k] += irms * irms * n
         self.sec_n += n
         self.sec_v2 += vrms * vrms * n
         if valid:
-            self.ac_sets += n
             self.sec_ac_n += n
             self.sec_cycles += 1
         self.periods += 1
@@ -164,20 +166,37 @@ class PowerMeter:
             acc[j] = 0
         self.n = 0
         self.v_start = v_end
+        if self.sec_n >= self.sets_per_s:
+            self._close_second()
 
-    def gauges(self):
-        """Per CT: (channel, power_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz) over
-        the sets since the last call; then start a new second."""
+    def gauges(self) -> list:
+        """The gauges of the last completed second (once), see _close_second."""
+        res = self.ready
+        self.ready = []
+        return res
+
+    def _close_second(self) -> None:
+        """Commit about a second of periods: net each CT's energy over the second,
+        apply the no-load threshold, add it to the import or the export register
+        and keep (channel, power_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz)
+        for GAUGE, so a gauge times its second is exactly what the registers got.
+
+        Netting per second (not per mains cycle) keeps ADC noise on an idle CT
+        from being rectified into both registers: per cycle the noise is a few
+        watts either way, over a second it averages down, and below CREEP_MW
+        (like a meter's starting threshold) it counts as no load."""
         n = self.sec_n
-        res: list = []
-        if n == 0:
-            return res
+        res = []
         vrms = math.sqrt(self.sec_v2 / n)
         freq = 0
         if self.sec_ac_n:
             freq = min(65535, int(round(self.sec_cycles * self.sets_per_s * 1000.0 / self.sec_ac_n)))
         for k in range(self.n_ct):
             e = self.sec_e[k]
+            if -CREEP_MW * n < e < CREEP_MW * n:
+                e = 0
+            if self.cfg.cts[k].enabled:
+                self.energies[k].add(e)
             p_mw = (2 * e + n) // (2 * n)
             va = self.sec_va[k] / n
             irms = math.sqrt(self.sec_i2[k] / n)
@@ -189,5 +208,6 @@ class PowerMeter:
             res.append((k, p_mw, min(0xFFFFFFFF, int(round(va * 1000.0))),
                         min(0xFFFFFFFF, int(round(vrms * 1000.0))),
                         min(0xFFFFFFFF, int(round(irms * 1000.0))), pf, freq))
+        self.ac_sets += self.sec_ac_n
+        self.ready = res
         self._reset_second()
-        return res
