@@ -47,7 +47,7 @@ def test_parse_minimal_and_full(tmp_path: Path) -> None:
     ({"donation": "yes"}, "'donation'"),
     ({"bogus": 1}, "'bogus': unknown key"),
     ({"rules": {"v2": ["v2.__class__"]}}, "'rules': rule v2[0], column 1: attribute"),
-    ({"custom_rules": "CUSTOM_RULES = {'v2': [1]}"}, "'rules'"),
+    ({"custom_rules": "CUSTOM_RULES = {'v2': [1]}"}, "'custom_rules': line 1: rules for 'v2' must be"),
     ({"rules_dialect": "perl"}, "'rules_dialect'"),
     ({"c1": 1}, "'c1'"),
     ({"base_url": "ftp://x"}, "'base_url'"),

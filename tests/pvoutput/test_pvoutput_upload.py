@@ -186,12 +186,17 @@ def test_statuses_older_than_14_days_are_dropped_and_counted(make: Make, server:
     assert list(stored(server)) == [("20240601", "12:00")]
 
 
-def test_refused_batch_is_retried_status_by_status(make: Make, server: PVOutputServer, clock: Clock) -> None:
+@pytest.mark.parametrize("body", ["Bad request 400: No statuses added or updated",
+                                  "Bad request 400: an error text nobody documented"])
+def test_refused_batch_is_retried_status_by_status(make: Make, server: PVOutputServer, clock: Clock,
+                                                   body: str) -> None:
     up = make()
     up.requests_per_tick = 10
     for m in (0, 5, 10):
         up.backlog.put("20240615", f"11:{m:02d}", {"v4": 10.0 + m})
-    server.fail_next(1, 400, "Bad request 400: No statuses added or updated")
+    server.fail_next(1, 400, body)
+    up.tick()
+    clock.t += 120  # past the retry pause an unknown error starts
     up.tick()
     assert [r.endpoint for r in server.requests] == ["addbatchstatus.jsp"] + ["addstatus.jsp"] * 3
     assert len(stored(server)) == 3

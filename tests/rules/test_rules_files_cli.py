@@ -71,6 +71,9 @@ def test_v2_single_string_rules_and_whole_config_file() -> None:
     ('{"v1": 3}', "json", "rule string"),
     ("v1 = [", "toml", "bad TOML"),
     ("this is not a rule", "cfos", "target = expression"),
+    ("[" * 100000 + "]" * 100000, "json", "JSON"),
+    ("a = " + "[" * 100000 + "]" * 100000, "toml", "TOML"),
+    ("CUSTOM_RULES = " + "[" * 100000 + "]" * 100000, "python", "Python"),
 ])
 def test_bad_files(text: str, fmt: str, needle: str) -> None:
     with pytest.raises((RuleFileError, RuleSetError)) as info:

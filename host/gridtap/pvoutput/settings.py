@@ -207,6 +207,7 @@ def _rules(section: dict[str, Any], names: set[str]) -> RuleSet | None:
         raise _fail("rules_dialect", f"must be flukso or cfos, got {dialect!r}")
     if "rules" in section and "custom_rules" in section:
         raise _fail("custom_rules", "give either rules (a table) or custom_rules (a string), not both")
+    key = "rules" if "rules" in section else "custom_rules"
     try:
         if "rules" in section:
             return compile_mapping(mapping_from(section["rules"], "[pvoutput.rules]"), dialect, names)
@@ -218,9 +219,9 @@ def _rules(section: dict[str, Any], names: set[str]) -> RuleSet | None:
                 and not text.lstrip().startswith("{") else "python"
             return load_text(text, fmt, dialect, "", names)
     except RuleFileError as exc:
-        raise _fail("rules", str(exc)) from None
+        raise _fail(key, str(exc)) from None
     except RuleSetError as exc:
-        raise _fail("rules", "; ".join(str(e) for e in exc.errors)) from None
+        raise _fail(key, "; ".join(str(e) for e in exc.errors)) from None
     return None
 
 

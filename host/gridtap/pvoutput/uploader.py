@@ -391,7 +391,7 @@ class PVOutputUploader:
             if rejected:
                 log.warning("pvoutput: PVOutput did not add %d status(es) of a batch, first %s %s",
                             len(rejected), *rejected[0])
-        elif verdict == api.SKIP:
+        elif verdict == api.SKIP or (verdict == api.RETRY and resp.status == 400):
             self.single_left = len(batch)  # let each status get its own answer
             log.warning("pvoutput: batch refused (%s); sending its statuses one by one", resp.body[:120])
 

@@ -139,12 +139,16 @@ def load_text(text: str, fmt: str = "auto", dialect: str = "auto", filename: str
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RuleFileError(f"line {exc.lineno} column {exc.colno}: bad JSON: {exc.msg}") from None
+        except RecursionError:
+            raise RuleFileError("JSON nests too deeply") from None
         mapping = mapping_from(obj.get("rules", obj) if isinstance(obj, dict) else obj, "JSON")
     else:
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RuleFileError(f"bad TOML: {exc}") from None
+        except RecursionError:
+            raise RuleFileError("TOML nests too deeply") from None
         pv_obj = doc.get("pvoutput")
         pv: dict[str, Any] = pv_obj if isinstance(pv_obj, dict) else {}
         if "rules" in doc:
