@@ -38,6 +38,7 @@ from gridtap.codec import make_decoder  # noqa: E402
 from gridtap.mqtt import MqttPublisher, MqttSensor, gauge_topic  # noqa: E402
 from gridtap.spool import FLUKSO_AGING, Spool  # noqa: E402
 from gridtap_fw import wire  # noqa: E402
+from tests.uplink.fakes import FakeClock  # noqa: E402
 
 T0 = 1_700_000_000
 SID = "1994ad6054785f2db8f726086c486ca9"
@@ -58,16 +59,8 @@ HOW = {
 }
 
 
-class _Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def outage(tmp: Path, days: int = 30, step: int = 10) -> tuple[int, bool]:
-    mono, wall = _Clock(0.0), _Clock(float(T0))
+    mono, wall = FakeClock(0.0), FakeClock(float(T0))
     sp = Spool(tmp / "outage.db", ["flukso"], commit_interval=3600, clock=mono, wall_clock=wall)
     truth: list[tuple[int, int]] = []
     c = 0
@@ -98,7 +91,7 @@ def outage(tmp: Path, days: int = 30, step: int = 10) -> tuple[int, bool]:
 
 
 def wal_bytes_per_day(tmp: Path) -> int:
-    mono, wall = _Clock(0.0), _Clock(float(T0))
+    mono, wall = FakeClock(0.0), FakeClock(float(T0))
     path = tmp / "wear.db"
     sp = Spool(path, ["flukso"], clock=mono, wall_clock=wall)  # default cadence: 30 s / 1000 points
     sp._db.execute("PRAGMA wal_autocheckpoint=0")  # measure every byte the WAL receives

@@ -222,9 +222,7 @@ class Spool:
                 db.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif got[0] != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {got[0]}, expected {SCHEMA_VERSION}")
-            for sid, dest, sensor, acked in db.execute("SELECT id, dest, sensor, acked_ts FROM series"):
-                self._series[(dest, sensor)] = sid
-                self._acked[sid] = acked
+            self._load_series(db)
         except BaseException:
             db.close()
             self._series.clear()
@@ -316,7 +314,7 @@ class Spool:
                         self._last_age = now
             except BaseException:
                 self._batch = batch + self._batch
-                self._reload_series()
+                self._load_series(self._db)
                 raise
             self._first_add = self._clock() if self._batch else None
             self.commits += 1
@@ -325,10 +323,11 @@ class Spool:
             self.on_commit(tokens)
         return tokens
 
-    def _reload_series(self) -> None:
+    def _load_series(self, db: sqlite3.Connection) -> None:
+        """(Re)read the series table: after opening, and after a rolled-back commit."""
         self._series.clear()
         self._acked.clear()
-        for sid, dest, sensor, acked in self._db.execute("SELECT id, dest, sensor, acked_ts FROM series"):
+        for sid, dest, sensor, acked in db.execute("SELECT id, dest, sensor, acked_ts FROM series"):
             self._series[(dest, sensor)] = sid
             self._acked[sid] = acked
 

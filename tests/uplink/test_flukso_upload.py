@@ -6,7 +6,6 @@ import http.client
 import json
 import logging
 import random
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,14 @@ from gridtap.errors import UserError
 from gridtap.flukso_upload import FluksoUploader, Secret, load_device_key
 from gridtap.spool import Spool
 from tests.servers.flukso_server import FluksoServer, digest
+from tests.uplink.broker import free_port
+from tests.uplink.fakes import FakeClock
 
 T0 = 1_700_000_000
 S1 = "1994ad6054785f2db8f726086c486ca9"
 S2 = "c1411c6b4f9910bbbab09f145f8533b9"
 KEY = "0123456789abcdef0123456789abcdef"
 WRONG = "fedcba9876543210fedcba9876543210"
-
-
-class Clock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_post(server: FluksoServer, sensor: str, body: bytes, key: str = KEY, version: str = "1.0",
@@ -111,7 +98,7 @@ def test_live_upload_clears_the_spool_and_the_server_has_every_point(tmp_path: P
 
 def test_outage_then_replay_with_aging_keeps_energy_exact(tmp_path: Path) -> None:
     """Four days without uplink at one tuple per 10 s; then everything goes up, aged and exact."""
-    mono, wall = Clock(), Clock(float(T0))
+    mono, wall = FakeClock(), FakeClock(float(T0))
     port = free_port()
     sp = Spool(tmp_path / "s.db", ["flukso"], commit_interval=3600, clock=mono, wall_clock=wall)
     up = FluksoUploader(sp, f"http://127.0.0.1:{port}/", Secret(KEY), [S1], clock=mono,
@@ -161,7 +148,7 @@ def test_wrong_key_is_refused_and_nothing_is_cleared_nor_logged(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     sp = Spool(tmp_path / "s.db", ["flukso"], aging=())
     fill(sp, S1, 5)
-    mono = Clock(50.0)
+    mono = FakeClock(50.0)
     with FluksoServer({S1: KEY}) as srv, caplog.at_level(logging.DEBUG):
         up = FluksoUploader(sp, srv.url, Secret(WRONG), [S1], clock=mono,
                             backoff=Backoff(base=10, cap=100, rng=random.Random(1)))
@@ -178,7 +165,7 @@ def test_wrong_key_is_refused_and_nothing_is_cleared_nor_logged(tmp_path: Path,
 def test_server_errors_back_off_exponentially_and_only_200_ok_clears(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "s.db", ["flukso"], aging=())
     pts = fill(sp, S1, 20)
-    mono = Clock(0.0)
+    mono = FakeClock(0.0)
     with FluksoServer({S1: KEY}) as srv:
         up = FluksoUploader(sp, srv.url, Secret(KEY), [S1], clock=mono, interval=300,
                             backoff=Backoff(base=10, cap=80, rng=random.Random(7)))

@@ -18,19 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap.spool import FLUKSO_AGING, MIN_TS, Spool, check_aging
+from tests.uplink.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000
 S1 = "1994ad6054785f2db8f726086c486ca9"
 S2 = "c1411c6b4f9910bbbab09f145f8533b9"
-
-
-class FakeClock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_only_committed_points_are_pending_and_tokens_come_back_in_order(tmp_path: Path) -> None:
