@@ -279,3 +279,21 @@ def test_energy_today_after_a_downtime_across_midnight(make: Make, server: PVOut
     # the first status after the restart counts only today's energy: 600 W from 00:00 to 00:25
     assert st_[("20240616", "00:25")]["v3"] == "250"
     assert st_[("20240616", "00:25")]["v4"] == "600"
+
+
+def test_clock_jump_does_not_invent_statuses(make: Make, server: PVOutputServer, clock: Clock,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    boot = clock.t
+    clock.t = 86400.0 * 3  # a router without RTC boots in 1970 ...
+    up = make()
+    up.tick()
+    clock.t = boot          # ... and NTP sets the real time
+    counters = run(up, clock, 11 * 60, house_w=400.0)
+    assert "clock jumped" in caplog.text
+    assert up.status()["closed"] == 2 and sorted(stored(server)) == [("20240615", "12:05"),
+                                                                       ("20240615", "12:10")]
+    clock.t += 365 * 86400  # and a jump forward: one year of silence
+    up.tick()
+    assert up.status()["closed"] == 2
+    run(up, clock, 6 * 60, house_w=400.0, counters=counters)
+    assert up.status()["closed"] == 3

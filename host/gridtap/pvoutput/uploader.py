@@ -62,6 +62,7 @@ log = logging.getLogger("gridtap.pvoutput")
 
 RESET_TOLERANCE_WH = 0.5
 UNKNOWN_400_ATTEMPTS = 3
+MAX_CATCH_UP_S = 6 * 3600  # closing more missed intervals than this means the clock jumped
 UNITS = {"W": "W", "w": "W", "V": "V", "v": "V", "C": "C", "°C": "C", "degC": "C"}
 
 
@@ -184,6 +185,11 @@ class PVOutputUploader:
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         if self.end is None:
+            self.end = next_boundary(now, self.step, self.tz)
+        elif now > self.end + MAX_CATCH_UP_S or self.end > now + 2 * self.step:
+            # the wall clock jumped (a router without RTC syncing NTP, a suspend): do not invent
+            # hundreds of statuses; the counters carry the energy into the next interval
+            log.warning("pvoutput: the clock jumped by %.0f s; restarting the interval grid", now - self.end)
             self.end = next_boundary(now, self.step, self.tz)
         while now >= self.end + self.settings.settle_s:
             start = self._start_of(self.end)
