@@ -1,4 +1,4 @@
-"""Firmware persistence wear: run the board's own save policy and EEPROM ring over a year.
+"""Firmware figures: EEPROM wear over a simulated year, and the core's CPU cost.
 
 The firmware modules gridtap_fw.persist (the counter ring) and
 gridtap_fw.savepolicy (when to save) run here unmodified under CPython, against
@@ -7,6 +7,11 @@ a counting EEPROM with board.json's geometry. A simulated household uses
 imp/kWh on P1), minute by minute, with one brownout and reboot a day: the
 brownout save, then the boot save of the new boot count. The figure is the
 largest number of writes any EEPROM page (so any cell) took in that year.
+
+The CPU figure runs App.step() under the MicroPython unix port on replayed
+48-set blocks (the rp2 HAL's block, 100 a second) of V + 3 loaded CTs with the
+host ACKing, and compares it with the kernel alone on the same blocks in the
+same run: the ratio is what the Python around the kernel costs.
 """
 
 from __future__ import annotations
@@ -39,7 +44,73 @@ HOW = {
     "firmware.eeprom.max_loss_wh_on_outage":
         "Wh a register can lose across a brownout + reboot in the simulation (the brownout save "
         "writes the exact registers)",
+    "firmware.core.unix_ms_per_s":
+        "CPU ms per simulated second of App.step() (kernel, periods, pulses, link, persistence) "
+        "under the MicroPython unix port on this machine, 48-set blocks, host ACKing",
+    "firmware.core.cost_vs_kernel":
+        "App.step() time / kernel-only time on the same blocks in the same run",
 }
+
+CORE_SCRIPT = """
+import time
+from fwhal import FwHal
+from gridtap_fw import app, wire, kernel
+from array import array
+hal = FwHal(%r, 48)
+hal.vrms = 230.0
+hal.noise = 2.0
+hal.set_ct(0, 10.0, 20.0)
+hal.set_ct(1, 5.0, 180.0)
+hal.set_ct(2, 1.0, 60.0)
+blocks = []
+b = bytearray(48 * 4 * 2)
+for i in range(200):
+    hal.adc_block(b)
+    blocks.append(bytes(b))
+a = app.App(hal)
+j = [0]
+def replay(buf):
+    buf[:] = blocks[j[0] %% 200]
+    j[0] += 1
+    hal.set_no += 48
+    return 48
+hal.adc_block = replay
+N = 2000
+best = None
+for rep in range(3):
+    t0 = time.ticks_us()
+    for _ in range(N):
+        a.step()
+        fr = hal.frames()
+        seqs = tuple(m.seq for m in fr if m.mtype in (wire.COUNTER, wire.PULSE, wire.EVENT))
+        if seqs:
+            hal.send(wire.ACK, 0, (seqs[:64],))
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    best = dt if best is None or dt < best else best
+kbest = None
+st = array("i", [0, 0, 98, 0])
+out = array("i", [0] * 14)
+for rep in range(3):
+    t0 = time.ticks_us()
+    for i in range(N):
+        buf = blocks[i %% 200]
+        s = 0
+        while s < 48:
+            s += kernel.block(buf, s, 48, 4, st, out)
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    kbest = dt if kbest is None or dt < kbest else kbest
+print(best / (N * 48 / 4800) / 1000, kbest / (N * 48 / 4800) / 1000)
+"""
+
+
+def core_cost() -> dict[str, object]:
+    from tests.mpy import run_micropython  # bench/run.py puts the repository on sys.path
+
+    out = run_micropython(CORE_SCRIPT % str(ROOT / "hardware" / "board.json"),
+                          extra_path=[ROOT / "tests" / "fwtest"], timeout=600)
+    core, kern = (float(x) for x in out.split()[-2:])
+    return {"firmware.core.unix_ms_per_s": round(core, 2),
+            "firmware.core.cost_vs_kernel": round(core / kern, 1)}
 
 
 class CountingEeprom:
@@ -140,7 +211,7 @@ def simulate(seed: int = 1) -> dict[str, object]:
 
 
 def run() -> dict[str, object]:
-    return simulate()
+    return {**simulate(), **core_cost()}
 
 
 if __name__ == "__main__":
