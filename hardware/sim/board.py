@@ -20,6 +20,9 @@ SIM_DEFAULTS: dict[str, Any] = {
     "ct_saturation_a": None,     # primary peak amps where the CT core saturates; None = never
     "boot_s": 0.3,               # from supply good to the firmware's first request
     "uart_rx_buffer": 2048,      # board UART receive buffer, bytes; overflow is dropped
+    # MicroPython heap of the firmware process. The rp2 port has about 190 KB on a
+    # 32-bit MCU; the unix port's objects are up to twice as big on 64 bits.
+    "micropython_heap": "256K",
 }
 
 

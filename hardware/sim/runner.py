@@ -103,7 +103,7 @@ class VirtualBoard:
         self.fw_log: BinaryIO = open(self.fw_log_path, "ab")
         self.firmware = firmware
         self.extra_path = list(extra_path or [])
-        self.heap = heap or str(self.board.sim.get("micropython_heap", "2M"))
+        self.heap = heap or str(self.board.sim["micropython_heap"])
         self.byte_s = 10.0 / self.board.baud
         self.rx_limit = int(self.board.sim["uart_rx_buffer"])
         self.stats = RunStats()
