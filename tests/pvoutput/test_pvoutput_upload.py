@@ -297,3 +297,36 @@ def test_clock_jump_does_not_invent_statuses(make: Make, server: PVOutputServer,
     assert up.status()["closed"] == 2
     run(up, clock, 6 * 60, house_w=400.0, counters=counters)
     assert up.status()["closed"] == 3
+
+
+def test_cumulative_energy_sets_c1(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    up = make(v1="solar:energy_total", v3=None, v4=None)
+    counters = {"solar": 150000.0, "house": 0.0}   # the register already holds 150 kWh
+    run(up, clock, 6 * 60, solar_w=1200.0, counters=counters)
+    [s] = stored(server).values()
+    [r] = server.requests
+    assert r.params["c1"] == "2" and "n" not in r.params
+    # the register at 12:05, 299 s after the run began at 12:00:01
+    assert s["v1"] == str(round(150000.0 + 1200.0 * 299 / 3600)) and s["v2"] == "1200"
+
+
+def test_donation_batches_of_100(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    server.accounts[str(SID)].donation = True
+    up = make(donation=True)
+    up.requests_per_tick = 10
+    for i in range(250):
+        up.backlog.put("20240614", f"{i // 12:02d}:{(i % 12) * 5:02d}", {"v2": float(i), "v11": 0.5})
+    up.tick()
+    assert [r.statuses for r in server.requests] == [100, 100, 50]
+    assert len(stored(server)) == 250 and stored(server)[("20240614", "00:05")] == {"v2": "1", "v11": "0.5"}
+
+
+def test_a_failing_rule_does_not_stop_the_upload(make: Make, server: PVOutputServer, clock: Clock,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    rules = 'CUSTOM_RULES = {"v4": ["v4 * 2", "v4 / v2", "v4 + 1"], "v2": ["v2 - 0"]}'
+    up = make(custom_rules=rules, v1=None, v3=None)
+    run(up, clock, 6 * 60, solar_w=0.0, house_w=300.0)
+    [s] = stored(server).values()
+    assert s["v4"] == "601" and s["v2"] == "0"     # 300*2 kept through the division by zero, +1
+    assert up.status()["rule_errors"] == 1
+    assert "rule v4[1], column 1: division by zero" in caplog.text

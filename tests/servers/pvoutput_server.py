@@ -68,6 +68,7 @@ class Request:
     body: str
     at: float
     headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 class BadStatus(Exception):
@@ -160,10 +161,12 @@ class PVOutputServer:
         h.wfile.write(data)
 
     def _handle(self, h: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> None:
+        flat = {k: v[-1] for k, v in params.items()}
         with self.lock:
-            code, text, headers, endpoint, sid, n = self._process(h, {k: v[-1] for k, v in params.items()})
+            code, text, headers, endpoint, sid, n = self._process(h, flat)
             self.requests.append(Request(endpoint, sid, n, code, text, self.clock(),
-                                         {k.lower(): v for k, v in h.headers.items()}))
+                                         {k.lower(): v for k, v in h.headers.items()},
+                                         {k: v for k, v in flat.items() if k != "key"}))
         self._reply(h, code, text, headers)
 
     def _process(self, h: BaseHTTPRequestHandler, p: dict[str, str]) -> tuple[int, str, dict[str, str], str,
