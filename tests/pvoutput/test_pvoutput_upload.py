@@ -42,6 +42,7 @@ def test_live_uploads_one_addstatus_per_interval(make: Make, server: PVOutputSer
     assert [r.endpoint for r in server.requests] == ["addstatus.jsp"] * 3
     r = server.requests[0]
     assert r.headers["x-rate-limit"] == "1" and r.headers["x-pvoutput-systemid"] == str(SID)
+    assert all(KEY not in str(q.params) for q in server.requests)  # the key travels in a header only
     assert up.status()["sent"] == 3 and up.status()["queued"] == 0
     assert up.rate_remaining == 57
     assert KEY not in caplog.text

@@ -166,7 +166,7 @@ class PVOutputServer:
             code, text, headers, endpoint, sid, n = self._process(h, flat)
             self.requests.append(Request(endpoint, sid, n, code, text, self.clock(),
                                          {k.lower(): v for k, v in h.headers.items()},
-                                         {k: v for k, v in flat.items() if k != "key"}))
+                                         dict(flat)))
         self._reply(h, code, text, headers)
 
     def _process(self, h: BaseHTTPRequestHandler, p: dict[str, str]) -> tuple[int, str, dict[str, str], str,
