@@ -10,7 +10,8 @@ Home Assistant, gridtap also publishes retained **MQTT discovery** configs
 (``homeassistant/sensor/<unique_id>/config``) whose value templates read those
 same payloads (``{{ value_json[1] }}``): every counter appears as an
 ``energy``/``water``/``gas`` sensor with ``state_class: total_increasing``
-(the Energy dashboard takes it as it is, no YAML), every gauge as a
+(the Energy dashboard takes it as it is, no YAML; water and gas in m³, the
+unit every Energy dashboard version accepts), every gauge as a
 ``power``/``volume_flow_rate``/``voltage`` sensor with ``state_class:
 measurement``. An availability topic (``/device/<device>/status``,
 ``online``/``offline`` via the broker's last will) greys the entities out when
@@ -71,7 +72,7 @@ _HA_GAUGE: dict[str, tuple[str, str, str]] = {
 }
 _HA_COUNTER: dict[str, tuple[str, str, str]] = {
     "electricity": ("energy", "Wh", "{{ value_json[1] }}"),
-    "water": ("water", "L", "{{ value_json[1] }}"),
+    "water": ("water", "m³", "{{ value_json[1] / 1000 }}"),
     "gas": ("gas", "m³", "{{ value_json[1] / 1000 }}"),
 }
 

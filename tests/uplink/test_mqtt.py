@@ -28,9 +28,10 @@ GAS = MqttSensor("7e3b1f9a2c4d6e8f0a1b2c3d4e5f6a7b", "Gas", "gas")
 VOLT = MqttSensor("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "Mains voltage", "voltage")
 ALL = [MAINS, PV, WATER, GAS, VOLT]
 
-# What Home Assistant's Energy dashboard and sensor platform accept for each device class
+# Units Home Assistant's sensor platform accepts per device class (for energy, water and gas
+# only those its Energy dashboard has always taken)
 HA_UNITS = {"power": {"W", "kW"}, "energy": {"Wh", "kWh", "MWh"}, "voltage": {"V", "mV"},
-            "water": {"L", "m³", "gal", "ft³", "CCF"}, "gas": {"m³", "ft³", "CCF"},
+            "water": {"m³", "gal"}, "gas": {"m³", "ft³"},
             "volume_flow_rate": {"m³/h", "ft³/min", "L/min", "gal/min"}}
 
 
@@ -52,7 +53,7 @@ def test_discovery_configs_put_every_sensor_in_the_energy_dashboard() -> None:
     expect = {  # (sensor, topic kind): (device_class, state_class, value the template must give)
         (MAINS, "counter"): ("energy", "total_increasing", 123456.0),
         (MAINS, "gauge"): ("power", "measurement", 2300.5),
-        (WATER, "counter"): ("water", "total_increasing", 123456.0),
+        (WATER, "counter"): ("water", "total_increasing", 123.456),
         (WATER, "gauge"): ("volume_flow_rate", "measurement", round(2300.5 / 1440, 3)),
         (GAS, "counter"): ("gas", "total_increasing", 123.456),
         (GAS, "gauge"): ("volume_flow_rate", "measurement", round(2300.5 / 24000, 4)),
