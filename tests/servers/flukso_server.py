@@ -29,7 +29,8 @@ Accepted measurements are kept (the raw ``ts:counter`` updates the RRD would
 get), so tests can read the energy back. Fault injection for tests of the
 client: ``fail_next(n, status)`` answers the next n POSTs with that status,
 ``drop_reply_next(n)`` processes the next n POSTs and then closes the
-connection without answering (a reply lost on the way back).
+connection without answering (a reply lost on the way back). Pass an
+``ssl.SSLContext`` as ``tls`` to serve HTTPS.
 
 Run it by hand: ``python -m tests.servers.flukso_server --port 8080
 --sensor <32hex>:<key>``.
@@ -42,6 +43,7 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -59,7 +61,7 @@ def digest(key: str, body: bytes) -> str:
 class FluksoServer:
     """A threaded Flukso API on 127.0.0.1; ``keys`` maps sensor id -> key."""
 
-    def __init__(self, keys: dict[str, str], port: int = 0) -> None:
+    def __init__(self, keys: dict[str, str], port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.keys = dict(keys)
         self.lock = threading.Lock()
         self.stored: dict[str, list[tuple[int, int]]] = {s: [] for s in keys}
@@ -70,6 +72,10 @@ class FluksoServer:
         self._drop = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:  # HTTPS, like api.flukso.net
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -80,7 +86,7 @@ class FluksoServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def start(self) -> FluksoServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

@@ -6,9 +6,11 @@ import http.client
 import json
 import logging
 import random
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 
 from gridtap.backoff import Backoff
 from gridtap.errors import UserError
@@ -243,3 +245,22 @@ def test_backoff_doubles_to_the_cap_with_jitter_and_resets() -> None:
     assert b.ready(0.0) and b.ceiling() == 2
     with pytest.raises(ValueError, match="cap"):
         Backoff(base=10, cap=5)
+
+
+def test_https_verifies_the_server_against_the_given_ca(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    cafile = tmp_path / "flukso.ca.crt"
+    ca.cert_pem.write_to_path(str(cafile))
+    sp = Spool(tmp_path / "s.db", ["flukso"], aging=())
+    pts = fill(sp, S1, 4)
+    with FluksoServer({S1: KEY}, tls=ctx) as srv:
+        assert srv.url.startswith("https://")
+        # without the CA the certificate does not verify: nothing is sent, nothing cleared
+        stranger = FluksoUploader(sp, srv.url, Secret(KEY), [S1]).upload()
+        assert not stranger.ok and "SSL" in (stranger.error or "")
+        assert len(sp.pending("flukso", S1)) == 4
+        rep = FluksoUploader(sp, srv.url, Secret(KEY), [S1], cafile=str(cafile)).upload()
+        assert rep.ok and srv.measurements(S1) == pts
+    sp.close()
