@@ -293,3 +293,22 @@ def test_cobs_long_runs_match_reference(n: int) -> None:
             assert (rc == 0) == (ref is not None)
             if ref is not None:
                 assert bytes(ffi.buffer(out, got[0])) == bytes(ref)
+
+
+def test_m0plus_build_decodes_and_encodes_like_the_host() -> None:
+    """The board build (thumbv6m, -Os) run in unicorn's Cortex-M0 must decode 100
+    COUNTER frames to the host's messages and encode one back to wire.encode's
+    bytes; bench_codec's m0_counts raises if not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_codec", ROOT / "bench" / "bench_codec.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    missing = bench.m0_tools_missing()
+    if missing:
+        pytest.skip("M0+ toolchain missing: " + ", ".join(missing))
+    counts = bench.m0_counts()
+    assert 0 < counts["codec.c.m0plus_instructions_per_counter_decode"] < 5000
+    assert 0 < counts["codec.c.m0plus_instructions_per_counter_encode"] < 5000
+    assert counts["codec.c.m0plus_code_bytes"] > 1024  # the CRC table alone is 1 KiB
