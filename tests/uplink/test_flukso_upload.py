@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -263,4 +264,33 @@ def test_https_verifies_the_server_against_the_given_ca(tmp_path: Path) -> None:
         assert len(sp.pending("flukso", S1)) == 4
         rep = FluksoUploader(sp, srv.url, Secret(KEY), [S1], cafile=str(cafile)).upload()
         assert rep.ok and srv.measurements(S1) == pts
+    sp.close()
+
+
+def test_ingest_and_upload_threads_share_the_spool(tmp_path: Path) -> None:
+    """The daemon adds and commits on its ingest thread while the uploader drains: every point once."""
+    sp = Spool(tmp_path / "s.db", ["flukso"], aging=(), commit_points=40)
+    truth = [(T0 + i, 5 * i + (i % 3)) for i in range(3000)]
+    acked: list[int] = []
+    done = threading.Event()
+
+    def ingest() -> None:
+        for seq, (ts, c) in enumerate(truth):
+            sp.add(S1, ts, c, token=seq)
+            acked.extend(sp.maybe_commit())
+        acked.extend(sp.commit())
+        uploaded_meanwhile.append(len(srv.measurements(S1)))
+        done.set()
+
+    uploaded_meanwhile: list[int] = []
+    with FluksoServer({S1: KEY}) as srv:
+        up = FluksoUploader(sp, srv.url, Secret(KEY), [S1], batch=97)
+        t = threading.Thread(target=ingest)
+        t.start()
+        while not done.is_set() or sp.pending("flukso", S1):
+            assert up.upload().ok
+        t.join()
+        assert srv.measurements(S1) == truth
+    assert acked == list(range(len(truth)))
+    assert uploaded_meanwhile[0] > 0  # points went up while the ingest thread was still committing
     sp.close()
