@@ -1,0 +1,122 @@
+"""The per-sample DSP kernel in MicroPython viper (the twin of native/gt_kernel.c).
+
+MicroPython only: `@micropython.viper` code cannot be imported by CPython. On
+the board this module is the fallback for the C user module `gtkernel`
+(native/mpy_module), which exposes the same `block` function; the unix port
+runs this one in tests, where it must agree bit for bit with the C kernel.
+
+block(buf, start, nsets, nch, state, out) -> number of sets consumed
+
+* buf: bytearray of interleaved sets, nch u16 little-endian samples per set
+  (channel 0 = V, 1..nch-1 = CTs, raw 12-bit ADC counts; only the low 12 bits
+  are used). Each sample is centred as x = (raw & 0xFFF) - 2048.
+* Processes sets start .. min(nsets, start + 256) - 1 (absolute set indices).
+* state: array('i', 4): [0] v of the previous set (carried across calls),
+  [1] polarity (0 negative, 1 positive), [2] hysteresis in counts (set by the
+  caller; negative acts as 0), [3] set to 1 if the call stopped at a rising
+  crossing, else 0.
+* A rising crossing (polarity 0 and v > hysteresis) sets polarity 1 and
+  state[3] = 1 and returns without consuming that set; polarity 1 and
+  v < -hysteresis sets polarity 0.
+* out: array('i', 2 + 4 * (nch - 1)), overwritten: [0] sum v, [1] sum v*v, and
+  per CT k (0-based) [2+4k] sum i, [3+4k] sum i*i, [4+4k] sum i*v,
+  [5+4k] sum i*v_prev. With |x| <= 2048 and <= 256 sets every sum fits int32.
+
+Bad arguments (nch outside 2..5, negative start, buffers too short) raise
+ValueError naming the argument. docs/kernel.md has the full contract.
+"""
+
+import micropython
+
+MAX_SETS = 256
+MIN_NCH = 2
+MAX_NCH = 5
+
+
+@micropython.viper
+def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
+    if nch < 2 or nch > 5:
+        raise ValueError("kernel: nch must be 2..5")
+    if start < 0:
+        raise ValueError("kernel: start must be >= 0")
+    if int(len(state)) < 4:
+        raise ValueError("kernel: state must hold 4 int32")
+    if int(len(out)) < 2 + 4 * (nch - 1):
+        raise ValueError("kernel: out is too short for nch")
+    stop = nsets
+    if stop > start + 256:
+        stop = start + 256
+    avail = stop - start
+    if avail < 0:
+        avail = 0
+    if avail > 0 and int(len(buf)) < 2 * nch * stop:
+        raise ValueError("kernel: buf holds fewer than nsets sets")
+    b = ptr16(buf)  # noqa: F821 (viper built-in)
+    st = ptr32(state)  # noqa: F821
+    o = ptr32(out)  # noqa: F821
+    # A ptr32 load is zero-extended on a 64-bit host (the unix port) and
+    # already signed on the 32-bit board: x - ((x & 2**31) << 1) is the signed
+    # value on both (the shift wraps to 0 in 32 bits). m is built at run time
+    # because 2**31 is not a small int on the board.
+    m = 1
+    m = m << 31
+    st[3] = 0
+    pol = 0
+    if st[1] != 0:
+        pol = 1
+    hyst = st[2]
+    hyst = hyst - ((hyst & m) << 1)
+    if hyst < 0:
+        hyst = 0
+    nhyst = 0 - hyst
+    base = start * nch
+    # Pass 1: V, the crossing rule, sum v and sum v*v.
+    j = base
+    n = 0
+    sv = 0
+    svv = 0
+    while n < avail:
+        v = (b[j] & 0xFFF) - 2048
+        if pol == 0:
+            if v > hyst:
+                pol = 1
+                st[3] = 1
+                break
+        elif v < nhyst:
+            pol = 0
+        sv += v
+        svv += v * v
+        j += nch
+        n += 1
+    st[1] = pol
+    o[0] = sv
+    o[1] = svv
+    # Pass 2: one CT at a time over the n consumed sets.
+    vp0 = st[0]
+    vp0 = vp0 - ((vp0 & m) << 1)
+    end = base + n * nch
+    k = 1
+    while k < nch:
+        vp = vp0
+        si = 0
+        sii = 0
+        siv = 0
+        sivp = 0
+        j = base
+        while j < end:
+            v = (b[j] & 0xFFF) - 2048
+            i = (b[j + k] & 0xFFF) - 2048
+            si += i
+            sii += i * i
+            siv += i * v
+            sivp += i * vp
+            vp = v
+            j += nch
+        o[4 * k - 2] = si
+        o[4 * k - 1] = sii
+        o[4 * k] = siv
+        o[4 * k + 1] = sivp
+        k += 1
+    if n > 0:
+        st[0] = (b[end - nch] & 0xFFF) - 2048
+    return n

@@ -1,0 +1,176 @@
+/* gridtap per-sample DSP kernel; contract in gt_kernel.h and docs/kernel.md.
+ *
+ * Only the low 12 bits of each u16 are used (bit 15 of the RP2040 ADC FIFO is
+ * its error flag), so a sample is centred as x = (raw & 0xFFF) - 2048.
+ *
+ * Overflow bound: a centred sample is -2048..2047, so |x| <= 2^11 and every
+ * product |a*b| <= 2^22. At most 256 = 2^8 sets per call, so every sum is at
+ * most 2^30 in magnitude (sum v at most 2^19): all fit int32 with room to spare.
+ *
+ * Layout for the Cortex-M0+ (8 low registers, 1-cycle 32x32 multiplier, no
+ * divide): one pass over V finds where the call stops (rising crossing or the
+ * end) and sums c and c*c; then one pass per CT keeps its four sums and
+ * v_prev in registers, instead of one pass over sets that would need all 14
+ * sums live at once. The loops sum the raw counts r = x + 2048 (0..4095, so
+ * no subtraction per sample) and the centred sums are recovered once per call
+ * with exact algebra in uint32_t arithmetic modulo 2^32: every true result
+ * fits int32, so the modular result is the exact one. The same modular
+ * arithmetic keeps a caller-supplied state[0] outside -2048..2047 defined
+ * (it wraps, as the viper twin's 32-bit stores do) instead of overflowing.
+ */
+#include "gt_kernel.h"
+
+#define M ((uint32_t)GT_KERNEL_MIDSCALE)
+
+/* One CT over the sets p .. end (stride nch): raw sums of a = i + 2048 and of
+ * its products with c = v + 2048 and with cp = v_prev + 2048, into acc[0..3].
+ * GT_CT_PASS(nch, k) instantiates it with both as constants, so the CT sample
+ * is an immediate-offset load and the stride an immediate add: two registers
+ * fewer in a loop that has 10 live values on a core with 8 low registers. */
+#define GT_CT_PASS(NCH, K)                                                            \
+    static void gt_ct_pass_##NCH##_##K(const uint16_t *p, const uint16_t *end,      \
+                                        uint32_t cp, uint32_t *acc)                   \
+    {                                                                                 \
+        uint32_t sa = 0;                                                              \
+        uint32_t saa = 0;                                                             \
+        uint32_t sac = 0;                                                             \
+        uint32_t sacp = 0;                                                            \
+        for (; p != end; p += (NCH)) {                                                \
+            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;                                   \
+            uint32_t a = p[(K)] & GT_KERNEL_RAW_MASK;                                 \
+            sa += a;                                                                  \
+            sacp += a * cp;                                                           \
+            cp = c;                                                                   \
+            sac += a * c;                                                             \
+            saa += a * a;                                                             \
+        }                                                                             \
+        acc[0] = sa;                                                                  \
+        acc[1] = saa;                                                                 \
+        acc[2] = sac;                                                                 \
+        acc[3] = sacp;                                                                \
+    }
+
+GT_CT_PASS(2, 1)
+GT_CT_PASS(3, 1)
+GT_CT_PASS(3, 2)
+GT_CT_PASS(4, 1)
+GT_CT_PASS(4, 2)
+GT_CT_PASS(4, 3)
+GT_CT_PASS(5, 1)
+GT_CT_PASS(5, 2)
+GT_CT_PASS(5, 3)
+GT_CT_PASS(5, 4)
+
+static void gt_ct_pass(const uint16_t *p, const uint16_t *end, uint32_t nch, uint32_t k,
+                       uint32_t cp, uint32_t *acc)
+{
+    switch (nch * 8u + k) {
+    case 2 * 8 + 1: gt_ct_pass_2_1(p, end, cp, acc); break;
+    case 3 * 8 + 1: gt_ct_pass_3_1(p, end, cp, acc); break;
+    case 3 * 8 + 2: gt_ct_pass_3_2(p, end, cp, acc); break;
+    case 4 * 8 + 1: gt_ct_pass_4_1(p, end, cp, acc); break;
+    case 4 * 8 + 2: gt_ct_pass_4_2(p, end, cp, acc); break;
+    case 4 * 8 + 3: gt_ct_pass_4_3(p, end, cp, acc); break;
+    case 5 * 8 + 1: gt_ct_pass_5_1(p, end, cp, acc); break;
+    case 5 * 8 + 2: gt_ct_pass_5_2(p, end, cp, acc); break;
+    case 5 * 8 + 3: gt_ct_pass_5_3(p, end, cp, acc); break;
+    default: gt_ct_pass_5_4(p, end, cp, acc); break;
+    }
+}
+
+uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, uint32_t nch,
+                         int32_t *state, int32_t *out)
+{
+    uint32_t avail;
+    uint32_t left;
+    uint32_t n;
+    uint32_t k;
+    uint32_t pol;
+    uint32_t lo;
+    uint32_t hi;
+    uint32_t sc = 0;
+    uint32_t scc = 0;
+    uint32_t cp0;
+    uint32_t scp;
+    uint32_t nmm;
+    int32_t hyst;
+    uint32_t acc[4];
+    const uint16_t *set0;
+    const uint16_t *p;
+
+    state[GT_KERNEL_STOP] = 0;
+    if (nch < GT_KERNEL_MIN_NCH || nch > GT_KERNEL_MAX_NCH) {
+        return 0;
+    }
+    avail = nsets > start ? nsets - start : 0u;
+    if (avail > GT_KERNEL_MAX_SETS) {
+        avail = GT_KERNEL_MAX_SETS;
+    }
+    hyst = state[GT_KERNEL_HYST];
+    if (hyst < 0) {
+        hyst = 0;
+    }
+    if (hyst > GT_KERNEL_MIDSCALE) {
+        hyst = GT_KERNEL_MIDSCALE; /* v is -2048..2047: 2048 already means "never" */
+    }
+    /* With c = v + 2048 (0..4095): v > hyst <=> c > hi, v < -hyst <=> c < lo. */
+    hi = M + (uint32_t)hyst;
+    lo = M - (uint32_t)hyst;
+    set0 = buf + start * nch;
+
+    /* Pass 1: V alone. Find where the call stops, sum c and c*c. One loop per
+     * polarity, so each set costs a single compare for the crossing rule. */
+    p = set0;
+    left = avail;
+    pol = state[GT_KERNEL_POL] != 0;
+    if (pol) {
+        for (; left != 0; left--, p += nch) {
+            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;
+            if (c < lo) {
+                pol = 0; /* this set is consumed by the loop below */
+                break;
+            }
+            sc += c;
+            scc += c * c;
+        }
+    }
+    if (!pol) {
+        for (; left != 0; left--, p += nch) {
+            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;
+            if (c > hi) {
+                pol = 1;
+                state[GT_KERNEL_STOP] = 1; /* the crossing set starts the next period */
+                break;
+            }
+            sc += c;
+            scc += c * c;
+        }
+    }
+    state[GT_KERNEL_POL] = (int32_t)pol;
+    n = avail - left;
+
+    /* Back from raw to centred sums, modulo 2^32 (exact: the true values fit
+     * int32). With x = r - M:  sum x = sum r - nM,  sum x*x = sum r*r - 2M sum r + nMM,
+     * sum x*y = sum r*s - M sum r - M sum s + nMM. */
+    nmm = n * M * M;
+    out[0] = (int32_t)(sc - n * M);
+    out[1] = (int32_t)(scc - 2u * M * sc + nmm);
+    cp0 = (uint32_t)state[GT_KERNEL_VPREV] + M;
+    scp = 0;
+    if (n > 0) {
+        uint32_t clast = p[-(int32_t)nch] & GT_KERNEL_RAW_MASK;
+        scp = cp0 + sc - clast;
+        state[GT_KERNEL_VPREV] = (int32_t)clast - GT_KERNEL_MIDSCALE;
+    }
+
+    /* Pass 2: one CT at a time over the n consumed sets. */
+    for (k = 1; k < nch; k++) {
+        int32_t *o = out + 4u * k - 2u;
+        gt_ct_pass(set0, p, nch, k, cp0, acc);
+        o[0] = (int32_t)(acc[0] - n * M);
+        o[1] = (int32_t)(acc[1] - 2u * M * acc[0] + nmm);
+        o[2] = (int32_t)(acc[2] - M * acc[0] - M * sc + nmm);
+        o[3] = (int32_t)(acc[3] - M * acc[0] - M * scp + nmm);
+    }
+    return n;
+}

@@ -1,0 +1,130 @@
+"""Plain-Python reference for the per-sample kernel, and loaders for its C build.
+
+The reference follows docs/kernel.md literally: one pass over the sets in
+order, one set at a time, with Python's unbounded ints wrapped to int32 only
+when written to `out`/`state`. It shares no structure with the C kernel (which
+makes one pass for V and one per CT) or the viper kernel, which is what makes
+the differential tests in test_kernel.py worth having.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = ROOT / "native"
+MAX_SETS = 256
+MIDSCALE = 2048
+
+
+def wrap32(x: int) -> int:
+    """Two's-complement int32 value of x (what a store to an int32 word keeps)."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x & 0x80000000 else x
+
+
+def out_len(nch: int) -> int:
+    return 2 + 4 * (nch - 1)
+
+
+def ref_block(samples: list[int], start: int, nsets: int, nch: int, state: list[int],
+              out: list[int]) -> int:
+    """The contract, written out. samples: raw u16 values, nch per set."""
+    state[3] = 0
+    if not 2 <= nch <= 5:
+        return 0
+    stop = min(nsets, start + MAX_SETS)
+    pol = 1 if state[1] != 0 else 0
+    hyst = max(state[2], 0)
+    v_prev = state[0]
+    sums = [0] * out_len(nch)
+    consumed = 0
+    for s in range(start, stop):
+        x = [(samples[s * nch + c] & 0xFFF) - MIDSCALE for c in range(nch)]
+        v = x[0]
+        if pol == 0 and v > hyst:
+            pol = 1
+            state[3] = 1
+            break
+        if pol == 1 and v < -hyst:
+            pol = 0
+        sums[0] += v
+        sums[1] += v * v
+        for k, i in enumerate(x[1:]):
+            sums[2 + 4 * k] += i
+            sums[3 + 4 * k] += i * i
+            sums[4 + 4 * k] += i * v
+            sums[5 + 4 * k] += i * v_prev
+        v_prev = v
+        consumed += 1
+    state[0] = wrap32(v_prev)
+    state[1] = pol
+    out[:len(sums)] = [wrap32(x) for x in sums]
+    return consumed
+
+
+KernelFn = Callable[[list[int], int, int, int, list[int], list[int]], int]
+
+
+def _load_module(name: str, directory: Path) -> ModuleType:
+    sys.path.insert(0, str(directory))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(directory))
+
+
+def build_cffi_kernel(tmpdir: Path) -> Any:
+    """A private cffi build of native/gt_kernel.c as it is now, in tmpdir.
+
+    Tests use this rather than gridtap._native (built by `make native`), which
+    can be older than the source being edited; installed_native() is checked
+    against it separately.
+    """
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef((NATIVE / "gt_kernel.cdef").read_text())
+    ffi.set_source("_gt_kernel_test", '#include "gt_kernel.h"', sources=[str(NATIVE / "gt_kernel.c")],
+                   include_dirs=[str(NATIVE)],
+                   extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+    ffi.compile(tmpdir=str(tmpdir), verbose=False)
+    return _load_module("_gt_kernel_test", tmpdir)
+
+
+def installed_native() -> Any | None:
+    """gridtap._native (native/build_ffi.py) if it is built, else None."""
+    try:
+        return importlib.import_module("gridtap._native")
+    except ImportError:
+        return None
+
+
+def c_kernel(mod: Any) -> KernelFn:
+    """Wrap the cffi module's gt_kernel_block in the same list-based signature as ref_block."""
+    ffi, lib = mod.ffi, mod.lib
+
+    def call(samples: list[int], start: int, nsets: int, nch: int, state: list[int],
+             out: list[int]) -> int:
+        cbuf = ffi.new("uint16_t[]", samples or [0])
+        cstate = ffi.new("int32_t[4]", state)
+        cout = ffi.new("int32_t[]", out)
+        got = int(lib.gt_kernel_block(cbuf, start, nsets, nch, cstate, cout))
+        state[:] = list(cstate)
+        out[:] = list(cout)
+        return got
+
+    return call
+
+
+def have_clang() -> bool:
+    try:
+        return subprocess.run(["clang", "--version"], capture_output=True).returncode == 0
+    except OSError:
+        return False
