@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap import codec
@@ -65,6 +65,7 @@ def test_crc_check_value() -> None:
     assert lib.gt_crc32(ffi.NULL, 0) == 0
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600), st.integers(0, 600))
 def test_crc_is_zlib_crc32_and_streams(data: bytes, cut: int) -> None:
     buf = ffi.from_buffer("uint8_t[]", data)
@@ -74,6 +75,7 @@ def test_crc_is_zlib_crc32_and_streams(data: bytes, cut: int) -> None:
     assert lib.gt_crc32_update(head, buf + cut, len(data) - cut) == zlib.crc32(data)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600))
 def test_cobs_encode_matches_reference(raw: bytes) -> None:
     out = ffi.new("uint8_t[]", len(raw) + len(raw) // 254 + 1)
@@ -81,6 +83,7 @@ def test_cobs_encode_matches_reference(raw: bytes) -> None:
     assert bytes(ffi.buffer(out, n)) == wire.cobs_encode(raw)
 
 
+@settings(deadline=None)
 @given(st.one_of(st.binary(max_size=300),
                  st.binary(max_size=300).map(wire.cobs_encode),
                  st.lists(st.integers(1, 8), max_size=40).map(bytes)))

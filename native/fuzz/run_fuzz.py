@@ -27,22 +27,25 @@ CFLAGS = ["-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
           "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"]
 
 
-def build(clang: str = "clang") -> Path:
+def build(binary: Path = BINARY, clang: str = "clang") -> Path:
     if shutil.which(clang) is None:
         raise SystemExit("fuzz: clang is not installed (make setup installs it)")
-    BUILD.mkdir(parents=True, exist_ok=True)
+    binary.parent.mkdir(parents=True, exist_ok=True)
     cmd = [clang, *CFLAGS, "-I", str(NATIVE), str(HERE / "fuzz_wire.c"), str(NATIVE / "gt_wire.c"),
-           "-o", str(BINARY)]
+           "-o", str(binary)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit("fuzz: build failed:\n" + proc.stderr)
-    return BINARY
+    return binary
 
 
 def run(seconds: int, scratch: Path | None = None) -> tuple[int, int, str]:
-    """Fuzz for `seconds`; returns (exit code, executions, libFuzzer's log)."""
-    binary = build()
-    work = scratch or BUILD / "corpus"
+    """Fuzz for `seconds`; returns (exit code, executions, libFuzzer's log).
+
+    With `scratch`, the binary and the working corpus live there (tests use a
+    temporary directory, so parallel runs never share files)."""
+    binary = build(scratch / "fuzz_wire" if scratch else BINARY)
+    work = scratch / "corpus" if scratch else BUILD / "corpus"
     work.mkdir(parents=True, exist_ok=True)
     FINDINGS.mkdir(exist_ok=True)
     cmd = [str(binary), f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=2048",
