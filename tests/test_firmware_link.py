@@ -127,3 +127,19 @@ print(json.dumps({"out": out, "gain": gain, "busy": busy}))
     assert naks == [[3, 10, 3], [4, 10, 4], [5, 11, 4], [6, 11, 3], [7, 5, 1], [8, 11, 4]]
     assert res["gain"] == 1000000  # a refused CONFIG_SET changes nothing, not even its good items
     assert res["busy"] == [[9, 13, 5]]  # no EEPROM writes after the brownout save
+
+
+def test_lost_adc_blocks_are_reported() -> None:
+    res = run("""
+hal = FwHal(BOARD, 96)
+a = app.App(hal)
+for _ in range(20):
+    a.step()
+hal.frames()
+hal.adc_overruns = 3
+for _ in range(20):
+    a.step()
+print(json.dumps([[m.values[2], m.values[3], m.values[4].decode()] for m in hal.frames()
+                  if m.mtype == wire.EVENT and not m.flags]))
+""")
+    assert res == [[4, 0x0203, "ADC blocks lost: 3 in all"]]

@@ -192,3 +192,36 @@ print(json.dumps({"answers": answers, "got": got, "save_wh": b.policy.save_wh}))
     assert pulse == [[7, 800000], [9, 1]]
     assert ct2 == [[4, 1000000]]  # the uncommitted change did not survive the reset
     assert board == [[11, 20], [12, 30]] and res["save_wh"] == 20
+
+
+def test_unreadable_eeprom_never_gets_written_over() -> None:
+    res = run("""
+hal = FwHal(BOARD, 96)
+loaded(hal)
+a = app.App(hal)
+for _ in range(50):
+    a.step()
+hal.send(wire.COMMIT, 7, (2,))
+a.step()
+before = regs(a)
+saved = bytes(hal.ee)
+hal.reboot()
+hal.read_fail = True  # the bus is dead at boot: the records may still be fine
+b = app.App(hal)
+for _ in range(100):
+    b.step()
+hal.send(wire.COMMIT, 1, (3,))
+b.step()
+frames = hal.frames()
+naks = [list(m.values) for m in frames if m.mtype == wire.NAK]
+intact = bytes(hal.ee) == saved
+hal.read_fail = False
+hal.reboot()
+c = app.App(hal)
+print(json.dumps({"intact": intact, "naks": naks, "events": events(frames), "before": before,
+                  "after": regs(c)}))
+""")
+    assert res["intact"]  # not one byte written while the records could not be read
+    assert res["naks"] == [[1, 13, 6]]  # COMMIT: storage failure
+    assert 0x0105 in res["events"] and 0x0103 not in res["events"]
+    assert res["after"] == res["before"] and res["before"][3][0] > 0  # the next good boot finds them

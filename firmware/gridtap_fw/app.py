@@ -29,6 +29,7 @@ EV_STORAGE = 0x0105  # EEPROM read or write failed (4 critical)
 EV_SUPPLY_BACK = 0x0106  # supply monitor released after a brownout save (2)
 EV_AC_LOST = 0x0201  # no mains voltage: power reads 0 W (2)
 EV_AC_BACK = 0x0202  # mains voltage back (1)
+EV_ADC_OVERRUN = 0x0203  # the HAL lost ADC blocks: a gap in sampling (4)
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -59,19 +60,29 @@ class App:
         pending = []
         n_ct = self.n_ct
         n_pulse = self.n_pulse
-        try:
-            if not self.store.load_config(self.cfg, lambda: config.Config(n_ct, n_pulse)):
-                pending.append((2, EV_CONFIG_DEFAULT, "no intact config image: defaults"))
-            c = self.store.load_counters()
-        except OSError as exc:
-            pending.append((4, EV_STORAGE, "eeprom read failed: %s" % exc))
-            c = None
+        c = None
+        self.persist_ok = True
+        for attempt in range(3):
+            try:
+                cfg_ok = self.store.load_config(self.cfg, lambda: config.Config(n_ct, n_pulse))
+                c = self.store.load_counters()
+                if not cfg_ok:
+                    pending.append((2, EV_CONFIG_DEFAULT, "no intact config image: defaults"))
+                break
+            except OSError as exc:
+                if attempt == 2:
+                    # The EEPROM cannot be read: never write over records we could not
+                    # see. Counters start at 0 in RAM only; the host sees a new epoch.
+                    self.store.armed = False
+                    self.persist_ok = False
+                    pending.append((4, EV_STORAGE, "eeprom unreadable, persistence off: %s" % exc))
         self.energies = [energy.CtEnergy(sets_per_s) for _ in range(n_ct)]
         self.inputs = [pulses.PulseInput(self.cfg.pulses[i]) for i in range(n_pulse)]
         cause = hal.reset_cause()
         if c is None:
             c = persist.Counters(n_ct, n_pulse)
-            pending.append((3, EV_FRESH, "no intact counter record: counters start at 0"))
+            if self.store.armed:
+                pending.append((3, EV_FRESH, "no intact counter record: counters start at 0"))
         else:
             for k in range(n_ct):
                 self.energies[k].imp.restore(c.ct[k][0])
@@ -93,6 +104,7 @@ class App:
         self.ac_seen = False
         self.last_time_ms = 0
         self.next_slow_ms = 0
+        self.adc_overruns = getattr(hal, "adc_overruns", 0)
         n_sensors = n_ct + n_pulse
         self.tuple_ms: list = [None] * n_sensors  # when each sensor's tuple was last queued
         self.tuple_val: list = [None] * n_sensors  # and what it said
@@ -228,6 +240,9 @@ class App:
         self._ack(m.seq)
 
     def _commit(self, m, now_ms: int) -> None:
+        if not self.persist_ok:
+            self._nak(m, wire.NAK_STORAGE)
+            return
         if not self.store.armed:
             self._nak(m, wire.NAK_BUSY)
             return
@@ -304,7 +319,7 @@ class App:
                 self._brownout()
         elif self.browned:
             self.browned = False
-            self.store.armed = True
+            self.store.armed = self.persist_ok
             self.event(2, EV_SUPPLY_BACK, "supply back without a reset")
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
@@ -335,6 +350,10 @@ class App:
             if now_ms - self.last_time_ms >= TIME_EVERY_MS:
                 self.send_time(now_ms)
             self._housekeeping(now_ms)
+            lost = getattr(hal, "adc_overruns", 0)
+            if lost != self.adc_overruns:
+                self.event(4, EV_ADC_OVERRUN, "ADC blocks lost: %d in all" % lost)
+                self.adc_overruns = lost
 
     def run(self) -> None:
         while True:

@@ -18,6 +18,10 @@
 #   the pin has been inactive for RECOVER_MS (a dip that did not reset us).
 # * EEPROM (24LC256-style): 16-bit memory addresses, page writes, then ACK
 #   polling until the write cycle is over.
+# * Watchdog: started by the first adc_block call (after the boot-time EEPROM
+#   scan) and fed by every one, so a core stuck anywhere resets the board
+#   within WDT_MS; HELLO then reports reset cause 3 and the counters come
+#   back from the newest record. (Stop it with a power cycle, not Ctrl-C.)
 
 import json
 import time
@@ -49,6 +53,7 @@ SOFT_MAGIC = 0x2A7A
 BLOCK_SETS = 48  # 10 ms at 4800 sets/s: bounds the brownout reaction time
 EDGE_RING = 64
 RECOVER_MS = 2000
+WDT_MS = 4000
 
 
 class Rp2Hal:
@@ -57,6 +62,7 @@ class Rp2Hal:
             self.board = json.load(f)
         b = self.board
         self._cause = self._read_reset_cause()
+        self._wdt: machine.WDT | None = None
         self._init_eeprom(b["i2c_eeprom"])
         self._init_uart(b["uart"])
         self._init_pulses(b["pulse_inputs"])
@@ -120,6 +126,11 @@ class Rp2Hal:
         self._filled[1] += 1
 
     def adc_block(self, buf) -> int:
+        wdt = self._wdt
+        if wdt is None:
+            wdt = machine.WDT(timeout=WDT_MS)
+            self._wdt = wdt
+        wdt.feed()
         j = self._next
         while self._filled[j] == self._taken[j]:
             machine.idle()

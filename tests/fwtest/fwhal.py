@@ -56,6 +56,8 @@ class FwHal:
         self.writes = 0
         self.tear_at = -1  # the write number that the supply cuts short
         self.write_ms = 0  # time spent in EEPROM write cycles
+        self.read_fail = False  # every EEPROM read raises OSError (a dead I2C bus)
+        self.adc_overruns = 0  # what hal_rp2 counts when the core loses ADC blocks
         # the rest
         self.uart_in = bytearray()
         self.uart_out = bytearray()
@@ -132,6 +134,8 @@ class FwHal:
         return data
 
     def eeprom_read(self, addr: int, n: int) -> bytes:
+        if self.read_fail:
+            raise OSError("i2c: no ACK from the EEPROM")
         if addr < 0 or addr + n > len(self.ee):
             raise OSError("eeprom read out of range")
         return bytes(self.ee[addr:addr + n])
