@@ -55,6 +55,8 @@ class VirtualHal:
         self.rx_limit = struct.unpack_from("<I", payload, 9)[0]
         self.board = json.loads(bytes(payload[13:]).decode())
         self.n_channels = len(self.board["adc"]["channels"])
+        # the DMA block of the real board (hal_rp2: 48 sets = 10 ms); the core sizes its buffer to it
+        self.block_sets = int(self.board["adc"].get("block_sets", 48))
         self.rx_overflow = 0
 
     # -- transport ---------------------------------------------------------
