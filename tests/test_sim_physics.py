@@ -58,7 +58,7 @@ def test_midpoint_grid_agrees_with_a_ten_times_finer_integral() -> None:
     sim = Simulation(load_board(), "household-pv", 5)
     sim.ensure_second(0)
     c = sim.rows[0]
-    n = 9600 * 10
+    n = 4800 * 20
     t = (np.arange(n) + 0.5) / n
     v, i = sim.model.signals(t)
     fine = (v[None, :] * i).sum(axis=1) / n

@@ -15,7 +15,7 @@ simulated second ("chunk") at a time:
   the instants of the round-robin multiplexer: channel c of set n is sampled
   at n / sets_per_s + c * slot;
 * the ground truth integrates the primary v(t).i(t) with the midpoint rule on
-  a grid twice as fine as the sample rate (switching instants sit on that grid,
+  a grid of 4,800 cells a second (switching instants sit on that grid,
   so the integrand is smooth inside every cell). It never looks at ADC samples.
 """
 
@@ -33,7 +33,7 @@ from gridtap_sim.board import Board
 F64 = npt.NDArray[np.float64]
 HARMONICS = (1, 3, 5, 7)
 NH = len(HARMONICS)
-FINE_PER_SET = 2          # ground-truth cells per sample set
+TRUTH_HZ = 4800           # ground-truth cells per second (midpoint rule); switching sits on this grid
 WINDOWS_PER_S = 50        # import/export split windows (one nominal mains cycle)
 V_NOMINAL = 230.0
 F_NOMINAL = 50.0
@@ -175,7 +175,7 @@ class Schedule:
         self.initial = 1 if initial_on else 0
         self.nxt = nxt
         self.toggles: list[float] = list(toggles or [])
-        self.grid = 1.0 / 9600
+        self.grid = 1.0 / TRUTH_HZ
         self._arr = np.asarray(self.toggles)
 
     def ensure(self, t_end: float) -> None:
@@ -427,7 +427,7 @@ class Model:
     def chunk(self, k: int) -> Chunk:
         fs = self.fs
         # ground truth: midpoint rule on the fine grid
-        nf = fs * FINE_PER_SET
+        nf = TRUTH_HZ
         tf = k + (np.arange(nf) + 0.5) / nf
         v, i = self.signals(tf)
         vct = np.empty_like(i)                                 # each CT's own phase voltage

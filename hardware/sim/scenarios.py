@@ -130,8 +130,8 @@ def build(name: str, board: Board, seed: int, start_of_day_s: float | None = Non
         spans = []
         for _ in range(2000):
             dur = float(r.uniform(2.0, 20.0))
-            a = round(t * 9600) / 9600
-            spans.append((a, round((t + dur) * 9600) / 9600))
+            a = round(t * m.TRUTH_HZ) / m.TRUTH_HZ
+            spans.append((a, round((t + dur) * m.TRUTH_HZ) / m.TRUTH_HZ))
             t += dur + float(r.exponential(outage_every_s)) + 5.0
         outages = m.Outages(spans)
         desc = "household with mains failures: first at 20 s, then every ~%g s, 2..20 s long" % outage_every_s
