@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import serial
 
 from gridtap_sim.board import load_board
 from gridtap_sim.engine import Simulation, load_record
-from gridtap_sim.runner import RESET_BROWNOUT, RESET_POWER_ON, VirtualBoard
+from gridtap_sim.runner import RESET_BROWNOUT, RESET_POWER_ON, RESET_WATCHDOG, SimError, VirtualBoard
 
 ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
 
@@ -118,3 +119,31 @@ def test_record_file_round_trip(tmp_path: Path) -> None:
     assert arr["e_imp_j"].shape == (30, 3)
     assert arr["pulse_t_s"].size == arr["pulse_input"].size > 0
     assert np.all(arr["pulse_t_s"] < 30.0)
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "fw_bad.py"
+    p.write_text("from gridtap_fw.hal_virtual import VirtualHal\nhal = VirtualHal()\n"
+                 "buf = bytearray(96 * 8)\nhal.adc_block(buf)\n" + body)
+    return p
+
+
+def test_crashing_firmware_is_restarted_then_reported(tmp_path: Path) -> None:
+    fw = _script(tmp_path, "raise RuntimeError('boom ' + str(hal.reset_cause()))\n")
+    vb = VirtualBoard(Simulation(load_board(), "steady", 1), firmware=fw, use_pty=False,
+                      fw_log=tmp_path / "fw.log")
+    with pytest.raises(SimError, match="crashed 3 times") as err:
+        vb.run(10.0)
+    vb.close()
+    assert "RuntimeError: boom 3" in str(err.value)        # restarted as a watchdog reset
+    assert [c for _, c in vb.stats.boots] == [RESET_POWER_ON, RESET_WATCHDOG, RESET_WATCHDOG]
+
+
+def test_hung_firmware_is_reset_by_the_watchdog(tmp_path: Path) -> None:
+    fw = _script(tmp_path, "while True:\n    pass\n")
+    vb = VirtualBoard(Simulation(load_board(), "steady", 1), firmware=fw, use_pty=False,
+                      fw_log=tmp_path / "fw.log", hang_wall_s=0.3)
+    with pytest.raises(SimError):
+        vb.run(10.0)
+    vb.close()
+    assert vb.stats.deaths and all("hung" in why for _, why in vb.stats.deaths)

@@ -39,6 +39,7 @@ DEFAULT_FIRMWARE = "from gridtap_fw import app, hal_virtual\napp.App(hal_virtual
 CMD_HELLO, CMD_ADC, CMD_UART_TX, CMD_EE_READ, CMD_EE_WRITE, CMD_RESET = 1, 2, 3, 4, 5, 6
 RESET_POWER_ON, RESET_BROWNOUT, RESET_WATCHDOG, RESET_SOFT = 1, 2, 3, 4
 MAX_PAYLOAD = 1 << 20
+HANG_WALL_S = 20.0   # no HAL request for this long (wall clock): the watchdog resets the board
 
 
 class SimError(RuntimeError):
@@ -46,7 +47,9 @@ class SimError(RuntimeError):
 
 
 class ChildGone(Exception):
-    pass
+    def __init__(self, why: str = "firmware process exited") -> None:
+        super().__init__(why)
+        self.why = why
 
 
 def micropython_exe() -> str:
@@ -78,7 +81,7 @@ class VirtualBoard:
     def __init__(self, sim: Simulation, *, firmware: str | Path | None = None, speed: float = math.inf,
                  ber: float = 0.0, drop: float = 0.0, stall_per_min: float = 0.0, use_pty: bool = True,
                  fw_log: str | Path | None = None, extra_path: list[Path] | None = None,
-                 heap: str | None = None) -> None:
+                 heap: str | None = None, hang_wall_s: float = HANG_WALL_S) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.sim = sim
@@ -107,6 +110,7 @@ class VirtualBoard:
         self.byte_s = 10.0 / self.board.baud
         self.rx_limit = int(self.board.sim["uart_rx_buffer"])
         self.stats = RunStats()
+        self.hang_wall_s = hang_wall_s
         # board state
         self.now = 0.0
         self.next_set = 0
@@ -164,8 +168,9 @@ class VirtualBoard:
             argv += [str(self.firmware)]
         self.fw_log.write(b"--- boot %d at t=%.6f s, reset cause %d ---\n" % (self.boot_n, self.now, cause))
         self.fw_log.flush()
+        # own session: a Ctrl-C at the terminal stops the simulator, which then ends the board
         self.child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self.fw_log,
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.boot_t = self.now
         self.next_set = int(math.ceil(self.now * self.fs - 1e-9))
         self.reset_cause = cause
@@ -231,8 +236,11 @@ class VirtualBoard:
 
     # -- the request/response protocol ------------------------------------------
     def _fill(self, n: int) -> None:
+        since = time.monotonic()
         while len(self.rbuf) < n:
             assert self.child is not None
+            if time.monotonic() - since > self.hang_wall_s:
+                raise ChildGone(f"firmware hung: no HAL request for {self.hang_wall_s:g} s of wall time")
             r, _, _ = select.select([self.req_fd] + ([self.pty.master] if self.pty else []), [], [], 1.0)
             if self.pty is not None and self.pty.master in r:
                 self._service_host()
@@ -366,8 +374,8 @@ class VirtualBoard:
         while self.child is not None and self.now < duration:
             try:
                 cmd, payload = self._request()
-            except ChildGone:
-                self._crashed()
+            except ChildGone as exc:
+                self._crashed(exc.why)
                 return
             if cmd == CMD_ADC:
                 if not self._on_adc(payload):
@@ -388,9 +396,9 @@ class VirtualBoard:
             else:
                 raise SimError(f"firmware sent unknown request {cmd}")
 
-    def _crashed(self) -> None:
+    def _crashed(self, why: str) -> None:
         tail = self._log_tail()
-        self._kill("firmware process exited")
+        self._kill(why)
         self.crash_times.append(self.now)
         recent = [t for t in self.crash_times if self.now - t < 5.0]
         if len(recent) >= 3:
