@@ -74,3 +74,24 @@ def test_end_to_end_run_prints_the_pty_and_records(tmp_path: Path,
     assert arr["e_net_j"].shape == (6, 3)
     assert arr["eeprom_writes"][:4].tolist() == [1, 1, 1, 1]      # echo_fw's boot counter
     assert "boot 1 cause 1" in (tmp_path / "fw.log").read_text()
+
+
+def test_sigterm_stops_the_run_and_still_writes_the_record(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rec = tmp_path / "stopped.npz"
+    exe = Path(sys.executable).parent / "gridtap"
+    proc = subprocess.Popen([str(exe), "sim", "--scenario", "household", "--speed", "1", "--record", str(rec),
+                             "--firmware", str(ECHO_FW), "--fw-log", str(tmp_path / "fw.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"pty: ")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    meta, arr = load_record(rec)
+    assert 1.0 <= meta["sim_s"] < 10.0 and arr["e_net_j"].shape[0] >= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,10 @@ def run_sim(args: argparse.Namespace) -> int:
           f"firmware log: {vb.fw_log_path}", file=sys.stderr, flush=True)
     interrupted = False
     error: str | None = None
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)           # a service manager's stop ends the run cleanly too
     try:
         vb.run(opt["duration"])
     except KeyboardInterrupt:
