@@ -137,7 +137,7 @@ def run_sim(args: argparse.Namespace) -> int:
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)           # a service manager's stop ends the run cleanly too
+    previous = signal.signal(signal.SIGTERM, stop)   # a service manager's stop ends the run cleanly too
     try:
         vb.run(opt["duration"])
     except KeyboardInterrupt:
@@ -145,6 +145,7 @@ def run_sim(args: argparse.Namespace) -> int:
     except SimError as exc:
         error = str(exc)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         n_seconds = int(math.floor(vb.now))
         meta, arrays = vb.record_extras()
         if opt["record"]:
