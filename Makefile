@@ -14,14 +14,14 @@ STAMPS := $(VENV)/.stamps
 # Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto.
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
-	rrdtool rrdcached librrd-dev mosquitto socat
+	rrdtool rrdcached librrd-dev mosquitto socat tzdata
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-NATIVE_SRC := $(wildcard native/*.c native/*.h native/build_ffi.py)
+NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
 
-.PHONY: setup apt venv native test lint typecheck pytest fuzz bench clean
+.PHONY: setup apt venv native stubs test lint typecheck pytest fuzz bench clean
 
-setup: apt venv native
+setup: apt venv native stubs
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: Makefile
@@ -42,6 +42,14 @@ $(STAMPS)/pip: pyproject.toml $(STAMPS)/apt
 	$(PIP) install -q -e '.[dev]'
 	@touch $@
 
+# MicroPython rp2 port stubs for type-checking firmware/, outside the venv
+# (they carry MicroPython's own stdlib): tests/fwtest/typecheck_rp2.py.
+RP2_STUBS := micropython-rp2-rpi-pico-stubs==1.29.0.post1
+stubs: $(STAMPS)/stubs
+$(STAMPS)/stubs: $(STAMPS)/pip
+	rm -rf .stubs/rp2 && $(PIP) install -q --no-deps --target .stubs/rp2 $(RP2_STUBS) micropython-stdlib-stubs==1.29.0.post2
+	@touch $@
+
 native: $(STAMPS)/native
 $(STAMPS)/native: $(NATIVE_SRC) $(STAMPS)/pip
 	@if [ -f native/build_ffi.py ]; then $(PY) native/build_ffi.py; fi
@@ -52,6 +60,7 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
+	$(PY) tests/fwtest/typecheck_rp2.py
 
 pytest: setup
 	$(VENV)/bin/pytest
@@ -63,3 +72,7 @@ clean:
 
 bench: setup
 	$(PY) bench/run.py
+
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) native/fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS)

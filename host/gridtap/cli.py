@@ -16,6 +16,10 @@ from gridtap.errors import UserError
 
 SUBCOMMAND_MODULES = (
     "gridtap.wirecli",
+    "gridtap.simcli",
+    "gridtap.rulescli",
+    "gridtap.daemoncli",
+    "gridtap.graph",
 )
 
 
