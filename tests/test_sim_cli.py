@@ -20,7 +20,7 @@ ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
 def args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = {"scenario": "household", "speed": "1", "seed": "1", "duration": None,
                                "record": None, "ber": "0", "drop": "0", "stalls": "0", "board": None,
-                               "start": None, "firmware": None, "fw_log": None}
+                               "start": None, "firmware": None, "fw_log": None, "eeprom": None}
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -38,6 +38,7 @@ def args(**kw: object) -> argparse.Namespace:
     ({"start": "noon"}, "--start"),
     ({"record": "/no/such/dir/r.npz"}, "--record"),
     ({"firmware": "/no/such/fw.py"}, "--firmware"),
+    ({"eeprom": "/no/such/dir/ee.bin"}, "--eeprom"),
 ])
 def test_bad_options_name_the_option(bad: dict[str, object], word: str) -> None:
     with pytest.raises(UserError, match=word):
@@ -95,3 +96,16 @@ def test_sigterm_stops_the_run_and_still_writes_the_record(tmp_path: Path) -> No
     assert proc.returncode == 130, err
     meta, arr = load_record(rec)
     assert 1.0 <= meta["sim_s"] < 10.0 and arr["e_net_j"].shape[0] >= 1
+
+
+def test_eeprom_image_carries_the_board_from_run_to_run(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "ee.bin"
+    common = ["sim", "--scenario", "steady", "--speed", "max", "--duration", "1", "--firmware", str(ECHO_FW),
+              "--eeprom", str(image), "--fw-log", str(tmp_path / "fw.log")]
+    assert main(common) == 0 and main(common) == 0
+    assert image.read_bytes()[:4] == (2).to_bytes(4, "little")     # echo_fw's boot counter
+    assert "boot 2 cause 1" in (tmp_path / "fw.log").read_text()
+    image.write_bytes(b"short")
+    assert main(common) == 2
+    assert "--eeprom" in capsys.readouterr().err

@@ -46,6 +46,12 @@ class Eeprom:
             self.page_wraps += 1
         return [base + (off + i) % self.page for i in range(n)]
 
+    def load_image(self, image: bytes) -> None:
+        """Start from a saved chip image (contents only; wear counts start at 0)."""
+        if len(image) != self.size:
+            raise EepromError(f"EEPROM image holds {len(image)} bytes, the chip {self.size}")
+        self.data[:] = image
+
     def read(self, addr: int, n: int) -> bytes:
         if not 0 <= addr < self.size or n < 0:
             raise EepromError(f"EEPROM read at {addr} of {n} bytes is out of range")

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time of day at simulated t=0 (default per scenario; household-pv 12:00)")
     p.add_argument("--firmware", default=None, metavar="SCRIPT",
                    help="MicroPython script to run instead of the firmware core (gridtap_fw.app)")
+    p.add_argument("--eeprom", default=None, metavar="FILE",
+                   help="EEPROM image: loaded at start if it exists, written back at the end, "
+                        "so the board keeps its counters and config from run to run")
     p.add_argument("--fw-log", default=None, metavar="FILE",
                    help="append the firmware's stdout/stderr here (default: a temporary file)")
     p.set_defaults(func=run_sim)
@@ -92,10 +95,12 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     duration = math.inf if args.duration is None else _float("duration", args.duration, 0.0)
     if duration <= 0:
         raise UserError("--duration must be positive")
-    if args.record is not None:
-        parent = Path(args.record).resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise UserError(f"--record {args.record}: directory {parent} does not exist or is not writable")
+    for name in ("record", "eeprom"):
+        path = getattr(args, name)
+        if path is not None:
+            parent = Path(path).resolve().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise UserError(f"--{name} {path}: directory {parent} does not exist or is not writable")
     firmware = None
     if args.firmware is not None:
         firmware = Path(args.firmware)
@@ -106,6 +111,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "ber": _float("ber", args.ber, 0.0, 0.5), "drop": _float("drop", args.drop, 0.0, 0.99),
         "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": parse_start(args.start),
         "firmware": firmware, "record": args.record, "board": args.board, "fw_log": args.fw_log,
+        "eeprom": args.eeprom,
     }
 
 
@@ -129,6 +135,13 @@ def run_sim(args: argparse.Namespace) -> int:
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
                       stall_per_min=opt["stalls"], fw_log=opt["fw_log"])
+    if opt["eeprom"] and Path(opt["eeprom"]).exists():
+        from gridtap_sim.eeprom import EepromError
+        try:
+            vb.eeprom.load_image(Path(opt["eeprom"]).read_bytes())
+        except (OSError, EepromError) as exc:
+            vb.close()
+            raise UserError(f"--eeprom {opt['eeprom']}: {exc}") from exc
     print(f"pty: {vb.pty_path}", flush=True)
     print(f"scenario: {opt['scenario']} ({sim.scn.description}); seed {opt['seed']}; "
           f"firmware log: {vb.fw_log_path}", file=sys.stderr, flush=True)
@@ -150,6 +163,8 @@ def run_sim(args: argparse.Namespace) -> int:
         meta, arrays = vb.record_extras()
         if opt["record"]:
             sim.write_record(opt["record"], n_seconds, meta, arrays)
+        if opt["eeprom"]:
+            Path(opt["eeprom"]).write_bytes(bytes(vb.eeprom.data))
         vb.close()
     st = vb.stats
     print(f"simulated {vb.now:.1f} s in {st.wall_s:.1f} s wall ({vb.now / max(st.wall_s, 1e-9):.0f}x); "
