@@ -9,6 +9,18 @@
 # MicroPython), accumulated into an unbounded uptime in microseconds. Unix
 # time = offset set by TIME_SET + uptime; before the first TIME_SET the
 # offset is 0 and TIME says synced = 0.
+#
+# What the board sends, and when:
+#   HELLO    at boot and on HELLO_REQ (seq restarts at 0 after a reset)
+#   TIME     at boot, after TIME_SET, then every TIME_EVERY_MS
+#   GAUGE    once a second per enabled CT, the second just measured
+#   COUNTER  per enabled CT and PULSE per enabled input: at most once a second
+#            while the value changes, and once a minute when it does not (a
+#            heartbeat the host can trust); both are reliable (ring, ACK, RETX)
+#   EVENT    boot (restored / fresh / defaults), brownout save, storage
+#            errors, mains lost/back, lost ADC blocks; reliable
+# A quiet household (3 CTs, 2 meters) costs about 3 GAUGE + 5 tuple frames a
+# second, under 3 % of a 115200 baud link.
 
 from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
 
