@@ -15,10 +15,12 @@ from gridtap_fw import wire
 from tests.mpy import ROOT
 
 
-def run_sim(scenario: str, seconds: int, speed: int, setup: list[bytes], tmp: Path) -> list[wire.Message]:
+def run_sim(scenario: str, seconds: int, speed: int, setup: list[bytes], tmp: Path,
+            record: Path | None = None) -> list[wire.Message]:
+    extra = ["--record", str(record)] if record else []
     proc = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "sim", "--scenario", scenario,
                              "--speed", str(speed), "--duration", str(seconds), "--seed", "3",
-                             "--fw-log", str(tmp / "fw.log")],
+                             "--fw-log", str(tmp / "fw.log"), *extra],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -85,3 +87,27 @@ def test_counters_survive_real_brownouts_and_never_decrease(tmp_path: Path) -> N
             assert now[0] >= before[0] and now[1] >= before[1], (before, now)
             last[v[0]] = now
     assert last[0][0] > 0
+
+
+def test_calibrated_power_matches_the_model_within_0_2_percent(tmp_path: Path) -> None:
+    import numpy as np
+
+    # First run: what a calibration would find (the model's per-channel ADC gains for
+    # this seed); second run: the same board with those gains and the phase pushed.
+    run_sim("steady", 2, 20, [], tmp_path, tmp_path / "dry.npz")
+    meta = json.loads(str(np.load(tmp_path / "dry.npz", allow_pickle=True)["meta"]))
+    gain = meta["adc_gain"]
+    board = meta["board"]["sim"]
+    phase = round((board["vt_lead_deg"] - board["ct_lead_deg"]) * 1000)
+    v_gain = round(1e6 / gain[0])
+    setup = [wire.encode(wire.CONFIG_SET, 1, (wire.TARGET_VOLTAGE, 0, ((wire.P_GAIN_E6, v_gain),)))]
+    setup += [wire.encode(wire.CONFIG_SET, 2 + k, (wire.TARGET_CT, k, (
+        (wire.P_GAIN_E6, round(1e6 / gain[k + 1])), (wire.P_PHASE_MDEG, phase)))) for k in range(3)]
+    msgs = run_sim("steady", 10, 10, setup, tmp_path, tmp_path / "run.npz")
+    assert [m.values[0][0] for m in msgs if m.mtype == wire.ACK] == [1, 2, 3, 4]
+    rec = np.load(tmp_path / "run.npz", allow_pickle=True)
+    truth = rec["e_net_j"][3:].mean(axis=0)  # W: joules per second, steady loads
+    gauges = [m.values for m in msgs if m.mtype == wire.GAUGE][9:]
+    for k in range(3):
+        got = np.mean([g[3] / 1000 for g in gauges if g[0] == k])
+        assert abs(got - truth[k]) <= 0.002 * abs(truth[k]), (k, got, truth[k])
