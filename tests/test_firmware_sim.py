@@ -111,3 +111,22 @@ def test_calibrated_power_matches_the_model_within_0_2_percent(tmp_path: Path) -
     for k in range(3):
         got = np.mean([g[3] / 1000 for g in gauges if g[0] == k])
         assert abs(got - truth[k]) <= 0.002 * abs(truth[k]), (k, got, truth[k])
+
+
+def test_bouncing_s0_meters_count_every_pulse_once(tmp_path: Path) -> None:
+    import numpy as np
+
+    msgs = run_sim("pulse-meters", 40, 20, [], tmp_path, tmp_path / "p.npz")
+    rec = np.load(tmp_path / "p.npz", allow_pickle=True)
+    last = {}
+    for m in msgs:
+        if m.mtype == wire.PULSE and not m.flags & wire.FLAG_RETX:
+            last[m.values[0]] = m.values
+    for inp in (0, 1):
+        _i, t, ms, _count, _milli, pulses = last[inp]
+        stamp = t + ms / 1000  # board time (no TIME_SET: seconds since boot = simulated time)
+        truth = rec["pulse_t_s"][rec["pulse_input"] == inp]
+        assert pulses >= (10 if inp == 0 else 1)  # P1 1000 imp/kWh, P2 a water meter (bursty)
+        # every real pulse up to the last one the board reported, each exactly once
+        assert pulses == int(np.sum(truth <= stamp + 0.002)), (inp, pulses, stamp, truth[-5:])
+        assert abs(truth[pulses - 1] - stamp) < 0.002  # and its stamp is that pulse's start
