@@ -9,6 +9,9 @@
 * firmware.kernel.cpu_pct_rp2040: that count x 4 channels x 4,800 sets/s over
   the RP2040's 125 MHz, in percent (1 instruction ~ 1 cycle on the M0+; loads,
   stores and taken branches take 2, so the true share is up to ~1.5x this).
+* firmware.kernel.m0plus_cycles_per_sample: the same run, in estimated
+  Cortex-M0+ cycles (harness.thumb_cycles: loads/stores 2, taken branches 2,
+  push/pop/ldm/stm 1+N, the RP2040's multiplier 1, the rest 1).
 * firmware.kernel.viper_samples_per_s_unix: gridtap_fw.kernel under the
   MicroPython unix port on this machine, timed inside MicroPython with
   time.ticks_us over the same signal and call pattern; V/I sample pairs per
@@ -45,6 +48,9 @@ HOW = {
         "clang -O2 thumbv6m Cortex-M0+ build of native/gt_kernel.c in unicorn; executed instructions "
         "over 1 s of V+3CT at 4,800 sets/s in 48-set blocks split at crossings, / (sets x CTs)",
     "firmware.kernel.cpu_pct_rp2040": "instructions per pair x 4 channels x 4,800 / 125 MHz x 100",
+    "firmware.kernel.m0plus_cycles_per_sample":
+        "same run as the instruction count, cycles estimated per instruction from the Cortex-M0+ TRM "
+        "timings (loads/stores 2, taken branches 2, push/pop 1+N, multiply 1)",
     "firmware.kernel.viper_samples_per_s_unix":
         "gridtap_fw.kernel (viper) under the MicroPython unix port, time.ticks_us inside MicroPython, "
         "sets x CTs per second, best of 5",
@@ -98,10 +104,12 @@ def run() -> dict[str, object]:
         kernel = h.M0Kernel(h.build(Path(tmp)))
         sets, calls, instr = h.drive(kernel, samples, NCH, hyst=8, block_sets=BLOCK_SETS)
     per_pair = instr / (sets * (NCH - 1))
+    cycles_per_pair = kernel.cycles / (sets * (NCH - 1))
     viper = int(run_micropython(VIPER_SCRIPT % (NCH, BLOCK_SETS, 10), stdin=h.pack(samples).hex().encode()))
     return {
         "firmware.kernel.m0plus_instructions_per_sample": round(per_pair, 2),
         "firmware.kernel.cpu_pct_rp2040": round(per_pair * 4 * 4800 / RP2040_HZ * 100, 3),
+        "firmware.kernel.m0plus_cycles_per_sample": round(cycles_per_pair, 2),
         "firmware.kernel.viper_samples_per_s_unix": viper,
     }
 

@@ -359,3 +359,27 @@ def test_m0plus_build_matches_host_c(ckernel: KernelFn, tmp_path: Path) -> None:
                 total_calls += 1
                 pos += r_host
     assert total_calls > 30
+    assert m0.instructions < m0.cycles < 2 * m0.instructions
+
+
+def test_m0plus_cycle_model_classifies_thumb_encodings() -> None:
+    h = load_harness()
+    known = {
+        0x8800: (2, False),  # ldrh r0, [r0]
+        0x5A08: (2, False),  # ldrh r0, [r1, r0]
+        0x4800: (2, False),  # ldr r0, [pc, #0]
+        0x9000: (2, False),  # str r0, [sp]
+        0x4348: (1, False),  # muls r0, r1, r0 (single-cycle multiplier)
+        0x1840: (1, False),  # adds r0, r0, r1
+        0x4440: (1, False),  # add r0, r8
+        0xB5F0: (6, False),  # push {r4-r7, lr}
+        0xBDF0: (7, False),  # pop {r4-r7, pc}
+        0xBCF0: (5, False),  # pop {r4-r7}
+        0xC80F: (5, False),  # ldm r0!, {r0-r3}
+        0xD1FE: (1, True),   # bne: +1 when taken
+        0xE7FE: (2, False),  # b
+        0x4770: (2, False),  # bx lr
+        0x4487: (2, False),  # add pc, r0
+        0xDF00: (1, False),  # svc is not a conditional branch
+    }
+    assert {hw: h.thumb_cycles(hw) for hw in known} == known

@@ -90,8 +90,38 @@ def build(outdir: Path) -> Build:
     return Build(elf=elf, image=image, entry=entry & ~1, code_bytes=size, disassembly=dis)
 
 
+def thumb_cycles(hw: int) -> tuple[int, bool]:
+    """Cortex-M0+ cycles of one 16-bit Thumb instruction (Cortex-M0+ TRM, table 3-1,
+    with the RP2040's single-cycle multiplier), and whether it is a conditional
+    branch (2 cycles when taken, 1 when not; the caller adds the 1 when taken).
+    The first halfword of a 32-bit BL counts 3 and its second 0.
+    """
+    top5 = hw >> 11
+    if 0x4800 <= hw < 0x5000 or 0x5000 <= hw < 0xA000:
+        return 2, False          # LDR/STR (literal, register, immediate, SP-relative), any width
+    if (hw & 0xFE00) == 0xB400:  # PUSH {list, lr?}: 1 + N
+        return 1 + bin(hw & 0x1FF).count("1"), False
+    if (hw & 0xFE00) == 0xBC00:  # POP {list, pc?}: 1 + N, or 3 + N with pc
+        n = bin(hw & 0xFF).count("1")
+        return (3 + n if hw & 0x100 else 1 + n), False
+    if top5 in (0x18, 0x19):     # STM/LDM: 1 + N
+        return 1 + bin(hw & 0xFF).count("1"), False
+    if (hw & 0xF000) == 0xD000 and (hw & 0x0F00) < 0x0E00:
+        return 1, True           # B<cond>
+    if top5 == 0x1C or (hw & 0xFF00) == 0x4700:
+        return 2, False          # B, BX/BLX
+    if top5 == 0x1E:
+        return 3, False          # BL, first half
+    if top5 in (0x1D, 0x1F):
+        return 0, False          # BL, second half (counted with the first)
+    if (hw & 0xFF00) in (0x4400, 0x4600) and (hw & 0x87) == 0x87:
+        return 2, False          # ADD/MOV to pc
+    return 1, False
+
+
 class M0Kernel:
-    """gt_kernel_block running on an emulated Cortex-M0; counts executed instructions."""
+    """gt_kernel_block running on an emulated Cortex-M0; counts executed instructions
+    and estimates Cortex-M0+ cycles with thumb_cycles()."""
 
     BUF = RAM
     STATE = RAM + 0x40000
@@ -109,10 +139,21 @@ class M0Kernel:
         self.uc.mem_write(FLASH, b.image)
         self.entry = b.entry
         self.instructions = 0
+        self.cycles = 0
+        # Cycle cost and "is a conditional branch" per halfword address of the image.
+        self._cost: dict[int, tuple[int, bool]] = {}
+        for off in range(0, len(b.image) - 1, 2):
+            self._cost[FLASH + off] = thumb_cycles(int.from_bytes(b.image[off:off + 2], "little"))
+        self._prev_cond = -1  # address of the last conditional branch executed, if it was the last insn
         self.uc.hook_add(UC_HOOK_CODE, self._count, begin=FLASH, end=FLASH + FLASH_SIZE - 1)
 
     def _count(self, uc: object, address: int, size: int, user: object) -> None:
         self.instructions += 1
+        if self._prev_cond >= 0 and address != self._prev_cond + 2:
+            self.cycles += 1  # the conditional branch before this one was taken
+        cost, cond = self._cost.get(address, (1, False))
+        self.cycles += cost
+        self._prev_cond = address if cond else -1
 
     def call(self, samples: bytes, start: int, nsets: int, nch: int, state: list[int],
              out: list[int]) -> tuple[int, int]:
@@ -177,7 +218,8 @@ def drive(kernel: M0Kernel, samples: list[int], nch: int, hyst: int = 8,
     """Feed a signal as the firmware core would: DMA blocks of block_sets sets,
     each consumed in calls that stop at rising crossings and at 256 sets.
 
-    Returns (sets consumed, calls, instructions).
+    Returns (sets consumed, calls, instructions); kernel.cycles grows by the
+    estimated cycles.
     """
     total_sets = len(samples) // nch
     state = [0, 0, hyst, 0]
@@ -201,10 +243,14 @@ def main() -> int:
     b = build(outdir)
     k = M0Kernel(b)
     nch = 4
-    sets, calls, instr = drive(k, mains_signal(4800, nch), nch)
+    for block_sets in (48, 96):
+        k.cycles = 0
+        sets, calls, instr = drive(k, mains_signal(4800, nch), nch, block_sets=block_sets)
+        pairs = sets * (nch - 1)
+        print(f"{block_sets}-set blocks: {sets} sets, {calls} calls, {instr} instructions, "
+              f"~{k.cycles} cycles: {instr / pairs:.2f} instructions, ~{k.cycles / pairs:.2f} cycles "
+              f"per V/I sample pair")
     print(f"gt_kernel_block: {b.code_bytes} bytes of Thumb code; disassembly in {outdir / 'gt_kernel.dis'}")
-    print(f"{sets} sets, {calls} calls, {instr} instructions: "
-          f"{instr / (sets * (nch - 1)):.2f} per V/I sample pair")
     return 0
 
 
