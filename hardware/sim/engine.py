@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,42 @@ class Simulation:
         self.edges: list[tuple[float, int, int]] = []       # pending (t, input, level)
         self.rows: list[Chunk] = []
         self.keep_from = 0                                   # oldest second whose samples we keep
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: Future[Chunk] | None = None
         self._no_samples = np.zeros((0, board.n_channels), dtype=np.uint16)
+
+    def start_prefetch(self) -> None:
+        """Compute the next second on a worker thread while the firmware works on this one.
+
+        numpy releases the GIL in its loops, so the model overlaps with the
+        firmware process. Chunks are still made one at a time, in order, so
+        the result is identical. While prefetching, only the worker touches
+        the model.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridtap-sim-model")
+
+    def stop_prefetch(self) -> None:
+        if self._ahead is not None:
+            self._ahead.result()
+            self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _make_chunk(self, k: int) -> Chunk:
+        if self._pool is None:
+            return self.model.chunk(k)
+        ahead = self._ahead
+        c = ahead.result() if ahead is not None else self._pool.submit(self.model.chunk, k).result()
+        self._ahead = self._pool.submit(self.model.chunk, k + 1)
+        return c
 
     def ensure_second(self, k: int) -> None:
         """Generate every second up to and including k, in order."""
         while self.next_k <= k:
-            c = self.model.chunk(self.next_k)
+            c = self._make_chunk(self.next_k)
+            assert c.k == self.next_k
             self.chunks[self.next_k] = c
             new: list[tuple[float, int, int]] = []
             for mt in self.scn.meters:

@@ -419,6 +419,7 @@ class VirtualBoard:
         """Run until simulated `duration` seconds (math.inf: until interrupted)."""
         self.wall0 = time.monotonic()
         w0 = time.perf_counter()
+        self.sim.start_prefetch()
         try:
             if self.child is None and self.now == 0.0:
                 self._spawn(RESET_POWER_ON)
@@ -441,6 +442,7 @@ class VirtualBoard:
         finally:
             self.stats.wall_s = time.perf_counter() - w0
             self.sim.ensure_second(int(math.ceil(min(duration, self.now))) - 1)
+            self.sim.stop_prefetch()
         return self.stats
 
     def close(self) -> None:
