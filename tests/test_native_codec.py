@@ -245,10 +245,15 @@ def test_event_text_str_is_utf8() -> None:
     assert native.encode(wire.EVENT, 3, vals) == wire.encode(wire.EVENT, 3, vals)
 
 
-def test_board_id_follows_struct_8s() -> None:
-    for bid in (b"", b"abc", bytes(range(1, 9)), bytes(range(1, 12))):
-        vals = (bid, 1, 0, 0, 1, 42, 2, 7, 3, 2)
-        assert native.encode(wire.HELLO, 0, vals) == wire.encode(wire.HELLO, 0, vals)
+def test_board_id_must_be_8_bytes_in_both_encoders() -> None:
+    good = (bytes(range(1, 9)), 1, 0, 0, 1, 42, 2, 7, 3, 2)
+    assert native.encode(wire.HELLO, 0, good) == wire.encode(wire.HELLO, 0, good)
+    for bid in (b"", b"abc", bytes(range(1, 12))):
+        vals = (bid,) + good[1:]
+        with pytest.raises(wire.WireError):
+            native.encode(wire.HELLO, 0, vals)
+        with pytest.raises(wire.WireError):
+            wire.encode(wire.HELLO, 0, vals)
 
 
 def test_encode_rejects_too_small_buffer() -> None:

@@ -75,3 +75,15 @@ def test_encoder_refuses_out_of_range_values() -> None:
         wire.encode(wire.CONFIG_SET, 1, (2, 0, ((0x7F, 1),)))
     with pytest.raises(wire.WireError):
         wire.encode(wire.TIME_SET, 70000, (1, 2))
+
+
+def test_encoder_names_bad_numbers_and_oversize_config() -> None:
+    import pytest
+
+    with pytest.raises(wire.WireError, match="COUNTER"):
+        wire.encode(wire.COUNTER, 1, (256, 1, 0, 0, 0, 0, 0))
+    with pytest.raises(wire.WireError, match="HELLO"):
+        wire.encode(wire.HELLO, 1, (b"short", 1, 0, 0, 1, 0, 0, 0, 3, 2))
+    items = tuple((wire.P_SENSOR_ID, bytes([i]) * 16) for i in range(14))
+    with pytest.raises(wire.WireError, match="exceeds 240"):
+        wire.encode(wire.CONFIG_SET, 1, (wire.TARGET_CT, 0, items))

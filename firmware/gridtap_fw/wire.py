@@ -174,6 +174,11 @@ class WireError(ValueError):
     """Raised by the encoder for values that cannot be put on the wire."""
 
 
+# CPython raises struct.error for out-of-range numbers; MicroPython has no such name.
+_PACK_ERRORS = (OverflowError, ValueError, TypeError, IndexError, KeyError,
+                getattr(struct, "error", ValueError))
+
+
 def _crc32_table() -> list:
     table = []
     for n in range(256):
@@ -270,15 +275,20 @@ def _pack_params(items) -> bytes:
 
 def encode_payload(mtype: int, values) -> bytes:
     """Pack one message's values (a tuple in FIELDS order) into its payload."""
+    name = TYPE_NAMES.get(mtype, mtype)
     try:
         payload = _pack_payload(mtype, values)
-    except (OverflowError, ValueError, TypeError, IndexError, KeyError) as exc:
+    except _PACK_ERRORS as exc:
         if isinstance(exc, WireError):
             raise
-        raise WireError("%s: %s" % (TYPE_NAMES.get(mtype, mtype), exc))
+        raise WireError("%s: %s" % (name, exc))
+    if len(payload) > MAX_PAYLOAD:
+        raise WireError("%s: payload of %d bytes exceeds %d" % (name, len(payload), MAX_PAYLOAD))
     msg = parse_payload(mtype, payload)
-    if not isinstance(msg, tuple):
-        raise WireError("%s: value out of range for the wire" % TYPE_NAMES.get(mtype, mtype))
+    # MicroPython's struct may truncate an out-of-range number instead of
+    # raising, so a fixed layout must read back exactly what was given.
+    if not isinstance(msg, tuple) or (mtype in LAYOUTS and msg != tuple(values)):
+        raise WireError("%s: value out of range for the wire" % name)
     return payload
 
 

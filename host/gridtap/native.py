@@ -213,8 +213,9 @@ def _fill(m: Any, mtype: int, values: Any) -> None:
         sub = getattr(m.u, member[0])
         for fname, value in zip(names, values, strict=True):
             if fname == "board_id":
-                # struct's "8s" semantics, as wire.encode: pad or cut to 8 bytes.
-                ffi.memmove(sub.board_id, struct.pack("8s", value), 8)
+                if not isinstance(value, (bytes, bytearray)) or len(value) != 8:
+                    raise wire.WireError("HELLO: board_id needs 8 bytes")
+                ffi.memmove(sub.board_id, bytes(value), 8)
             else:
                 setattr(sub, fname, value)
     elif mtype == wire.HELLO_REQ:
