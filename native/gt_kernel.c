@@ -1,22 +1,25 @@
 /* gridtap per-sample DSP kernel; contract in gt_kernel.h and docs/kernel.md.
  *
- * Only the low 12 bits of each u16 are used (bit 15 of the RP2040 ADC FIFO is
- * its error flag), so a sample is centred as x = (raw & 0xFFF) - 2048.
+ * A sample is centred as x = raw - 2048.
  *
- * Overflow bound: a centred sample is -2048..2047, so |x| <= 2^11 and every
- * product |a*b| <= 2^22. At most 256 = 2^8 sets per call, so every sum is at
- * most 2^30 in magnitude (sum v at most 2^19): all fit int32 with room to spare.
+ * Overflow bound: for 12-bit raw counts (0..4095) a centred sample is
+ * -2048..2047, so |x| <= 2^11 and every product |a*b| <= 2^22. At most
+ * 256 = 2^8 sets per call, so every sum is at most 2^30 in magnitude (sum v at
+ * most 2^19): all fit int32 with room to spare. A u16 above 4095 (not a 12-bit
+ * count) still gives a defined result: the sums modulo 2^32, as in the viper
+ * twin and the reference.
  *
  * Layout for the Cortex-M0+ (8 low registers, 1-cycle 32x32 multiplier, no
  * divide): one pass over V finds where the call stops (rising crossing or the
  * end) and sums c and c*c; then one pass per CT keeps its four sums and
  * v_prev in registers, instead of one pass over sets that would need all 14
- * sums live at once. The loops sum the raw counts r = x + 2048 (0..4095, so
- * no subtraction per sample) and the centred sums are recovered once per call
+ * sums live at once. The loops sum the raw counts r = x + 2048 (no
+ * subtraction per sample) and the centred sums are recovered once per call
  * with exact algebra in uint32_t arithmetic modulo 2^32: every true result
  * fits int32, so the modular result is the exact one. The same modular
- * arithmetic keeps a caller-supplied state[0] outside -2048..2047 defined
- * (it wraps, as the viper twin's 32-bit stores do) instead of overflowing.
+ * arithmetic keeps a caller-supplied state[0] outside -2048..2047 and raw
+ * values above 4095 defined (they wrap, as the viper twin's 32-bit stores do)
+ * instead of overflowing.
  */
 #include "gt_kernel.h"
 
@@ -26,7 +29,7 @@
  * its products with c = v + 2048 and with cp = v_prev + 2048, into acc[0..3].
  * GT_CT_PASS(nch, k) instantiates it with both as constants, so the CT sample
  * is an immediate-offset load and the stride an immediate add: two registers
- * fewer in a loop that has 10 live values on a core with 8 low registers. */
+ * fewer in a loop that has 9 live values on a core with 8 low registers. */
 #define GT_CT_PASS(NCH, K)                                                            \
     static void gt_ct_pass_##NCH##_##K(const uint16_t *p, const uint16_t *end,      \
                                         uint32_t cp, uint32_t *acc)                   \
@@ -36,8 +39,8 @@
         uint32_t sac = 0;                                                             \
         uint32_t sacp = 0;                                                            \
         for (; p != end; p += (NCH)) {                                                \
-            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;                                   \
-            uint32_t a = p[(K)] & GT_KERNEL_RAW_MASK;                                 \
+            uint32_t c = p[0];                                   \
+            uint32_t a = p[(K)];                                 \
             sa += a;                                                                  \
             sacp += a * cp;                                                           \
             cp = c;                                                                   \
@@ -110,12 +113,10 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     if (hyst < 0) {
         hyst = 0;
     }
-    if (hyst > GT_KERNEL_MIDSCALE) {
-        hyst = GT_KERNEL_MIDSCALE; /* v is -2048..2047: 2048 already means "never" */
-    }
-    /* With c = v + 2048 (0..4095): v > hyst <=> c > hi, v < -hyst <=> c < lo. */
+    /* With c = v + 2048: v > hyst <=> c > hi, v < -hyst <=> c < lo. c is never
+     * below 0, so a hysteresis of 2048 or more can never be fallen through. */
     hi = M + (uint32_t)hyst;
-    lo = M - (uint32_t)hyst;
+    lo = (uint32_t)hyst >= M ? 0u : M - (uint32_t)hyst;
     set0 = buf + start * nch;
 
     /* Pass 1: V alone. Find where the call stops, sum c and c*c. One loop per
@@ -125,7 +126,7 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     pol = state[GT_KERNEL_POL] != 0;
     if (pol) {
         for (; left != 0; left--, p += nch) {
-            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;
+            uint32_t c = p[0];
             if (c < lo) {
                 pol = 0; /* this set is consumed by the loop below */
                 break;
@@ -136,7 +137,7 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     }
     if (!pol) {
         for (; left != 0; left--, p += nch) {
-            uint32_t c = p[0] & GT_KERNEL_RAW_MASK;
+            uint32_t c = p[0];
             if (c > hi) {
                 pol = 1;
                 state[GT_KERNEL_STOP] = 1; /* the crossing set starts the next period */
@@ -158,7 +159,7 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     cp0 = (uint32_t)state[GT_KERNEL_VPREV] + M;
     scp = 0;
     if (n > 0) {
-        uint32_t clast = p[-(int32_t)nch] & GT_KERNEL_RAW_MASK;
+        uint32_t clast = p[-(int32_t)nch];
         scp = cp0 + sc - clast;
         state[GT_KERNEL_VPREV] = (int32_t)clast - GT_KERNEL_MIDSCALE;
     }

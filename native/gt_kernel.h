@@ -15,8 +15,7 @@
 #define GT_KERNEL_MAX_SETS 256u /* sets per call: keeps every sum inside int32 */
 #define GT_KERNEL_MIN_NCH 2u    /* V + 1 CT */
 #define GT_KERNEL_MAX_NCH 5u    /* V + 4 CT */
-#define GT_KERNEL_MIDSCALE 2048 /* x = (raw & 0xFFF) - 2048 */
-#define GT_KERNEL_RAW_MASK 0xFFFu
+#define GT_KERNEL_MIDSCALE 2048 /* x = raw - 2048 */
 #define GT_KERNEL_OUT_LEN(nch) (2u + 4u * ((nch) - 1u))
 
 /* state[] layout */

@@ -46,7 +46,7 @@ def ref_block(samples: list[int], start: int, nsets: int, nch: int, state: list[
     sums = [0] * out_len(nch)
     consumed = 0
     for s in range(start, stop):
-        x = [(samples[s * nch + c] & 0xFFF) - MIDSCALE for c in range(nch)]
+        x = [samples[s * nch + c] - MIDSCALE for c in range(nch)]
         v = x[0]
         if pol == 0 and v > hyst:
             pol = 1

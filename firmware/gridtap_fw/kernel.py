@@ -8,8 +8,8 @@ runs this one in tests, where it must agree bit for bit with the C kernel.
 block(buf, start, nsets, nch, state, out) -> number of sets consumed
 
 * buf: bytearray of interleaved sets, nch u16 little-endian samples per set
-  (channel 0 = V, 1..nch-1 = CTs, raw 12-bit ADC counts; only the low 12 bits
-  are used). Each sample is centred as x = (raw & 0xFFF) - 2048.
+  (channel 0 = V, 1..nch-1 = CTs, raw 12-bit ADC counts). Each sample is
+  centred as x = raw - 2048.
 * Processes sets start .. min(nsets, start + 256) - 1 (absolute set indices).
 * state: array('i', 4): [0] v of the previous set (carried across calls),
   [1] polarity (0 negative, 1 positive), [2] hysteresis in counts (set by the
@@ -20,7 +20,8 @@ block(buf, start, nsets, nch, state, out) -> number of sets consumed
   v < -hysteresis sets polarity 0.
 * out: array('i', 2 + 4 * (nch - 1)), overwritten: [0] sum v, [1] sum v*v, and
   per CT k (0-based) [2+4k] sum i, [3+4k] sum i*i, [4+4k] sum i*v,
-  [5+4k] sum i*v_prev. With |x| <= 2048 and <= 256 sets every sum fits int32.
+  [5+4k] sum i*v_prev. With |x| <= 2048 and <= 256 sets every sum fits int32
+  (u16 values above 4095 give the sums modulo 2**32, like the C kernel).
 
 Bad arguments (nch outside 2..5, negative start, buffers too short) raise
 ValueError naming the argument. docs/kernel.md has the full contract.
@@ -76,7 +77,7 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     sv = 0
     svv = 0
     while n < avail:
-        v = (b[j] & 0xFFF) - 2048
+        v = b[j] - 2048
         if pol == 0:
             if v > hyst:
                 pol = 1
@@ -104,8 +105,8 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         sivp = 0
         j = base
         while j < end:
-            v = (b[j] & 0xFFF) - 2048
-            i = (b[j + k] & 0xFFF) - 2048
+            v = b[j] - 2048
+            i = b[j + k] - 2048
             si += i
             sii += i * i
             siv += i * v
@@ -118,5 +119,5 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         o[4 * k + 1] = sivp
         k += 1
     if n > 0:
-        st[0] = (b[end - nch] & 0xFFF) - 2048
+        st[0] = b[end - nch] - 2048
     return n
