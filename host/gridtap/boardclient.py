@@ -31,6 +31,8 @@ class BoardClient:
         self.decoder = codec.make_decoder()
         self.seq = 0
         self.backlog: list[wire.Message] = []
+        # every decoded message, in arrival order, when a caller wants a transcript
+        self.transcript: list[wire.Message] | None = None
 
     @classmethod
     def open(cls, device: str, baud: int = 115200) -> BoardClient:
@@ -56,6 +58,8 @@ class BoardClient:
         """Read what has arrived; ACK reliable frames so the board frees its ring."""
         data = self.port.read(4096)
         msgs = self.decoder.feed(data) if data else []
+        if self.transcript is not None:
+            self.transcript += msgs
         to_ack = [m.seq for m in msgs if m.mtype in RELIABLE]
         for i in range(0, len(to_ack), wire.ACK_MAX):
             self.send(wire.ACK, (tuple(to_ack[i:i + wire.ACK_MAX]),))
