@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from gridtap import flash
-from gridtap.cli import build_parser
 from gridtap.errors import UserError
 from tests.hil.rig import IDEAL, VirtualRig
 
@@ -17,16 +18,13 @@ RP2_MPY = 4 << 10 | 3 << 8 | 6      # armv6m, .mpy v6.3 (MicroPython 1.2x on a P
 
 
 def main(argv: list[str]) -> int:
-    """`gridtap ARGV` as the CLI runs it (UserError -> exit 2 with the message on stderr)."""
-    parser = build_parser()
-    if "flash" not in parser._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
-        sub = parser._subparsers._group_actions[0]  # type: ignore[union-attr]
-        flash.register(sub)
+    """`gridtap ARGV` as gridtap.cli.main runs it (UserError -> exit 2, message on stderr)."""
+    parser = argparse.ArgumentParser(prog="gridtap")
+    flash.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        import sys
         print(f"gridtap: error: {exc}", file=sys.stderr)
         return 2
 
