@@ -215,4 +215,7 @@ def run() -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(ROOT))
     print(json.dumps(run(), indent=2))
