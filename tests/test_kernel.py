@@ -2,7 +2,7 @@
 
 Three implementations of docs/kernel.md are compared with a plain-Python
 reference (tests/kernel_ref.py) on random and adversarial blocks: full scale,
-DC, clipping at 0 and 4095, garbage above bit 11, crossings at block starts
+DC, clipping at 0 and 4095, u16 values above 4095, crossings at block starts
 and ends, nch 2..5, hysteresis values from negative to beyond full scale, and
 chained calls that carry state across blocks the way the firmware core does.
 """
@@ -62,7 +62,7 @@ def samples_st(draw: Any, nch: int, nsets: int) -> list[int]:
     n = nsets * nch
     if kind == "random":
         return draw(st.lists(st.integers(0, 4095), min_size=n, max_size=n))
-    if kind == "garbage":  # bits above 11 must be ignored identically
+    if kind == "garbage":  # not 12-bit counts: sums modulo 2**32, identical everywhere
         return draw(st.lists(st.integers(0, 65535), min_size=n, max_size=n))
     if kind == "dc":
         return [draw(st.integers(0, 4095))] * n
