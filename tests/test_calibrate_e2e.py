@@ -58,11 +58,13 @@ def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
     r.close()
 
 
-def test_reactive_reference_fixes_gains_and_phase(rig: VirtualRig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reactive_reference_fixes_gains_and_phase(rig: VirtualRig,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     client = rig.client()
     try:
         client.config_set(wire.TARGET_VOLTAGE, 0, ((wire.P_GAIN_E6, WRONG_V_GAIN),))
-        client.config_set(wire.TARGET_CT, 1, ((wire.P_GAIN_E6, WRONG_I_GAIN), (wire.P_PHASE_MDEG, WRONG_PHASE)))
+        client.config_set(wire.TARGET_CT, 1,
+                          ((wire.P_GAIN_E6, WRONG_I_GAIN), (wire.P_PHASE_MDEG, WRONG_PHASE)))
         before = errors(reading(client, 1), 230.0, 10.0, 1150.0)
     finally:
         client.close()
