@@ -13,10 +13,7 @@
 import os
 import struct
 
-try:
-    import json
-except ImportError:  # pragma: no cover - every MicroPython port we use has json
-    import ujson as json
+import json
 
 CMD_HELLO = 1
 CMD_ADC = 2

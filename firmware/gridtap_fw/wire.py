@@ -474,7 +474,7 @@ class Decoder:
         return dict(zip(COUNTER_NAMES, self.counts))
 
     def feed(self, data) -> list:
-        out = []
+        out: list = []
         start = 0
         n = len(data)
         while start < n:
