@@ -7,6 +7,7 @@ GRIDTAP_NO_NATIVE=1 to skip those tests on purpose (e.g. no C compiler).
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -17,7 +18,7 @@ def load_native() -> ModuleType:
     if os.environ.get("GRIDTAP_NO_NATIVE") == "1":
         return pytest.importorskip("gridtap.native", reason="GRIDTAP_NO_NATIVE=1")
     try:
-        from gridtap import native
+        native = importlib.import_module("gridtap.native")
     except ImportError as exc:
         raise AssertionError(
             "gridtap._native is not built (run `make setup`, or set GRIDTAP_NO_NATIVE=1 "
