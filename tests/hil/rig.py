@@ -139,6 +139,7 @@ class VirtualRig:
                  meters: list[PulseMeter] | None = None, firmware: Path | None = None,
                  board: Path | None = None) -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         path = board if board is not None else board_file(tmp, sim, top)
         self.sim = Simulation(load_board(path), scenario, seed, start, outage_every_s=outage_every_s)
         if meters is not None:
