@@ -38,3 +38,16 @@ def test_bad_inputs_are_named() -> None:
         compute(Reading(230, 1, 200), Reading(230, 1, 300), 1, 1, 0)
     with pytest.raises(UserError, match="GAUGE"):
         average_gauges([])
+
+
+def test_seconds_must_be_positive() -> None:
+    import argparse
+
+    from gridtap.calibrate import register, run
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["calibrate", "--port", "/dev/null", "--channel", "0", "--ref-volts", "230",
+                              "--ref-amps", "1", "--seconds", "0"])
+    with pytest.raises(UserError, match="--seconds must be positive"):
+        run(args)

@@ -3,7 +3,10 @@
 Put a known load on one CT channel, read the reference meter (V, A and, for
 the phase, W), and run
 
-    gridtap calibrate --port /dev/ttyACM0 --channel 0 --ref-volts 231.4 --ref-amps 8.62 --ref-watts 1994
+    gridtap calibrate --port /dev/ttyUSB0 --channel 0 --ref-volts 231.4 --ref-amps 8.62 --ref-watts 1994
+
+(--port is the board's protocol link: UART0 through a USB-serial adapter on
+the gridtap-1, see hardware/hil-rig.md; stop the daemon first.)
 
 The board's GAUGEs are averaged over --seconds, the new gains and phase are
 computed from the ratios, written with CONFIG_SET and made permanent with
@@ -102,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gridtap.boardclient import BoardClient
 
+    if not args.seconds > 0:
+        raise UserError("--seconds must be positive")
     client = BoardClient.open(args.port, args.baud)
     try:
         hello = client.hello()
@@ -129,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         client.config_set(wire.TARGET_CT, args.channel,
                           ((wire.P_GAIN_E6, cal.i_gain_e6), (wire.P_PHASE_MDEG, cal.phase_mdeg)))
         client.commit(wire.COMMIT_CONFIG)
-        after = average_gauges(client.gauges(args.channel, min(args.seconds, 5.0)))
+        # the first gauges after the write may describe a second begun with the old values
+        after = average_gauges(client.gauges(args.channel, max(3.0, min(args.seconds, 5.0)) + 2.0)[2:])
         print(f"after        {after.volts:.2f} V  {after.amps:.3f} A  {after.watts:.1f} W  (committed)")
         return 0
     finally:
