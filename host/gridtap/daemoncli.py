@@ -61,13 +61,15 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.syslog)
     stop = threading.Event()
 
+    d = Daemon(cfg)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("gridtap.daemon").info("signal %d: stopping", signum)
         stop.set()
+        d.link.wake()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    d = Daemon(cfg)
     try:
         d.start()
         d.run(stop)

@@ -30,6 +30,10 @@ from gridtap_fw import wire
 log = logging.getLogger("gridtap.ingest")
 
 RETRY_S = 0.5
+# ACKs may wait this long to be batched (the board resends after 2 s, firmware RETX_MS).
+# 0: one ACK frame per burst the link reads, which is already one per second at 1 Hz.
+ACK_DELAY_S = 0.0
+IDLE_WAIT_S = 2.0  # nothing pending: sleep until the board speaks (or 2 s)
 MAX_TRIES = 5
 TIME_SYNC_S = 1.0
 MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
@@ -109,18 +113,22 @@ class Session:
         self.live = live
         self._send = send
         self.sinks = sinks or []
+        # Only outputs that use live values get them (RRDs store energy only).
+        self.gauge_sinks = [k for k in self.sinks if getattr(k, "wants_gauges", True)]
         self.spool = spool
         self.clock = clock
         self.mono = mono
         self.seq = 0
         self.pending: dict[int, Pending] = {}
         self.to_ack: list[int] = []
+        self.ack_due = 0.0
         self.epoch: int | None = None
         self.hello: dict[str, Any] | None = None
         self.config_wait: set[int] = set()
         self.config_failed = False
         self.stats = Stats()
         self.last_time_set = -1e9
+        self.newest_t = 0  # board time of the newest tuple accepted
 
     # ------------------------------------------------------------ sending
 
@@ -173,8 +181,25 @@ class Session:
             for token in self.spool.maybe_commit():
                 epoch, seq = token
                 if epoch == self.epoch:
-                    self.to_ack.append(seq)
-        self.flush_acks()
+                    self._ack_later(seq)
+        if self.to_ack and now >= self.ack_due:
+            self.flush_acks()
+
+    def _ack_later(self, seq: int) -> None:
+        if not self.to_ack:
+            self.ack_due = self.mono() + ACK_DELAY_S
+        self.to_ack.append(seq)
+        if len(self.to_ack) >= wire.ACK_MAX:
+            self.flush_acks()
+
+    def wait_hint(self) -> float:
+        """How long the link may wait for bytes before tick() has something to do."""
+        wait = IDLE_WAIT_S if self.spool is None else 1.0
+        if self.pending:
+            wait = RETRY_S / 2
+        if self.to_ack:
+            wait = min(wait, max(0.0, self.ack_due - self.mono()))
+        return wait
 
     def flush_acks(self) -> None:
         while self.to_ack:
@@ -364,9 +389,11 @@ class Session:
         series = self._series(msg)
         if not series:
             self.stats.unmapped += 1
-            self.to_ack.append(msg.seq)
+            self._ack_later(msg.seq)
             return
         valid_t = t > MIN_VALID_T
+        if valid_t and t > self.newest_t:
+            self.newest_t = t
         spooled = False
         for sensor, role, raw in series:
             total, advanced = self.store.update(sensor, self.epoch, raw, t + ms / 1000.0)
@@ -377,7 +404,8 @@ class Session:
             rate = self.live.put_pulse(sensor, t * 1000.0 + ms, total) if role == "pulse" else None
             for sink in self.sinks:
                 sink.counter(sensor, role, t, total)
-                if rate is not None:
+            if rate is not None:
+                for sink in self.gauge_sinks:
                     litre = self.pulse[msg.values[0]].unit == "litre"
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
             if self.spool is not None:
@@ -386,9 +414,7 @@ class Session:
         if not valid_t:
             self.stats.unsynced += 1
         if not spooled:
-            self.to_ack.append(msg.seq)
-        if len(self.to_ack) >= wire.ACK_MAX:
-            self.flush_acks()
+            self._ack_later(msg.seq)
 
     def _gauge(self, msg: wire.Message) -> None:
         self.stats.gauges += 1
@@ -400,7 +426,7 @@ class Session:
             t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
         )
         self.live.put_gauge(s.id, s.export_id, g)
-        for sink in self.sinks:
+        for sink in self.gauge_sinks:
             sink.gauge(s.id, "import", t, max(0.0, g.power_w), "W")
             if s.export_id:
                 sink.gauge(s.export_id, "export", t, max(0.0, -g.power_w), "W")
@@ -416,4 +442,4 @@ class Session:
             bytes(text).decode("utf-8", "replace"),
         )
         if self.epoch is not None:
-            self.to_ack.append(msg.seq)
+            self._ack_later(msg.seq)

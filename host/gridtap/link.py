@@ -9,6 +9,8 @@ pty closed) the link closes it and tries again after 0.5, 1, 2 ... 30 s;
 from __future__ import annotations
 
 import logging
+import os
+import select
 import time
 from collections.abc import Callable
 
@@ -24,12 +26,14 @@ BACKOFF_MAX_S = 30.0
 
 
 class SerialLink:
-    def __init__(
-        self, port: str, baud: int, read_timeout: float = 0.1, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, port: str, baud: int, read_timeout: float = 0.2, coalesce_s: float = 0.02,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.port = port
         self.baud = baud
         self.read_timeout = read_timeout
+        # After the first byte, let the rest of the burst arrive: the board sends a second's
+        # frames back to back, and one wake-up per burst costs far less CPU than one per frame.
+        self.coalesce_s = coalesce_s
         self.clock = clock
         self.ser: serial.Serial | None = None
         self.decoder = codec.make_decoder()
@@ -40,6 +44,9 @@ class SerialLink:
         self.bytes_in = 0
         self.bytes_out = 0
         self.on_connect: Callable[[], None] | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._warned = False
 
     @property
@@ -76,28 +83,65 @@ class SerialLink:
         self.close()
         self.next_try = self.clock() + self.backoff
 
-    def poll(self) -> list[wire.Message]:
+    def wake(self) -> None:
+        """Make a poll() that is waiting for bytes return now (from another thread or a signal handler)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def poll(self, timeout: float | None = None) -> list[wire.Message]:
+        """Wait up to timeout (default read_timeout) for bytes; return the messages they complete.
+
+        pyserial opens and configures the port; reading goes straight to its file
+        descriptor with one select() and one read() per burst, which costs a
+        fraction of pyserial's per-call bookkeeping on a small router.
+        """
+        wait = self.read_timeout if timeout is None else timeout
         if self.ser is None and not self._try_open():
-            time.sleep(min(self.read_timeout, max(0.0, self.next_try - self.clock())))
+            select.select([self._wake_r], [], [], min(wait, max(0.0, self.next_try - self.clock())))
+            self._drain_wake()
             return []
         assert self.ser is not None
+        fd = self.ser.fd
         try:
-            first = self.ser.read(1)
-            if not first:
+            ready, _, _ = select.select([fd, self._wake_r], [], [], wait)
+            if self._wake_r in ready:
+                self._drain_wake()
                 return []
-            waiting = self.ser.in_waiting
-            data = first + (self.ser.read(min(waiting, 65536)) if waiting else b"")
-        except (serial.SerialException, OSError) as exc:
+            if not ready:
+                return []
+            if self.coalesce_s:
+                time.sleep(self.coalesce_s)
+            data = os.read(fd, 65536)
+            if not data:
+                raise serial.SerialException("the port reports data but returns none (device gone)")
+        except (serial.SerialException, OSError, ValueError) as exc:
             self._lost(exc)
             return []
         self.bytes_in += len(data)
         return self.decoder.feed(data)
 
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+
     def send(self, frame: bytes) -> bool:
         if self.ser is None:
             return False
         try:
-            self.ser.write(frame)
+            n = os.write(self.ser.fd, frame)  # a frame fits the tty buffer: one syscall, no pyserial loop
+            if n < len(frame):
+                self.ser.write(frame[n:])
+        except BlockingIOError:
+            try:
+                self.ser.write(frame)
+            except (serial.SerialException, OSError) as exc:
+                self._lost(exc)
+                return False
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
             return False
@@ -114,3 +158,12 @@ class SerialLink:
             except (serial.SerialException, OSError):
                 pass
             self.ser = None
+
+    def dispose(self) -> None:
+        """Close the port and the wake-up pipe; the link cannot be used afterwards."""
+        self.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

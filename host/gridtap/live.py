@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 
 KEEP_S = 120
+RING_S = 128  # slots per series: a little over KEEP_S
 
 
 @dataclass
@@ -24,20 +25,22 @@ class Gauge:
 
 
 class LiveStore:
+    """Per series a ring of RING_S one-second slots, each (second, rate); a slot is valid only
+    if its second matches, so old values need no trimming. Writes replace one list item (atomic
+    in CPython), so readers need no lock for the rings."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rates: dict[str, dict[int, float]] = {}
+        self.rings: dict[str, list[tuple[int, float]]] = {}
         self.gauges: dict[str, Gauge] = {}
         self._pulse_last: dict[str, tuple[float, int]] = {}
 
     def put(self, sensor: str, t: int, rate_milli_per_s: float) -> None:
-        with self.lock:
-            ring = self.rates.setdefault(sensor, {})
-            ring[t] = rate_milli_per_s
-            if len(ring) > KEEP_S + 16:
-                newest = max(ring)
-                for old in [k for k in ring if k <= newest - KEEP_S]:
-                    del ring[old]
+        ring = self.rings.get(sensor)
+        if ring is None:
+            with self.lock:
+                ring = self.rings.setdefault(sensor, [(-1, 0.0)] * RING_S)
+        ring[t % RING_S] = (t, rate_milli_per_s)
 
     def put_gauge(self, imp: str, exp: str | None, g: Gauge) -> None:
         """A CT gauge: positive power is import, negative is export, each its own series."""
@@ -64,13 +67,16 @@ class LiveStore:
         return rate
 
     def window(self, sensor: str, end: int, seconds: int = 60) -> list[tuple[int, float | None]]:
-        with self.lock:
-            ring = dict(self.rates.get(sensor, {}))
-        return [(t, ring.get(t)) for t in range(end - seconds + 1, end + 1)]
+        ring = self.rings.get(sensor)
+        out: list[tuple[int, float | None]] = []
+        for t in range(end - seconds + 1, end + 1):
+            slot = ring[t % RING_S] if ring is not None else (-1, 0.0)
+            out.append((t, slot[1] if slot[0] == t else None))
+        return out
 
     def has(self, sensor: str) -> bool:
-        with self.lock:
-            return bool(self.rates.get(sensor))
+        ring = self.rings.get(sensor)
+        return ring is not None and any(t >= 0 for t, _ in ring)
 
     def gauge(self, sensor: str) -> Gauge | None:
         with self.lock:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import selectors
 import socket
 import threading
 import time
@@ -294,13 +296,26 @@ class ApiServer:
         self.httpd.answerer = Answerer(daemon)
         self.httpd.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name="gridtap-api", daemon=True)
+        self._wake_r, self._wake_w = os.pipe()
+        self.thread = threading.Thread(target=self._serve, name="gridtap-api", daemon=True)
+
+    def _serve(self) -> None:
+        """Sleep in select until a client or stop() comes: no periodic wake-ups on an idle router."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.httpd, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    self.httpd._handle_request_noblock()  # accept + hand to a thread (socketserver API)
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        os.write(self._wake_w, b"x")
         self.thread.join(timeout=5)
+        self.httpd.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -117,7 +117,8 @@ def rig(short_tmp: Path) -> Iterator[Rig]:
         r.wait(r.connected)
         yield r
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        r.daemon.request_stop()
+        r.thread.join(timeout=5)
+        daemon = r.daemon
         daemon.close()
         board.close()

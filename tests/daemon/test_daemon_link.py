@@ -157,7 +157,7 @@ def test_daemon_restart_keeps_totals_and_rrd(rig: Rig) -> None:
         b.step(now - 60 + i, power_w=[3600.0], pulses=[1], gauges=False)
     assert b.wait_acked()
     rig.wait(lambda: rig.total(IMP) == 30_000)
-    rig.stop.set()
+    rig.daemon.request_stop()
     rig.thread.join(timeout=5)
     cfg = rig.daemon.cfg
     rig.daemon.close()

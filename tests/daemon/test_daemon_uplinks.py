@@ -54,7 +54,7 @@ device_id = "gridtap-test"
             r.wait(r.connected)
             yield r, srv, broker
         finally:
-            stop.set()
+            daemon.request_stop()
             thread.join(timeout=5)
             daemon.close()
             board.close()

@@ -1,0 +1,296 @@
+"""Host daemon cost: CPU, memory and flash writes per simulated hour, 6 sensors at 1 Hz.
+
+The real daemon runs as a subprocess (`gridtap daemon -c ...`, its own
+rrdcached, REST API on) against the fake board of tests/daemon on a real pty.
+The board sends one simulated hour as fast as the daemon ACKs it: 4 CT
+channels (two with an export series) and 2 pulse inputs, i.e. COUNTER + GAUGE
+per CT and PULSE per input every second, 8 RRD series.
+
+Writes are counted the way a flash file system without a write cache would
+see them: the bench calls sync(2) after every simulated second, so every page
+dirtied in that second reaches the disk and shows in /proc/<pid>/io
+write_bytes. rrdcached's flush interval (1800 s) is played in simulated time
+(FLUSHALL at 1800 s and 3600 s); the counter state is written every 300 s
+of metered time (the default state_flush_s), 12 times in the hour. The baseline is the naive way, one `rrdtool
+update` per sample on the same 8 RRDs (run through one `rrdtool -` process,
+which opens, writes and closes each file per update exactly like separate
+`rrdtool update` calls), synced the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gridtap.rrd import create_args  # noqa: E402
+from tests.daemon.fakeboard import FakeBoard  # noqa: E402
+
+SIM_S = 3600
+WARMUP_S = 60
+FLUSH_S = 1800
+N_SERIES = 8
+
+ANCHORS = {
+    "host.cpu_s_per_sim_hour": "goal <= 1 CPU s per hour on this machine "
+                               "(an OpenWrt router is 10-30x slower)",
+    "host.rss_mb": "goal <= 30 MB on a 64 MB router",
+    "host.write_bytes_per_hour": "goal <= 2 MB/h; Flukso kept no RRD on flash at all, emoncms low-write "
+                                 "mode ~0.4 kB/s = 1.4 MB/h for 45 feeds",
+    "host.write_ratio_vs_rrdtool_update": "naive one-update-per-sample writes / gridtap writes, same run",
+}
+HOW = {
+    "host.cpu_s_per_sim_hour": "on-CPU time (/proc/<pid>/task/*/schedstat) of the daemon and its rrdcached "
+                               "over one simulated hour (6 sensors, 8 series, 1 Hz), one burst per simulated "
+                               "second sent as soon as the previous one was ACKed, through a pty",
+    "host.idle_cpu_s_per_hour": "on-CPU time of the daemon (+ rrdcached) connected to a silent board, "
+                                "10 s measured, scaled to an hour",
+    "host.cpu_s_per_sim_hour_python": "the same, the Python daemon process alone",
+    "host.rss_mb": "VmHWM (peak RSS) of the daemon process after the hour",
+    "host.write_bytes_per_hour": "/proc/<pid>/io write_bytes of daemon + rrdcached over the hour, sync(2) "
+                                 "after every simulated second, rrdcached flush every 1800 simulated s",
+    "host.write_bytes_per_hour_rrdtool_update": "the same hour as one rrdtool update per sample, "
+                                                "synced the same way",
+    "host.write_ratio_vs_rrdtool_update": "ratio of the two write figures, measured in the same run",
+    "host.frames_per_s": "board frames the daemon ingested per wall-clock second during the hour",
+}
+
+IDS = [f"{i:02d}" * 16 for i in range(1, 9)]  # 8 distinct 32-hex ids
+
+
+def config(port: Path, state: Path) -> str:
+    return f"""
+[daemon]
+state_dir = "{state}"
+rrdcached_flush_s = {FLUSH_S}
+bind = "127.0.0.1"
+port = 0
+state_flush_s = 300
+
+[board]
+port = "{port}"
+
+[[sensor]]
+name = "mains"
+kind = "ct"
+channel = 0
+id = "{IDS[0]}"
+export_id = "{IDS[1]}"
+
+[[sensor]]
+name = "solar"
+kind = "ct"
+channel = 1
+id = "{IDS[2]}"
+export_id = "{IDS[3]}"
+
+[[sensor]]
+name = "heatpump"
+kind = "ct"
+channel = 2
+id = "{IDS[4]}"
+
+[[sensor]]
+name = "oven"
+kind = "ct"
+channel = 3
+id = "{IDS[5]}"
+
+[[sensor]]
+name = "meter"
+kind = "pulse"
+input = 0
+id = "{IDS[6]}"
+meter_constant = 1000
+
+[[sensor]]
+name = "water"
+kind = "pulse"
+input = 1
+id = "{IDS[7]}"
+meter_constant = 1000
+unit = "litre"
+"""
+
+
+def proc_io(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/<pid>/io")
+
+
+def proc_cpu(pid: int) -> float:
+    """Seconds on CPU of all live threads of pid (schedstat: exact, unlike tick-sampled utime)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(x) for x in text]
+    return out
+
+
+def cached_cmd(sock: Path, text: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(sock))
+        s.sendall(text.encode() + b"\n")
+        data = b""
+        while b"\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head = data.split(b"\n", 1)[0].decode()
+        n = int(head.split()[0])
+        while n > 0 and data.count(b"\n") < n + 1:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode()
+
+
+def flush_all(sock: Path) -> None:
+    cached_cmd(sock, "FLUSHALL")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = cached_cmd(sock, "STATS")
+        if "QueueLength: 0" in stats:
+            break
+        time.sleep(0.01)
+    time.sleep(0.05)
+    os.sync()
+
+
+def feed(board: FakeBoard, t0: int, seconds: int, sock: Path, flush_at: set[int]) -> int:
+    frames = 0
+    for i in range(seconds):
+        t = t0 + i
+        watts = [2300.0 if (t // 300) % 2 else -1700.0, -800.0 + (t % 60) * 10, 1200.0, 450.0]
+        pulses = [1 if t % 2 == 0 else 0, 1 if t % 6 == 0 else 0]
+        board.step(t, power_w=watts, pulses=pulses)
+        frames += 8 + sum(1 for p in pulses if p)
+        while board.unacked() > 200:
+            time.sleep(0.0005)
+        if not board.wait_acked(30):
+            raise RuntimeError("the daemon stopped ACKing")
+        if i + 1 in flush_at:
+            flush_all(sock)
+        os.sync()
+    return frames
+
+
+def baseline(work: Path, t0: int) -> int:
+    """One rrdtool update per sample: the same hour through `rrdtool -`; return its write_bytes."""
+    d = work / "naive"
+    d.mkdir()
+    paths = [d / f"{sid}.rrd" for sid in IDS]
+    for p in paths:
+        subprocess.run(create_args(p, t0 - 10), check=True, capture_output=True)
+    os.sync()
+    proc = subprocess.Popen(["rrdtool", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    before = proc_io(proc.pid)
+    totals = [0] * N_SERIES
+    for i in range(SIM_S):
+        t = t0 + i
+        for k, p in enumerate(paths):
+            totals[k] += 100 + 37 * k
+            proc.stdin.write(f"update {p} {t}:{totals[k]}\n")
+        proc.stdin.flush()
+        for _ in paths:
+            line = proc.stdout.readline()
+            if not line.startswith("OK"):
+                raise RuntimeError(f"rrdtool update failed: {line.strip()}")
+        os.sync()
+    written = proc_io(proc.pid) - before
+    proc.stdin.close()
+    proc.wait()
+    return written
+
+
+def run() -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="gtb"))
+    board = FakeBoard(work, n_ct=4, n_pulse=2, retx_s=5.0)
+    board.appear()
+    state = work / "state"
+    cfg = work / "gridtap.toml"
+    cfg.write_text(config(board.path, state))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
+    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
+                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
+    sock = state / "rrdcached.sock"
+    try:
+        deadline = time.monotonic() + 30
+        while not (board.clock_set and board.commits >= 1 and sock.exists()):
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise RuntimeError("the daemon did not start and greet the board")
+            time.sleep(0.02)
+        t0 = int(time.time()) - SIM_S - WARMUP_S - 5
+        feed(board, t0, WARMUP_S, sock, {WARMUP_S})
+        cached = children(daemon.pid)
+        rrdcached = next(p for p in cached if "rrdcached" in Path(f"/proc/{p}/cmdline").read_text())
+        idle0 = proc_cpu(daemon.pid) + proc_cpu(rrdcached)
+        time.sleep(10)
+        idle = (proc_cpu(daemon.pid) + proc_cpu(rrdcached) - idle0) * 360
+        io0 = proc_io(daemon.pid) + proc_io(rrdcached)
+        cpu0_py = proc_cpu(daemon.pid)
+        cpu0 = cpu0_py + proc_cpu(rrdcached)
+        w0 = time.monotonic()
+        frames = feed(board, t0 + WARMUP_S, SIM_S, sock, {FLUSH_S, SIM_S})
+        wall = time.monotonic() - w0
+        cpu_py = proc_cpu(daemon.pid) - cpu0_py
+        cpu = proc_cpu(daemon.pid) + proc_cpu(rrdcached) - cpu0
+        written = proc_io(daemon.pid) + proc_io(rrdcached) - io0
+        rss = proc_hwm_mb(daemon.pid)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        board.close()
+    naive = baseline(work, t0 + WARMUP_S)
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "host.cpu_s_per_sim_hour": round(cpu, 2),
+        "host.cpu_s_per_sim_hour_python": round(cpu_py, 2),
+        "host.idle_cpu_s_per_hour": round(idle, 2),
+        "host.rss_mb": round(rss, 1),
+        "host.write_bytes_per_hour": written,
+        "host.write_bytes_per_hour_rrdtool_update": naive,
+        "host.write_ratio_vs_rrdtool_update": round(naive / max(written, 1), 1),
+        "host.frames_per_s": round(frames / wall),
+    }
+
+
+if __name__ == "__main__":
+    for k, v in run().items():
+        print(f"{k} = {v}")
