@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import subprocess
 import threading
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from gridtap.errors import UserError
 from gridtap.ingest import Session, Sink
 from gridtap.link import SerialLink
 from gridtap.live import LiveStore
-from gridtap.rrd import STEP, RrdCached, RrdStore, default_socket
+from gridtap.rrd import STEP, NightStore, RrdCached, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
 
@@ -102,6 +103,7 @@ class Daemon:
         self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
         self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
         self.rrd = RrdStore(d.rrd_dir, self.socket_path)
+        self.nights = NightStore(self.rrd)
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
@@ -157,6 +159,7 @@ class Daemon:
         flush_every = self.cfg.daemon.state_flush_s
         next_flush = time.monotonic() + flush_every
         next_flush_t = 0
+        next_night = time.monotonic() + 60
         end = None if max_seconds is None else time.monotonic() + max_seconds
         session = self.session
         self._stop = stop
@@ -166,12 +169,28 @@ class Daemon:
             if self.link.connected:
                 session.tick()
             now = time.monotonic()
+            if now >= next_night:
+                self.update_nights(time.time())
+                next_night = now + 600
             if now >= next_flush or session.newest_t >= next_flush_t:
                 self.store.flush()
                 next_flush = now + flush_every
                 next_flush_t = session.newest_t + flush_every
             if end is not None and now >= end:
                 break
+
+    def update_nights(self, now: float) -> int:
+        """Store the night values (02:00-05:00 baseload) that are due; return how many were stored."""
+        stored = 0
+        for day in self.nights.due(now):
+            for sensor in self.cfg.series():
+                if not self.rrd.exists(sensor):
+                    continue
+                try:
+                    stored += self.nights.update(sensor, day)
+                except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
+                    log.warning("night value of %s for %s: %s", sensor, day, exc)
+        return stored
 
     def request_stop(self) -> None:
         """Stop run() promptly, also when it is waiting for the board (safe from a signal handler)."""

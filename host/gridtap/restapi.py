@@ -5,7 +5,9 @@
 `minute` answers the last 60 seconds from memory, one point a second, padded
 with "nan" (as the FLM does). `15min, hour, day, week, month, year, decade`
 answer from the RRD at the Flukso server's default resolution for that
-interval (or `resolution=minute|15min|day|week`). Units multiply the stored rate (thousandths per second):
+interval (or `resolution=minute|15min|day|week`); `night` from the daily
+night RRD (the mean of 02:00-05:00 local, Flukso's standby baseload).
+Units multiply the stored rate (thousandths per second):
 watt, kwhperyear, eurperyear (price from the config), lpermin, lperday,
 m3peryear. Anything malformed is a 400 with the reason; an unknown sensor a
 404. Requests are small (the request line and headers are bounded), slow
@@ -48,6 +50,7 @@ INTERVALS = {
     "month": (2419200, "day"),
     "year": (31536000, "week"),
     "decade": (315360000, "week"),
+    "night": (2419200, "day"),
 }
 RESOLUTIONS = {"minute": 60, "15min": 900, "day": 86400, "week": 604800}
 # Longest interval per resolution (Flukso's limits).
@@ -110,7 +113,7 @@ def parse_query(query: str) -> dict[str, str]:
     if cb is not None and not CALLBACK.match(cb):
         raise BadRequest(400, "callback must be a JavaScript identifier of at most 64 characters")
     if "resolution" in out:
-        if out["interval"] == "minute":
+        if out["interval"] in ("minute", "night"):
             raise BadRequest(400, f"interval {out['interval']} has a fixed resolution")
         res = out["resolution"]
         if res not in RESOLUTIONS:
@@ -167,6 +170,14 @@ class Answerer:
         res_name = resolution or default_res
         res = RESOLUTIONS[res_name]
         rrd = self.daemon.rrd
+        if interval == "night":
+            end = now - now % res
+            start = end - length
+            try:
+                got_night = self.daemon.nights.fetch(sensor, start, end)
+            except (OSError, TimeoutError) as exc:
+                raise BadRequest(503, f"cannot read the night RRD: {exc}") from exc
+            return [[t, _num(v, factor)] for t, v in got_night if start < t <= end]
         try:
             rrd.flush(sensor, min_age_s=60.0)
         except (OSError, ConnectionError) as exc:
@@ -308,7 +319,8 @@ class ApiServer:
                 for key, _ in sel.select():
                     if key.fileobj == self._wake_r:
                         return
-                    self.httpd._handle_request_noblock()  # accept + hand to a thread (socketserver API)
+                    # accept and hand to a thread: socketserver's own step of serve_forever
+                    self.httpd._handle_request_noblock()  # type: ignore[attr-defined]
 
     def start(self) -> None:
         self.thread.start()

@@ -16,6 +16,7 @@ shows.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shutil
@@ -335,6 +336,125 @@ class RrdStore:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+NIGHT_STEP = 86400
+NIGHT_FROM_H = 2  # Flukso's night: the mean of the 15-minute values from 02:00 to 05:00 local time
+NIGHT_TO_H = 5
+NIGHT_READY_H = 6  # computed once the day's 05:00 is an hour behind
+
+
+def night_window(day: datetime.date) -> tuple[int, int]:
+    """Unix start and end of the 02:00-05:00 local window of day."""
+    start = time.mktime((day.year, day.month, day.day, NIGHT_FROM_H, 0, 0, 0, 0, -1))
+    end = time.mktime((day.year, day.month, day.day, NIGHT_TO_H, 0, 0, 0, 0, -1))
+    return int(start), int(end)
+
+
+def night_slot(day: datetime.date) -> int:
+    """The night RRD's step (one per UTC day) that holds day's value: it ends at this time."""
+    return (datetime.date.toordinal(day) - datetime.date(1970, 1, 1).toordinal() + 1) * NIGHT_STEP
+
+
+class NightStore:
+    """Per series a daily GAUGE RRD of the standby baseload, like Flukso's `night` RRD.
+
+    Written once a day per series with `rrdtool update` (no need for rrdcached):
+    RRAs 1 day x 1 year and 1 week x 10 years.
+    """
+
+    def __init__(self, rrd: RrdStore) -> None:
+        self.rrd = rrd
+
+    def path(self, sensor: str) -> Path:
+        return self.rrd.rrd_dir / f"{sensor}.night.rrd"
+
+    def last(self, sensor: str) -> int:
+        p = self.path(sensor)
+        if not p.exists():
+            return 0
+        res = subprocess.run([rrdtool_exe(), "last", str(p)], capture_output=True, text=True)
+        try:
+            return int(res.stdout.strip())
+        except ValueError:
+            return 0
+
+    def compute(self, sensor: str, day: datetime.date) -> float | None:
+        """Mean rate (thousandths per second) over day's 02:00-05:00 from the 15-minute RRA."""
+        start, end = night_window(day)
+        self.rrd.flush(sensor)
+        got = self.rrd.fetch(sensor, "AVERAGE", start, end, 900)
+        vals = [v for t, v in got.values if start < t <= end and v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def update(self, sensor: str, day: datetime.date) -> bool:
+        """Store day's night value if it is known and not stored yet; True if stored."""
+        slot = night_slot(day)
+        if self.last(sensor) >= slot:
+            return False
+        value = self.compute(sensor, day)
+        if value is None:
+            return False
+        p = self.path(sensor)
+        if not p.exists():
+            subprocess.run(
+                [
+                    rrdtool_exe(),
+                    "create",
+                    str(p),
+                    "--no-overwrite",
+                    "--start",
+                    str(slot - NIGHT_STEP),
+                    "--step",
+                    str(NIGHT_STEP),
+                    f"DS:night:GAUGE:{NIGHT_STEP + 3600}:0:U",
+                    "RRA:AVERAGE:0.5:1:365",
+                    "RRA:AVERAGE:0.5:7:520",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        res = subprocess.run(
+            [rrdtool_exe(), "update", str(p), f"{slot}:{value:.6f}"], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            log.warning("night update of %s refused: %s", sensor, res.stderr.strip())
+            return False
+        return True
+
+    def due(self, now: float) -> list[datetime.date]:
+        """The days whose night value can be computed at now: yesterday, and today after 06:00."""
+        today = datetime.date.fromtimestamp(now)
+        days = [today - datetime.timedelta(days=1)]
+        if time.localtime(now).tm_hour >= NIGHT_READY_H:
+            days.append(today)
+        return days
+
+    def fetch(self, sensor: str, start: int, end: int) -> list[tuple[int, float | None]]:
+        p = self.path(sensor)
+        if not p.exists():
+            return []
+        res = subprocess.run(
+            [
+                rrdtool_exe(),
+                "fetch",
+                str(p),
+                "AVERAGE",
+                "-r",
+                str(NIGHT_STEP),
+                "-s",
+                str(start),
+                "-e",
+                str(end),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if res.returncode != 0:
+            raise OSError(f"rrdtool fetch {p}: {res.stderr.strip()}")
+        return parse_fetch(res.stdout)
 
 
 def default_socket(state_dir: Path) -> Path:

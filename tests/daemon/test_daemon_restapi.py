@@ -213,3 +213,25 @@ def test_hostile_clients_cannot_stall_the_api(rig: Rig) -> None:
     # and the board link carried on meanwhile
     rig.board.step(int(time.time()), power_w=[100.0])
     assert rig.board.wait_acked()
+
+
+def test_night_interval_is_the_0200_0500_baseload(rig: Rig) -> None:
+    import datetime
+
+    from gridtap.rrd import night_slot, night_window
+
+    day = datetime.date.today() - datetime.timedelta(days=1)
+    start, end = night_window(day)
+    b = rig.board
+    for t in range(start - 600, end + 610, 10):
+        inside = start < t <= end  # a tuple at t carries the energy of (t - 10, t]
+        b.step(t, power_w=[0.0, 600.0 if inside else 3000.0], seconds=10, gauges=False)
+    assert b.wait_acked(30)
+    rig.wait(lambda: rig.daemon.rrd.last.get(IMP2, 0) >= end + 590)
+    assert rig.daemon.update_nights(time.time()) >= 1
+    assert rig.daemon.update_nights(time.time()) == 0  # once per day and series
+    points = json.loads(get(rig, q(IMP2, interval="night"))[2])
+    values = dict((p[0], p[1]) for p in points)
+    assert values[night_slot(day)] == 600
+    assert len(points) == 28
+    assert get(rig, q(IMP2, interval="night", resolution="day"))[0] == 400
