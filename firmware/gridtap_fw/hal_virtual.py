@@ -1,19 +1,27 @@
 # The virtual board's HAL: the firmware's hardware, served by the simulator.
 #
 # Runs under the MicroPython unix port, started by the simulator
-# (hardware/sim/gridtap_sim/runner.py). It talks to the simulator over two
-# named pipes whose directory is in the environment variable GRIDTAP_SIM_DIR:
-# "req" (HAL -> simulator) and "resp" (simulator -> HAL). stdout and stderr
-# stay free for the firmware's own prints, which the simulator logs.
+# (hardware/sim/runner.py). It talks to the simulator over three named pipes
+# whose directory is in the environment variable GRIDTAP_SIM_DIR: "req"
+# (HAL -> simulator), "resp" (simulator -> HAL) and "adc" (simulator -> HAL,
+# ADC samples only). stdout and stderr stay free for the firmware's prints.
 #
-# Every message is   cmd u8 | length u32 | payload   (little-endian).
+# Every message on req/resp is   cmd u8 | length u32 | payload   (little-endian).
 # The simulator owns time: it advances only by ADC blocks and EEPROM write
 # cycles, so a run is deterministic for a seed. docs/sim.md is the contract.
-
-import os
-import struct
+#
+# Speed: one ADC request fetches a batch of up to MAX_BLOCKS blocks (when the
+# simulator runs as fast as it can, the rest of the simulated second). The
+# samples wait in the "adc" pipe and each adc_block() reads one block straight
+# into the firmware's buffer; the block's ready time, the pulse edges and the
+# UART bytes came with the batch and are handed out at the block they belong
+# to, so the firmware sees exactly what one request per block would show it.
+# UART writes are stamped with the board time and sent with the next request.
 
 import json
+import os
+import struct
+from array import array
 
 CMD_HELLO = 1
 CMD_ADC = 2
@@ -23,10 +31,14 @@ CMD_EE_WRITE = 5
 CMD_RESET = 6
 
 TICKS_MASK = 0x3FFFFFFF  # MicroPython's ticks wrap at 2**30, as on the rp2 port
-EDGE_FMT = "<BBQ"
-EDGE_LEN = 10
-ADC_HDR = "<QHBHH"
-ADC_HDR_LEN = 15
+MAX_BLOCKS = 128  # blocks per batch this HAL can hold (ready times: 8 bytes each)
+NEVER = 0x3FFFFFFFFFFFFFFF  # "no brownout ahead" (a small int on the 64-bit unix port)
+EDGE_FMT = "<HBBQ"  # block index in the batch, input, level, t_us
+EDGE_LEN = 12
+RX_FMT = "<QH"  # arrival t_us, length; then the bytes
+RX_LEN = 10
+ADC_HDR = "<HQHH"  # blocks, brownout t_us, n_edges, n_rx
+ADC_HDR_LEN = 14
 
 
 class SimLinkError(Exception):
@@ -40,12 +52,25 @@ class VirtualHal:
             raise SimLinkError("GRIDTAP_SIM_DIR is not set: start the firmware with gridtap sim")
         self._req = open(d + "/req", "wb")
         self._resp = open(d + "/resp", "rb")
+        self._adc = open(d + "/adc", "rb")
         self._hdr = bytearray(5)
         self._ahdr = bytearray(ADC_HDR_LEN)
+        self._rdy = array("Q", bytes(8 * MAX_BLOCKS))  # ready t_us of each block of the batch
         self._edges = []
         self._rx = bytearray()
+        self._tx = []  # stamped UART_TX messages not yet sent
+        self._pend_edges = []  # (block, input, t_us & mask, level) of this batch, in order
+        self._pend_rx = []  # (t_us, bytes) not yet arrived
+        self._pend = False
         self._now_us = 0
+        self._brown_us = NEVER
         self._brownout = False
+        self._buf = None  # the buffer of the current batch, its size and block count
+        self._bbytes = 0
+        self._n = 0
+        self._pos = 0
+        self._left = 0  # blocks of the batch the firmware may still get
+        self._unread = 0  # blocks of the batch still in the adc pipe
         payload = self._call(CMD_HELLO, b"")
         self._reset_cause = payload[0]
         self._uid = bytes(payload[1:9])
@@ -59,20 +84,27 @@ class VirtualHal:
     # -- transport ---------------------------------------------------------
     def _send(self, cmd, payload):
         # files from open() are unbuffered on the unix port: one write, one syscall
-        self._req.write(struct.pack("<BI", cmd, len(payload)) + payload)
+        msg = struct.pack("<BI", cmd, len(payload)) + payload
+        if self._tx:
+            self._tx.append(msg)
+            msg = b"".join(self._tx)
+            self._tx = []
+        self._req.write(msg)
 
-    def _read_exact(self, buf):
-        mv = memoryview(buf)
-        got = 0
+    def _read_exact(self, f, buf):
         n = len(buf)
+        got = f.readinto(buf)
+        if got == n:
+            return
+        mv = memoryview(buf)
         while got < n:
-            k = self._resp.readinto(mv[got:])
+            k = f.readinto(mv[got:])
             if not k:
                 raise SimLinkError("simulator closed the link")
             got += k
 
     def _header(self, cmd):
-        self._read_exact(self._hdr)
+        self._read_exact(self._resp, self._hdr)
         rcmd, n = struct.unpack("<BI", self._hdr)
         if rcmd != cmd:
             raise SimLinkError("simulator answered command %d to %d" % (rcmd, cmd))
@@ -83,48 +115,94 @@ class VirtualHal:
         n = self._header(cmd)
         out = bytearray(n)
         if n:
-            self._read_exact(out)
+            self._read_exact(self._resp, out)
         return out
 
-    # -- the HAL contract --------------------------------------------------
-    def adc_block(self, buf):
-        # buf: bytearray / memoryview of bytes, or array('H'); u16 LE, V then CTs per set
+    def _fetch(self, buf):
+        """Ask for the next batch of blocks the size of buf."""
         if isinstance(buf, (bytearray, memoryview)):
             item = 1
         else:
             item = 2
         nbytes = len(buf) * item
         n_sets = nbytes // (2 * self.n_channels)
-        if n_sets <= 0 or n_sets > 65535:
-            raise ValueError("adc_block: buffer holds %d sets, need 1..65535" % n_sets)
-        self._send(CMD_ADC, struct.pack("<H", n_sets))
+        if n_sets <= 0 or n_sets > 65535 or n_sets * 2 * self.n_channels != nbytes:
+            raise ValueError("adc_block: buffer holds %d bytes, need 1..65535 whole sets" % nbytes)
+        consumed = self._pos
+        if self._unread:  # blocks never to be seen (another block size, or cut short): drop them
+            rest = self._unread * self._bbytes
+            scratch = bytearray(min(rest, 4096))
+            while rest:
+                k = min(rest, len(scratch))
+                self._read_exact(self._adc, memoryview(scratch)[:k])
+                rest -= k
+            self._pend_edges = [e for e in self._pend_edges if e[0] < consumed]
+        self._send(CMD_ADC, struct.pack("<HHHBQ", n_sets, MAX_BLOCKS, consumed,
+                                        1 if self._brownout else 0, self._now_us))
         self._header(CMD_ADC)
-        self._read_exact(self._ahdr)
-        now, got, brown, n_edges, n_rx = struct.unpack(ADC_HDR, self._ahdr)
-        sample_bytes = got * 2 * self.n_channels
-        if sample_bytes == nbytes:
-            self._read_exact(buf)
-        else:
-            mv = memoryview(buf)
-            self._read_exact(mv[: sample_bytes // item])
+        self._read_exact(self._resp, self._ahdr)
+        k, self._brown_us, n_edges, n_rx = struct.unpack(ADC_HDR, self._ahdr)
+        self._read_exact(self._resp, memoryview(self._rdy)[:k])
         if n_edges:
             eb = bytearray(n_edges * EDGE_LEN)
-            self._read_exact(eb)
+            self._read_exact(self._resp, eb)
+            pe = []
             for i in range(n_edges):
-                inp, level, t = struct.unpack_from(EDGE_FMT, eb, i * EDGE_LEN)
-                self._edges.append((inp, t & TICKS_MASK, level))
-        if n_rx:
-            rb = bytearray(n_rx)
-            self._read_exact(rb)
+                blk, inp, level, t = struct.unpack_from(EDGE_FMT, eb, i * EDGE_LEN)
+                pe.append((blk, inp, t & TICKS_MASK, level))
+            self._pend_edges = pe
+        for _ in range(n_rx):
+            rh = bytearray(RX_LEN)
+            self._read_exact(self._resp, rh)
+            t, ln = struct.unpack(RX_FMT, rh)
+            rb = bytearray(ln)
+            self._read_exact(self._resp, rb)
+            self._pend_rx.append((t, rb))
+        self._pend = bool(self._pend_edges or self._pend_rx)
+        self._buf = buf
+        self._bbytes = nbytes
+        self._n = n_sets
+        self._pos = 0
+        self._left = k
+        self._unread = k
+
+    def _deliver(self, blk):
+        pe = self._pend_edges
+        i = 0
+        while i < len(pe) and pe[i][0] <= blk:
+            e = pe[i]
+            self._edges.append((e[1], e[2], e[3]))
+            i += 1
+        if i:
+            self._pend_edges = pe[i:]
+        pr = self._pend_rx
+        while pr and pr[0][0] <= self._now_us:
+            rb = pr.pop(0)[1]
             room = self.rx_limit - len(self._rx)
-            if room < n_rx:
-                self.rx_overflow += n_rx - max(room, 0)
+            if room < len(rb):
+                self.rx_overflow += len(rb) - max(room, 0)
                 rb = rb[: max(room, 0)]
             self._rx.extend(rb)
-        self._now_us = now
-        if brown:
+        self._pend = bool(self._pend_edges or pr)
+
+    # -- the HAL contract --------------------------------------------------
+    def adc_block(self, buf):
+        # buf: bytearray / memoryview of bytes, or array('H'); u16 LE, V then CTs per set
+        if buf is not self._buf or not self._left:
+            self._fetch(buf)
+        self._read_exact(self._adc, buf)
+        i = self._pos
+        self._pos = i + 1
+        self._left -= 1
+        self._unread -= 1
+        r = self._rdy[i]
+        if r > self._now_us:
+            self._now_us = r
+        if self._now_us >= self._brown_us:
             self._brownout = True
-        return got
+        if self._pend:
+            self._deliver(i)
+        return self._n
 
     def ticks_us(self):
         return self._now_us & TICKS_MASK
@@ -136,7 +214,7 @@ class VirtualHal:
 
     def uart_write(self, data):
         if data:
-            self._send(CMD_UART_TX, bytes(data))
+            self._tx.append(struct.pack("<BIQ", CMD_UART_TX, 8 + len(data), self._now_us) + bytes(data))
 
     def uart_read(self):
         if not self._rx:
@@ -150,10 +228,13 @@ class VirtualHal:
 
     def eeprom_write(self, addr, data):
         # blocks for the write cycle; if the supply dies meanwhile this never returns
-        out = self._call(CMD_EE_WRITE, struct.pack("<I", addr) + bytes(data))
+        out = self._call(CMD_EE_WRITE, struct.pack("<QHBI", self._now_us, self._pos,
+                                                   1 if self._brownout else 0, addr) + bytes(data))
         if out[0] != 0:
             raise ValueError(bytes(out[1:]).decode())
-        self._now_us = struct.unpack_from("<Q", out, 1)[0]
+        self._now_us, keep = struct.unpack_from("<QH", out, 1)
+        if keep < self._left:  # the supply dies before those blocks: never seen
+            self._left = keep
 
     def brownout(self):
         return self._brownout
@@ -165,6 +246,6 @@ class VirtualHal:
         return self._uid
 
     def reset(self):
-        self._send(CMD_RESET, b"")
+        self._send(CMD_RESET, struct.pack("<Q", self._now_us))
         while True:  # the simulator kills this process and boots a new one
             self._header(CMD_RESET)

@@ -1,10 +1,14 @@
 """Run firmware in a MicroPython unix-port process against the simulation.
 
-The process's HAL is `gridtap_fw/hal_virtual.py`. Each boot gets a fresh pair
-of named pipes in `<workdir>/boot-N/` (`req`: HAL -> simulator, `resp`:
-simulator -> HAL), named in the child's GRIDTAP_SIM_DIR. The simulator owns
-time: `now` advances only by ADC blocks (a block of n sets is ready at the
-instant its last set is sampled) and EEPROM write cycles. The supply monitor
+The process's HAL is `gridtap_fw/hal_virtual.py`. Each boot gets fresh named
+pipes in `<workdir>/boot-N/` (`req`: HAL -> simulator, `resp`: simulator ->
+HAL, `adc`: the samples), named in the child's GRIDTAP_SIM_DIR. The simulator
+owns time: `now` advances only by ADC blocks (a block of n sets is ready at the
+instant its last set is sampled) and EEPROM write cycles. One ADC request is
+answered with a batch of blocks (up to a simulated second when running flat
+out, fewer when paced to the wall clock); requests carry the board's time, so
+UART writes and EEPROM cycles are placed exactly where one request per block
+would have placed them. The supply monitor
 fires when the mains fails; the process is killed `holdup` later, mid-write
 if it is writing (the page is then torn). When the mains returns the process
 is started again (a fresh boot; the EEPROM keeps its contents).
@@ -12,6 +16,7 @@ is started again (a fresh boot; the EEPROM keeps its contents).
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import select
@@ -39,6 +44,10 @@ DEFAULT_FIRMWARE = "from gridtap_fw import app, hal_virtual\napp.App(hal_virtual
 CMD_HELLO, CMD_ADC, CMD_UART_TX, CMD_EE_READ, CMD_EE_WRITE, CMD_RESET = 1, 2, 3, 4, 5, 6
 RESET_POWER_ON, RESET_BROWNOUT, RESET_WATCHDOG, RESET_SOFT = 1, 2, 3, 4
 MAX_PAYLOAD = 1 << 20
+BATCH_WALL_S = 0.005  # when paced, a batch spans at most this much wall time (host bytes wait no longer)
+BATCH_MAX_S = 1.0     # and at most this much simulated time (and never past a second boundary)
+ADC_PIPE_BYTES = 1 << 18
+NEVER_US = (1 << 62) - 1
 HANG_WALL_S = 20.0   # no HAL request for this long (wall clock): the watchdog resets the board
 
 
@@ -70,6 +79,8 @@ class RunStats:
     brownout_flags: list[float] = field(default_factory=list)      # supply-monitor instants seen
     adc_blocks: int = 0
     sets_served: int = 0
+    batches: int = 0
+    fw_cpu_s: float = 0.0        # CPU time of the firmware processes (from /proc), all boots
     ee_writes: int = 0
     ee_reads: int = 0
     uart_to_board: int = 0
@@ -119,7 +130,16 @@ class VirtualBoard:
         self.child: subprocess.Popen[bytes] | None = None
         self.req_fd = -1
         self.resp_fd = -1
+        self.adc_fd = -1
+        self.adc_capacity = 1 << 16
         self.rbuf = bytearray()
+        self.duration = math.inf
+        self.horizon = 0.0                            # the board time at the end of the last batch
+        self._ee_pos = 0
+        self._held: bytes | None = None               # an ADC request left for the next run()
+        # the batch being consumed: first set, block sets, ready times, edges sent (block, edge)
+        self._batch: tuple[int, int, list[float], list[tuple[int, tuple[float, int, int]]]] | None = None
+        self._tmap: dict[int, float] = {0: 0.0}     # board µs the HAL may report -> exact sim time
         self.rx: deque[tuple[float, bytes]] = deque()      # host -> board (arrival, bytes)
         self.rx_free_at = 0.0
         self.tx: deque[tuple[float, bytes]] = deque()      # board -> host (done, bytes)
@@ -156,9 +176,17 @@ class VirtualBoard:
         d.mkdir()
         os.mkfifo(d / "req")
         os.mkfifo(d / "resp")
+        os.mkfifo(d / "adc")
         self.req_fd = os.open(d / "req", os.O_RDONLY | os.O_NONBLOCK)
         self.resp_fd = os.open(d / "resp", os.O_RDWR)    # never blocks on Linux
+        self.adc_fd = os.open(d / "adc", os.O_RDWR)
+        try:   # a batch must fit in the pipe: the HAL reads it block by block
+            fcntl.fcntl(self.adc_fd, fcntl.F_SETPIPE_SZ, ADC_PIPE_BYTES)
+        except OSError:
+            pass
+        self.adc_capacity = fcntl.fcntl(self.adc_fd, fcntl.F_GETPIPE_SZ)
         self.rbuf = bytearray()
+        self._batch = None
         paths = [str(FIRMWARE_DIR)] + [str(p) for p in self.extra_path] + [".frozen"]
         env = dict(os.environ, MICROPYPATH=":".join(paths), GRIDTAP_SIM_DIR=str(d))
         argv = [micropython_exe(), "-X", f"heapsize={self.heap}"]
@@ -172,6 +200,8 @@ class VirtualBoard:
         self.child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self.fw_log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         self.boot_t = self.now
+        self.horizon = self.now
+        self._tmap = {0: self.now}
         self.next_set = int(math.ceil(self.now * self.fs - 1e-9))
         self.reset_cause = cause
         self.brown_seen = False
@@ -180,15 +210,24 @@ class VirtualBoard:
         self.rx.clear()
 
     def _kill(self, why: str) -> None:
+        self._flush_tx()     # what was on the wire before the end still arrives
         if self.child is not None:
-            if self.child.poll() is None:
+            if self.child.returncode is None:
                 self.child.send_signal(signal.SIGKILL)
+                try:   # reap it here for its CPU time
+                    _, status, ru = os.wait4(self.child.pid, 0)
+                    self.stats.fw_cpu_s += ru.ru_utime + ru.ru_stime
+                    self.child.returncode = os.waitstatus_to_exitcode(status)
+                except ChildProcessError:
+                    pass
             self.child.wait()
             self.child = None
-        for fd in (self.req_fd, self.resp_fd):
+        for fd in (self.req_fd, self.resp_fd, self.adc_fd):
             if fd >= 0:
                 os.close(fd)
-        self.req_fd = self.resp_fd = -1
+        self.req_fd = self.resp_fd = self.adc_fd = -1
+        self._batch = None
+        self._held = None
         self.stats.deaths.append((self.now, why))
         self.tx.clear()
         self.rx.clear()
@@ -272,52 +311,123 @@ class VirtualBoard:
         return cmd, payload
 
     def _reply(self, cmd: int, payload: bytes) -> None:
-        data = struct.pack("<BI", cmd, len(payload)) + payload
+        self._write_all(self.resp_fd, struct.pack("<BI", cmd, len(payload)) + payload)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
-                k = os.write(self.resp_fd, view)
+                k = os.write(fd, view)
             except BlockingIOError:
-                select.select([], [self.resp_fd], [], 1.0)
+                select.select([], [fd], [], 1.0)
                 continue
             view = view[k:]
 
     def _us(self, t: float) -> int:
         return int(round((t - self.boot_t) * 1e6))
 
+    def _sync(self, now_us: int, flags: int = 0) -> None:
+        """The board's time as the HAL reports it, mapped back to the exact simulated time."""
+        t = self._tmap.get(now_us)
+        self.now = t if t is not None else self.boot_t + now_us * 1e-6
+        if flags & 1 and not self.brown_seen:          # the firmware has been told of the brownout
+            self.brown_seen = True
+            self.stats.brownout_flags.append(self._brown_time())
+
+    def _commit(self, consumed: int) -> None:
+        """The HAL used `consumed` blocks of the last batch; the rest were never seen: rewind."""
+        if self._batch is None:
+            return
+        first, n, readies, edges = self._batch
+        self._batch = None
+        if consumed > len(readies):
+            raise SimError(f"firmware claims {consumed} blocks of a batch of {len(readies)}")
+        unseen = len(readies) - consumed
+        if unseen:
+            self.next_set = first + consumed * n
+            self.stats.adc_blocks -= unseen
+            self.stats.sets_served -= unseen * n
+            back = [e for b, e in edges if b >= consumed]
+            if back:
+                self.sim.edges = sorted(back + self.sim.edges)
+
+    def _batch_blocks(self, n: int, cap: int) -> int:
+        """How many blocks of n sets one request gets (the firmware sees the same either way)."""
+        block_s = n / self.fs
+        span = BATCH_MAX_S if self.speed == math.inf else min(BATCH_MAX_S, self.speed * BATCH_WALL_S)
+        k = max(1, min(cap, int(span / block_s + 1e-9),
+                       self.adc_capacity // (n * self.board.n_channels * 2)))
+        # end the batch at the end of a simulated second: the model makes whole seconds
+        to_second = -(-((self.next_set // self.fs + 1) * self.fs - self.next_set) // n)
+        return max(1, min(k, to_second))
+
     def _on_adc(self, payload: bytes) -> bool:
-        (n,) = struct.unpack("<H", payload)
+        if len(payload) != 15:
+            raise SimError(f"ADC request of {len(payload)} bytes, expected 15")
+        n, cap, consumed, flags, now_us = struct.unpack("<HHHBQ", payload)
         if n == 0:
             raise SimError("firmware asked for an ADC block of 0 sets")
-        ready = (self.next_set + n) / self.fs
-        new_now = max(self.now, ready)
+        self._commit(consumed)
+        self._sync(now_us, flags)
+        t_req = self.now
         death = self._death_time()
-        if death <= new_now:
+        k_max = self._batch_blocks(n, cap)
+        readies: list[float] = []
+        nows: list[float] = []
+        now = self.now
+        s = self.next_set
+        while len(readies) < k_max and (not nows or now < self.duration):
+            ready = (s + n) / self.fs
+            new_now = max(now, ready)
+            if death <= new_now:
+                break
+            readies.append(ready)
+            nows.append(new_now)
+            now = new_now
+            s += n
+        if not readies:
             self.now = death
             self._kill("supply lost (hold-up expired)")
             return False
         if self.speed != math.inf:
-            self._service_host(self._wall_target(new_now))
+            self._service_host(self._wall_target(now))
         else:
             self._service_host()
-        self.now = new_now
-        samples = self.sim.samples(self.next_set, n)
-        edges = self.sim.take_edges(self.boot_t, ready)
-        self.next_set += n
-        rx = bytearray()
-        while self.rx and self.rx[0][0] <= self.now:
-            rx += self.rx.popleft()[1]
-        self.stats.uart_to_board += len(rx)
-        brown = self.now >= self._brown_time()
-        if brown and not self.brown_seen:
-            self.brown_seen = True
-            self.stats.brownout_flags.append(self._brown_time())
+        k = len(readies)
+        first = self.next_set
+        samples = self.sim.samples(first, n * k)
+        raw = self.sim.take_edges(self.boot_t, readies[-1])
+        edges: list[tuple[int, tuple[float, int, int]]] = []
+        j = 0
+        for e in raw:                    # an edge belongs to the first block ready after it
+            while readies[j] <= e[0]:
+                j += 1
+            edges.append((j, e))
+        self.next_set = s
+        rx: list[tuple[float, bytes]] = []
+        while self.rx and self.rx[0][0] <= now:
+            rx.append(self.rx.popleft())
+        self.stats.uart_to_board += sum(len(d) for _, d in rx)
+        brown_t = self._brown_time()
+        self.now = now
         self._flush_tx()
-        hdr = struct.pack("<QHBHH", self._us(self.now), n, 1 if brown else 0, len(edges), len(rx))
-        eb = b"".join(struct.pack("<BBQ", inp, lvl, max(self._us(t), 0)) for t, inp, lvl in edges)
-        self._reply(CMD_ADC, hdr + samples.astype("<u2").tobytes() + eb + bytes(rx))
-        self.stats.adc_blocks += 1
-        self.stats.sets_served += n
+        self._tmap = {self._us(t): t for t in nows}
+        self._tmap[now_us] = t_req
+        self.horizon = now
+        self._batch = (first, n, readies, edges)
+        self.stats.adc_blocks += k
+        self.stats.sets_served += n * k
+        self.stats.batches += 1
+        parts = [struct.pack("<HQHH", k, NEVER_US if brown_t == math.inf else max(self._us(brown_t), 0),
+                             len(edges), len(rx)),
+                 struct.pack(f"<{k}Q", *(self._us(t) for t in readies))]
+        parts += [struct.pack("<HBBQ", b, inp, lvl, max(self._us(t), 0)) for b, (t, inp, lvl) in edges]
+        for t, data in rx:
+            parts.append(struct.pack("<QH", max(int(math.ceil((t - self.boot_t) * 1e6 - 1e-6)), 0),
+                                     len(data)) + data)
+        self._write_all(self.adc_fd, samples.astype("<u2", copy=False).tobytes())
+        self._reply(CMD_ADC, b"".join(parts))
         return True
 
     def _on_uart_tx(self, payload: bytes) -> None:
@@ -353,7 +463,13 @@ class VirtualBoard:
             return False
         self.eeprom.write(addr, data)
         self.now = end
-        self._reply(CMD_EE_WRITE, b"\x00" + struct.pack("<Q", self._us(self.now)))
+        end_us = self._us(end)
+        self._tmap[end_us] = end
+        # blocks of the batch still ahead: the HAL may use them only if the board lives to see them
+        keep = 0
+        if self._batch is not None and end < death:
+            keep = max(len(self._batch[2]) - self._ee_pos, 0)
+        self._reply(CMD_EE_WRITE, b"\x00" + struct.pack("<QH", end_us, keep))
         return True
 
     def _on_ee_read(self, payload: bytes) -> None:
@@ -371,25 +487,47 @@ class VirtualBoard:
 
     def _serve(self, duration: float) -> None:
         """Answer requests until the child dies or `duration` is reached."""
-        while self.child is not None and self.now < duration:
+        self.duration = duration
+        while self.child is not None:
+            if self._held is not None:
+                payload, self._held = self._held, None
+                if not self._on_adc(payload):
+                    return
+                continue
+            if max(self.now, self.horizon) >= duration and self._batch is None:
+                return
             try:
                 cmd, payload = self._request()
             except ChildGone as exc:
                 self._crashed(exc.why)
                 return
             if cmd == CMD_ADC:
+                if max(self.now, self.horizon) >= duration:
+                    # the firmware has used up the last batch (its UART writes are in): the run
+                    # ends here, and a later run() answers this request
+                    self._held = payload
+                    return
                 if not self._on_adc(payload):
                     return
             elif cmd == CMD_UART_TX:
-                self._on_uart_tx(payload)
+                if len(payload) < 8:
+                    raise SimError("UART_TX request without the board time")
+                self._sync(struct.unpack_from("<Q", payload)[0])
+                self._on_uart_tx(payload[8:])
             elif cmd == CMD_EE_WRITE:
-                if not self._on_ee_write(payload):
+                if len(payload) < 11:
+                    raise SimError("EE_WRITE request without the board time")
+                now_us, self._ee_pos, flags = struct.unpack_from("<QHB", payload)
+                self._sync(now_us, flags)
+                if not self._on_ee_write(payload[11:]):
                     return
             elif cmd == CMD_EE_READ:
                 self._on_ee_read(payload)
             elif cmd == CMD_HELLO:
                 self._reply(CMD_HELLO, self._hello())
             elif cmd == CMD_RESET:
+                if len(payload) >= 8:
+                    self._sync(struct.unpack_from("<Q", payload)[0])
                 self._kill("soft reset requested")
                 self.now += float(self.board.sim["boot_s"])
                 self._spawn(RESET_SOFT)
@@ -397,6 +535,7 @@ class VirtualBoard:
                 raise SimError(f"firmware sent unknown request {cmd}")
 
     def _crashed(self, why: str) -> None:
+        self.now = max(self.now, self.horizon)    # somewhere in the last batch: say at its end
         tail = self._log_tail()
         self._kill(why)
         self.crash_times.append(self.now)
@@ -423,7 +562,7 @@ class VirtualBoard:
         try:
             if self.child is None and self.now == 0.0:
                 self._spawn(RESET_POWER_ON)
-            while self.now < duration:
+            while max(self.now, self.horizon) < duration:
                 if self.child is not None:
                     self._serve(duration)
                     continue
@@ -440,6 +579,7 @@ class VirtualBoard:
                     break
                 self._spawn(RESET_BROWNOUT)
         finally:
+            self.now = max(self.now, self.horizon)
             self.stats.wall_s = time.perf_counter() - w0
             self.sim.ensure_second(int(math.ceil(min(duration, self.now))) - 1)
             self.sim.stop_prefetch()
