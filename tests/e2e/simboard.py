@@ -1,0 +1,222 @@
+"""The end-to-end virtual board: `gridtap sim` plus the taps an end-to-end proof needs.
+
+    python -m tests.e2e.simboard --plan plan.json
+
+It runs the same simulator and the same unmodified firmware as `gridtap sim`
+(`gridtap_sim.runner.VirtualBoard`, scenario `household-pv`) and adds, in this
+process only, what the e2e harness (`tests/e2e/harness.py`) needs and the CLI
+does not offer:
+
+* **Mains failures in household-pv** at the instants the plan lists (the CLI
+  has them only in the `brownouts` scenario); they are put into the model's
+  outage list before the first second is generated, so truth and samples agree.
+* **UART bursts**: the bit error rate of both directions follows the plan's
+  burst windows in simulated time.
+* **The simulated clock** is published in a shared 8-byte file (Unix seconds,
+  float64) on every ADC block, so the daemon and the test servers see the same
+  time the board lives in.
+* **The tuple tap**: every COUNTER/PULSE/HELLO frame the firmware hands to its
+  UART (before the fault injector) is logged with the simulated instant,
+  `tuples.jsonl`; that is "what the firmware said", the start of the chain.
+* **Brownouts during EEPROM writes** are counted (supply-monitor instant inside
+  a write cycle).
+
+At `duration` the board stops (the firmware is frozen, as if its clock
+stopped), every byte still in the UART is delivered, and the process keeps
+serving the pty until SIGTERM, then writes the record, the EEPROM image and a
+summary (`summary.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import mmap
+import signal
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from gridtap_fw import wire
+from gridtap_sim.board import load_board
+from gridtap_sim.engine import Simulation
+from gridtap_sim.runner import VirtualBoard
+
+GRID = 4800  # the model's fine grid: outage instants lie on it
+
+
+class SimClock:
+    """Writer of the shared clock file: one float64, Unix seconds of simulated time."""
+
+    def __init__(self, path: Path, t: float) -> None:
+        if not path.exists() or path.stat().st_size < 8:
+            path.write_bytes(struct.pack("<d", t) + bytes(8))
+        self.f = open(path, "r+b")
+        self.mm = mmap.mmap(self.f.fileno(), 16)
+        self.set(t)
+
+    def set(self, t: float) -> None:
+        struct.pack_into("<d", self.mm, 0, t)
+
+    def close(self) -> None:
+        self.mm.close()
+        self.f.close()
+
+
+def read_clock(path: Path) -> float:
+    return float(struct.unpack("<d", path.read_bytes()[:8])[0])
+
+
+class TapBoard(VirtualBoard):
+    """VirtualBoard with the clock, burst schedule, tuple tap and write-cycle log."""
+
+    def __init__(self, sim: Simulation, *, t0: float, clock: SimClock, bursts: list[tuple[float, float]],
+                 burst_ber: float, tap: TextIO, **kw: Any) -> None:
+        super().__init__(sim, **kw)
+        self.t0 = t0
+        self.clock = clock
+        self.bursts = sorted(bursts)
+        self.burst_ber = burst_ber
+        self.tap = tap
+        self.decoders: dict[int, wire.Decoder] = {}
+        self.ee_cycles: list[tuple[float, float]] = []
+        self.tuples_tapped = 0
+
+    def _ber_now(self) -> float:
+        for a, b in self.bursts:
+            if a <= self.now < b:
+                return self.burst_ber
+            if a > self.now:
+                break
+        return 0.0
+
+    def _on_adc(self, payload: bytes) -> bool:
+        ok = super()._on_adc(payload)
+        self.clock.set(self.t0 + self.now)
+        ber = self._ber_now()
+        self.to_board.ber = ber
+        self.from_board.ber = ber
+        return ok
+
+    def _on_uart_tx(self, payload: bytes) -> None:
+        dec = self.decoders.get(self.boot_n)
+        if dec is None:
+            self.decoders = {self.boot_n: wire.Decoder()}
+            dec = self.decoders[self.boot_n]
+        for m in dec.feed(payload):
+            if m.mtype in (wire.COUNTER, wire.PULSE):
+                v = m.values
+                rec: dict[str, Any] = {"k": "c" if m.mtype == wire.COUNTER else "p", "sim_t": self.now,
+                                       "boot": self.boot_n, "seq": m.seq, "retx": m.flags & 1,
+                                       "i": v[0], "t": v[1], "ms": v[2]}
+                if m.mtype == wire.COUNTER:
+                    rec["imp"] = v[3] * 1000 + v[4]
+                    rec["exp"] = v[5] * 1000 + v[6]
+                else:
+                    rec["reg"] = v[3] * 1000 + v[4]
+                    rec["pulses"] = v[5]
+                self.tap.write(json.dumps(rec) + "\n")
+                self.tuples_tapped += 1
+            elif m.mtype == wire.HELLO:
+                h = m.as_dict()
+                self.tap.write(json.dumps({"k": "h", "sim_t": self.now, "boot": self.boot_n,
+                                           "boot_count": h["boot_count"], "cause": h["reset_cause"]}) + "\n")
+        super()._on_uart_tx(payload)
+
+    def _on_ee_write(self, payload: bytes) -> bool:
+        self.ee_cycles.append((self.now, self.now + self.eeprom.cycle_s))
+        return super()._on_ee_write(payload)
+
+    def drain(self) -> None:
+        """Deliver every byte still queued in the UART (the board has stopped)."""
+        while self.tx:
+            _, data = self.tx.popleft()
+            if self.pty is not None:
+                self.pty.write(data)
+            self.stats.uart_from_board += len(data)
+
+
+def on_grid(t: float) -> float:
+    return round(t * GRID) / GRID
+
+
+def brownouts_in_writes(fails: list[float], cycles: list[tuple[float, float]]) -> int:
+    n = 0
+    for f in fails:
+        if any(a < f < b for a, b in cycles):  # a write already under way when the supply failed
+            n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--plan", required=True, type=Path, help="JSON plan written by the harness")
+    args = ap.parse_args(argv)
+    plan = json.loads(args.plan.read_text())
+    out = Path(plan["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    board = load_board(plan.get("board"))
+    scenario = plan.get("scenario", "household-pv")
+    sim = Simulation(board, scenario, int(plan["seed"]), float(plan["start_of_day_s"]))
+    spans = [(on_grid(a), on_grid(b)) for a, b in plan.get("outages", [])]
+    sim.scn.outages.spans[:] = sorted(spans)
+    clock = SimClock(Path(plan["clock_file"]), float(plan["t0"]))
+    tap = open(out / "tuples.jsonl", "a", buffering=1 << 16)
+    bursts = [(float(a), float(b)) for a, b in plan.get("bursts", [])]
+    vb = TapBoard(sim, t0=float(plan["t0"]), clock=clock, bursts=bursts,
+                  burst_ber=float(plan.get("burst_ber", 1e-3)), tap=tap,
+                  speed=float(plan.get("speed", math.inf)), fw_log=out / "firmware.log")
+    eeprom = plan.get("eeprom")
+    if eeprom and Path(eeprom).exists():
+        vb.eeprom.load_image(Path(eeprom).read_bytes())
+    (out / "pty").write_text(str(vb.pty_path))
+    print(f"pty: {vb.pty_path}", flush=True)
+    stop = {"now": False}
+
+    def on_term(signum: int, frame: object) -> None:
+        if stop["now"]:
+            return
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    duration = float(plan["duration"])
+    interrupted = False
+    try:
+        vb.run(duration)
+        vb.drain()
+        tap.flush()
+        (out / "done").write_text(json.dumps({"sim_s": vb.now}))
+        while True:  # the board is stopped; keep the pty open so the host reads everything
+            vb._service_host()
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        n_seconds = int(math.floor(min(vb.now, duration)))
+        meta, arrays = vb.record_extras()
+        sim.write_record(out / "record.npz", n_seconds, meta, arrays)
+        if eeprom:
+            Path(eeprom).write_bytes(bytes(vb.eeprom.data))
+        fails = [float(f) for f in vb.stats.brownout_flags]
+        summary = {
+            "sim_s": vb.now, "wall_s": vb.stats.wall_s, "boots": vb.stats.boots, "deaths": vb.stats.deaths,
+            "brownout_flags_s": fails, "brownouts_in_eeprom_write": brownouts_in_writes(fails, vb.ee_cycles),
+            "ee_writes": vb.stats.ee_writes, "torn_pages": len(vb.eeprom.torn),
+            "uart": {"to_board": vars(vb.to_board.stats), "from_board": vars(vb.from_board.stats)},
+            "tuples_tapped": vb.tuples_tapped, "interrupted_early": not (out / "done").exists(),
+            "adc_blocks": vb.stats.adc_blocks,
+        }
+        (out / "summary.json").write_text(json.dumps(summary))
+        tap.close()
+        vb.close()
+        clock.close()
+    return 0 if interrupted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
