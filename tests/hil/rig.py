@@ -14,6 +14,7 @@ to simulated seconds.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import threading
@@ -88,19 +89,22 @@ def stamp_s(d: dict[str, Any]) -> float:
 
 
 def register_times(msgs: list[wire.Message]) -> list[tuple[float, dict[str, Any]]]:
-    """Each COUNTER with the board time its registers hold for.
+    """Each COUNTER with the board time its registers hold for, in stamp order.
 
     The board adds a second's energy to the registers in the same step that
     sends that second's GAUGEs, so the registers in a COUNTER stamped t were
     complete at the last GAUGE stamped at or before t (within one ADC block).
+    Stamps, not arrival order, decide: a resent (RETX) COUNTER keeps its
+    original stamp and values however late it arrives.
     """
+    gauges = sorted({stamp_s(m.as_dict()) for m in msgs if m.mtype == wire.GAUGE})
     out: list[tuple[float, dict[str, Any]]] = []
-    last_gauge = 0.0
     for m in msgs:
-        if m.mtype == wire.GAUGE:
-            last_gauge = max(last_gauge, stamp_s(m.as_dict()))
-        elif m.mtype == wire.COUNTER:
-            out.append((last_gauge, m.as_dict()))
+        if m.mtype == wire.COUNTER:
+            d = m.as_dict()
+            i = bisect.bisect_right(gauges, stamp_s(d))
+            out.append((gauges[i - 1] if i else 0.0, d))
+    out.sort(key=lambda x: (stamp_s(x[1]), x[0]))
     return out
 
 
