@@ -199,7 +199,8 @@ class Mpremote:
             raise UserError(f"mpremote on {self.port} did not finish within {exc.timeout} s") from exc
         if proc.returncode != 0:
             msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise UserError(f"mpremote {' '.join(args[:2])} on {self.port} failed: "
+            what = "exec" if args[0] == "exec" else " ".join(args[:2])
+            raise UserError(f"mpremote {what} on {self.port} failed: "
                             f"{msg[-1] if msg else 'exit ' + str(proc.returncode)}")
         return proc.stdout
 
