@@ -82,6 +82,7 @@ class Truth:
 
     def __init__(self, segs: list[tuple[float, dict[str, Any], dict[str, Any]]], boot_s: float) -> None:
         self.parts = []
+        self.outages: list[list[tuple[float, float]]] = []  # per part, local seconds: the mains is off
         self.pulses: list[tuple[float, int]] = []
         self.unobservable: list[tuple[float, float]] = []
         for off, arrays, summary in segs:
@@ -90,6 +91,8 @@ class Truth:
             zero = np.zeros((1, imp.shape[1]))
             cum_i = np.vstack([zero, np.cumsum(imp, 0)])
             self.parts.append((off, cum_i, np.vstack([zero, np.cumsum(exp, 0)])))
+            spans = np.asarray(arrays.get("outage_s", np.zeros((0, 2)))).reshape(-1, 2)
+            self.outages.append([(float(a), float(b)) for a, b in spans])
             for t, inp in zip(arrays["pulse_t_s"], arrays["pulse_input"], strict=True):
                 self.pulses.append((off + float(t), int(inp)))
             for t, cause in summary["boots"]:
@@ -97,16 +100,25 @@ class Truth:
                     self.unobservable.append((off + t - boot_s, off + t))
         self.pulses.sort()
 
+    @staticmethod
+    def _powered(spans: list[tuple[float, float]], a: float, b: float) -> float:
+        """Seconds of [a, b] with the mains on."""
+        off = sum(max(0.0, min(b, s1) - max(a, s0)) for s0, s1 in spans)
+        return max(0.0, (b - a) - off)
+
     def _cum(self, t: float, ch: int, reg: str) -> float:
+        """Energy up to t; within a second it is spread evenly over the time the mains was on."""
         total = 0.0
-        for off, ci, ce in self.parts:
+        for (off, ci, ce), spans in zip(self.parts, self.outages, strict=True):
             c = ci if reg == "imp" else ce
             n = c.shape[0] - 1
-            x = min(max(t - off, 0.0), float(n))
-            k = min(int(math.floor(x)), n - 1) if n > 0 else 0
             if n == 0:
                 continue
-            total += float(c[k, ch] + (c[k + 1, ch] - c[k, ch]) * (x - k))
+            x = min(max(t - off, 0.0), float(n))
+            k = min(int(math.floor(x)), n - 1)
+            on = self._powered(spans, k, k + 1.0)
+            frac = self._powered(spans, k, x) / on if on > 0 else 0.0
+            total += float(c[k, ch] + (c[k + 1, ch] - c[k, ch]) * frac)
         return total
 
     def energy(self, a: float, b: float, ch: int, reg: str) -> float:

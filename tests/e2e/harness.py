@@ -557,6 +557,18 @@ def run(plan: Plan, work: Path, keep: bool = False) -> dict[str, Any]:
     return result
 
 
+def reanalyse(work: Path) -> int:
+    """Run the comparison again on a kept work directory; update its result.json."""
+    saved = json.loads((work / "stages.json").read_text())
+    stages = saved["stages"]
+    stages["pvoutput"] = {tuple(k.split(" ", 1)): v for k, v in stages["pvoutput"].items()}
+    res = json.loads((work / "result.json").read_text())
+    res.update(analysis.compare(work, SENSORS, PVO_FIELDS, stages, saved["segments"], T0))
+    (work / "result.json").write_text(json.dumps(res, indent=1, default=str))
+    print(json.dumps({k: res.get(k) for k in ("ok", "failures", "wh_lost_by_stage")}, indent=1))
+    return 0 if res.get("ok") else 1
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM ends a run like Ctrl-C: every process is torn down and the partial result written."""
     def handler(signum: int, frame: object) -> None:
@@ -573,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--soak-days", type=float, default=None, help="use the soak plan over this many days")
     ap.add_argument("--out", type=Path, default=None, help="work directory (default: a new temporary one)")
+    ap.add_argument("--analyse", type=Path, default=None, metavar="DIR",
+                    help="only compare again the stages a finished run saved in DIR (stages.json)")
     args = ap.parse_args(argv)
+    if args.analyse:
+        return reanalyse(args.analyse)
     plan = soak_plan(args.soak_days, args.seed) if args.soak_days else day_plan(args.sim_s, args.seed)
     work = args.out or Path(tempfile.mkdtemp(prefix="gte2e-"))
     res = run(plan, work, keep=True)
