@@ -31,7 +31,7 @@ import serial
 from gridtap.boardclient import BoardClient
 from gridtap_fw import wire
 from gridtap_sim.board import DEFAULT_BOARD, load_board
-from gridtap_sim.engine import Simulation
+from gridtap_sim.engine import Simulation, load_record
 from gridtap_sim.pulses import PulseMeter
 from gridtap_sim.runner import VirtualBoard
 
@@ -153,6 +153,7 @@ class VirtualRig:
         self.port = self.vb.pty_path
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self._truth: dict[str, Any] | None = None
 
     def start(self, duration: float) -> None:
         def body() -> None:
@@ -205,7 +206,13 @@ class VirtualRig:
         return cap
 
     def truth(self) -> dict[str, Any]:
-        return self.sim.truth_arrays(int(math.floor(self.vb.now)))
+        """The ground truth as `gridtap sim --record` writes it, read back with load_record."""
+        if self._truth is None:
+            path = self.tmp / "truth.npz"
+            meta, arrays = self.vb.record_extras()
+            self.sim.write_record(path, int(math.floor(self.vb.now)), meta, arrays)
+            self._truth = dict(load_record(path)[1])
+        return self._truth
 
     def boot_times(self) -> list[float]:
         return [t for t, _ in self.vb.stats.boots]
