@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host"), str(ROOT / "firmware"), str(ROOT / "hardware")]
@@ -40,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill -9s of the daemon (default 24; one per simulated hour in shorter runs)")
     ap.add_argument("--out", type=Path, default=None, help="work directory (default: a new one in /tmp)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "e2e_soak.json")
+    ap.add_argument("--from-run", type=Path, default=None, metavar="DIR",
+                    help="do not run: summarise a kept work directory (after harness --analyse)")
     args = ap.parse_args(argv)
+    if args.from_run is not None:
+        res = json.loads((args.from_run / "result.json").read_text())
+        return report(res, int(res.get("plan", {}).get("seed", args.seed)), args.from_run, args.results)
     if args.days <= 0:
         print("soak: --days must be positive", file=sys.stderr)
         return 2
@@ -49,20 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out or Path(tempfile.mkdtemp(prefix="gtsoak-"))
     print(f"soak: {args.days:g} simulated days, {plan.faults()} faults, work directory {work}", flush=True)
     res = run(plan, work, keep=True)
+    return report(res, args.seed, work, args.results)
+
+
+def report(res: dict[str, Any], seed: int, work: Path, results: Path) -> int:
     per = {row["name"]: {"register_wh": row["firmware_register_wh"], "lost_wh": row.get("lost_wh"),
                          "metrology_pct": row["firmware"].get("metrology_pct")}
            for row in res.get("per_series", {}).values()}
     out = {k: res[k] for k in KEEP if k in res}
     drive = max(float(res.get("drive_wall_s", 0.0)), 1e-9)
-    out.update({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": args.seed,
+    out.update({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
                 "per_series": per, "work": str(work),
                 "speedup": round(86400.0 * float(res.get("sim_days", 0.0)) / drive, 1)})
-    args.results.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    results.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("ok", "sim_days", "faults_injected", "wh_lost_total",
                                                "wh_lost_by_stage", "wall_s", "speedup")}, indent=1))
     for f in out.get("failures", []):
         print(f"  lost: {f}")
-    print(f"soak: results in {args.results}; details in {work / 'result.json'}")
+    print(f"soak: results in {results}; details in {work / 'result.json'}")
     return 0 if out.get("ok") else 1
 
 
