@@ -328,6 +328,12 @@ class App:
         # The supply monitor comes first: the hold-up budget starts when it fires.
         if hal.brownout():
             if not self.browned:
+                # The block just read and the second in progress go into the
+                # save too, or up to a second of energy would die with the MCU.
+                if n > 0:
+                    self.power.feed(self.buf, n)
+                    n = 0
+                self.power.flush()
                 self._brownout()
         elif self.browned:
             self.browned = False

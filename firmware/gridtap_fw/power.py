@@ -169,6 +169,15 @@ class PowerMeter:
         if self.sec_n >= self.sets_per_s:
             self._close_second()
 
+    def flush(self) -> None:
+        """Commit what has been measured so far to the registers now (before a
+        brownout save): the period in progress (valid if it began at a crossing;
+        the mains has gone, so no crossing will end it) and the partial second."""
+        if self.n:
+            self._close(True)
+        if self.sec_n:
+            self._close_second()
+
     def gauges(self) -> list:
         """The gauges of the last completed second (once), see _close_second."""
         res = self.ready

@@ -25,7 +25,6 @@ SIM_S = float(os.environ.get("GRIDTAP_E2E_SIM_S", "3600"))
 
 # stage -> why a difference there is a known bug (reported to the lead; see docs/e2e.md)
 KNOWN = {
-    "firmware": "brownout save drops the energy of the unfinished second (firmware power/app)",
     "mqtt": "replayed (RETX) tuples reach the outputs after newer ones: retained counter can end older",
     "rrd": "replayed (RETX) tuples reach RrdSink after newer ones: the held value can be older",
 }

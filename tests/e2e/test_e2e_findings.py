@@ -61,8 +61,6 @@ def test_a_resent_tuple_never_leaves_an_output_on_an_older_counter(tmp_path: Pat
     assert rec.calls[-1] == (T + 11, 200_000), f"outputs end on {rec.calls[-1]}: an older counter"
 
 
-@pytest.mark.xfail(strict=True, reason="open: the brownout save stores the registers without the energy of "
-                                       "the second in progress (up to 1 s of power lost per brownout)")
 def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path) -> None:
     """household-pv at noon (about 3.5 kW of PV export on CT1); the mains fails 0.9 s into a second."""
     out = tmp_path / "board"
