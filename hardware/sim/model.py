@@ -134,6 +134,43 @@ class Mains:
         f0 = self._f[k]
         return self._th[k] + 2 * math.pi * (f0 * tau + 0.5 * (self._f[k + 1] - f0) * tau * tau)
 
+    def theta_vrms(self, t: F64) -> tuple[F64, F64]:
+        """theta(t) and vrms(t) in one pass."""
+        k, tau = self._split(t)
+        f0 = self._f[k]
+        th = self._th[k] + 2 * math.pi * (f0 * tau + 0.5 * (self._f[k + 1] - f0) * tau * tau)
+        v0 = self._v[k]
+        return th, v0 + (self._v[k + 1] - v0) * tau
+
+    def shift(self, z: npt.NDArray[np.complex128], t: F64, delta: float, k: int
+              ) -> npt.NDArray[np.complex128]:
+        """exp(i.theta(t + delta)) from z = exp(i.theta(t)), for t in second k.
+
+        Inside second k, theta is the quadratic th_k + 2.pi.(f_k.tau + a.tau^2 / 2), so
+        theta(tau + delta) - theta(tau) = A + B.tau exactly, with B = 2.pi.a.delta tiny
+        (|B| < 1e-4 rad for delta < 1 ms): a constant rotation times exp(i.eps) with
+        |eps| < 1e-4, whose series is exact to double precision after the eps^4 term.
+        Instants that leave second k are computed from scratch.
+        """
+        self.ensure(k + 1)
+        f0 = float(self._f[k])
+        a = float(self._f[k + 1]) - f0
+        two_pi = 2 * math.pi
+        big_a = two_pi * delta * (f0 + 0.5 * a * delta)
+        big_b = two_pi * a * delta
+        eps = big_b * (t - (k + 0.5))
+        e2 = eps * eps
+        rot = complex(math.cos(big_a + 0.5 * big_b), math.sin(big_a + 0.5 * big_b))
+        out = z * ((1.0 - 0.5 * e2 + e2 * e2 / 24.0) + 1j * (eps * (1.0 - e2 / 6.0))) * rot
+        ts = t + delta
+        lo = int(np.searchsorted(ts, float(k), side="left"))
+        hi = int(np.searchsorted(ts, float(k + 1), side="left"))
+        if lo > 0:
+            out[:lo] = np.exp(1j * self.theta(ts[:lo]))
+        if hi < ts.size:
+            out[hi:] = np.exp(1j * self.theta(ts[hi:]))
+        return out
+
     def vrms(self, t: F64) -> F64:
         """Fundamental RMS voltage."""
         k, tau = self._split(t)
@@ -152,9 +189,13 @@ def basis(theta: F64) -> F64:
     One complex exponential, then odd powers by multiplication (cheaper than
     one cos and one sin per harmonic).
     """
-    z = np.exp(1j * theta)
+    return basis_z(np.exp(1j * theta))
+
+
+def basis_z(z: npt.NDArray[np.complex128]) -> F64:
+    """basis() from the unit phasor z = exp(i.theta)."""
     z2 = z * z
-    out = np.empty((2 * NH, theta.size))
+    out = np.empty((2 * NH, z.size))
     zh = z
     for i in range(NH):
         if i:
@@ -428,16 +469,23 @@ class Model:
             list[tuple[tuple[float, str, tuple[float, float]], F64]], list[int]]] = {}
 
     # -- continuous signals -------------------------------------------------
-    def signals(self, t: F64, ct: int | None = None) -> tuple[F64, F64]:
+    def signals(self, t: F64, ct: int | None = None, want_v: bool = True,
+                z: npt.NDArray[np.complex128] | None = None) -> tuple[F64, F64]:
         """Primary v(t) (volts) and CT currents (n_ct, n) in amps at instants t.
 
-        With `ct` given only that CT's current is computed (row 0 of the result).
+        With `ct` given only that CT's current is computed (row 0 of the result);
+        with want_v False, v is not computed (an empty array). z, if given, is
+        exp(i.theta(t)) already known; the phasor used is left in `_last_z`.
         """
-        th = self.mains.theta(t)
-        b = basis(th)
-        vr = self.mains.vrms(t)
+        if z is None:
+            th, vr = self.mains.theta_vrms(t)
+            z = np.exp(1j * th)
+        else:
+            vr = self.mains.vrms(t)
+        self._last_z = z
+        b = basis_z(z)
         live = self.outages.on(t) if self.outages.spans else None
-        v = math.sqrt(2) * vr * (self.mains.shape @ b)
+        v = math.sqrt(2) * vr * (self.mains.shape @ b) if want_v else np.zeros(0)
         route = self.route if ct is None else self.route[ct:ct + 1]
         used = self._used_all if ct is None else self._used_ct.get(ct)
         if used is None:
@@ -450,7 +498,7 @@ class Model:
             for (ph, law, sky), acc in groups:
                 bp = bases.get(ph)
                 if bp is None:
-                    bp = bases[ph] = basis(th - ph)
+                    bp = bases[ph] = basis_z(z * complex(math.cos(ph), -math.sin(ph)))
                 fac = laws.get((law, sky))
                 if fac is None:
                     fac = laws[(law, sky)] = self._law(law, sky, t, vr)
@@ -459,14 +507,13 @@ class Model:
                 ph = self.load_phase[j]
                 bp = bases.get(ph)
                 if bp is None:
-                    bp = bases[ph] = basis(th - ph)
+                    bp = bases[ph] = basis_z(z * complex(math.cos(ph), -math.sin(ph)))
                 unit = self.shapes[j] @ bp
                 i += route[:, j:j + 1] * (unit * self.loads[j].magnitude(t, vr))
-        self._last_theta = th
         self._last_vr = vr
         self._last_live = live
         if live is not None:
-            v = v * live
+            v = v * live if want_v else v
             i = i * live
         return v, i
 
@@ -520,23 +567,20 @@ class Model:
         self._plans[key] = plan
         return plan
 
-    def _adc(self, x: F64, c: int) -> npt.NDArray[np.uint16]:
-        counts = self.board.midscale + self.offset[c] + x * self.gain[c] * self.scale[c]
-        counts = counts + self.noise_rng.normal(0.0, self.noise_sd, x.size)
-        return np.clip(np.rint(counts), 0, self.vmax).astype(np.uint16)
-
     def chunk(self, k: int) -> Chunk:
         fs = self.fs
         # ground truth: midpoint rule on the fine grid
         nf = TRUTH_HZ
         tf = k + (np.arange(nf) + 0.5) / nf
         v, i = self.signals(tf)
+        truth_z = self._last_z
         vct = np.empty_like(i)                                 # each CT's own phase voltage
         for c in range(self.nct):
             if self.ct_phase[c] == 0:
                 vct[c] = v
             else:
-                bp = basis(self._last_theta - self.ct_phase[c])
+                ph = float(self.ct_phase[c])
+                bp = basis_z(self._last_z * complex(math.cos(ph), -math.sin(ph)))
                 vp = math.sqrt(2) * self._last_vr * (self.mains.shape @ bp)
                 vct[c] = vp if self._last_live is None else vp * self._last_live
         p = vct * i                                            # (n_ct, nf)
@@ -548,19 +592,35 @@ class Model:
         irms = np.sqrt(np.mean(i * i, axis=1))
         freq = float(0.5 * (self.mains.freq(np.asarray([float(k)]))[0]
                             + self.mains.freq(np.asarray([k + 1 - 1e-9]))[0]))
-        samples = np.zeros((fs, self.nch), dtype=np.uint16)
         if self.adc_enabled:
             tn = k + np.arange(fs) / fs
+            x = np.empty((self.nch, fs))
+            # each channel's mains phasor is the previous one's, turned by its time offset
+            # (Mains.shift); the first is the truth grid's when the grids line up
+            if fs == nf:
+                base_t, base_z = tf, truth_z
+            else:
+                base_t = tn + self.lead_s[0]
+                base_z = np.exp(1j * self.mains.theta(base_t))
             for c in range(self.nch):
                 ts = tn + c * self.board.slot_s + self.lead_s[c]
+                z = self.mains.shift(base_z, base_t, float(ts[0] - base_t[0]), k)
                 if c == 0:
-                    x = self.signals(ts, ct=-1)[0]
+                    x[0] = self.signals(ts, ct=-1, z=z)[0]
                 else:
-                    x = self.signals(ts, ct=c - 1)[1][0]
-                    if self.sat_a is not None:
-                        x = self._saturate(x)
-                samples[:, c] = self._adc(x, c)
+                    xc = self.signals(ts, ct=c - 1, want_v=False, z=z)[1][0]
+                    x[c] = self._saturate(xc) if self.sat_a is not None else xc
+                base_t, base_z = ts, z
+            samples = np.ascontiguousarray(self._adc_all(x).T)
+        else:
+            samples = np.zeros((fs, self.nch), dtype=np.uint16)
         return Chunk(k, samples, e_imp, e_exp, e_net, win.T.copy(), vrms, irms, freq)
+
+    def _adc_all(self, x: F64) -> npt.NDArray[np.uint16]:
+        """_adc for every channel at once (rows of x); the noise comes in the same order."""
+        counts = (self.board.midscale + self.offset[:, None]) + x * self.gain[:, None] * self.scale[:, None]
+        counts = counts + self.noise_rng.normal(0.0, self.noise_sd, x.shape)
+        return np.clip(np.rint(counts), 0, self.vmax).astype(np.uint16)
 
     def _saturate(self, x: F64) -> F64:
         assert self.sat_a is not None
