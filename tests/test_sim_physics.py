@@ -175,3 +175,17 @@ def test_grouped_loads_give_the_per_load_signals(scenario: str, start: float | N
         np.testing.assert_allclose(ta[key], tb[key], rtol=1e-12, atol=1e-9)
     # and the fast path really ran: some seconds used grouped plans
     assert any(groups for groups, _ in fast.model._plans.values())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(0, 50), delta_us=st.floats(-400.0, 400.0))
+def test_mains_shift_is_the_phasor_at_the_shifted_instants(seed: int, k: int, delta_us: float) -> None:
+    mains = m.Mains(np.random.default_rng(seed))
+    t = k + (np.arange(4800) + 0.5) / 4800
+    z = np.exp(1j * mains.theta(t))
+    delta = delta_us * 1e-6
+    got = mains.shift(z, t, delta, k)
+    want = np.exp(1j * mains.theta(t + delta))         # also across the second's ends
+    # theta itself (hundreds of radians) carries ~1e-13 rad of rounding; without its eps or eps^2/2
+    # term the rotation would be off by 1e-10 .. 1e-5
+    assert np.max(np.abs(got - want)) < 1e-11
