@@ -255,8 +255,13 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         try:
             extra[section] = parse(data[section])
         except UserError as exc:
-            line = line_of(c.lines, (section,))
-            raise UserError(f"{path.name} line {line}: [{section}]: {exc}") from exc
+            # The module names the key ("[pvoutput] key 'interval': ..."); add that key's line.
+            msg = str(exc)
+            m = re.search(r"key '([^']+)'", msg)
+            line = line_of(c.lines, (section, m.group(1)) if m else (section,))
+            if not msg.startswith(f"[{section}]"):
+                msg = f"[{section}]: {msg}"
+            raise UserError(f"{path.name} line {line}: {msg}") from exc
     if "pvoutput" in extra:
         names = {f"{s.name}.export" if role == "export" else s.name
                  for s in sensors for _sid, role in s.series}

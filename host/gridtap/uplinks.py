@@ -128,12 +128,12 @@ class PvoSink:
                     kind, series, t, value, unit = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
                 except queue.Empty:
                     break
+                if kind == "stop":
+                    return
                 if kind == "c":
                     self.up.observe_counter(series, t, value)
                 else:
                     self.up.observe_gauge(series, t, value, unit)
-                if self.stop_event.is_set():
-                    return
             try:
                 self.up.tick()
             except Exception:  # an uploader bug must not stop the daemon
@@ -144,6 +144,10 @@ class PvoSink:
 
     def stop(self) -> None:
         self.stop_event.set()
+        try:
+            self.q.put(("stop", "", 0, 0.0, ""), timeout=5)
+        except queue.Full:
+            pass  # the thread is stuck or gone; the join below bounds the wait
         self.thread.join(timeout=20)
         self.up.close()
 

@@ -150,3 +150,28 @@ def test_any_text_gives_config_or_user_error(text: str) -> None:
         parse_config(text)
     except UserError:
         pass
+
+
+PVO = """
+[pvoutput]
+system_id = 4242
+interval = 5
+timezone = "Europe/Brussels"
+v2 = "mains.export:power"
+v4 = "mains:power"
+"""
+
+
+def test_pvoutput_section_is_checked_with_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
+    good = GOOD.replace("channel = 0\n", 'channel = 0\nexport_id = "00000000000000000000000000000001"\n')
+    cfg = parse_config(good + PVO)
+    assert {s.series for s in cfg.extra["pvoutput"].values} == {"mains", "mains.export"}
+    text = good + PVO.replace('v4 = "mains:power"', 'v4 = "house:power"')
+    msg = error_of(text)
+    assert f"line {line_of(text, 'v4 =')}: [pvoutput] key 'v4'" in msg and "'house' is not a sensor" in msg
+    text = good + PVO.replace("interval = 5", "interval = 7")
+    msg = error_of(text)
+    assert f"line {line_of(text, 'interval = 7')}:" in msg and "interval" in msg
+    msg = error_of(good + "\n[rules]\ndialect = 'basic'\n")
+    assert "[rules]" in msg and "dialect" in msg and f"line {good.count(chr(10)) + 3}" in msg

@@ -103,3 +103,39 @@ key_file = "{short_tmp / "missing.key"}"
     with pytest.raises(UserError, match="cannot read the Flukso device key file"):
         d.start()
     d.close()
+
+
+def test_pvoutput_gets_the_daemon_series(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = (
+        config_text(board.path, short_tmp / "state")
+        + """
+[pvoutput]
+system_id = 4242
+base_url = "http://127.0.0.1:9/"
+v2 = "mains.export:power"
+v4 = "mains:power"
+"""
+    )
+    daemon = Daemon(parse_config(text, short_tmp / "gridtap.toml"))
+    daemon.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    r = Rig(board, daemon, stop, thread, short_tmp / "state")
+    try:
+        r.wait(r.connected)
+        now = int(time.time())
+        for i in range(5):
+            board.step(now - 5 + i, power_w=[-1000.0])
+        assert board.wait_acked()
+        pv = next(x for x in daemon.extras if isinstance(x, uplinks.PvoSink))
+        r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters) and pv.q.empty())
+        assert ("mains.export", "W") in pv.up.gauges
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=5)
+        daemon.close()
+        board.close()
