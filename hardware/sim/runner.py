@@ -26,6 +26,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,28 +374,26 @@ class VirtualBoard:
         t_req = self.now
         death = self._death_time()
         k_max = self._batch_blocks(n, cap)
-        readies: list[float] = []
-        nows: list[float] = []
-        now = self.now
-        s = self.next_set
-        while len(readies) < k_max and (not nows or now < self.duration):
-            ready = (s + n) / self.fs
-            new_now = max(now, ready)
-            if death <= new_now:
-                break
-            readies.append(ready)
-            nows.append(new_now)
-            now = new_now
-            s += n
-        if not readies:
+        fs = self.fs
+        s0 = self.next_set
+        readies = [(s0 + n * j) / fs for j in range(1, k_max + 1)]
+        nows = readies if readies[0] >= t_req else [max(t_req, r) for r in readies]
+        k = bisect_left(nows, death)               # blocks ready before the board dies
+        if self.duration != math.inf:              # and none after the one that reaches the end
+            k = min(k, bisect_left(nows, self.duration) + 1)
+        if k == 0:
             self.now = death
             self._kill("supply lost (hold-up expired)")
             return False
+        del readies[k:]
+        if nows is not readies:
+            del nows[k:]
+        now = nows[-1]
+        s = s0 + n * k
         if self.speed != math.inf:
             self._service_host(self._wall_target(now))
         else:
             self._service_host()
-        k = len(readies)
         first = self.next_set
         samples = self.sim.samples(first, n * k)
         raw = self.sim.take_edges(self.boot_t, readies[-1])
@@ -412,7 +411,9 @@ class VirtualBoard:
         brown_t = self._brown_time()
         self.now = now
         self._flush_tx()
-        self._tmap = {self._us(t): t for t in nows}
+        ready_us = np.rint((np.asarray(readies) - self.boot_t) * 1e6).astype(np.int64)
+        now_us_list = ready_us.tolist() if nows is readies else [self._us(t) for t in nows]
+        self._tmap = dict(zip(now_us_list, nows, strict=True))
         self._tmap[now_us] = t_req
         self.horizon = now
         self._batch = (first, n, readies, edges)
@@ -421,7 +422,7 @@ class VirtualBoard:
         self.stats.batches += 1
         parts = [struct.pack("<HQHH", k, NEVER_US if brown_t == math.inf else max(self._us(brown_t), 0),
                              len(edges), len(rx)),
-                 struct.pack(f"<{k}Q", *(self._us(t) for t in readies))]
+                 ready_us.astype("<u8").tobytes()]
         parts += [struct.pack("<HBBQ", b, inp, lvl, max(self._us(t), 0)) for b, (t, inp, lvl) in edges]
         for t, data in rx:
             parts.append(struct.pack("<QH", max(int(math.ceil((t - self.boot_t) * 1e6 - 1e-6)), 0),

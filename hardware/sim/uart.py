@@ -60,6 +60,9 @@ class FaultInjector:
         self.stats.bytes_in += n
         if n == 0:
             return b""
+        if self.ber <= 0 and self.drop <= 0:
+            self.stats.bytes_out += n
+            return bytes(data)
         arr = np.frombuffer(data, dtype=np.uint8).copy()
         if self.ber > 0:
             flips = self.rng.random((n, 8)) < self.ber
