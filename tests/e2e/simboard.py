@@ -13,11 +13,15 @@ does not offer:
 * **UART bursts**: the bit error rate of both directions follows the plan's
   burst windows in simulated time.
 * **The simulated clock** is published in a shared 8-byte file (Unix seconds,
-  float64) on every ADC block, so the daemon and the test servers see the same
-  time the board lives in.
-* **The tuple tap**: every COUNTER/PULSE/HELLO frame the firmware hands to its
-  UART (before the fault injector) is logged with the simulated instant,
+  float64) whenever the firmware tells the simulator its time (every request
+  carries it), so the daemon and the test servers see the time the board lives in.
+* **The tuple tap**: the COUNTER/PULSE/HELLO frames the firmware hands to its
+  UART (before the fault injector) are logged with the simulated instant,
   `tuples.jsonl`; that is "what the firmware said", the start of the chain.
+  To keep a month small it logs, per series, the first new tuple of every
+  boot, the last one before every reset and at the end, and the tuples that
+  bracket every 5-minute boundary of board time (PVOutput's interval ends);
+  resent (RETX) tuples are only counted.
 * **Brownouts during EEPROM writes** are counted (supply-monitor instant inside
   a write cycle).
 
@@ -41,11 +45,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gridtap_fw import wire
+from gridtap_sim import runner
 from gridtap_sim.board import load_board
 from gridtap_sim.engine import Simulation
 from gridtap_sim.runner import VirtualBoard
 
 GRID = 4800  # the model's fine grid: outage instants lie on it
+# The simulator answers one ADC request with up to a simulated second of blocks; host bytes then
+# reach the board only at the next batch, up to a second late, and the daemon's clock sync fights
+# that (TIME_SET every few seconds). The e2e board keeps batches to 50 ms: a link latency of the
+# real board's order, most of the speed.
+BATCH_MAX_S = 0.05
 
 
 class SimClock:
@@ -84,6 +94,11 @@ class TapBoard(VirtualBoard):
         self.decoders: dict[int, wire.Decoder] = {}
         self.ee_cycles: list[tuple[float, float]] = []
         self.tuples_tapped = 0
+        self.published = 0.0
+        self.retx_seen = 0
+        self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
+        self.in_window: dict[tuple[str, int], bool] = {}
+        self.seen_this_boot: set[tuple[str, int]] = set()
 
     def _ber_now(self) -> float:
         for a, b in self.bursts:
@@ -93,9 +108,17 @@ class TapBoard(VirtualBoard):
                 break
         return 0.0
 
+    def _sync(self, now_us: int, flags: int = 0) -> None:
+        # every request carries the firmware's own time: that is the present the host lives in
+        # (after an ADC reply `now` is the end of a batch the firmware has not worked through yet)
+        super()._sync(now_us, flags)
+        if self.now > self.published:
+            self.published = self.now
+            self.clock.set(self.t0 + self.now)
+        self._flush_tx()  # board bytes reach the pty when their last bit is out, not at the next batch
+
     def _on_adc(self, payload: bytes) -> bool:
         ok = super()._on_adc(payload)
-        self.clock.set(self.t0 + self.now)
         ber = self._ber_now()
         self.to_board.ber = ber
         self.from_board.ber = ber
@@ -107,7 +130,9 @@ class TapBoard(VirtualBoard):
             self.decoders = {self.boot_n: wire.Decoder()}
             dec = self.decoders[self.boot_n]
         for m in dec.feed(payload):
-            if m.mtype in (wire.COUNTER, wire.PULSE):
+            if m.mtype in (wire.COUNTER, wire.PULSE) and m.flags & wire.FLAG_RETX:
+                self.retx_seen += 1
+            elif m.mtype in (wire.COUNTER, wire.PULSE):
                 v = m.values
                 rec: dict[str, Any] = {"k": "c" if m.mtype == wire.COUNTER else "p", "sim_t": self.now,
                                        "boot": self.boot_n, "seq": m.seq, "retx": m.flags & 1,
@@ -118,13 +143,38 @@ class TapBoard(VirtualBoard):
                 else:
                     rec["reg"] = v[3] * 1000 + v[4]
                     rec["pulses"] = v[5]
-                self.tap.write(json.dumps(rec) + "\n")
-                self.tuples_tapped += 1
+                self._tuple(rec)
             elif m.mtype == wire.HELLO:
+                self.flush_pending()
+                self.seen_this_boot.clear()
                 h = m.as_dict()
                 self.tap.write(json.dumps({"k": "h", "sim_t": self.now, "boot": self.boot_n,
                                            "boot_count": h["boot_count"], "cause": h["reset_cause"]}) + "\n")
         super()._on_uart_tx(payload)
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        self.tap.write(json.dumps(rec) + "\n")
+        self.tuples_tapped += 1
+
+    def _tuple(self, rec: dict[str, Any]) -> None:
+        key = (rec["k"], int(rec["i"]))
+        phase = int(rec["t"]) % 300
+        window = phase <= 3 or phase >= 297
+        keep = key not in self.seen_this_boot or window or self.in_window.get(key, False)
+        self.seen_this_boot.add(key)
+        self.in_window[key] = window
+        if keep:
+            before = self.pending.pop(key, None)
+            if before is not None and window:
+                self._write(before)   # the tuple before a boundary window brackets it from below
+            self._write(rec)
+        else:
+            self.pending[key] = rec
+
+    def flush_pending(self) -> None:
+        for rec in self.pending.values():
+            self._write(rec)
+        self.pending.clear()
 
     def _on_ee_write(self, payload: bytes) -> bool:
         self.ee_cycles.append((self.now, self.now + self.eeprom.cycle_s))
@@ -156,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", required=True, type=Path, help="JSON plan written by the harness")
     args = ap.parse_args(argv)
     plan = json.loads(args.plan.read_text())
+    runner.BATCH_MAX_S = float(plan.get("batch_max_s", BATCH_MAX_S))
     out = Path(plan["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     board = load_board(plan.get("board"))
@@ -188,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vb.run(duration)
         vb.drain()
+        vb.flush_pending()
         tap.flush()
         (out / "done").write_text(json.dumps({"sim_s": vb.now}))
         while True:  # the board is stopped; keep the pty open so the host reads everything
@@ -197,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        vb.flush_pending()
         n_seconds = int(math.floor(min(vb.now, duration)))
         meta, arrays = vb.record_extras()
         sim.write_record(out / "record.npz", n_seconds, meta, arrays)
@@ -208,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             "brownout_flags_s": fails, "brownouts_in_eeprom_write": brownouts_in_writes(fails, vb.ee_cycles),
             "ee_writes": vb.stats.ee_writes, "torn_pages": len(vb.eeprom.torn),
             "uart": {"to_board": vars(vb.to_board.stats), "from_board": vars(vb.from_board.stats)},
-            "tuples_tapped": vb.tuples_tapped, "interrupted_early": not (out / "done").exists(),
+            "tuples_tapped": vb.tuples_tapped, "retx_seen": vb.retx_seen,
+            "interrupted_early": not (out / "done").exists(),
             "adc_blocks": vb.stats.adc_blocks,
         }
         (out / "summary.json").write_text(json.dumps(summary))

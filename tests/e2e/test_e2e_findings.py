@@ -1,7 +1,8 @@
 """Bugs the end-to-end harness found, pinned as small fast tests (docs/e2e.md, "Findings").
 
-Each is marked xfail(strict=True) while the bug is open: when the owner fixes
-it the test passes, pytest reports XPASS as a failure, and the marker must go.
+An open bug is marked xfail(strict=True): when the owner fixes it the test
+passes, pytest reports XPASS as a failure, and the marker must go. Fixed ones
+stay as regression tests (the brownout save: fcf6c91).
 """
 
 from __future__ import annotations
