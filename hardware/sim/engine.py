@@ -34,7 +34,8 @@ class Simulation:
         self.rows: list[Chunk] = []
         self.keep_from = 0                                   # oldest second whose samples we keep
         self._pool: ThreadPoolExecutor | None = None
-        self._ahead: Future[Chunk] | None = None
+        self._ahead: Future[tuple[Chunk, list[tuple[float, int, int]]]] | None = None
+        self._spare: tuple[Chunk, list[tuple[float, int, int]]] | None = None
         self._no_samples = np.zeros((0, board.n_channels), dtype=np.uint16)
 
     def start_prefetch(self) -> None:
@@ -43,36 +44,48 @@ class Simulation:
         numpy releases the GIL in its loops, so the model overlaps with the
         firmware process. Chunks are still made one at a time, in order, so
         the result is identical. While prefetching, only the worker touches
-        the model.
+        the model and the pulse meters.
         """
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridtap-sim-model")
 
     def stop_prefetch(self) -> None:
-        if self._ahead is not None:
-            self._ahead.result()
+        if self._ahead is not None:      # made already (meters stepped, noise drawn): keep it
+            self._spare = self._ahead.result()
             self._ahead = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
 
-    def _make_chunk(self, k: int) -> Chunk:
+    def _produce(self, k: int) -> tuple[Chunk, list[tuple[float, int, int]]]:
+        """Second k of the model and the S0 edges its energy makes (in order: meters keep state)."""
+        c = self.model.chunk(k)
+        new: list[tuple[float, int, int]] = []
+        for mt in self.scn.meters:
+            new += mt.step(k, c.window_e)
+        return c, new
+
+    def _make_chunk(self, k: int) -> tuple[Chunk, list[tuple[float, int, int]]]:
+        spare = self._spare
+        if spare is not None:
+            self._spare = None
+            assert spare[0].k == k
+            if self._pool is not None:
+                self._ahead = self._pool.submit(self._produce, k + 1)
+            return spare
         if self._pool is None:
-            return self.model.chunk(k)
+            return self._produce(k)
         ahead = self._ahead
-        c = ahead.result() if ahead is not None else self._pool.submit(self.model.chunk, k).result()
-        self._ahead = self._pool.submit(self.model.chunk, k + 1)
+        c = ahead.result() if ahead is not None else self._pool.submit(self._produce, k).result()
+        self._ahead = self._pool.submit(self._produce, k + 1)
         return c
 
     def ensure_second(self, k: int) -> None:
         """Generate every second up to and including k, in order."""
         while self.next_k <= k:
-            c = self._make_chunk(self.next_k)
+            c, new = self._make_chunk(self.next_k)
             assert c.k == self.next_k
             self.chunks[self.next_k] = c
-            new: list[tuple[float, int, int]] = []
-            for mt in self.scn.meters:
-                new += mt.step(self.next_k, c.window_e)
             if new:
                 self.edges = sorted(self.edges + new)
             self.rows.append(dataclasses.replace(c, samples=self._no_samples))
