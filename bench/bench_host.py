@@ -19,6 +19,7 @@ which opens, writes and closes each file per update exactly like separate
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -56,6 +57,9 @@ HOW = {
     "host.idle_cpu_s_per_hour": "on-CPU time of the daemon (+ rrdcached) connected to a silent board, "
                                 "10 s measured, scaled to an hour",
     "host.cpu_s_per_sim_hour_python": "the same, the Python daemon process alone",
+    "host.cpu_s_per_sim_hour_hot": "CPU of the same hour's 3600 bursts decoded and handled back to back in "
+                                   "one process (session + RRD output, no serial port): the work alone, "
+                                   "without the cost of waking a sleeping process once per burst",
     "host.rss_mb": "VmHWM (peak RSS) of the daemon process after the hour",
     "host.write_bytes_per_hour": "/proc/<pid>/io write_bytes of daemon + rrdcached over the hour, sync(2) "
                                  "after every simulated second, rrdcached flush every 1800 simulated s",
@@ -236,6 +240,54 @@ def baseline(work: Path, t0: int) -> int:
     return written
 
 
+def hot_replay(work: Path) -> float:
+    """CPU seconds (this thread) to ingest the same kind of hour back to back, in process, no pty.
+
+    The frames are decoded and handled by the daemon's own session with its
+    RRD output; only the serial port is left out. Compared with the
+    subprocess figure it separates the cost of the work from the cost of
+    waking a sleeping process once per burst.
+    """
+    from gridtap import codec
+    from gridtap.config import parse_config
+    from gridtap.daemon import Daemon
+
+    class Capture(FakeBoard):
+        out: list[bytes]
+
+        def _write(self, frame: bytes) -> None:
+            self.out.append(frame)
+
+    cfg = parse_config(config(work / "none", work / "hot"), work / "hot.toml")
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, api=False))
+    d = Daemon(cfg)
+    d.start()
+    assert d.session is not None
+    d.session._send = lambda frame: True  # no port: ACKs and commands go nowhere
+    board = Capture(work, n_ct=4, n_pulse=2)
+    board.out = []
+    board.hello()
+    bursts: list[bytes] = [b"".join(board.out)]
+    t0 = int(time.time()) - SIM_S - 10
+    for i in range(SIM_S):
+        board.out = []
+        t = t0 + i
+        watts = [2300.0 if (t // 300) % 2 else -1700.0, -800.0 + (t % 60) * 10, 1200.0, 450.0]
+        board.step(t, power_w=watts, pulses=[1 if t % 2 == 0 else 0, 1 if t % 6 == 0 else 0])
+        bursts.append(b"".join(board.out))
+    dec = codec.make_decoder()
+    for m in dec.feed(bursts[0]):
+        d.session.handle(m)
+    start = time.thread_time()
+    for burst in bursts[1:]:
+        for m in dec.feed(burst):
+            d.session.handle(m)
+        d.session.tick()
+    used = time.thread_time() - start
+    d.close()
+    return used
+
+
 def run() -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="gtb"))
     board = FakeBoard(work, n_ct=4, n_pulse=2, retx_s=5.0)
@@ -278,11 +330,13 @@ def run() -> dict[str, object]:
             daemon.kill()
         board.close()
     naive = baseline(work, t0 + WARMUP_S)
+    hot = hot_replay(work)
     shutil.rmtree(work, ignore_errors=True)
     return {
         "host.cpu_s_per_sim_hour": round(cpu, 2),
         "host.cpu_s_per_sim_hour_python": round(cpu_py, 2),
         "host.idle_cpu_s_per_hour": round(idle, 2),
+        "host.cpu_s_per_sim_hour_hot": round(hot, 3),
         "host.rss_mb": round(rss, 1),
         "host.write_bytes_per_hour": written,
         "host.write_bytes_per_hour_rrdtool_update": naive,
