@@ -1,7 +1,10 @@
 """The board session: what the daemon does with every frame, and what it sends back.
 
-* HELLO starts (or resumes) a counter epoch, sets the board clock and pushes
-  the sensor configuration (CONFIG_SET per channel, then COMMIT).
+* HELLO starts (or resumes) a counter epoch, sets the board clock and brings
+  the board's sensor configuration in line with the config file: CONFIG_GET
+  per channel, CONFIG_SET only where a value differs, then one COMMIT (none
+  when nothing changed, so reconnects and resets cost the board no EEPROM
+  write).
 * COUNTER and PULSE become host totals through the epoch store and go to the
   outputs (RRDs, the live view, MQTT) and to the durable spool.
 * Reliable frames are ACKed in batches: at once when there is no spool, and
@@ -124,7 +127,9 @@ class Session:
         self.ack_due = 0.0
         self.epoch: int | None = None
         self.hello: dict[str, Any] | None = None
-        self.config_wait: set[int] = set()
+        self.config_wait: set[int] = set()  # CONFIG_GET and CONFIG_SET seqs still unanswered
+        self.config_get: dict[tuple[int, int], tuple[int, tuple[tuple[int, Any], ...], str]] = {}
+        self.config_sets = 0
         self.config_failed = False
         self.stats = Stats()
         self.last_time_set = -1e9
@@ -156,6 +161,7 @@ class Session:
         self.pending.clear()
         self.to_ack.clear()
         self.config_wait.clear()
+        self.config_get.clear()
         self.command(wire.HELLO_REQ)
 
     def tick(self) -> None:
@@ -167,7 +173,7 @@ class Session:
             if p.tries >= MAX_TRIES:
                 del self.pending[seq]
                 self.stats.gave_up += 1
-                if p.mtype == wire.CONFIG_SET or p.mtype == wire.COMMIT:
+                if p.mtype in (wire.CONFIG_GET, wire.CONFIG_SET, wire.COMMIT):
                     self.config_failed = True
                     self.config_wait.discard(seq)
                 log.error("board did not answer %s after %d tries", p.what, p.tries)
@@ -231,24 +237,45 @@ class Session:
         elif t == wire.EVENT:
             self._event(msg)
         elif t == wire.CONFIG:
-            for seq, p in list(self.pending.items()):
-                if p.mtype == wire.CONFIG_GET:
-                    del self.pending[seq]
+            self._config_reply(msg)
         else:
             log.debug("ignoring %s from the board", wire.TYPE_NAMES.get(t, t))
 
     def _done(self, seq: int, p: Pending) -> None:
         if seq in self.config_wait:
             self.config_wait.discard(seq)
-            if not self.config_wait and not self.config_failed:
-                self.command(
-                    wire.COMMIT,
-                    (wire.COMMIT_CONFIG,),
-                    what="COMMIT of the sensor config",
-                    on_ok=lambda: log.info("board config committed"),
-                )
+            self._config_progress()
         if p.on_ok is not None:
             p.on_ok()
+
+    def _config_reply(self, msg: wire.Message) -> None:
+        """The board's current values for one target: set only what differs from the config."""
+        target, index, have_items = msg.values
+        entry = self.config_get.pop((target, index), None)
+        if entry is None:
+            return
+        seq, items, what = entry
+        self.pending.pop(seq, None)
+        self.config_wait.discard(seq)
+        have = dict(have_items)
+        if any(have.get(pid) != value for pid, value in items):
+            self._config_set(target, index, items, what)
+        self._config_progress()
+
+    def _config_set(self, target: int, index: int, items: tuple[tuple[int, Any], ...], what: str) -> None:
+        seq = self.command(wire.CONFIG_SET, (target, index, items), what=f"CONFIG_SET for {what}")
+        self.config_wait.add(seq)
+        self.config_sets += 1
+
+    def _config_progress(self) -> None:
+        if self.config_wait or self.config_failed:
+            return
+        if self.config_sets == 0:
+            log.info("board config already matches the config file: nothing to write")
+            return
+        self.config_sets = 0
+        self.command(wire.COMMIT, (wire.COMMIT_CONFIG,), what="COMMIT of the sensor config",
+                     on_ok=lambda: log.info("board config committed"))
 
     def _nak(self, msg: wire.Message) -> None:
         ref_seq, ref_type, reason = msg.values
@@ -258,6 +285,11 @@ class Session:
         log.error("board refused %s: %s", what, NAK_REASONS.get(reason, f"reason {reason}"))
         if ref_seq in self.config_wait:
             self.config_wait.discard(ref_seq)
+            for key, (seq, items, what) in list(self.config_get.items()):
+                if seq == ref_seq:  # the board cannot report these: write them instead
+                    del self.config_get[key]
+                    self._config_set(key[0], key[1], items, what)
+                    return
             self.config_failed = True
 
     def _hello(self, msg: wire.Message) -> None:
@@ -358,10 +390,16 @@ class Session:
                 )
         self.config_failed = False
         self.config_wait.clear()
+        self.config_get.clear()
+        self.config_sets = 0
         self.stats.config_pushes += 1
+        # Ask first and write only what differs: every COMMIT costs the board an EEPROM write,
+        # and HELLO comes after every reconnect and every board reset.
         for target, index, items, what in self.config_frames(n_ct, n_pulse):
-            seq = self.command(wire.CONFIG_SET, (target, index, items), what=f"CONFIG_SET for {what}")
+            params = tuple(pid for pid, _value in items)
+            seq = self.command(wire.CONFIG_GET, (target, index, params), what=f"CONFIG_GET for {what}")
             self.config_wait.add(seq)
+            self.config_get[(target, index)] = (seq, items, what)
 
     def _series(self, msg: wire.Message) -> list[tuple[str, str, int]]:
         """(sensor id, role, register in thousandths) of every series a tuple carries."""

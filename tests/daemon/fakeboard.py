@@ -285,6 +285,11 @@ class FakeBoard:
                 target, index, items = msg.values
                 self.config.setdefault((target, index), {}).update(dict(items))
                 self._write(wire.encode(wire.ACK, self._next_seq(), ((msg.seq,),)))
+            elif t == wire.CONFIG_GET:
+                target, index, params = msg.values
+                have = self.config.get((target, index), {})
+                items = tuple((pid, have[pid]) for pid in (params or sorted(have)) if pid in have)
+                self._write(wire.encode(wire.CONFIG, self._next_seq(), (target, index, items)))
             elif t == wire.COMMIT:
                 self.commits += 1
                 self._write(wire.encode(wire.ACK, self._next_seq(), ((msg.seq,),)))

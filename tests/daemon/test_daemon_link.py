@@ -55,13 +55,31 @@ def test_unanswered_config_is_retried(rig: Rig) -> None:
     b = rig.board
     rig.wait(lambda: b.commits >= 1)
     b.answer = False
-    n = len(b.got(wire.CONFIG_SET))
+    n = len(b.received)
+    b.config.clear()  # this reset lost the board's configuration
     b.reset("eeprom")
     time.sleep(0.7)
     b.answer = True  # the board listens again: the retried command gets through
     rig.wait(lambda: b.commits >= 2)
-    retx = [m for m in b.got(wire.CONFIG_SET)[n:] if m.flags & wire.FLAG_RETX]
-    assert retx, "no CONFIG_SET was sent again"
+    retx = [m for m in b.received[n:] if m.mtype == wire.CONFIG_GET and m.flags & wire.FLAG_RETX]
+    assert retx, "no CONFIG_GET was sent again"
+    assert b.config[(wire.TARGET_CT, 0)][wire.P_SENSOR_ID] == bytes.fromhex(IMP)
+
+
+def test_unchanged_config_is_not_written_again(rig: Rig) -> None:
+    b = rig.board
+    rig.wait(lambda: b.commits >= 1)
+    sets = len(b.got(wire.CONFIG_SET))
+    b.reset("eeprom")  # the board kept its configuration
+    rig.wait(lambda: len(b.got(wire.CONFIG_GET)) >= 2 * len(b.config))
+    time.sleep(0.3)
+    assert b.commits == 1 and len(b.got(wire.CONFIG_SET)) == sets
+    b.config[(wire.TARGET_CT, 1)][wire.P_GAIN_E6] = 999_000  # one value drifted
+    b.reset("eeprom")
+    rig.wait(lambda: b.commits == 2)
+    new_sets = b.got(wire.CONFIG_SET)[sets:]
+    assert [(m.values[0], m.values[1]) for m in new_sets] == [(wire.TARGET_CT, 1)]
+    assert b.config[(wire.TARGET_CT, 1)][wire.P_GAIN_E6] == 1_000_000
 
 
 def test_reset_with_eeprom_restore_keeps_energy(rig: Rig) -> None:
