@@ -10,6 +10,7 @@ One thread reads the board; the REST API answers from its own threads.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import logging
 import subprocess
@@ -104,6 +105,7 @@ class Daemon:
         self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
         self.rrd = RrdStore(d.rrd_dir, self.socket_path)
         self.nights = NightStore(self.rrd)
+        self.nights_done: set[tuple[str, datetime.date]] = set()
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
@@ -160,6 +162,7 @@ class Daemon:
         next_flush = time.monotonic() + flush_every
         next_flush_t = 0
         next_night = time.monotonic() + 60
+        next_check = time.monotonic() + 10
         end = None if max_seconds is None else time.monotonic() + max_seconds
         session = self.session
         self._stop = stop
@@ -169,9 +172,12 @@ class Daemon:
             if self.link.connected:
                 session.tick()
             now = time.monotonic()
+            if now >= next_check:
+                self.check_rrdcached()
+                next_check = now + 10
             if now >= next_night:
                 self.update_nights(time.time())
-                next_night = now + 600
+                next_night = now + 3600
             if now >= next_flush or session.newest_t >= next_flush_t:
                 self.store.flush()
                 next_flush = now + flush_every
@@ -179,17 +185,34 @@ class Daemon:
             if end is not None and now >= end:
                 break
 
+    def check_rrdcached(self) -> bool:
+        """Restart our rrdcached if it died; True if it had to be restarted."""
+        c = self.cached
+        if c is None or c.proc is None or c.proc.poll() is None:
+            return False
+        log.error("rrdcached exited with status %s: restarting it", c.proc.returncode)
+        c.proc = None
+        if self.rrd.client is not None:
+            self.rrd.client.close()
+        try:
+            c.start()
+        except UserError as exc:
+            log.error("%s", exc)
+        return True
+
     def update_nights(self, now: float) -> int:
         """Store the night values (02:00-05:00 baseload) that are due; return how many were stored."""
         stored = 0
         for day in self.nights.due(now):
             for sensor in self.cfg.series():
-                if not self.rrd.exists(sensor):
+                if (sensor, day) in self.nights_done or not self.rrd.exists(sensor):
                     continue
                 try:
                     stored += self.nights.update(sensor, day)
                 except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
                     log.warning("night value of %s for %s: %s", sensor, day, exc)
+                    continue
+                self.nights_done.add((sensor, day))  # stored, or no data for that night: done either way
         return stored
 
     def request_stop(self) -> None:

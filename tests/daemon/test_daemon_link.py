@@ -213,3 +213,18 @@ def test_daemon_restart_keeps_totals_and_rrd(rig: Rig) -> None:
     rig.wait(lambda: rig.total(IMP) == 40_000)
     assert rig.total(PULSE) == 40_000
     assert d2.session is not None and d2.session.stats.epochs == [1]
+
+
+def test_rrdcached_is_restarted_if_it_dies(rig: Rig) -> None:
+    cached = rig.daemon.cached
+    assert cached is not None and cached.proc is not None
+    cached.proc.kill()
+    cached.proc.wait()
+    assert rig.daemon.check_rrdcached()
+    assert cached.proc is not None and cached.proc.poll() is None
+    now = int(time.time())
+    for i in range(3):
+        rig.board.step(now - 30 + 10 * i, power_w=[3600.0], seconds=10, gauges=False)
+    assert rig.board.wait_acked()
+    rig.wait(lambda: rig.daemon.rrd.last.get(IMP, 0) >= now - 10)
+    assert rig.daemon.rrd.errors == 0
