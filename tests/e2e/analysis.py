@@ -228,6 +228,8 @@ def interp_register(tuples: list[dict[str, Any]], k: str, idx: int, reg: str, t_
     if j == 0 or j >= len(own):
         return None
     (ta, va), (tb, vb) = own[j - 1], own[j]
+    if tb - ta > 120.0:  # no bracketing pair (an unchanged register is still sent once a minute)
+        return None
     return float(va) if tb == ta else va + (vb - va) * (t_board - ta) / (tb - ta)
 
 
@@ -316,8 +318,11 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
         }
         if "pvoutput_wh" in row:
             pe = row.get("pvoutput_expected_wh")
-            losses["pvoutput"] = 0.0 if pe is None and row["pvoutput_wh"] is None else \
-                loss(row["pvoutput_wh"], pe if pe is not None else w)
+            if pe is None:  # the tap has no tuples around that instant: say so, do not guess
+                row["pvoutput_not_comparable"] = True
+                fails.append(f"{row['name']} ({sid}) pvoutput: no firmware tuples around its last status")
+            else:
+                losses["pvoutput"] = loss(row["pvoutput_wh"], pe)
         row["lost_wh"] = losses
         for stage, v in losses.items():
             # within the documented rounding a difference is not loss; beyond it, count all of it

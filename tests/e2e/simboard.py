@@ -19,8 +19,8 @@ does not offer:
   UART (before the fault injector) are logged with the simulated instant,
   `tuples.jsonl`; that is "what the firmware said", the start of the chain.
   To keep a month small it logs, per series, the first new tuple of every
-  boot, the last one before every reset and at the end, and the tuples that
-  bracket every 5-minute boundary of board time (PVOutput's interval ends);
+  boot, the last one before every reset and at the end, and the two tuples
+  around every 5-minute boundary of board time (PVOutput's interval ends);
   resent (RETX) tuples are only counted.
 * **Brownouts during EEPROM writes** are counted (supply-monitor instant inside
   a write cycle).
@@ -97,7 +97,7 @@ class TapBoard(VirtualBoard):
         self.published = 0.0
         self.retx_seen = 0
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
-        self.in_window: dict[tuple[str, int], bool] = {}
+        self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
         self.seen_this_boot: set[tuple[str, int]] = set()
 
     def _ber_now(self) -> float:
@@ -158,15 +158,15 @@ class TapBoard(VirtualBoard):
 
     def _tuple(self, rec: dict[str, Any]) -> None:
         key = (rec["k"], int(rec["i"]))
-        phase = int(rec["t"]) % 300
-        window = phase <= 3 or phase >= 297
-        keep = key not in self.seen_this_boot or window or self.in_window.get(key, False)
+        slot = int(rec["t"]) // 300
+        first = key not in self.seen_this_boot
+        crossed = self.slot.get(key, slot) != slot   # a 5-minute boundary lies between these two
         self.seen_this_boot.add(key)
-        self.in_window[key] = window
-        if keep:
+        self.slot[key] = slot
+        if first or crossed:
             before = self.pending.pop(key, None)
-            if before is not None and window:
-                self._write(before)   # the tuple before a boundary window brackets it from below
+            if before is not None:
+                self._write(before)   # brackets the boundary from below
             self._write(rec)
         else:
             self.pending[key] = rec
