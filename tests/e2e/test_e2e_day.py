@@ -2,8 +2,9 @@
 
 The board, the daemon, rrdcached, mosquitto and both upload servers run as in
 `make soak`, over a shorter span: GRIDTAP_E2E_SIM_S simulated seconds (default
-3600; the chain runs at about 35x real time on this machine, so one simulated
-day would take ~40 minutes and does not fit `make test`; `make soak` runs days).
+3600, about 90-110 s; the chain runs at 35-55x real time on this machine, so
+one simulated day would take 25-40 minutes and does not fit `make test`;
+`make soak` runs days).
 
 Every stage must end on the firmware's last register within the documented
 rounding, the pulse inputs must match the recorded pulses exactly, and a CT
