@@ -233,6 +233,19 @@ class Chain:
         self.cpu: dict[str, dict[int, float]] = {}
         self.next_cpu = 0.0
         self.drive_wall_s = 0.0
+        self.next_trim = 0.0
+        self.flukso_points: dict[str, int] = {}   # points trimmed away (accepted earlier)
+
+    def trim_flukso(self) -> None:
+        """Keep the Flukso server's RAM bounded over a month: only the newest points matter here."""
+        if self.flukso is None or time.monotonic() < self.next_trim:
+            return
+        self.next_trim = time.monotonic() + 30.0
+        with self.flukso.lock:
+            for sid, pts in self.flukso.stored.items():
+                if len(pts) > 5000:
+                    self.flukso_points[sid] = self.flukso_points.get(sid, 0) + len(pts) - 1000
+                    del pts[:-1000]
 
     def sample_cpu(self, force: bool = False) -> None:
         """CPU seconds per process role: the simulator, the firmware, the daemon, rrdcached, mosquitto."""
@@ -452,6 +465,7 @@ def _drive(chain: Chain, events: list[tuple[float, str]], t_to: float) -> None:
     while not chain.board_done():
         chain.check_alive()
         chain.sample_cpu()
+        chain.trim_flukso()
         t = chain.sim_t()
         while events and events[0][0] <= t and events[0][0] < t_to:
             _when, what = events.pop(0)
@@ -548,6 +562,7 @@ def run(plan: Plan, work: Path, keep: bool = False) -> dict[str, Any]:
         result["events"] = chain.events
         result["kills"] = chain.kills
         result["cpu_s"] = chain.cpu_totals()
+        result["flukso_points_trimmed"] = chain.flukso_points
         result["drive_wall_s"] = chain.drive_wall_s
         result["wall_s"] = round(time.monotonic() - wall0, 1)
         result["faults_injected"] = plan.faults()
