@@ -161,7 +161,7 @@ class Daemon:
         flush_every = self.cfg.daemon.state_flush_s
         next_flush = time.monotonic() + flush_every
         next_flush_t = 0
-        next_night = time.monotonic() + 60
+        next_night = time.monotonic() + 900  # housekeeping waits until the daemon has settled
         next_check = time.monotonic() + 10
         end = None if max_seconds is None else time.monotonic() + max_seconds
         session = self.session
