@@ -339,11 +339,13 @@ def constant_power(name: str, kind: str, p_w: float, pf: float, sched: Schedule,
                 law="inv_v")
 
 
+SUNRISE_H = 6.5   # the clear-sky bell of the PV model
+SUNSET_H = 19.5
 _SKY_CACHE: list[tuple[F64, float, float, F64]] = []
 
 
-def clear_sky(t: F64, start_of_day_s: float, peak_w: float, sunrise_h: float = 6.5,
-              sunset_h: float = 19.5) -> F64:
+def clear_sky(t: F64, start_of_day_s: float, peak_w: float, sunrise_h: float = SUNRISE_H,
+              sunset_h: float = SUNSET_H) -> F64:
     """PV AC output of a clear day: a sine bell between sunrise and sunset, ^1.3."""
     # the generation and standby parts of one inverter ask for the same t in a row
     for ct, cs, cp, cv in _SKY_CACHE:
@@ -361,8 +363,8 @@ def _clear_sky(t: F64, start_of_day_s: float, peak_w: float, sunrise_h: float, s
     return peak_w * bell ** 1.3
 
 
-def sky_state(t0: float, t1: float, start_of_day_s: float, sunrise_h: float = 6.5,
-              sunset_h: float = 19.5) -> int | None:
+def sky_state(t0: float, t1: float, start_of_day_s: float, sunrise_h: float = SUNRISE_H,
+              sunset_h: float = SUNSET_H) -> int | None:
     """0 if it is dark all through [t0, t1], 1 if light all through, None otherwise (or unsure)."""
     if not 0.0 <= t1 - t0 < 3600.0:
         return None
@@ -522,9 +524,12 @@ class Model:
             return vr
         if law == "inv_v":
             return 1.0 / vr
+        # the grouped path uses the sky laws only where sky_state is certain: "sky" while it is
+        # light all through (no clipping to do), "dark" while it is dark all through
         if law == "sky":
-            return clear_sky(t, sky[0], sky[1]) / vr
-        return (clear_sky(t, sky[0], sky[1]) <= 0.0) / vr
+            hod = ((t + sky[0]) / 3600.0) % 24.0
+            return sky[1] * np.sin(np.pi * ((hod - SUNRISE_H) / (SUNSET_H - SUNRISE_H))) ** 1.3 / vr
+        return 1.0 / vr
 
     def _plan(self, used: npt.NDArray[np.intp], route: F64, ct: int | None, t0: float, t1: float
               ) -> tuple[list[tuple[tuple[float, str, tuple[float, float]], F64]], list[int]]:

@@ -80,7 +80,8 @@ class RunStats:
     brownout_flags: list[float] = field(default_factory=list)      # supply-monitor instants seen
     adc_blocks: int = 0
     sets_served: int = 0
-    batches: int = 0
+    batches: int = 0             # ADC requests answered (each with one or more blocks)
+    requests: int = 0            # HAL requests of any kind
     fw_cpu_s: float = 0.0        # CPU time of the firmware processes (from /proc), all boots
     ee_writes: int = 0
     ee_reads: int = 0
@@ -150,6 +151,7 @@ class VirtualBoard:
         self.wall0 = 0.0
         self.crash_times: list[float] = []
         self.host_bytes_while_dead = 0
+        self.clock_writer: Any = None   # gridtap.simclock.ClockWriter (gridtap sim --clock-file), or None
 
     @property
     def pty_path(self) -> str | None:
@@ -335,6 +337,8 @@ class VirtualBoard:
         if flags & 1 and not self.brown_seen:          # the firmware has been told of the brownout
             self.brown_seen = True
             self.stats.brownout_flags.append(self._brown_time())
+        if self.clock_writer is not None:   # the firmware's present is the host's now (never goes back)
+            self.clock_writer.publish(self.now)
 
     def _commit(self, consumed: int) -> None:
         """The HAL used `consumed` blocks of the last batch; the rest were never seen: rewind."""
@@ -502,6 +506,7 @@ class VirtualBoard:
             except ChildGone as exc:
                 self._crashed(exc.why)
                 return
+            self.stats.requests += 1
             if cmd == CMD_ADC:
                 if max(self.now, self.horizon) >= duration:
                     # the firmware has used up the last batch (its UART writes are in): the run
