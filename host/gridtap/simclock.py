@@ -1,0 +1,136 @@
+"""Simulated time shared between processes: `gridtap sim --clock-file` writes it, `gridtap daemon
+--clock-file` (and `gridtap demo`) read it.
+
+The file is 16 bytes: a little-endian float64 of Unix seconds at offset 0 (the
+other 8 bytes are reserved and zero). The writer updates it in place through
+mmap whenever the firmware reports its time to the simulator (every HAL
+request, so at least once per ADC batch); readers map it read-only. The value
+never goes backwards. An existing file is reused in place, never truncated,
+because truncating a file another process has mapped would crash that
+process (SIGBUS); a missing or short one is replaced atomically.
+
+No numpy here: the daemon imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import struct
+import sys
+import time
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gridtap.errors import UserError
+
+SIZE = 16
+FMT = "<d"
+MIN_PLAUSIBLE = 946684800.0   # 2000-01-01: anything earlier is not a clock someone set
+_real_time = time.time
+
+
+class ClockWriter:
+    """Publishes t0 + simulated seconds; `publish` ignores a time earlier than the last one."""
+
+    def __init__(self, path: str | Path, t0: float) -> None:
+        if not math.isfinite(t0) or t0 < MIN_PLAUSIBLE:
+            raise UserError(f"the simulated clock must start at a Unix time after 2000-01-01, got {t0}")
+        self.path = Path(path)
+        self.t0 = t0
+        try:
+            if not (self.path.is_file() and self.path.stat().st_size >= SIZE):
+                tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+                tmp.write_bytes(struct.pack(FMT, t0) + bytes(SIZE - 8))
+                os.replace(tmp, self.path)
+            self.f = open(self.path, "r+b")
+        except OSError as exc:
+            raise UserError(f"--clock-file {path}: {exc.strerror or exc}") from exc
+        self.mm = mmap.mmap(self.f.fileno(), SIZE)
+        self.last = -math.inf
+        self.publish(0.0)
+
+    def publish(self, sim_s: float) -> None:
+        if sim_s > self.last:
+            self.last = sim_s
+            struct.pack_into(FMT, self.mm, 0, self.t0 + sim_s)
+
+    @property
+    def now(self) -> float:
+        return self.t0 + max(self.last, 0.0)
+
+    def close(self) -> None:
+        if not self.mm.closed:
+            self.mm.close()
+            self.f.close()
+
+
+class ClockReader:
+    """`now()` is the published simulated Unix time."""
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        try:
+            if p.stat().st_size < SIZE:
+                raise UserError(f"--clock-file {path}: not a clock file (it must be {SIZE} bytes, "
+                                f"written by `gridtap sim --clock-file`)")
+            self.f = open(p, "rb")
+        except FileNotFoundError as exc:
+            raise UserError(f"--clock-file {path}: no such file; start `gridtap sim --clock-file {path}` "
+                            "first") from exc
+        except OSError as exc:
+            raise UserError(f"--clock-file {path}: {exc.strerror or exc}") from exc
+        self.mm = mmap.mmap(self.f.fileno(), SIZE, access=mmap.ACCESS_READ)
+        t = self.now()
+        if not math.isfinite(t) or t < MIN_PLAUSIBLE:
+            self.close()
+            raise UserError(f"--clock-file {path} holds no simulated time yet ({t!r}); is it a gridtap sim "
+                            "clock?")
+
+    def now(self) -> float:
+        # the writer stores 8 aligned bytes; reading until two reads agree rules out a torn value
+        mm = self.mm
+        a = struct.unpack_from(FMT, mm, 0)[0]
+        for _ in range(3):
+            b = struct.unpack_from(FMT, mm, 0)[0]
+            if a == b:
+                break
+            a = b
+        return float(a)
+
+    def close(self) -> None:
+        if not self.mm.closed:
+            self.mm.close()
+            self.f.close()
+
+
+def install(path: str | Path) -> ClockReader:
+    """Make `time.time()` in this whole process return the simulated clock.
+
+    Call it before the daemon's modules are imported: some bind `time.time` as
+    a default argument at import. Functions of gridtap modules that are already
+    loaded get that default rebound too, so the order is not fragile. Only Unix
+    time moves to the simulation; `time.monotonic` (timeouts, retries, wall-time
+    intervals) stays real.
+    """
+    reader = ClockReader(path)
+    clock: Callable[[], float] = reader.now
+    time.time = clock
+    for name, mod in list(sys.modules.items()):
+        if (name == "gridtap" or name.startswith("gridtap.")) and mod is not None:
+            _rebind_defaults(vars(mod).values(), clock)
+    return reader
+
+
+def _rebind_defaults(objs: Iterable[object], clock: Callable[[], float]) -> None:
+    for obj in list(objs):
+        if isinstance(obj, type):
+            _rebind_defaults([v for v in vars(obj).values() if isinstance(v, types.FunctionType)], clock)
+        elif isinstance(obj, types.FunctionType):
+            if obj.__defaults__ and any(d is _real_time for d in obj.__defaults__):
+                obj.__defaults__ = tuple(clock if d is _real_time else d for d in obj.__defaults__)
+            kw = obj.__kwdefaults__
+            if kw and any(d is _real_time for d in kw.values()):
+                obj.__kwdefaults__ = {k: clock if d is _real_time else d for k, d in kw.items()}
