@@ -26,7 +26,7 @@ MIN_W = 20.0   # registers averaging less are idle: their ratio to a ~0 truth is
 ANCHORS: dict[str, str] = {
     "hil.pulse_miscounts": "goal 0",
     "hil.brownout_wh_lost": "goal 0; OEM emonTx4: up to 199 Wh per outage (no brownout save)",
-    "hil.brownout_wh_lost_per_outage_max": "goal 0; the uncommitted second in progress",
+    "hil.brownout_wh_lost_per_outage_max": "goal 0 (resolution: one 10 ms ADC block of the load, 1 mWh)",
     "hil.corrupt_values_accepted": "goal 0",
 }
 HOW: dict[str, str] = {

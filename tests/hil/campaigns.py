@@ -141,7 +141,7 @@ def pulses(tmp: Path, n_pulses: int, seed: int = 3) -> PulseResult:
     counted = 0
     for inp in (0, 1):
         s = np.sort(starts[inputs == inp])
-        mine = [d for d in tuples if d["input"] == inp]
+        mine = sorted((d for d in tuples if d["input"] == inp), key=lambda d: (stamp_s(d), d["pulses"]))
         assert mine, f"no PULSE tuples for P{inp + 1}"
         for d in mine:
             # the stamp is the (ms-truncated) instant of the pulse's first falling edge
@@ -152,6 +152,9 @@ def pulses(tmp: Path, n_pulses: int, seed: int = 3) -> PulseResult:
 
 
 # ---------------------------------------------------------------- brownouts
+
+EV_BROWNOUT_SAVE = 0x0102   # EVENT code: brownout, counters saved (gridtap_fw.app)
+
 
 @dataclass
 class BrownoutResult:
@@ -200,7 +203,11 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
     over = 0
     events = [e for boot in per_boot[1:] for e in cap.of(wire.EVENT, boot)]
     fresh = sum(1 for e in events if e["code"] == 0x0103)
-    prev_last: dict[tuple[int, str], tuple[float, float]] = {}   # (ct, kind) -> (sim time, Wh)
+    prev_last: dict[tuple[int, str], tuple[float, float, float]] = {}   # -> (holds for, stamp, Wh)
+    saved_at = []   # per boot: when (sim time) the brownout save's EVENT was stamped
+    for b, msgs in enumerate(per_boot):
+        ev = [stamp_s(e) for e in cap.of(wire.EVENT, msgs) if e["code"] == EV_BROWNOUT_SAVE]
+        saved_at.append(boots[b] + ev[0] if ev else math.inf)
     for b, msgs in enumerate(per_boot):
         regs = register_times(msgs)
         for ct in range(truth["e_imp_j"].shape[1]):
@@ -208,17 +215,20 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
             for kind, wh, milli, arr in (("import", "imp_wh", "imp_milli", "e_imp_j"),
                                          ("export", "exp_wh", "exp_milli", "e_exp_j")):
                 cum = truth[arr][:, ct]
-                vals = [(boots[b] + t, d[wh] + d[milli] / 1000.0) for t, d in mine]
-                decreases += sum(1 for x, y in zip(vals, vals[1:], strict=False) if y[1] < x[1])
-                over += sum(1 for t, v in vals if v > cumulative(cum, t) / 3600.0 * 1.002 + 0.01)
+                vals = [(boots[b] + t, boots[b] + stamp_s(d), d[wh] + d[milli] / 1000.0) for t, d in mine]
+                decreases += sum(1 for x, y in zip(vals, vals[1:], strict=False) if y[2] < x[2])
+                over += sum(1 for t, _, v in vals if v > cumulative(cum, t) / 3600.0 * 1.002 + 0.01)
                 key = (ct, kind)
                 if vals and key in prev_last:
-                    t_prev, v_prev = prev_last[key]
-                    # what the board had measured by the failure: its last report plus the
-                    # true energy from that report's instant to the failure (0 after it)
-                    fail = next((o[0] for o in outages if o[0] >= t_prev), boots[b])
-                    gap = (cumulative(cum, fail) - cumulative(cum, t_prev)) / 3600.0
-                    restored = vals[0][1]
+                    t_prev, stamp_prev, v_prev = prev_last[key]
+                    # what the board had measured by the failure that ended the previous boot:
+                    # its last report plus the true energy from that report's instant to the
+                    # failure. A report queued after the brownout save (its EVENT) holds what
+                    # the save added, i.e. everything up to the failure; after it no mains.
+                    fail = max((o[0] for o in outages if o[0] < boots[b]), default=boots[b])
+                    t_from = fail if stamp_prev >= saved_at[b - 1] else t_prev
+                    gap = max(0.0, cumulative(cum, fail) - cumulative(cum, t_from)) / 3600.0
+                    restored = vals[0][2]
                     decreases += restored < v_prev
                     lost.append(max(0.0, v_prev + gap - restored))
                 if vals:

@@ -63,17 +63,21 @@ class Capture:
     decoder: dict[str, int] = field(default_factory=dict)
 
     def by_boot(self) -> list[list[wire.Message]]:
-        """Messages per boot, resent reliable frames (RETX, a seq seen before) left out."""
+        """Messages per boot; a resent reliable frame (RETX) is left out when its original arrived.
+
+        Seqs wrap at 65536, so a RETX is matched to the original by seq, type and
+        values, and an original is always kept.
+        """
         out: list[list[wire.Message]] = []
-        seen: set[int] = set()
+        seen: dict[int, tuple[int, tuple[Any, ...]]] = {}
         for m in self.msgs:
             if m.mtype == wire.HELLO or not out:
                 out.append([])
-                seen = set()
+                seen = {}
             if m.mtype in (wire.COUNTER, wire.PULSE, wire.EVENT):
-                if m.seq in seen:
+                if m.flags & wire.FLAG_RETX and seen.get(m.seq) == (m.mtype, m.values):
                     continue
-                seen.add(m.seq)
+                seen[m.seq] = (m.mtype, m.values)
             out[-1].append(m)
         return out
 
