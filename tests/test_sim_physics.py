@@ -189,3 +189,18 @@ def test_mains_shift_is_the_phasor_at_the_shifted_instants(seed: int, k: int, de
     # theta itself (hundreds of radians) carries ~1e-13 rad of rounding; without its eps or eps^2/2
     # term the rotation would be off by 1e-10 .. 1e-5
     assert np.max(np.abs(got - want)) < 1e-11
+
+
+@pytest.mark.parametrize("start_h", [6.5 + 101 / 3600, 9.0, 13.25, 19.5 - 102 / 3600])
+def test_adc_pv_output_between_truth_points_is_the_bell(start_h: float) -> None:
+    """The ADC channels interpolate the PV bell from the truth grid: within 2e-12 of it."""
+    sim = Simulation(load_board(), "household-pv", 1, start_h * 3600)
+    mdl = sim.model
+    mdl.chunk(0)
+    assert mdl._sky_ref, "the truth grid should have left its PV bell for the ADC"
+    (sky, (t_ref, _, _)), = mdl._sky_ref.items()
+    for delta in (-100e-6, 7e-6, 115e-6, 167e-6, 200e-6):
+        t = t_ref + delta
+        got = mdl._sky_light(sky, t)
+        want = m.clear_sky(t.copy(), sky[0], sky[1])
+        np.testing.assert_allclose(got, want, rtol=2e-12, atol=1e-12)
