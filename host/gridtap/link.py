@@ -111,11 +111,17 @@ class SerialLink:
                 return []
             if not ready:
                 return []
-            if self.coalesce_s:
-                time.sleep(self.coalesce_s)
             data = os.read(fd, 65536)
             if not data:
                 raise serial.SerialException("the port reports data but returns none (device gone)")
+            if self.coalesce_s and data[-1] != 0:
+                # Mid-frame: the rest of the burst is still on the wire. Let it arrive rather
+                # than waking once per frame (a burst that ended on a delimiter needs no wait).
+                time.sleep(self.coalesce_s)
+                try:
+                    data += os.read(fd, 65536)
+                except BlockingIOError:
+                    pass
         except (serial.SerialException, OSError, ValueError) as exc:
             self._lost(exc)
             return []
