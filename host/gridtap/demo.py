@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,7 +371,8 @@ def _tail(path: Path, n: int = 1500) -> str:
         return ""
 
 
-def read_pty_line(p: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> str:
+def read_pty_line(p: subprocess.Popen[bytes], log: Path, timeout: float = 60.0,
+                  stopped: Callable[[], bool] = lambda: False) -> str:
     """The simulator prints `pty: /dev/pts/N` on stdout once the board is ready."""
     assert p.stdout is not None
     sel = selectors.DefaultSelector()
@@ -379,6 +381,8 @@ def read_pty_line(p: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) 
     deadline = time.monotonic() + timeout
     try:
         while b"\n" not in buf:
+            if stopped():
+                raise KeyboardInterrupt
             left = deadline - time.monotonic()
             if left <= 0:
                 raise UserError(f"the virtual board did not start within {timeout:.0f} s; "
@@ -507,7 +511,7 @@ class Demo:
             "--seed", str(o["seed"]), "--duration", repr(o["duration"]), "--record", str(self.record),
             "--clock-file", str(self.clock_path), "--t0", repr(self.t0),
             "--fw-log", str(self.out / "firmware.log")], sim_log, stdout_pipe=True)
-        pty = read_pty_line(sim, sim_log)
+        pty = read_pty_line(sim, sim_log, stopped=lambda: self.stop_requested is not None)
         tty = self.out / "board.tty"
         tty.unlink(missing_ok=True)
         tty.symlink_to(pty)
@@ -539,6 +543,8 @@ class Demo:
         sid = demo_series()[0].id
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
+            if self.stop_requested is not None:
+                raise KeyboardInterrupt
             self._check_alive()
             if self.api.get(sid, count=False) is not None:
                 return
@@ -700,7 +706,9 @@ class Demo:
         c.disconnect()
         match = sum(1 for sid, wh in got.items()
                     if sid in totals and abs(wh - totals[sid][0] / 1000.0) < 0.0015)
-        return {"retained_counters": len(got), "equal_to_daemon_totals": match, "series": len(want)}
+        missing = [f"{s.sensor} {s.role}" for s in demo_series() if s.id not in got]
+        return {"retained_counters": len(got), "equal_to_daemon_totals": match, "series": len(want),
+                "missing": missing}
 
     def print_report(self, r: dict[str, Any]) -> None:
         self.say("")
@@ -728,9 +736,9 @@ class Demo:
             self.say(f"MQTT: {r['mqtt']['error']}")
         else:
             m = r["mqtt"]
-            self.say(f"MQTT: retained counters for {m['retained_counters']} of {m['series']} series "
-                     f"(one that never moved has none), {m['equal_to_daemon_totals']} equal to the "
-                     "daemon's totals")
+            none = f" (none for {', '.join(m['missing'])})" if m["missing"] else ""
+            self.say(f"MQTT: retained counters for {m['retained_counters']} of {m['series']} series{none}, "
+                     f"{m['equal_to_daemon_totals']} equal to the daemon's totals")
         out = self.opt["out"]
         self.say(f"graphs: {', '.join(str(Path(out) / g) for g in r['graphs']) or 'none'}")
         self.say(f"report: {Path(out) / 'report.json'}")
