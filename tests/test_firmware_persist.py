@@ -71,10 +71,11 @@ print(json.dumps({"before": before, "at": at_brownout, "after": regs(b), "hello"
     assert res["save_ms"] < res["holdup_ms"]
     assert res["late_writes"] == res["save_writes"]
     assert 0x0102 in res["events"]
-    # exactly what was in RAM when the supply monitor fired (the save comes before the
-    # block that step measured: energy after that point dies with the supply)
-    assert res["after"] == res["before"]
-    assert res["at"][0][0] >= res["before"][0][0]
+    # exactly what the registers held when the supply monitor fired, including the block
+    # that step read and the second in progress (folded in before the save, so no energy
+    # dies with the supply): 2.3 kW on CT1 for at most about a second more than `before`
+    assert res["after"] == res["at"]
+    assert 0 < res["after"][0][0] - res["before"][0][0] <= 2300 * 1.1 / 3.6
     for old, new in zip(res["before"], res["after"], strict=True):
         assert new[0] >= old[0] and new[1] >= old[1]
     # HELLO after the reboot: boot_count 2, reset cause brownout, one brownout
