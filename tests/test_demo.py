@@ -115,6 +115,17 @@ def test_bad_options_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_output_directory_is_cleared_of_a_previous_demo_only(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    demo.prepare_out(out)
+    (out / "state").mkdir()
+    (out / "state" / "counters.sqlite").write_bytes(b"x")
+    for name in ("grid-hour.png", "daemon.log", "record.npz", "report.json", "notes.txt"):
+        (out / name).write_text("old")
+    demo.prepare_out(out)
+    assert sorted(p.name for p in out.iterdir()) == [demo.MARKER, "notes.txt"]
+
+
 # -- the real thing -------------------------------------------------------------------------------
 
 def _procs_mentioning(text: str) -> list[str]:
@@ -241,7 +252,7 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
 @pytest.mark.slow
 def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    run = Run(out, "--speed", "max", "--duration", "86400", "--status-every", "60")
+    run = Run(out, "--speed", "max", "--duration", "86400", "--status-every", "60", "--no-mqtt")
     seen = 0
     while seen < 2:
         line = run.read(90)
@@ -255,6 +266,8 @@ def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert time.monotonic() - t_sig < 60
     report = json.loads((out / "report.json").read_text())
     assert report["stopped_by"] == "SIGINT" and report["daemon_exit"] == 0
+    assert report["mqtt"] is None and "running without MQTT" in text
+    assert "[mqtt]" not in (out / "gridtap.toml").read_text()
     assert 60 <= report["simulated_s"] < 86400
     assert (out / "record.npz").exists()
     assert "Traceback" not in err

@@ -134,6 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the run)")
     p.add_argument("--port", default=None, help="REST API port on 127.0.0.1 (default: a free one)")
     p.add_argument("--seed", default="1", help="simulator seed (default 1)")
+    p.add_argument("--no-mqtt", action="store_true",
+                   help="do not start mosquitto; the daemon runs without MQTT")
     p.add_argument("--status-every", default="300", metavar="S",
                    help="simulated seconds between status lines (default 300)")
     p.add_argument("--graph-every", default="1800", metavar="S",
@@ -184,6 +186,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
                         "use a shorter one")
     return {"out": out, "speed": speed, "speed_text": "max" if speed == math.inf else f"{speed:g}",
             "duration": duration, "start": start, "seed": seed, "port": port,
+            "mqtt": not getattr(args, "no_mqtt", False),
             "status_every": _number("status-every", args.status_every, 10.0, 86400.0),
             "graph_every": _number("graph-every", args.graph_every, 60.0, 86400.0 * 366)}
 
@@ -495,15 +498,17 @@ class Demo:
         api_port = o["port"] if o["port"] is not None else free_port()
         if not port_free(api_port):
             raise UserError(f"--port {api_port} is already in use on 127.0.0.1")
-        mosq = mosquitto_exe()
+        mosq = mosquitto_exe() if o["mqtt"] else None
         if mosq is not None:
             self.mqtt_port = free_port()
             conf = self.out / "mosquitto.conf"
             conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                             "log_dest stderr\n")
             self.procs.start("mosquitto", [mosq, "-c", str(conf)], self.out / "mosquitto.log")
-        else:
+        elif o["mqtt"]:
             self.say("mosquitto is not installed (not on PATH nor /usr/sbin): running without MQTT")
+        else:
+            self.say("--no-mqtt: running without MQTT")
         sim_log = self.out / "sim.log"
         self.wall0 = time.monotonic()
         sim = self.procs.start("sim", [
@@ -731,7 +736,7 @@ class Demo:
         rest = r["rest"]
         self.say(f"REST API: {rest['answers']} answers, {rest['failures']} failures")
         if r["mqtt"] is None:
-            self.say("MQTT: not run (mosquitto is not installed)")
+            self.say("MQTT: not run" + ("" if not self.opt["mqtt"] else " (mosquitto is not installed)"))
         elif "error" in r["mqtt"]:
             self.say(f"MQTT: {r['mqtt']['error']}")
         else:
