@@ -126,6 +126,35 @@ def test_output_directory_is_cleared_of_a_previous_demo_only(tmp_path: Path) -> 
     assert sorted(p.name for p in out.iterdir()) == [demo.MARKER, "notes.txt"]
 
 
+def test_stopping_a_process_ends_what_it_left_in_its_group(tmp_path: Path) -> None:
+    """The daemon's rrdcached outlives a daemon that dies badly; stop() ends the whole group."""
+    procs = demo.Procs()
+    marker = f"sleep 3{os.getpid() % 1000:03d}"
+    p = procs.start("parent", ["sh", "-c", f"{marker} & {marker}; true"], tmp_path / "p.log")
+    deadline = time.monotonic() + 10
+    while len(_procs_mentioning(marker)) < 3 and time.monotonic() < deadline:   # sh and two sleeps
+        time.sleep(0.05)
+    assert p.poll() is None
+    procs.close()
+    assert _procs_mentioning(marker) == [] and procs.procs == {}
+
+
+def test_a_failure_while_starting_ends_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+
+    def broken(self: demo.Demo) -> None:
+        assert {"sim", "daemon"} <= set(self.procs.procs)   # the board and the daemon are up
+        raise demo.UserError("the REST API is broken (test)")
+
+    monkeypatch.setattr(demo.Demo, "_wait_api", broken)
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert main(["demo", "--out", str(out), "--speed", "max", "--duration", "600"]) == 2
+    assert "the REST API is broken (test)" in capsys.readouterr().err
+    assert _procs_mentioning(str(out)) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 # -- the real thing -------------------------------------------------------------------------------
 
 def _procs_mentioning(text: str) -> list[str]:
