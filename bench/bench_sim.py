@@ -13,15 +13,25 @@ sim.fw_cpu_ms_per_s
 sim.requests_per_s        HAL requests over the pipe per simulated second (a count: the
                           per-block protocol made 100 ADC round trips a second plus one per
                           UART write)
+sim.*_instructions_per_s  instructions executed per simulated second (valgrind), which do not
+                          depend on the machine's load: the model alone, the whole simulator
+                          process (model + HAL link) and the firmware process
 """
 
 from __future__ import annotations
 
 import math
+import re
 import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+from gridtap_sim import runner
 from gridtap_sim.board import load_board
 from gridtap_sim.engine import Simulation
 from gridtap_sim.runner import FIRMWARE_DIR, VirtualBoard
@@ -39,6 +49,9 @@ ANCHORS = {
     "sim.sim_cpu_ms_per_s": "per-block protocol: ~8.7",
     "sim.fw_cpu_ms_per_s": "per-block protocol: ~4.5; firmware.core.unix_ms_per_s is the core alone",
     "sim.requests_per_s": "per-block protocol: ~115 (100 ADC blocks + UART writes)",
+    "sim.model_instructions_per_s": "per-block design: 28.2 M",
+    "sim.sim_instructions_per_s": "below sim.fw_instructions_per_s: the firmware sets the pace",
+    "sim.fw_instructions_per_s": "per-block HAL: 21.7 M (the firmware core is most of it)",
 }
 HOW = {
     "sim.model_speedup": f"{MODEL_S:.0f} simulated s of household-pv (from 12:00), model only on one "
@@ -51,6 +64,11 @@ HOW = {
     "sim.sim_cpu_ms_per_s": "simulator process CPU ms per simulated s in the best sim.speedup_cpu run",
     "sim.fw_cpu_ms_per_s": "firmware (MicroPython) process CPU ms per simulated s in that run",
     "sim.requests_per_s": "HAL requests the simulator answered or queued per simulated s in that run",
+    "sim.model_instructions_per_s": "valgrind --tool=callgrind: (instructions of a 12 s minus a 2 s "
+                                    "household-pv model run) / 10",
+    "sim.sim_instructions_per_s": "likewise for the simulator process of a household-pv run with the "
+                                  "firmware (its own process, not counted here)",
+    "sim.fw_instructions_per_s": "likewise for the MicroPython firmware process of such a run",
 }
 
 
@@ -101,11 +119,76 @@ def firmware_run(seconds: float = RUN_S, repeats: int = 2) -> dict[str, float]:
     return {"wall": best_wall, **best}
 
 
+_COUNT_SHORT, _COUNT_LONG = 2.0, 12.0
+_IMPORTS = ("import sys\nfrom gridtap_sim.board import load_board\n"
+            "from gridtap_sim.engine import Simulation\nfrom gridtap_sim.runner import VirtualBoard\n"
+            "sim = Simulation(load_board(), 'household-pv', 1)\n")
+_MODEL_SNIPPET = _IMPORTS + "sim.run_model(float(sys.argv[1]))\n"
+_SIM_SNIPPET = _IMPORTS + ("vb = VirtualBoard(sim, use_pty=False, hang_wall_s=120)\n"
+                           "vb.run(float(sys.argv[1]))\nvb.close()\n")
+
+
+def _collected(text: str) -> int:
+    m = re.search(r"Collected : (\d+)", text)
+    if m is None:
+        raise RuntimeError("valgrind printed no instruction count:\n" + text[-2000:])
+    return int(m.group(1))
+
+
+def _python_instructions(snippet: str, seconds: float) -> int:
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, "-c", snippet, str(seconds)],
+                          capture_output=True, text=True, timeout=1800)
+    return _collected(proc.stderr)
+
+
+def _firmware_instructions(seconds: float, tmp: Path) -> int:
+    """Run the firmware process under valgrind; a SIGTERM at the end lets valgrind report."""
+    log = tmp / f"fw-{seconds:g}.valgrind"
+    wrap = tmp / "micropython"
+    wrap.write_text(f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=/dev/null '
+                    f'--log-file={log} {runner.micropython_exe()} "$@"\n')
+    wrap.chmod(0o755)
+    real = runner.micropython_exe
+    runner.micropython_exe = lambda: str(wrap)
+    try:
+        vb = VirtualBoard(Simulation(load_board(), "household-pv", 1), use_pty=False,
+                          fw_log=tmp / "fw.log", hang_wall_s=120)
+        try:
+            vb.run(seconds)
+            if vb.child is not None:
+                vb.child.send_signal(signal.SIGTERM)
+                vb.child.wait(120)
+        finally:
+            vb.close()
+    finally:
+        runner.micropython_exe = real
+    return _collected(log.read_text())
+
+
+def instruction_counts() -> dict[str, object]:
+    if shutil.which("valgrind") is None:
+        return {}
+    span = _COUNT_LONG - _COUNT_SHORT
+    out: dict[str, object] = {}
+    for key, snippet in (("sim.model_instructions_per_s", _MODEL_SNIPPET),
+                         ("sim.sim_instructions_per_s", _SIM_SNIPPET)):
+        n = _python_instructions(snippet, _COUNT_LONG) - _python_instructions(snippet, _COUNT_SHORT)
+        out[key] = round(n / span)
+    with tempfile.TemporaryDirectory() as tmp:
+        n = _firmware_instructions(_COUNT_LONG, Path(tmp)) - _firmware_instructions(_COUNT_SHORT, Path(tmp))
+    out["sim.fw_instructions_per_s"] = round(n / span)
+    return out
+
+
 def run() -> dict[str, object]:
     r = firmware_run()
-    return {"sim.model_speedup": round(model_speedup(), 1), "sim.speedup": round(r["wall"], 1),
-            "sim.speedup_cpu": round(r["cpu"], 1), "sim.sim_cpu_ms_per_s": round(r["sim_ms"], 3),
-            "sim.fw_cpu_ms_per_s": round(r["fw_ms"], 3), "sim.requests_per_s": round(r["req"], 2)}
+    out: dict[str, object] = {
+        "sim.model_speedup": round(model_speedup(), 1), "sim.speedup": round(r["wall"], 1),
+        "sim.speedup_cpu": round(r["cpu"], 1), "sim.sim_cpu_ms_per_s": round(r["sim_ms"], 3),
+        "sim.fw_cpu_ms_per_s": round(r["fw_ms"], 3), "sim.requests_per_s": round(r["req"], 2)}
+    out.update(instruction_counts())
+    return out
 
 
 if __name__ == "__main__":
