@@ -130,8 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", default="7200", metavar="S",
                    help="simulated seconds to run (default 7200: two hours)")
     p.add_argument("--start", default="11:00", metavar="HH:MM",
-                   help="time of day (UTC) where the simulation starts (default 11:00: the PV peak is in "
-                        "the run)")
+                   help="time of day (UTC) where the simulation starts (default 11:00: the default two "
+                        "hours rise to the PV peak at 13:00)")
     p.add_argument("--port", default=None, help="REST API port on 127.0.0.1 (default: a free one)")
     p.add_argument("--seed", default="1", help="simulator seed (default 1)")
     p.add_argument("--no-mqtt", action="store_true",
