@@ -52,8 +52,13 @@ class RrdSink:
 
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
         b = t // STEP
-        if self.bucket.get(sensor) == b:
-            self.held[sensor] = (t, total_milli)
+        current = self.bucket.get(sensor)
+        if current is not None and b < current:
+            return  # older than what was written: an RRD only goes forward
+        if current == b:
+            held = self.held.get(sensor)
+            if held is None or t > held[0]:
+                self.held[sensor] = (t, total_milli)
             return
         self.bucket[sensor] = b
         self.held.pop(sensor, None)

@@ -134,6 +134,7 @@ class Session:
         self.stats = Stats()
         self.last_time_set = -1e9
         self.newest_t = 0  # board time of the newest tuple accepted
+        self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
 
     # ------------------------------------------------------------ sending
 
@@ -188,7 +189,7 @@ class Session:
                 epoch, seq = token
                 if epoch == self.epoch:
                     self._ack_later(seq)
-        if self.to_ack and now >= self.ack_due:
+        if self.to_ack and self.mono() >= self.ack_due:
             self.flush_acks()
 
     def _ack_later(self, seq: int) -> None:
@@ -439,16 +440,23 @@ class Session:
                 self.stats.duplicates += 1
             if not valid_t:
                 continue
-            rate = self.live.put_pulse(sensor, t * 1000.0 + ms, total) if role == "pulse" else None
+            if self.spool is not None:
+                self.spool.add(sensor, t, total / 1000.0, token=(self.epoch, msg.seq))
+                spooled = True
+            # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
+            # readings in time order only: a resent (RETX) tuple older than one already passed on
+            # is for the spool (above), never a step back for them.
+            t_ms = t * 1000 + ms
+            if t_ms <= self.newest_out.get(sensor, -1):
+                continue
+            self.newest_out[sensor] = t_ms
+            rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
             for sink in self.sinks:
                 sink.counter(sensor, role, t, total)
             if rate is not None:
                 for sink in self.gauge_sinks:
                     litre = self.pulse[msg.values[0]].unit == "litre"
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
-            if self.spool is not None:
-                self.spool.add(sensor, t, total / 1000.0, token=(self.epoch, msg.seq))
-                spooled = True
         if not valid_t:
             self.stats.unsynced += 1
         if not spooled:

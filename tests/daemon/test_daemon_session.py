@@ -1,0 +1,115 @@
+"""The board session without a port: ordering of outputs, the spool ACK rule, held RRD values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gridtap import codec
+from gridtap.config import BoardConfig, SensorConfig
+from gridtap.daemon import RrdSink
+from gridtap.epochs import CounterStore
+from gridtap.ingest import Session
+from gridtap.live import LiveStore
+from gridtap_fw import wire
+
+T = 1_790_000_000
+SID = "e" * 32
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        self.calls.append((t, total_milli))
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        pass
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.points: list[tuple[str, int, float, Any]] = []
+        self.batch: list[Any] = []
+
+    def add(self, sensor_id: str, ts: int, counter: int | float, token: Any = None) -> None:
+        self.points.append((sensor_id, ts, counter, token))
+        self.batch.append(token)
+
+    def maybe_commit(self) -> list[Any]:
+        out, self.batch = self.batch, []
+        return out
+
+
+def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) -> tuple[Session, list[bytes]]:
+    sent: list[bytes] = []
+
+    def send(frame: bytes) -> bool:
+        sent.append(frame)
+        return True
+
+    s = Session(
+        BoardConfig(),
+        (SensorConfig("grid", SID, "ct", 0),),
+        CounterStore(tmp_path / "c.sqlite"),
+        LiveStore(),
+        send,
+        sinks=sinks,
+        spool=spool,
+    )
+    return s, sent
+
+
+def feed(s: Session, mtype: int, seq: int, values: tuple[object, ...], flags: int = 0) -> None:
+    for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values, flags)):
+        s.handle(m)
+
+
+def acked(sent: list[bytes]) -> set[int]:
+    out: set[int] = set()
+    for m in codec.make_decoder(False).feed(b"".join(sent)):
+        if m.mtype == wire.ACK:
+            out.update(m.values[0])
+    return out
+
+
+def test_a_resent_older_tuple_goes_to_the_spool_but_never_back_to_the_outputs(tmp_path: Path) -> None:
+    rec = Recorder()
+    spool = FakeSpool()
+    s, sent = session(tmp_path, [rec], spool)
+    feed(s, wire.HELLO, 0, (b"\x02" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0))
+    feed(s, wire.COUNTER, 1, (0, T + 10, 0, 100, 0, 0, 0))
+    feed(s, wire.COUNTER, 2, (0, T + 11, 0, 200, 0, 0, 0))
+    feed(s, wire.COUNTER, 1, (0, T + 10, 0, 100, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 3, (0, T + 11, 500, 250, 0, 0, 0))  # later in the same second: passed on
+    assert rec.calls == [(T + 10, 100_000), (T + 11, 200_000), (T + 11, 250_000)]
+    assert [(p[1], p[2]) for p in spool.points] == [
+        (T + 10, 100.0),
+        (T + 11, 200.0),
+        (T + 10, 100.0),
+        (T + 11, 250.0),
+    ]
+    assert acked(sent) == set()  # nothing is ACKed before the spool commit
+    s.tick()
+    assert acked(sent) == {1, 2, 3}
+
+
+def test_rrd_sink_holds_only_newer_values() -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.updates: list[tuple[int, int]] = []
+            self.errors = 0
+
+        def update(self, sensor: str, t: int, value: int) -> bool:
+            self.updates.append((t, value))
+            return True
+
+    store = Store()
+    sink = RrdSink(store)  # type: ignore[arg-type]
+    sink.counter(SID, "import", T + 10, 1)  # first of its 10 s step: written
+    sink.counter(SID, "import", T + 15, 5)  # held
+    sink.counter(SID, "import", T + 13, 3)  # older than the held one: ignored
+    sink.counter(SID, "import", T + 5, 0)  # an earlier step: ignored
+    sink.flush_held()
+    assert store.updates == [(T + 10, 1), (T + 15, 5)]
