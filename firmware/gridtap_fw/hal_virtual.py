@@ -68,9 +68,9 @@ class VirtualHal:
         self._buf = None  # the buffer of the current batch, its size and block count
         self._bbytes = 0
         self._n = 0
-        self._pos = 0
-        self._left = 0  # blocks of the batch the firmware may still get
-        self._unread = 0  # blocks of the batch still in the adc pipe
+        self._pos = 0  # blocks of the batch read so far
+        self._end = 0  # the firmware may read blocks _pos.._end-1 of the batch
+        self._k = 0  # blocks in the batch (the rest of them wait in the adc pipe)
         payload = self._call(CMD_HELLO, b"")
         self._reset_cause = payload[0]
         self._uid = bytes(payload[1:9])
@@ -129,8 +129,8 @@ class VirtualHal:
         if n_sets <= 0 or n_sets > 65535 or n_sets * 2 * self.n_channels != nbytes:
             raise ValueError("adc_block: buffer holds %d bytes, need 1..65535 whole sets" % nbytes)
         consumed = self._pos
-        if self._unread:  # blocks never to be seen (another block size, or cut short): drop them
-            rest = self._unread * self._bbytes
+        if self._k > consumed:  # blocks never to be seen (another block size, or cut short): drop them
+            rest = (self._k - consumed) * self._bbytes
             scratch = bytearray(min(rest, 4096))
             while rest:
                 k = min(rest, len(scratch))
@@ -163,8 +163,8 @@ class VirtualHal:
         self._bbytes = nbytes
         self._n = n_sets
         self._pos = 0
-        self._left = k
-        self._unread = k
+        self._end = k
+        self._k = k
 
     def _deliver(self, blk):
         pe = self._pend_edges
@@ -188,17 +188,19 @@ class VirtualHal:
     # -- the HAL contract --------------------------------------------------
     def adc_block(self, buf):
         # buf: bytearray / memoryview of bytes, or array('H'); u16 LE, V then CTs per set
-        if buf is not self._buf or not self._left:
-            self._fetch(buf)
-        self._read_exact(self._adc, buf)
         i = self._pos
+        if i >= self._end or buf is not self._buf:
+            self._fetch(buf)
+            i = 0
+        if self._adc.readinto(buf) != self._bbytes:
+            raise SimLinkError("simulator closed the link")
         self._pos = i + 1
-        self._left -= 1
-        self._unread -= 1
         r = self._rdy[i]
-        if r > self._now_us:
+        now = self._now_us
+        if r > now:
+            now = r
             self._now_us = r
-        if self._now_us >= self._brown_us:
+        if now >= self._brown_us:
             self._brownout = True
         if self._pend:
             self._deliver(i)
@@ -233,8 +235,8 @@ class VirtualHal:
         if out[0] != 0:
             raise ValueError(bytes(out[1:]).decode())
         self._now_us, keep = struct.unpack_from("<QH", out, 1)
-        if keep < self._left:  # the supply dies before those blocks: never seen
-            self._left = keep
+        if self._pos + keep < self._end:  # the supply dies before those blocks: never seen
+            self._end = self._pos + keep
 
     def brownout(self):
         return self._brownout
