@@ -52,7 +52,7 @@ ANCHORS = {
     "sim.model_instructions_per_s": "per-block design: 28.2 M",
     "sim.sim_instructions_per_s": "per-block protocol: 35.9 M; below sim.fw_instructions_per_s, the "
                                   "firmware sets the pace",
-    "sim.fw_instructions_per_s": "per-block HAL: 21.7 M (the firmware core is most of it)",
+    "sim.fw_instructions_per_s": "per-block HAL: 21.7 M; the firmware core is most of it",
 }
 HOW = {
     "sim.model_speedup": f"{MODEL_S:.0f} simulated s of household-pv (from 12:00), model only on one "
