@@ -12,7 +12,14 @@ import serial
 
 from gridtap_sim.board import load_board
 from gridtap_sim.engine import Simulation, load_record
-from gridtap_sim.runner import RESET_BROWNOUT, RESET_POWER_ON, RESET_WATCHDOG, SimError, VirtualBoard
+from gridtap_sim.runner import (
+    FIRMWARE_DIR,
+    RESET_BROWNOUT,
+    RESET_POWER_ON,
+    RESET_WATCHDOG,
+    SimError,
+    VirtualBoard,
+)
 
 ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
 
@@ -166,3 +173,47 @@ def test_prefetch_stopped_and_resumed_gives_the_uninterrupted_run() -> None:
         s.keep_from = 12
         s.ensure_second(12)
     assert np.array_equal(a.chunks[12].samples, b.chunks[12].samples)   # the same noise stream
+
+
+class _TxLog(VirtualBoard):
+    """Records every UART write and EEPROM write with the board time it was made at."""
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.events: list[tuple[str, float, bytes]] = []
+
+    def _on_uart_tx(self, payload: bytes) -> None:
+        self.events.append(("tx", self.now, payload))
+        super()._on_uart_tx(payload)
+
+    def _on_ee_write(self, payload: bytes) -> bool:
+        self.events.append(("ee", self.now, payload))
+        return super()._on_ee_write(payload)
+
+
+@pytest.mark.skipif(not (FIRMWARE_DIR / "gridtap_fw" / "app.py").exists(), reason="no firmware core")
+def test_batches_of_any_length_show_the_firmware_the_same_board(tmp_path: Path) -> None:
+    """One request per block or per simulated second: the same writes at the same instants."""
+    runs = []
+    for span in (0.01, 0.37, 1.0):
+        sim = Simulation(load_board(), "brownouts", 3)
+        vb = _TxLog(sim, use_pty=False, fw_log=tmp_path / f"fw-{span}.log", batch_max_s=span)
+        try:
+            vb.run(24.0)
+        finally:
+            vb.close()
+        runs.append(vb)
+    per_block, *others = runs
+    assert per_block.stats.batches == per_block.stats.adc_blocks      # really one block per request
+    assert per_block.stats.deaths and per_block.stats.brownout_flags  # the outage at ~20 s is in
+    ee = [e for e in per_block.events if e[0] == "ee"]
+    assert len(ee) >= 4                                                  # boot saves and the brownout save
+    for vb in others:
+        assert vb.stats.batches < per_block.stats.batches / 10
+        n = min(len(vb.events), len(per_block.events))
+        # the last batch ends the run at a different instant: compare what both runs saw
+        end = min(vb.now, per_block.now) - 1.0
+        assert [e for e in vb.events[:n] if e[1] < end] == [e for e in per_block.events[:n] if e[1] < end]
+        assert vb.stats.boots == per_block.stats.boots and vb.stats.deaths == per_block.stats.deaths
+        assert vb.stats.brownout_flags == per_block.stats.brownout_flags
+        assert bytes(vb.eeprom.data) == bytes(per_block.eeprom.data)

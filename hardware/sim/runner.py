@@ -94,7 +94,8 @@ class VirtualBoard:
     def __init__(self, sim: Simulation, *, firmware: str | Path | None = None, speed: float = math.inf,
                  ber: float = 0.0, drop: float = 0.0, stall_per_min: float = 0.0, use_pty: bool = True,
                  fw_log: str | Path | None = None, extra_path: list[Path] | None = None,
-                 heap: str | None = None, hang_wall_s: float = HANG_WALL_S) -> None:
+                 heap: str | None = None, hang_wall_s: float = HANG_WALL_S,
+                 batch_max_s: float = BATCH_MAX_S) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.sim = sim
@@ -124,6 +125,11 @@ class VirtualBoard:
         self.rx_limit = int(self.board.sim["uart_rx_buffer"])
         self.stats = RunStats()
         self.hang_wall_s = hang_wall_s
+        # simulated seconds one ADC request may cover: shorter batches hand the firmware the
+        # host's bytes sooner in simulated time, at a few more round trips
+        if not 0.0 < batch_max_s <= 60.0:
+            raise ValueError(f"batch_max_s must be within 0..60 s, got {batch_max_s}")
+        self.batch_max_s = batch_max_s
         # board state
         self.now = 0.0
         self.next_set = 0
@@ -360,7 +366,8 @@ class VirtualBoard:
     def _batch_blocks(self, n: int, cap: int) -> int:
         """How many blocks of n sets one request gets (the firmware sees the same either way)."""
         block_s = n / self.fs
-        span = BATCH_MAX_S if self.speed == math.inf else min(BATCH_MAX_S, self.speed * BATCH_WALL_S)
+        span = self.batch_max_s if self.speed == math.inf else min(self.batch_max_s,
+                                                                    self.speed * BATCH_WALL_S)
         k = max(1, min(cap, int(span / block_s + 1e-9),
                        self.adc_capacity // (n * self.board.n_channels * 2)))
         # end the batch at the end of a simulated second: the model makes whole seconds
