@@ -225,7 +225,10 @@ def _fetch(url: str) -> list[Any] | None:
 @pytest.mark.slow
 def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    run = Run(out, "--speed", "max", "--duration", "600", "--status-every", "60", "--graph-every", "300")
+    # the default speed: at --speed max the simulator answers with one-second ADC batches, where the
+    # virtual board's HAL can run out of heap with a host attached (docs/e2e.md, finding 3): the
+    # watchdog resets then lose energy, which the report shows, but this test checks the normal case
+    run = Run(out, "--speed", "60", "--duration", "600", "--status-every", "60", "--graph-every", "300")
     url = None
     answered: list[Any] = []
     statuses = 0
@@ -249,6 +252,8 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     assert len(answered) == 60 and all(len(p) == 2 for p in answered)
     report = json.loads((out / "report.json").read_text())
     assert report["stopped_by"] == "duration" and report["daemon_exit"] == 0
+    fw_log = (out / "firmware.log").read_text()
+    assert [c for _t, c in report["boots"]] == [1], (report["boots"], fw_log[-2000:])   # power-on only
     assert report["simulated_s"] >= 599.0
     assert report["rest"]["answers"] > 0 and report["rest"]["failures"] == 0
     rows = {(r["sensor"], r["series"]): r for r in report["energy"]}
@@ -266,12 +271,14 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
             png = out / f"{name}-{interval}.png"
             assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, png
     assert "error" in text and "REST API:" in text and "simulated 6" in text
-    # the daemon lived in simulated time: the board clock was set a handful of times, not every few
-    # seconds, and its log is stamped with the simulated date
+    # the daemon lived in simulated time: its log is stamped with simulated instants (logging uses
+    # local time), and the board clock needed re-setting (beyond the one on HELLO) a few times at most,
+    # not every few seconds
     log = (out / "daemon.log").read_text()
-    assert 1 <= log.count("setting it") <= 6, log[-3000:]
-    day = time.strftime("%Y-%m-%d", time.gmtime(report["t0"]))
-    assert log.startswith(day)
+    stamps = [time.mktime(time.strptime(m, "%Y-%m-%d %H:%M:%S"))
+              for m in re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),", log, re.M)]
+    assert stamps and all(report["t0"] - 1 <= t <= report["t0"] + 601 for t in stamps), log[-3000:]
+    assert log.count("setting it") <= 6, log[-3000:]
     if report["mqtt"] is not None:
         assert report["mqtt"]["retained_counters"] >= 5
         assert report["mqtt"]["equal_to_daemon_totals"] == report["mqtt"]["retained_counters"]

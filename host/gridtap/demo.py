@@ -669,6 +669,7 @@ class Demo:
                      "answers": 0 if self.api is None else self.api.ok,
                      "failures": 0 if self.api is None else self.api.failed},
             "mqtt": mqtt,
+            "boots": [[round(float(t), 3), int(c)] for t, c in meta.get("boots", [])],
             "graphs": [g.name for g in graphs],
             "energy": rows,
         }
@@ -721,6 +722,12 @@ class Demo:
         self.say(f"simulated {sim_s:.0f} s ({sim_s / 3600:.2f} h) in {wall:.1f} s wall: "
                  f"{sim_s / max(wall, 1e-9):.1f}x (asked: {r['requested_speed']}); "
                  f"stopped by {r['stopped_by']}; the whole demo took {r['demo_wall_s']:.1f} s")
+        resets = [(t, c) for t, c in r["boots"][1:]]
+        if resets:
+            why = {2: "brownout", 3: "watchdog: the firmware crashed, see firmware.log", 4: "soft reset"}
+            self.say(f"the board rebooted {len(resets)} time(s): "
+                     + ", ".join(f"at {t:.0f} s ({why.get(c, f'cause {c}')})" for t, c in resets)
+                     + "; each loses the energy counted since the board's last EEPROM save")
         self.say("energy, firmware registers (via the daemon) against the simulator's truth:")
         self.say(f"  {'sensor':<12} {'series':<7} {'firmware Wh':>12} {'truth Wh':>12} {'diff Wh':>9} "
                  f"{'error':>8}")
