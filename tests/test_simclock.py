@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap import simcli
-from gridtap.cli import main
+from gridtap.cli import build_parser, main
 from gridtap.errors import UserError
 from gridtap.simclock import SIZE, ClockReader, ClockWriter
 
@@ -116,6 +116,14 @@ def test_sim_cli_validates_clock_options(tmp_path: Path, capsys: pytest.CaptureF
     assert "is not at --start" in capsys.readouterr().err
     assert main(["sim", "--clock-file", str(tmp_path / "no" / "c.bin")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    parser = build_parser()
+    clk = str(tmp_path / "c.bin")
+    # --t0 alone sets the model's time of day; with --start it must agree (to a millisecond)
+    assert simcli.options(parser.parse_args(["sim", "--clock-file", clk, "--t0", str(T0 + 1800)]))["start"] \
+        == 12.5 * 3600
+    opt = simcli.options(parser.parse_args(["sim", "--clock-file", clk, "--t0", str(T0 - 1e-5), "--start",
+                                            "12:00"]))
+    assert opt["start"] == 12 * 3600 and opt["t0"] == T0 - 1e-5
 
 
 @settings(max_examples=200, deadline=None)
