@@ -167,6 +167,7 @@ class BrownoutResult:
     fresh_starts: int         # later boots that found no intact counter record
     over_truth: int           # a register above the truth plus the accuracy bound: a corrupt slot
     second_wh_max: float      # the most energy any CT took in one second of the run, Wh
+    problems: list[str] = field(default_factory=list)
 
 
 def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None = None,
@@ -182,8 +183,8 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
     spans = rig.sim.scn.outages.spans
     seconds = spans[n_outages - 1][1] + 6.0
     try:
+        cl = rig.client()       # before the board talks: opening a port flushes what is waiting
         rig.start(seconds)
-        cl = rig.client()
         try:
             if save_wh is not None:
                 cl.config_set(wire.TARGET_BOARD, 0, ((wire.P_SAVE_WH, save_wh),))
@@ -204,6 +205,7 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
     events = [e for boot in per_boot[1:] for e in cap.of(wire.EVENT, boot)]
     fresh = sum(1 for e in events if e["code"] == 0x0103)
     prev_last: dict[tuple[int, str], tuple[float, float, float]] = {}   # -> (holds for, stamp, Wh)
+    problems: list[str] = []
     saved_at = []   # per boot: when (sim time) the brownout save's EVENT was stamped
     for b, msgs in enumerate(per_boot):
         ev = [stamp_s(e) for e in cap.of(wire.EVENT, msgs) if e["code"] == EV_BROWNOUT_SAVE]
@@ -217,7 +219,13 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
                 cum = truth[arr][:, ct]
                 vals = [(boots[b] + t, boots[b] + stamp_s(d), d[wh] + d[milli] / 1000.0) for t, d in mine]
                 decreases += sum(1 for x, y in zip(vals, vals[1:], strict=False) if y[2] < x[2])
-                over += sum(1 for t, _, v in vals if v > cumulative(cum, t) / 3600.0 * 1.002 + 0.01)
+                for _, stamp, v in vals:
+                    # a register cannot hold energy from after the instant it was sent
+                    limit = cumulative(cum, stamp) / 3600.0 * 1.002 + 0.01
+                    if v > limit:
+                        over += 1
+                        problems.append(f"boot {b} CT{ct + 1} {kind}: {v:.3f} Wh > {limit:.3f} Wh, "
+                                        f"the truth at its stamp {stamp:.3f} s")
                 key = (ct, kind)
                 if vals and key in prev_last:
                     t_prev, stamp_prev, v_prev = prev_last[key]
@@ -235,7 +243,8 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
                     prev_last[key] = vals[-1]
     second_wh = float(np.max(np.maximum(truth["e_imp_j"], truth["e_exp_j"]))) / 3600.0
     return BrownoutResult(len(outages), len(boots), decreases, float(sum(lost)),
-                          max(lost) if lost else 0.0, len(rig.vb.eeprom.torn), fresh, over, second_wh)
+                          max(lost) if lost else 0.0, len(rig.vb.eeprom.torn), fresh, over, second_wh,
+                          problems)
 
 
 # ---------------------------------------------------------------- UART noise
@@ -257,8 +266,8 @@ def uart_noise(tmp: Path, seconds: float, ber: float = 1e-4, seed: int = 1) -> N
     rig = VirtualRig(tmp, "steady", seed, sim=IDEAL, ber=ber)
     wrong_cfg = 0
     try:
-        rig.start(seconds)
         cl = rig.client(timeout=0.3)
+        rig.start(seconds)
         cl.retries = 20
         cl.transcript = []
         try:
