@@ -77,6 +77,38 @@ def firmware_finals(tuples: list[dict[str, Any]], sensors: Sensors) -> dict[str,
     return out
 
 
+def host_reference(tuples: list[dict[str, Any]], sensors: Sensors) -> dict[str, int]:
+    """What every output must end on (mWh): the firmware's registers put through the epoch rule.
+
+    Within a boot a register only grows. Across a reset it either carries on (restored from
+    EEPROM, maybe with energy counted since) or starts lower (a reset that lost energy); then
+    the host keeps its total and adds only what the new boot counts from its first tuple
+    (`gridtap.epochs`). The firmware stage is charged with such a fall; the outputs are not.
+    """
+    out: dict[str, int] = {}
+    for sid, k, idx, reg in series_of(sensors):
+        own = sorted((r for r in tuples if r["k"] == k and r["i"] == idx and not r["retx"]),
+                     key=lambda r: r["gt"])
+        total = offset = raw = 0
+        epoch: tuple[int, int] | None = None
+        for r in own:
+            v = int(r[reg])
+            e = (r["seg"], r["boot"])
+            if epoch is None:
+                offset, raw = 0, v
+            elif e != epoch:
+                if v < raw:
+                    offset = total - v
+                raw = v
+            else:
+                raw = max(raw, v)
+            epoch = e
+            total = max(total, offset + raw)
+        if own:
+            out[sid] = total
+    return out
+
+
 class Truth:
     """Cumulative truth over the concatenated segments, per CT register, in mWh at global time t."""
 
@@ -252,7 +284,8 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
         segs.append((off, arrays, summary))
         sums.append(summary)
     truth = Truth(segs, boot_s)
-    finals = firmware_finals(tuples, sensors)
+    finals = host_reference(tuples, sensors)
+    registers = firmware_finals(tuples, sensors)
     fw = firmware_stage(tuples, truth, sensors)
     names = {}
     for name, _kind, _idx, sid, exp in sensors:
@@ -272,8 +305,8 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
     per: dict[str, dict[str, Any]] = {}
     for sid, want in finals.items():
         k, idx, reg = kinds[sid]
-        row: dict[str, Any] = {"name": names[sid], "firmware_register_wh": want / 1000.0,
-                               "firmware": fw.get(sid, {})}
+        row: dict[str, Any] = {"name": names[sid], "firmware_register_wh": registers[sid] / 1000.0,
+                               "reference_wh": want / 1000.0, "firmware": fw.get(sid, {})}
         row["daemon_total_wh"] = host.get(sid, 0) / 1000.0
         rp = work / "rrd" / f"{sid}.rrd"
         if rp.exists():
@@ -312,7 +345,7 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
     by_stage = {"firmware": 0.0, "rrd": 0.0, "mqtt": 0.0, "flukso": 0.0, "pvoutput": 0.0}
     fails: list[str] = []
     for sid, row in per.items():
-        w = row["firmware_register_wh"]
+        w = row["reference_wh"]
         f = row["firmware"]
         losses = {
             "firmware": float(f.get("lost_wh", 0.0)) + float(f.get("extra_wh", 0.0)),

@@ -485,7 +485,7 @@ def _drive(chain: Chain, events: list[tuple[float, str]], t_to: float) -> None:
 def _expected_finals(chain: Chain) -> dict[str, int]:
     paths = [d / "tuples.jsonl" for d in chain.seg_dirs]
     tuples = analysis.load_tuples(paths, [float(s["t_from"]) for s in chain.segments])
-    return analysis.firmware_finals(tuples, SENSORS)
+    return analysis.host_reference(tuples, SENSORS)
 
 
 def _settle(chain: Chain, collector: Collector) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.analysis import Truth, firmware_finals, firmware_stage, interp_register
+from tests.e2e.analysis import Truth, firmware_finals, firmware_stage, host_reference, interp_register
 
 SENSORS = (("load", "ct", 0, "b" * 32, None), ("meter", "pulse", 0, "c" * 32, None))
 
@@ -72,3 +72,15 @@ def test_interpolation_uses_whole_second_stamps() -> None:
     assert interp_register(tuples, "c", 0, "imp", 1_700_000_020.0) == 20_000.0  # a stamp on the instant
     sparse = [t for t in tuples if t["k"] == "c" and t["gt"] in (5.0, 400.0)]
     assert interp_register(sparse, "c", 0, "imp", 1_700_000_100.0) is None  # no bracketing pair
+
+
+@pytest.mark.parametrize("lost", [0, 600, 3000])
+def test_outputs_are_held_to_the_epoch_rule_not_to_a_register_that_fell(lost: int) -> None:
+    tuples = _tuples(lost)
+    final = firmware_finals(tuples, SENSORS)["b" * 32]
+    ref = host_reference(tuples, SENSORS)["b" * 32]
+    first_after = 500_000 - lost + 1_000  # the first tuple after the reset, one second into the boot
+    if first_after < 499_000:  # the register restarted below its last value: the host keeps its total
+        assert ref == final + (499_000 - first_after)
+    else:                      # restored and carried on: the reference is the register itself
+        assert ref == final
