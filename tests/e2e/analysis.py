@@ -77,35 +77,43 @@ def firmware_finals(tuples: list[dict[str, Any]], sensors: Sensors) -> dict[str,
     return out
 
 
-def host_reference(tuples: list[dict[str, Any]], sensors: Sensors) -> dict[str, int]:
-    """What every output must end on (mWh): the firmware's registers put through the epoch rule.
+def host_series(tuples: list[dict[str, Any]], k: str, idx: int, reg: str) -> list[tuple[float, int]]:
+    """(board time in whole s, host total in mWh) per new tuple: the registers through the epoch rule.
 
     Within a boot a register only grows. Across a reset it either carries on (restored from
     EEPROM, maybe with energy counted since) or starts lower (a reset that lost energy); then
     the host keeps its total and adds only what the new boot counts from its first tuple
     (`gridtap.epochs`). The firmware stage is charged with such a fall; the outputs are not.
     """
+    own = sorted((r for r in tuples if r["k"] == k and r["i"] == idx and not r["retx"]),
+                 key=lambda r: r["gt"])
+    out: list[tuple[float, int]] = []
+    total = offset = raw = 0
+    epoch: tuple[int, int] | None = None
+    for r in own:
+        v = int(r[reg])
+        e = (r["seg"], r["boot"])
+        if epoch is None:
+            offset, raw = 0, v
+        elif e != epoch:
+            if v < raw:
+                offset = total - v
+            raw = v
+        else:
+            raw = max(raw, v)
+        epoch = e
+        total = max(total, offset + raw)
+        out.append((float(r["t"]), total))
+    return out
+
+
+def host_reference(tuples: list[dict[str, Any]], sensors: Sensors) -> dict[str, int]:
+    """What every output must end on (mWh): the last host total of `host_series`."""
     out: dict[str, int] = {}
     for sid, k, idx, reg in series_of(sensors):
-        own = sorted((r for r in tuples if r["k"] == k and r["i"] == idx and not r["retx"]),
-                     key=lambda r: r["gt"])
-        total = offset = raw = 0
-        epoch: tuple[int, int] | None = None
-        for r in own:
-            v = int(r[reg])
-            e = (r["seg"], r["boot"])
-            if epoch is None:
-                offset, raw = 0, v
-            elif e != epoch:
-                if v < raw:
-                    offset = total - v
-                raw = v
-            else:
-                raw = max(raw, v)
-            epoch = e
-            total = max(total, offset + raw)
-        if own:
-            out[sid] = total
+        ser = host_series(tuples, k, idx, reg)
+        if ser:
+            out[sid] = ser[-1][1]
     return out
 
 
@@ -252,9 +260,9 @@ def _status_end(d: str, t: str) -> float:
 
 
 def interp_register(tuples: list[dict[str, Any]], k: str, idx: int, reg: str, t_board: float) -> float | None:
-    # whole seconds, as the daemon's outputs get them (Sink.counter takes t in s; the ms are dropped)
-    own = sorted((float(r["t"]), r[reg]) for r in tuples
-                  if r["k"] == k and r["i"] == idx and not r["retx"])
+    # whole seconds, as the daemon's outputs get them (Sink.counter takes t in s; the ms are dropped);
+    # host totals, which is what the outputs carry
+    own = sorted(p for p in host_series(tuples, k, idx, reg) if p[0] > 1234567890)
     ts = [a for a, _ in own]
     j = bisect.bisect_right(ts, t_board)
     if j == 0:
