@@ -268,12 +268,11 @@ def interp_register(tuples: list[dict[str, Any]], k: str, idx: int, reg: str, t_
     if j == 0:
         return None
     if j >= len(own):
-        return float(own[-1][1]) if own[-1][0] == t_board else None
+        # a PULSE is stamped with its last pulse: the count holds until the next one
+        return float(own[-1][1]) if own[-1][0] == t_board or k == "p" else None
     (ta, va), (tb, vb) = own[j - 1], own[j]
     if ta == t_board:
         return float(va)
-    if tb - ta > 120.0:  # no bracketing pair (an unchanged register is still sent once a minute)
-        return None
     return float(va) if tb == ta else va + (vb - va) * (t_board - ta) / (tb - ta)
 
 
