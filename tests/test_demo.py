@@ -225,9 +225,7 @@ def _fetch(url: str) -> list[Any] | None:
 @pytest.mark.slow
 def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    # the default speed: at --speed max the simulator answers with one-second ADC batches, where the
-    # virtual board's HAL can run out of heap with a host attached (docs/e2e.md, finding 3): the
-    # watchdog resets then lose energy, which the report shows, but this test checks the normal case
+    # the default speed, as `make demo` runs it (the SIGINT test below runs flat out)
     run = Run(out, "--speed", "60", "--duration", "600", "--status-every", "60", "--graph-every", "300")
     url = None
     answered: list[Any] = []

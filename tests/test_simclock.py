@@ -116,6 +116,8 @@ def test_sim_cli_validates_clock_options(tmp_path: Path, capsys: pytest.CaptureF
     assert "is not at --start" in capsys.readouterr().err
     assert main(["sim", "--clock-file", str(tmp_path / "no" / "c.bin")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["sim", "--batch-max-s", "0"]) == 2
+    assert "--batch-max-s 0 is out of range" in capsys.readouterr().err
     parser = build_parser()
     clk = str(tmp_path / "c.bin")
     # --t0 alone sets the model's time of day; with --start it must agree (to a millisecond)
@@ -134,16 +136,20 @@ def test_default_t0_is_the_latest_start_not_in_the_future(sod: float, now: float
     assert abs((t0 - sod) % 86400.0) < 1e-3 or abs((t0 - sod) % 86400.0 - 86400.0) < 1e-3
 
 
-def test_sim_publishes_its_clock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [None, "0.05"])
+def test_sim_publishes_its_clock(tmp_path: Path, batch: str | None) -> None:
     p = tmp_path / "clock.bin"
     out = subprocess.run(
         [sys.executable, "-m", "gridtap.cli", "sim", "--scenario", "steady", "--speed", "max",
-         "--duration", "6", "--clock-file", str(p), "--t0", str(T0)],
+         "--duration", "6", "--clock-file", str(p), "--t0", str(T0)]
+        + ([] if batch is None else ["--batch-max-s", batch]),
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("pty: /dev/")
-    # the firmware's own time at its last HAL request: within the last batch (<= 1 s) of the end
-    assert T0 + 5.0 <= value(p) <= T0 + 6.0
+    # the firmware's own time at its last HAL request: within the last batch of the end (1 s by
+    # default, or what --batch-max-s allows)
+    span = 1.0 if batch is None else float(batch)
+    assert T0 + 6.0 - span - 1e-6 <= value(p) <= T0 + 6.0
     assert f"simulated t=0 is Unix {T0:.0f}" in out.stderr
 
 
