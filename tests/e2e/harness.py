@@ -82,6 +82,7 @@ class Plan:
     seed: int = 1
     speed: float = math.inf
     board: str | None = None
+    batch_max_s: float = 0.05   # simulated time one ADC request may cover (docs/e2e.md, findings 3-4)
     brownouts: list[float] = field(default_factory=list)       # mains failure instants
     brownout_len_s: list[float] = field(default_factory=list)  # and how long each lasts
     kills: list[float] = field(default_factory=list)           # kill -9 of the daemon
@@ -327,6 +328,7 @@ class Chain:
             "clock_file": str(self.clock_file), "outages": outages, "board": p.board,
             "bursts": [(a - t_from, b - t_from) for a, b in p.bursts if t_from <= a < t_to],
             "burst_ber": p.burst_ber, "eeprom": str(self.eeprom), "speed": p.speed,
+            "batch_max_s": p.batch_max_s,
         }
         d.mkdir()
         (d / "plan.json").write_text(json.dumps(spec))
@@ -600,12 +602,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--soak-days", type=float, default=None, help="use the soak plan over this many days")
     ap.add_argument("--out", type=Path, default=None, help="work directory (default: a new temporary one)")
+    ap.add_argument("--batch-max-s", type=float, default=0.05,
+                    help="simulated seconds one ADC request of the firmware may cover (default 0.05)")
+    ap.add_argument("--board", default=None, help="board file (default hardware/board.json)")
     ap.add_argument("--analyse", type=Path, default=None, metavar="DIR",
                     help="only compare again the stages a finished run saved in DIR (stages.json)")
     args = ap.parse_args(argv)
     if args.analyse:
         return reanalyse(args.analyse)
     plan = soak_plan(args.soak_days, args.seed) if args.soak_days else day_plan(args.sim_s, args.seed)
+    plan.batch_max_s = args.batch_max_s
+    plan.board = args.board
     work = args.out or Path(tempfile.mkdtemp(prefix="gte2e-"))
     res = run(plan, work, keep=True)
     print(json.dumps({k: res[k] for k in ("ok", "wall_s", "faults_injected", "wh_lost_by_stage") if k in res},
