@@ -1,7 +1,10 @@
 # gridtap: every target installs what it needs, and can be run again safely.
+#   make demo    set up everything, then run the whole stack on the virtual board (gridtap demo)
 #   make test    set up everything, then lint, type-check and run all tests
 #   make fuzz    libFuzzer + ASan/UBSan on the C decoder, bounded time
 #   make bench   measure, write bench/results.json and docs/BENCHMARKS.md
+#   make soak    the long HIL campaigns (tests/hil --long), about 15 minutes
+#                then the end-to-end month (tools/soak.py, SOAK_DAYS=30; docs/e2e.md)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,12 +17,12 @@ STAMPS := $(VENV)/.stamps
 # Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto.
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
-	rrdtool rrdcached librrd-dev mosquitto socat tzdata
+	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
 
-.PHONY: setup apt venv native stubs test lint typecheck pytest fuzz bench clean
+.PHONY: setup apt venv native stubs test lint typecheck pytest fuzz bench clean soak demo
 
 setup: apt venv native stubs
 
@@ -67,11 +70,26 @@ pytest: setup
 
 test: setup lint typecheck pytest
 
+# Board, daemon, rrdcached, mosquitto, REST API and graphs on the simulated clock, then energy
+# against the simulator's truth (README "What make demo shows"); e.g. DEMO_ARGS="--duration 600".
+DEMO_ARGS ?=
+demo: setup
+	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
+
 clean:
 	rm -rf build native/build host/gridtap/_native*.so $(STAMPS)/native
 
 bench: setup
 	$(PY) bench/run.py
+
+# Long hardware-in-the-loop campaigns on the virtual board (hardware/hil-rig.md):
+# 100,000 bouncing S0 pulses, 200 brownouts, an hour per accuracy scenario, an hour at BER 1e-4.
+# Then the whole chain (board, daemon, rrdcached, mosquitto, upload servers) over SOAK_DAYS
+# simulated days under faults; figures to bench/e2e_soak.json (tools/soak.py, docs/e2e.md).
+SOAK_DAYS ?= 30
+soak: setup
+	$(VENV)/bin/pytest tests/hil --long -q
+	$(PY) tools/soak.py --days $(SOAK_DAYS)
 
 FUZZ_SECONDS ?= 60
 fuzz: setup

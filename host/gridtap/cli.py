@@ -20,6 +20,8 @@ SUBCOMMAND_MODULES = (
     "gridtap.rulescli",
     "gridtap.daemoncli",
     "gridtap.graph",
+    "gridtap.flash",
+    "gridtap.calibrate",
 )
 
 
