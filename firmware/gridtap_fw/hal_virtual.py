@@ -16,7 +16,7 @@
 # into the firmware's buffer; the block's ready time, the pulse edges and the
 # UART bytes came with the batch and are handed out at the block they belong
 # to, so the firmware sees exactly what one request per block would show it.
-# UART writes are stamped with the board time and sent with the next request.
+# UART writes are sent at once, stamped with the board time.
 
 import json
 import os
@@ -58,7 +58,6 @@ class VirtualHal:
         self._rdy = array("Q", bytes(8 * MAX_BLOCKS))  # ready t_us of each block of the batch
         self._edges = []
         self._rx = bytearray()
-        self._tx = []  # stamped UART_TX messages not yet sent
         self._pend_edges = []  # (block, input, t_us & mask, level) of this batch, in order
         self._pend_rx = []  # (t_us, bytes) not yet arrived
         self._pend = False
@@ -84,12 +83,7 @@ class VirtualHal:
     # -- transport ---------------------------------------------------------
     def _send(self, cmd, payload):
         # files from open() are unbuffered on the unix port: one write, one syscall
-        msg = struct.pack("<BI", cmd, len(payload)) + payload
-        if self._tx:
-            self._tx.append(msg)
-            msg = b"".join(self._tx)
-            self._tx = []
-        self._req.write(msg)
+        self._req.write(struct.pack("<BI", cmd, len(payload)) + payload)
 
     def _read_exact(self, f, buf):
         n = len(buf)
@@ -215,8 +209,12 @@ class VirtualHal:
         return e
 
     def uart_write(self, data):
+        # sent at once, stamped with the board time (the simulator is ahead by up to a batch);
+        # header and data in two writes, so nothing is copied or kept: this HAL must not need
+        # heap the rp2 HAL would not (the firmware's heap is as tight as the Pico's)
         if data:
-            self._tx.append(struct.pack("<BIQ", CMD_UART_TX, 8 + len(data), self._now_us) + bytes(data))
+            self._req.write(struct.pack("<BIQ", CMD_UART_TX, 8 + len(data), self._now_us))
+            self._req.write(data)
 
     def uart_read(self):
         if not self._rx:
