@@ -79,11 +79,15 @@ def test_compare_windows_the_truth_at_the_registers_board_time() -> None:
     arrays = _arrays(e, e, [])
     t0 = 1.7e9
     s = demo.demo_series()[0]
-    rows = demo.compare(arrays, {"meters": []}, t0, {s.id: (500, t0 + 50.0)})
+    unset = demo.demo_series()[1]
+    rows = demo.compare(arrays, {"meters": []}, t0, {s.id: (500, t0 + 50.0), unset.id: (0, 12.0)})
     row = next(r for r in rows if r["id"] == s.id)
     assert row["until_s"] == 50.0 and row["truth_wh"] == 0.5 and row["firmware_wh"] == 0.5
     assert row["error_pct"] is None   # under 1 Wh of truth: no percentage
-    missing = [r for r in rows if r["id"] != s.id]
+    # stamped before the board clock was set: compared over the whole record (100 s, 1 Wh)
+    row = next(r for r in rows if r["id"] == unset.id)
+    assert row["until_s"] == 100.0 and row["truth_wh"] == 1.0 and row["error_pct"] == -100.0
+    missing = [r for r in rows if r["id"] not in (s.id, unset.id)]
     assert missing and all(r["firmware_wh"] is None for r in missing)
 
 

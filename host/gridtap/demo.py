@@ -272,7 +272,7 @@ def truth_wh(arrays: dict[str, Any], meta: dict[str, Any], s: Series, until_s: f
 def compare(arrays: dict[str, Any], meta: dict[str, Any], t0: float,
             totals: dict[str, tuple[int, float]]) -> list[dict[str, Any]]:
     """Per series: the firmware's energy (daemon total of the register, mWh) against the truth up to
-    the board time of that register reading."""
+    the board time of that register reading (the daemon keeps the time of the last advance)."""
     rows: list[dict[str, Any]] = []
     record_s = float(len(arrays["t_s"]))
     for s in demo_series():
@@ -283,7 +283,9 @@ def compare(arrays: dict[str, Any], meta: dict[str, Any], t0: float,
             rows.append(row)
             continue
         milli, t_board = got
-        until = min(t_board - t0, record_s)
+        # a register stamped before the board clock was set (a series that never moved since its
+        # first reading) stands for the whole run
+        until = min(t_board - t0, record_s) if t_board >= t0 else record_s
         fw = milli / 1000.0
         tr = truth_wh(arrays, meta, s, until)
         err = (fw - tr) / tr * 100.0 if tr >= 1.0 else None
