@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "gridtap.graph",
     "gridtap.flash",
     "gridtap.calibrate",
+    "gridtap.demo",
 )
 
 

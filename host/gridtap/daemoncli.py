@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=LEVELS, help="least important messages logged")
     p.add_argument("--syslog", action="store_true", help="log to syslog (/dev/log) instead of stderr")
     p.add_argument("--check", action="store_true", help="only validate the config file, then exit")
+    p.add_argument("--clock-file", type=Path, default=None, metavar="PATH",
+                   help="take Unix time from a simulated clock (`gridtap sim --clock-file PATH`) instead of "
+                        "the system clock: board TIME_SET, PVOutput intervals, spool aging, the REST API")
+    p.add_argument("--time-sync-s", default=None, metavar="S",
+                   help="re-set the board clock when it is off by at least S seconds (default 1); raise it "
+                        "with a sped-up simulated clock, e.g. 5 at 60x")
     p.set_defaults(func=run)
 
 
@@ -49,9 +55,30 @@ def setup_logging(level: str, use_syslog: bool) -> None:
     root.setLevel(getattr(logging, level.upper()))
 
 
+def _seconds(name: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise UserError(f"{name} must be a number of seconds, got {text!r}") from exc
+    if not 0 < v <= 86400:
+        raise UserError(f"{name} must be more than 0 and at most 86400 seconds, got {text}")
+    return v
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    sync_text = getattr(args, "time_sync_s", None)
+    sync_s = None if sync_text is None else _seconds("--time-sync-s", sync_text)
+    if getattr(args, "clock_file", None) is not None and not args.check:
+        from gridtap import simclock
+
+        simclock.install(args.clock_file)   # before the daemon's modules bind time.time as a default
     from gridtap.daemon import Daemon, check_features
+
+    if sync_s is not None:
+        import gridtap.ingest
+
+        gridtap.ingest.TIME_SYNC_S = sync_s
 
     check_features(cfg)
     if args.check:

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "so the board keeps its counters and config from run to run")
     p.add_argument("--fw-log", default=None, metavar="FILE",
                    help="append the firmware's stdout/stderr here (default: a temporary file)")
+    p.add_argument("--clock-file", default=None, metavar="PATH",
+                   help="publish the simulated Unix time here (16 bytes, float64 LE at offset 0), for "
+                        "`gridtap daemon --clock-file`")
+    p.add_argument("--batch-max-s", default=None, metavar="S",
+                   help="simulated time one ADC batch may span (default 1 s); smaller batches bring host "
+                        "bytes to the board sooner, at some cost in speed")
+    p.add_argument("--t0", default=None, metavar="UNIX",
+                   help="with --clock-file: Unix time of simulated t=0 (default: the latest --start time "
+                        "of day, UTC, that is not in the future); sets the time of day unless --start does")
     p.set_defaults(func=run_sim)
 
 
@@ -101,6 +111,22 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
             parent = Path(path).resolve().parent
             if not parent.is_dir() or not os.access(parent, os.W_OK):
                 raise UserError(f"--{name} {path}: directory {parent} does not exist or is not writable")
+    clock_file, t0 = getattr(args, "clock_file", None), None
+    if clock_file is not None:
+        parent = Path(clock_file).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise UserError(f"--clock-file {clock_file}: directory {parent} does not exist or is not "
+                            "writable")
+    if getattr(args, "t0", None) is not None:
+        if clock_file is None:
+            raise UserError("--t0 sets where the published simulated clock starts: it needs --clock-file")
+        t0 = _float("t0", args.t0, 946684800.0, 4102444800.0)
+    start = parse_start(args.start)
+    if t0 is not None:
+        if start is None:
+            start = t0 % 86400.0
+        elif min((t0 - start) % 86400.0, -(t0 - start) % 86400.0) > 1e-3:
+            raise UserError(f"--t0 {args.t0} is not at --start {args.start} (UTC); give one of them")
     firmware = None
     if args.firmware is not None:
         firmware = Path(args.firmware)
@@ -109,10 +135,18 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "scenario": args.scenario, "seed": seed, "duration": duration, "speed": parse_speed(args.speed),
         "ber": _float("ber", args.ber, 0.0, 0.5), "drop": _float("drop", args.drop, 0.0, 0.99),
-        "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": parse_start(args.start),
+        "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": start,
         "firmware": firmware, "record": args.record, "board": args.board, "fw_log": args.fw_log,
-        "eeprom": args.eeprom,
+        "eeprom": args.eeprom, "clock_file": clock_file, "t0": t0,
+        "batch_max_s": None if getattr(args, "batch_max_s", None) is None
+        else _float("batch-max-s", args.batch_max_s, 0.001, 60.0),
     }
+
+
+def default_t0(start_of_day_s: float, now: float) -> float:
+    """The latest instant at that time of day (UTC) that is not after `now`."""
+    t = now - now % 86400.0 + start_of_day_s
+    return t - 86400.0 if t > now else t
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -134,7 +168,8 @@ def run_sim(args: argparse.Namespace) -> int:
                         "pass --firmware SCRIPT to run another MicroPython program")
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
-                      stall_per_min=opt["stalls"], fw_log=opt["fw_log"])
+                      stall_per_min=opt["stalls"], fw_log=opt["fw_log"],
+                      **({} if opt["batch_max_s"] is None else {"batch_max_s": opt["batch_max_s"]}))
     if opt["eeprom"] and Path(opt["eeprom"]).exists():
         from gridtap_sim.eeprom import EepromError
         try:
@@ -142,6 +177,17 @@ def run_sim(args: argparse.Namespace) -> int:
         except (OSError, EepromError) as exc:
             vb.close()
             raise UserError(f"--eeprom {opt['eeprom']}: {exc}") from exc
+    clock = None
+    if opt["clock_file"]:
+        from gridtap.simclock import ClockWriter
+        t0 = opt["t0"] if opt["t0"] is not None else default_t0(sim.scn.start_of_day_s, time.time())
+        try:
+            clock = ClockWriter(opt["clock_file"], t0)
+        except UserError:
+            vb.close()
+            raise
+        vb.clock_writer = clock
+        print(f"clock: {opt['clock_file']} (simulated t=0 is Unix {t0:.0f})", file=sys.stderr, flush=True)
     print(f"pty: {vb.pty_path}", flush=True)
     print(f"scenario: {opt['scenario']} ({sim.scn.description}); seed {opt['seed']}; "
           f"firmware log: {vb.fw_log_path}", file=sys.stderr, flush=True)
@@ -166,6 +212,8 @@ def run_sim(args: argparse.Namespace) -> int:
         if opt["eeprom"]:
             Path(opt["eeprom"]).write_bytes(bytes(vb.eeprom.data))
         vb.close()
+        if clock is not None:
+            clock.close()
     st = vb.stats
     print(f"simulated {vb.now:.1f} s in {st.wall_s:.1f} s wall ({vb.now / max(st.wall_s, 1e-9):.0f}x); "
           f"boots {len(st.boots)}, outages survived {len(st.deaths)}, EEPROM writes {st.ee_writes} "
