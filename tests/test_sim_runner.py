@@ -217,3 +217,21 @@ def test_batches_of_any_length_show_the_firmware_the_same_board(tmp_path: Path) 
         assert vb.stats.boots == per_block.stats.boots and vb.stats.deaths == per_block.stats.deaths
         assert vb.stats.brownout_flags == per_block.stats.brownout_flags
         assert bytes(vb.eeprom.data) == bytes(per_block.eeprom.data)
+
+
+def test_uart_writes_need_no_big_heap_block(tmp_path: Path) -> None:
+    """60 kB/s of UART writes with 16 KB of heap to spare: no MemoryError, no reset.
+
+    hal_virtual once gathered a batch's writes and joined them (~64 KB here): MemoryError.
+    """
+    fw = Path(__file__).resolve().parent / "simtest" / "uart_flood_fw.py"
+    vb = VirtualBoard(Simulation(load_board(), "steady", 1), firmware=fw, use_pty=False,
+                      fw_log=tmp_path / "fw.log")
+    try:
+        vb.run(5.0)
+    finally:
+        vb.close()
+    log = (tmp_path / "fw.log").read_text()
+    assert "MemoryError" not in log, log[-1500:]
+    assert vb.stats.boots == [(0.0, RESET_POWER_ON)] and "blocks 400" in log
+    assert vb.from_board.stats.bytes_in >= 400 * 3 * 200
