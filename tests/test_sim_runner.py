@@ -235,3 +235,26 @@ def test_uart_writes_need_no_big_heap_block(tmp_path: Path) -> None:
     assert "MemoryError" not in log, log[-1500:]
     assert vb.stats.boots == [(0.0, RESET_POWER_ON)] and "blocks 400" in log
     assert vb.from_board.stats.bytes_in >= 400 * 3 * 200
+
+
+def test_a_soft_reset_mid_batch_loses_no_edge_after_the_reboot(tmp_path: Path) -> None:
+    """Edges of blocks the firmware never reached before RESET are seen by the next boot."""
+    fw = Path(__file__).resolve().parent / "simtest" / "reset_fw.py"
+    rng = np.random.default_rng(5)
+    starts = np.sort(rng.uniform(0.1, 3.9, 40))
+    sim = Simulation(load_board(), "steady", 1)
+    meter = sim.scn.meters[0]
+    meter.step = lambda k, _w: [e for t in starts[(starts >= k) & (starts < k + 1)]  # type: ignore[method-assign]
+                                for e in ((float(t), 0, 0), (float(t) + 0.02, 0, 1))]
+    vb = VirtualBoard(sim, firmware=fw, use_pty=False, fw_log=tmp_path / "fw.log")
+    try:
+        vb.run(4.0)
+    finally:
+        vb.close()
+    assert [c for _, c in vb.stats.boots] == [RESET_POWER_ON, 4]
+    reset_t, boot2 = vb.stats.deaths[0][0], vb.stats.boots[1][0]
+    assert 1.5 <= reset_t < 1.6 and boot2 == pytest.approx(reset_t + 0.3)
+    log = (tmp_path / "fw.log").read_text().split("--- boot 2")
+    seen2 = len([line for line in log[1].splitlines() if line.startswith("edge")])
+    due2 = int(((starts >= boot2) & (starts + 0.02 < vb.now - 0.01)).sum()) * 2
+    assert seen2 >= due2 > 0

@@ -235,6 +235,10 @@ class VirtualBoard:
             if fd >= 0:
                 os.close(fd)
         self.req_fd = self.resp_fd = self.adc_fd = -1
+        if self._batch is not None:   # edges the board had not reached yet: a next boot may see them
+            back = [e for _, e in self._batch[3] if e[0] >= self.now]
+            if back:
+                self.sim.edges = sorted(back + self.sim.edges)
         self._batch = None
         self._held = None
         self.stats.deaths.append((self.now, why))
