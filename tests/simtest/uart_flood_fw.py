@@ -9,7 +9,8 @@ buf = bytearray(hal.block_sets * 2 * hal.n_channels)
 frame = bytes(range(200))
 hog = []  # what the firmware core would be using
 gc.collect()
-while gc.mem_free() > 16000:  # type: ignore[attr-defined]  (MicroPython)
+# gc.mem_free is MicroPython's
+while gc.mem_free() > 16000:  # type: ignore[attr-defined]
     hog.append(bytearray(512))
 blocks = 0
 while True:
