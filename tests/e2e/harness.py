@@ -132,16 +132,18 @@ def soak_plan(days: float, seed: int = 1, kills: int = 24, long_outages: tuple[f
     sim_s = days * DAY
     end = sim_s - 3600.0
     p = Plan(sim_s=sim_s, seed=seed, wall_limit_s=sim_s / 20.0 + 3600.0)
-    p.brownouts = [d * DAY + rng.uniform(600.0, DAY - 600.0) for d in range(int(math.ceil(days)))]
-    p.brownouts = [t for t in p.brownouts if t < end]
+    # one brownout in every simulated day (or part of a day) the run covers
+    p.brownouts = [d * DAY + rng.uniform(300.0, min(DAY, end - d * DAY) - 300.0)
+                   for d in range(int(math.ceil(end / DAY))) if end - d * DAY > 900.0]
     p.brownout_len_s = [rng.uniform(2.0, 20.0) for _ in p.brownouts]
     p.kills = _instants(rng, kills, 300.0, end)
     starts = _instants(rng, max(2, int(days)), 300.0, end - 900)
     p.bursts = [(t, t + rng.uniform(60.0, 900.0)) for t in starts]
     # long outages of both servers, scaled down when the run is shorter than they are
+    scale = min(1.0, 0.8 * end / (sum(long_outages) * DAY))
     t = 0.1 * end
     for length in long_outages:
-        span = min(length * DAY, 0.4 * end)
+        span = length * DAY * scale
         p.server_outages.append((t, t + span))
         t += span + 0.05 * end
     p.broker_restarts = [rng.uniform(0.2 * end, 0.3 * end)]
