@@ -2,7 +2,7 @@
 
 An open bug is marked xfail(strict=True): when the owner fixes it the test
 passes, pytest reports XPASS as a failure, and the marker must go. Fixed ones
-stay as regression tests (the brownout save: fcf6c91).
+stay as regression tests (the brownout save: fcf6c91; resent tuples: cffe6cb).
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class Recorder:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="open: a resent (RETX) tuple reaches the outputs after a newer one, "
-                                       "so MQTT's retained counter and the RRD's held value can end older")
 def test_a_resent_tuple_never_leaves_an_output_on_an_older_counter(tmp_path: Path) -> None:
     rec = Recorder()
     store = CounterStore(tmp_path / "c.sqlite")
