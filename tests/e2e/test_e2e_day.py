@@ -2,8 +2,8 @@
 
 The board, the daemon, rrdcached, mosquitto and both upload servers run as in
 `make soak`, over a shorter span: GRIDTAP_E2E_SIM_S simulated seconds (default
-3600, about 90-110 s; the chain runs at 35-55x real time on this machine, so
-one simulated day would take 25-40 minutes and does not fit `make test`;
+3600, about a minute; the chain runs at 50-150x real time on this machine, so
+one simulated day would take 10-30 minutes and does not fit `make test`;
 `make soak` runs days).
 
 Every stage must end on the firmware's last register within the documented
