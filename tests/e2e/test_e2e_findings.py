@@ -126,4 +126,5 @@ def test_a_lost_hello_never_double_counts(tmp_path: Path) -> None:
     feed(s, wire.COUNTER, 3, (0, T + 22, 0, 160, 0, 0, 0))
     total = store.total("a" * 32)
     store.close()
+    assert total is not None
     assert total == 160_000, f"host total {total / 1000} Wh for a register at 160 Wh"
