@@ -13,6 +13,9 @@ and retransmissions are harmless. At the first reading of a new epoch:
   unknowable, so the host total stays flat and counts only what the new epoch
   adds from here.
 
+The decision waits for a reading stamped after the last one seen: a resent,
+older tuple of the new boot says nothing about whether the register fell.
+
 Either way the host total never goes backwards and no Wh is counted twice.
 All values are integer thousandths (mWh or mL). Epoch changes are written at
 once; ordinary progress is kept in RAM and written every `flush()` (the
@@ -112,6 +115,12 @@ class CounterStore:
             self._begin(sensor, st, raw, t, prev_total=0, continued=False)
             return st.total, True
         if st.epoch != epoch:
+            if t < st.t and raw < st.raw:
+                # An older reading (a resent tuple, or one stamped before the board clock was
+                # set) cannot tell whether the register fell: its lower value may be a tuple of
+                # this very boot that was counted before its HELLO was seen (a HELLO lost on the
+                # wire). Decide the epoch on the first reading newer than the last one seen.
+                return st.total, False
             continued = raw >= st.raw
             offset = st.offset if continued else st.total - raw
             prev = st.total

@@ -134,6 +134,7 @@ class Session:
         self.stats = Stats()
         self.last_time_set = -1e9
         self.newest_t = 0  # board time of the newest tuple accepted
+        self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
         self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
 
     # ------------------------------------------------------------ sending
@@ -319,6 +320,7 @@ class Session:
             )
             self.stats.epochs.append(epoch)
         self.epoch = epoch
+        self.last_uptime = 0
         self.to_ack.clear()
         self.set_time()
         if first:
@@ -334,7 +336,15 @@ class Session:
         self.last_time_set = self.mono()
 
     def _time(self, msg: wire.Message) -> None:
-        unix_s, ms, _uptime, synced = msg.values
+        unix_s, ms, uptime, synced = msg.values
+        if self.epoch is not None and uptime < self.last_uptime:
+            # The board rebooted and its HELLO was lost on the wire: take no tuple into the old
+            # epoch (they stay unACKed, so the board resends them) until HELLO names the new boot.
+            log.warning("board uptime went back (%d -> %d ms) without a HELLO: asking for one",
+                        self.last_uptime, uptime)
+            self.epoch = None
+            self.command(wire.HELLO_REQ)
+        self.last_uptime = uptime
         drift = unix_s + ms / 1000.0 - self.clock()
         if not synced or abs(drift) >= TIME_SYNC_S:
             log.info("board clock %s by %.3f s: setting it", "not set" if not synced else "off", drift)

@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from gridtap import codec
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.epochs import CounterStore
@@ -92,8 +90,6 @@ def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path) -> None:
     assert abs(gap["lost_wh"]) < 0.05, gap
 
 
-@pytest.mark.xfail(strict=True, reason="open: a HELLO lost on the wire leaves the session in the old epoch; "
-                                       "when it is seen later the epoch rule double counts")
 def test_a_lost_hello_never_double_counts(tmp_path: Path) -> None:
     """The board reboots (restored registers carry on) but its HELLO is corrupted: the session keeps
     counting the new boot's tuples in the old epoch. After a daemon restart the board replays an
