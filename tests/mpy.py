@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,13 +11,10 @@ FIRMWARE = ROOT / "firmware"
 
 
 def micropython_exe() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if found is None:
-        raise RuntimeError("micropython is not installed; run `make setup`")
-    return found
+    """The unix-port executable, found the way the virtual board finds it."""
+    from gridtap_sim.runner import micropython_exe as find
+
+    return find()
 
 
 def run_micropython(script: str, extra_path: list[Path] | None = None, timeout: float = 120.0,
