@@ -7,6 +7,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,19 @@ unit = "litre"
 """
 
 
+class Recorder:
+    """An output sink that keeps every (t, total) counter call, for Session tests."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        self.calls.append((t, total_milli))
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        pass
+
+
 @dataclass
 class Rig:
     board: FakeBoard
@@ -102,23 +116,28 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def rig(short_tmp: Path) -> Iterator[Rig]:
-    board = FakeBoard(short_tmp)
-    board.appear()
-    cfg = parse_config(config_text(board.path, short_tmp / "state"), short_tmp / "gridtap.toml")
-    daemon = Daemon(cfg)
+@contextmanager
+def running_daemon(board: FakeBoard, text: str, tmp: Path) -> Iterator[Rig]:
+    """The daemon for config `text` in a thread against `board`, connected; always torn down."""
+    daemon = Daemon(parse_config(text, tmp / "gridtap.toml"))
     daemon.start()
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
     thread.start()
-    r = Rig(board, daemon, stop, thread, short_tmp / "state")
+    r = Rig(board, daemon, stop, thread, tmp / "state")
     try:
         r.wait(r.connected)
         yield r
-    finally:
+    finally:  # through r: a test may swap in a restarted daemon
         r.daemon.request_stop()
         r.thread.join(timeout=5)
-        daemon = r.daemon
-        daemon.close()
+        r.daemon.close()
         board.close()
+
+
+@pytest.fixture
+def rig(short_tmp: Path) -> Iterator[Rig]:
+    board = FakeBoard(short_tmp)
+    board.appear()
+    with running_daemon(board, config_text(board.path, short_tmp / "state"), short_tmp) as r:
+        yield r

@@ -12,20 +12,12 @@ from gridtap.epochs import CounterStore
 from gridtap.ingest import Session
 from gridtap.live import LiveStore
 from gridtap_fw import wire
+from tests.daemon.conftest import Recorder
 
 T = 1_790_000_000
 SID = "e" * 32
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        self.calls.append((t, total_milli))
-
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
-        pass
 
 
 class FakeSpool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from gridtap import uplinks
 from gridtap.config import parse_config
 from gridtap.daemon import Daemon
-from tests.daemon.conftest import EXP, IMP, PULSE, Rig, config_text
+from tests.daemon.conftest import EXP, IMP, PULSE, Rig, config_text, running_daemon
 from tests.daemon.fakeboard import FakeBoard
 from tests.servers.flukso_server import FluksoServer
 from tests.uplink.broker import Collector, Mosquitto, wait_until
@@ -43,21 +42,8 @@ port = {broker.port}
 device_id = "gridtap-test"
 """
         )
-        cfg = parse_config(text, short_tmp / "gridtap.toml")
-        daemon = Daemon(cfg)
-        daemon.start()
-        stop = threading.Event()
-        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-        thread.start()
-        r = Rig(board, daemon, stop, thread, short_tmp / "state")
-        try:
-            r.wait(r.connected)
+        with running_daemon(board, text, short_tmp) as r:
             yield r, srv, broker
-        finally:
-            daemon.request_stop()
-            thread.join(timeout=5)
-            daemon.close()
-            board.close()
 
 
 def test_spool_commit_comes_before_the_ack_and_the_server_gets_every_wh(
@@ -119,23 +105,11 @@ v2 = "mains.export:power"
 v4 = "mains:power"
 """
     )
-    daemon = Daemon(parse_config(text, short_tmp / "gridtap.toml"))
-    daemon.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-    thread.start()
-    r = Rig(board, daemon, stop, thread, short_tmp / "state")
-    try:
-        r.wait(r.connected)
+    with running_daemon(board, text, short_tmp) as r:
         now = int(time.time())
         for i in range(5):
             board.step(now - 5 + i, power_w=[-1000.0])
         assert board.wait_acked()
-        pv = next(x for x in daemon.extras if isinstance(x, uplinks.PvoSink))
+        pv = next(x for x in r.daemon.extras if isinstance(x, uplinks.PvoSink))
         r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters) and pv.q.empty())
         assert ("mains.export", "W") in pv.up.gauges
-    finally:
-        daemon.request_stop()
-        thread.join(timeout=5)
-        daemon.close()
-        board.close()

@@ -21,21 +21,13 @@ from gridtap.ingest import Session
 from gridtap.live import LiveStore
 from gridtap_fw import wire
 from gridtap_sim.engine import load_record
+from tests.daemon.conftest import Recorder
 from tests.e2e import analysis
 from tests.e2e.harness import REPO, SENSORS
 
 T = 1_780_315_200
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        self.calls.append((t, total_milli))
-
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
-        pass
 
 
 def test_a_resent_tuple_never_leaves_an_output_on_an_older_counter(tmp_path: Path) -> None:
