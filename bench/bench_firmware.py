@@ -88,8 +88,11 @@ for rep in range(3):
     dt = time.ticks_diff(time.ticks_us(), t0)
     best = dt if best is None or dt < best else best
 kbest = None
-st = array("i", [0, 0, 98, 0])
-out = array("i", [0] * 14)
+st = array("i", [2048 | (2048 << 16)] * kernel.STATE_LEN)
+for j in range(kernel.HIST_WORD):
+    st[j] = 0
+st[2], st[4] = 98, 128
+out = array("i", [0] * 20)
 for rep in range(3):
     t0 = time.ticks_us()
     for i in range(N):

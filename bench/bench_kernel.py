@@ -4,7 +4,8 @@
   the Cortex-M0+ (native/m0plus/harness.py), run in unicorn over one second of
   realistic V + 3 CT signal (50 Hz, 96 sets per cycle, harmonics, noise), fed
   in 48-set DMA blocks (hal_rp2.BLOCK_SETS) and split at every rising crossing
-  exactly as the firmware core calls it. Every executed instruction counts,
+  exactly as the firmware core calls it, with the CTs referred to V delayed by
+  0, 32 and 64 sets (a three-phase board: L1, L2 = T/3, L3 = 2T/3). Every executed instruction counts,
   call overhead included; divided by sets x CTs (V/I sample pairs).
 * firmware.kernel.cpu_pct_rp2040: that count x 4 channels x 4,800 sets/s over
   the RP2040's 125 MHz, in percent (1 instruction ~ 1 cycle on the M0+; loads,
@@ -46,7 +47,8 @@ ANCHORS = {
 HOW = {
     "firmware.kernel.m0plus_instructions_per_sample":
         "clang -O2 thumbv6m Cortex-M0+ build of native/gt_kernel.c in unicorn; executed instructions "
-        "over 1 s of V+3CT at 4,800 sets/s in 48-set blocks split at crossings, / (sets x CTs)",
+        "over 1 s of V+3CT at 4,800 sets/s in 48-set blocks split at crossings, V delays 0/32/64 sets "
+        "(V history kept in the kernel state), / (sets x CTs)",
     "firmware.kernel.cpu_pct_rp2040": "instructions per pair x 4 channels x 4,800 / 125 MHz x 100",
     "firmware.kernel.m0plus_cycles_per_sample":
         "same run as the instruction count, cycles estimated per instruction from the Cortex-M0+ TRM "
@@ -73,8 +75,11 @@ from gridtap_fw import kernel
 nch, block_sets, reps = %d, %d, %d
 buf = bytearray(binascii.unhexlify(sys.stdin.read().strip()))
 total = len(buf) // (2 * nch)
-st = array.array('i', [0, 0, 8, 0])
-out = array.array('i', [0] * (2 + 4 * (nch - 1)))
+st = array.array('i', [2048 | (2048 << 16)] * kernel.STATE_LEN)
+for j in range(kernel.HIST_WORD):
+    st[j] = 0
+st[2], st[4], st[5], st[6], st[7] = 8, 128, 0, 32, 64  # a three-phase board's delays
+out = array.array('i', [0] * (2 + 6 * (nch - 1)))
 block = kernel.block
 best = 0
 for run in range(5):

@@ -105,7 +105,7 @@ hal.send(wire.CONFIG_GET, 4, (wire.TARGET_CT, 3, ()))  # CT index 3 does not exi
 hal.send(wire.CONFIG_SET, 5, (wire.TARGET_CT, 0, ((wire.P_GAIN_E6, 0),)))  # gain 0
 hal.send(wire.CONFIG_SET, 6, (wire.TARGET_PULSE, 1, ((wire.P_PHASE_MDEG, 10),)))
 hal.send(wire.COUNTER, 7, (0, 0, 0, 0, 0, 0, 0))  # a board->host type
-hal.send(wire.CONFIG_SET, 8, (wire.TARGET_CT, 0, ((wire.P_GAIN_E6, 1010000), (wire.P_PHASE_MDEG, 99999))))
+hal.send(wire.CONFIG_SET, 8, (wire.TARGET_CT, 0, ((wire.P_GAIN_E6, 1010000), (wire.P_PHASE_MDEG, 180001))))
 a.step()
 out = [[m.mtype, list(m.values) if m.mtype != wire.HELLO else m.values[5]] for m in hal.frames()
        if m.mtype in (wire.HELLO, wire.ACK, wire.NAK, wire.TIME)]

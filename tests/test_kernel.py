@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import random
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,18 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.kernel_ref import (
+    FILL,
+    HIST_LEN,
     NATIVE,
+    STATE_LEN,
     KernelFn,
     build_cffi_kernel,
     c_kernel,
     have_clang,
+    hist_get,
+    hist_put,
     installed_native,
+    new_state,
     out_len,
     ref_block,
 )
@@ -82,11 +89,17 @@ def case_st(draw: Any, max_sets: int = 300) -> dict[str, Any]:
     nch = draw(st.integers(2, 5))
     nsets = draw(st.integers(0, max_sets))
     samples = draw(samples_st(nch, nsets))
-    state = [
+    hist_kind = draw(st.sampled_from(["mid", "value", "random"]))
+    state = new_state(v_raw=draw(st.integers(0, 4095)) if hist_kind == "value" else 2048)
+    if hist_kind == "random":
+        hist_put(state, draw(st.lists(st.integers(0, 65535), min_size=HIST_LEN, max_size=HIST_LEN)))
+    state[:FILL + 5] = [
         draw(st.one_of(st.integers(-2048, 2047), I32)),
         draw(st.sampled_from([0, 1, 1, 0, 7])),
         draw(st.one_of(st.sampled_from([0, 1, 4, 16, 100, 2047, 2048, 5000, -1]), I32)),
         draw(st.sampled_from([0, 1])),
+        draw(st.one_of(st.integers(128, 384), st.sampled_from([0, 127, 385, 383, 129]), I32)),
+        *[draw(st.one_of(st.integers(0, 127), st.sampled_from([0, 32, 64, 96]), I32)) for _ in range(4)],
     ]
     out = draw(st.lists(I32, min_size=out_len(nch) + 1, max_size=out_len(nch) + 1))
     start = draw(st.integers(0, nsets + 2))
@@ -124,16 +137,17 @@ def test_extremes_fit_int32_and_match_closed_forms(ckernel: KernelFn) -> None:
         v, i = raw_v - 2048, raw_i - 2048
         samples = ([raw_v] + [raw_i] * (nch - 1)) * (n + 10)
         for kernel in (ref_block, ckernel):
-            state, out = [v, pol, 0, 0], [0] * out_len(nch)
+            state, out = new_state(0, pol, (0, 127, 64, 1), raw_v), [0] * out_len(nch)
             assert kernel(samples, 3, 3 + 1000, nch, state, out) == n  # capped at 256 sets
-            assert state == [v, pol, 0, 0]
+            assert state[:FILL + 1] == [v, pol, 0, 0, 128 + n]
+            assert hist_get(state) == [raw_v] * HIST_LEN
             assert out[:2] == [n * v, n * v * v]
             for k in range(nch - 1):
-                assert out[2 + 4 * k:6 + 4 * k] == [n * i, n * i * i, n * i * v, n * i * v]
+                assert out[2 + 6 * k:8 + 6 * k] == [n * i, n * i * i, n * i * v, n * i * v, n * v, n * v]
     # The largest magnitudes the bound allows: 256 * 2048^2 = 2^30.
-    state, out = [-2048, 0, 0, 0], [0] * out_len(2)
+    state, out = new_state(0, 0, (100,), 0), [0] * out_len(2)
     assert ckernel([0, 0] * 256, 0, 256, 2, state, out) == 256
-    assert out == [-(2**19), 2**30, -(2**19), 2**30, 2**30, 2**30]
+    assert out == [-(2**19), 2**30, -(2**19), 2**30, 2**30, 2**30, -(2**19), -(2**19)]
 
 
 def test_rising_crossing_stops_before_the_crossing_set(ckernel: KernelFn) -> None:
@@ -141,34 +155,38 @@ def test_rising_crossing_stops_before_the_crossing_set(ckernel: KernelFn) -> Non
     v_raw = [2048 - 50, 2048 - 5, 2048 + 10, 2048 + 11, 2048 + 40, 2048 - 11, 2048 + 30]
     samples = [x for v in v_raw for x in (v, 2100)]
     for kernel in (ref_block, ckernel):
-        state, out = [-60, 0, hyst, 0], [0] * out_len(2)
+        state, out = new_state(hyst, 0, (0,), 2048 - 60), [0] * out_len(2)
         # +10 is not above the hysteresis; +11 is: sets 0..2 are consumed.
         assert kernel(samples, 0, 7, 2, state, out) == 3
-        assert state == [10, 1, hyst, 1]
+        assert state[:FILL + 1] == [10, 1, hyst, 1, 131]
         assert out[0] == -50 - 5 + 10
-        assert out[5] == 52 * (-60 - 50 - 5)  # i*v_prev starts from state[0]
+        assert out[5] == 52 * (-60 - 50 - 5)  # i*v_prev starts from the history
+        assert out[6:8] == [-50 - 5 + 10, -60 - 50 - 5]
         # The next call starts at the crossing set with polarity 1 and accumulates it;
         # -11 is below -hysteresis (polarity 0), then +30 is the next rising crossing.
         assert kernel(samples, 3, 7, 2, state, out) == 3
-        assert state == [-11, 1, hyst, 1]
+        assert state[:FILL + 1] == [-11, 1, hyst, 1, 134]
         assert out[0] == 11 + 40 - 11
         assert out[5] == 52 * (10 + 11 + 40)
         assert kernel(samples, 6, 7, 2, state, out) == 1
-        assert state == [30, 1, hyst, 0]
+        assert state[:FILL + 1] == [30, 1, hyst, 0, 135]
         # A crossing right at the first set: nothing consumed, state[0] kept, out zeroed.
-        state, out = [-11, 0, hyst, 0], [5] * out_len(2)
+        state, out = new_state(hyst, 0), [5] * out_len(2)
+        state[0] = -11
         assert kernel(samples, 6, 7, 2, state, out) == 0
-        assert state == [-11, 1, hyst, 1] and out == [0] * 6
+        assert state[:FILL + 1] == [-11, 1, hyst, 1, 128] and out == [0] * 8
 
 
 def test_empty_and_invalid_calls(ckernel: KernelFn) -> None:
     for kernel in (ref_block, ckernel):
-        state, out = [5, 1, 3, 1], [9] * out_len(3)
+        state, out = new_state(3, 1, fill=200), [9] * out_len(3)
+        state[0], state[3] = 5, 1
         assert kernel([2048] * 30, 7, 4, 3, state, out) == 0  # nsets before start
-        assert state == [5, 1, 3, 0] and out == [0] * out_len(3)
-        state, out = [5, 1, 3, 1], [9] * 20
+        assert state[:FILL + 1] == [5, 1, 3, 0, 200] and out == [0] * out_len(3)
+        state, out = new_state(3, 1, fill=7), [9] * 32
+        state[0], state[3] = 5, 1
         assert kernel([2048] * 30, 0, 5, 6, state, out) == 0  # nch out of range
-        assert state == [5, 1, 3, 0] and out == [9] * 20
+        assert state[:FILL + 1] == [5, 1, 3, 0, 7] and out == [9] * 32
 
 
 def band_edge_cases(hysts: tuple[int, ...], length: int) -> list[dict[str, Any]]:
@@ -180,7 +198,8 @@ def band_edge_cases(hysts: tuple[int, ...], length: int) -> list[dict[str, Any]]
             seq = [alphabet[(idx // len(alphabet) ** j) % len(alphabet)] for j in range(length)]
             samples = [x for v in seq for x in (v + 2048, (2048 + 3 * v // 2 + 1) & 0xFFFF)]
             for pol in (0, 1):
-                cases.append({"nch": 2, "samples": samples, "state": [-1, pol, h, 0], "out": [0] * 6,
+                cases.append({"nch": 2, "samples": samples, "state": new_state(h, pol, (1,), 2047),
+                              "out": [0] * 8,
                               "start": 0, "nsets": length, "drive": True})
     return cases
 
@@ -190,6 +209,35 @@ def test_hysteresis_band_edges_exhaustive(ckernel: KernelFn) -> None:
     assert len(cases) > 10000
     for case in cases:
         assert run_case(ckernel, case) == run_case(ref_block, case)
+
+
+def test_delay_line_refers_each_ct_to_v_d_sets_earlier_across_calls(ckernel: KernelFn) -> None:
+    """Summed over many calls of random length (history moves included), CT k's
+    sums are exactly those of its current with the V of D_k and D_k + 1 sets
+    before, written out directly from the sample stream."""
+    rng = random.Random(5)
+    nch, total = 4, 2000
+    delays = (0, 32, 127)
+    v0 = 2048 + 300  # what the history holds before the first set
+    samples = [rng.randint(0, 4095) for _ in range(total * nch)]
+    vraw = [v0] * 128 + [samples[s * nch] for s in range(total)]
+    for kernel in (ref_block, ckernel):
+        state, out = new_state(5000, 0, delays, v0), [0] * out_len(nch)  # no crossings
+        sums = [0] * out_len(nch)
+        pos = 0
+        while pos < total:
+            n = kernel(samples, pos, min(total, pos + rng.randint(1, 256)), nch, state, out)
+            assert n > 0
+            sums = [a + b for a, b in zip(sums, out, strict=True)]
+            pos += n
+        for k, d in enumerate(delays):
+            i = [samples[s * nch + 1 + k] - 2048 for s in range(total)]
+            vd = [vraw[128 + s - d] - 2048 for s in range(total)]
+            vd1 = [vraw[127 + s - d] - 2048 for s in range(total)]
+            assert sums[4 + 6 * k:8 + 6 * k] == [sum(a * b for a, b in zip(i, vd, strict=True)),
+                                                 sum(a * b for a, b in zip(i, vd1, strict=True)),
+                                                 sum(vd), sum(vd1)]
+        assert hist_get(state)[state[FILL] - 128:state[FILL]] == vraw[-128:]
 
 
 # ---------------------------------------------------------------------------
@@ -205,33 +253,44 @@ MPY_SCRIPT = """
 import sys, json, array, binascii
 from gridtap_fw import kernel
 res = []
-for c in json.loads(sys.stdin.read()):
+for line in sys.stdin:
+    c = json.loads(line)
     nch = c['nch']
     buf = bytearray(binascii.unhexlify(c['buf']))
-    st = array.array('i', c['state'])
+    st = array.array('i', binascii.unhexlify(c['state']))
     out = array.array('i', c['out'])
     calls = []
     if not c['drive']:
         r = kernel.block(buf, c['start'], c['nsets'], nch, st, out)
-        calls.append([r, list(st), list(out)])
+        calls.append([r, binascii.hexlify(bytes(st)), list(out)])
     else:
         total = len(buf) // (2 * nch)
         pos = min(c['start'], total)
         while pos < total:
             r = kernel.block(buf, pos, total, nch, st, out)
-            calls.append([r, list(st), list(out)])
+            calls.append([r, binascii.hexlify(bytes(st)), list(out)])
             pos += r
-    res.append(calls)
-print(json.dumps(res))
+    print(json.dumps(calls))
 """
+
+BATCH = 300  # cases per MicroPython process (its heap holds the batch's results)
 
 
 def run_viper(cases: list[dict[str, Any]]) -> list[list[list[Any]]]:
-    """All cases in ONE MicroPython process."""
-    payload = [dict(c, buf=b"".join(x.to_bytes(2, "little") for x in c["samples"]).hex(), samples=None)
-               for c in cases]
-    got = json.loads(run_micropython(MPY_SCRIPT, stdin=json.dumps(payload).encode()))
-    assert isinstance(got, list) and len(got) == len(cases)
+    """All cases in a few MicroPython processes; states travel as hex (201 words each)."""
+    got: list[list[list[Any]]] = []
+    for b0 in range(0, len(cases), BATCH):
+        lines = [json.dumps(dict(c, buf=b"".join(x.to_bytes(2, "little") for x in c["samples"]).hex(),
+                                 samples=None, state=struct.pack(f"<{len(c['state'])}i", *c["state"]).hex()))
+                 for c in cases[b0:b0 + BATCH]]
+        text = run_micropython(MPY_SCRIPT, stdin=("\n".join(lines) + "\n").encode())
+        for row in text.strip().split("\n"):
+            calls = json.loads(row)
+            for call in calls:
+                raw = bytes.fromhex(call[1])
+                call[1] = list(struct.unpack(f"<{len(raw) // 4}i", raw))
+            got.append(calls)
+    assert len(got) == len(cases)
     return got
 
 
@@ -242,26 +301,31 @@ def fixed_cases() -> list[dict[str, Any]]:
     for nch in range(2, 6):
         for raw in (0, 4095, 2048, 2047, 0xF000 | 4095, 0x8000):
             for pol in (0, 1):
-                cases.append({"nch": nch, "samples": [raw] * (260 * nch), "state": [-2048, pol, 0, 0],
+                cases.append({"nch": nch, "samples": [raw] * (260 * nch),
+                              "state": new_state(0, pol, (0, 127, 64, 32), 0),
                               "out": [1] * (out_len(nch) + 1), "start": 2, "nsets": 260, "drive": False})
         for hyst in (-7, 0, 3, 40, 2047, 2048, 2**31 - 1, -(2**31)):
             for per_cycle in (7.0, 96.0, 150.0):
                 samples = sine_block(300, nch, 2040, rng.uniform(0, 6.3), per_cycle,
                                      rng.uniform(-30, 30), rng)
-                cases.append({"nch": nch, "samples": samples, "state": [rng.randint(-2048, 2047), 0, hyst, 0],
+                delays = tuple(rng.randint(0, 127) for _ in range(4))
+                state = new_state(hyst, 0, delays, rng.randint(0, 4095), rng.randint(128, 384))
+                cases.append({"nch": nch, "samples": samples, "state": state,
                               "out": [0] * (out_len(nch) + 1), "start": rng.randint(0, 5), "nsets": 300,
                               "drive": True})
         # Clipped square-ish wave: crossings land exactly at block starts and ends.
         samples = sine_block(64, nch, 5000, 0.0, 16, 0, rng)
         for start in range(0, 17):
-            cases.append({"nch": nch, "samples": samples, "state": [0, start % 2, 1, 0],
+            cases.append({"nch": nch, "samples": samples,
+                          "state": new_state(1, start % 2, (start, 2 * start)),
                           "out": [0] * out_len(nch), "start": start, "nsets": start + 8 + (start % 3),
                           "drive": False})
         for _ in range(12):  # random raw, arbitrary int32 state
             n = rng.randint(0, 300)
+            garbage = [rng.randint(-(2**31), 2**31 - 1) for _ in range(STATE_LEN)]
+            garbage[1:4] = [rng.randint(0, 1), rng.randint(-5, 300), 1]
             cases.append({"nch": nch, "samples": [rng.randint(0, 65535) for _ in range(n * nch)],
-                          "state": [rng.randint(-(2**31), 2**31 - 1), rng.randint(0, 1),
-                                    rng.randint(-5, 300), 1],
+                          "state": garbage,
                           "out": [rng.randint(-(2**31), 2**31 - 1) for _ in range(out_len(nch))],
                           "start": rng.randint(0, n + 1), "nsets": rng.randint(0, n + 1),
                           "drive": rng.random() < 0.5})
@@ -292,11 +356,11 @@ def test_viper_rejects_bad_arguments_with_clear_errors() -> None:
 import array
 from gridtap_fw import kernel
 buf = bytearray(2 * 4 * 10)
-ok_state = array.array('i', [0, 0, 0, 0])
-ok_out = array.array('i', [0] * 14)
+ok_state = array.array('i', [0] * 201)
+ok_out = array.array('i', [0] * 20)
 for args in ((buf, 0, 10, 1, ok_state, ok_out), (buf, 0, 10, 6, ok_state, ok_out),
-             (buf, -1, 10, 4, ok_state, ok_out), (buf, 0, 10, 4, array.array('i', [0, 0, 0]), ok_out),
-             (buf, 0, 10, 4, ok_state, array.array('i', [0] * 13)), (buf, 0, 11, 4, ok_state, ok_out)):
+             (buf, -1, 10, 4, ok_state, ok_out), (buf, 0, 10, 4, array.array('i', [0] * 200), ok_out),
+             (buf, 0, 10, 4, ok_state, array.array('i', [0] * 19)), (buf, 0, 11, 4, ok_state, ok_out)):
     try:
         kernel.block(*args)
         print('accepted')
@@ -307,7 +371,7 @@ print(kernel.block(buf, 0, 10, 4, ok_state, ok_out))
     lines = run_micropython(script).split("\n")
     assert lines[:7] == [
         "kernel: nch must be 2..5", "kernel: nch must be 2..5", "kernel: start must be >= 0",
-        "kernel: state must hold 4 int32", "kernel: out is too short for nch",
+        "kernel: state must hold 201 int32", "kernel: out is too short for nch",
         "kernel: buf holds fewer than nsets sets", "10"]
 
 
@@ -344,8 +408,11 @@ def test_m0plus_build_matches_host_c(ckernel: KernelFn, tmp_path: Path) -> None:
     total_calls = 0
     for samples, nch in blocks:
         raw = h.pack(samples)
-        calls = ((0, 300, [0, 0, 8, 0]), (5, 261, [-2048, 1, 0, 0]), (40, 97, [2047, 0, 2048, 1]),
-                 (7, 3, [3, 1, 3, 0]), (0, 300, [rng.randint(-(2**31), 2**31 - 1), 0, -4, 0]))
+        garbage = [rng.randint(-(2**31), 2**31 - 1) for _ in range(STATE_LEN)]
+        garbage[1:4] = [0, -4, 0]
+        calls = ((0, 300, new_state(8, 0, (0, 32, 64, 96))), (5, 261, new_state(0, 1, (127, 0, 1, 2), 0)),
+                 (40, 97, new_state(2048, 0, (3, 3, 3, 3), 4095, 384)), (7, 3, new_state(3, 1, fill=300)),
+                 (0, 300, garbage))
         for start, nsets, state in calls:
             nsets = min(nsets, len(samples) // nch)
             pos = start

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.kernel_ref import NATIVE, out_len, ref_block
+from tests.kernel_ref import NATIVE, STATE_LEN, new_state, out_len, ref_block
 from tests.mpy import run_micropython
 
 MODDIR = NATIVE / "mpy_module"
@@ -167,7 +167,9 @@ def test_module_table_exposes_block_and_max_sets(glue: Any) -> None:
 def test_glue_runs_the_kernel_like_the_reference(glue: Any) -> None:
     samples = [(2048 + int(1800 * ((s % 40) - 20) / 20)) for s in range(200) for _ in range(4)]
     buf = array.array("H", samples)
-    for start, nsets, st0 in ((0, 200, [0, 0, 5, 0]), (17, 190, [-3, 1, 0, 0]), (150, 100, [7, 0, 2047, 1])):
+    for start, nsets, st0 in ((0, 200, new_state(5, 0, (0, 33, 64))),
+                              (17, 190, new_state(0, 1, (127, 1, 200))),
+                              (150, 100, new_state(2047, 0, (5, 6, 7), 1000, 380))):
         state, out = array.array("i", st0), array.array("i", [1] * out_len(4))
         rstate, rout = list(st0), [1] * out_len(4)
         want = ref_block(samples, start, nsets, 4, rstate, rout)
@@ -177,15 +179,15 @@ def test_glue_runs_the_kernel_like_the_reference(glue: Any) -> None:
 
 def test_glue_rejects_what_the_viper_kernel_rejects_with_the_same_text(glue: Any) -> None:
     buf = bytearray(2 * 4 * 10)
-    state, out = array.array("i", [0] * 4), array.array("i", [0] * 14)
-    sizes = {"state4": 4, "state3": 3, "out14": 14, "out13": 13}
+    state, out = array.array("i", [0] * STATE_LEN), array.array("i", [0] * 20)
+    sizes = {"state": STATE_LEN, "short": STATE_LEN - 1, "out20": 20, "out19": 19}
     bad = [
-        ("state4", "out14", 0, 10, 1),
-        ("state4", "out14", 0, 10, 6),
-        ("state4", "out14", -1, 10, 4),
-        ("state3", "out14", 0, 10, 4),
-        ("state4", "out13", 0, 10, 4),
-        ("state4", "out14", 0, 11, 4),
+        ("state", "out20", 0, 10, 1),
+        ("state", "out20", 0, 10, 6),
+        ("state", "out20", -1, 10, 4),
+        ("short", "out20", 0, 10, 4),
+        ("state", "out19", 0, 10, 4),
+        ("state", "out20", 0, 11, 4),
     ]
     got = [call(glue, buf, start, nsets, nch, array.array("i", [0] * sizes[s]),
                 array.array("i", [0] * sizes[o])) for s, o, start, nsets, nch in bad]
@@ -210,10 +212,10 @@ for s, o, start, nsets, nch in %r:
 def test_glue_rejects_misaligned_buffers(glue: Any) -> None:
     raw = bytearray(2 * 4 * 10 + 1)
     view = memoryview(raw)[1:]
-    state, out = array.array("i", [0] * 4), array.array("i", [0] * 14)
+    state, out = array.array("i", [0] * STATE_LEN), array.array("i", [0] * 20)
     assert call(glue, view, 0, 10, 4, state, out) == "ValueError: kernel: buf must be 2-byte aligned"
-    words = bytearray(4 * 15)
-    assert (call(glue, bytearray(80), 0, 10, 4, memoryview(words)[1:17], out)
+    words = bytearray(4 * STATE_LEN + 4)
+    assert (call(glue, bytearray(80), 0, 10, 4, memoryview(words)[1:4 * STATE_LEN + 1], out)
             == "ValueError: kernel: state and out must be 4-byte aligned")
 
 

@@ -17,7 +17,7 @@ NO_ID = b"\x00" * 16
 # Limits the board enforces (NAK 4 "bad value" outside them).
 GAIN_MIN = 100000  # 0.1
 GAIN_MAX = 10000000  # 10.0
-PHASE_LIMIT = 30000  # +-30 degrees
+PHASE_LIMIT = 180000  # +-180 degrees: a calibration correction plus the line (L2 +120, L3 -120)
 DEBOUNCE_MIN = 1
 DEBOUNCE_MAX = 10000
 CONST_MIN = 1000  # 1 impulse per kWh or m3

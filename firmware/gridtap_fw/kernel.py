@@ -11,17 +11,24 @@ block(buf, start, nsets, nch, state, out) -> number of sets consumed
   (channel 0 = V, 1..nch-1 = CTs, raw 12-bit ADC counts). Each sample is
   centred as x = raw - 2048.
 * Processes sets start .. min(nsets, start + 256) - 1 (absolute set indices).
-* state: array('i', 4): [0] v of the previous set (carried across calls),
-  [1] polarity (0 negative, 1 positive), [2] hysteresis in counts (set by the
-  caller; negative acts as 0), [3] set to 1 if the call stopped at a rising
-  crossing, else 0.
+* state: array('i', STATE_LEN) (201 words): [0] v of the last consumed set
+  (written only), [1] polarity (0 negative, 1 positive), [2] hysteresis in
+  counts (set by the caller; negative acts as 0), [3] set to 1 if the call
+  stopped at a rising crossing, else 0, [4] V history fill position
+  (128..384, anything else reads as 128), [4+k] V delay D in sets for CT
+  k = 1..4 (low 7 bits), and from word 9 the V history: 384 raw u16, oldest
+  first, the 128 below the fill position being the V of the sets before the
+  call. A call that might not fit (fill + sets > 384) first moves those 128
+  to the front; it then appends its own V.
 * A rising crossing (polarity 0 and v > hysteresis) sets polarity 1 and
   state[3] = 1 and returns without consuming that set; polarity 1 and
   v < -hysteresis sets polarity 0.
-* out: array('i', 2 + 4 * (nch - 1)), overwritten: [0] sum v, [1] sum v*v, and
-  per CT k (0-based) [2+4k] sum i, [3+4k] sum i*i, [4+4k] sum i*v,
-  [5+4k] sum i*v_prev. With |x| <= 2048 and <= 256 sets every sum fits int32
-  (u16 values above 4095 give the sums modulo 2**32, like the C kernel).
+* out: array('i', 2 + 6 * (nch - 1)), overwritten: [0] sum v, [1] sum v*v,
+  and per CT k (0-based) [2+6k] sum i, [3+6k] sum i*i, [4+6k] sum i*v_D,
+  [5+6k] sum i*v_(D+1), [6+6k] sum v_D, [7+6k] sum v_(D+1), v_D being the v
+  D sets before the CT's own set. With |x| <= 2048 and <= 256 sets every sum
+  fits int32 (u16 values above 4095 give the sums modulo 2**32, like the C
+  kernel).
 
 Bad arguments (nch outside 2..5, negative start, buffers too short) raise
 ValueError naming the argument. docs/kernel.md has the full contract.
@@ -32,6 +39,13 @@ import micropython
 MAX_SETS = 256
 MIN_NCH = 2
 MAX_NCH = 5
+HIST_KEEP = 128
+HIST_LEN = 384
+HIST_WORD = 9
+STATE_LEN = 201  # HIST_WORD + HIST_LEN // 2
+FILL = 4
+DELAY = 4  # state[DELAY + k] for CT k = 1..4
+MAX_DELAY = 127
 
 
 @micropython.viper
@@ -40,9 +54,9 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         raise ValueError("kernel: nch must be 2..5")
     if start < 0:
         raise ValueError("kernel: start must be >= 0")
-    if int(len(state)) < 4:
-        raise ValueError("kernel: state must hold 4 int32")
-    if int(len(out)) < 2 + 4 * (nch - 1):
+    if int(len(state)) < 201:
+        raise ValueError("kernel: state must hold 201 int32")
+    if int(len(out)) < 2 + 6 * (nch - 1):
         raise ValueError("kernel: out is too short for nch")
     stop = nsets
     if stop > start + 256:
@@ -54,6 +68,7 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         raise ValueError("kernel: buf holds fewer than nsets sets")
     b = ptr16(buf)  # noqa: F821 (viper built-in)
     st = ptr32(state)  # noqa: F821
+    hs = ptr16(state)  # noqa: F821 (the history: u16 entry e is hs[18 + e])
     o = ptr32(out)  # noqa: F821
     # A ptr32 load is zero-extended on a 64-bit host (the unix port) and
     # already signed on the 32-bit board: x - ((x & 2**31) << 1) is the signed
@@ -70,14 +85,27 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     if hyst < 0:
         hyst = 0
     nhyst = 0 - hyst
+    w = st[4]
+    w = w - ((w & m) << 1)
+    if w < 128 or w > 384:
+        w = 128
+    if w + avail > 384:
+        j = 0
+        src = 18 + w - 128
+        while j < 128:
+            hs[18 + j] = hs[src + j]
+            j += 1
+        w = 128
+    hw = 18 + w  # this call's first set goes to hs[hw]
     base = start * nch
-    # Pass 1: V, the crossing rule, sum v and sum v*v.
+    # Pass 1: V, the crossing rule, sum v and sum v*v, append V to the history.
     j = base
     n = 0
     sv = 0
     svv = 0
     while n < avail:
-        v = b[j] - 2048
+        r = b[j]
+        v = r - 2048
         if pol == 0:
             if v > hyst:
                 pol = 1
@@ -85,6 +113,7 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
                 break
         elif v < nhyst:
             pol = 0
+        hs[hw + n] = r
         sv += v
         svv += v * v
         j += nch
@@ -92,32 +121,39 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     st[1] = pol
     o[0] = sv
     o[1] = svv
-    # Pass 2: one CT at a time over the n consumed sets.
-    vp0 = st[0]
-    vp0 = vp0 - ((vp0 & m) << 1)
+    # Pass 2: one CT at a time over the n consumed sets, V from the history.
     end = base + n * nch
     k = 1
     while k < nch:
-        vp = vp0
+        q = hw - (st[4 + k] & 127)
+        vp = hs[q - 1] - 2048
         si = 0
         sii = 0
         siv = 0
         sivp = 0
+        svd = 0
+        svdp = 0
         j = base
         while j < end:
-            v = b[j] - 2048
+            v = hs[q] - 2048
             i = b[j + k] - 2048
             si += i
             sii += i * i
             siv += i * v
             sivp += i * vp
+            svd += v
+            svdp += vp
             vp = v
+            q += 1
             j += nch
-        o[4 * k - 2] = si
-        o[4 * k - 1] = sii
-        o[4 * k] = siv
-        o[4 * k + 1] = sivp
+        o[6 * k - 4] = si
+        o[6 * k - 3] = sii
+        o[6 * k - 2] = siv
+        o[6 * k - 1] = sivp
+        o[6 * k] = svd
+        o[6 * k + 1] = svdp
         k += 1
     if n > 0:
-        st[0] = b[end - nch] - 2048
+        st[0] = hs[hw + n - 1] - 2048
+    st[4] = w + n
     return n

@@ -8,24 +8,29 @@
 # report 0 W with the measured Irms and Vrms: without a voltage there is no
 # signed power, and guessing one from a nominal voltage is not measuring.
 #
-# Per period and CT (N sets, sums from the kernel, x = raw - 2048):
+# Per period and CT (N sets, sums from the kernel, x = raw - 2048), the CT
+# referred to V delayed by its whole-set delay D (the kernel's V history):
 #   Sxx  = N*sum(x^2) - sum(x)^2              (exact int; rms = sqrt(Sxx)/N)
-#   Siv  = N*sum(i*v) - sum(v)*sum(i)         (offset-free partial power sums)
-#   Sivp = N*sum(i*v_prev) - sum(v_prev)*sum(i),
-#          sum(v_prev) = sum(v) - v_last + v_before_first  (exact)
+#   Siv  = N*sum(i*v_D) - sum(v_D)*sum(i)     (offset-free partial power sums)
+#   Sivp = N*sum(i*v_(D+1)) - sum(v_(D+1))*sum(i)
 #   P    = (a*Siv + b*Sivp) / N^2 * v_per_count * a_per_count * gains
-# a and b interpolate V to the instant the CT's current was really taken: CT
-# k (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
-# CT lead) shifts it further. For a set period alpha = 2*pi/N (radians of one
-# sample set at the measured frequency) and the wanted V delay
-# theta = 2*pi*f*(k+1)*slot - phase:  a = sin(alpha+theta)/sin(alpha),
-# b = -sin(theta)/sin(alpha), exact for a sinusoid. invert negates P (180 deg).
+# D, a and b put V at the instant, and on the line, of the CT's current. CT k
+# (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
+# CT lead, -180..+180 degrees) shifts it further: +120 for a CT on L2 and -120
+# (= +240) for L3 when the VT is on L1 (a one-VT three-phase board: each
+# line's voltage is taken to be L1's a third of a cycle later). The wanted V
+# delay in sets is delta = phase/360*P - (k+1)*slot*sets_per_s, P the
+# measured mains period in sets, taken into [-2, P-2); D = max(0,
+# floor(delta)) and the fraction theta = (delta - D)*alpha (alpha = 2*pi/P, one
+# set in radians) is interpolated between v_D and v_(D+1):
+# a = sin(alpha-theta)/sin(alpha), b = sin(theta)/sin(alpha), exact for a
+# sinusoid (delta in [-2, 0) extrapolates up to two sets forwards, as the
+# multiplexing delay and a CT leading its VT need; see MAX_ADVANCE). P is
+# re-measured every second (valid cycles' sets / cycles), so D and the
+# fraction follow the mains frequency; they change only between periods.
+# invert negates P (180 deg).
 # The float maths runs once per period per CT (single precision on the
 # RP2040; the big sums are reduced exactly in integers first).
-# Energy: each period's round(P_mW) * N is summed per CT over about a second
-# (whole periods, sets_per_s sets or just over); the net of that second goes
-# to the import or the export register, and the same numbers make the GAUGE.
-
 import math
 from array import array
 
@@ -38,6 +43,19 @@ NOAC_DIV = 10  # no-AC period: sets_per_s / 10 = 0.1 s
 CREEP_MW = 1000  # no-load threshold: a second whose net |P| is below 1 W registers 0
 MIN_DIV = 100  # shortest period accepted: sets_per_s / 100 (above 100 Hz is noise)
 HYST_V = 20.0  # crossing hysteresis in volts
+NOMINAL_HZ = 50.0  # the mains period assumed until one is measured
+# A V delay just short of a whole period is taken as an advance of up to this
+# many sets (extrapolated from v and v_prev) rather than a delay of almost a
+# cycle: an error in the measured period moves V in proportion to the delay.
+MAX_ADVANCE = 2.0
+# Kernel state (docs/kernel.md): header words, the V history after them.
+K_STATE_LEN = 201
+K_FILL = 4
+K_DELAY = 4  # state[K_DELAY + k] is the delay of CT k = 1..4
+K_HIST_WORD = 9
+K_HIST_KEEP = 128
+K_MAX_DELAY = 127
+K_MID2 = 2048 | (2048 << 16)  # two mid-scale (v = 0) history entries
 
 
 class PowerMeter:
@@ -55,22 +73,30 @@ class PowerMeter:
         self.noac_sets = self.sets_per_s // NOAC_DIV
         self.min_sets = self.sets_per_s // MIN_DIV
         hyst = int(HYST_V / self.vpc)
-        self.state = array("i", [0, 0, hyst, 0])
-        self.out = array("i", [0] * (2 + 4 * self.n_ct))
-        self.acc = [0] * (2 + 4 * self.n_ct)
+        self.state = array("i", [K_MID2] * K_STATE_LEN)
+        for j in range(K_HIST_WORD):
+            self.state[j] = 0
+        self.state[2] = hyst
+        self.state[K_FILL] = K_HIST_KEEP
+        self.out = array("i", [0] * (2 + 6 * self.n_ct))
+        self.acc = [0] * (2 + 6 * self.n_ct)
         self.n = 0
-        self.v_start = 0  # v of the set before the period's first set
         self.synced = False  # the current period began at a rising crossing
         self.ac = False  # the last period closed was a valid mains cycle
         self.periods = 0
         self.ac_sets = 0  # sets of valid mains periods in the seconds committed to the registers
         self.ready: list = []  # gauges of the last completed second, until taken
-        self.coef: list = [{} for _ in range(self.n_ct)]
+        self.period = self.sets_per_s / NOMINAL_HZ  # mains period in sets, measured each second
+        self.coef: list = [(1.0, 0.0)] * self.n_ct  # (a, b) of the delays in the kernel state
+        self.retune = False
         self.last_p_mw = [0] * self.n_ct
         self._reset_second()
+        self._tune()
 
     def config_changed(self) -> None:
-        self.coef = [{} for _ in range(self.n_ct)]
+        # Applied at the next period boundary: a period's sums and its (a, b)
+        # must come from the same delays.
+        self.retune = True
 
     def _reset_second(self) -> None:
         self.sec_n = 0
@@ -81,20 +107,29 @@ class PowerMeter:
         self.sec_va = [0.0] * self.n_ct
         self.sec_i2 = [0.0] * self.n_ct
 
-    def _coefs(self, k: int, n: int):
-        cache = self.coef[k]
-        ab = cache.get(n)
-        if ab is None:
-            alpha = 2.0 * math.pi / n
-            f = self.sets_per_s / n
-            phase = math.radians(self.cfg.cts[k].phase_mdeg * 0.001)
-            theta = 2.0 * math.pi * f * (k + 1) * self.slot_s - phase
-            s = math.sin(alpha)
-            ab = (math.sin(alpha + theta) / s, -math.sin(theta) / s)
-            if len(cache) > 16:
-                cache.clear()
-            cache[n] = ab
-        return ab
+    def delay(self, k: int):
+        """(D, theta): CT k's V delay in whole sets and the fraction in radians."""
+        per = self.period
+        d = (self.cfg.cts[k].phase_mdeg * 0.001 / 360.0 * per
+             - (k + 1) * self.slot_s * self.sets_per_s) % per
+        if d >= per - MAX_ADVANCE:
+            d -= per
+        whole = 0
+        if d > 0.0:
+            whole = min(K_MAX_DELAY, int(d))
+        return whole, (d - whole) * 2.0 * math.pi / per
+
+    def _tune(self) -> None:
+        """Put each CT's delay in the kernel state and its (a, b) in coef."""
+        alpha = 2.0 * math.pi / self.period
+        s = math.sin(alpha)
+        coef = []
+        for k in range(self.n_ct):
+            whole, theta = self.delay(k)
+            self.state[K_DELAY + 1 + k] = whole
+            coef.append((math.sin(alpha - theta) / s, math.sin(theta) / s))
+        self.coef = coef
+        self.retune = False
 
     def feed(self, buf, nsets: int) -> bool:
         """Run the kernel over a block; True once a second of gauges is ready."""
@@ -127,28 +162,28 @@ class PowerMeter:
     def _close(self, crossing: bool) -> None:
         n = self.n
         if n == 0:
-            self.v_start = self.state[0]
+            if self.retune:
+                self._tune()
             return
         acc = self.acc
         sv = acc[0]
-        v_end = self.state[0]
         cfg = self.cfg
         valid = crossing and self.synced and n >= self.min_sets and cfg.v_enabled
         self.ac = bool(valid)
         vg = self.vpc * cfg.v_gain_e6 * 1e-6
         vrms = math.sqrt(max(0, n * acc[1] - sv * sv)) / n * vg
-        svp = sv - v_end + self.v_start
         nn = float(n * n)
         for k in range(self.n_ct):
-            o = 2 + 4 * k
+            o = 2 + 6 * k
             si = acc[o]
             c = cfg.cts[k]
             ig = self.apc[k] * c.gain_e6 * 1e-6
             irms = math.sqrt(max(0, n * acc[o + 1] - si * si)) / n * ig
             p_mw = 0
             if valid:
-                a, b = self._coefs(k, n)
-                p = (a * float(n * acc[o + 2] - sv * si) + b * float(n * acc[o + 3] - svp * si)) / nn
+                a, b = self.coef[k]
+                p = (a * float(n * acc[o + 2] - acc[o + 4] * si)
+                     + b * float(n * acc[o + 3] - acc[o + 5] * si)) / nn
                 p_mw = int(round(p * vg * ig * 1000.0))
                 if c.invert:
                     p_mw = -p_mw
@@ -165,9 +200,10 @@ class PowerMeter:
         for j in range(len(acc)):
             acc[j] = 0
         self.n = 0
-        self.v_start = v_end
         if self.sec_n >= self.sets_per_s:
             self._close_second()
+        elif self.retune:
+            self._tune()
 
     def flush(self) -> None:
         """Commit what has been measured so far to the registers now (before a
@@ -200,6 +236,7 @@ class PowerMeter:
         freq = 0
         if self.sec_ac_n:
             freq = min(65535, int(round(self.sec_cycles * self.sets_per_s * 1000.0 / self.sec_ac_n)))
+            self.period = self.sec_ac_n / self.sec_cycles
         for k in range(self.n_ct):
             e = self.sec_e[k]
             if -CREEP_MW * n < e < CREEP_MW * n:
@@ -220,3 +257,4 @@ class PowerMeter:
         self.ac_sets += self.sec_ac_n
         self.ready = res
         self._reset_second()
+        self._tune()

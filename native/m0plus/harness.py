@@ -36,7 +36,8 @@ RAM = 0x20000000     # RP2040 SRAM
 RAM_SIZE = 0x42000   # 264 KiB
 STACK_TOP = RAM + RAM_SIZE
 MAX_SETS = 256
-OUT_WORDS = 2 + 4 * 4
+OUT_WORDS = 2 + 6 * 4
+STATE_LEN = 201      # int32 words: 9 header + 384 u16 of V history (gt_kernel.h)
 
 CFLAGS = ["--target=thumbv6m-none-eabi", "-mcpu=cortex-m0plus", "-O2", "-ffreestanding", "-nostdlib",
           "-std=c99", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-unwind-tables",
@@ -125,7 +126,7 @@ class M0Kernel:
 
     BUF = RAM
     STATE = RAM + 0x40000
-    OUT = STATE + 16
+    OUT = STATE + 4 * STATE_LEN
 
     def __init__(self, b: Build) -> None:
         from unicorn import UC_ARCH_ARM, UC_HOOK_CODE, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
@@ -165,7 +166,9 @@ class M0Kernel:
             raise ValueError("block too large for the emulated RAM")
         arm, uc = self._arm, self.uc
         uc.mem_write(self.BUF, samples)
-        uc.mem_write(self.STATE, struct.pack("<4i", *state))
+        if len(state) != STATE_LEN:
+            raise ValueError(f"state must hold {STATE_LEN} int32")
+        uc.mem_write(self.STATE, struct.pack(f"<{STATE_LEN}i", *state))
         uc.mem_write(self.OUT, struct.pack(f"<{len(out)}i", *out))
         sp = STACK_TOP - 64
         uc.mem_write(sp, struct.pack("<2I", self.STATE, self.OUT))  # 5th and 6th arguments
@@ -179,7 +182,7 @@ class M0Kernel:
             raise RuntimeError("gt_kernel_block did not return")
         if uc.reg_read(arm.UC_ARM_REG_SP) != sp:
             raise RuntimeError("gt_kernel_block unbalanced the stack")
-        state[:] = struct.unpack("<4i", uc.mem_read(self.STATE, 16))
+        state[:] = struct.unpack(f"<{STATE_LEN}i", uc.mem_read(self.STATE, 4 * STATE_LEN))
         out[:] = struct.unpack(f"<{len(out)}i", uc.mem_read(self.OUT, 4 * len(out)))
         return int(uc.reg_read(arm.UC_ARM_REG_R0)), self.instructions - before
 
@@ -213,17 +216,31 @@ def pack(samples: list[int]) -> bytes:
     return struct.pack(f"<{len(samples)}H", *samples)
 
 
+def initial_state(hyst: int, delays: tuple[int, ...]) -> list[int]:
+    """The state the firmware starts from: history at mid-scale, fill 128, the CTs' delays."""
+    state = [0] * STATE_LEN
+    state[2], state[4] = hyst, 128
+    for k, d in enumerate(delays):
+        state[5 + k] = d
+    mid = 2048 | (2048 << 16)
+    for j in range(9, STATE_LEN):
+        state[j] = mid
+    return state
+
+
 def drive(kernel: M0Kernel, samples: list[int], nch: int, hyst: int = 8,
-          block_sets: int = 96) -> tuple[int, int, int]:
+          block_sets: int = 96, delays: tuple[int, ...] = (0, 32, 64)) -> tuple[int, int, int]:
     """Feed a signal as the firmware core would: DMA blocks of block_sets sets,
-    each consumed in calls that stop at rising crossings and at 256 sets.
+    each consumed in calls that stop at rising crossings and at 256 sets. The
+    CTs' V delays default to a three-phase board's (L1, L2 = T/3 and L3 = 2T/3
+    at 96 sets per cycle).
 
     Returns (sets consumed, calls, instructions); kernel.cycles grows by the
     estimated cycles.
     """
     total_sets = len(samples) // nch
-    state = [0, 0, hyst, 0]
-    out = [0] * (2 + 4 * (nch - 1))
+    state = initial_state(hyst, delays[:nch - 1])
+    out = [0] * (2 + 6 * (nch - 1))
     sets = calls = instr = 0
     for b0 in range(0, total_sets, block_sets):
         blk = pack(samples[b0 * nch:(b0 + block_sets) * nch])

@@ -15,8 +15,8 @@ const char *gtkernel_check_args(uintptr_t buf_addr, size_t buf_bytes, intptr_t s
     if (start < 0) {
         return "kernel: start must be >= 0";
     }
-    if (state_bytes < 4u * sizeof(int32_t)) {
-        return "kernel: state must hold 4 int32";
+    if (state_bytes < GT_KERNEL_STATE_LEN * sizeof(int32_t)) {
+        return "kernel: state must hold 201 int32";
     }
     if (out_bytes < GT_KERNEL_OUT_LEN((size_t)nch) * sizeof(int32_t)) {
         return "kernel: out is too short for nch";
