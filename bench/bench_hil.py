@@ -48,9 +48,9 @@ for _name in campaigns.ACCURACY_SCENARIOS:
     ANCHORS[key] = "goal <= 0.2 at >= 5 % of the CT rating"
     HOW[key] = (f"one simulated hour of `{_name}`, ideal CT/VT (algorithmic error + ADC), ideal "
                 f"transducers; worst import/export register averaging >= {MIN_W:g} W")
-ANCHORS["hil.energy_error_pct.three-phase"] = ("goal <= 0.2 at >= 5 % of the CT rating, all three CTs; one VT on "
-                                               "L1 (single-VT assumption: each line's voltage is L1's a third "
-                                               "of a cycle later, hardware/analog-front-end.md)")
+ANCHORS["hil.energy_error_pct.three-phase"] = (
+    "goal <= 0.2 at >= 5 % of the CT rating, all three CTs; one VT on L1 (single-VT assumption: each "
+    "line's voltage is L1's a third of a cycle later, hardware/analogue.md section 2a)")
 HOW["hil.energy_error_pct.three-phase"] = (
     "one simulated hour of `three-phase`, ideal transducers; CT2/CT3 set to phase_mdeg +120000/-120000 "
     "(L2/L3) by CONFIG_SET after boot, as the daemon pushes `line = \"L2\"`/`\"L3\"`; registers scored "

@@ -129,7 +129,8 @@ def accuracy(tmp: Path, name: str, seconds: float, seed: int = 1) -> AccuracyRes
         base = None
         if acked_at:
             base = next(((t0, d0) for t0, d0 in mine if t0 >= t_from), None)
-            assert base is not None and base[0] < t, f"CT{ct + 1}: no COUNTER {SETTLE_S:g} s after the CONFIG_SET"
+            assert base is not None and base[0] < t, (
+                f"CT{ct + 1}: no COUNTER {SETTLE_S:g} s after the CONFIG_SET")
         for kind, wh, milli, arr in (("import", "imp_wh", "imp_milli", "e_imp_j"),
                                      ("export", "exp_wh", "exp_milli", "e_exp_j")):
             fw_wh = d[wh] + d[milli] / 1000.0
