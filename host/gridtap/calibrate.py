@@ -81,7 +81,9 @@ def compute(board: Reading, ref: Reading, v_gain_e6: int, i_gain_e6: int, phase_
             # Angles by which the current lags the voltage, as each meter sees it.
             phi_ref = math.degrees(math.acos(max(-1.0, min(1.0, ref_pf))))
             phi_board = math.degrees(math.acos(max(-1.0, min(1.0, board_pf))))
-            new_phase = phase_mdeg + round((phi_board - phi_ref) * 1000)
+            # Kept within the board's -180..180 degrees: a CT on L2 or L3 carries
+            # its line's 120 degrees in phase_mdeg too (hardware/analogue.md 2a).
+            new_phase = (phase_mdeg + round((phi_board - phi_ref) * 1000) + 180000) % 360000 - 180000
             changed = True
     for name, value in (("voltage gain", new_v), ("current gain", new_i)):
         if not 0 < value < 2**32:

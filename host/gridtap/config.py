@@ -29,6 +29,11 @@ BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 KINDS = ("ct", "pulse")
 TRIGGERS = ("edge", "level")
 UNITS = ("wh", "litre")
+# The line a CT sits on, and how far its voltage lags the VT's (the VT is on
+# L1; a one-VT board takes L2 and L3 to be L1's voltage a third of a cycle
+# later: hardware/analogue.md section 2a).
+LINE_LAG_DEG = {"L1": 0, "L2": 120, "L3": 240}
+LINES = tuple(LINE_LAG_DEG)
 MAX_CT = 8
 MAX_PULSE = 8
 
@@ -64,11 +69,19 @@ class SensorConfig:
     export_id: str | None = None
     gain: float = 1.0
     phase_deg: float = 0.0
+    line: str = "L1"
     invert: bool = False
     meter_constant: float = 1000.0  # impulses per kWh (or per m3)
     debounce_ms: int = 20
     trigger: str = "edge"
     unit: str = "wh"
+
+    @property
+    def phase_mdeg(self) -> int:
+        """The board's phase_mdeg: the calibration's phase_deg plus the line's lag
+        behind the VT, in millidegrees within -180000..179999 (L3's 240 is -120)."""
+        total = round((self.phase_deg + LINE_LAG_DEG[self.line]) * 1000)
+        return (total + 180000) % 360000 - 180000
 
     @property
     def series(self) -> list[tuple[str, str]]:
@@ -211,6 +224,13 @@ def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
     return lambda v: None if v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
 
 
+def _line(v: str) -> str | None:
+    if v in LINE_LAG_DEG:
+        return None
+    return (f"must be one of {', '.join(LINES)} (the line the CT's cable is on; the board's VT is on L1), "
+            f"got {v!r}")
+
+
 def _sensor_id(v: str) -> str | None:
     return None if SENSOR_ID.match(v) else f"must be 32 lowercase hex digits, got {v!r}"
 
@@ -339,13 +359,14 @@ _SENSOR_KEYS = {
     "export_id",
     "gain",
     "phase_deg",
+    "line",
     "invert",
     "meter_constant",
     "debounce_ms",
     "trigger",
     "unit",
 }
-_CT_ONLY = {"channel", "export_id", "gain", "phase_deg", "invert"}
+_CT_ONLY = {"channel", "export_id", "gain", "phase_deg", "line", "invert"}
 _PULSE_ONLY = {"input", "meter_constant", "debounce_ms", "trigger", "unit"}
 
 
@@ -392,6 +413,7 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 export_id=export_id,
                 gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _range(0.001, 4000))),
                 phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0, _range(-180, 180))),
+                line=c.get(d, (*k, "line"), str, "L1", _line),
                 invert=c.get(d, (*k, "invert"), bool, False),
             )
         else:

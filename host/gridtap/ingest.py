@@ -371,7 +371,7 @@ class Session:
                 items.append((wire.P_SENSOR_ID_EXPORT, bytes.fromhex(s.export_id)))
             items += [
                 (wire.P_GAIN_E6, round(s.gain * 1e6)),
-                (wire.P_PHASE_MDEG, round(s.phase_deg * 1000)),
+                (wire.P_PHASE_MDEG, s.phase_mdeg),  # calibration plus the line (L2 +120 deg)
                 (wire.P_INVERT, int(s.invert)),
             ]
             out.append((wire.TARGET_CT, i, tuple(items), f"ct channel {i} ({s.name})"))
