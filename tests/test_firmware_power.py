@@ -133,3 +133,28 @@ def test_adc_noise_on_an_idle_ct_is_not_rectified_into_both_registers() -> None:
     (res,) = run_scenarios([spec])
     assert res["regs"][0] == [0, 0] and res["regs"][2] == [0, 0]
     check_energy(spec, res, 1, 0.05)
+
+
+def test_three_phase_with_one_vt_at_off_nominal_frequency() -> None:
+    """CT2 on L2 and CT3 on L3, read against the L1 VT: phase_mdeg +120000 and -120000
+    (plus the calibration) refer them to L1's voltage a third and two thirds of a cycle
+    later. Their currents lag V1 by 120 / 240 degrees more than their own voltages."""
+    own = [25.0, 36.87, 45.0]  # each current's lag behind its own line's voltage
+    lag = [0.0, 120.0, 240.0]
+    phase = [PHASE, PHASE + 120000, PHASE - 120000]
+    for freq in (49.5, 50.5):
+        spec: dict[str, Any] = dict(FRONT, seconds=6, freq=freq, cts=[
+            {"irms": i, "angle": lag[k] + own[k], "lead": 4.2} for k, i in enumerate((8.0, 30.0, 5.0))],
+            cfg=[{"phase_mdeg": p} for p in phase])
+        (res,) = run_scenarios([spec])
+        # what each line's meter would say: its own voltage (L1's, 120/240 degrees later) times its current
+        truth = dict(spec, cts=[dict(c, angle=own[k]) for k, c in enumerate(spec["cts"])])
+        for k in range(3):
+            check_energy(truth, res, k, 0.002)
+            p_w = true_w(truth, k)
+            assert abs(res["gauges"][k][3] / 1000 - p_w) <= 0.002 * p_w, (freq, k, res["gauges"][k])
+        # without the line setting, L2 and L3 read nothing like their power
+        wrong = dict(spec, cfg=[{"phase_mdeg": PHASE}] * 3)
+        (bad,) = run_scenarios([wrong])
+        for k in (1, 2):
+            assert abs(bad["gauges"][k][3] / 1000 - true_w(truth, k)) > 0.3 * true_w(truth, k)

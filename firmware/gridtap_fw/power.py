@@ -20,7 +20,8 @@
 # (= +240) for L3 when the VT is on L1 (a one-VT three-phase board: each
 # line's voltage is taken to be L1's a third of a cycle later). The wanted V
 # delay in sets is delta = phase/360*P - (k+1)*slot*sets_per_s, P the
-# measured mains period in sets, taken into [-2, P-2); D = max(0,
+# measured mains period in sets (the mean of the last second's cycles, each
+# timed between crossings interpolated inside a set), taken into [-2, P-2); D = max(0,
 # floor(delta)) and the fraction theta = (delta - D)*alpha (alpha = 2*pi/P, one
 # set in radians) is interpolated between v_D and v_(D+1):
 # a = sin(alpha-theta)/sin(alpha), b = sin(theta)/sin(alpha), exact for a
@@ -82,11 +83,18 @@ class PowerMeter:
         self.acc = [0] * (2 + 6 * self.n_ct)
         self.n = 0
         self.synced = False  # the current period began at a rising crossing
+        self.seen = 0  # sets fed since boot, up to K_HIST_KEEP: the V history is real from then on
         self.ac = False  # the last period closed was a valid mains cycle
         self.periods = 0
         self.ac_sets = 0  # sets of valid mains periods in the seconds committed to the registers
         self.ready: list = []  # gauges of the last completed second, until taken
         self.period = self.sets_per_s / NOMINAL_HZ  # mains period in sets, measured each second
+        self.period_measured = False  # until the first second with mains: refined every period
+        # Where V rose through +hysteresis, as a fraction of the set before the
+        # crossing set: the current period's start (x_start) and the crossing
+        # that is closing it (x_end, -1 when no crossing closes it).
+        self.x_start = 0.0
+        self.x_end = -1.0
         self.coef: list = [(1.0, 0.0)] * self.n_ct  # (a, b) of the delays in the kernel state
         self.retune = False
         self.last_p_mw = [0] * self.n_ct
@@ -102,6 +110,8 @@ class PowerMeter:
         self.sec_n = 0
         self.sec_ac_n = 0
         self.sec_cycles = 0
+        self.sec_plen = 0.0  # the valid cycles' lengths in sets, from interpolated crossings
+        self.sec_pn = 0  # how many of them
         self.sec_v2 = 0.0
         self.sec_e = [0] * self.n_ct
         self.sec_va = [0.0] * self.n_ct
@@ -149,11 +159,25 @@ class PowerMeter:
                     acc[j] += out[j]
                 self.n += used
                 start += used
+                if self.seen < K_HIST_KEEP:
+                    self.seen += used
             if st[3]:
                 st[3] = 0
                 if not self.synced or self.n >= self.min_sets:
+                    # v of the crossing set (not consumed: buf[start]) and of the
+                    # set before it: V rose through +h between them.
+                    at = 2 * self.nch * start
+                    vx = (buf[at] | (buf[at + 1] << 8)) - 2048
+                    vl = st[0]
+                    f = 0.5
+                    if vx > vl:
+                        f = min(1.0, max(0.0, (st[2] - vl) / (vx - vl)))
+                    self.x_end = f
                     self._close(True)
-                    self.synced = True
+                    # A period is valid once a CT's delayed V is real V, not the
+                    # mid-scale the history started from: at boot that costs a
+                    # cycle or two more than the first crossing already did.
+                    self.synced = self.seen >= K_HIST_KEEP
             elif self.n >= self.noac_sets:
                 self._close(False)
                 self.synced = False
@@ -196,6 +220,18 @@ class PowerMeter:
         if valid:
             self.sec_ac_n += n
             self.sec_cycles += 1
+            if self.x_end >= 0.0:
+                self.sec_plen += n + self.x_end - self.x_start
+                self.sec_pn += 1
+                if not self.period_measured:
+                    # Just booted: follow the periods so far rather than run a
+                    # whole second at the nominal 50 Hz (at 50.5 Hz L3's delay
+                    # would be off by two thirds of a set).
+                    self.period = self.sec_plen / self.sec_pn
+                    self.retune = True
+        if self.x_end >= 0.0:
+            self.x_start = self.x_end
+            self.x_end = -1.0
         self.periods += 1
         for j in range(len(acc)):
             acc[j] = 0
@@ -236,7 +272,9 @@ class PowerMeter:
         freq = 0
         if self.sec_ac_n:
             freq = min(65535, int(round(self.sec_cycles * self.sets_per_s * 1000.0 / self.sec_ac_n)))
-            self.period = self.sec_ac_n / self.sec_cycles
+        if self.sec_pn:
+            self.period = self.sec_plen / self.sec_pn
+            self.period_measured = True
         for k in range(self.n_ct):
             e = self.sec_e[k]
             if -CREEP_MW * n < e < CREEP_MW * n:
