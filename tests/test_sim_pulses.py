@@ -58,3 +58,37 @@ def test_bounce_statistics_and_debounced_count() -> None:
             count += 1
         quiet_until = x + 0.010
     assert count == len(starts)
+
+
+def test_pauses_are_never_shorter_than_the_shortest_pulse_and_no_pulse_is_lost() -> None:
+    """A real S0 meter: pulse 30..100 ms, pause >= 30 ms, at any rate the energy asks for.
+
+    The rate jumps between 1 and 14 pulses per second (above 10 Hz a 100 ms pulse
+    plus its pause does not fit between two pulses): no pause may fall below
+    30 ms (the firmware's 20 ms debounce would merge the pulses), every pulse is
+    still sent, and one that waits for the pause does not fall far behind."""
+    rates = [1.0, 14.0, 3.0, 14.0, 9.0, 1.0] * 20
+
+    def src(k: int, w: object) -> np.ndarray:
+        return np.full(50, rates[k % len(rates)] / 50.0)
+
+    meter = PulseMeter(0, 1.0, src, np.random.default_rng(3))
+    edges: list[tuple[float, int, int]] = []
+    for k in range(len(rates)):
+        edges += meter.step(k, np.zeros((50, 3)))
+    starts = np.asarray(meter.starts)
+    widths = np.asarray(meter.widths)
+    assert abs(len(starts) + meter.carry - sum(rates)) < 1e-6   # every pulse the energy made
+    assert widths.min() >= 0.030 and widths.max() <= 0.100
+    pauses = starts[1:] - (starts[:-1] + widths[:-1])
+    assert pauses.min() >= 0.030 - 1e-12
+    assert np.sum(widths > 0.030 + 1e-9) > len(widths) / 4   # widths still vary when the meter keeps up
+    # the ideal start of pulse j is when the energy reached j + 1 units
+    ideal = np.concatenate([k + np.arange(1, int(r) + 1) / r for k, r in enumerate(rates)])
+    lag = starts - np.sort(ideal)[:len(starts)]
+    assert lag.min() >= -0.021 and lag.max() < 0.5, (lag.min(), lag.max())
+    # the pin still toggles on every edge, in time order, with bounce only near edges
+    t = np.asarray([e[0] for e in edges])
+    lv = np.asarray([e[2] for e in edges])
+    order = np.argsort(t, kind="stable")
+    assert np.all(lv[order][1:] != lv[order][:-1])
