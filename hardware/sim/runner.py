@@ -279,8 +279,9 @@ class VirtualBoard:
         if out:
             self.rx.append((arrive, out))
 
-    def _flush_tx(self) -> None:
-        while self.tx and self.tx[0][0] <= self.now:
+    def _flush_tx(self, until: float | None = None) -> None:
+        limit = self.now if until is None else until
+        while self.tx and self.tx[0][0] <= limit:
             _, data = self.tx.popleft()
             if self.pty is not None:
                 self.pty.write(data)
@@ -453,6 +454,11 @@ class VirtualBoard:
         self.tx_busy = done
         if data:
             self.tx.append((done, data))
+        # Bytes the board will have sent before the end of the batch it is consuming go to the pty
+        # now, not at its next ADC request (up to a batch later): long batches then keep the
+        # board-to-host latency of a real board. The board lives to the batch's end by construction.
+        if self.tx and self.tx[-1][0] <= self.horizon:
+            self._flush_tx(self.horizon)
 
     def _on_ee_write(self, payload: bytes) -> bool:
         if len(payload) < 5:

@@ -53,12 +53,11 @@ from gridtap_sim.engine import Simulation
 from gridtap_sim.runner import VirtualBoard
 
 GRID = 4800  # the model's fine grid: outage instants lie on it
-# The simulator answers one ADC request with up to a simulated second of blocks; host bytes then
-# reach the board only at the next batch, up to a second late, and the daemon's clock sync fights
-# that (TIME_SET every few seconds), and the HAL runs out of heap joining a second's UART writes
-# (docs/e2e.md, findings 3-4). The e2e board keeps batches to 50 ms: a link latency of the real
-# board's order, most of the speed.
-BATCH_MAX_S = 0.05
+# One ADC request is answered with up to a simulated second of blocks. The simulator writes the
+# board's UART bytes to the pty as the firmware hands them over (not at its next request), so long
+# batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
+# a second of board time later (docs/e2e.md, finding 4).
+BATCH_MAX_S = 1.0
 NO_WINDOWS = np.zeros((0, 0))
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.harness import day_plan, run
 
-SIM_S = float(os.environ.get("GRIDTAP_E2E_SIM_S", "3600"))
+SIM_S = float(os.environ.get("GRIDTAP_E2E_SIM_S", "86400"))
 
 # stage -> why a difference there is a known, open bug (reported to the lead; docs/e2e.md "Findings").
 # Finding 5 (a lost HELLO double counts) shows up only when a burst hits the HELLO; it is pinned in
@@ -32,8 +32,8 @@ KNOWN: dict[str, str] = {}
 
 @pytest.mark.slow
 def test_whole_chain_loses_no_wh_under_one_fault_of_each_kind(tmp_path: Path) -> None:
-    plan = day_plan(sim_s=SIM_S, seed=7, outage_s=min(900.0, SIM_S / 8))
-    plan.wall_limit_s = 600.0
+    plan = day_plan(sim_s=SIM_S, seed=7, outage_s=min(4 * 3600.0, SIM_S / 8))
+    plan.wall_limit_s = 1200.0
     plan.settle_wall_s = 60.0
     res = run(plan, tmp_path / "e2e", keep=True)
     what = [e["what"] for e in res["events"]]
