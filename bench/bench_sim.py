@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ANCHORS = {
     "sim.model_speedup": "the model must outrun the firmware process (sim.fw_cpu_ms_per_s) so that "
                          "the firmware sets the pace; per-block design: ~190",
-    "sim.speedup": "goal >= 600 (a simulated day inside make test, a month in make soak); the per-block "
-                   "protocol ran 60-100; bound by the firmware process: 1000 / sim.fw_cpu_ms_per_s",
+    "sim.speedup": "goal >= 60 (issue 4); the per-block protocol ran 60-100; bound by the firmware "
+                   "process: 1000 / sim.fw_cpu_ms_per_s",
     "sim.speedup_cpu": "per-block protocol: ~75 (8.7 ms simulator + 4.5 ms firmware per simulated s)",
     "sim.sim_cpu_ms_per_s": "per-block protocol: ~8.7",
     "sim.fw_cpu_ms_per_s": "per-block protocol: ~4.5; firmware.core.unix_ms_per_s is the core alone",
