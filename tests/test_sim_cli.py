@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gridtap import simcli
@@ -20,7 +21,8 @@ ECHO_FW = Path(__file__).resolve().parent / "simtest" / "echo_fw.py"
 def args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = {"scenario": "household", "speed": "1", "seed": "1", "duration": None,
                                "record": None, "ber": "0", "drop": "0", "stalls": "0", "board": None,
-                               "start": None, "firmware": None, "fw_log": None, "eeprom": None}
+                               "start": None, "firmware": None, "fw_log": None, "eeprom": None,
+                               "outage": [], "ber_burst": []}
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -39,6 +41,12 @@ def args(**kw: object) -> argparse.Namespace:
     ({"record": "/no/such/dir/r.npz"}, "--record"),
     ({"firmware": "/no/such/fw.py"}, "--firmware"),
     ({"eeprom": "/no/such/dir/ee.bin"}, "--eeprom"),
+    ({"outage": ["600"]}, "--outage"),
+    ({"outage": ["x:5"]}, "--outage"),
+    ({"outage": ["600:0"]}, "--outage"),
+    ({"ber_burst": ["1:2"]}, "--ber-burst"),
+    ({"ber_burst": ["5:3:1e-3"]}, "--ber-burst"),
+    ({"ber_burst": ["1:2:0.9"]}, "--ber-burst"),
 ])
 def test_bad_options_name_the_option(bad: dict[str, object], word: str) -> None:
     with pytest.raises(UserError, match=word):
@@ -109,3 +117,25 @@ def test_eeprom_image_carries_the_board_from_run_to_run(tmp_path: Path,
     image.write_bytes(b"short")
     assert main(common) == 2
     assert "--eeprom" in capsys.readouterr().err
+
+
+def test_outages_and_ber_bursts_in_any_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = tmp_path / "faults.npz"
+    rc = main(["sim", "--scenario", "household", "--speed", "max", "--seed", "3", "--duration", "8",
+               "--record", str(rec), "--fw-log", str(tmp_path / "fw.log"),
+               "--outage", "2:1.5", "--outage", "3:1", "--ber-burst", "5:8:2e-2"])
+    assert rc == 0, capsys.readouterr().err
+    meta, arr = load_record(rec)
+    assert arr["outage_s"].tolist() == [[2.0, 4.0]]          # overlapping failures merge into one
+    assert len(meta["deaths"]) == 1 and len(meta["boots"]) == 2  # the board died and booted again
+    assert meta["brownout_flags_s"] and 2.0 <= meta["brownout_flags_s"][0] < 2.2
+    assert meta["uart"]["from_board"]["bits_flipped"] > 0     # the burst hit the board's frames
+    assert np.all(arr["e_net_j"][2:4] == 0.0)                 # no mains, no energy
+
+
+def test_no_burst_no_flipped_bits(tmp_path: Path) -> None:
+    rec = tmp_path / "clean.npz"
+    assert main(["sim", "--scenario", "household", "--speed", "max", "--duration", "4", "--record", str(rec),
+                 "--fw-log", str(tmp_path / "fw.log"), "--ber-burst", "100:200:1e-2"]) == 0
+    meta, _ = load_record(rec)
+    assert meta["uart"]["from_board"]["bits_flipped"] == 0 and meta["uart"]["from_board"]["bytes_in"] > 0

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from gridtap_sim import scenarios
 from gridtap_sim.board import Board
-from gridtap_sim.model import Chunk
+from gridtap_sim.model import TRUTH_HZ, Chunk
 
 RECORD_VERSION = 1
 
@@ -37,6 +37,26 @@ class Simulation:
         self._ahead: Future[tuple[Chunk, list[tuple[float, int, int]]]] | None = None
         self._spare: tuple[Chunk, list[tuple[float, int, int]]] | None = None
         self._no_samples = np.zeros((0, board.n_channels), dtype=np.uint16)
+
+    def add_outages(self, spans: list[tuple[float, float]]) -> None:
+        """Mains failures [(fail, restore)] in simulated seconds, besides the scenario's own.
+
+        Only before the first second is made (truth and samples must agree); instants are put on
+        the model's fine grid and overlapping failures merge into one.
+        """
+        if self.next_k:
+            raise ValueError("outages must be added before the simulation starts")
+        grid = float(TRUTH_HZ)
+        merged: list[tuple[float, float]] = []
+        for a, b in sorted([(round(a * grid) / grid, round(b * grid) / grid) for a, b in spans]
+                           + list(self.scn.outages.spans)):
+            if not 0.0 <= a < b:
+                raise ValueError(f"outage ({a}, {b}): need 0 <= fail < restore")
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self.scn.outages.spans[:] = merged
 
     def start_prefetch(self) -> None:
         """Compute the next second on a worker thread while the firmware works on this one.

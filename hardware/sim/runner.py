@@ -95,7 +95,8 @@ class VirtualBoard:
                  ber: float = 0.0, drop: float = 0.0, stall_per_min: float = 0.0, use_pty: bool = True,
                  fw_log: str | Path | None = None, extra_path: list[Path] | None = None,
                  heap: str | None = None, hang_wall_s: float = HANG_WALL_S,
-                 batch_max_s: float = BATCH_MAX_S) -> None:
+                 batch_max_s: float = BATCH_MAX_S,
+                 ber_bursts: list[tuple[float, float, float]] | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.sim = sim
@@ -109,6 +110,13 @@ class VirtualBoard:
             return np.random.default_rng(rng.integers(1 << 62))
         self.to_board = FaultInjector(rng2(), ber, drop, stall_per_min)
         self.from_board = FaultInjector(rng2(), ber, drop, stall_per_min)
+        # windows of simulated time [start, end) with their own bit error rate (a noisy wire for a
+        # while), both directions; outside them `ber`. Switched per ADC batch (<= 1 s of board time).
+        self.ber = ber
+        self.ber_bursts = sorted(ber_bursts or [])
+        for a, b, r in self.ber_bursts:
+            if not (0.0 <= a < b and 0.0 <= r <= 0.5):
+                raise ValueError(f"BER burst ({a}, {b}, {r}): need 0 <= start < end and 0 <= BER <= 0.5")
         self.uid = bytes(rng.integers(0, 256, 8, dtype=np.uint8).tolist())
         self.pty = Pty() if use_pty else None
         self.workdir = Path(tempfile.mkdtemp(prefix="gridtap-sim-"))
@@ -445,7 +453,18 @@ class VirtualBoard:
                                      len(data)) + data)
         self._write_all(self.adc_fd, samples.astype("<u2", copy=False).tobytes())
         self._reply(CMD_ADC, b"".join(parts))
+        if self.ber_bursts:
+            self.to_board.ber = self.from_board.ber = self.ber_at(now)
         return True
+
+    def ber_at(self, t: float) -> float:
+        """The wire's bit error rate at simulated time t (a burst's, or the base rate)."""
+        for a, b, r in self.ber_bursts:
+            if a <= t < b:
+                return r
+            if a > t:
+                break
+        return self.ber
 
     def _on_uart_tx(self, payload: bytes) -> None:
         data = self.from_board.corrupt(payload)

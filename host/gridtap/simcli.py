@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ber", default="0", help="UART bit error rate, both directions (e.g. 1e-4)")
     p.add_argument("--drop", default="0", help="UART byte loss probability, both directions")
     p.add_argument("--stalls", default="0", help="UART stalls per minute (0.1..2 s each)")
+    p.add_argument("--outage", action="append", default=[], metavar="AT:SECONDS",
+                   help="a mains failure at simulated second AT lasting SECONDS (the supply monitor fires, "
+                        "the board saves and dies after its hold-up, and boots when the mains returns); "
+                        "repeatable, in any scenario")
+    p.add_argument("--ber-burst", action="append", default=[], metavar="FROM:TO:BER",
+                   help="a noisy wire from simulated second FROM to TO at bit error rate BER, both "
+                        "directions (e.g. 600:900:1e-3); repeatable")
     p.add_argument("--board", default=None, help="board file (default hardware/board.json)")
     p.add_argument("--start", default=None, metavar="HH:MM",
                    help="time of day at simulated t=0 (default per scenario; household-pv 12:00)")
@@ -138,9 +145,39 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": start,
         "firmware": firmware, "record": args.record, "board": args.board, "fw_log": args.fw_log,
         "eeprom": args.eeprom, "clock_file": clock_file, "t0": t0,
+        "outages": parse_outages(getattr(args, "outage", [])),
+        "ber_bursts": parse_ber_bursts(getattr(args, "ber_burst", [])),
         "batch_max_s": None if getattr(args, "batch_max_s", None) is None
         else _float("batch-max-s", args.batch_max_s, 0.001, 60.0),
     }
+
+
+def parse_outages(items: list[str]) -> list[tuple[float, float]]:
+    out = []
+    for text in items:
+        parts = text.split(":")
+        if len(parts) != 2:
+            raise UserError(f"--outage {text!r}: expected AT:SECONDS, e.g. 600:5")
+        at = _float("outage", parts[0], 0.0)
+        length = _float("outage", parts[1], 0.0, 86400.0 * 366)
+        if length <= 0:
+            raise UserError(f"--outage {text!r}: the failure must last more than 0 s")
+        out.append((at, at + length))
+    return out
+
+
+def parse_ber_bursts(items: list[str]) -> list[tuple[float, float, float]]:
+    out = []
+    for text in items:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise UserError(f"--ber-burst {text!r}: expected FROM:TO:BER, e.g. 600:900:1e-3")
+        a = _float("ber-burst", parts[0], 0.0)
+        b = _float("ber-burst", parts[1], 0.0)
+        if b <= a:
+            raise UserError(f"--ber-burst {text!r}: TO must be after FROM")
+        out.append((a, b, _float("ber-burst", parts[2], 0.0, 0.5)))
+    return out
 
 
 def default_t0(start_of_day_s: float, now: float) -> float:
@@ -167,8 +204,9 @@ def run_sim(args: argparse.Namespace) -> int:
         raise UserError("the firmware core (firmware/gridtap_fw/app.py) is not there yet; "
                         "pass --firmware SCRIPT to run another MicroPython program")
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
+    sim.add_outages(opt["outages"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
-                      stall_per_min=opt["stalls"], fw_log=opt["fw_log"],
+                      stall_per_min=opt["stalls"], fw_log=opt["fw_log"], ber_bursts=opt["ber_bursts"],
                       **({} if opt["batch_max_s"] is None else {"batch_max_s": opt["batch_max_s"]}))
     if opt["eeprom"] and Path(opt["eeprom"]).exists():
         from gridtap_sim.eeprom import EepromError

@@ -3,15 +3,11 @@
     python -m tests.e2e.simboard --plan plan.json
 
 It runs the same simulator and the same unmodified firmware as `gridtap sim`
-(`gridtap_sim.runner.VirtualBoard`, scenario `household-pv`) and adds, in this
-process only, what the e2e harness (`tests/e2e/harness.py`) needs and the CLI
-does not offer:
+(`gridtap_sim.runner.VirtualBoard`, scenario `household-pv`, with the plan's
+mains failures and UART bursts as `gridtap sim --outage/--ber-burst` gives
+them) and adds, in this process only, what the e2e harness
+(`tests/e2e/harness.py`) needs and the CLI does not offer:
 
-* **Mains failures in household-pv** at the instants the plan lists (the CLI
-  has them only in the `brownouts` scenario); they are put into the model's
-  outage list before the first second is generated, so truth and samples agree.
-* **UART bursts**: the bit error rate of both directions follows the plan's
-  burst windows in simulated time.
 * **The simulated clock** is published in a shared 8-byte file (Unix seconds,
   float64) whenever the firmware tells the simulator its time (every request
   carries it), so the daemon and the test servers see the time the board lives in.
@@ -52,7 +48,6 @@ from gridtap_sim.board import load_board
 from gridtap_sim.engine import Simulation
 from gridtap_sim.runner import VirtualBoard
 
-GRID = 4800  # the model's fine grid: outage instants lie on it
 # One ADC request is answered with up to a simulated second of blocks. The simulator writes the
 # board's UART bytes to the pty as the firmware hands them over (not at its next request), so long
 # batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
@@ -84,15 +79,12 @@ def read_clock(path: Path) -> float:
 
 
 class TapBoard(VirtualBoard):
-    """VirtualBoard with the clock, burst schedule, tuple tap and write-cycle log."""
+    """VirtualBoard with the clock, tuple tap and write-cycle log."""
 
-    def __init__(self, sim: Simulation, *, t0: float, clock: SimClock, bursts: list[tuple[float, float]],
-                 burst_ber: float, tap: TextIO, **kw: Any) -> None:
+    def __init__(self, sim: Simulation, *, t0: float, clock: SimClock, tap: TextIO, **kw: Any) -> None:
         super().__init__(sim, **kw)
         self.t0 = t0
         self.clock = clock
-        self.bursts = sorted(bursts)
-        self.burst_ber = burst_ber
         self.tap = tap
         self.decoders: dict[int, wire.Decoder] = {}
         self.ee_cycles: list[tuple[float, float]] = []
@@ -103,14 +95,6 @@ class TapBoard(VirtualBoard):
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
         self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
         self.seen_this_boot: set[tuple[str, int]] = set()
-
-    def _ber_now(self) -> float:
-        for a, b in self.bursts:
-            if a <= self.now < b:
-                return self.burst_ber
-            if a > self.now:
-                break
-        return 0.0
 
     def _sync(self, now_us: int, flags: int = 0) -> None:
         # every request carries the firmware's own time: that is the present the host lives in
@@ -132,11 +116,7 @@ class TapBoard(VirtualBoard):
     def _on_adc(self, payload: bytes) -> bool:
         if len(self.sim.rows) - self.compacted > 3600:
             self._compact_truth()
-        ok = super()._on_adc(payload)
-        ber = self._ber_now()
-        self.to_board.ber = ber
-        self.from_board.ber = ber
-        return ok
+        return super()._on_adc(payload)
 
     def _on_uart_tx(self, payload: bytes) -> None:
         dec = self.decoders.get(self.boot_n)
@@ -203,10 +183,6 @@ class TapBoard(VirtualBoard):
             self.stats.uart_from_board += len(data)
 
 
-def on_grid(t: float) -> float:
-    return round(t * GRID) / GRID
-
-
 def brownouts_in_writes(fails: list[float], cycles: list[tuple[float, float]]) -> int:
     n = 0
     for f in fails:
@@ -225,13 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     board = load_board(plan.get("board"))
     scenario = plan.get("scenario", "household-pv")
     sim = Simulation(board, scenario, int(plan["seed"]), float(plan["start_of_day_s"]))
-    spans = [(on_grid(a), on_grid(b)) for a, b in plan.get("outages", [])]
-    sim.scn.outages.spans[:] = sorted(spans)
+    sim.add_outages([(float(a), float(b)) for a, b in plan.get("outages", [])])
     clock = SimClock(Path(plan["clock_file"]), float(plan["t0"]))
     tap = open(out / "tuples.jsonl", "a", buffering=1 << 16)
-    bursts = [(float(a), float(b)) for a, b in plan.get("bursts", [])]
-    vb = TapBoard(sim, t0=float(plan["t0"]), clock=clock, bursts=bursts,
-                  burst_ber=float(plan.get("burst_ber", 1e-3)), tap=tap,
+    ber = float(plan.get("burst_ber", 1e-3))
+    vb = TapBoard(sim, t0=float(plan["t0"]), clock=clock, tap=tap,
+                  ber_bursts=[(float(a), float(b), ber) for a, b in plan.get("bursts", [])],
                   speed=float(plan.get("speed", math.inf)), fw_log=out / "firmware.log",
                   batch_max_s=float(plan.get("batch_max_s", BATCH_MAX_S)))
     eeprom = plan.get("eeprom")
