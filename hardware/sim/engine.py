@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -20,6 +19,44 @@ from gridtap_sim.model import TRUTH_HZ, Chunk
 RECORD_VERSION = 1
 
 
+class TruthLog:
+    """The ground truth of every simulated second, kept compact for runs of weeks.
+
+    One row per second: import, export and net energy and RMS current per CT, RMS voltage and
+    frequency, in float64 arrays that grow by doubling (14 numbers, 112 bytes a second with
+    3 CTs, ~10 MB a simulated day). The 20 ms window energies and the samples of a chunk are
+    not kept: the record does not use them, and they were ~1.5 KB a second (4 GB a month).
+    """
+
+    FIELDS = ("e_imp", "e_exp", "e_net", "irms")
+
+    def __init__(self, nct: int) -> None:
+        self.n = 0
+        self.per_ct = {f: np.zeros((1024, nct)) for f in self.FIELDS}
+        self.vrms = np.zeros(1024)
+        self.freq = np.zeros(1024)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, c: Chunk) -> None:
+        if self.n == self.vrms.size:
+            self.per_ct = {f: np.concatenate([a, np.zeros_like(a)]) for f, a in self.per_ct.items()}
+            self.vrms = np.concatenate([self.vrms, np.zeros_like(self.vrms)])
+            self.freq = np.concatenate([self.freq, np.zeros_like(self.freq)])
+        for f, a in self.per_ct.items():
+            a[self.n] = getattr(c, f)
+        self.vrms[self.n] = c.vrms
+        self.freq[self.n] = c.freq
+        self.n += 1
+
+    def column(self, name: str, n: int | None = None) -> npt.NDArray[np.float64]:
+        """The first n seconds (all by default) of one field, a copy."""
+        m = self.n if n is None else min(n, self.n)
+        a = self.per_ct[name] if name in self.per_ct else getattr(self, name)
+        return np.array(a[:m])
+
+
 class Simulation:
     def __init__(self, board: Board, scenario: str, seed: int, start_of_day_s: float | None = None,
                  adc: bool = True, outage_every_s: float = 120.0) -> None:
@@ -31,12 +68,11 @@ class Simulation:
         self.next_k = 0
         self.chunks: dict[int, Chunk] = {}
         self.edges: list[tuple[float, int, int]] = []       # pending (t, input, level)
-        self.rows: list[Chunk] = []
+        self.truth = TruthLog(self.model.nct)
         self.keep_from = 0                                   # oldest second whose samples we keep
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: Future[tuple[Chunk, list[tuple[float, int, int]]]] | None = None
         self._spare: tuple[Chunk, list[tuple[float, int, int]]] | None = None
-        self._no_samples = np.zeros((0, board.n_channels), dtype=np.uint16)
 
     def add_outages(self, spans: list[tuple[float, float]]) -> None:
         """Mains failures [(fail, restore)] in simulated seconds, besides the scenario's own.
@@ -108,7 +144,7 @@ class Simulation:
             self.chunks[self.next_k] = c
             if new:
                 self.edges = sorted(self.edges + new)
-            self.rows.append(dataclasses.replace(c, samples=self._no_samples))
+            self.truth.append(c)
             for old in [j for j in self.chunks if j < min(self.keep_from, self.next_k)]:
                 del self.chunks[old]
             self.next_k += 1
@@ -152,12 +188,9 @@ class Simulation:
 
     # -- ground truth --------------------------------------------------------
     def truth_arrays(self, n_seconds: int | None = None) -> dict[str, Any]:
-        rows = self.rows if n_seconds is None else self.rows[:n_seconds]
-        nct = self.model.nct
+        n = len(self.truth) if n_seconds is None else min(n_seconds, len(self.truth))
         def stack(attr: str) -> npt.NDArray[np.float64]:
-            if not rows:
-                return np.zeros((0, nct))
-            return np.stack([getattr(r, attr) for r in rows])
+            return self.truth.column(attr, n)
         starts: list[float] = []
         inputs: list[int] = []
         widths: list[float] = []
@@ -166,17 +199,17 @@ class Simulation:
             inputs += [mt.input] * len(mt.starts)
             widths += mt.widths
         order = np.argsort(np.asarray(starts), kind="stable")
-        limit = float(len(rows))
+        limit = float(n)
         st = np.asarray(starts)[order] if starts else np.zeros(0)
         keep = st < limit
         return {
-            "t_s": np.arange(len(rows), dtype=np.float64),
+            "t_s": np.arange(n, dtype=np.float64),
             "e_imp_j": stack("e_imp"),
             "e_exp_j": stack("e_exp"),
             "e_net_j": stack("e_net"),
             "irms_a": stack("irms"),
-            "vrms_v": np.asarray([r.vrms for r in rows]),
-            "freq_hz": np.asarray([r.freq for r in rows]),
+            "vrms_v": self.truth.column("vrms", n),
+            "freq_hz": self.truth.column("freq", n),
             "pulse_t_s": st[keep],
             "pulse_input": (np.asarray(inputs, dtype=np.uint8)[order] if inputs
                             else np.zeros(0, np.uint8))[keep],

@@ -30,7 +30,6 @@ summary (`summary.json`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import mmap
@@ -40,8 +39,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
-
-import numpy as np
 
 from gridtap_fw import wire
 from gridtap_sim.board import load_board
@@ -53,7 +50,6 @@ from gridtap_sim.runner import VirtualBoard
 # batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
 # a second of board time later (docs/e2e.md, finding 4).
 BATCH_MAX_S = 1.0
-NO_WINDOWS = np.zeros((0, 0))
 
 
 class SimClock:
@@ -90,7 +86,6 @@ class TapBoard(VirtualBoard):
         self.ee_cycles: list[tuple[float, float]] = []
         self.tuples_tapped = 0
         self.published = 0.0
-        self.compacted = 0
         self.retx_seen = 0
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
         self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
@@ -104,19 +99,6 @@ class TapBoard(VirtualBoard):
             self.published = self.now
             self.clock.set(self.t0 + self.now)
         self._flush_tx()  # board bytes reach the pty when their last bit is out, not at the next batch
-
-    def _compact_truth(self) -> None:
-        """Drop the 20 ms window energies of recorded seconds (the record does not use them):
-        the simulator keeps one row per simulated second, ~1.5 KB each, 4 GB over a month."""
-        rows = self.sim.rows
-        for i in range(self.compacted, max(self.compacted, len(rows) - 10)):
-            rows[i] = dataclasses.replace(rows[i], window_e=NO_WINDOWS)
-        self.compacted = max(self.compacted, len(rows) - 10)
-
-    def _on_adc(self, payload: bytes) -> bool:
-        if len(self.sim.rows) - self.compacted > 3600:
-            self._compact_truth()
-        return super()._on_adc(payload)
 
     def _on_uart_tx(self, payload: bytes) -> None:
         dec = self.decoders.get(self.boot_n)
