@@ -282,6 +282,7 @@ def hot_replay(work: Path) -> float:
     for burst in bursts[1:]:
         for m in dec.feed(burst):
             d.session.handle(m)
+        d.rrd.send()
         d.session.tick()
     used = time.thread_time() - start
     d.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -27,6 +28,8 @@ from gridtap.live import LiveStore
 from gridtap.rrd import STEP, NightStore, RrdCached, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
+
+CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
 
 # Optional features: config section -> the module that must exist to run it.
 FEATURES = {"mqtt": "gridtap.mqtt", "flukso": "gridtap.flukso_upload"}
@@ -118,6 +121,8 @@ class Daemon:
         self.started = time.time()
         self.extras: list[Any] = []
         self._stop: threading.Event | None = None
+        self._pidfd: int | None = None
+        self._cached_lock = threading.Lock()
 
     def start(self) -> None:
         d = self.cfg.daemon
@@ -130,6 +135,7 @@ class Daemon:
         if self.start_rrdcached:
             self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
             self.cached.start()
+            self._watch_rrdcached()
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
         spool = None
@@ -160,42 +166,89 @@ class Daemon:
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
+        """The ingest loop: one select() until the board speaks or the earliest deadline is due.
+
+        Deadlines: a command retry or ACK flush (the session's), the spool
+        commit, the counter-state flush (only while counters moved), the night
+        values (hourly). rrdcached's liveness comes as a readable pidfd in the
+        same select (a 10 s check where pidfds are not available), so an idle
+        daemon with a silent board sleeps for minutes, not seconds.
+        """
         assert self.session is not None and self.store is not None
         # Counter progress goes to SQLite every state_flush_s, of wall time or of metered
         # time, whichever comes first (a replayed backlog is metered time too).
         flush_every = self.cfg.daemon.state_flush_s
-        next_flush = time.monotonic() + flush_every
+        mono = time.monotonic
+        now = mono()
+        next_flush = now + flush_every
         next_flush_t = 0
-        next_night = time.monotonic() + 900  # housekeeping waits until the daemon has settled
-        next_check = time.monotonic() + 10
-        end = None if max_seconds is None else time.monotonic() + max_seconds
+        next_night = now + 900  # housekeeping waits until the daemon has settled
+        next_check = now + CHECK_S
+        end = None if max_seconds is None else now + max_seconds
         session = self.session
+        link = self.link
+        store = self.store
+        rrd = self.rrd
         self._stop = stop
         while not stop.is_set():
-            for msg in self.link.poll(session.wait_hint()):
-                session.handle(msg)
-            if self.link.connected:
+            deadline = next_night
+            if store.dirty and next_flush < deadline:
+                deadline = next_flush
+            if self._pidfd is None and self.cached is not None and next_check < deadline:
+                deadline = next_check
+            if end is not None and end < deadline:
+                deadline = end
+            msgs = link.poll(session.wait_hint(max(0.0, deadline - now)))
+            if msgs:
+                for msg in msgs:
+                    session.handle(msg)
+                rrd.send()  # this burst's RRD updates: one write to rrdcached
+            if link.connected:
                 session.tick()
-            now = time.monotonic()
-            if now >= next_check:
+            now = mono()
+            if link.alerts or (self._pidfd is None and now >= next_check):
                 self.check_rrdcached()
-                next_check = now + 10
+                next_check = now + CHECK_S
             if now >= next_night:
                 self.update_nights(time.time())
                 next_night = now + 3600
             if now >= next_flush or session.newest_t >= next_flush_t:
-                self.store.flush()
+                store.flush()
                 next_flush = now + flush_every
                 next_flush_t = session.newest_t + flush_every
             if end is not None and now >= end:
                 break
 
+    def _watch_rrdcached(self) -> None:
+        """Have the ingest loop's select() wake when our rrdcached exits (Linux pidfd)."""
+        self._unwatch_rrdcached()
+        c = self.cached
+        if c is None or c.proc is None or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            self._pidfd = os.pidfd_open(c.proc.pid)
+        except OSError:  # a kernel before 5.3: check on a timer instead
+            return
+        self.link.watch = [self._pidfd]
+
+    def _unwatch_rrdcached(self) -> None:
+        if self._pidfd is not None:
+            self.link.watch = []
+            self.link.alerts = []
+            os.close(self._pidfd)
+            self._pidfd = None
+
     def check_rrdcached(self) -> bool:
         """Restart our rrdcached if it died; True if it had to be restarted."""
+        with self._cached_lock:
+            return self._check_rrdcached()
+
+    def _check_rrdcached(self) -> bool:
         c = self.cached
         if c is None or c.proc is None or c.proc.poll() is None:
             return False
         log.error("rrdcached exited with status %s: restarting it", c.proc.returncode)
+        self._unwatch_rrdcached()
         c.proc = None
         if self.rrd.client is not None:
             self.rrd.client.close()
@@ -203,6 +256,7 @@ class Daemon:
             c.start()
         except UserError as exc:
             log.error("%s", exc)
+        self._watch_rrdcached()
         return True
 
     def update_nights(self, now: float) -> int:
@@ -255,6 +309,7 @@ class Daemon:
             self.rrd_sink.flush_held()
         flushed = self.rrd.flush_all() if self.cached is not None else False
         self.rrd.close()
+        self._unwatch_rrdcached()
         if self.cached is not None:
             self.cached.stop(flushed=flushed)
             self.cached = None

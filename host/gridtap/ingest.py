@@ -20,7 +20,9 @@ board sends them again once the session knows which epoch they belong to.
 from __future__ import annotations
 
 import logging
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +33,22 @@ from gridtap.live import Gauge, LiveStore
 from gridtap_fw import wire
 
 log = logging.getLogger("gridtap.ingest")
+
+_ACK_HEAD = struct.Struct("<BBBHB")
+
+
+def ack_frame(seq: int, seqs: list[int]) -> bytes:
+    """The ACK frame for seqs (1..ACK_MAX sorted seq numbers), byte for byte wire.encode(ACK, ...).
+
+    One ACK goes out per burst; this builds it with two struct calls and a
+    zlib CRC instead of the generic encoder's pack-and-parse-back check. The
+    raw frame is under 254 bytes, so COBS is one length byte per zero-free run.
+    """
+    raw = _ACK_HEAD.pack(wire.PROTO_VERSION, wire.ACK, 0, seq, len(seqs)) + struct.pack(
+        "<%dH" % len(seqs), *seqs)
+    raw += struct.pack("<I", zlib.crc32(raw))
+    return b"\x00" + b"".join(bytes((len(run) + 1,)) + run for run in raw.split(b"\x00")) + b"\x00"
+
 
 RETRY_S = 0.5
 # ACKs may wait this long to be batched (the board resends after 2 s, firmware RETX_MS).
@@ -66,6 +84,8 @@ class Spool(Protocol):
     def add(self, sensor_id: str, ts: int, counter: int | float, token: Any = None) -> None: ...
 
     def maybe_commit(self) -> list[Any]: ...
+
+    def commit_deadline(self) -> float | None: ...
 
 
 @dataclass
@@ -136,6 +156,7 @@ class Session:
         self.newest_t = 0  # board time of the newest tuple accepted
         self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
         self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
+        self.routes = self._routes_of()
 
     # ------------------------------------------------------------ sending
 
@@ -200,20 +221,31 @@ class Session:
         if len(self.to_ack) >= wire.ACK_MAX:
             self.flush_acks()
 
-    def wait_hint(self) -> float:
-        """How long the link may wait for bytes before tick() has something to do."""
-        wait = IDLE_WAIT_S if self.spool is None else 1.0
+    def wait_hint(self, longest: float = IDLE_WAIT_S) -> float:
+        """How long the link may wait for bytes before tick() has something to do (at most longest).
+
+        The earliest of: a command's retry, the ACK flush, the spool commit
+        that will ACK what it holds. With none of them the daemon sleeps until
+        the board speaks (or longest).
+        """
+        due = None
         if self.pending:
-            wait = RETRY_S / 2
-        if self.to_ack:
-            wait = min(wait, max(0.0, self.ack_due - self.mono()))
-        return wait
+            due = min(p.sent for p in self.pending.values()) + RETRY_S
+        if self.to_ack and (due is None or self.ack_due < due):
+            due = self.ack_due
+        if self.spool is not None:
+            commit_at = self.spool.commit_deadline()
+            if commit_at is not None and (due is None or commit_at < due):
+                due = commit_at
+        if due is None:
+            return longest
+        return min(longest, max(0.0, due - self.mono()))
 
     def flush_acks(self) -> None:
         while self.to_ack:
             batch = sorted(set(self.to_ack[: wire.ACK_MAX]))
             del self.to_ack[: wire.ACK_MAX]
-            self._frame(wire.ACK, (tuple(batch),), self.seq)
+            self._send(ack_frame(self.seq, batch))
             self.seq = (self.seq + 1) & 0xFFFF
             self.stats.acks_sent += 1
 
@@ -412,64 +444,66 @@ class Session:
             self.config_wait.add(seq)
             self.config_get[(target, index)] = (seq, items, what)
 
-    def _series(self, msg: wire.Message) -> list[tuple[str, str, int]]:
-        """(sensor id, role, register in thousandths) of every series a tuple carries."""
-        v = msg.values
-        if msg.mtype == wire.COUNTER:
-            s = self.ct.get(v[0])
-            if s is None:
-                return []
-            out = [(s.id, "import", v[3] * 1000 + v[4])]
+    def _routes_of(self) -> dict[tuple[int, int], tuple[tuple[str, str, int, int, bool], ...]]:
+        """(COUNTER or PULSE, channel) -> per series (sensor id, role, index of the whole units in the
+        values, index of the thousandths, litre?): worked out once instead of for every tuple."""
+        out: dict[tuple[int, int], tuple[tuple[str, str, int, int, bool], ...]] = {}
+        for ch, s in self.ct.items():
+            series = [(s.id, "import", 3, 4, False)]
             if s.export_id:
-                out.append((s.export_id, "export", v[5] * 1000 + v[6]))
-            return out
-        p = self.pulse.get(v[0])
-        return [] if p is None else [(p.id, "pulse", v[3] * 1000 + v[4])]
+                series.append((s.export_id, "export", 5, 6, False))
+            out[(wire.COUNTER, ch)] = tuple(series)
+        for i, p in self.pulse.items():
+            out[(wire.PULSE, i)] = ((p.id, "pulse", 3, 4, p.unit == "litre"),)
+        return out
 
     def _tuple(self, msg: wire.Message) -> None:
-        if self.epoch is None:
+        epoch = self.epoch
+        if epoch is None:
             self.stats.before_hello += 1
             if not any(p.mtype == wire.HELLO_REQ for p in self.pending.values()):
                 self.command(wire.HELLO_REQ)
             return
-        self.stats.tuples += 1
-        t = msg.values[1]
-        ms = msg.values[2]
-        series = self._series(msg)
-        if not series:
-            self.stats.unmapped += 1
+        stats = self.stats
+        stats.tuples += 1
+        v = msg.values
+        routes = self.routes.get((msg.mtype, v[0]))
+        if not routes:
+            stats.unmapped += 1
             self._ack_later(msg.seq)
             return
+        t = v[1]
+        ms = v[2]
         valid_t = t > MIN_VALID_T
         if valid_t and t > self.newest_t:
             self.newest_t = t
-        spooled = False
-        for sensor, role, raw in series:
-            total, advanced = self.store.update(sensor, self.epoch, raw, t + ms / 1000.0)
+        spool = self.spool
+        update = self.store.update
+        newest_out = self.newest_out
+        t_ms = t * 1000 + ms
+        for sensor, role, hi, lo, litre in routes:
+            total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
             if not advanced:
-                self.stats.duplicates += 1
+                stats.duplicates += 1
             if not valid_t:
                 continue
-            if self.spool is not None:
-                self.spool.add(sensor, t, total / 1000.0, token=(self.epoch, msg.seq))
-                spooled = True
+            if spool is not None:
+                spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
             # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
             # readings in time order only: a resent (RETX) tuple older than one already passed on
             # is for the spool (above), never a step back for them.
-            t_ms = t * 1000 + ms
-            if t_ms <= self.newest_out.get(sensor, -1):
+            if t_ms <= newest_out.get(sensor, -1):
                 continue
-            self.newest_out[sensor] = t_ms
+            newest_out[sensor] = t_ms
             rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
             for sink in self.sinks:
                 sink.counter(sensor, role, t, total)
             if rate is not None:
                 for sink in self.gauge_sinks:
-                    litre = self.pulse[msg.values[0]].unit == "litre"
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
         if not valid_t:
-            self.stats.unsynced += 1
-        if not spooled:
+            stats.unsynced += 1
+        if spool is None or not valid_t:
             self._ack_later(msg.seq)
 
     def _gauge(self, msg: wire.Message) -> None:

@@ -48,6 +48,10 @@ class SerialLink:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._warned = False
+        #: extra descriptors poll() also waits on (e.g. a pidfd of rrdcached); `alerts` lists the
+        #: ones that were readable when the last poll() returned
+        self.watch: list[int] = []
+        self.alerts: list[int] = []
 
     @property
     def connected(self) -> bool:
@@ -99,17 +103,21 @@ class SerialLink:
         """
         wait = self.read_timeout if timeout is None else timeout
         if self.ser is None and not self._try_open():
-            select.select([self._wake_r], [], [], min(wait, max(0.0, self.next_try - self.clock())))
+            ready, _, _ = select.select([self._wake_r, *self.watch], [], [],
+                                        min(wait, max(0.0, self.next_try - self.clock())))
+            self.alerts = [f for f in self.watch if f in ready]
             self._drain_wake()
             return []
         assert self.ser is not None
         fd = self.ser.fd
         try:
-            ready, _, _ = select.select([fd, self._wake_r], [], [], wait)
+            ready, _, _ = select.select([fd, self._wake_r, *self.watch], [], [], wait)
+            if self.watch:
+                self.alerts = [f for f in self.watch if f in ready]
             if self._wake_r in ready:
                 self._drain_wake()
                 return []
-            if not ready:
+            if fd not in ready:
                 return []
             data = os.read(fd, 65536)
             if not data:

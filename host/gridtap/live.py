@@ -44,11 +44,11 @@ class LiveStore:
 
     def put_gauge(self, imp: str, exp: str | None, g: Gauge) -> None:
         """A CT gauge: positive power is import, negative is export, each its own series."""
-        self.put(imp, g.t, max(0.0, g.power_w) / 3.6)
+        p = g.power_w
+        self.put(imp, g.t, p / 3.6 if p > 0.0 else 0.0)
         if exp is not None:
-            self.put(exp, g.t, max(0.0, -g.power_w) / 3.6)
-        with self.lock:
-            self.gauges[imp] = g
+            self.put(exp, g.t, -p / 3.6 if p < 0.0 else 0.0)
+        self.gauges[imp] = g  # one dict store: atomic in CPython, readers see the old or the new
 
     def put_pulse(self, sensor: str, t_ms: float, total_milli: int) -> float | None:
         """A pulse total: the rate since the previous one fills every second in between; return it."""

@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,12 +179,22 @@ class RrdCached:
 
 
 class CacheClient:
-    """The rrdcached text protocol over its unix socket, one command at a time."""
+    """The rrdcached text protocol over its unix socket.
+
+    `command()` sends one command and waits for its answer. `pipeline()` sends
+    several commands in one write and does not wait: rrdcached answers each in
+    order, and those answers are read by the next call (they are there by
+    then), so a batch of updates costs the daemon no round trip and no extra
+    wake-up. A lock keeps the ingest thread and the REST API threads apart.
+    """
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.lock = threading.Lock()
+        self.unread = 0  # answers to pipelined commands not read yet
+        self.refused: list[str] = []  # messages of pipelined commands rrdcached refused, not yet taken
 
     def _connect(self) -> socket.socket:
         if self.sock is None:
@@ -192,6 +203,7 @@ class CacheClient:
             s.connect(str(self.socket_path))
             self.sock = s
             self.buf = b""
+            self.unread = 0
         return self.sock
 
     def _line(self, s: socket.socket) -> str:
@@ -203,33 +215,78 @@ class CacheClient:
         line, _, self.buf = self.buf.partition(b"\n")
         return line.decode(errors="replace")
 
+    def _drain(self, s: socket.socket) -> None:
+        """Read the answers of pipelined commands (one status line each: UPDATE answers have no body)."""
+        while self.unread:
+            status_text, _, message = self._line(s).partition(" ")
+            self.unread -= 1
+            if int(status_text) < 0:
+                self.refused.append(message)
+
     def command(self, text: str) -> tuple[int, str, list[str]]:
         """Send one command; return (status, message, extra lines). status < 0 is an error."""
-        for attempt in (0, 1):
-            try:
-                s = self._connect()
-                s.sendall(text.encode() + b"\n")
-                head = self._line(s)
-                status_text, _, message = head.partition(" ")
-                status = int(status_text)
-                extra = (
-                    [self._line(s) for _ in range(status)]
-                    if status > 0 and not text.startswith("UPDATE")
-                    else []
-                )
-                return status, message, extra
-            except (OSError, ConnectionError, ValueError):
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        with self.lock:
+            for attempt in (0, 1):
+                try:
+                    s = self._connect()
+                    self._drain(s)
+                    s.sendall(text.encode() + b"\n")
+                    head = self._line(s)
+                    status_text, _, message = head.partition(" ")
+                    status = int(status_text)
+                    extra = (
+                        [self._line(s) for _ in range(status)]
+                        if status > 0 and not text.startswith("UPDATE")
+                        else []
+                    )
+                    return status, message, extra
+                except (OSError, ConnectionError, ValueError):
+                    self.close_locked()
+                    if attempt:
+                        raise
+            raise AssertionError("unreachable")
 
-    def close(self) -> None:
+    def pipeline(self, lines: list[str]) -> None:
+        """Send commands that answer with one line (UPDATE) in one write; do not wait for the answers."""
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode()
+        with self.lock:
+            for attempt in (0, 1):
+                try:
+                    s = self._connect()
+                    self._drain(s)
+                    s.sendall(data)
+                    self.unread += len(lines)
+                    return
+                except (OSError, ConnectionError, ValueError):
+                    self.close_locked()
+                    if attempt:
+                        raise
+
+    def take_refused(self, wait: bool = False) -> list[str]:
+        """The refusals among the answers read so far (each returned once); with wait, first read
+        the answers still due (blocking until rrdcached has handled every pipelined command)."""
+        with self.lock:
+            if wait and self.unread and self.sock is not None:
+                try:
+                    self._drain(self.sock)
+                except (OSError, ConnectionError, ValueError):
+                    self.close_locked()
+            out, self.refused = self.refused, []
+            return out
+
+    def close_locked(self) -> None:
         if self.sock is not None:
             try:
                 self.sock.close()
             finally:
                 self.sock = None
+                self.unread = 0
+
+    def close(self) -> None:
+        with self.lock:
+            self.close_locked()
 
 
 class RrdStore:
@@ -239,8 +296,10 @@ class RrdStore:
         self.rrd_dir = rrd_dir
         self.socket_path = socket_path
         self.client = CacheClient(socket_path) if socket_path else None
-        self.last: dict[str, int] = {}
+        self.last: dict[str, int] = {}  # per series the newest update time; a series in it has a file
         self.flushed: dict[str, float] = {}
+        self.queued: list[str] = []  # UPDATE lines for rrdcached not sent yet (see send())
+        self.paths: dict[str, str] = {}
         self.errors = 0
         self.updates = 0
 
@@ -259,6 +318,7 @@ class RrdStore:
                 raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
         if sensor not in self.last:
             self.last[sensor] = self._last_update(p)
+            self.paths[sensor] = str(p)
         return p
 
     def _last_update(self, p: Path) -> int:
@@ -274,25 +334,68 @@ class RrdStore:
         return ["--daemon", f"unix:{self.socket_path}"] if self.socket_path else []
 
     def update(self, sensor: str, t: int, value: int) -> bool:
-        """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward)."""
-        p = self.ensure(sensor, t)
-        if t <= self.last.get(sensor, 0):
+        """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward).
+
+        With rrdcached the value goes out with the next send() (one write for all
+        that were queued, answers read later: a refusal shows in `errors` and the
+        log then); without it, `rrdtool update` runs at once. True if taken.
+        """
+        last = self.last.get(sensor)
+        if last is None:  # first update of this series in this process: create or find the file
+            self.ensure(sensor, t)
+            last = self.last[sensor]
+        if t <= last:
             return False
         if self.client is not None:
-            status, message, _ = self.client.command(f"UPDATE {p} {t}:{value}")
-            ok = status >= 0
+            self.queued.append(f"UPDATE {self.paths[sensor]} {t}:{value}")
         else:
+            p = self.path(sensor)
             res = subprocess.run(
                 [rrdtool_exe(), "update", str(p), f"{t}:{value}"], capture_output=True, text=True
             )
-            ok, message = res.returncode == 0, res.stderr.strip()
-        if not ok:
-            self.errors += 1
-            log.warning("rrd update %s refused: %s", sensor, message)
-            return False
+            if res.returncode != 0:
+                self.errors += 1
+                log.warning("rrd update %s refused: %s", sensor, res.stderr.strip())
+                return False
         self.last[sensor] = t
         self.updates += 1
         return True
+
+    def send(self) -> int:
+        """Send the queued updates to rrdcached in one write; return how many were sent.
+
+        The answers to the previous batch are read (they are there by then) and
+        its refusals logged and counted in `errors`.
+        """
+        if self.client is None or not self.queued:
+            return 0
+        lines, self.queued = self.queued, []
+        try:
+            self.client.pipeline(lines)
+        except (OSError, ConnectionError) as exc:
+            self.errors += len(lines)
+            log.warning("rrd updates of %d series failed: %s", len(lines), exc)
+            return 0
+        finally:
+            self.check_refused()
+        return len(lines)
+
+    def check_refused(self, wait: bool = False) -> int:
+        """Count and log the updates rrdcached refused since the last call; return how many.
+
+        Answers are read when the next batch goes out; wait=True reads those still due now.
+        """
+        if self.client is None:
+            return 0
+        refused = self.client.take_refused(wait)
+        for message in refused:
+            self.errors += 1
+            log.warning("rrd update refused: %s", message)
+        if refused:  # a file deleted under the daemon is made again on its series' next update
+            for sensor in [s for s, path in self.paths.items() if not os.path.exists(path)]:
+                self.last.pop(sensor, None)
+                self.paths.pop(sensor, None)
+        return len(refused)
 
     def flush(self, sensor: str, min_age_s: float = 0.0) -> None:
         """Ask rrdcached to write this file now, unless it did so less than min_age_s ago."""
@@ -321,9 +424,11 @@ class RrdStore:
         return Fetched(start, step, values)
 
     def flush_all(self) -> bool:
-        """Synchronously write every file this store touched; True if all went to disk."""
+        """Send what is queued, then synchronously write every file this store touched; True if all
+        went to disk."""
         if self.client is None:
             return True
+        self.send()
         ok = True
         for sensor in list(self.last):
             try:
@@ -331,6 +436,7 @@ class RrdStore:
             except (OSError, ConnectionError):
                 return False
             ok = ok and status >= 0
+        self.check_refused(wait=True)
         return ok
 
     def close(self) -> None:

@@ -282,6 +282,18 @@ class Spool:
             return (len(self._batch) >= self.commit_points
                     or self._clock() - self._first_add >= self.commit_interval)
 
+    def commit_deadline(self) -> float | None:
+        """When (``clock`` seconds) the batch will be old enough to commit; None while it is empty.
+
+        The ingest loop sleeps until then instead of asking ``commit_due()`` on a timer.
+        """
+        with self._lock:
+            if not self._batch or self._first_add is None:
+                return None
+            if len(self._batch) >= self.commit_points:
+                return self._first_add
+            return self._first_add + self.commit_interval
+
     def maybe_commit(self) -> list[Any]:
         """Commit if ``commit_due()``; return the tokens made durable (else ``[]``)."""
         with self._lock:

@@ -99,6 +99,12 @@ class Rig:
             time.sleep(0.01)
         raise AssertionError(f"condition not met within {timeout} s")
 
+    def wait_rrd(self, sensor: str, t: int, timeout: float = 10.0) -> None:
+        """Until rrdcached holds sensor's updates up to t: queued, sent, and answered (refusals counted)."""
+        rrd = self.daemon.rrd
+        self.wait(lambda: rrd.last.get(sensor, 0) >= t and not rrd.queued, timeout)
+        rrd.check_refused(wait=True)
+
     def total(self, sensor: str) -> int | None:
         assert self.daemon.store is not None
         return self.daemon.store.total(sensor)

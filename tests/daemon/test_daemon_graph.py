@@ -22,7 +22,7 @@ def test_graph_of_import_and_export(rig: Rig, short_tmp: Path, capsys: pytest.Ca
         p = 2000.0 if (t // 600) % 2 == 0 else -1200.0  # alternate import and export every 10 min
         b.step(t, power_w=[p], seconds=10, gauges=False)
     assert b.wait_acked(30)
-    rig.wait(lambda: rig.daemon.rrd.last.get(IMP, 0) >= end - 10)
+    rig.wait_rrd(IMP, end - 10)
     cfg_path = short_tmp / "gridtap.toml"
     from tests.daemon.conftest import config_text
 

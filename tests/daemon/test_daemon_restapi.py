@@ -42,7 +42,7 @@ def feed_hour(rig: Rig, end: int) -> None:
             pulses=[1 if t % 60 == 0 else 0, 1 if t % 60 == 0 else 0],
         )
     assert b.wait_acked(30)
-    rig.wait(lambda: rig.daemon.rrd.last.get(IMP, 0) >= end - 10)
+    rig.wait_rrd(IMP, end - 10)
 
 
 def test_minute_interval_is_the_flm_answer(rig: Rig) -> None:
@@ -227,7 +227,7 @@ def test_night_interval_is_the_0200_0500_baseload(rig: Rig) -> None:
         inside = start < t <= end  # a tuple at t carries the energy of (t - 10, t]
         b.step(t, power_w=[0.0, 600.0 if inside else 3000.0], seconds=10, gauges=False)
     assert b.wait_acked(30)
-    rig.wait(lambda: rig.daemon.rrd.last.get(IMP2, 0) >= end + 590)
+    rig.wait_rrd(IMP2, end + 590)
     assert rig.daemon.update_nights(time.time()) >= 1
     assert rig.daemon.update_nights(time.time()) == 0  # once per day and series
     points = json.loads(get(rig, q(IMP2, interval="night"))[2])

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gridtap import codec
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.daemon import RrdSink
 from gridtap.epochs import CounterStore
-from gridtap.ingest import Session
+from gridtap.ingest import RETRY_S, Session, ack_frame
 from gridtap.live import LiveStore
+from gridtap.spool import Spool
 from gridtap_fw import wire
 from tests.daemon.conftest import Recorder
 
@@ -32,6 +36,9 @@ class FakeSpool:
     def maybe_commit(self) -> list[Any]:
         out, self.batch = self.batch, []
         return out
+
+    def commit_deadline(self) -> float | None:
+        return 0.0 if self.batch else None
 
 
 def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) -> tuple[Session, list[bytes]]:
@@ -105,3 +112,34 @@ def test_rrd_sink_holds_only_newer_values() -> None:
     sink.counter(SID, "import", T + 5, 0)  # an earlier step: ignored
     sink.flush_held()
     assert store.updates == [(T + 10, 1), (T + 15, 5)]
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=wire.ACK_MAX))
+def test_ack_frame_is_the_wire_encoding(seq: int, seqs: list[int]) -> None:
+    assert ack_frame(seq, seqs) == wire.encode(wire.ACK, seq, (tuple(seqs),))
+
+
+def test_wait_hint_is_the_earliest_deadline(tmp_path: Path) -> None:
+    """The ingest loop sleeps until the next retry, ACK or spool commit, not on a fixed period."""
+    spool = FakeSpool()
+    s, _sent = session(tmp_path, [], spool)
+    assert s.wait_hint(60.0) == 60.0  # nothing due: as long as the caller allows
+    s.command(wire.HELLO_REQ)
+    assert 0.0 < s.wait_hint(60.0) <= RETRY_S  # the retry of the unanswered command
+    s.pending.clear()
+    spool.batch.append(1)  # FakeSpool: a waiting batch is due at once
+    assert s.wait_hint(60.0) == 0.0
+
+
+def test_spool_commit_deadline(tmp_path: Path) -> None:
+    now = [100.0]
+    sp = Spool(tmp_path / "s.sqlite", ["x"], commit_interval=30.0, commit_points=3, clock=lambda: now[0])
+    assert sp.commit_deadline() is None
+    sp.add(SID, T, 1.0, token=1)
+    now[0] = 105.0
+    sp.add(SID, T + 1, 2.0, token=2)
+    assert sp.commit_deadline() == 130.0  # the oldest point's age decides
+    sp.add(SID, T + 2, 3.0, token=3)
+    assert sp.commit_deadline() == 100.0  # full: due now
+    assert sp.maybe_commit() == [1, 2, 3] and sp.commit_deadline() is None
+    sp.close()
