@@ -136,6 +136,27 @@ class SerialLink:
         self.bytes_in += len(data)
         return self.decoder.feed(data)
 
+    def read_more(self) -> list[wire.Message]:
+        """The messages of bytes that arrived since the last read, without waiting (no select).
+
+        A board writes a burst frame by frame; the loop calls this after handling
+        what poll() returned, so frames that came in meanwhile join the same pass
+        (one ACK, no second wake-up) instead of waking the daemon again.
+        """
+        if self.ser is None:
+            return []
+        try:
+            data = os.read(self.ser.fd, 65536)
+        except BlockingIOError:
+            return []
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._lost(exc)
+            return []
+        if not data:  # nothing waiting (a tty without VMIN answers b""; a vanished port shows in poll())
+            return []
+        self.bytes_in += len(data)
+        return self.decoder.feed(data)
+
     def _drain_wake(self) -> None:
         try:
             while os.read(self._wake_r, 64):

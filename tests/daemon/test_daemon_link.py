@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from gridtap_fw import wire
 from tests.daemon.conftest import EXP, IMP, IMP2, PULSE, Rig
+from tests.daemon.fakeboard import FakeBoard
 
 T0 = 1_790_000_000
 
@@ -230,3 +232,41 @@ def test_rrdcached_is_restarted_if_it_dies(rig: Rig) -> None:
     assert rig.board.wait_acked()
     rig.wait_rrd(IMP, now - 10)
     assert rig.daemon.rrd.errors == 0
+
+
+def test_rrdcached_connection_is_let_go_after_a_batch(rig: Rig) -> None:
+    """An open connection wakes rrdcached twice a second: the daemon closes it 1 s after the updates."""
+    now = int(time.time())
+    for i in range(3):
+        rig.board.step(now - 30 + 10 * i, power_w=[3600.0], seconds=10, gauges=False)
+    assert rig.board.wait_acked()
+    rig.wait_rrd(IMP, now - 10)
+    client = rig.daemon.rrd.client
+    assert client is not None
+    rig.wait(lambda: client.sock is None, timeout=5)
+    assert rig.daemon.rrd.errors == 0 and rig.daemon.rrd.updates >= 3
+
+
+def test_read_more_takes_what_came_in_without_waiting(short_tmp: Path) -> None:
+    from gridtap.link import SerialLink
+
+    board = FakeBoard(short_tmp)
+    board.appear()
+    link = SerialLink(str(board.path), 115200)
+    try:
+        assert link.poll(0.0) == []  # opens the port
+        board.send(wire.TIME, (1_790_000_000, 0, 5, 1))
+        got = link.poll(2.0)
+        assert [m.mtype for m in got] == [wire.TIME]
+        assert link.read_more() == []  # nothing more: no wait, no error, still connected
+        assert link.connected
+        board.send(wire.TIME, (1_790_000_001, 0, 6, 1))
+        board.send(wire.TIME, (1_790_000_002, 0, 7, 1))
+        deadline = time.monotonic() + 2
+        more: list[wire.Message] = []
+        while len(more) < 2 and time.monotonic() < deadline:
+            more += link.read_more()
+        assert [m.values[2] for m in more] == [6, 7]
+    finally:
+        link.dispose()
+        board.close()
