@@ -39,8 +39,11 @@ def run_sim(scenario: str, seconds: int, speed: int, setup: list[bytes], tmp: Pa
             new = dec.feed(data) if data else []
             msgs += new
             rel = tuple(m.seq for m in new if m.mtype in (wire.COUNTER, wire.PULSE, wire.EVENT))
-            for i in range(0, len(rel), 64):
-                port.write(wire.encode(wire.ACK, 0, (rel[i:i + 64],)))
+            try:
+                for i in range(0, len(rel), 64):
+                    port.write(wire.encode(wire.ACK, 0, (rel[i:i + 64],)))
+            except (serial.SerialException, OSError):
+                break  # the run ended between the read and the ACK: the pty is gone
     finally:
         port.close()
         proc.wait(timeout=60)
