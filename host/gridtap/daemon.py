@@ -219,6 +219,7 @@ class Daemon:
             if link.connected:
                 session.tick()
             now = mono()
+            release_at = rrd.release_at()  # again: this pass may have sent a new batch
             if release_at is not None and now >= release_at and not rrd.queued:
                 rrd.release()
             if link.alerts or (self._pidfd is None and now >= next_check):
