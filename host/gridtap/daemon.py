@@ -323,7 +323,10 @@ class Daemon:
             self.store = None
         if self.rrd_sink is not None:
             self.rrd_sink.flush_held()
+        self.rrd.send()
         flushed = self.rrd.flush_all() if self.cached is not None else False
+        if not flushed:  # an rrdcached of its own or not: it has taken every update before we hang up
+            self.rrd.check_refused(wait=True)
         self.rrd.close()
         self._unwatch_rrdcached()
         if self.cached is not None:

@@ -270,3 +270,36 @@ def test_read_more_takes_what_came_in_without_waiting(short_tmp: Path) -> None:
     finally:
         link.dispose()
         board.close()
+
+
+def test_last_held_values_reach_an_external_rrdcached_at_shutdown(short_tmp: Path) -> None:
+    """With rrdcached_socket (an rrdcached the daemon does not own), the held last values of every
+    series are sent and taken before the daemon hangs up: the RRD ends on the daemon's total."""
+    import subprocess
+
+    from gridtap.config import parse_config
+    from gridtap.rrd import RrdCached
+    from tests.daemon.conftest import config_text, running_daemon
+
+    board = FakeBoard(short_tmp)
+    board.appear()
+    sock = short_tmp / "ext.sock"
+    text = config_text(board.path, short_tmp / "state").replace(
+        "[daemon]\n", f'[daemon]\nrrdcached_socket = "{sock}"\n', 1)
+    rrd_dir = parse_config(text, short_tmp / "gridtap.toml").daemon.rrd_dir
+    cached = RrdCached(rrd_dir, sock, 3600)
+    cached.start()
+    try:
+        with running_daemon(board, text, short_tmp) as r:
+            assert r.daemon.cached is None  # not its own
+            now = int(time.time()) // 10 * 10
+            for i in range(15):  # the last 5 s are held within their 10 s step until shutdown
+                board.step(now - 20 + i, power_w=[3600.0], pulses=[1], gauges=False)
+            assert board.wait_acked()
+            r.wait(lambda: r.total(IMP) == 15_000)
+        out = subprocess.run(["rrdtool", "lastupdate", str(rrd_dir / f"{IMP}.rrd"), "--daemon",
+                              f"unix:{sock}"], capture_output=True, text=True, check=True).stdout
+        ts, value = out.strip().splitlines()[-1].split(":")
+        assert (int(ts), int(value.strip())) == (now - 6, 15_000)
+    finally:
+        cached.stop()
