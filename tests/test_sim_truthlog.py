@@ -32,3 +32,43 @@ def test_a_second_costs_about_a_hundred_bytes() -> None:
         log.append(chunk(k))
     held = sum(a.nbytes for a in log.per_ct.values()) + log.vrms.nbytes + log.freq.nbytes
     assert held / len(log) <= 14 * 8      # 4 x 3 CT numbers + vrms + freq, float64, no slack when full
+
+
+def test_growing_keeps_every_value_and_reallocates_logarithmically() -> None:
+    from gridtap_sim.model import Growing
+
+    g = Growing([1.0, 2.0])
+    buffers = set()
+    for k in range(100_000):
+        g.append(float(k))
+        buffers.add(id(g.buf))
+    assert len(g) == 100_002 and g[0] == 1.0 and g[-1] == 99_999.0
+    np.testing.assert_array_equal(g.view()[2:], np.arange(100_000, dtype=np.float64))
+    assert len(buffers) <= 12          # 64 -> 131072 by doubling: the cost of a second stays flat
+
+
+def test_mains_knots_are_views_not_copies() -> None:
+    # the per-second lookup arrays must not be rebuilt from the whole history every second
+    # (that made a week-long soak five times slower by its end)
+    from gridtap_sim.model import Mains
+
+    m = Mains(np.random.default_rng(1))
+    m.ensure(5000)
+    f = m._f
+    m.ensure(5001)
+    assert np.shares_memory(f, m._f) and len(m._f) == len(f) + 1
+
+
+def test_outage_lookup_matches_the_full_parity_rule() -> None:
+    from gridtap_sim.model import Outages
+
+    rng = np.random.default_rng(4)
+    starts = np.cumsum(rng.uniform(0.5, 30.0, 400))
+    spans = [(float(a), float(a + rng.uniform(0.01, 0.4))) for a in starts]
+    out = Outages(spans)
+    edges = np.asarray(spans).ravel()
+    for k in range(0, int(starts[-1]) + 2, 7):
+        t = k + (np.arange(4800) + 0.5) / 4800
+        full = (np.searchsorted(edges, t, side="right") % 2 == 0).astype(np.float64)
+        np.testing.assert_array_equal(out.on(t), full)
+    assert out.failing_between(starts[10], starts[13]) == spans[10:13]

@@ -22,7 +22,7 @@ simulated second ("chunk") at a time:
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,11 +55,44 @@ def profile(parts: dict[int, tuple[float, float]]) -> F64:
     return p
 
 
+class Growing:
+    """A float64 array that only grows at its end: amortised O(1) appends, read without a copy.
+
+    The model's per-second knots and switching instants grow for as long as a run lasts; turning
+    a Python list into an array after every append made each simulated second cost O(elapsed)
+    (a week-long soak slowed down fivefold). A view taken before a reallocation still reads the
+    values it had.
+    """
+
+    def __init__(self, values: list[float] | None = None) -> None:
+        vals = list(values or [])
+        self.buf = np.zeros(max(64, 2 * len(vals)))
+        self.buf[:len(vals)] = vals
+        self.n = len(vals)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> float:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return float(self.buf[i % self.n])
+
+    def append(self, x: float) -> None:
+        if self.n == self.buf.size:
+            self.buf = np.concatenate([self.buf, np.zeros_like(self.buf)])
+        self.buf[self.n] = x
+        self.n += 1
+
+    def view(self) -> F64:
+        return self.buf[:self.n]
+
+
 class Knots:
     """Per-second random-walk knots, generated lazily and deterministically."""
 
     def __init__(self, first: float, step: Callable[[float], float]) -> None:
-        self.values = [first]
+        self.values = Growing([first])
         self.step = step
 
     def ensure(self, k: int) -> None:
@@ -67,7 +100,7 @@ class Knots:
             self.values.append(self.step(self.values[-1]))
 
     def array(self) -> F64:
-        return np.asarray(self.values, dtype=np.float64)
+        return self.values.view()
 
 
 class Mains:
@@ -101,7 +134,7 @@ class Mains:
             f_first = f0
         self.freq_knots = Knots(f_first, fstep)
         self.vrms_knots = Knots(v_base, vstep)
-        self.theta_knots = [float(rng.uniform(0, 2 * math.pi)) if drift else 0.0]
+        self.theta_knots = Growing([float(rng.uniform(0, 2 * math.pi)) if drift else 0.0])
         self.shape = profile(harmonics if harmonics is not None
                              else {1: (1.0, 0.0), 3: (0.012, 180.0), 5: (0.025, 170.0), 7: (0.01, 20.0)})
         self._cache_k = -1
@@ -121,7 +154,7 @@ class Mains:
             self.theta_knots.append((self.theta_knots[-1] + math.pi * (f[j] + f[j + 1])) % (2 * math.pi))
         self._f = self.freq_knots.array()
         self._v = self.vrms_knots.array()
-        self._th = np.asarray(self.theta_knots)
+        self._th = self.theta_knots.view()
         self._cache_k = k
 
     def _split(self, t: F64) -> tuple[npt.NDArray[np.int64], F64]:
@@ -251,9 +284,9 @@ class Schedule:
                  toggles: list[float] | None = None) -> None:
         self.initial = 1 if initial_on else 0
         self.nxt = nxt
-        self.toggles: list[float] = list(toggles or [])
+        self.toggles = Growing(list(toggles or []))
         self.grid = 1.0 / TRUTH_HZ
-        self._arr = np.asarray(self.toggles)
+        self._arr = self.toggles.view()
 
     def ensure(self, t_end: float) -> None:
         if self.nxt is None:
@@ -268,7 +301,7 @@ class Schedule:
                 self.toggles.append(q)
             changed = True
         if changed:
-            self._arr = np.asarray(self.toggles)
+            self._arr = self.toggles.view()
 
     def on(self, t: F64) -> F64:
         self.ensure(float(t.max()))
@@ -278,8 +311,8 @@ class Schedule:
     def state_over(self, t0: float, t1: float) -> int | None:
         """1 or 0 if the load is on or off at every instant of [t0, t1], None if it switches."""
         self.ensure(t1)
-        n0 = bisect_right(self.toggles, t0)
-        if n0 != bisect_right(self.toggles, t1):
+        n0 = int(np.searchsorted(self._arr, t0, side="right"))
+        if n0 != int(np.searchsorted(self._arr, t1, side="right")):
             return None
         return (n0 + self.initial) & 1
 
@@ -441,12 +474,20 @@ class Outages:
     def on(self, t: F64) -> F64:
         if not self.spans:
             return np.ones(t.size)
-        edges = np.asarray(self.spans).ravel()       # fail, restore, fail, restore...
+        # only the failures that overlap these instants (a run may have thousands): those that
+        # ended before them add two edges each and change no parity
+        i = bisect_right(self.spans, float(t.min()), key=lambda sp: sp[1])
+        j = bisect_right(self.spans, float(t.max()), key=lambda sp: sp[0])
+        if i >= j:
+            return np.ones(t.size)
+        edges = np.asarray(self.spans[i:j]).ravel()   # fail, restore, fail, restore...
         n = np.searchsorted(edges, t, side="right")
         return (n % 2 == 0).astype(np.float64)
 
     def failing_between(self, a: float, b: float) -> list[tuple[float, float]]:
-        return [s for s in self.spans if a <= s[0] < b]
+        i = bisect_left(self.spans, a, key=lambda sp: sp[0])
+        j = bisect_left(self.spans, b, key=lambda sp: sp[0])
+        return self.spans[i:j]
 
 
 @dataclass
