@@ -204,7 +204,11 @@ class Daemon:
             release_at = rrd.release_at()
             if release_at is not None and release_at < deadline:
                 deadline = release_at
-            msgs = link.poll(session.wait_hint(max(0.0, deadline - now)))
+            # The session's deadlines (command retries, the ACK flush) are served by tick(), which
+            # runs only while the board is connected: with the port gone they must not shorten the
+            # wait, or an unplugged board would have the daemon spin at full CPU until it returns.
+            longest = max(0.0, deadline - now)
+            msgs = link.poll(session.wait_hint(longest) if link.connected else longest)
             if msgs:
                 for _ in range(MORE_READS):
                     for msg in msgs:

@@ -303,3 +303,25 @@ def test_last_held_values_reach_an_external_rrdcached_at_shutdown(short_tmp: Pat
         assert (int(ts), int(value.strip())) == (now - 6, 15_000)
     finally:
         cached.stop()
+
+
+def test_an_unplugged_board_does_not_spin_the_daemon(rig: Rig) -> None:
+    # A command still waiting for its retry when the port vanishes must not turn the ingest
+    # loop into a busy one (select with no timeout until the board is plugged in again).
+    b = rig.board
+    b.vanish()
+    rig.wait(lambda: not rig.daemon.link.connected)
+    b.answer = False  # HELLO_REQ stays unanswered: a command pending with a retry deadline
+    b.appear()
+    rig.wait(lambda: rig.daemon.link.connected and rig.daemon.session is not None
+             and bool(rig.daemon.session.pending), timeout=15)
+    b.vanish()
+    rig.wait(lambda: not rig.daemon.link.connected)
+    tid = rig.thread.native_id
+
+    def cpu_s() -> float:
+        return int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+
+    c0 = cpu_s()
+    time.sleep(2.0)
+    assert cpu_s() - c0 < 0.2  # a busy loop burns ~2 s here; a sleeping one milliseconds
