@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gridtap.config import wrap_mdeg
 from gridtap.errors import UserError
 from gridtap_fw import wire
 
@@ -83,7 +84,7 @@ def compute(board: Reading, ref: Reading, v_gain_e6: int, i_gain_e6: int, phase_
             phi_board = math.degrees(math.acos(max(-1.0, min(1.0, board_pf))))
             # Kept within the board's -180..180 degrees: a CT on L2 or L3 carries
             # its line's 120 degrees in phase_mdeg too (hardware/analogue.md 2a).
-            new_phase = (phase_mdeg + round((phi_board - phi_ref) * 1000) + 180000) % 360000 - 180000
+            new_phase = wrap_mdeg(phase_mdeg + round((phi_board - phi_ref) * 1000))
             changed = True
     for name, value in (("voltage gain", new_v), ("current gain", new_i)):
         if not 0 < value < 2**32:

@@ -38,6 +38,11 @@ MAX_CT = 8
 MAX_PULSE = 8
 
 
+def wrap_mdeg(mdeg: int) -> int:
+    """A phase in millidegrees brought into the board's range, -180000..179999."""
+    return (mdeg + 180000) % 360000 - 180000
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     state_dir: Path = Path("/var/lib/gridtap")
@@ -80,8 +85,7 @@ class SensorConfig:
     def phase_mdeg(self) -> int:
         """The board's phase_mdeg: the calibration's phase_deg plus the line's lag
         behind the VT, in millidegrees within -180000..179999 (L3's 240 is -120)."""
-        total = round((self.phase_deg + LINE_LAG_DEG[self.line]) * 1000)
-        return (total + 180000) % 360000 - 180000
+        return wrap_mdeg(round((self.phase_deg + LINE_LAG_DEG[self.line]) * 1000))
 
     @property
     def series(self) -> list[tuple[str, str]]:

@@ -152,12 +152,18 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _fields(option: str, text: str, form: str, example: str) -> list[str]:
+    """The colon-separated numbers of one --outage/--ber-burst value, as many as form has."""
+    parts = text.split(":")
+    if len(parts) != form.count(":") + 1:
+        raise UserError(f"--{option} {text!r}: expected {form}, e.g. {example}")
+    return parts
+
+
 def parse_outages(items: list[str]) -> list[tuple[float, float]]:
     out = []
     for text in items:
-        parts = text.split(":")
-        if len(parts) != 2:
-            raise UserError(f"--outage {text!r}: expected AT:SECONDS, e.g. 600:5")
+        parts = _fields("outage", text, "AT:SECONDS", "600:5")
         at = _float("outage", parts[0], 0.0)
         length = _float("outage", parts[1], 0.0, 86400.0 * 366)
         if length <= 0:
@@ -169,9 +175,7 @@ def parse_outages(items: list[str]) -> list[tuple[float, float]]:
 def parse_ber_bursts(items: list[str]) -> list[tuple[float, float, float]]:
     out = []
     for text in items:
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise UserError(f"--ber-burst {text!r}: expected FROM:TO:BER, e.g. 600:900:1e-3")
+        parts = _fields("ber-burst", text, "FROM:TO:BER", "600:900:1e-3")
         a = _float("ber-burst", parts[0], 0.0)
         b = _float("ber-burst", parts[1], 0.0)
         if b <= a:

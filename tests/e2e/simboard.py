@@ -98,7 +98,6 @@ class TapBoard(VirtualBoard):
         if self.now > self.published:
             self.published = self.now
             self.clock.set(self.t0 + self.now)
-        self._flush_tx()  # board bytes reach the pty when their last bit is out, not at the next batch
 
     def _on_uart_tx(self, payload: bytes) -> None:
         dec = self.decoders.get(self.boot_n)
