@@ -306,7 +306,9 @@ class NoiseResult:
 
 def uart_noise(tmp: Path, seconds: float, ber: float = 1e-4, seed: int = 1) -> NoiseResult:
     """The steady bench behind a link with bit errors both ways; every accepted value is checked."""
-    rig = VirtualRig(tmp, "steady", seed, sim=IDEAL, ber=ber)
+    # Paced at 60x, not flat out: the CONFIG_GET exchanges below run in wall time (0.3 s per
+    # try), and a board that finished its simulated minutes first would answer none of them.
+    rig = VirtualRig(tmp, "steady", seed, sim=IDEAL, ber=ber, speed=60.0)
     wrong_cfg = 0
     try:
         cl = rig.client(timeout=0.3)
