@@ -62,6 +62,10 @@ class BoardConfig:
     baud: int = 115200
     save_wh: int | None = None
     save_min: int | None = None
+    # How long (board time) the board's frames may wait in the port's buffer before the daemon
+    # reads them: one wake-up per read_batch_s instead of one per burst fragment. None: 1 s, or 0
+    # (read at once) when MQTT is configured, whose subscribers get live values within 200 ms.
+    read_batch_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -344,12 +348,15 @@ def _board(c: _Checker, d: Any) -> BoardConfig:
     k: KeyPath = ("board",)
     if d is None:
         raise c.fail(k, "section [board] is required (it names the serial port)")
-    c.table(d, k, {"port", "baud", "save_wh", "save_min"})
+    c.table(d, k, {"port", "baud", "save_wh", "save_min", "read_batch_s"})
+    # under the board's 2 s resend time (firmware RETX_MS), so batched frames are ACKed before it
+    batch = c.get(d, (*k, "read_batch_s"), (int, float), None, _range(0, 1.5))
     return BoardConfig(
         port=c.get(d, (*k, "port"), str, _REQUIRED, lambda v: None if v else "must not be empty"),
         baud=c.get(d, (*k, "baud"), int, 115200, _one_of(BAUDS)),
         save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
         save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
+        read_batch_s=None if batch is None else float(batch),
     )
 
 

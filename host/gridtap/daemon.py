@@ -29,11 +29,33 @@ from gridtap.rrd import STEP, NightStore, RrdCached, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
 
+DEFAULT_READ_BATCH_S = 1.0  # [board] read_batch_s when MQTT is not configured (config.BoardConfig)
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)
 CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
 
 # Optional features: config section -> the module that must exist to run it.
 FEATURES = {"mqtt": "gridtap.mqtt", "flukso": "gridtap.flukso_upload"}
+
+
+class TimeRate:
+    """Unix seconds per wall second: 1 on a real clock, the speed-up under `--clock-file`.
+
+    The board's resend timer runs on its own clock (the simulated one when the
+    board is virtual), so a read batch given in board seconds lasts
+    batch / rate of wall time.
+    """
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.m = time.monotonic()
+        self.rate = 1.0
+
+    def update(self, mono: float) -> float:
+        if mono - self.m >= 1.0:
+            t = time.time()  # looked up at call time: simclock.install() replaces it
+            self.rate = min(max((t - self.t) / (mono - self.m), 1.0), 1e4)
+            self.t, self.m = t, mono
+        return self.rate
 
 
 class RrdSink:
@@ -122,6 +144,8 @@ class Daemon:
         self.started = time.time()
         self.extras: list[Any] = []
         self._stop: threading.Event | None = None
+        b = cfg.board.read_batch_s
+        self.read_batch_s = b if b is not None else (0.0 if cfg.mqtt is not None else DEFAULT_READ_BATCH_S)
         self._pidfd: int | None = None
         self._cached_lock = threading.Lock()
 
@@ -189,6 +213,7 @@ class Daemon:
         next_check = now + CHECK_S
         end = None if max_seconds is None else now + max_seconds
         session = self.session
+        rate = TimeRate()
         link = self.link
         store = self.store
         rrd = self.rrd
@@ -208,8 +233,17 @@ class Daemon:
             # runs only while the board is connected: with the port gone they must not shorten the
             # wait, or an unplugged board would have the daemon spin at full CPU until it returns.
             longest = max(0.0, deadline - now)
-            msgs = link.poll(session.wait_hint(longest) if link.connected else longest)
-            if msgs:
+            # Batched reads only while no command awaits its answer: a reply must not sit in the
+            # buffer past the command's retry time.
+            batch = 0.0
+            if self.read_batch_s > 0.0 and not session.pending:
+                batch = self.read_batch_s / rate.update(now)
+            msgs = link.poll(session.wait_hint(longest) if link.connected else longest, batch)
+            if msgs and batch:  # the batch is all that was there: nothing more to read now
+                for msg in msgs:
+                    session.handle(msg)
+                rrd.send()
+            elif msgs:
                 for _ in range(MORE_READS):
                     for msg in msgs:
                         session.handle(msg)

@@ -23,6 +23,9 @@ log = logging.getLogger("gridtap.link")
 
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
+READ_ALL_MAX = 16      # reads per batched pass (4 KB each at most on a tty)
+BATCH_BYTES = 1024     # a batched read bigger than this is followed by the next one soon:
+BATCH_BUSY_S = 0.05    # after this long
 
 
 class SerialLink:
@@ -52,6 +55,9 @@ class SerialLink:
         #: ones that were readable when the last poll() returned
         self.watch: list[int] = []
         self.alerts: list[int] = []
+        #: while set (a clock() instant), poll() leaves the port unwatched and reads it then: bytes
+        #: collect in the kernel's buffer instead of waking the daemon per burst fragment
+        self.next_read: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -94,14 +100,25 @@ class SerialLink:
         except OSError:
             pass
 
-    def poll(self, timeout: float | None = None) -> list[wire.Message]:
+    def poll(self, timeout: float | None = None, batch_s: float = 0.0) -> list[wire.Message]:
         """Wait up to timeout (default read_timeout) for bytes; return the messages they complete.
 
         pyserial opens and configures the port; reading goes straight to its file
         descriptor with one select() and one read() per burst, which costs a
         fraction of pyserial's per-call bookkeeping on a small router.
+
+        With batch_s > 0 (wall seconds) the port is read at most once per batch_s
+        while the board keeps talking: after a read the next one is scheduled
+        batch_s later and the port is not watched until then, so a second's frames
+        (which a board sends in several pieces) cost one wake-up, not one per
+        piece. A read that finds nothing returns to waiting for the board's next
+        byte. batch_s = 0 reads every byte as soon as it arrives.
         """
         wait = self.read_timeout if timeout is None else timeout
+        if batch_s <= 0.0:
+            self.next_read = None
+        elif self.ser is not None and self.next_read is not None:
+            return self._batched(wait, batch_s)
         if self.ser is None and not self._try_open():
             ready, _, _ = select.select([self._wake_r, *self.watch], [], [],
                                         min(wait, max(0.0, self.next_try - self.clock())))
@@ -134,7 +151,53 @@ class SerialLink:
             self._lost(exc)
             return []
         self.bytes_in += len(data)
+        if batch_s > 0.0:
+            self.next_read = self.clock() + self._batch_wait(batch_s, len(data))
         return self.decoder.feed(data)
+
+    def _batched(self, wait: float, batch_s: float) -> list[wire.Message]:
+        """poll() while a read is scheduled: sleep until then (or a wake-up/alert), then read all."""
+        assert self.ser is not None and self.next_read is not None
+        ready, _, _ = select.select([self._wake_r, *self.watch], [], [],
+                                    min(wait, max(0.0, self.next_read - self.clock())))
+        if self.watch:
+            self.alerts = [f for f in self.watch if f in ready]
+        if self._wake_r in ready:
+            self._drain_wake()
+            return []
+        if self.clock() < self.next_read:
+            return []
+        try:
+            data = self._read_all(self.ser.fd)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._lost(exc)
+            return []
+        if not data:  # the board went quiet: wait for its next byte again
+            self.next_read = None
+            return []
+        self.bytes_in += len(data)
+        self.next_read = self.clock() + self._batch_wait(batch_s, len(data))
+        return self.decoder.feed(data)
+
+    @staticmethod
+    def _read_all(fd: int) -> bytes:
+        """Everything the kernel holds for the port now (a tty hands out at most 4 KB per read)."""
+        chunks: list[bytes] = []
+        for _ in range(READ_ALL_MAX):
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _batch_wait(batch_s: float, nbytes: int) -> float:
+        # A board sends a few hundred bytes a second; much more (a backlog replayed after a
+        # reconnect) is read again soon, so the kernel's 4 KB tty buffer never fills.
+        return batch_s if nbytes <= BATCH_BYTES else min(batch_s, BATCH_BUSY_S)
 
     def read_more(self) -> list[wire.Message]:
         """The messages of bytes that arrived since the last read, without waiting (no select).
@@ -187,6 +250,7 @@ class SerialLink:
         return self.decoder.counters()
 
     def close(self) -> None:
+        self.next_read = None
         if self.ser is not None:
             try:
                 self.ser.close()
