@@ -24,6 +24,7 @@ log = logging.getLogger("gridtap.link")
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 READ_ALL_MAX = 16      # reads per batched pass (4 KB each at most on a tty)
+TTY_CHUNK = 4095       # what one read of a tty hands out at most (N_TTY_BUF_SIZE - 1)
 BATCH_BYTES = 1024     # a batched read bigger than this is followed by the next one soon:
 BATCH_BUSY_S = 0.05    # after this long
 
@@ -191,6 +192,8 @@ class SerialLink:
             if not chunk:
                 break
             chunks.append(chunk)
+            if len(chunk) < TTY_CHUNK:  # less than a full tty buffer: that was all (no EAGAIN read)
+                break
         return b"".join(chunks)
 
     @staticmethod
