@@ -15,10 +15,12 @@ What runs, all on 127.0.0.1 with free ports and a temporary directory:
   servers in this process; the PVOutput one on the simulated clock.
 
 Faults follow the plan, in simulated seconds: mains failures (brownouts),
-`kill -9` of the daemon (restarted at once), UART bursts at BER 1e-3, outages
-of both upload servers, a restart of the broker and of rrdcached, and a board
-reset (the board is unplugged: it saves, the simulator process ends, and a new
-one boots from the same EEPROM image). At the end every process is stopped,
+some followed by a flicker (the mains returns and fails again while the
+rebooted board writes its boot record to EEPROM), `kill -9` of the daemon
+(restarted at once), UART bursts at BER 1e-3, outages of both upload servers,
+a restart of the broker and of rrdcached, and a board reset (the board is
+unplugged: it saves, the simulator process ends, and a new one boots from the
+same EEPROM image). At the end every process is stopped,
 the values each stage holds are read back and `tests/e2e/analysis.py` compares
 them with the firmware and with the truth (docs/e2e.md).
 """
@@ -54,6 +56,10 @@ DAY = 86400.0
 # blocks), the same firmware and model with half the per-sample work, so a simulated month fits
 # in hours (docs/e2e.md). Metrology at 4800 sets/s is the HIL campaigns' job (tests/hil).
 SOAK_BOARD = str(REPO / "hardware" / "board-soak.json")
+# A flicker fails the mains again this long after the rebooted board started its boot-record
+# write (half the 5 ms write cycle of board.json's EEPROM), for FLICKER_S.
+FLICKER_INTO_WRITE_S = 0.0025
+FLICKER_S = 1.5
 FLUKSO_KEY = "e2e0" * 8
 PVO_KEY = "e2e-pvoutput-key"
 PVO_SID = 4242
@@ -89,6 +95,9 @@ class Plan:
     batch_max_s: float = 1.0    # simulated time one ADC request may cover (docs/e2e.md, finding 4)
     brownouts: list[float] = field(default_factory=list)       # mains failure instants
     brownout_len_s: list[float] = field(default_factory=list)  # and how long each lasts
+    # brownouts (indices) whose mains comes back only to fail again while the rebooted board writes
+    # its boot record: the supply monitor fires inside an EEPROM write cycle (a flickering supply)
+    write_hits: list[int] = field(default_factory=list)
     kills: list[float] = field(default_factory=list)           # kill -9 of the daemon
     bursts: list[tuple[float, float]] = field(default_factory=list)  # BER windows
     burst_ber: float = 1e-3
@@ -101,7 +110,8 @@ class Plan:
     settle_wall_s: float = 90.0   # after the board stops: how long the uplinks may take to catch up
 
     def faults(self) -> int:
-        return (len(self.brownouts) + len(self.kills) + len(self.bursts) + 2 * len(self.server_outages)
+        return (len(self.brownouts) + len(self.write_hits) + len(self.kills) + len(self.bursts)
+                + 2 * len(self.server_outages)
                 + len(self.broker_restarts) + len(self.rrdcached_restarts)
                 + (self.board_reset_at is not None))
 
@@ -118,6 +128,7 @@ def day_plan(sim_s: float = DAY, seed: int = 1, outage_s: float = 900.0) -> Plan
     p = Plan(sim_s=sim_s, seed=seed)
     p.brownouts = [rng.uniform(0.3 * q, 0.9 * q)]
     p.brownout_len_s = [rng.uniform(2.0, 20.0)]
+    p.write_hits = [0]
     p.kills = [rng.uniform(1 * q, 2 * q)]
     b = rng.uniform(2 * q, 2.5 * q)
     p.bursts = [(b, b + min(600.0, 0.4 * q))]
@@ -140,6 +151,7 @@ def soak_plan(days: float, seed: int = 1, kills: int = 24, long_outages: tuple[f
     p.brownouts = [d * DAY + rng.uniform(300.0, min(DAY, end - d * DAY) - 300.0)
                    for d in range(int(math.ceil(end / DAY))) if end - d * DAY > 900.0]
     p.brownout_len_s = [rng.uniform(2.0, 20.0) for _ in p.brownouts]
+    p.write_hits = list(range(0, len(p.brownouts), 3))  # every third day's brownout flickers
     p.kills = _instants(rng, kills, 300.0, end)
     starts = _instants(rng, max(2, int(days)), 300.0, end - 900)
     p.bursts = [(t, t + rng.uniform(60.0, 900.0)) for t in starts]
@@ -326,6 +338,12 @@ class Chain:
         last = seg == 1 and p.board_reset_at is not None
         outages = [(b - t_from, b - t_from + ln) for b, ln in zip(p.brownouts, p.brownout_len_s, strict=True)
                    if t_from <= b < t_to - 60.0]
+        boot_s = float(json.loads(Path(p.board or SOAK_BOARD).read_text())["sim"]["boot_s"])
+        for i in p.write_hits:
+            b, ln = p.brownouts[i], p.brownout_len_s[i]
+            if t_from <= b < t_to - 60.0:  # the board boots boot_s after the mains returns and first
+                f = b - t_from + ln + boot_s + FLICKER_INTO_WRITE_S  # writes its boot record, then
+                outages.append((f, f + FLICKER_S))
         if last:  # the board is unplugged: the supply fails 5 s before this segment ends and stays off
             outages.append((t_to - t_from - 5.0, t_to - t_from + 3600.0))
         spec = {
