@@ -57,13 +57,13 @@ def test_a_big_batched_read_is_followed_by_the_next_one_soon() -> None:
 
 
 def _fragmented_seconds(board: FakeBoard, n: int, period: float) -> None:
-    """n board seconds, each sent as three pieces 20 ms apart (CT frames, pulses, TIME), as a board does."""
+    """n board seconds, each sent as three pieces 60 ms apart (CT frames, pulses, TIME), as a board does."""
     for i in range(n):
         start = time.monotonic()
         board.step(T0 + i, power_w=[1800.0, 360.0])
-        time.sleep(0.02)
+        time.sleep(0.06)
         board.step(T0 + i, pulses=[1, 0])
-        time.sleep(0.02)
+        time.sleep(0.06)
         board.send_time()
         time.sleep(max(0.0, period - (time.monotonic() - start)))
 
@@ -84,10 +84,12 @@ def test_batched_reads_ack_once_per_second_and_lose_nothing(short_tmp: Path, bat
         rig.wait(lambda: rig.total(PULSE) == n * 1000)
         assert rig.total(IMP) == n * 500
         acks = len(board.got(wire.ACK)) - acks0
+    # One ACK per read that took reliable frames: batched, one read per batch while the board talks;
+    # prompt, one per fragment with COUNTER or PULSE frames (two a second).
     if batch:
         assert acks <= n + 2, f"{acks} ACK frames for {n} fragmented seconds with read_batch_s = {batch}"
     else:
-        assert acks >= 2 * n, f"prompt reads ACK every fragment: {acks} ACKs for {n} seconds"
+        assert acks >= 1.5 * n, f"prompt reads ACK every fragment: {acks} ACKs for {n} seconds"
 
 
 def test_read_batch_defaults_to_prompt_reads_when_mqtt_is_configured(short_tmp: Path) -> None:
