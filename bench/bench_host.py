@@ -327,20 +327,11 @@ VB_WARMUP_S = 300  # simulated seconds before the measured hour: boot, HELLO, co
 
 def virtual_board_config(tty: Path, state: Path, batch: float | None) -> str:
     """gridtap demo's sensors (every input of the reference board) with the daemon's default settings."""
-    from gridtap.demo import SENSORS, sensor_id
+    from gridtap.demo import sensors_toml
 
-    lines = ["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0", "",
-             "[board]", f'port = "{tty}"', *([] if batch is None else [f"read_batch_s = {batch}"]), ""]
-    for name, kind, index, export in SENSORS:
-        lines += ["[[sensor]]", f'name = "{name}"', f'kind = "{kind}"']
-        if kind == "ct":
-            lines += [f"channel = {index}", f'id = "{sensor_id(name, "import")}"']
-            if export:
-                lines.append(f'export_id = "{sensor_id(name, "export")}"')
-        else:
-            lines += [f"input = {index}", f'id = "{sensor_id(name, "pulse")}"', "meter_constant = 1000"]
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0", "",
+                      "[board]", f'port = "{tty}"', *([] if batch is None else [f"read_batch_s = {batch}"]),
+                      "", *sensors_toml()])
 
 
 def sim_clock(path: Path) -> float:

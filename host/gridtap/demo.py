@@ -87,6 +87,22 @@ def demo_series() -> list[Series]:
     return out
 
 
+def sensors_toml() -> list[str]:
+    """The [[sensor]] tables of the demo's sensors (every input of the reference board), as lines."""
+    lines: list[str] = []
+    for name, kind, index, export in SENSORS:
+        lines += ["[[sensor]]", f'name = "{name}"', f'kind = "{kind}"']
+        if kind == "ct":
+            lines += [f"channel = {index}", f'id = "{sensor_id(name, "import")}"']
+            if export:
+                lines.append(f'export_id = "{sensor_id(name, "export")}"')
+        else:
+            lines += [f"input = {index}", f'id = "{sensor_id(name, "pulse")}"', "meter_constant = 1000",
+                      'unit = "wh"']
+        lines.append("")
+    return lines
+
+
 def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None) -> str:
     lines = [
         "# written by `gridtap demo`; the daemon runs on the simulator's clock (--clock-file)",
@@ -104,16 +120,7 @@ def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None) -> s
         "baud = 115200",
         "",
     ]
-    for name, kind, index, export in SENSORS:
-        lines += ["[[sensor]]", f'name = "{name}"', f'kind = "{kind}"']
-        if kind == "ct":
-            lines += [f"channel = {index}", f'id = "{sensor_id(name, "import")}"']
-            if export:
-                lines.append(f'export_id = "{sensor_id(name, "export")}"')
-        else:
-            lines += [f"input = {index}", f'id = "{sensor_id(name, "pulse")}"', "meter_constant = 1000",
-                      'unit = "wh"']
-        lines.append("")
+    lines += sensors_toml()
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", 'device_id = "gridtap-demo"', ""]
     return "\n".join(lines)
