@@ -69,7 +69,10 @@ NAK_REASONS = {
     8: "version",
     9: "read-only",
 }
-EVENT_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
+# The board's EVENT levels are syslog's lower half (docs/protocol.md): 0 debug, 1 info, 2 notice,
+# 3 warning, 4 critical. Python has no notice: it is logged as info (a supply coming back is news,
+# not a problem), and a brownout save is a warning, not an error.
+EVENT_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.INFO, 3: logging.WARNING, 4: logging.CRITICAL}
 
 
 class Sink(Protocol):

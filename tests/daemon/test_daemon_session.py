@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -143,3 +145,19 @@ def test_spool_commit_deadline(tmp_path: Path) -> None:
     assert sp.commit_deadline() == 100.0  # full: due now
     assert sp.maybe_commit() == [1, 2, 3] and sp.commit_deadline() is None
     sp.close()
+
+
+
+def test_board_events_are_logged_at_the_protocol_level(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EVENT levels are 0 debug, 1 info, 2 notice, 3 warning, 4 critical (docs/protocol.md): a
+    brownout save (3) is a warning in the log, not an error; an EEPROM failure (4) is critical."""
+    s, _sent = session(tmp_path, [])
+    caplog.set_level(logging.DEBUG, logger="gridtap.ingest")
+    for seq, level in enumerate((0, 1, 2, 3, 4), start=1):
+        feed(s, wire.EVENT, seq, (1_790_000_000, 0, level, 0x0100 + level, b"level %d" % level))
+    got = {r.getMessage(): r.levelno for r in caplog.records if r.getMessage().startswith("board event")}
+    assert got == {"board event 256: level 0": logging.DEBUG, "board event 257: level 1": logging.INFO,
+                   "board event 258: level 2": logging.INFO, "board event 259: level 3": logging.WARNING,
+                   "board event 260: level 4": logging.CRITICAL}
