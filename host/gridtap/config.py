@@ -63,9 +63,10 @@ class BoardConfig:
     save_wh: int | None = None
     save_min: int | None = None
     # How long (board time) the board's frames may wait in the port's buffer before the daemon
-    # reads them: one wake-up per read_batch_s instead of one per burst fragment. None: 1 s, or 0
-    # (read at once) when MQTT is configured, whose subscribers get live values within 200 ms.
-    read_batch_s: float | None = None
+    # reads them: one wake-up per read_batch_s instead of one per burst fragment. Unset in the
+    # file: 1 s, or 0 (read at once) when MQTT is configured, whose subscribers get live values
+    # within 200 ms.
+    read_batch_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         if name in data and not isinstance(data[name], dict):
             raise c.fail((name,), "must be a table, written [" + name + "]")
     daemon = _daemon(c, data.get("daemon", {}), path)
-    board = _board(c, data.get("board"))
+    board = _board(c, data.get("board"), live_subscribers="mqtt" in data)
     sensors = _sensors(c, data.get("sensor"))
     mqtt = _mqtt(c, data["mqtt"]) if "mqtt" in data else None
     flukso = _flukso(c, data["flukso"], path) if "flukso" in data else None
@@ -344,19 +345,19 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
     )
 
 
-def _board(c: _Checker, d: Any) -> BoardConfig:
+def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
     k: KeyPath = ("board",)
     if d is None:
         raise c.fail(k, "section [board] is required (it names the serial port)")
     c.table(d, k, {"port", "baud", "save_wh", "save_min", "read_batch_s"})
     # under the board's 2 s resend time (firmware RETX_MS), so batched frames are ACKed before it
-    batch = c.get(d, (*k, "read_batch_s"), (int, float), None, _range(0, 1.5))
+    batch = c.get(d, (*k, "read_batch_s"), (int, float), 0.0 if live_subscribers else 1.0, _range(0, 1.5))
     return BoardConfig(
         port=c.get(d, (*k, "port"), str, _REQUIRED, lambda v: None if v else "must not be empty"),
         baud=c.get(d, (*k, "baud"), int, 115200, _one_of(BAUDS)),
         save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
         save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
-        read_batch_s=None if batch is None else float(batch),
+        read_batch_s=float(batch),
     )
 
 

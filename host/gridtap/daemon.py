@@ -29,7 +29,6 @@ from gridtap.rrd import STEP, NightStore, RrdCached, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
 
-DEFAULT_READ_BATCH_S = 1.0  # [board] read_batch_s when MQTT is not configured (config.BoardConfig)
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)
 CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
 
@@ -144,8 +143,6 @@ class Daemon:
         self.started = time.time()
         self.extras: list[Any] = []
         self._stop: threading.Event | None = None
-        b = cfg.board.read_batch_s
-        self.read_batch_s = b if b is not None else (0.0 if cfg.mqtt is not None else DEFAULT_READ_BATCH_S)
         self._pidfd: int | None = None
         self._cached_lock = threading.Lock()
 
@@ -214,6 +211,7 @@ class Daemon:
         end = None if max_seconds is None else now + max_seconds
         session = self.session
         rate = TimeRate()
+        batch_s = self.cfg.board.read_batch_s
         link = self.link
         store = self.store
         rrd = self.rrd
@@ -236,21 +234,18 @@ class Daemon:
             # Batched reads only while no command awaits its answer: a reply must not sit in the
             # buffer past the command's retry time.
             batch = 0.0
-            if self.read_batch_s > 0.0 and not session.pending:
-                batch = self.read_batch_s / rate.update(now)
+            if batch_s > 0.0 and not session.pending:
+                batch = batch_s / rate.update(now)
             msgs = link.poll(session.wait_hint(longest) if link.connected else longest, batch)
-            if msgs and batch:  # the batch is all that was there: nothing more to read now
+            if msgs:
                 for msg in msgs:
                     session.handle(msg)
-                rrd.send()
-            elif msgs:
-                for _ in range(MORE_READS):
-                    for msg in msgs:
-                        session.handle(msg)
-                    msgs = link.read_more()  # the rest of the burst, if it came in meanwhile
+                # Prompt reads take the rest of the burst if it came in meanwhile; a batched read
+                # already took everything there was.
+                for _ in range(0 if batch else MORE_READS):
+                    msgs = link.read_more()
                     if not msgs:
                         break
-                else:
                     for msg in msgs:
                         session.handle(msg)
                 rrd.send()  # this burst's RRD updates: one write to rrdcached

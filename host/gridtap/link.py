@@ -153,7 +153,7 @@ class SerialLink:
             return []
         self.bytes_in += len(data)
         if batch_s > 0.0:
-            self.next_read = self.clock() + self._batch_wait(batch_s, len(data))
+            self._schedule_read(batch_s, len(data))
         return self.decoder.feed(data)
 
     def _batched(self, wait: float, batch_s: float) -> list[wire.Message]:
@@ -177,7 +177,7 @@ class SerialLink:
             self.next_read = None
             return []
         self.bytes_in += len(data)
-        self.next_read = self.clock() + self._batch_wait(batch_s, len(data))
+        self._schedule_read(batch_s, len(data))
         return self.decoder.feed(data)
 
     @staticmethod
@@ -196,11 +196,11 @@ class SerialLink:
                 break
         return b"".join(chunks)
 
-    @staticmethod
-    def _batch_wait(batch_s: float, nbytes: int) -> float:
+    def _schedule_read(self, batch_s: float, nbytes: int) -> None:
         # A board sends a few hundred bytes a second; much more (a backlog replayed after a
         # reconnect) is read again soon, so the kernel's 4 KB tty buffer never fills.
-        return batch_s if nbytes <= BATCH_BYTES else min(batch_s, BATCH_BUSY_S)
+        wait = batch_s if nbytes <= BATCH_BYTES else min(batch_s, BATCH_BUSY_S)
+        self.next_read = self.clock() + wait
 
     def read_more(self) -> list[wire.Message]:
         """The messages of bytes that arrived since the last read, without waiting (no select).

@@ -9,7 +9,6 @@ import pytest
 
 from gridtap import link as linkmod
 from gridtap.config import parse_config
-from gridtap.daemon import Daemon
 from gridtap.errors import UserError
 from gridtap_fw import wire
 from tests.daemon.conftest import IMP, PULSE, config_text, running_daemon
@@ -52,8 +51,14 @@ def test_a_batched_link_reads_fragments_in_one_pass_and_listens_again_when_quiet
 
 
 def test_a_big_batched_read_is_followed_by_the_next_one_soon() -> None:
-    assert linkmod.SerialLink._batch_wait(1.0, 300) == 1.0
-    assert linkmod.SerialLink._batch_wait(1.0, linkmod.BATCH_BYTES + 1) == linkmod.BATCH_BUSY_S
+    link = linkmod.SerialLink("/nonexistent", 115200, clock=lambda: 100.0)
+    try:
+        link._schedule_read(1.0, 300)
+        assert link.next_read == 101.0
+        link._schedule_read(1.0, linkmod.BATCH_BYTES + 1)
+        assert link.next_read == 100.0 + linkmod.BATCH_BUSY_S
+    finally:
+        link.dispose()
 
 
 def _fragmented_seconds(board: FakeBoard, n: int, period: float) -> None:
@@ -94,10 +99,10 @@ def test_batched_reads_ack_once_per_second_and_lose_nothing(short_tmp: Path, bat
 
 def test_read_batch_defaults_to_prompt_reads_when_mqtt_is_configured(short_tmp: Path) -> None:
     base = config_text(short_tmp / "tty", short_tmp / "state")
-    assert Daemon(parse_config(base, short_tmp / "a.toml")).read_batch_s == 1.0
+    assert parse_config(base, short_tmp / "a.toml").board.read_batch_s == 1.0
     mq = base + '\n[mqtt]\nhost = "127.0.0.1"\nport = 1883\n'
-    assert Daemon(parse_config(mq, short_tmp / "b.toml")).read_batch_s == 0.0
+    assert parse_config(mq, short_tmp / "b.toml").board.read_batch_s == 0.0
     both = mq.replace("baud = 115200", "baud = 115200\nread_batch_s = 0.5")
-    assert Daemon(parse_config(both, short_tmp / "c.toml")).read_batch_s == 0.5
+    assert parse_config(both, short_tmp / "c.toml").board.read_batch_s == 0.5
     with pytest.raises(UserError, match=r"line 1[0-9]: \[board\] key 'read_batch_s': must be 0..1.5"):
         parse_config(base.replace("baud = 115200", "baud = 115200\nread_batch_s = 2"), short_tmp / "d.toml")
