@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -334,10 +333,6 @@ def virtual_board_config(tty: Path, state: Path, batch: float | None) -> str:
                       "", *sensors_toml()])
 
 
-def sim_clock(path: Path) -> float:
-    return float(struct.unpack("<d", path.read_bytes()[:8])[0])
-
-
 def wakeups(pid: int) -> int:
     """Voluntary context switches of a process's main thread: how often it slept and was woken."""
     for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
@@ -352,6 +347,7 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
     inputs, 7 sensor ids at 1 Hz; (daemon + rrdcached CPU s, daemon wake-ups) per simulated hour, read
     off the simulator's clock."""
     from gridtap.demo import Procs, read_pty_line, time_sync_s
+    from gridtap.simclock import ClockReader
 
     work.mkdir()
     clock = work / "clock.bin"
@@ -364,6 +360,7 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
                                   "--t0", repr(t0), "--fw-log", str(work / "firmware.log")],
                           work / "sim.log", stdout_pipe=True)
         tty = Path(read_pty_line(sim, work / "sim.log"))
+        sim_clock = ClockReader(clock).now  # the simulator has published its clock by now
         cfg = work / "gridtap.toml"
         cfg.write_text(virtual_board_config(tty, work / "state", batch))
         daemon = procs.start("daemon", [*env_py, "daemon", "-c", str(cfg), "--clock-file", str(clock),
@@ -371,8 +368,8 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
                                         "--log-level", "warning"], work / "daemon.log")
 
         def wait_sim(t: float) -> None:
-            deadline = time.monotonic() + 4 * (t - sim_clock(clock) + 60) / VB_SPEED + 60
-            while sim_clock(clock) < t:
+            deadline = time.monotonic() + 4 * (t - sim_clock() + 60) / VB_SPEED + 60
+            while sim_clock() < t:
                 if time.monotonic() > deadline or sim.poll() is not None or daemon.poll() is not None:
                     raise RuntimeError(f"the virtual board hour stalled; see {work}")
                 time.sleep(0.05)
@@ -382,11 +379,11 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
                          if "rrdcached" in Path(f"/proc/{p}/cmdline").read_text())
         c0 = proc_cpu(daemon.pid) + proc_cpu(rrdcached)
         w0 = wakeups(daemon.pid)
-        s0 = sim_clock(clock)
+        s0 = sim_clock()
         wait_sim(s0 + SIM_S)
         cpu = proc_cpu(daemon.pid) + proc_cpu(rrdcached) - c0
         woke = wakeups(daemon.pid) - w0
-        sim_s = sim_clock(clock) - s0
+        sim_s = sim_clock() - s0
     finally:
         procs.close()
     return cpu * 3600 / sim_s, woke * 3600 / sim_s

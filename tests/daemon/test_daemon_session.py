@@ -147,7 +147,6 @@ def test_spool_commit_deadline(tmp_path: Path) -> None:
     sp.close()
 
 
-
 def test_board_events_are_logged_at_the_protocol_level(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

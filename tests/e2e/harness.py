@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from gridtap.rrd import RrdCached
+from gridtap_sim.board import load_board
 from tests.e2e import analysis
 from tests.e2e.simboard import read_clock
 from tests.servers.flukso_server import FluksoServer
@@ -338,7 +339,7 @@ class Chain:
         last = seg == 1 and p.board_reset_at is not None
         outages = [(b - t_from, b - t_from + ln) for b, ln in zip(p.brownouts, p.brownout_len_s, strict=True)
                    if t_from <= b < t_to - 60.0]
-        boot_s = float(json.loads(Path(p.board or SOAK_BOARD).read_text())["sim"]["boot_s"])
+        boot_s = float(load_board(p.board).sim["boot_s"])
         for i in p.write_hits:
             b, ln = p.brownouts[i], p.brownout_len_s[i]
             if t_from <= b < t_to - 60.0:  # the board boots boot_s after the mains returns and first
