@@ -47,7 +47,8 @@ def load_tuples(paths: list[Path], offsets: list[float] | None = None) -> list[d
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the end of the process
-            r["gt"] = r["sim_t"] + off
+            # a CT register's value is as of its last commit ("at"), a pulse count as of sending
+            r["gt"] = r.get("at", r["sim_t"]) + off
             r["seg"] = n
             out.append(r)
     return out

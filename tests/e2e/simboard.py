@@ -50,6 +50,7 @@ from gridtap_sim.runner import VirtualBoard
 # batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
 # a second of board time later (docs/e2e.md, finding 4).
 BATCH_MAX_S = 1.0
+EV_BROWNOUT_SAVE = 0x0102   # EVENT code: brownout, counters saved (gridtap_fw.app)
 
 
 class SimClock:
@@ -90,6 +91,7 @@ class TapBoard(VirtualBoard):
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
         self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
         self.seen_this_boot: set[tuple[str, int]] = set()
+        self.committed = 0.0   # simulated instant the CT registers were last committed (see _on_uart_tx)
 
     def _sync(self, now_us: int, flags: int = 0) -> None:
         # every request carries the firmware's own time: that is the present the host lives in
@@ -104,7 +106,15 @@ class TapBoard(VirtualBoard):
         if dec is None:
             self.decoders = {self.boot_n: wire.Decoder()}
             dec = self.decoders[self.boot_n]
+            self.committed = self.now   # a new boot: the registers hold what the EEPROM gave back
         for m in dec.feed(payload):
+            # A CT register moves once a second, when the firmware closes a second of mains
+            # periods and sends its GAUGEs, and once more when a brownout save folds in the
+            # second in progress. A COUNTER says what the registers held at that commit, not at
+            # the instant it is sent (up to a second later): the analysis compares registers with
+            # the truth at "at" (docs/e2e.md, finding 6).
+            if m.mtype == wire.GAUGE or (m.mtype == wire.EVENT and m.values[3] == EV_BROWNOUT_SAVE):
+                self.committed = self.now
             if m.mtype in (wire.COUNTER, wire.PULSE) and m.flags & wire.FLAG_RETX:
                 self.retx_seen += 1
             elif m.mtype in (wire.COUNTER, wire.PULSE):
@@ -113,6 +123,7 @@ class TapBoard(VirtualBoard):
                                        "boot": self.boot_n, "seq": m.seq, "retx": m.flags & 1,
                                        "i": v[0], "t": v[1], "ms": v[2]}
                 if m.mtype == wire.COUNTER:
+                    rec["at"] = self.committed
                     rec["imp"] = v[3] * 1000 + v[4]
                     rec["exp"] = v[5] * 1000 + v[6]
                 else:

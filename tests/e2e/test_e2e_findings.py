@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gridtap import codec
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.epochs import CounterStore
@@ -50,11 +52,15 @@ def test_a_resent_tuple_never_leaves_an_output_on_an_older_counter(tmp_path: Pat
     assert rec.calls[-1] == (T + 11, 200_000), f"outputs end on {rec.calls[-1]}: an older counter"
 
 
-def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path) -> None:
-    """household-pv at noon (about 3.5 kW of PV export on CT1); the mains fails 0.9 s into a second."""
+@pytest.mark.parametrize("fail_at", [20.1, 20.5, 20.9])
+def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path, fail_at: float) -> None:
+    """household-pv at noon (about 3.5 kW of PV export on CT1); the mains fails at three phases of a
+    second. Every CT register's step across the reset matches the truth over the span from the commit
+    the last COUNTER before the reset reported to the first one after it (finding 6: timed by when
+    the COUNTER was sent, each step looked 0.02-0.04 Wh too big here, up to 0.85 Wh in the month)."""
     out = tmp_path / "board"
     plan = {"out_dir": str(out), "seed": 3, "duration": 40.0, "start_of_day_s": 12 * 3600.0, "t0": T,
-            "clock_file": str(tmp_path / "clock.bin"), "outages": [(20.9, 24.0)], "bursts": []}
+            "clock_file": str(tmp_path / "clock.bin"), "outages": [(fail_at, fail_at + 3.1)], "bursts": []}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     argv = [sys.executable, "-m", "tests.e2e.simboard", "--plan", str(tmp_path / "plan.json")]
     proc = subprocess.Popen(argv,
@@ -77,9 +83,10 @@ def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path) -> None:
     fw = analysis.firmware_stage(tuples, truth, SENSORS)
     pv_export = fw[SENSORS[0][4] or ""]
     assert pv_export["resets"] == 1
-    gap = pv_export["gaps"][0]
-    assert gap["d_truth_wh"] > 0.3  # the PV was exporting when the mains failed
-    assert abs(gap["lost_wh"]) < 0.05, gap
+    assert pv_export["gaps"][0]["d_truth_wh"] > 0.1  # the PV was exporting when the mains failed
+    for sid, got in fw.items():
+        for gap in got.get("gaps", []):
+            assert abs(gap["lost_wh"]) < 0.005, (sid, gap)
 
 
 def test_a_lost_hello_never_double_counts(tmp_path: Path) -> None:
