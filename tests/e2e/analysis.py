@@ -10,8 +10,9 @@ docs/e2e.md explains the definitions; in short:
   is not loss. Loss happens where the register is not continuous: across a
   reset. For every reset the register step from the last tuple before it to
   the first tuple after it is compared with the truth energy between the
-  instants the firmware committed those two registers (the tap's `at`) (scaled by the run's metrology ratio, which changes the
-  few Wh of such a span by a few mWh). Pulse counts are compared exactly.
+  instants the firmware committed those two registers (the tap's `at`),
+  scaled by the run's metrology ratio (which changes the few Wh of such a
+  span by a few mWh). Pulse counts are compared exactly.
 * **chain stages** (RRD, MQTT, Flukso, PVOutput) are compared with the
   firmware's last register, which is exactly the number they should end on.
 """
