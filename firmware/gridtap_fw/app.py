@@ -120,6 +120,14 @@ class App:
         n_sensors = n_ct + n_pulse
         self.tuple_ms: list = [None] * n_sensors  # when each sensor's tuple was last queued
         self.tuple_val: list = [None] * n_sensors  # and what it said
+        # When the CT registers last moved (uptime ms): a second of mains periods is
+        # committed at a crossing inside an ADC block, a brownout save commits the second
+        # in progress. COUNTERs and GAUGEs carry this instant, not the one they are sent at
+        # (up to a second later), so <timestamp, counter> is what the register held then.
+        # At boot the restored registers hold what the last save saw: nothing since.
+        self.commit_ms = 0
+        self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
+        self.sets_per_s = sets_per_s
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
@@ -168,7 +176,7 @@ class App:
                 inp.last_unix_ms = self.unix_ms(inp.last_us // 1000)
 
     def _tuples(self, now_ms: int) -> None:
-        u = self.unix_ms(now_ms)
+        u = self.unix_ms(self.commit_ms)
         for k in range(self.n_ct):
             if self.cfg.cts[k].enabled:
                 e = self.energies[k]
@@ -195,8 +203,8 @@ class App:
         self.tuple_ms[slot] = now_ms
         self.tuple_val[slot] = val
 
-    def _gauges(self, now_ms: int) -> None:
-        u = self.unix_ms(now_ms)
+    def _gauges(self) -> None:
+        u = self.unix_ms(self.commit_ms)
         t = (u // 1000) & 0xFFFFFFFF
         for g in self.power.gauges():
             if self.cfg.cts[g[0]].enabled:
@@ -341,6 +349,9 @@ class App:
             self.event(2, EV_SUPPLY_BACK, "supply back without a reset")
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
+        if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
+            self.seconds_seen = self.power.seconds
+            self.commit_ms = max(0, now_ms - self.power.after_sets * 1000 // self.sets_per_s)
         if self.power.ac != self.ac:
             self.ac = self.power.ac
             if self.ac and self.ac_seen:
@@ -358,7 +369,7 @@ class App:
         for m in self.link.poll(now_ms):
             self.command(m, now_ms)
         if second:
-            self._gauges(now_ms)
+            self._gauges()
         if now_ms >= self.next_slow_ms:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
             # which keeps the per-block cost (100 blocks/s on the rp2) small.

@@ -88,6 +88,8 @@ class PowerMeter:
         self.periods = 0
         self.ac_sets = 0  # sets of valid mains periods in the seconds committed to the registers
         self.ready: list = []  # gauges of the last completed second, until taken
+        self.seconds = 0  # seconds committed to the registers so far
+        self.after_sets = 0  # sets of the last fed block that came after the last commit
         self.period = self.sets_per_s / NOMINAL_HZ  # mains period in sets, measured each second
         self.period_measured = False  # until the first second with mains: refined every period
         # Where V rose through +hysteresis, as a fraction of the set before the
@@ -148,6 +150,7 @@ class PowerMeter:
         acc = self.acc
         nacc = len(acc)
         start = 0
+        seconds = self.seconds
         while start < nsets:
             end = nsets
             room = self.noac_sets - self.n
@@ -181,6 +184,10 @@ class PowerMeter:
             elif self.n >= self.noac_sets:
                 self._close(False)
                 self.synced = False
+            if self.seconds != seconds:
+                # When the registers moved, to the set: the tuples that report them say so.
+                seconds = self.seconds
+                self.after_sets = nsets - start
         return bool(self.ready)
 
     def _close(self, crossing: bool) -> None:
@@ -249,6 +256,7 @@ class PowerMeter:
             self._close(True)
         if self.sec_n:
             self._close_second()
+        self.after_sets = 0
 
     def gauges(self) -> list:
         """The gauges of the last completed second (once), see _close_second."""
@@ -294,5 +302,6 @@ class PowerMeter:
                         min(0xFFFFFFFF, int(round(irms * 1000.0))), pf, freq))
         self.ac_sets += self.sec_ac_n
         self.ready = res
+        self.seconds += 1
         self._reset_second()
         self._tune()

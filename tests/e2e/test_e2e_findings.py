@@ -87,6 +87,14 @@ def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path, fail_at: float) -
     for sid, got in fw.items():
         for gap in got.get("gaps", []):
             assert abs(gap["lost_wh"]) < 0.005, (sid, gap)
+    # The firmware stamps a COUNTER with that commit, to the set, not with its sending. With no host
+    # the board clock is never set, so in the first boot (from t = 0) a stamp is simulated time.
+    first_boot = [r for r in tuples if r["k"] == "c" and r["boot"] == 1]
+    assert len(first_boot) >= 6
+    for r in first_boot:
+        stamp = r["t"] + r["ms"] / 1000.0
+        # "at" is the end of the ADC block the commit fell in (the GAUGEs go out then): <= 53 ms later
+        assert r["at"] - 0.054 <= stamp <= r["at"] + 0.001 <= r["sim_t"] + 0.001, r
 
 
 def test_a_lost_hello_never_double_counts(tmp_path: Path) -> None:
