@@ -357,6 +357,11 @@ class Session:
         self.epoch = epoch
         self.last_uptime = 0
         self.to_ack.clear()
+        if first:
+            # Commands to an earlier boot died with its RAM (a flicker reboots the board during
+            # the config check): left pending they would time out as false failures and keep a
+            # stale TIME_SET from being sent afresh. This boot gets its own clock set and check.
+            self.pending.clear()
         self.set_time()
         if first:
             self.push_config(h["n_ct"], h["n_pulse"])

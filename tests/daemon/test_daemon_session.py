@@ -160,3 +160,28 @@ def test_board_events_are_logged_at_the_protocol_level(
     assert got == {"board event 256: level 0": logging.DEBUG, "board event 257: level 1": logging.INFO,
                    "board event 258: level 2": logging.INFO, "board event 259: level 3": logging.WARNING,
                    "board event 260: level 4": logging.CRITICAL}
+
+
+def test_a_second_reboot_during_the_config_check_leaves_no_false_failure(tmp_path: Path) -> None:
+    """A flicker: the board reboots again while the daemon's config check of the first reboot is
+    under way. The new boot gets a check of its own and answers it; the first check's requests
+    went to a board that no longer exists and must not time out as "board did not answer"
+    (the month soak logged 5 such errors after every flicker, and flagged the config as failed)."""
+    now = [0.0]
+    s = Session(BoardConfig(), (SensorConfig("grid", SID, "ct", 0),), CounterStore(tmp_path / "c.sqlite"),
+                LiveStore(), lambda frame: True, mono=lambda: now[0])
+    uid = b"\x03" * 8
+    feed(s, wire.HELLO, 0, (uid, 0, 1, 0, 1, 7, 2, 1, 3, 2))
+    first_check = set(s.config_wait)
+    assert first_check
+    feed(s, wire.HELLO, 0, (uid, 0, 1, 0, 1, 8, 2, 2, 3, 2))  # the mains failed again at once
+    time_sets = [seq for seq, p in s.pending.items() if p.mtype == wire.TIME_SET]
+    assert len(time_sets) == 1, "the new boot's clock is set afresh"
+    feed(s, wire.ACK, 2, ((time_sets[0],),))
+    for (target, index), (_seq, items, _what) in list(s.config_get.items()):
+        feed(s, wire.CONFIG, 1, (target, index, items))  # the new boot already holds the config
+    for _ in range(40):
+        now[0] += RETRY_S
+        s.tick()
+    assert s.stats.gave_up == 0 and not s.config_failed
+    assert not first_check & set(s.pending), "the first boot's config requests are still pending"
