@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gridtap_fw import wire
 from tests.mpy import ROOT, run_micropython
 
 FWTEST = ROOT / "tests" / "fwtest"
@@ -70,7 +71,7 @@ print(json.dumps({"before": before, "at": at_brownout, "after": regs(b), "hello"
     assert res["save_writes"] == res["slot_pages"] == 2
     assert res["save_ms"] < res["holdup_ms"]
     assert res["late_writes"] == res["save_writes"]
-    assert 0x0102 in res["events"]
+    assert wire.EV_BROWNOUT_SAVE in res["events"]
     # exactly what the registers held when the supply monitor fired, including the block
     # that step read and the second in progress (folded in before the save, so no energy
     # dies with the supply): 2.3 kW on CT1 for at most about a second more than `before`

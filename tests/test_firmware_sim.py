@@ -79,7 +79,7 @@ def test_counters_survive_real_brownouts_and_never_decrease(tmp_path: Path) -> N
     assert [h[5] for h in hellos] == list(range(1, len(hellos) + 1))  # boot count
     assert [h[7] for h in hellos] == list(range(len(hellos)))  # brownout count
     assert all(h[6] == wire.RESET_BROWNOUT for h in hellos[1:])
-    saves = [m for m in msgs if m.mtype == wire.EVENT and m.values[3] == 0x0102]
+    saves = [m for m in msgs if m.mtype == wire.EVENT and m.values[3] == wire.EV_BROWNOUT_SAVE]
     assert saves and all(m.values[4] == b"brownout save ok" for m in saves)
     last: dict[int, tuple[int, int]] = {}
     for m in msgs:

@@ -32,17 +32,6 @@ TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
 PULSE_KEY = 256
 
-# EVENT codes (level in brackets)
-EV_RESTORED = 0x0101  # counters restored from EEPROM (1 info)
-EV_BROWNOUT_SAVE = 0x0102  # brownout: counters saved (3 warning)
-EV_FRESH = 0x0103  # no intact counter record: starting from zero (3)
-EV_CONFIG_DEFAULT = 0x0104  # no intact config image: defaults in use (2 notice)
-EV_STORAGE = 0x0105  # EEPROM read or write failed (4 critical)
-EV_SUPPLY_BACK = 0x0106  # supply monitor released after a brownout save (2)
-EV_AC_LOST = 0x0201  # no mains voltage: power reads 0 W (2)
-EV_AC_BACK = 0x0202  # mains voltage back (1)
-EV_ADC_OVERRUN = 0x0203  # the HAL lost ADC blocks: a gap in sampling (4)
-
 
 def ticks_diff(a: int, b: int) -> int:
     """a - b for MicroPython ticks (which wrap at 2**30)."""
@@ -79,7 +68,7 @@ class App:
                 cfg_ok = self.store.load_config(self.cfg, lambda: config.Config(n_ct, n_pulse))
                 c = self.store.load_counters()
                 if not cfg_ok:
-                    pending.append((2, EV_CONFIG_DEFAULT, "no intact config image: defaults"))
+                    pending.append((2, wire.EV_CONFIG_DEFAULT, "no intact config image: defaults"))
                 break
             except OSError as exc:
                 if attempt == 2:
@@ -87,14 +76,14 @@ class App:
                     # see. Counters start at 0 in RAM only; the host sees a new epoch.
                     self.store.armed = False
                     self.persist_ok = False
-                    pending.append((4, EV_STORAGE, "eeprom unreadable, persistence off: %s" % exc))
+                    pending.append((4, wire.EV_STORAGE, "eeprom unreadable, persistence off: %s" % exc))
         self.energies = [energy.CtEnergy(sets_per_s) for _ in range(n_ct)]
         self.inputs = [pulses.PulseInput(self.cfg.pulses[i]) for i in range(n_pulse)]
         cause = hal.reset_cause()
         if c is None:
             c = persist.Counters(n_ct, n_pulse)
             if self.store.armed:
-                pending.append((3, EV_FRESH, "no intact counter record: counters start at 0"))
+                pending.append((3, wire.EV_FRESH, "no intact counter record: counters start at 0"))
         else:
             for k in range(n_ct):
                 self.energies[k].imp.restore(c.ct[k][0])
@@ -104,7 +93,7 @@ class App:
                 inp.pulses, inp.base_pulses, inp.base_milli, inp.last_unix_ms = c.pulse[i]
             if c.flags & persist.FLAG_BROWNOUT and cause in (wire.RESET_UNKNOWN, wire.RESET_POWER_ON):
                 cause = wire.RESET_BROWNOUT
-            pending.append((1, EV_RESTORED, "counters restored, record %d" % self.store.seq))
+            pending.append((1, wire.EV_RESTORED, "counters restored, record %d" % self.store.seq))
         self.counters = c
         self.reset_cause = cause
         self.boot_count = (c.boot_count + 1) & 0xFFFFFFFF
@@ -127,14 +116,13 @@ class App:
         # At boot the restored registers hold what the last save saw: nothing since.
         self.commit_ms = 0
         self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
-        self.sets_per_s = sets_per_s
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
         try:
             self._save(0)  # the new boot count must survive the next reset
         except OSError as exc:
-            self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+            self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         self.send_time(0)
 
     # ------------------------------------------------------------ time
@@ -273,7 +261,7 @@ class App:
             if what & wire.COMMIT_COUNTERS:
                 self._save(now_ms)
         except OSError as exc:
-            self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+            self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
             self._nak(m, wire.NAK_STORAGE)
             return
         self._ack(m.seq)
@@ -314,7 +302,7 @@ class App:
             ok = self.store.brownout_save(self._snapshot())
         except OSError:
             ok = False
-        self.event(3, EV_BROWNOUT_SAVE, "brownout save ok" if ok else "brownout save failed")
+        self.event(3, wire.EV_BROWNOUT_SAVE, "brownout save ok" if ok else "brownout save failed")
 
     def _housekeeping(self, now_ms: int) -> None:
         if self.browned or not self.store.armed:
@@ -325,7 +313,7 @@ class App:
                 self._save(now_ms)
             except OSError as exc:
                 self.policy.saved(now_ms, vals)  # retry after save_min, not every step
-                self.event(4, EV_STORAGE, "eeprom write failed: %s" % exc)
+                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
 
     # ------------------------------------------------------------ main loop
 
@@ -346,18 +334,18 @@ class App:
         elif self.browned:
             self.browned = False
             self.store.armed = self.persist_ok
-            self.event(2, EV_SUPPLY_BACK, "supply back without a reset")
+            self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
         if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
             self.seconds_seen = self.power.seconds
-            self.commit_ms = max(0, now_ms - self.power.after_sets * 1000 // self.sets_per_s)
+            self.commit_ms = max(0, now_ms - self.power.after_sets * 1000 // self.power.sets_per_s)
         if self.power.ac != self.ac:
             self.ac = self.power.ac
             if self.ac and self.ac_seen:
-                self.event(1, EV_AC_BACK, "mains voltage back")
+                self.event(1, wire.EV_AC_BACK, "mains voltage back")
             elif not self.ac and self.ac_seen:
-                self.event(2, EV_AC_LOST, "no mains voltage: 0 W")
+                self.event(2, wire.EV_AC_LOST, "no mains voltage: 0 W")
             self.ac_seen = True
         for ev in hal.pulse_edges():
             i = ev[0]
@@ -381,7 +369,7 @@ class App:
             self._housekeeping(now_ms)
             lost = getattr(hal, "adc_overruns", 0)
             if lost != self.adc_overruns:
-                self.event(4, EV_ADC_OVERRUN, "ADC blocks lost: %d in all" % lost)
+                self.event(4, wire.EV_ADC_OVERRUN, "ADC blocks lost: %d in all" % lost)
                 self.adc_overruns = lost
 
     def run(self) -> None:

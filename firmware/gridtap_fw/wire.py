@@ -111,6 +111,17 @@ NAK_NOT_SYNCED = 7
 NAK_VERSION = 8
 NAK_READ_ONLY = 9
 
+# EVENT codes (the level the board sends them at, in brackets)
+EV_RESTORED = 0x0101  # counters restored from EEPROM (1 info)
+EV_BROWNOUT_SAVE = 0x0102  # brownout: counters saved (3 warning)
+EV_FRESH = 0x0103  # no intact counter record: starting from zero (3)
+EV_CONFIG_DEFAULT = 0x0104  # no intact config image: defaults in use (2 notice)
+EV_STORAGE = 0x0105  # EEPROM read or write failed (4 critical)
+EV_SUPPLY_BACK = 0x0106  # supply monitor released after a brownout save (2)
+EV_AC_LOST = 0x0201  # no mains voltage: power reads 0 W (2)
+EV_AC_BACK = 0x0202  # mains voltage back (1)
+EV_ADC_OVERRUN = 0x0203  # the HAL lost ADC blocks: a gap in sampling (4)
+
 # COMMIT bits.
 COMMIT_CONFIG = 0x01
 COMMIT_COUNTERS = 0x02

@@ -50,7 +50,6 @@ from gridtap_sim.runner import VirtualBoard
 # batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
 # a second of board time later (docs/e2e.md, finding 4).
 BATCH_MAX_S = 1.0
-EV_BROWNOUT_SAVE = 0x0102   # EVENT code: brownout, counters saved (gridtap_fw.app)
 
 
 class SimClock:
@@ -113,7 +112,7 @@ class TapBoard(VirtualBoard):
             # second in progress. A COUNTER says what the registers held at that commit, not at
             # the instant it is sent (up to a second later): the analysis compares registers with
             # the truth at "at" (docs/e2e.md, finding 6).
-            if m.mtype == wire.GAUGE or (m.mtype == wire.EVENT and m.values[3] == EV_BROWNOUT_SAVE):
+            if m.mtype == wire.GAUGE or (m.mtype == wire.EVENT and m.values[3] == wire.EV_BROWNOUT_SAVE):
                 self.committed = self.now
             if m.mtype in (wire.COUNTER, wire.PULSE) and m.flags & wire.FLAG_RETX:
                 self.retx_seen += 1

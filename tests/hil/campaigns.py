@@ -196,7 +196,6 @@ def pulses(tmp: Path, n_pulses: int, seed: int = 3) -> PulseResult:
 
 # ---------------------------------------------------------------- brownouts
 
-EV_BROWNOUT_SAVE = 0x0102   # EVENT code: brownout, counters saved (gridtap_fw.app)
 
 
 @dataclass
@@ -251,7 +250,7 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
     problems: list[str] = []
     saved_at = []   # per boot: when (sim time) the brownout save's EVENT was stamped
     for b, msgs in enumerate(per_boot):
-        ev = [stamp_s(e) for e in cap.of(wire.EVENT, msgs) if e["code"] == EV_BROWNOUT_SAVE]
+        ev = [stamp_s(e) for e in cap.of(wire.EVENT, msgs) if e["code"] == wire.EV_BROWNOUT_SAVE]
         saved_at.append(boots[b] + ev[0] if ev else math.inf)
     for b, msgs in enumerate(per_boot):
         regs = register_times(msgs)
