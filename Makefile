@@ -46,7 +46,7 @@ $(STAMPS)/pip: pyproject.toml $(STAMPS)/apt
 	@touch $@
 
 # MicroPython rp2 port stubs for type-checking firmware/, outside the venv
-# (they carry MicroPython's own stdlib): tests/fwtest/typecheck_rp2.py.
+# (they carry MicroPython's own stdlib): tests/support/fwtest/typecheck_rp2.py.
 RP2_STUBS := micropython-rp2-rpi-pico-stubs==1.29.0.post1
 stubs: $(STAMPS)/stubs
 $(STAMPS)/stubs: $(STAMPS)/pip
@@ -63,7 +63,7 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
-	$(PY) tests/fwtest/typecheck_rp2.py
+	$(PY) tests/support/fwtest/typecheck_rp2.py
 
 pytest: setup
 	$(VENV)/bin/pytest
@@ -77,7 +77,7 @@ demo: setup
 	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
 
 clean:
-	rm -rf build native/build host/gridtap/_native*.so $(STAMPS)/native
+	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native
 
 bench: setup
 	$(PY) bench/run.py

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gridtap import native
+from gridtap.board import native
 from gridtap_fw import wire
 
 ffi, lib = native.ffi, native.lib
@@ -39,7 +39,7 @@ HOW = {
         "one gt_decoder_feed call (COBS, CRC-32, checks, typed gt_msg out) over %d COUNTER frames "
         "in one buffer, best of 7" % N_C,
     "codec.c.decode_to_python_frames_per_s":
-        "gridtap.native.NativeDecoder.feed over %d COUNTER frames, wire.Message objects out, "
+        "gridtap.board.native.NativeDecoder.feed over %d COUNTER frames, wire.Message objects out, "
         "best of 5" % N_PY,
     "codec.python.decode_frames_per_s":
         "gridtap_fw.wire.Decoder.feed (the reference codec, CPython) over %d COUNTER frames, "

@@ -30,7 +30,7 @@ def _short_run() -> dict[str, object]:
     for p in (ROOT, ROOT / "host", ROOT / "firmware", ROOT / "hardware"):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
-    from tests.e2e.harness import day_plan, run
+    from tests.support.e2e.harness import day_plan, run
 
     work = Path(tempfile.mkdtemp(prefix="gtbench-e2e-"))
     res = run(day_plan(sim_s=3 * 3600.0, seed=5), work, keep=True)

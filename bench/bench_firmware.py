@@ -107,10 +107,10 @@ print(best / (N * 48 / 4800) / 1000, kbest / (N * 48 / 4800) / 1000)
 
 
 def core_cost() -> dict[str, object]:
-    from tests.mpy import run_micropython  # bench/run.py puts the repository on sys.path
+    from tests.support.mpy import run_micropython  # bench/run.py puts the repository on sys.path
 
     out = run_micropython(CORE_SCRIPT % str(ROOT / "hardware" / "board.json"),
-                          extra_path=[ROOT / "tests" / "fwtest"], timeout=600)
+                          extra_path=[ROOT / "tests" / "support" / "fwtest"], timeout=600)
     core, kern = (float(x) for x in out.split()[-2:])
     return {"firmware.core.unix_ms_per_s": round(core, 2),
             "firmware.core.cost_vs_kernel": round(core / kern, 1)}

@@ -2,7 +2,7 @@
 
 The real firmware runs in MicroPython behind the simulator; these figures come
 only from what it said on its UART, scored against the simulator's truth
-(tests/hil/campaigns.py, the same campaigns `make soak` runs as tests).
+(tests/support/hil/campaigns.py, the same campaigns `make soak` runs as tests).
 
 hil.energy_error_pct.<scenario>  worst register's |firmware - truth| / truth in %, one simulated hour
 hil.pulse_miscounts              100,000 S0 pulses at 1..10 Hz with 5 ms bounce on two inputs
@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from tests.hil import campaigns
+from tests.support.hil import campaigns
 
 HOUR_S = 3600.0
 PULSES = 100_000

@@ -13,7 +13,7 @@ until the previous one is ACKed: one wake-up per simulated second at the
 least, the worst case of a board at 1x with prompt reads.
 
 The real daemon runs as a subprocess (`gridtap daemon -c ...`, its own
-rrdcached, REST API on) against the fake board of tests/daemon on a real pty.
+rrdcached, REST API on) against the fake board of tests/support on a real pty.
 The board sends one simulated hour as fast as the daemon ACKs it: 4 CT
 channels (two with an export series) and 2 pulse inputs, i.e. COUNTER + GAUGE
 per CT and PULSE per input every second, 8 RRD series.
@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gridtap.rrd import create_args  # noqa: E402
-from tests.daemon.fakeboard import FakeBoard  # noqa: E402
+from gridtap.store.rrd import create_args  # noqa: E402
+from tests.support.fakeboard import FakeBoard  # noqa: E402
 
 SIM_S = 3600
 WARMUP_S = 60
@@ -279,7 +279,7 @@ def hot_replay(work: Path) -> float:
     subprocess figure it separates the cost of the work from the cost of
     waking a sleeping process once per burst.
     """
-    from gridtap import codec
+    from gridtap.board import codec
     from gridtap.config import parse_config
     from gridtap.daemon import Daemon
 
@@ -326,7 +326,7 @@ VB_WARMUP_S = 300  # simulated seconds before the measured hour: boot, HELLO, co
 
 def virtual_board_config(tty: Path, state: Path, batch: float | None) -> str:
     """gridtap demo's sensors (every input of the reference board) with the daemon's default settings."""
-    from gridtap.demo import sensors_toml
+    from gridtap.commands.demo import sensors_toml
 
     return "\n".join(["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0", "",
                       "[board]", f'port = "{tty}"', *([] if batch is None else [f"read_batch_s = {batch}"]),
@@ -346,7 +346,7 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
     configured by default (or with read_batch_s = batch) on the board's 3 CTs (two signed) and 2 pulse
     inputs, 7 sensor ids at 1 Hz; (daemon + rrdcached CPU s, daemon wake-ups) per simulated hour, read
     off the simulator's clock."""
-    from gridtap.demo import Procs, read_pty_line, time_sync_s
+    from gridtap.commands.demo import Procs, read_pty_line, time_sync_s
     from gridtap.simclock import ClockReader
 
     work.mkdir()

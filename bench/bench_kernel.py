@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.mpy import run_micropython  # noqa: E402
+from tests.support.mpy import run_micropython  # noqa: E402
 
 NCH = 4            # V + 3 CT, as on hardware/board.json
 BLOCK_SETS = 48    # firmware/gridtap_fw/hal_rp2.py

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gridtap.rules import cfos, flukso, load_text  # noqa: E402
-from tests.rules.hostile_corpus import check_one, corpus  # noqa: E402
+from tests.support.hostile_rules import check_one, corpus  # noqa: E402
 
 RULE = "(v4 + v2) if v2 < 50 else v4"
 CFOS_RULE = "v2 < 50 ? v4 + v2 : v4"

@@ -93,9 +93,9 @@ def firmware_run(seconds: float = RUN_S, repeats: int = 2) -> dict[str, float]:
     """Best wall and CPU figures of `repeats` runs with the firmware process."""
     firmware = None
     if not (FIRMWARE_DIR / "gridtap_fw" / "app.py").exists():
-        firmware = ROOT / "tests" / "simtest" / "echo_fw.py"
+        firmware = ROOT / "tests" / "support" / "simfw" / "echo_fw.py"
         for k in ("sim.speedup", "sim.speedup_cpu"):
-            HOW[k] += " (firmware core missing: measured with tests/simtest/echo_fw.py)"
+            HOW[k] += " (firmware core missing: measured with tests/support/simfw/echo_fw.py)"
     best_wall = 0.0
     best: dict[str, float] = {}
     for _ in range(repeats):

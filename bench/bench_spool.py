@@ -34,11 +34,11 @@ for p in (ROOT, ROOT / "host", ROOT / "firmware"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from gridtap.codec import make_decoder  # noqa: E402
-from gridtap.mqtt import MqttPublisher, MqttSensor, gauge_topic  # noqa: E402
-from gridtap.spool import FLUKSO_AGING, Spool  # noqa: E402
+from gridtap.board.codec import make_decoder  # noqa: E402
+from gridtap.outputs.mqtt import MqttPublisher, MqttSensor, gauge_topic  # noqa: E402
+from gridtap.store.spool import FLUKSO_AGING, Spool  # noqa: E402
 from gridtap_fw import wire  # noqa: E402
-from tests.uplink.fakes import FakeClock  # noqa: E402
+from tests.support.fakes import FakeClock  # noqa: E402
 
 T0 = 1_700_000_000
 SID = "1994ad6054785f2db8f726086c486ca9"
@@ -113,7 +113,7 @@ def wal_bytes_per_day(tmp: Path) -> int:
 
 
 def sample_to_mqtt_p99(tmp: Path, n: int = 1000) -> float | None:
-    from tests.uplink.broker import Collector, Mosquitto
+    from tests.support.broker import Collector, Mosquitto
 
     try:
         broker = Mosquitto(tmp).start()

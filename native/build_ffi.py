@@ -1,4 +1,4 @@
-"""Build gridtap._native: every native/gt_*.c behind the cdefs of every native/*.cdef.
+"""Build gridtap.board._native: every native/gt_*.c behind the cdefs of every native/*.cdef.
 
 cffi API mode, out of line: the C sources are compiled with the project's strict
 flags into one extension module, which is copied next to host/gridtap/__init__.py
@@ -18,7 +18,7 @@ import cffi
 NATIVE = Path(__file__).resolve().parent
 ROOT = NATIVE.parent
 BUILD = NATIVE / "build"
-TARGET_DIR = ROOT / "host" / "gridtap"
+TARGET_DIR = ROOT / "host" / "gridtap" / "board"
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 
 
@@ -31,7 +31,7 @@ def make_ffi() -> cffi.FFI:
         raise SystemExit("native/: no *.cdef or gt_*.c files to build")
     ffi.cdef("\n".join(p.read_text() for p in cdefs))
     ffi.set_source(
-        "gridtap._native",
+        "gridtap.board._native",
         "\n".join(f'#include "{h.name}"' for h in headers),
         sources=[str(p) for p in sources],
         include_dirs=[str(NATIVE)],

@@ -1,7 +1,7 @@
 """Print the test-vector blocks for docs/protocol.md from the reference codec.
 
 Run it when a message type is added, paste the output into the document, and
-tests/test_protocol_doc.py keeps the two in step from then on:
+tests/firmware/test_protocol_doc.py keeps the two in step from then on:
 
     .venv/bin/python tools/protocol_vectors.py
 """

@@ -3,7 +3,7 @@
     python tools/soak.py --days 30            # one simulated month (hours of wall time)
     python tools/soak.py --days 0.5 --seed 3  # a shorter soak
 
-It runs `tests/e2e/harness.py` with `soak_plan`: a brownout every simulated day
+It runs `tests/support/e2e/harness.py` with `soak_plan`: a brownout every simulated day
 at a random instant, >= 20 `kill -9`s of the daemon, UART bursts at BER 1e-3, a
 3-day and a 20-day outage of both upload servers (scaled down when the run is
 shorter than they are), one restart each of the broker and rrdcached and one
@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host"), str(ROOT / "firmware"), str(ROOT / "hardware")]
 
-from tests.e2e.harness import run, soak_plan, stop_on_sigterm  # noqa: E402
+from tests.support.e2e.harness import run, soak_plan, stop_on_sigterm  # noqa: E402
 
 KEEP = ("ok", "failures", "sim_days", "faults_injected", "kills", "wh_lost_total", "wh_lost_by_stage",
         "wall_s", "drive_wall_s", "cpu_s", "pvoutput", "board", "settle")

@@ -3,7 +3,7 @@
 # docs/architecture.md has the contract. This module is the only firmware
 # code that touches machine and rp2; it cannot run in CI (no RP2040), but it
 # compiles with mpy-cross -march=armv6m and type-checks against the rp2 port
-# stubs (tests/test_firmware_typecheck.py).
+# stubs (tests/firmware/test_firmware_typecheck.py).
 #
 # * ADC: free-running round robin over V, CT1..CTn (AINSEL 0 first), paced by
 #   the ADC's own divider at sets_per_s * nch conversions/s, into the FIFO;

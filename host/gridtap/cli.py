@@ -15,14 +15,14 @@ from gridtap import __version__
 from gridtap.errors import UserError
 
 SUBCOMMAND_MODULES = (
-    "gridtap.wirecli",
-    "gridtap.simcli",
-    "gridtap.rulescli",
-    "gridtap.daemoncli",
-    "gridtap.graph",
-    "gridtap.flash",
-    "gridtap.calibrate",
-    "gridtap.demo",
+    "gridtap.commands.wire",
+    "gridtap.commands.sim",
+    "gridtap.commands.rules",
+    "gridtap.commands.daemon",
+    "gridtap.commands.graph",
+    "gridtap.commands.flash",
+    "gridtap.commands.calibrate",
+    "gridtap.commands.demo",
 )
 
 

@@ -144,7 +144,7 @@ class Config:
 
 # Sections that belong to other modules: section -> (module, parse function).
 DELEGATED = {
-    "pvoutput": ("gridtap.pvoutput", "parse_config"),
+    "pvoutput": ("gridtap.outputs.pvoutput", "parse_config"),
     "rules": ("gridtap.rules", "parse_config"),
 }
 

@@ -19,13 +19,13 @@ import threading
 import time
 from typing import Any
 
+from gridtap.board.link import SerialLink
+from gridtap.board.session import Session, Sink
 from gridtap.config import Config
-from gridtap.epochs import CounterStore
 from gridtap.errors import UserError
-from gridtap.ingest import Session, Sink
-from gridtap.link import SerialLink
-from gridtap.live import LiveStore
-from gridtap.rrd import STEP, NightStore, RrdCached, RrdStore, default_socket
+from gridtap.store.epochs import CounterStore
+from gridtap.store.live import LiveStore
+from gridtap.store.rrd import NightStore, RrdCached, RrdSink, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
 
@@ -33,7 +33,7 @@ MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers 
 CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
 
 # Optional features: config section -> the module that must exist to run it.
-FEATURES = {"mqtt": "gridtap.mqtt", "flukso": "gridtap.flukso_upload"}
+FEATURES = {"mqtt": "gridtap.outputs.mqtt", "flukso": "gridtap.outputs.flukso"}
 
 
 class TimeRate:
@@ -55,54 +55,6 @@ class TimeRate:
             self.rate = min(max((t - self.t) / (mono - self.m), 1.0), 1e4)
             self.t, self.m = t, mono
         return self.rate
-
-
-class RrdSink:
-    """Counter outputs into the per-series RRDs; a refused update is logged, never fatal.
-
-    The RRD step is 10 s, so one value per series per step is enough: the
-    first tuple of each step is written at once (with 1 Hz tuples that is the
-    value at the step boundary), the others only replace a held value that is
-    written when the series moves to the next step, or at shutdown. The
-    counter is cumulative, so nothing of the energy is lost, and rrdcached
-    gets a tenth of the updates.
-    """
-
-    wants_gauges = False
-
-    def __init__(self, store: RrdStore) -> None:
-        self.store = store
-        self.bucket: dict[str, int] = {}
-        self.held: dict[str, tuple[int, int]] = {}
-
-    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        b = t // STEP
-        current = self.bucket.get(sensor)
-        if current is not None and b < current:
-            return  # older than what was written: an RRD only goes forward
-        if current == b:
-            held = self.held.get(sensor)
-            if held is None or t > held[0]:
-                self.held[sensor] = (t, total_milli)
-            return
-        self.bucket[sensor] = b
-        self.held.pop(sensor, None)
-        self._write(sensor, t, total_milli)
-
-    def _write(self, sensor: str, t: int, total_milli: int) -> None:
-        try:
-            self.store.update(sensor, t, total_milli)
-        except (OSError, ConnectionError) as exc:
-            self.store.errors += 1
-            log.warning("rrd update for %s failed: %s", sensor, exc)
-
-    def flush_held(self) -> None:
-        for sensor, (t, total) in sorted(self.held.items()):
-            self._write(sensor, t, total)
-        self.held.clear()
-
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
-        """Live values are not stored: the RRDs hold energy, from which power follows exactly."""
 
 
 def check_features(cfg: Config) -> None:
@@ -161,7 +113,7 @@ class Daemon:
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
         spool = None
-        from gridtap import uplinks
+        from gridtap.outputs import uplinks
 
         if self.cfg.flukso is not None:
             fl = uplinks.FluksoLink(self.cfg)
@@ -181,7 +133,7 @@ class Daemon:
                                sinks=sinks, spool=spool)
         self.link.on_connect = self.session.connected
         if d.api:
-            from gridtap.restapi import ApiServer
+            from gridtap.outputs.restapi import ApiServer
 
             self.api = ApiServer(self, d.bind, d.port)
             self.api.start()

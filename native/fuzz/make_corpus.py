@@ -3,7 +3,7 @@
 Each seed starts with the harness mode byte (see fuzz_wire.c): 0 stream,
 1 frame (header|payload, the harness adds the CRC), 2 typed (a gt_msg image,
 host ABI). `--check` exits 1 if the committed corpus differs from what this
-script would write (tests/test_fuzz_wire.py runs that).
+script would write (tests/native/test_fuzz_wire.py runs that).
 
     .venv/bin/python native/fuzz/make_corpus.py [--check]
 """
@@ -19,9 +19,9 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 
 def seeds() -> dict[str, bytes]:
     sys.path.insert(0, str(ROOT))
-    from gridtap import native
+    from gridtap.board import native
     from gridtap_fw import wire
-    from tests.vectors import rejects, vectors
+    from tests.support.vectors import rejects, vectors
 
     out: dict[str, bytes] = {}
     vecs = vectors()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.analysis import Truth, firmware_finals, firmware_stage, host_reference, interp_register
+from tests.support.e2e.analysis import Truth, firmware_finals, firmware_stage, host_reference, interp_register
 
 SENSORS = (("load", "ct", 0, "b" * 32, None), ("meter", "pulse", 0, "c" * 32, None))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import day_plan, run
+from tests.support.e2e.harness import day_plan, run
 
 SIM_S = float(os.environ.get("GRIDTAP_E2E_SIM_S", "86400"))
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from gridtap import codec
+from gridtap.board import codec
+from gridtap.board.session import Session
 from gridtap.config import BoardConfig, SensorConfig
-from gridtap.epochs import CounterStore
-from gridtap.ingest import Session
-from gridtap.live import LiveStore
+from gridtap.store.epochs import CounterStore
+from gridtap.store.live import LiveStore
 from gridtap_fw import wire
 from gridtap_sim.engine import load_record
-from tests.daemon.conftest import Recorder
-from tests.e2e import analysis
-from tests.e2e.harness import REPO, SENSORS
+from tests.support.daemon import Recorder
+from tests.support.e2e import analysis
+from tests.support.e2e.harness import REPO, SENSORS
 
 T = 1_780_315_200
 
@@ -62,7 +62,7 @@ def test_a_brownout_mid_second_loses_no_energy(tmp_path: Path, fail_at: float) -
     plan = {"out_dir": str(out), "seed": 3, "duration": 40.0, "start_of_day_s": 12 * 3600.0, "t0": T,
             "clock_file": str(tmp_path / "clock.bin"), "outages": [(fail_at, fail_at + 3.1)], "bursts": []}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    argv = [sys.executable, "-m", "tests.e2e.simboard", "--plan", str(tmp_path / "plan.json")]
+    argv = [sys.executable, "-m", "tests.support.e2e.simboard", "--plan", str(tmp_path / "plan.json")]
     proc = subprocess.Popen(argv,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gridtap.boardclient import BoardClient
-from tests.hil.rig import IDEAL, VirtualRig
+from gridtap.board.client import BoardClient
+from tests.support.hil.rig import IDEAL, VirtualRig
 
 
 @pytest.fixture

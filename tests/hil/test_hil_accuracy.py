@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.campaigns import ACCURACY_SCENARIOS, BIG_LOAD_W, IDLE_W, accuracy
+from tests.support.hil.campaigns import ACCURACY_SCENARIOS, BIG_LOAD_W, IDLE_W, accuracy
 
 pytestmark = pytest.mark.usefixtures("virtual_only")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.campaigns import brownouts
+from tests.support.hil.campaigns import brownouts
 
 pytestmark = pytest.mark.usefixtures("virtual_only")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gridtap.boardclient import BoardClient
-from gridtap.calibrate import average_gauges
+from gridtap.board.client import BoardClient
+from gridtap.commands.calibrate import average_gauges
 from gridtap.errors import UserError
 from gridtap_fw import wire
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.campaigns import pulses
+from tests.support.hil.campaigns import pulses
 
 pytestmark = pytest.mark.usefixtures("virtual_only")
 

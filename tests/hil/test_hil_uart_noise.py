@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.campaigns import uart_noise
+from tests.support.hil.campaigns import uart_noise
 
 pytestmark = pytest.mark.usefixtures("virtual_only")
 

@@ -1,0 +1,543 @@
+"""The board session: what the daemon does with every frame, and what it sends back.
+
+* HELLO starts (or resumes) a counter epoch, sets the board clock and brings
+  the board's sensor configuration in line with the config file: CONFIG_GET
+  per channel, CONFIG_SET only where a value differs, then one COMMIT (none
+  when nothing changed, so reconnects and resets cost the board no EEPROM
+  write).
+* COUNTER and PULSE become host totals through the epoch store and go to the
+  outputs (RRDs, the live view, MQTT) and to the durable spool.
+* Reliable frames are ACKed in batches: at once when there is no spool, and
+  only after the spool commit that holds them when there is one (the board
+  keeps and resends whatever was not ACKed).
+* Commands that get no answer within 500 ms are sent again, up to 5 times.
+* TIME drifting by 1 s or more gets a TIME_SET.
+
+Tuples that arrive before the first HELLO of a connection are not ACKed: the
+board sends them again once the session knows which epoch they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gridtap.config import BoardConfig, SensorConfig
+from gridtap.store.epochs import CounterStore
+from gridtap.store.live import Gauge, LiveStore
+from gridtap_fw import wire
+
+log = logging.getLogger("gridtap.board.session")
+
+_ACK_HEAD = struct.Struct("<BBBHB")
+
+
+def ack_frame(seq: int, seqs: list[int]) -> bytes:
+    """The ACK frame for seqs (1..ACK_MAX sorted seq numbers), byte for byte wire.encode(ACK, ...).
+
+    One ACK goes out per burst; this builds it with two struct calls and a
+    zlib CRC instead of the generic encoder's pack-and-parse-back check. The
+    raw frame is under 254 bytes, so COBS is one length byte per zero-free run.
+    """
+    raw = _ACK_HEAD.pack(wire.PROTO_VERSION, wire.ACK, 0, seq, len(seqs)) + struct.pack(
+        "<%dH" % len(seqs), *seqs)
+    raw += struct.pack("<I", zlib.crc32(raw))
+    return b"\x00" + b"".join(bytes((len(run) + 1,)) + run for run in raw.split(b"\x00")) + b"\x00"
+
+
+RETRY_S = 0.5
+# ACKs may wait this long to be batched (the board resends after 2 s, firmware RETX_MS).
+# 0: one ACK frame per burst the link reads, which is already one per second at 1 Hz.
+ACK_DELAY_S = 0.0
+IDLE_WAIT_S = 2.0  # nothing pending: sleep until the board speaks (or 2 s)
+MAX_TRIES = 5
+TIME_SYNC_S = 1.0
+MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
+NAK_REASONS = {
+    1: "unknown type",
+    2: "bad length",
+    3: "bad parameter for that target",
+    4: "bad value",
+    5: "busy",
+    6: "storage failure",
+    7: "clock not set",
+    8: "version",
+    9: "read-only",
+}
+# The board's EVENT levels are syslog's lower half (docs/protocol.md): 0 debug, 1 info, 2 notice,
+# 3 warning, 4 critical. Python has no notice: it is logged as info (a supply coming back is news,
+# not a problem), and a brownout save is a warning, not an error.
+EVENT_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.INFO, 3: logging.WARNING, 4: logging.CRITICAL}
+
+
+class Sink(Protocol):
+    """An output: cumulative totals (thousandths) and live values (unit "W", "L/day" or "V")."""
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None: ...
+
+
+class Spool(Protocol):
+    def add(self, sensor_id: str, ts: int, counter: int | float, token: Any = None) -> None: ...
+
+    def maybe_commit(self) -> list[Any]: ...
+
+    def commit_deadline(self) -> float | None: ...
+
+
+@dataclass
+class Pending:
+    mtype: int
+    values: tuple[Any, ...]
+    sent: float
+    tries: int = 1
+    what: str = ""
+    on_ok: Callable[[], None] | None = None
+
+
+@dataclass
+class Stats:
+    tuples: int = 0
+    duplicates: int = 0
+    unmapped: int = 0
+    unsynced: int = 0
+    before_hello: int = 0
+    acks_sent: int = 0
+    gauges: int = 0
+    events: int = 0
+    time_sets: int = 0
+    config_pushes: int = 0
+    naks: int = 0
+    gave_up: int = 0
+    epochs: list[int] = field(default_factory=list)
+
+
+class Session:
+    def __init__(
+        self,
+        board: BoardConfig,
+        sensors: tuple[SensorConfig, ...],
+        store: CounterStore,
+        live: LiveStore,
+        send: Callable[[bytes], bool],
+        sinks: list[Sink] | None = None,
+        spool: Spool | None = None,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.board = board
+        self.ct = {s.index: s for s in sensors if s.kind == "ct" and s.enabled}
+        self.pulse = {s.index: s for s in sensors if s.kind == "pulse" and s.enabled}
+        self.sensors = sensors
+        self.store = store
+        self.live = live
+        self._send = send
+        self.sinks = sinks or []
+        # Only outputs that use live values get them (RRDs store energy only).
+        self.gauge_sinks = [k for k in self.sinks if getattr(k, "wants_gauges", True)]
+        self.spool = spool
+        self.clock = clock
+        self.mono = mono
+        self.seq = 0
+        self.pending: dict[int, Pending] = {}
+        self.to_ack: list[int] = []
+        self.ack_due = 0.0
+        self.epoch: int | None = None
+        self.hello: dict[str, Any] | None = None
+        self.config_wait: set[int] = set()  # CONFIG_GET and CONFIG_SET seqs still unanswered
+        self.config_get: dict[tuple[int, int], tuple[int, tuple[tuple[int, Any], ...], str]] = {}
+        self.config_sets = 0
+        self.config_failed = False
+        self.stats = Stats()
+        self.last_time_set = -1e9
+        self.newest_t = 0  # board time of the newest tuple accepted
+        self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
+        self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
+        self.routes = self._routes_of()
+
+    # ------------------------------------------------------------ sending
+
+    def _frame(self, mtype: int, values: tuple[Any, ...], seq: int, flags: int = 0) -> bool:
+        return self._send(wire.encode(mtype, seq, values, flags))
+
+    def command(
+        self,
+        mtype: int,
+        values: tuple[Any, ...] = (),
+        what: str = "",
+        on_ok: Callable[[], None] | None = None,
+    ) -> int:
+        seq = self.seq
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.pending[seq] = Pending(
+            mtype, values, self.mono(), what=what or wire.TYPE_NAMES[mtype], on_ok=on_ok
+        )
+        self._frame(mtype, values, seq)
+        return seq
+
+    def connected(self) -> None:
+        """A (re)opened port: forget the epoch until the board says HELLO again."""
+        self.epoch = None
+        self.pending.clear()
+        self.to_ack.clear()
+        self.config_wait.clear()
+        self.config_get.clear()
+        self.command(wire.HELLO_REQ)
+
+    def tick(self) -> None:
+        """Retries, spool-driven ACKs and the ACK flush; call after every read."""
+        now = self.mono()
+        for seq, p in list(self.pending.items()):
+            if now - p.sent < RETRY_S:
+                continue
+            if p.tries >= MAX_TRIES:
+                del self.pending[seq]
+                self.stats.gave_up += 1
+                if p.mtype in (wire.CONFIG_GET, wire.CONFIG_SET, wire.COMMIT):
+                    self.config_failed = True
+                    self.config_wait.discard(seq)
+                log.error("board did not answer %s after %d tries", p.what, p.tries)
+                if p.mtype == wire.HELLO_REQ:
+                    self.command(wire.HELLO_REQ)  # keep asking: without HELLO nothing is ACKed
+                continue
+            p.tries += 1
+            p.sent = now
+            self._frame(p.mtype, p.values, seq, wire.FLAG_RETX)
+        if self.spool is not None:
+            for token in self.spool.maybe_commit():
+                epoch, seq = token
+                if epoch == self.epoch:
+                    self._ack_later(seq)
+        if self.to_ack and self.mono() >= self.ack_due:
+            self.flush_acks()
+
+    def _ack_later(self, seq: int) -> None:
+        if not self.to_ack:
+            self.ack_due = self.mono() + ACK_DELAY_S
+        self.to_ack.append(seq)
+        if len(self.to_ack) >= wire.ACK_MAX:
+            self.flush_acks()
+
+    def wait_hint(self, longest: float = IDLE_WAIT_S) -> float:
+        """How long the link may wait for bytes before tick() has something to do (at most longest).
+
+        The earliest of: a command's retry, the ACK flush, the spool commit
+        that will ACK what it holds. With none of them the daemon sleeps until
+        the board speaks (or longest).
+        """
+        due = None
+        if self.pending:
+            due = min(p.sent for p in self.pending.values()) + RETRY_S
+        if self.to_ack and (due is None or self.ack_due < due):
+            due = self.ack_due
+        if self.spool is not None:
+            commit_at = self.spool.commit_deadline()
+            if commit_at is not None and (due is None or commit_at < due):
+                due = commit_at
+        if due is None:
+            return longest
+        return min(longest, max(0.0, due - self.mono()))
+
+    def flush_acks(self) -> None:
+        while self.to_ack:
+            batch = sorted(set(self.to_ack[: wire.ACK_MAX]))
+            del self.to_ack[: wire.ACK_MAX]
+            self._send(ack_frame(self.seq, batch))
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.stats.acks_sent += 1
+
+    # ------------------------------------------------------------ receiving
+
+    def handle(self, msg: wire.Message) -> None:
+        t = msg.mtype
+        if t == wire.COUNTER or t == wire.PULSE:
+            self._tuple(msg)
+        elif t == wire.GAUGE:
+            self._gauge(msg)
+        elif t == wire.HELLO:
+            self._hello(msg)
+        elif t == wire.TIME:
+            self._time(msg)
+        elif t == wire.ACK:
+            for seq in msg.values[0]:
+                p = self.pending.pop(seq, None)
+                if p is not None:
+                    self._done(seq, p)
+        elif t == wire.NAK:
+            self._nak(msg)
+        elif t == wire.EVENT:
+            self._event(msg)
+        elif t == wire.CONFIG:
+            self._config_reply(msg)
+        else:
+            log.debug("ignoring %s from the board", wire.TYPE_NAMES.get(t, t))
+
+    def _done(self, seq: int, p: Pending) -> None:
+        if seq in self.config_wait:
+            self.config_wait.discard(seq)
+            self._config_progress()
+        if p.on_ok is not None:
+            p.on_ok()
+
+    def _config_reply(self, msg: wire.Message) -> None:
+        """The board's current values for one target: set only what differs from the config."""
+        target, index, have_items = msg.values
+        entry = self.config_get.pop((target, index), None)
+        if entry is None:
+            return
+        seq, items, what = entry
+        self.pending.pop(seq, None)
+        self.config_wait.discard(seq)
+        have = dict(have_items)
+        if any(have.get(pid) != value for pid, value in items):
+            self._config_set(target, index, items, what)
+        self._config_progress()
+
+    def _config_set(self, target: int, index: int, items: tuple[tuple[int, Any], ...], what: str) -> None:
+        seq = self.command(wire.CONFIG_SET, (target, index, items), what=f"CONFIG_SET for {what}")
+        self.config_wait.add(seq)
+        self.config_sets += 1
+
+    def _config_progress(self) -> None:
+        if self.config_wait or self.config_failed:
+            return
+        if self.config_sets == 0:
+            log.info("board config already matches the config file: nothing to write")
+            return
+        self.config_sets = 0
+        self.command(wire.COMMIT, (wire.COMMIT_CONFIG,), what="COMMIT of the sensor config",
+                     on_ok=lambda: log.info("board config committed"))
+
+    def _nak(self, msg: wire.Message) -> None:
+        ref_seq, ref_type, reason = msg.values
+        p = self.pending.pop(ref_seq, None)
+        self.stats.naks += 1
+        what = p.what if p is not None else wire.TYPE_NAMES.get(ref_type, str(ref_type))
+        log.error("board refused %s: %s", what, NAK_REASONS.get(reason, f"reason {reason}"))
+        if ref_seq in self.config_wait:
+            self.config_wait.discard(ref_seq)
+            for key, (seq, items, what) in list(self.config_get.items()):
+                if seq == ref_seq:  # the board cannot report these: write them instead
+                    del self.config_get[key]
+                    self._config_set(key[0], key[1], items, what)
+                    return
+            self.config_failed = True
+
+    def _hello(self, msg: wire.Message) -> None:
+        h = msg.as_dict()
+        for seq, p in list(self.pending.items()):
+            if p.mtype == wire.HELLO_REQ:
+                del self.pending[seq]
+        first = (
+            self.hello is None
+            or self.hello["boot_count"] != h["boot_count"]
+            or self.hello["board_id"] != h["board_id"]
+            or self.epoch is None
+        )
+        self.hello = h
+        epoch = self.store.begin_epoch(h["board_id"], h["boot_count"], h["reset_cause"])
+        if epoch != self.epoch:
+            log.info(
+                "board %s boot %d (reset cause %d, fw %d.%d.%d): counter epoch %d",
+                h["board_id"].hex(),
+                h["boot_count"],
+                h["reset_cause"],
+                h["fw_major"],
+                h["fw_minor"],
+                h["fw_patch"],
+                epoch,
+            )
+            self.stats.epochs.append(epoch)
+        self.epoch = epoch
+        self.last_uptime = 0
+        self.to_ack.clear()
+        if first:
+            # Commands to an earlier boot died with its RAM (a flicker reboots the board during
+            # the config check): left pending they would time out as false failures and keep a
+            # stale TIME_SET from being sent afresh. This boot gets its own clock set and check.
+            self.pending.clear()
+        self.set_time()
+        if first:
+            self.push_config(h["n_ct"], h["n_pulse"])
+
+    def set_time(self) -> None:
+        if any(p.mtype == wire.TIME_SET for p in self.pending.values()):
+            return
+        now = self.clock()
+        s = int(now)
+        self.command(wire.TIME_SET, (s, min(999, int((now - s) * 1000))), what="TIME_SET")
+        self.stats.time_sets += 1
+        self.last_time_set = self.mono()
+
+    def _time(self, msg: wire.Message) -> None:
+        unix_s, ms, uptime, synced = msg.values
+        if self.epoch is not None and uptime < self.last_uptime:
+            # The board rebooted and its HELLO was lost on the wire: take no tuple into the old
+            # epoch (they stay unACKed, so the board resends them) until HELLO names the new boot.
+            log.warning("board uptime went back (%d -> %d ms) without a HELLO: asking for one",
+                        self.last_uptime, uptime)
+            self.epoch = None
+            self.command(wire.HELLO_REQ)
+        self.last_uptime = uptime
+        drift = unix_s + ms / 1000.0 - self.clock()
+        if not synced or abs(drift) >= TIME_SYNC_S:
+            log.info("board clock %s by %.3f s: setting it", "not set" if not synced else "off", drift)
+            self.set_time()
+
+    def config_frames(
+        self, n_ct: int, n_pulse: int
+    ) -> list[tuple[int, int, tuple[tuple[int, Any], ...], str]]:
+        out: list[tuple[int, int, tuple[tuple[int, Any], ...], str]] = []
+        board_items: list[tuple[int, Any]] = []
+        if self.board.save_wh is not None:
+            board_items.append((wire.P_SAVE_WH, self.board.save_wh))
+        if self.board.save_min is not None:
+            board_items.append((wire.P_SAVE_MIN, self.board.save_min))
+        if board_items:
+            out.append((wire.TARGET_BOARD, 0, tuple(board_items), "board settings"))
+        for i in range(n_ct):
+            s = self.ct.get(i)
+            if s is None:
+                out.append((wire.TARGET_CT, i, ((wire.P_ENABLED, 0),), f"ct channel {i} (off)"))
+                continue
+            items: list[tuple[int, Any]] = [(wire.P_ENABLED, 1), (wire.P_SENSOR_ID, bytes.fromhex(s.id))]
+            if s.export_id:
+                items.append((wire.P_SENSOR_ID_EXPORT, bytes.fromhex(s.export_id)))
+            items += [
+                (wire.P_GAIN_E6, round(s.gain * 1e6)),
+                (wire.P_PHASE_MDEG, s.phase_mdeg),  # calibration plus the line (L2 +120 deg)
+                (wire.P_INVERT, int(s.invert)),
+            ]
+            out.append((wire.TARGET_CT, i, tuple(items), f"ct channel {i} ({s.name})"))
+        for i in range(n_pulse):
+            s = self.pulse.get(i)
+            if s is None:
+                out.append((wire.TARGET_PULSE, i, ((wire.P_ENABLED, 0),), f"pulse input {i} (off)"))
+                continue
+            items = [
+                (wire.P_ENABLED, 1),
+                (wire.P_SENSOR_ID, bytes.fromhex(s.id)),
+                (wire.P_METER_CONST_MILLI, round(s.meter_constant * 1000)),
+                (wire.P_DEBOUNCE_MS, s.debounce_ms),
+                (wire.P_TRIGGER, 1 if s.trigger == "level" else 0),
+                (wire.P_UNIT, 1 if s.unit == "litre" else 0),
+            ]
+            out.append((wire.TARGET_PULSE, i, tuple(items), f"pulse input {i} ({s.name})"))
+        return out
+
+    def push_config(self, n_ct: int, n_pulse: int) -> None:
+        for s in self.sensors:
+            have = n_ct if s.kind == "ct" else n_pulse
+            if s.enabled and s.index >= have:
+                what = "channel" if s.kind == "ct" else "input"
+                log.error(
+                    "sensor %s: %s %s %d, but the board has only %d", s.name, s.kind, what, s.index, have
+                )
+        self.config_failed = False
+        self.config_wait.clear()
+        self.config_get.clear()
+        self.config_sets = 0
+        self.stats.config_pushes += 1
+        # Ask first and write only what differs: every COMMIT costs the board an EEPROM write,
+        # and HELLO comes after every reconnect and every board reset.
+        for target, index, items, what in self.config_frames(n_ct, n_pulse):
+            params = tuple(pid for pid, _value in items)
+            seq = self.command(wire.CONFIG_GET, (target, index, params), what=f"CONFIG_GET for {what}")
+            self.config_wait.add(seq)
+            self.config_get[(target, index)] = (seq, items, what)
+
+    def _routes_of(self) -> dict[tuple[int, int], tuple[tuple[str, str, int, int, bool], ...]]:
+        """(COUNTER or PULSE, channel) -> per series (sensor id, role, index of the whole units in the
+        values, index of the thousandths, litre?): worked out once instead of for every tuple."""
+        out: dict[tuple[int, int], tuple[tuple[str, str, int, int, bool], ...]] = {}
+        for ch, s in self.ct.items():
+            series = [(s.id, "import", 3, 4, False)]
+            if s.export_id:
+                series.append((s.export_id, "export", 5, 6, False))
+            out[(wire.COUNTER, ch)] = tuple(series)
+        for i, p in self.pulse.items():
+            out[(wire.PULSE, i)] = ((p.id, "pulse", 3, 4, p.unit == "litre"),)
+        return out
+
+    def _tuple(self, msg: wire.Message) -> None:
+        epoch = self.epoch
+        if epoch is None:
+            self.stats.before_hello += 1
+            if not any(p.mtype == wire.HELLO_REQ for p in self.pending.values()):
+                self.command(wire.HELLO_REQ)
+            return
+        stats = self.stats
+        stats.tuples += 1
+        v = msg.values
+        routes = self.routes.get((msg.mtype, v[0]))
+        if not routes:
+            stats.unmapped += 1
+            self._ack_later(msg.seq)
+            return
+        t = v[1]
+        ms = v[2]
+        valid_t = t > MIN_VALID_T
+        if valid_t and t > self.newest_t:
+            self.newest_t = t
+        spool = self.spool
+        update = self.store.update
+        newest_out = self.newest_out
+        t_ms = t * 1000 + ms
+        for sensor, role, hi, lo, litre in routes:
+            total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
+            if not advanced:
+                stats.duplicates += 1
+            if not valid_t:
+                continue
+            if spool is not None:
+                spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
+            # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
+            # readings in time order only: a resent (RETX) tuple older than one already passed on
+            # is for the spool (above), never a step back for them.
+            if t_ms <= newest_out.get(sensor, -1):
+                continue
+            newest_out[sensor] = t_ms
+            rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
+            for sink in self.sinks:
+                sink.counter(sensor, role, t, total)
+            if rate is not None:
+                for sink in self.gauge_sinks:
+                    sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
+        if not valid_t:
+            stats.unsynced += 1
+        if spool is None or not valid_t:
+            self._ack_later(msg.seq)
+
+    def _gauge(self, msg: wire.Message) -> None:
+        self.stats.gauges += 1
+        ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values
+        s = self.ct.get(ch)
+        if s is None or t <= MIN_VALID_T:
+            return
+        g = Gauge(
+            t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
+        )
+        self.live.put_gauge(s.id, s.export_id, g)
+        for sink in self.gauge_sinks:
+            sink.gauge(s.id, "import", t, max(0.0, g.power_w), "W")
+            if s.export_id:
+                sink.gauge(s.export_id, "export", t, max(0.0, -g.power_w), "W")
+            sink.gauge(s.id, "import", t, g.vrms, "V")
+
+    def _event(self, msg: wire.Message) -> None:
+        self.stats.events += 1
+        _t, _ms, level, code, text = msg.values
+        log.log(
+            EVENT_LEVELS.get(level, logging.INFO),
+            "board event %d: %s",
+            code,
+            bytes(text).decode("utf-8", "replace"),
+        )
+        if self.epoch is not None:
+            self._ack_later(msg.seq)

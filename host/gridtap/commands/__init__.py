@@ -1,0 +1,1 @@
+"""The `gridtap` subcommands, one module each; cli.py registers them."""

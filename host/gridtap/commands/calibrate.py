@@ -1,0 +1,145 @@
+"""`gridtap calibrate`: V and I gain and phase correction from a reference load and meter.
+
+Put a known load on one CT channel, read the reference meter (V, A and, for
+the phase, W), and run
+
+    gridtap calibrate --port /dev/ttyUSB0 --channel 0 --ref-volts 231.4 --ref-amps 8.62 --ref-watts 1994
+
+(--port is the board's protocol link: UART0 through a USB-serial adapter on
+the gridtap-1, see hardware/hil-rig.md; stop the daemon first.)
+
+The board's GAUGEs are averaged over --seconds, the new gains and phase are
+computed from the ratios, written with CONFIG_SET and made permanent with
+COMMIT, then checked by reading the gauges again.
+
+Why a reactive load for the phase: with a resistive load the board sees
+PF = cos(error), which is symmetric in the error's sign and flat near zero, so
+the phase cannot be recovered. With PF around 0.5 the slope is steep and the
+sign is known. With a resistive reference only the gains are changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gridtap.config import wrap_mdeg
+from gridtap.errors import UserError
+from gridtap_fw import wire
+
+# Below this reference PF the phase error is observable well enough.
+PHASE_PF_LIMIT = 0.9
+# Below this reference current the ratio is mostly ADC noise.
+MIN_AMPS = 0.05
+
+
+@dataclass(frozen=True)
+class Reading:
+    volts: float
+    amps: float
+    watts: float | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    v_gain_e6: int
+    i_gain_e6: int
+    phase_mdeg: int
+    phase_changed: bool
+
+
+def average_gauges(gauges: list[dict[str, Any]]) -> Reading:
+    if len(gauges) < 3:
+        raise UserError(f"only {len(gauges)} GAUGE readings arrived; is the channel enabled and the load on?")
+    n = len(gauges)
+    return Reading(
+        volts=sum(g["vrms_mv"] for g in gauges) / n / 1000,
+        amps=sum(g["irms_ma"] for g in gauges) / n / 1000,
+        watts=sum(g["power_mw"] for g in gauges) / n / 1000,
+    )
+
+
+def compute(board: Reading, ref: Reading, v_gain_e6: int, i_gain_e6: int, phase_mdeg: int) -> Calibration:
+    """New calibration from what the board read and what the reference meter read."""
+    if board.volts <= 0 or board.amps <= 0:
+        raise UserError("the board reads no voltage or no current on that channel")
+    if ref.volts <= 0 or ref.amps <= 0:
+        raise UserError("reference volts and amps must be positive")
+    if ref.amps < MIN_AMPS:
+        raise UserError(f"reference current {ref.amps} A is too small to calibrate from; use a bigger load")
+    new_v = round(v_gain_e6 * ref.volts / board.volts)
+    new_i = round(i_gain_e6 * ref.amps / board.amps)
+    new_phase = phase_mdeg
+    changed = False
+    if ref.watts is not None and board.watts is not None:
+        ref_pf = ref.watts / (ref.volts * ref.amps)
+        if abs(ref_pf) > 1.02:
+            raise UserError(f"reference readings give PF {ref_pf:.3f} > 1: check the numbers")
+        board_pf = board.watts / (board.volts * board.amps)
+        if abs(ref_pf) < PHASE_PF_LIMIT:
+            # Angles by which the current lags the voltage, as each meter sees it.
+            phi_ref = math.degrees(math.acos(max(-1.0, min(1.0, ref_pf))))
+            phi_board = math.degrees(math.acos(max(-1.0, min(1.0, board_pf))))
+            # Kept within the board's -180..180 degrees: a CT on L2 or L3 carries
+            # its line's 120 degrees in phase_mdeg too (hardware/analogue.md 2a).
+            new_phase = wrap_mdeg(phase_mdeg + round((phi_board - phi_ref) * 1000))
+            changed = True
+    for name, value in (("voltage gain", new_v), ("current gain", new_i)):
+        if not 0 < value < 2**32:
+            raise UserError(f"computed {name} {value / 1e6:.4f} is out of range")
+    return Calibration(new_v, new_i, new_phase, changed)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="compute and write V/I gain and phase from a reference meter")
+    p.add_argument("--port", required=True, help="serial port of the board (stop the daemon first)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--channel", type=int, required=True, help="CT channel, from 0 (CT1 = 0)")
+    p.add_argument("--ref-volts", type=float, required=True, help="reference meter voltage, V rms")
+    p.add_argument("--ref-amps", type=float, required=True, help="reference meter current, A rms")
+    p.add_argument("--ref-watts", type=float, help="reference real power, W (needed for the phase)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to average the board's gauges")
+    p.add_argument("--dry-run", action="store_true", help="compute and print, but write nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gridtap.board.client import BoardClient
+
+    if not args.seconds > 0:
+        raise UserError("--seconds must be positive")
+    client = BoardClient.open(args.port, args.baud)
+    try:
+        hello = client.hello()
+        if not 0 <= args.channel < hello["n_ct"]:
+            raise UserError(f"--channel must be 0..{hello['n_ct'] - 1} on this board")
+        client.set_time()
+        v_cfg = client.config_get(wire.TARGET_VOLTAGE, 0, (wire.P_GAIN_E6,))
+        i_cfg = client.config_get(wire.TARGET_CT, args.channel, (wire.P_GAIN_E6, wire.P_PHASE_MDEG))
+        board = average_gauges(client.gauges(args.channel, args.seconds))
+        ref = Reading(args.ref_volts, args.ref_amps, args.ref_watts)
+        cal = compute(board, ref, v_cfg[wire.P_GAIN_E6], i_cfg[wire.P_GAIN_E6], i_cfg[wire.P_PHASE_MDEG])
+        print(f"board read   {board.volts:.2f} V  {board.amps:.3f} A  {board.watts:.1f} W")
+        print(f"reference    {ref.volts:.2f} V  {ref.amps:.3f} A  "
+              f"{'-' if ref.watts is None else f'{ref.watts:.1f}'} W")
+        print(f"voltage gain {v_cfg[wire.P_GAIN_E6] / 1e6:.6f} -> {cal.v_gain_e6 / 1e6:.6f}")
+        print(f"current gain {i_cfg[wire.P_GAIN_E6] / 1e6:.6f} -> {cal.i_gain_e6 / 1e6:.6f}")
+        if cal.phase_changed:
+            old_phase = i_cfg[wire.P_PHASE_MDEG] / 1000
+            print(f"phase        {old_phase:.3f} -> {cal.phase_mdeg / 1000:.3f} degrees")
+        else:
+            print("phase        unchanged (needs --ref-watts with a reactive load, PF < 0.9)")
+        if args.dry_run:
+            return 0
+        client.config_set(wire.TARGET_VOLTAGE, 0, ((wire.P_GAIN_E6, cal.v_gain_e6),))
+        client.config_set(wire.TARGET_CT, args.channel,
+                          ((wire.P_GAIN_E6, cal.i_gain_e6), (wire.P_PHASE_MDEG, cal.phase_mdeg)))
+        client.commit(wire.COMMIT_CONFIG)
+        # the first gauges after the write may describe a second begun with the old values
+        after = average_gauges(client.gauges(args.channel, max(3.0, min(args.seconds, 5.0)) + 2.0)[2:])
+        print(f"after        {after.volts:.2f} V  {after.amps:.3f} A  {after.watts:.1f} W  (committed)")
+        return 0
+    finally:
+        client.close()

@@ -1,0 +1,319 @@
+"""Live values over MQTT: Flukso topics plus Home Assistant discovery.
+
+Topics and payloads are the Fluksometer's (flukso.md §3.3, §4.2), retained::
+
+    /sensor/<id>/gauge    [ts,value,"W"]     ("L/day" for water and gas, "V" for voltage)
+    /sensor/<id>/counter  [ts,counter,"Wh"]  ("L" for water and gas)
+
+so every tool written for a Fluksometer's local broker works unchanged. For
+Home Assistant, gridtap also publishes retained **MQTT discovery** configs
+(``homeassistant/sensor/<unique_id>/config``) whose value templates read those
+same payloads (``{{ value_json[1] }}``): every counter appears as an
+``energy``/``water``/``gas`` sensor with ``state_class: total_increasing``
+(the Energy dashboard takes it as it is, no YAML; water and gas in m³, the
+unit every Energy dashboard version accepts), every gauge as a
+``power``/``volume_flow_rate``/``voltage`` sensor with ``state_class:
+measurement``. An availability topic (``/device/<device>/status``,
+``online``/``offline`` via the broker's last will) greys the entities out when
+the daemon is gone.
+
+**Broker restarts.** The publisher remembers the latest payload of every
+topic. Whenever the connection (re)starts it publishes, in one go, the
+availability, every discovery config and the latest value of every topic, all
+retained. Only one worker thread publishes, and it always sends the newest
+value of a topic, so after a broker restart (which may have lost its retained
+store) each counter topic ends at the newest value, never an older one.
+While the broker is away live values are dropped (they are live; the durable
+path to the servers is the spool) and counted in ``dropped``. QoS is 0 for
+values (as Flukso), 1 for discovery and availability.
+
+**Client.** paho-mqtt 2.x: the reference Python MQTT client (Eclipse), pure
+Python, packaged by OpenWrt, with keepalive, automatic reconnection with a
+bounded delay, and a network thread. A home-made client would need all of
+that, and its bugs would be ours; the daemon only adds the state replay above.
+The password, if any, is a ``Secret`` and is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from gridtap import __version__
+from gridtap.outputs.flukso import Secret
+
+log = logging.getLogger(__name__)
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_DEVICE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+#: kind -> (gauge unit, counter unit or None) on the Flukso topics
+FLUKSO_UNITS: dict[str, tuple[str, str | None]] = {
+    "electricity": ("W", "Wh"),
+    "water": ("L/day", "L"),
+    "gas": ("L/day", "L"),
+    "voltage": ("V", None),
+}
+
+#: kind -> Home Assistant (device_class, unit, value template) for the gauge and the counter
+_HA_GAUGE: dict[str, tuple[str, str, str]] = {
+    "electricity": ("power", "W", "{{ value_json[1] }}"),
+    "water": ("volume_flow_rate", "L/min", "{{ (value_json[1] / 1440) | round(3) }}"),
+    "gas": ("volume_flow_rate", "m³/h", "{{ (value_json[1] / 24000) | round(4) }}"),
+    "voltage": ("voltage", "V", "{{ value_json[1] }}"),
+}
+_HA_COUNTER: dict[str, tuple[str, str, str]] = {
+    "electricity": ("energy", "Wh", "{{ value_json[1] }}"),
+    "water": ("water", "m³", "{{ value_json[1] / 1000 }}"),
+    "gas": ("gas", "m³", "{{ value_json[1] / 1000 }}"),
+}
+
+
+@dataclass(frozen=True)
+class MqttSensor:
+    """One sensor to publish: its 32-hex id, a display name and its kind."""
+
+    sensor_id: str
+    name: str
+    kind: str = "electricity"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sensor_id, str) or not _HEX32.fullmatch(self.sensor_id):
+            raise ValueError(f"mqtt: sensor id {self.sensor_id!r} must be 32 lowercase hex digits")
+        if self.kind not in FLUKSO_UNITS:
+            raise ValueError(f"mqtt: sensor {self.sensor_id} has unknown kind {self.kind!r} "
+                             f"(one of {', '.join(FLUKSO_UNITS)})")
+        if not self.name:
+            raise ValueError(f"mqtt: sensor {self.sensor_id} needs a name")
+
+
+def gauge_topic(sensor_id: str) -> str:
+    return f"/sensor/{sensor_id}/gauge"
+
+
+def counter_topic(sensor_id: str) -> str:
+    return f"/sensor/{sensor_id}/counter"
+
+
+def _number(v: int | float) -> int | float:
+    return v if isinstance(v, int) else round(float(v), 3)
+
+
+def payload(ts: int, value: int | float, unit: str) -> bytes:
+    """A Flukso payload: ``[ts,value,"unit"]``."""
+    return json.dumps([int(ts), _number(value), unit], separators=(",", ":")).encode()
+
+
+def discovery_configs(device_id: str, sensors: Iterable[MqttSensor],
+                      prefix: str = "homeassistant") -> dict[str, bytes]:
+    """Home Assistant discovery: ``{config topic: JSON config}`` for every entity."""
+    device = {"identifiers": [f"gridtap_{device_id}"], "name": f"gridtap {device_id}",
+              "manufacturer": "gridtap", "model": "gridtap energy monitor", "sw_version": __version__}
+    avail = f"/device/{device_id}/status"
+    out: dict[str, bytes] = {}
+    for s in sensors:
+        entities: list[tuple[str, str, str, str, str, str]] = []
+        dc, unit, tpl = _HA_GAUGE[s.kind]
+        entities.append(("gauge", gauge_topic(s.sensor_id), dc, unit, tpl, "measurement"))
+        if s.kind in _HA_COUNTER:
+            dc, unit, tpl = _HA_COUNTER[s.kind]
+            entities.append(("counter", counter_topic(s.sensor_id), dc, unit, tpl, "total_increasing"))
+        for what, topic, dc, unit, tpl, state_class in entities:
+            uid = f"gridtap_{s.sensor_id}_{what}"
+            label = {"power": "power", "energy": "energy", "voltage": "voltage",
+                     "volume_flow_rate": "flow"}.get(dc, "total")
+            cfg: dict[str, Any] = {
+                "name": f"{s.name} {label}", "unique_id": uid, "object_id": uid,
+                "state_topic": topic, "value_template": tpl, "device_class": dc,
+                "unit_of_measurement": unit, "state_class": state_class,
+                "availability_topic": avail, "payload_available": "online",
+                "payload_not_available": "offline", "device": device,
+            }
+            out[f"{prefix}/sensor/{uid}/config"] = json.dumps(cfg, separators=(",", ":"),
+                                                               ensure_ascii=False).encode()
+    return out
+
+
+_REPLAY = "\x00replay"
+_STOP = "\x00stop"
+
+
+class MqttPublisher:
+    """Publish gauges and counters of the configured sensors to one broker.
+
+    ``gauge``/``counter`` never block on the network: they record the value
+    and queue its topic; one worker thread publishes the *latest* value of
+    each queued topic, and replays everything after each (re)connect. Because
+    only that thread publishes, and every publish reads the newest value, the
+    last message on each topic is always the newest value.
+    """
+
+    def __init__(self, host: str, port: int, device_id: str, sensors: Iterable[MqttSensor],
+                 username: str | None = None, password: Secret | None = None,
+                 client_id: str | None = None, discovery: bool = True,
+                 discovery_prefix: str = "homeassistant", keepalive: int = 30,
+                 reconnect_min: float = 1.0, reconnect_max: float = 30.0) -> None:
+        if not _DEVICE.fullmatch(device_id):
+            raise ValueError(f"mqtt: device id {device_id!r} must be 1-64 letters, digits, '-' or '_'")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"mqtt: port {port} out of range 1..65535")
+        self.sensors = {s.sensor_id: s for s in sensors}
+        self.device_id = device_id
+        self.status_topic = f"/device/{device_id}/status"
+        self.host, self.port = host, int(port)
+        self.discovery = (discovery_configs(device_id, self.sensors.values(), discovery_prefix)
+                          if discovery else {})
+        self._latest: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._connected = threading.Event()
+        #: messages handed to the broker connection / dropped while it was down
+        self.published = 0
+        self.dropped = 0
+        #: successful connections so far (the first one plus reconnects)
+        self.connects = 0
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                   client_id=client_id or f"gridtap-{device_id}",
+                                   protocol=paho.MQTTv311)
+        if username is not None:
+            self._client.username_pw_set(username, password.reveal().decode() if password else None)
+        self._client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        self._client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._keepalive = keepalive
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; keeps retrying until the broker answers."""
+        if self._worker is not None:
+            return
+        self._worker = threading.Thread(target=self._work, name="mqtt-publisher", daemon=True)
+        self._worker.start()
+        self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Mark the device offline and disconnect."""
+        if self._worker is None:
+            return
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._worker.join(timeout=5)
+        self._worker = None
+        if self._connected.is_set():
+            info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def flush(self) -> None:
+        """Block until every queued topic has been handed to the connection."""
+        self._queue.join()
+
+    # -- callbacks (paho's network thread) -------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("mqtt: broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        self.connects += 1
+        self._connected.set()
+        self._queue.put(_REPLAY)
+        log.info("mqtt: connected to %s:%d", self.host, self.port)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any = None) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._stopping:
+            log.warning("mqtt: lost broker %s:%d (%s); reconnecting", self.host, self.port, reason)
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _send(self, topic: str, data: bytes, qos: int) -> None:
+        info = self._client.publish(topic, data, qos=qos, retain=True)
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            self.published += 1
+        else:
+            self.dropped += 1
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item == _STOP:
+                    return
+                if item == _REPLAY:
+                    self._send(self.status_topic, b"online", 1)
+                    for topic, cfg in self.discovery.items():
+                        self._send(topic, cfg, 1)
+                    with self._lock:
+                        latest = list(self._latest.items())
+                    for topic, data in latest:
+                        self._send(topic, data, 0)
+                    continue
+                with self._lock:
+                    self._dirty.discard(item)
+                    data = self._latest[item]
+                if self._connected.is_set():
+                    self._send(item, data, 0)
+                else:
+                    self.dropped += 1
+            except Exception:  # never let one bad publish stop the live values
+                log.exception("mqtt: publishing %r failed", item)
+            finally:
+                self._queue.task_done()
+
+    # -- publishing ------------------------------------------------------------------
+
+    def _sensor(self, sensor_id: str) -> MqttSensor:
+        s = self.sensors.get(sensor_id)
+        if s is None:
+            raise ValueError(f"mqtt: sensor {sensor_id!r} is not configured for MQTT")
+        return s
+
+    def _set(self, topic: str, data: bytes) -> None:
+        with self._lock:
+            self._latest[topic] = data
+            if topic in self._dirty:
+                return  # already queued: the worker will read this newer value
+            self._dirty.add(topic)
+        self._queue.put(topic)
+
+    def gauge(self, sensor_id: str, ts: int, value: int | float) -> None:
+        """Publish a live value (W, L/day or V by the sensor's kind)."""
+        s = self._sensor(sensor_id)
+        self._set(gauge_topic(sensor_id), payload(ts, value, FLUKSO_UNITS[s.kind][0]))
+
+    def counter(self, sensor_id: str, ts: int, value: int | float) -> None:
+        """Publish a cumulative counter (Wh or L); the latest survives broker restarts."""
+        s = self._sensor(sensor_id)
+        unit = FLUKSO_UNITS[s.kind][1]
+        if unit is None:
+            raise ValueError(f"mqtt: sensor {sensor_id} is a {s.kind} sensor and has no counter")
+        self._set(counter_topic(sensor_id), payload(ts, value, unit))

@@ -1,0 +1,333 @@
+"""The local REST API, compatible with the Flukso FLM (port 8080) and the Flukso server's time series.
+
+    GET /sensor/<32hex>?version=1.0&interval=minute&unit=watt[&callback=fn]
+
+`minute` answers the last 60 seconds from memory, one point a second, padded
+with "nan" (as the FLM does). `15min, hour, day, week, month, year, decade`
+answer from the RRD at the Flukso server's default resolution for that
+interval (or `resolution=minute|15min|day|week`); `night` from the daily
+night RRD (the mean of 02:00-05:00 local, Flukso's standby baseload).
+Units multiply the stored rate (thousandths per second):
+watt, kwhperyear, eurperyear (price from the config), lpermin, lperday,
+m3peryear. Anything malformed is a 400 with the reason; an unknown sensor a
+404. Requests are small (the request line and headers are bounded), slow
+clients time out, and at most MAX_CLIENTS are served at once, so no request
+can crash or stall the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import selectors
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    from gridtap.daemon import Daemon
+
+log = logging.getLogger("gridtap.outputs.restapi")
+
+MAX_CLIENTS = 8
+TIMEOUT_S = 5.0
+TOTAL_S = 10.0
+MAX_LINE = 2048
+MAX_HEADERS = 32
+
+# interval -> (length in s, default resolution)
+INTERVALS = {
+    "minute": (60, "second"),
+    "15min": (900, "minute"),
+    "hour": (3600, "minute"),
+    "day": (86400, "15min"),
+    "week": (604800, "day"),
+    "month": (2419200, "day"),
+    "year": (31536000, "week"),
+    "decade": (315360000, "week"),
+    "night": (2419200, "day"),
+}
+RESOLUTIONS = {"minute": 60, "15min": 900, "day": 86400, "week": 604800}
+# Longest interval per resolution (Flukso's limits).
+MAX_SPAN = {"minute": 86400, "15min": 604800, "day": 31536000, "week": 315360000}
+ELECTRIC_UNITS = {"watt": 3600.0, "kwhperyear": 31536.0, "eurperyear": None}
+WATER_UNITS = {"lpermin": 60.0, "lperday": 86400.0, "m3peryear": 31536.0}
+SENSOR_PATH = re.compile(r"^/sensor/([0-9a-f]{32})$")
+CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$")
+KNOWN_PARAMS = {"version", "interval", "unit", "callback", "jsonp_callback", "resolution"}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def unit_factor(unit: str, is_water: bool, price_per_kwh: float) -> float:
+    """Factor from a rate in thousandths per second to the asked unit."""
+    if unit in ELECTRIC_UNITS:
+        if is_water:
+            raise BadRequest(
+                400,
+                f"unit {unit} is for electricity; this is a water/gas sensor (use {', '.join(WATER_UNITS)})",
+            )
+        f = ELECTRIC_UNITS[unit]
+        return (31536.0 * price_per_kwh if f is None else f) / 1000.0
+    if unit in WATER_UNITS:
+        if not is_water:
+            raise BadRequest(
+                400,
+                f"unit {unit} is for water/gas; this is an electricity sensor "
+                f"(use {', '.join(ELECTRIC_UNITS)})",
+            )
+        return WATER_UNITS[unit] / 1000.0
+    raise BadRequest(400, f"unknown unit {unit!r}; known: {', '.join([*ELECTRIC_UNITS, *WATER_UNITS])}")
+
+
+def parse_query(query: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=16)
+    except ValueError as exc:
+        raise BadRequest(400, f"malformed query string: {exc}") from exc
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        if k not in KNOWN_PARAMS:
+            raise BadRequest(400, f"unknown parameter {k!r}; known: {', '.join(sorted(KNOWN_PARAMS))}")
+        if k in out:
+            raise BadRequest(400, f"parameter {k!r} given twice")
+        out[k] = v
+    for k in ("version", "interval", "unit"):
+        if k not in out:
+            raise BadRequest(400, f"malformed query string: {k} is required (version, interval and unit are)")
+    if out["version"] != "1.0":
+        raise BadRequest(400, f"unsupported version {out['version']!r}; only 1.0")
+    if out["interval"] not in INTERVALS:
+        raise BadRequest(400, f"unknown interval {out['interval']!r}; known: {', '.join(INTERVALS)}")
+    cb = out.get("callback", out.get("jsonp_callback"))
+    if cb is not None and not CALLBACK.match(cb):
+        raise BadRequest(400, "callback must be a JavaScript identifier of at most 64 characters")
+    if "resolution" in out:
+        if out["interval"] in ("minute", "night"):
+            raise BadRequest(400, f"interval {out['interval']} has a fixed resolution")
+        res = out["resolution"]
+        if res not in RESOLUTIONS:
+            raise BadRequest(400, f"unknown resolution {res!r}; known: {', '.join(RESOLUTIONS)}")
+        if INTERVALS[out["interval"]][0] > MAX_SPAN[res]:
+            raise BadRequest(400, f"interval {out['interval']} is too long for resolution {res}")
+    return out
+
+
+def _num(v: float | None, factor: float) -> float | int | str:
+    if v is None:
+        return "nan"
+    x = v * factor
+    return round(x) if abs(x) >= 100 else round(x, 3)
+
+
+class Answerer:
+    """The API's logic, independent of HTTP: (sensor, query) -> JSON-able list."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def answer(self, path: str, query: str, now: float | None = None) -> tuple[str, str | None]:
+        m = SENSOR_PATH.match(path)
+        if m is None:
+            if path.startswith("/sensor/"):
+                raise BadRequest(404, "a sensor id is 32 lowercase hex digits: /sensor/<id>")
+            raise BadRequest(404, "not found; the API is GET /sensor/<id>?version=1.0&interval=...&unit=...")
+        sensor = m.group(1)
+        q = parse_query(query)
+        series = self.daemon.cfg.series()
+        if sensor not in series:
+            raise BadRequest(404, f"no sensor {sensor} on this gridtap")
+        cfg, _role = series[sensor]
+        is_water = cfg.kind == "pulse" and cfg.unit == "litre"
+        factor = unit_factor(q["unit"], is_water, self.daemon.cfg.daemon.price_per_kwh)
+        now_s = int(time.time() if now is None else now)
+        interval = q["interval"]
+        if interval == "minute":
+            if not self.daemon.live.has(sensor):
+                points: list[list[Any]] = []
+            else:
+                points = [[t, _num(v, factor)] for t, v in self.daemon.live.window(sensor, now_s)]
+        else:
+            points = self._rrd(sensor, interval, q.get("resolution"), now_s, factor)
+        body = json.dumps(points, separators=(",", ":"))
+        cb = q.get("callback", q.get("jsonp_callback"))
+        return (f"{cb}({body});" if cb else body), cb
+
+    def _rrd(
+        self, sensor: str, interval: str, resolution: str | None, now: int, factor: float
+    ) -> list[list[Any]]:
+        length, default_res = INTERVALS[interval]
+        res_name = resolution or default_res
+        res = RESOLUTIONS[res_name]
+        rrd = self.daemon.rrd
+        if interval == "night":
+            end = now - now % res
+            start = end - length
+            try:
+                got_night = self.daemon.nights.fetch(sensor, start, end)
+            except (OSError, TimeoutError) as exc:
+                raise BadRequest(503, f"cannot read the night RRD: {exc}") from exc
+            return [[t, _num(v, factor)] for t, v in got_night if start < t <= end]
+        try:
+            rrd.flush(sensor, min_age_s=60.0)
+        except (OSError, ConnectionError) as exc:
+            log.debug("flush before fetch failed: %s", exc)
+        end = now - now % res
+        start = end - length
+        try:
+            got = rrd.fetch(sensor, "AVERAGE", start, end, res)
+        except (OSError, TimeoutError) as exc:
+            raise BadRequest(503, f"cannot read the RRD: {exc}") from exc
+        return [[t, _num(v, factor)] for t, v in got.values if start < t <= end]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+    timeout = TIMEOUT_S
+    server_version = "gridtap"
+    sys_version = ""
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(TIMEOUT_S)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def _reply(self, status: int, body: str, ctype: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_one_request(self) -> None:
+        # A whole request gets TOTAL_S, however slowly a client trickles bytes in.
+        timer = threading.Timer(TOTAL_S, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            self._one_request()
+        finally:
+            timer.cancel()
+
+    def _cut(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
+            if len(self.raw_requestline) > MAX_LINE:
+                self.requestline = ""
+                self.request_version = ""
+                self.command = ""
+                self.send_error(414, "request line too long")
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            if self.command not in ("GET", "HEAD"):
+                self._reply(405, f"method {self.command} not allowed; use GET\n", "text/plain")
+                return
+            self.do_get()
+            self.wfile.flush()
+        except (TimeoutError, ConnectionError, OSError):
+            self.close_connection = True
+
+    def do_get(self) -> None:
+        split = urlsplit(self.path)
+        try:
+            body, cb = self.server.answerer.answer(split.path, split.query)
+        except BadRequest as exc:
+            self._reply(exc.status, exc.reason + "\n", "text/plain; charset=utf-8")
+            return
+        except Exception as exc:  # a bug must cost one request, never the daemon
+            log.exception("REST API request %r failed", self.path)
+            self._reply(500, f"internal error: {type(exc).__name__}\n", "text/plain")
+            return
+        self._reply(200, body, "application/javascript" if cb else "application/json")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 16
+    answerer: Answerer
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 14\r\n\r\ntoo many users\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class ApiServer:
+    def __init__(self, daemon: Daemon, bind: str, port: int) -> None:
+        try:
+            self.httpd = _Server((bind, port), _Handler)
+        except OSError as exc:
+            from gridtap.errors import UserError
+
+            raise UserError(f"cannot listen on {bind}:{port} for the REST API: {exc.strerror}") from exc
+        self.httpd.answerer = Answerer(daemon)
+        self.httpd.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.port = self.httpd.server_address[1]
+        self._wake_r, self._wake_w = os.pipe()
+        self.thread = threading.Thread(target=self._serve, name="gridtap-api", daemon=True)
+
+    def _serve(self) -> None:
+        """Sleep in select until a client or stop() comes: no periodic wake-ups on an idle router."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.httpd, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    # accept and hand to a thread: socketserver's own step of serve_forever
+                    self.httpd._handle_request_noblock()  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        os.write(self._wake_w, b"x")
+        self.thread.join(timeout=5)
+        self.httpd.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,187 @@
+"""The board session without a port: ordering of outputs, the spool ACK rule, held RRD values."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gridtap.board import codec
+from gridtap.board.session import RETRY_S, Session, ack_frame
+from gridtap.config import BoardConfig, SensorConfig
+from gridtap.store.epochs import CounterStore
+from gridtap.store.live import LiveStore
+from gridtap.store.rrd import RrdSink
+from gridtap.store.spool import Spool
+from gridtap_fw import wire
+from tests.support.daemon import Recorder
+
+T = 1_790_000_000
+SID = "e" * 32
+
+
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.points: list[tuple[str, int, float, Any]] = []
+        self.batch: list[Any] = []
+
+    def add(self, sensor_id: str, ts: int, counter: int | float, token: Any = None) -> None:
+        self.points.append((sensor_id, ts, counter, token))
+        self.batch.append(token)
+
+    def maybe_commit(self) -> list[Any]:
+        out, self.batch = self.batch, []
+        return out
+
+    def commit_deadline(self) -> float | None:
+        return 0.0 if self.batch else None
+
+
+def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) -> tuple[Session, list[bytes]]:
+    sent: list[bytes] = []
+
+    def send(frame: bytes) -> bool:
+        sent.append(frame)
+        return True
+
+    s = Session(
+        BoardConfig(),
+        (SensorConfig("grid", SID, "ct", 0),),
+        CounterStore(tmp_path / "c.sqlite"),
+        LiveStore(),
+        send,
+        sinks=sinks,
+        spool=spool,
+    )
+    return s, sent
+
+
+def feed(s: Session, mtype: int, seq: int, values: tuple[object, ...], flags: int = 0) -> None:
+    for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values, flags)):
+        s.handle(m)
+
+
+def acked(sent: list[bytes]) -> set[int]:
+    out: set[int] = set()
+    for m in codec.make_decoder(False).feed(b"".join(sent)):
+        if m.mtype == wire.ACK:
+            out.update(m.values[0])
+    return out
+
+
+def test_a_resent_older_tuple_goes_to_the_spool_but_never_back_to_the_outputs(tmp_path: Path) -> None:
+    rec = Recorder()
+    spool = FakeSpool()
+    s, sent = session(tmp_path, [rec], spool)
+    feed(s, wire.HELLO, 0, (b"\x02" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0))
+    feed(s, wire.COUNTER, 1, (0, T + 10, 0, 100, 0, 0, 0))
+    feed(s, wire.COUNTER, 2, (0, T + 11, 0, 200, 0, 0, 0))
+    feed(s, wire.COUNTER, 1, (0, T + 10, 0, 100, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 3, (0, T + 11, 500, 250, 0, 0, 0))  # later in the same second: passed on
+    assert rec.calls == [(T + 10, 100_000), (T + 11, 200_000), (T + 11, 250_000)]
+    assert [(p[1], p[2]) for p in spool.points] == [
+        (T + 10, 100.0),
+        (T + 11, 200.0),
+        (T + 10, 100.0),
+        (T + 11, 250.0),
+    ]
+    assert acked(sent) == set()  # nothing is ACKed before the spool commit
+    s.tick()
+    assert acked(sent) == {1, 2, 3}
+
+
+def test_rrd_sink_holds_only_newer_values() -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.updates: list[tuple[int, int]] = []
+            self.errors = 0
+
+        def update(self, sensor: str, t: int, value: int) -> bool:
+            self.updates.append((t, value))
+            return True
+
+    store = Store()
+    sink = RrdSink(store)  # type: ignore[arg-type]
+    sink.counter(SID, "import", T + 10, 1)  # first of its 10 s step: written
+    sink.counter(SID, "import", T + 15, 5)  # held
+    sink.counter(SID, "import", T + 13, 3)  # older than the held one: ignored
+    sink.counter(SID, "import", T + 5, 0)  # an earlier step: ignored
+    sink.flush_held()
+    assert store.updates == [(T + 10, 1), (T + 15, 5)]
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=wire.ACK_MAX))
+def test_ack_frame_is_the_wire_encoding(seq: int, seqs: list[int]) -> None:
+    assert ack_frame(seq, seqs) == wire.encode(wire.ACK, seq, (tuple(seqs),))
+
+
+def test_wait_hint_is_the_earliest_deadline(tmp_path: Path) -> None:
+    """The ingest loop sleeps until the next retry, ACK or spool commit, not on a fixed period."""
+    spool = FakeSpool()
+    s, _sent = session(tmp_path, [], spool)
+    assert s.wait_hint(60.0) == 60.0  # nothing due: as long as the caller allows
+    s.command(wire.HELLO_REQ)
+    assert 0.0 < s.wait_hint(60.0) <= RETRY_S  # the retry of the unanswered command
+    s.pending.clear()
+    spool.batch.append(1)  # FakeSpool: a waiting batch is due at once
+    assert s.wait_hint(60.0) == 0.0
+
+
+def test_spool_commit_deadline(tmp_path: Path) -> None:
+    now = [100.0]
+    sp = Spool(tmp_path / "s.sqlite", ["x"], commit_interval=30.0, commit_points=3, clock=lambda: now[0])
+    assert sp.commit_deadline() is None
+    sp.add(SID, T, 1.0, token=1)
+    now[0] = 105.0
+    sp.add(SID, T + 1, 2.0, token=2)
+    assert sp.commit_deadline() == 130.0  # the oldest point's age decides
+    sp.add(SID, T + 2, 3.0, token=3)
+    assert sp.commit_deadline() == 100.0  # full: due now
+    assert sp.maybe_commit() == [1, 2, 3] and sp.commit_deadline() is None
+    sp.close()
+
+
+def test_board_events_are_logged_at_the_protocol_level(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EVENT levels are 0 debug, 1 info, 2 notice, 3 warning, 4 critical (docs/protocol.md): a
+    brownout save (3) is a warning in the log, not an error; an EEPROM failure (4) is critical."""
+    s, _sent = session(tmp_path, [])
+    caplog.set_level(logging.DEBUG, logger="gridtap.board.session")
+    for seq, level in enumerate((0, 1, 2, 3, 4), start=1):
+        feed(s, wire.EVENT, seq, (1_790_000_000, 0, level, 0x0100 + level, b"level %d" % level))
+    got = {r.getMessage(): r.levelno for r in caplog.records if r.getMessage().startswith("board event")}
+    assert got == {"board event 256: level 0": logging.DEBUG, "board event 257: level 1": logging.INFO,
+                   "board event 258: level 2": logging.INFO, "board event 259: level 3": logging.WARNING,
+                   "board event 260: level 4": logging.CRITICAL}
+
+
+def test_a_second_reboot_during_the_config_check_leaves_no_false_failure(tmp_path: Path) -> None:
+    """A flicker: the board reboots again while the daemon's config check of the first reboot is
+    under way. The new boot gets a check of its own and answers it; the first check's requests
+    went to a board that no longer exists and must not time out as "board did not answer"
+    (the month soak logged 5 such errors after every flicker, and flagged the config as failed)."""
+    now = [0.0]
+    s = Session(BoardConfig(), (SensorConfig("grid", SID, "ct", 0),), CounterStore(tmp_path / "c.sqlite"),
+                LiveStore(), lambda frame: True, mono=lambda: now[0])
+    uid = b"\x03" * 8
+    feed(s, wire.HELLO, 0, (uid, 0, 1, 0, 1, 7, 2, 1, 3, 2))
+    first_check = set(s.config_wait)
+    assert first_check
+    feed(s, wire.HELLO, 0, (uid, 0, 1, 0, 1, 8, 2, 2, 3, 2))  # the mains failed again at once
+    time_sets = [seq for seq, p in s.pending.items() if p.mtype == wire.TIME_SET]
+    assert len(time_sets) == 1, "the new boot's clock is set afresh"
+    feed(s, wire.ACK, 2, ((time_sets[0],),))
+    for (target, index), (_seq, items, _what) in list(s.config_get.items()):
+        feed(s, wire.CONFIG, 1, (target, index, items))  # the new boot already holds the config
+    for _ in range(40):
+        now[0] += RETRY_S
+        s.tick()
+    assert s.stats.gave_up == 0 and not s.config_failed
+    assert not first_check & set(s.pending), "the first boot's config requests are still pending"

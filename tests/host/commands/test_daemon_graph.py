@@ -1,0 +1,85 @@
+"""`gridtap graph` draws a real PNG from the RRDs; `gridtap daemon --check` validates a config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from gridtap.cli import main
+from gridtap.commands.graph import graph_args
+from tests.support.daemon import EXP, IMP, Rig
+
+
+def test_graph_of_import_and_export(rig: Rig, short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = rig.board
+    end = int(time.time()) // 60 * 60
+    for t in range(end - 3600, end + 1, 10):
+        p = 2000.0 if (t // 600) % 2 == 0 else -1200.0  # alternate import and export every 10 min
+        b.step(t, power_w=[p], seconds=10, gauges=False)
+    assert b.wait_acked(30)
+    rig.wait_rrd(IMP, end - 10)
+    cfg_path = short_tmp / "gridtap.toml"
+    from tests.support.daemon import config_text
+
+    cfg_path.write_text(config_text(b.path, rig.state))
+    out = short_tmp / "power.png"
+    assert (
+        main(["graph", "mains", "-c", str(cfg_path), "--interval", "hour", "-o", str(out), "--end", str(end)])
+        == 0
+    )
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 800 and height > 250
+    args = graph_args(rig.daemon.cfg, rig.daemon.cfg.sensor("mains"), "hour", out, end, 800, 250)
+    joined = " ".join(args)
+    assert f"{IMP}.rrd" in joined and f"{EXP}.rrd" in joined and "TOTAL" in joined
+    # the legend totals: 30 min at 2 kW = 1 kWh import, 30 min at 1.2 kW = 0.6 kWh export
+    import subprocess
+
+    res = subprocess.run(
+        [
+            *args[:2],
+            "/dev/null",
+            *args[3:],
+            "PRINT:impt:%.3lf",
+            "PRINT:expt:%.3lf",
+            "--daemon",
+            f"unix:{rig.daemon.socket_path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    totals = [float(x) for x in res.stdout.split()[1:]]
+    assert abs(totals[0] - 1.0) < 0.05 and abs(totals[1] - 0.6) < 0.05, res.stdout
+    capsys.readouterr()
+    if os.environ.get("GRIDTAP_KEEP_GRAPH"):
+        shutil.copy(out, os.environ["GRIDTAP_KEEP_GRAPH"])
+
+
+def test_graph_errors_are_clear(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.daemon import config_text
+
+    cfg_path = short_tmp / "gridtap.toml"
+    cfg_path.write_text(config_text(short_tmp / "tty", short_tmp / "state"))
+    assert main(["graph", "nosuch", "-c", str(cfg_path), "-o", str(short_tmp / "x.png")]) == 2
+    assert "no sensor named or with id 'nosuch'" in capsys.readouterr().err
+    assert main(["graph", "mains", "-c", str(cfg_path), "-o", str(short_tmp / "x.png")]) == 2
+    assert "has no RRD" in capsys.readouterr().err
+
+
+def test_daemon_check(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).resolve().parents[3]
+    assert main(["daemon", "-c", str(root / "docs" / "gridtap.example.toml"), "--check"]) == 0
+    assert "ok (4 sensors, 5 series" in capsys.readouterr().out
+    bad = short_tmp / "bad.toml"
+    bad.write_text('[board]\nport = "/dev/ttyS0"\nbaud = "fast"\n')
+    assert main(["daemon", "-c", str(bad), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml line 3: [board] key 'baud': expected an integer" in err and "Traceback" not in err

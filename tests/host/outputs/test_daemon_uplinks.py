@@ -1,0 +1,115 @@
+"""The daemon with its optional outputs: the Flukso spool + uploader (ACK after commit) and MQTT."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gridtap.config import parse_config
+from gridtap.daemon import Daemon
+from gridtap.outputs import uplinks
+from tests.support.broker import Collector, Mosquitto, wait_until
+from tests.support.daemon import EXP, IMP, PULSE, Rig, config_text, running_daemon
+from tests.support.fakeboard import FakeBoard
+from tests.support.flukso_server import FluksoServer
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def uplink_rig(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Rig, FluksoServer, Mosquitto]]:
+    monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 0.5)
+    (short_tmp / "device.key").write_text(KEY + "\n")
+    board = FakeBoard(short_tmp, retx_s=2.0)
+    board.appear()
+    with FluksoServer({IMP: KEY, EXP: KEY, PULSE: KEY}) as srv, Mosquitto(short_tmp) as broker:
+        text = (
+            config_text(board.path, short_tmp / "state")
+            + f"""
+[flukso]
+base_url = "{srv.url}"
+key_file = "{short_tmp / "device.key"}"
+interval_s = 1
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+device_id = "gridtap-test"
+"""
+        )
+        with running_daemon(board, text, short_tmp) as r:
+            yield r, srv, broker
+
+
+def test_spool_commit_comes_before_the_ack_and_the_server_gets_every_wh(
+    uplink_rig: tuple[Rig, FluksoServer, Mosquitto],
+) -> None:
+    rig, srv, broker = uplink_rig
+    sub = Collector(broker.port)
+    try:
+        now = int(time.time())
+        for i in range(10):
+            rig.board.step(now - 10 + i, power_w=[3600.0], pulses=[1])
+        # counted at once, but ACKed only once the spool has committed them
+        rig.wait(lambda: rig.total(IMP) == 10_000)
+        assert rig.board.wait_acked(10)
+        fl = next(x for x in rig.daemon.extras if isinstance(x, uplinks.FluksoLink))
+        assert fl.spool.uncommitted() == 0
+        # the server holds every whole Wh (the spool ages a minute to its first and last point,
+        # as Flukso did: cumulative counters keep the energy exact)
+        rig.wait(lambda: srv.measurements(IMP)[-1:] == [(now - 1, 10)], timeout=15)
+        rig.wait(lambda: srv.measurements(PULSE)[-1:] == [(now - 1, 10)], timeout=15)
+        assert srv.measurements(EXP)[-1][1] == 0
+        # MQTT: Flukso counter and gauge topics, retained
+        assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/counter") == [now - 1, 10, "Wh"])
+        assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/gauge") == [now - 1, 3600, "W"])
+        assert wait_until(lambda: any(t.startswith("homeassistant/sensor/") for t in sub.topics()))
+    finally:
+        sub.close()
+
+
+def test_config_without_key_is_refused(short_tmp: Path) -> None:
+    from gridtap.errors import UserError
+
+    text = (
+        config_text(short_tmp / "tty", short_tmp / "state")
+        + f"""
+[flukso]
+base_url = "http://127.0.0.1:9"
+key_file = "{short_tmp / "missing.key"}"
+"""
+    )
+    cfg = parse_config(text, short_tmp / "gridtap.toml")
+    d = Daemon(cfg)
+    with pytest.raises(UserError, match="cannot read the Flukso device key file"):
+        d.start()
+    d.close()
+
+
+def test_pvoutput_gets_the_daemon_series(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = (
+        config_text(board.path, short_tmp / "state")
+        + """
+[pvoutput]
+system_id = 4242
+base_url = "http://127.0.0.1:9/"
+v2 = "mains.export:power"
+v4 = "mains:power"
+"""
+    )
+    with running_daemon(board, text, short_tmp) as r:
+        now = int(time.time())
+        for i in range(5):
+            board.step(now - 5 + i, power_w=[-1000.0])
+        assert board.wait_acked()
+        pv = next(x for x in r.daemon.extras if isinstance(x, uplinks.PvoSink))
+        r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters) and pv.q.empty())
+        assert ("mains.export", "W") in pv.up.gauges

@@ -1,0 +1,62 @@
+"""Epoch decisions wait for a fresh reading; a reboot seen only in TIME asks for HELLO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gridtap.store.epochs import CounterStore
+
+T = 1_780_000_000.0
+
+
+def test_an_older_resent_reading_does_not_decide_a_new_epoch(tmp_path: Path) -> None:
+    store = CounterStore(tmp_path / "c.sqlite")
+    store.update("s", 1, 100_000, T + 10)
+    store.update("s", 1, 150_000, T + 21)  # counted in epoch 1, really of the next boot
+    assert store.update("s", 2, 140_000, T + 20) == (150_000, False)  # older: no decision
+    assert store.update("s", 2, 160_000, T + 22) == (160_000, True)   # fresh: carried on
+    assert store.total("s") == 160_000
+
+
+def test_a_fresh_lower_reading_still_means_lost_registers(tmp_path: Path) -> None:
+    store = CounterStore(tmp_path / "c.sqlite")
+    store.update("s", 1, 150_000, T + 21)
+    assert store.update("s", 2, 5_000, T + 30) == (150_000, False)  # flat: nothing counted twice
+    assert store.update("s", 2, 7_000, T + 31) == (152_000, True)
+
+
+def test_uptime_going_back_without_hello_stops_taking_tuples(tmp_path: Path) -> None:
+    from gridtap.board import codec
+    from gridtap.board.session import Session
+    from gridtap.config import BoardConfig, SensorConfig
+    from gridtap.store.live import LiveStore
+    from gridtap_fw import wire
+
+    sent: list[bytes] = []
+
+    def send(b: bytes) -> bool:
+        sent.append(b)
+        return True
+
+    store = CounterStore(tmp_path / "c.sqlite")
+    s = Session(BoardConfig(), (SensorConfig("grid", "a" * 32, "ct", 0),), store, LiveStore(),
+                send, sinks=[])
+
+    def feed(mtype: int, seq: int, values: tuple[object, ...]) -> None:
+        for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values)):
+            s.handle(m)
+
+    uid = b"\x02" * 8
+    feed(wire.HELLO, 0, (uid, 1, 0, 0, 1, 1, 1, 0, 3, 2))
+    feed(wire.TIME, 1, (int(T) + 5, 0, 50_000, 1))
+    feed(wire.COUNTER, 2, (0, int(T) + 10, 0, 100, 0, 0, 0))
+    assert store.total("a" * 32) == 100_000
+    sent.clear()
+    feed(wire.TIME, 0, (int(T) + 12, 0, 1_500, 1))  # uptime went back: a reboot whose HELLO was lost
+    asked = [m.mtype for b in sent for m in codec.make_decoder(False).feed(b)]
+    assert wire.HELLO_REQ in asked
+    feed(wire.COUNTER, 1, (0, int(T) + 13, 0, 140, 0, 0, 0))  # not taken into the old epoch
+    assert store.total("a" * 32) == 100_000
+    feed(wire.HELLO, 2, (uid, 1, 0, 0, 1, 2, 2, 1, 3, 2))
+    feed(wire.COUNTER, 1, (0, int(T) + 13, 0, 140, 0, 0, 0))
+    assert store.total("a" * 32) == 140_000
