@@ -48,7 +48,7 @@ from typing import Any
 
 from gridtap.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIRMWARE = ROOT / "firmware"
 PACKAGE = "gridtap_fw"
 DEFAULT_BOARD = ROOT / "hardware" / "board.json"
