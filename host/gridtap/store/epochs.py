@@ -42,7 +42,7 @@ from pathlib import Path
 
 from gridtap.store.faults import StorageHealth, is_corrupt, move_aside
 
-log = logging.getLogger("gridtap.epochs")
+log = logging.getLogger("gridtap.store.epochs")
 STORE = "counter store"
 
 SCHEMA = """

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gridtap.backoff import Backoff
+from gridtap.outputs.backoff import Backoff
 
-log = logging.getLogger("gridtap.storage")
+log = logging.getLogger("gridtap.store.faults")
 
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 60.0
