@@ -8,10 +8,7 @@ fake board on a pty.
 
 from __future__ import annotations
 
-import errno
-import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ import pytest
 from gridtap.store.epochs import CounterStore
 from gridtap.store.spool import Spool
 from tests.support.daemon import IMP, PULSE, config_text, running_daemon
+from tests.support.disk import fill, small_tmpfs
 from tests.support.fakeboard import FakeBoard
 
 FLUKSO = """
@@ -34,30 +32,8 @@ interval_s = 3600
 @pytest.fixture
 def small_disk(short_tmp: Path) -> Iterator[Path]:
     """A 6 MB tmpfs as the daemon's state directory, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("a size-limited tmpfs needs root (CI runs as root)")
-    mnt = short_tmp / "state"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "gridtap-test", str(mnt)], check=True)
-    try:
+    with small_tmpfs(short_tmp / "state") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(mnt: Path) -> Path:
-    """Fill the file system to the last byte with one file; return it (delete it to free the space)."""
-    filler = mnt / "filler"
-    chunk = b"\xa5" * 65536
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    f.write(chunk[:size])
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC, exc
-                    break
-    return filler
 
 
 def rrdcached_alive(pid: int | None) -> bool:
