@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridtap.store.faults import StorageHealth, is_corrupt, move_aside
+from gridtap.store.faults import StorageHealth, is_corrupt, move_aside, open_checked
 
 log = logging.getLogger("gridtap.store.epochs")
 STORE = "counter store"
@@ -111,13 +111,8 @@ class CounterStore:
         self.new_series_epochs: dict[tuple[str, int], tuple[int, int, float, int, bool]] = {}
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db = open_checked(self.path, "NORMAL")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
             db.executescript(SCHEMA)
             for sensor, epoch, offset, raw, total, floor, t in db.execute(
                 "SELECT sensor, epoch, offset, raw, total, floor, t FROM series"

@@ -64,6 +64,22 @@ def move_aside(path: Path, now: float) -> Path:
     return aside
 
 
+def open_checked(path: Path, synchronous: str) -> sqlite3.Connection:
+    """Open an SQLite file in WAL mode and have SQLite check it (quick_check); a damaged file raises
+    sqlite3.DatabaseError, which is_corrupt() recognises. The caller adds its schema."""
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        row = db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class StorageHealth:
     """Which stores are failing, since when and why; when each may be tried again.
 

@@ -144,7 +144,7 @@ def _is_rrdcached(pid: int) -> bool:
         return False
 
 
-def _gone(pid: int) -> bool:
+def pid_gone(pid: int) -> bool:
     """True once pid has exited (or is a zombie whose parent has not reaped it yet)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] in ("Z", "X")
@@ -264,7 +264,7 @@ class RrdCached:
         except ProcessLookupError:
             return True
         deadline = time.monotonic() + timeout
-        while not _gone(pid):
+        while not pid_gone(pid):
             if time.monotonic() > deadline:
                 log.error("rrdcached %d did not exit within %.0f s: killing it (its cache is lost)",
                           pid, timeout)

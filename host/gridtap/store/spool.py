@@ -74,7 +74,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gridtap.store.faults import is_corrupt, move_aside
+from gridtap.store.faults import is_corrupt, move_aside, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +268,8 @@ class Spool:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db = open_checked(self.path, "FULL")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row}")
             db.executescript(_SCHEMA)
             got = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if got is None:

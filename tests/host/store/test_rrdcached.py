@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gridtap.cli import main
-from gridtap.store.rrd import CacheClient, RrdCached, create_args, parse_fetch, rrdtool_exe
+from gridtap.store.rrd import CacheClient, RrdCached, create_args, parse_fetch, pid_gone, rrdtool_exe
 from tests.support.daemon import IMP, config_text, running_daemon
 from tests.support.fakeboard import FakeBoard
 
@@ -32,18 +32,18 @@ def fetch_file(path: Path, start: int, end: int) -> list[tuple[int, float | None
     return [(t, v) for t, v in parse_fetch(res.stdout) if start < t <= end]
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][0] not in "ZX"
-    except FileNotFoundError:
-        return False
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if pid_gone(pid):
             return True
         time.sleep(0.05)
     return False
@@ -86,12 +86,8 @@ def test_kill_9_takes_rrdcached_along_and_its_cache_reaches_the_files(short_tmp:
             board.step(t0 + 310, power_w=[W], seconds=10, gauges=False)
             rig.wait_rrd(IMP, t0 + 310)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        if daemon.stderr:
-            daemon.stderr.close()
-        if rrdcached is not None and alive(rrdcached):
+        reap(daemon)
+        if rrdcached is not None and not pid_gone(rrdcached):
             os.kill(rrdcached, signal.SIGKILL)
         board.close()
     rows = fetch_file(state / "rrd" / f"{IMP}.rrd", t0 + 10, t0 + 310)
@@ -129,11 +125,7 @@ def test_an_rrdcached_left_behind_is_flushed_and_stopped_before_a_new_one_starts
             board.step(t0 + 310, power_w=[W], seconds=10, gauges=False)
             rig.wait_rrd(IMP, t0 + 310)
     finally:
-        if leftover.poll() is None:
-            leftover.kill()
-        leftover.wait()
-        if leftover.stderr:
-            leftover.stderr.close()
+        reap(leftover)
     assert not (state / "rrdcached.sock").exists(), "the socket outlived the daemon's stop"
 
 

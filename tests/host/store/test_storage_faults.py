@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gridtap.store.epochs import CounterStore
+from gridtap.store.rrd import pid_gone
 from gridtap.store.spool import Spool
 from tests.support.daemon import IMP, PULSE, config_text, running_daemon
 from tests.support.disk import fill, small_tmpfs
@@ -34,16 +35,6 @@ def small_disk(short_tmp: Path) -> Iterator[Path]:
     """A 6 MB tmpfs as the daemon's state directory, unmounted afterwards."""
     with small_tmpfs(short_tmp / "state") as mnt:
         yield mnt
-
-
-def rrdcached_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_full_disk_holds_acks_and_recovers(
@@ -77,7 +68,7 @@ def test_full_disk_holds_acks_and_recovers(
         assert "full" in " ".join(status["failing"].values()), status
         # Nothing stored durably, so nothing ACKed: the board still holds every tuple it sent.
         assert board.unacked() >= 20
-        assert rrdcached_alive(rrdcached)
+        assert rrdcached is not None and not pid_gone(rrdcached)
 
         filler.unlink()
         assert board.wait_acked(20), "the board's tuples were not ACKed once space returned"
@@ -94,7 +85,7 @@ def test_full_disk_holds_acks_and_recovers(
         rig.daemon.request_stop()
         rig.thread.join(5)
         rig.daemon.close()
-        assert not rrdcached_alive(rrdcached), "rrdcached outlived its daemon"
+        assert pid_gone(rrdcached), "rrdcached outlived its daemon"
         filler.unlink()
     store = CounterStore(small_disk / "counters.sqlite")
     try:
