@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from gridtap.board.link import SerialLink
@@ -102,18 +103,22 @@ class Daemon:
         self._pidfd: int | None = None
         self._cached_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Open the stores, start rrdcached, the outputs and the REST API.
+
+        While the counter store cannot be opened (a full disk) this waits and
+        retries, until stop is set (then run() returns at once).
+        """
         d = self.cfg.daemon
         try:
             d.state_dir.mkdir(parents=True, exist_ok=True)
             d.rrd_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the state directory {d.state_dir}: {exc.strerror}") from exc
-        counters = d.state_dir / "counters.sqlite"
-        try:
-            self.store = CounterStore(counters, self.health)
-        except sqlite3.Error as exc:  # not corrupt (that is moved aside): unreadable, locked, no space
-            raise UserError(f"cannot open the counter store {counters}: {exc}") from exc
+        self._stop = stop or threading.Event()
+        self.store = self._open_counter_store(d.state_dir / "counters.sqlite", self._stop)
+        if self.store is None:
+            return
         if self.start_rrdcached:
             self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
             self.cached.start()
@@ -150,6 +155,26 @@ class Daemon:
             self.api.start()
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
 
+    def _open_counter_store(self, path: Path, stop: threading.Event) -> CounterStore | None:
+        """The counter store, once it opens; None if stop was set first.
+
+        A store that cannot be opened for want of space or by an I/O error
+        (a corrupt one is moved aside, see CounterStore) is a storage fault:
+        the daemon waits and retries with backoff, the board keeps its
+        tuples meanwhile. Exiting instead would only have procd restart it
+        into the same error until it gives up on it.
+        """
+        while True:
+            try:
+                store = CounterStore(path, self.health)
+            except sqlite3.Error as exc:
+                delay = self.health.failed(COUNTER_STORE, f"cannot open {path}: {exc}")
+                if stop.wait(delay):
+                    return None
+                continue
+            self.health.ok(COUNTER_STORE)
+            return store
+
     def _seed_rebuilt_store(self) -> None:
         """A counter store begun anew: each series continues from the last total its RRD holds, so
         the host total does not fall back to the board's register (epochs.CounterStore.seed)."""
@@ -177,6 +202,8 @@ class Daemon:
         where pidfds are not available), so an idle daemon with a silent board
         sleeps for minutes, not seconds.
         """
+        if stop.is_set():  # stopped while start() waited for its stores
+            return
         assert self.session is not None and self.store is not None
         # Counter progress goes to SQLite every state_flush_s, of wall time or of metered
         # time, whichever comes first (a replayed backlog is metered time too).

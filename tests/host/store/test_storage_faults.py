@@ -9,12 +9,15 @@ fake board on a pty.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gridtap.config import parse_config
+from gridtap.daemon import Daemon
 from gridtap.store.epochs import CounterStore
 from gridtap.store.rrd import pid_gone
 from gridtap.store.spool import Spool
@@ -93,6 +96,47 @@ def test_full_disk_holds_acks_and_recovers(
         assert saved is not None and saved >= board.ct[0][0] - 1000
     finally:
         store.close()
+
+
+def test_a_daemon_started_on_a_full_disk_waits_for_space(small_disk: Path, short_tmp: Path) -> None:
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = config_text(board.path, small_disk)
+    t0 = int(time.time()) - 600
+    with running_daemon(board, text, short_tmp):
+        board.step(t0, power_w=[1000.0], gauges=False)
+        assert board.wait_acked(10)
+    filler = fill(small_disk)  # procd restarts the daemon onto a full disk
+    board = FakeBoard(short_tmp)
+    board.ct[0][0] = 1000 * 1000 // 3600
+    board.appear()
+    d = Daemon(parse_config(text, short_tmp / "gridtap.toml"))
+    stop = threading.Event()
+
+    def main() -> None:
+        d.start(stop)
+        d.run(stop)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not d.status()["storage"]["degraded"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        board.step(t0 + 10, power_w=[1000.0], gauges=False)
+        time.sleep(1.0)
+        assert thread.is_alive(), "the daemon gave up on a full disk"
+        assert "counter store" in d.status()["storage"]["failing"]
+        assert board.unacked() == 1
+        filler.unlink()
+        assert board.wait_acked(20), "the daemon did not start once space returned"
+        assert d.store is not None and d.store.total(IMP) == board.ct[0][0]
+        assert not d.status()["storage"]["degraded"]
+    finally:
+        d.request_stop()
+        thread.join(10)
+        d.close()
+        board.close()
 
 
 @pytest.mark.parametrize("damage", ["garbled", "truncated"])
