@@ -63,14 +63,13 @@ def test_full_disk_holds_acks_and_recovers(
         board.reset("eeprom", t=t0 + 10)
         for i in range(11, 31):
             board.step(t0 + i, power_w=[1000.0], pulses=[1], gauges=False)
-        rig.wait(lambda: d.status()["storage"]["degraded"], 10)
-        time.sleep(1.5)  # several commit tries and board resends later
+        time.sleep(2.0)  # several writes, commit tries and board resends later
         assert rig.thread.is_alive(), "the daemon died of a full disk"
+        # Nothing stored durably, so nothing ACKed: the board still holds every tuple it sent.
+        assert board.unacked() >= 20
         status = d.status()["storage"]
         assert status["degraded"] and status["faults"] >= 1, status
         assert "full" in " ".join(status["failing"].values()), status
-        # Nothing stored durably, so nothing ACKed: the board still holds every tuple it sent.
-        assert board.unacked() >= 20
         assert rrdcached is not None and not pid_gone(rrdcached)
 
         filler.unlink()
