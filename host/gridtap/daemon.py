@@ -14,18 +14,22 @@ import datetime
 import importlib
 import logging
 import os
+import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from gridtap.board.link import SerialLink
 from gridtap.board.session import Session, Sink
 from gridtap.config import Config
 from gridtap.errors import UserError
+from gridtap.store.epochs import STORE as COUNTER_STORE
 from gridtap.store.epochs import CounterStore
+from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.live import LiveStore
-from gridtap.store.rrd import NightStore, RrdCached, RrdSink, RrdStore, default_socket
+from gridtap.store.rrd import RRD_FILES, NightStore, RrdCached, RrdSink, RrdStore, default_socket
 
 log = logging.getLogger("gridtap.daemon")
 
@@ -85,7 +89,8 @@ class Daemon:
         self.cached: RrdCached | None = None
         self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
         self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
-        self.rrd = RrdStore(d.rrd_dir, self.socket_path)
+        self.health = StorageHealth()
+        self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
@@ -98,18 +103,28 @@ class Daemon:
         self._pidfd: int | None = None
         self._cached_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Open the stores, start rrdcached, the outputs and the REST API.
+
+        While the counter store cannot be opened (a full disk) this waits and
+        retries, until stop is set (then run() returns at once).
+        """
         d = self.cfg.daemon
         try:
             d.state_dir.mkdir(parents=True, exist_ok=True)
             d.rrd_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the state directory {d.state_dir}: {exc.strerror}") from exc
-        self.store = CounterStore(d.state_dir / "counters.sqlite")
+        self._stop = stop or threading.Event()
+        self.store = self._open_counter_store(d.state_dir / "counters.sqlite", self._stop)
+        if self.store is None:
+            return
         if self.start_rrdcached:
             self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
             self.cached.start()
             self._watch_rrdcached()
+        if self.store.rebuilt:
+            self._seed_rebuilt_store()
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
         spool = None
@@ -130,7 +145,8 @@ class Daemon:
         for extra in self.extras:
             extra.start()
         self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
-                               sinks=sinks, spool=spool)
+                               sinks=sinks, spool=None if spool is None else GuardedSpool(spool, self.health),
+                               storage=self.health)
         self.link.on_connect = self.session.connected
         if d.api:
             from gridtap.outputs.restapi import ApiServer
@@ -138,6 +154,42 @@ class Daemon:
             self.api = ApiServer(self, d.bind, d.port)
             self.api.start()
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
+
+    def _open_counter_store(self, path: Path, stop: threading.Event) -> CounterStore | None:
+        """The counter store, once it opens; None if stop was set first.
+
+        A store that cannot be opened for want of space or by an I/O error
+        (a corrupt one is moved aside, see CounterStore) is a storage fault:
+        the daemon waits and retries with backoff, the board keeps its
+        tuples meanwhile. Exiting instead would only have procd restart it
+        into the same error until it gives up on it.
+        """
+        while True:
+            try:
+                store = CounterStore(path, self.health)
+            except sqlite3.Error as exc:
+                delay = self.health.failed(COUNTER_STORE, f"cannot open {path}: {exc}")
+                if stop.wait(delay):
+                    return None
+                continue
+            self.health.ok(COUNTER_STORE)
+            return store
+
+    def _seed_rebuilt_store(self) -> None:
+        """A counter store begun anew: each series continues from the last total its RRD holds, so
+        the host total does not fall back to the board's register (epochs.CounterStore.seed)."""
+        assert self.store is not None
+        for sensor in self.cfg.series():
+            try:
+                last = self.rrd.last_value(sensor)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("rebuilding the counter of %s: its RRD cannot be read: %s", sensor, exc)
+                continue
+            if last is not None:
+                t, total = last
+                self.store.seed(sensor, total, t)
+                log.warning("rebuilt counter store: %s continues from %d (its RRD's last value, %d)",
+                            sensor, total, t)
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
         """The ingest loop: one select() until the board speaks or the earliest deadline is due.
@@ -150,6 +202,8 @@ class Daemon:
         where pidfds are not available), so an idle daemon with a silent board
         sleeps for minutes, not seconds.
         """
+        if stop.is_set():  # stopped while start() waited for its stores
+            return
         assert self.session is not None and self.store is not None
         # Counter progress goes to SQLite every state_flush_s, of wall time or of metered
         # time, whichever comes first (a replayed backlog is metered time too).
@@ -170,8 +224,11 @@ class Daemon:
         self._stop = stop
         while not stop.is_set():
             deadline = next_night
-            if store.dirty and next_flush < deadline:
+            if store.pending and next_flush < deadline:
                 deadline = next_flush
+            retry = self._storage_retry_at()
+            if retry is not None and retry < deadline:
+                deadline = retry
             if self._pidfd is None and self.cached is not None and next_check < deadline:
                 deadline = next_check
             if end is not None and end < deadline:
@@ -213,12 +270,21 @@ class Daemon:
             if now >= next_night:
                 self.update_nights(time.time())
                 next_night = now + 3600
-            if now >= next_flush or session.newest_t >= next_flush_t:
+            retry = self._storage_retry_at()
+            if retry is not None and now >= retry:
+                store.flush()  # each waits for its own retry time
+                rrd.create_missing()
+            elif now >= next_flush or session.newest_t >= next_flush_t:
                 store.flush()
                 next_flush = now + flush_every
                 next_flush_t = session.newest_t + flush_every
             if end is not None and now >= end:
                 break
+
+    def _storage_retry_at(self) -> float | None:
+        """The earliest retry of a failing store the loop serves (the spool's is the session's)."""
+        due = [self.health.retry_at(COUNTER_STORE), self.health.retry_at(RRD_FILES)]
+        return min((t for t in due if t is not None), default=None)
 
     def _watch_rrdcached(self) -> None:
         """Have the ingest loop's select() wake when our rrdcached exits (Linux pidfd)."""
@@ -290,9 +356,17 @@ class Daemon:
             "epoch": None if s is None else s.epoch,
             "rrd_updates": self.rrd.updates,
             "rrd_errors": self.rrd.errors,
+            "storage": self.health.status(),
+            "held": 0 if s is None else s.stats.held,
         }
 
     def close(self) -> None:
+        try:
+            self._close_outputs()
+        finally:  # whatever failed above, rrdcached must not outlive the daemon
+            self._close_rrd()
+
+    def _close_outputs(self) -> None:
         if self.api is not None:
             self.api.stop()
             self.api = None
@@ -306,15 +380,19 @@ class Daemon:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self.rrd_sink is not None:
-            self.rrd_sink.flush_held()
-        self.rrd.send()
-        flushed = self.rrd.flush_all() if self.cached is not None else False
-        if not flushed:  # an rrdcached of its own or not: it has taken every update before we hang up
-            self.rrd.check_refused(wait=True)
-        self.rrd.close()
-        self._unwatch_rrdcached()
-        if self.cached is not None:
-            self.cached.stop(flushed=flushed)
-            self.cached = None
 
+    def _close_rrd(self) -> None:
+        flushed = False
+        try:
+            if self.rrd_sink is not None:
+                self.rrd_sink.flush_held()
+            self.rrd.send()
+            flushed = self.rrd.flush_all() if self.cached is not None else False
+            if not flushed:  # an rrdcached of its own or not: it has taken every update before we hang up
+                self.rrd.check_refused(wait=True)
+        finally:
+            self.rrd.close()
+            self._unwatch_rrdcached()
+            if self.cached is not None:
+                self.cached.stop(flushed=flushed)
+                self.cached = None

@@ -15,6 +15,9 @@
 
 Tuples that arrive before the first HELLO of a connection are not ACKed: the
 board sends them again once the session knows which epoch they belong to.
+Nor are tuples that arrive while a store is failing (`gridtap.store.faults`):
+they go to the counters and the live outputs, but not into the spool, and the
+board keeps them until a resend finds the stores working again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Protocol
 
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore
+from gridtap.store.faults import StorageHealth
 from gridtap.store.live import Gauge, LiveStore
 from gridtap_fw import wire
 
@@ -108,6 +112,7 @@ class Stats:
     unmapped: int = 0
     unsynced: int = 0
     before_hello: int = 0
+    held: int = 0  # tuples not ACKed because a store was failing
     acks_sent: int = 0
     gauges: int = 0
     events: int = 0
@@ -129,6 +134,7 @@ class Session:
         sinks: list[Sink] | None = None,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.time,
+        storage: StorageHealth | None = None,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.board = board
@@ -142,6 +148,7 @@ class Session:
         # Only outputs that use live values get them (RRDs store energy only).
         self.gauge_sinks = [k for k in self.sinks if getattr(k, "wants_gauges", True)]
         self.spool = spool
+        self.storage = storage
         self.clock = clock
         self.mono = mono
         self.seq = 0
@@ -485,7 +492,8 @@ class Session:
         valid_t = t > MIN_VALID_T
         if valid_t and t > self.newest_t:
             self.newest_t = t
-        spool = self.spool
+        held = self.storage is not None and self.storage.degraded
+        spool = None if held else self.spool
         update = self.store.update
         newest_out = self.newest_out
         t_ms = t * 1000 + ms
@@ -511,7 +519,9 @@ class Session:
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
         if not valid_t:
             stats.unsynced += 1
-        if spool is None or not valid_t:
+        if held:
+            stats.held += 1
+        elif spool is None or not valid_t:
             self._ack_later(msg.seq)
 
     def _gauge(self, msg: wire.Message) -> None:

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        d.start()
+        d.start(stop)
         d.run(stop)
     finally:
         d.close()

@@ -3,17 +3,23 @@
 Import is drawn above the axis and export below it in its own colour; the
 legend gives the energy of each over the interval (rrdtool's TOTAL of the
 stored rate), so the picture and the meter can be compared at a glance.
+
+With a daemon running, its rrdcached writes the cached updates first; a
+socket nobody serves (a daemon that has stopped) is ignored. The PNG is drawn
+into a temporary file and renamed only when rrdtool succeeded: a failed graph
+leaves no file (and the exit status is 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 from pathlib import Path
 
 from gridtap.config import Config, SensorConfig, load_config
 from gridtap.errors import UserError
-from gridtap.store.rrd import DS_NAME, RrdStore, rrdtool_exe
+from gridtap.store.rrd import DS_NAME, RrdStore, rrdtool_exe, socket_served
 
 SPANS = {"hour": 3600, "day": 86400, "week": 604800, "month": 2419200, "year": 31536000}
 IMPORT_COLOUR = "#D9480F"
@@ -101,11 +107,18 @@ def run(args: argparse.Namespace) -> int:
     if not 100 <= args.width <= 4000 or not 50 <= args.height <= 2000:
         raise UserError("--width must be 100..4000 and --height 50..2000 pixels")
     sock = cfg.daemon.rrdcached_socket or cfg.daemon.state_dir / "rrdcached.sock"
-    cmd = graph_args(cfg, s, args.interval, args.output, args.end, args.width, args.height)
-    if sock.exists():
+    out: Path = args.output
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = graph_args(cfg, s, args.interval, tmp, args.end, args.width, args.height)
+    if socket_served(sock) is not None:  # a daemon runs: have its rrdcached write its cache first
         cmd[3:3] = ["--daemon", f"unix:{sock}"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise UserError(f"rrdtool graph failed: {res.stderr.strip()}")
-    print(f"wrote {args.output}")
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0 or not tmp.exists():
+            raise UserError(f"rrdtool graph failed: {res.stderr.strip() or 'no image written'}; "
+                            f"{out} not written")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out}")
     return 0

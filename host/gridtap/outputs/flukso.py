@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -206,7 +207,12 @@ class FluksoUploader:
         report = UploadReport()
         try:
             for sensor in self.sensors:
-                err = self._upload_sensor(sensor, report)
+                try:
+                    err = self._upload_sensor(sensor, report)
+                except sqlite3.Error as exc:  # a full disk: the server has the points, the spool does
+                    # not know; the next pass sends them again and recovers from the server's
+                    # "last update time" answer, without duplicates
+                    err = f"sensor {sensor}: the spool cannot record the upload: {exc}"
                 if err is not None:
                     report.error = err
                     break

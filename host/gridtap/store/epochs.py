@@ -22,14 +22,28 @@ once; ordinary progress is kept in RAM and written every `flush()` (the
 daemon calls it every few minutes), so SQLite costs a few pages per flush,
 not one per tuple. A crash loses at most that much *progress record*, never
 energy: the next reading carries the cumulative register again.
+
+A write that fails (a full disk, an I/O error) is a storage fault
+(`gridtap.store.faults`): the state stays in RAM, the write is retried with
+backoff, and the daemon ACKs nothing meanwhile. A file SQLite finds corrupt is
+moved aside and the store starts empty (`rebuilt`); `seed()` then gives each
+series the last total the other stores hold, and the epoch rules above carry
+on from the board's registers: a register at or above it continues, a lower
+one continues flat, so a rebuilt store never counts a Wh twice.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from gridtap.store.faults import StorageHealth, is_corrupt, move_aside, open_checked
+
+log = logging.getLogger("gridtap.store.epochs")
+STORE = "counter store"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS epoch (
@@ -73,33 +87,66 @@ class SeriesState:
 
 
 class CounterStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, health: StorageHealth | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.path = path
+        self.health = health if health is not None else StorageHealth()
         self.state: dict[str, SeriesState] = {}
-        for sensor, epoch, offset, raw, total, floor, t in self.db.execute(
-            "SELECT sensor, epoch, offset, raw, total, floor, t FROM series"
-        ):
-            self.state[sensor] = SeriesState(epoch, offset, raw, total, floor, t)
+        self.rebuilt = False
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            aside = move_aside(path, time.time())
+            log.error("counter store %s is unreadable (%s): moved aside to %s; it is rebuilt from the "
+                      "board's registers", path, exc, aside.name)
+            self.state.clear()
+            self.rebuilt = True
+            self.health.rebuilt.append("counters")
+            self.db = self._open()
         self.dirty: set[str] = set()
+        # Writes that failed (a full disk) and wait for a retry: epoch rows and per-series epoch rows.
+        self.new_epochs: dict[int, tuple[str, int, int, float]] = {}
+        self.new_series_epochs: dict[tuple[str, int], tuple[int, int, float, int, bool]] = {}
+
+    def _open(self) -> sqlite3.Connection:
+        db = open_checked(self.path, "NORMAL")
+        try:
+            db.executescript(SCHEMA)
+            for sensor, epoch, offset, raw, total, floor, t in db.execute(
+                "SELECT sensor, epoch, offset, raw, total, floor, t FROM series"
+            ):
+                self.state[sensor] = SeriesState(epoch, offset, raw, total, floor, t)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def begin_epoch(self, board_id: bytes, boot_count: int, reset_cause: int) -> int:
         """The epoch id for this board boot; the same boot seen again is the same epoch."""
         bid = board_id.hex()
+        for eid, (b, boot, _cause, _first) in self.new_epochs.items():
+            if b == bid and boot == boot_count:
+                return eid
         row = self.db.execute(
             "SELECT id FROM epoch WHERE board_id=? AND boot_count=?", (bid, boot_count)
         ).fetchone()
         if row is not None:
             return int(row[0])
-        cur = self.db.execute(
-            "INSERT INTO epoch (board_id, boot_count, reset_cause, first_seen) VALUES (?,?,?,?)",
-            (bid, boot_count, reset_cause, time.time()),
-        )
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
+        top = self.db.execute("SELECT max(id) FROM epoch").fetchone()[0] or 0
+        eid = max([int(top), *self.new_epochs]) + 1
+        self.new_epochs[eid] = (bid, boot_count, reset_cause, time.time())
+        self._persist_now()
+        return eid
+
+    def seed(self, sensor: str, total: int, t: float) -> None:
+        """A rebuilt store: sensor's total was already `total` at t (the newest total another store
+        holds). The board's next reading continues from it by the epoch rules; nothing maps lower."""
+        if sensor in self.state:
+            return
+        self.state[sensor] = SeriesState(0, 0, total, total, total, t)
+        self.dirty.add(sensor)
 
     def update(self, sensor: str, epoch: int, raw: int, t: float) -> tuple[int, bool]:
         """Record a register reading of the current epoch.
@@ -154,15 +201,14 @@ class CounterStore:
     def _begin(
         self, sensor: str, st: SeriesState, raw: int, t: float, prev_total: int, continued: bool
     ) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self._write(sensor, st)
-            self.db.execute(
-                "INSERT OR REPLACE INTO series_epoch"
-                " (sensor, epoch, offset, first_raw, first_t, prev_total, continued) VALUES (?,?,?,?,?,?,?)",
-                (sensor, st.epoch, st.offset, raw, t, prev_total, int(continued)),
-            )
-        self.dirty.discard(sensor)
+        self.new_series_epochs[(sensor, st.epoch)] = (st.offset, raw, t, prev_total, continued)
+        self.dirty.add(sensor)
+        self._persist_now()
+
+    def _persist_now(self) -> None:
+        """Epoch changes are written at once, unless the store is failing and waits for its retry."""
+        if self.health.ready(STORE):
+            self._persist()
 
     def _write(self, sensor: str, st: SeriesState) -> None:
         self.db.execute(
@@ -171,18 +217,49 @@ class CounterStore:
             (sensor, st.epoch, st.offset, st.raw, st.total, st.floor, st.t),
         )
 
+    def _persist(self) -> bool:
+        """Write every pending change in one transaction; a failure is a storage fault (kept, retried)."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                for eid, row in sorted(self.new_epochs.items()):
+                    self.db.execute("INSERT INTO epoch (id, board_id, boot_count, reset_cause, first_seen)"
+                                    " VALUES (?,?,?,?,?)", (eid, *row))
+                for (sensor, epoch), (offset, raw, t, prev, cont) in self.new_series_epochs.items():
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO series_epoch (sensor, epoch, offset, first_raw, first_t,"
+                        " prev_total, continued) VALUES (?,?,?,?,?,?,?)",
+                        (sensor, epoch, offset, raw, t, prev, int(cont)),
+                    )
+                for sensor in sorted(self.dirty):
+                    self._write(sensor, self.state[sensor])
+        except sqlite3.Error as exc:
+            self.health.failed(STORE, exc)
+            return False
+        self.new_epochs.clear()
+        self.new_series_epochs.clear()
+        self.dirty.clear()
+        self.health.ok(STORE)
+        return True
+
+    @property
+    def pending(self) -> bool:
+        """Changes not on disk yet: progress since the last flush, or writes waiting for a retry."""
+        return bool(self.dirty or self.new_epochs or self.new_series_epochs)
+
     def flush(self) -> int:
-        """Write the progress of every series that moved since the last flush; return how many."""
-        if not self.dirty:
+        """Write the progress of every series that moved since the last flush; return how many.
+
+        While the store is failing this waits for its retry time (and returns 0).
+        """
+        if not self.pending or not self.health.ready(STORE):
             return 0
         n = len(self.dirty)
-        with self.db:
-            self.db.execute("BEGIN")
-            for sensor in sorted(self.dirty):
-                self._write(sensor, self.state[sensor])
-        self.dirty.clear()
-        return n
+        return n if self._persist() else 0
 
     def close(self) -> None:
-        self.flush()
+        if self.pending and not self._persist():
+            log.error("counter progress of %s not saved (%s): it is taken from the board's registers "
+                      "at the next start", ", ".join(sorted(self.dirty)) or "new epochs",
+                      self.health.failing.get(STORE, "?"))
         self.db.close()

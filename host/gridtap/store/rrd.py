@@ -16,22 +16,29 @@ shows.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import logging
 import os
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gridtap.errors import UserError
+from gridtap.store.faults import StorageHealth
 
 log = logging.getLogger("gridtap.store.rrd")
 
 STEP = 10
+RRD_FILES = "RRD files"  # the stores' names in storage fault messages (gridtap.store.faults)
+RRDCACHED = "rrdcached"
 RELEASE_S = 1.0  # the daemon closes its rrdcached connection this long after a batch of updates
 DS_NAME = "counter"
 HEARTBEAT = 8_640_000  # 100 days, as Flukso: a gap is interpolated as a flat average
@@ -91,8 +98,68 @@ def parse_fetch(text: str) -> list[tuple[int, float | None]]:
     return out
 
 
+PR_SET_PDEATHSIG = 1
+ADOPT_WAIT_S = 30.0  # how long an rrdcached left behind may take to write its cache and exit
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """A preexec_fn that has the child sent SIGTERM when the forking thread dies (Linux prctl).
+
+    rrdcached runs with -F, so SIGTERM makes it write its whole cache before
+    it exits: a daemon killed with -9 takes its rrdcached along, and no
+    cached update is lost. The libc function is looked up here, in the
+    parent: the child only calls it.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal would ever come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def socket_served(path: Path) -> int | None:
+    """The pid of the process serving the unix socket at path (SO_PEERCRED), None if nobody does."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(str(path))
+            cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", cred)[0]
+    return pid if pid > 0 else None
+
+
+def _is_rrdcached(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "rrdcached"
+    except OSError:
+        return False
+
+
+def pid_gone(pid: int) -> bool:
+    """True once pid has exited (or is a zombie whose parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 class RrdCached:
-    """An rrdcached process the daemon owns: started with a flush interval, stopped with -F (flush all)."""
+    """An rrdcached process the daemon owns: started with a flush interval, stopped with -F (flush all).
+
+    It dies with the daemon (PR_SET_PDEATHSIG, SIGTERM: it writes its cache
+    first). One that outlived an older daemon is found through its pidfile or
+    its socket and stopped, cache written, before a new one starts on the same
+    directory: two on one directory would lose the first one's cache.
+    """
 
     def __init__(self, base_dir: Path, socket_path: Path, flush_s: int) -> None:
         self.base_dir = base_dir
@@ -108,11 +175,9 @@ class RrdCached:
             raise UserError(f"rrdcached socket path is too long for a unix socket: {self.socket_path}")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.socket_path.exists():
-            self.socket_path.unlink()
-        pidfile = self.socket_path.with_suffix(".pid")
-        if pidfile.exists():
-            pidfile.unlink()
+        self.retire_leftover()
+        self._remove_files()
+        pidfile = self.pidfile
         jitter = max(1, self.flush_s // 5)
         args = [
             exe,
@@ -137,7 +202,8 @@ class RrdCached:
             f"unix:{self.socket_path}",
         ]
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_pdeathsig(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -159,6 +225,54 @@ class RrdCached:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    @property
+    def pidfile(self) -> Path:
+        return self.socket_path.with_suffix(".pid")
+
+    def _remove_files(self) -> None:
+        for p in (self.socket_path, self.pidfile):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _leftover_pid(self) -> int | None:
+        """An rrdcached on our directory that this process did not start: from the socket, else the
+        pidfile (only if that pid is an rrdcached whose command line names our directory)."""
+        pid = socket_served(self.socket_path)
+        if pid is not None and pid != os.getpid():
+            return pid
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        if _is_rrdcached(pid) and os.fsencode(self.base_dir) in cmdline:
+            return pid
+        return None
+
+    def retire_leftover(self, timeout: float = ADOPT_WAIT_S) -> bool:
+        """Stop an rrdcached a killed daemon left on our directory, after it wrote its cache to the
+        files; True if there was one. Its updates reach the RRDs before the new one starts."""
+        pid = self._leftover_pid()
+        if pid is None or not _is_rrdcached(pid):
+            return False
+        log.warning("rrdcached %d of an earlier daemon still serves %s: writing its cache and stopping it",
+                    pid, self.socket_path)
+        try:
+            os.kill(pid, signal.SIGTERM)  # started with -F: it writes every cached update, then exits
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while not pid_gone(pid):
+            if time.monotonic() > deadline:
+                log.error("rrdcached %d did not exit within %.0f s: killing it (its cache is lost)",
+                          pid, timeout)
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        return True
+
     def stop(self, flushed: bool = False) -> None:
         """SIGTERM (rrdcached -F then writes everything and exits within about a second).
 
@@ -177,6 +291,7 @@ class RrdCached:
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
+        self._remove_files()  # a stale socket would send `rrdtool graph` to a server that is gone
 
 
 class CacheClient:
@@ -309,8 +424,9 @@ class CacheClient:
 class RrdStore:
     """One RRD file per sensor series under rrd_dir, named <sensor id>.rrd."""
 
-    def __init__(self, rrd_dir: Path, socket_path: Path | None) -> None:
+    def __init__(self, rrd_dir: Path, socket_path: Path | None, health: StorageHealth | None = None) -> None:
         self.rrd_dir = rrd_dir
+        self.health = health if health is not None else StorageHealth()
         self.socket_path = socket_path
         self.client = CacheClient(socket_path) if socket_path else None
         self.last: dict[str, int] = {}  # per series the newest update time; a series in it has a file
@@ -318,6 +434,7 @@ class RrdStore:
         self.queued: list[str] = []  # UPDATE lines for rrdcached not sent yet (see send())
         self.sent_at = 0.0  # monotonic time of the last send()
         self.paths: dict[str, str] = {}
+        self.missing: dict[str, int] = {}  # series whose file could not be created -> first time
         self.errors = 0
         self.updates = 0
 
@@ -332,8 +449,10 @@ class RrdStore:
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
             res = subprocess.run(create_args(p, first_t - STEP), capture_output=True, text=True)
-            if res.returncode != 0 and not p.exists():
-                raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
+            if not p.exists():  # rrdtool create may exit 0 on a full disk and leave no file
+                st = os.statvfs(self.rrd_dir)
+                raise OSError(f"rrdtool create {p.name}: {res.stderr.strip() or 'no file written'} "
+                              f"({st.f_bavail * st.f_frsize} bytes free in {self.rrd_dir})")
         if sensor not in self.last:
             self.last[sensor] = self._last_update(p)
             self.paths[sensor] = str(p)
@@ -348,8 +467,37 @@ class RrdStore:
         except ValueError:
             return 0
 
+    def last_value(self, sensor: str) -> tuple[int, int] | None:
+        """(time, counter) of the series' newest update (rrdcached's cache included), None if unknown."""
+        p = self.path(sensor)
+        if not p.exists():
+            return None
+        res = subprocess.run([rrdtool_exe(), "lastupdate", str(p), *self._daemon_args()],
+                             capture_output=True, text=True)
+        for ts, value in parse_fetch(res.stdout if res.returncode == 0 else ""):
+            if value is not None and ts > 0:
+                return ts, int(value)
+        return None
+
     def _daemon_args(self) -> list[str]:
         return ["--daemon", f"unix:{self.socket_path}"] if self.socket_path else []
+
+    def create_missing(self) -> bool:
+        """Create the files that could not be created (a full disk), now, unless the retry is not
+        due yet; True if none is missing any more. A file that is missing is a storage fault: the
+        series' updates are lost to its RRD until it exists (its counter is not)."""
+        if not self.health.ready(RRD_FILES):
+            return False
+        for sensor, first_t in sorted(self.missing.items()):
+            try:
+                self.ensure(sensor, first_t)
+            except (OSError, subprocess.SubprocessError) as exc:
+                self.errors += 1
+                self.health.failed(RRD_FILES, exc)
+                return False
+            del self.missing[sensor]
+        self.health.ok(RRD_FILES)
+        return True
 
     def update(self, sensor: str, t: int, value: int) -> bool:
         """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward).
@@ -358,9 +506,13 @@ class RrdStore:
         that were queued, answers read later: a refusal shows in `errors` and the
         log then); without it, `rrdtool update` runs at once. True if taken.
         """
+        if self.missing and self.health.ready(RRD_FILES):
+            self.create_missing()
         last = self.last.get(sensor)
         if last is None:  # first update of this series in this process: create or find the file
-            self.ensure(sensor, t)
+            self.missing.setdefault(sensor, t)
+            if not self.create_missing():
+                return False
             last = self.last[sensor]
         if t <= last:
             return False
@@ -393,10 +545,11 @@ class RrdStore:
             self.client.pipeline(lines)
         except (OSError, ConnectionError) as exc:
             self.errors += len(lines)
-            log.warning("rrd updates of %d series failed: %s", len(lines), exc)
+            self.health.failed(RRDCACHED, f"{len(lines)} updates not sent: {exc}")
             return 0
         finally:
             self.check_refused()
+        self.health.ok(RRDCACHED)
         return len(lines)
 
     def release_at(self) -> float | None:

@@ -74,6 +74,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gridtap.store.faults import is_corrupt, move_aside, open_checked
+
 log = logging.getLogger(__name__)
 
 Counter = int | float
@@ -127,6 +129,25 @@ def check_aging(aging: Iterable[Sequence[int]]) -> tuple[tuple[int, int], ...]:
                              f"got {offset!r}")
         out.append((span, offset))
     return tuple(out)
+
+
+def _readable_points(db: sqlite3.Connection, series: int) -> list[tuple[Any, Any]]:
+    """The points of one series that a damaged database still yields (see Spool._salvage)."""
+    out: list[tuple[Any, Any]] = []
+    try:
+        for row in db.execute("SELECT ts, counter FROM points WHERE series = ? ORDER BY ts", (series,)):
+            out.append(row)
+        return out
+    except sqlite3.Error:  # a damaged page: read the rest from the other end up to it
+        pass
+    after = out[-1][0] if out else -(2**62)
+    try:
+        for row in db.execute("SELECT ts, counter FROM points WHERE series = ? AND ts > ? ORDER BY ts DESC",
+                              (series, after)):
+            out.append(row)
+    except sqlite3.Error:
+        pass
+    return out
 
 
 def _check_point(sensor_id: str, ts: int, counter: Counter) -> None:
@@ -196,27 +217,59 @@ class Spool:
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):  # a full disk or an I/O error: the data is fine, leave it there
+                raise
             # A file that is not a database (or is damaged beyond what the WAL
-            # protects against) must not stop metering: keep it for inspection.
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self._wall())}")
-            log.error("spool %s is unreadable (%s); moved aside to %s, starting empty",
-                      self.path, exc, aside)
-            self.path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                extra = Path(str(self.path) + suffix)
-                if extra.exists():
-                    extra.rename(Path(str(aside) + suffix))
-            return self._connect()
+            # protects against) must not stop metering: keep it for inspection,
+            # start anew and take over every row that can still be read.
+            aside = move_aside(self.path, self._wall())
+            db = self._connect()
+            kept = self._salvage(db, aside)
+            log.error("spool %s is damaged (%s): moved aside to %s; %d points salvaged from it",
+                      self.path, exc, aside.name, kept)
+            return db
+
+    def _salvage(self, db: sqlite3.Connection, aside: Path) -> int:
+        """Copy the readable series and points of a damaged spool into db; return the points kept.
+
+        Each series is read forwards in key order until SQLite hits a damaged
+        page, then backwards from its end to the same place, so one bad page
+        costs the points on it, not the series.
+        """
+        try:
+            old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return 0
+        kept = 0
+        try:
+            try:
+                series = old.execute("SELECT id, dest, sensor, acked_ts FROM series").fetchall()
+            except sqlite3.Error:
+                return 0
+            for old_id, dest, sensor, acked in series:
+                if dest not in self.destinations or not isinstance(sensor, str):
+                    continue
+                rows = _readable_points(old, old_id)
+                with self._tx_on(db):
+                    db.execute("INSERT OR IGNORE INTO series(dest, sensor) VALUES (?, ?)", (dest, sensor))
+                    db.execute("UPDATE series SET acked_ts = max(acked_ts, ?) WHERE dest = ? AND sensor = ?",
+                               (int(acked or 0), dest, sensor))
+                    sid = db.execute("SELECT id FROM series WHERE dest = ? AND sensor = ?",
+                                     (dest, sensor)).fetchone()[0]
+                    good = [(sid, ts, c) for ts, c in rows
+                            if isinstance(ts, int) and ts > max(MIN_TS, int(acked or 0))
+                            and isinstance(c, int | float)]
+                    db.executemany(_INSERT, good)
+                kept += len(good)
+        finally:
+            old.close()
+        self._load_series(db)
+        return kept
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db = open_checked(self.path, "FULL")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row}")
             db.executescript(_SCHEMA)
             got = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if got is None:
@@ -233,13 +286,20 @@ class Spool:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._tx_on(self._db) as db:
+            yield db
+
+    @staticmethod
+    @contextmanager
+    def _tx_on(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls some failures back itself (SQLITE_FULL may)
+                db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
 
     def _series_id(self, dest: str, sensor: str) -> int:
         sid = self._series.get((dest, sensor))
@@ -423,11 +483,19 @@ class Spool:
     # -- closing -------------------------------------------------------------
 
     def close(self) -> list[Any]:
-        """Commit what is buffered and close; returns the tokens of that last commit."""
+        """Commit what is buffered and close; returns the tokens of that last commit.
+
+        If that commit fails (a full disk) its points are not ACKed: the board sends them again.
+        """
         with self._lock:
-            tokens = self.commit()
-            self._db.close()
-            return tokens
+            try:
+                return self.commit()
+            except (sqlite3.Error, OSError) as exc:
+                log.error("spool: %d points not committed at close (%s); the board resends them",
+                          len(self._batch), exc)
+                return []
+            finally:
+                self._db.close()
 
     def __enter__(self) -> Spool:
         return self

@@ -18,6 +18,8 @@ from gridtap.outputs.backoff import Backoff
 from gridtap.outputs.flukso import FluksoUploader, Secret, load_device_key
 from gridtap.store.spool import Spool
 from tests.support.broker import free_port
+from tests.support.disk import fill as fill_disk
+from tests.support.disk import small_tmpfs
 from tests.support.fakes import FakeClock
 from tests.support.flukso_server import FluksoServer, digest
 
@@ -294,3 +296,22 @@ def test_ingest_and_upload_threads_share_the_spool(tmp_path: Path) -> None:
     assert acked == list(range(len(truth)))
     assert uploaded_meanwhile[0] > 0  # points went up while the ingest thread was still committing
     sp.close()
+
+
+def test_a_full_disk_while_clearing_the_spool_is_retried_without_duplicates(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        sp = Spool(disk / "s.db", ["flukso"], aging=())
+        pts = fill(sp, S1, 12)
+        with FluksoServer({S1: KEY}) as srv:
+            up = FluksoUploader(sp, srv.url, Secret(KEY), [S1], batch=100)
+            filler = fill_disk(disk)
+            rep = up.upload()  # the server takes the points; the spool cannot delete them
+            assert not rep.ok and "spool cannot record the upload" in (rep.error or "")
+            assert "full" in (rep.error or "")
+            assert srv.measurements(S1) == pts
+            filler.unlink()
+            rep = up.upload()
+            assert rep.ok, rep.error
+            assert srv.measurements(S1) == pts  # nothing twice
+        assert sp.pending("flukso", S1) == []
+        sp.close()
