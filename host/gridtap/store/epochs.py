@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ class SeriesState:
 
 
 class CounterStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # Unix time, for the epoch's first_seen
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -96,7 +98,7 @@ class CounterStore:
             return int(row[0])
         cur = self.db.execute(
             "INSERT INTO epoch (board_id, boot_count, reset_cause, first_seen) VALUES (?,?,?,?)",
-            (bid, boot_count, reset_cause, time.time()),
+            (bid, boot_count, reset_cause, self.clock()),
         )
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
@@ -136,6 +138,15 @@ class CounterStore:
         st.total = st.offset + raw
         self.dirty.add(sensor)
         return st.total, True
+
+    def rewind(self, to_ts: int) -> None:
+        """The host clock stepped back: no series' reading time stays after to_ts. Otherwise a new
+        epoch's lower register would wait for a reading 'newer' than one stamped by a clock that ran
+        ahead, and the plausibility bound would measure its interval from that future time."""
+        for sensor, st in self.state.items():
+            if st.t > to_ts:
+                st.t = float(to_ts)
+                self.dirty.add(sensor)
 
     def total(self, sensor: str) -> int | None:
         st = self.state.get(sensor)
