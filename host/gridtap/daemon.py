@@ -330,7 +330,7 @@ class Daemon:
                 log.warning("board link: %s since the last report (%d frames ok in all)",
                             ", ".join(f"{v} {k}" for k, v in sorted(moved.items())), values["frames_ok"])
                 self.diag_logged = values
-            self.next_diag_log = mono + DIAG_LOG_S
+                self.next_diag_log = mono + DIAG_LOG_S
 
     def status(self) -> dict[str, Any]:
         s = self.session

@@ -68,6 +68,7 @@ ACK_DELAY_S = 0.0
 IDLE_WAIT_S = 2.0  # nothing pending: sleep until the board speaks (or 2 s)
 MAX_TRIES = 5
 TIME_SYNC_S = 1.0
+REFUSED_KEEP = 256  # refused tuples remembered, so that their resends are not counted and logged again
 MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
 NAK_REASONS = {
     1: "unknown type",
@@ -191,6 +192,7 @@ class Session:
         # a restart after the host clock stepped back finds the stores' marks in the future
         self.newest_t = int(max((st.t for st in store.state.values()), default=0))  # newest accepted
         self.warn = RateLog(log, mono=mono)
+        self.refused: dict[tuple[int, int], None] = {}  # (epoch, seq) of refused tuples, newest last
         self.event_log = RateLog(log, every_s=10.0, burst=20, mono=mono)
 
     # ------------------------------------------------------------ sending
@@ -534,7 +536,14 @@ class Session:
             stats.unsynced += 1
             self._ack_later(msg.seq)
             return
+        refused = (epoch, msg.seq)
+        if msg.flags & wire.FLAG_RETX and refused in self.refused:
+            self._ack_later(msg.seq)  # a resend of one refused before (its ACK crossed it): once is enough
+            return
         if not self._plausible(msg, routes, epoch, t, ms):
+            self.refused[refused] = None
+            if len(self.refused) > REFUSED_KEEP:
+                del self.refused[next(iter(self.refused))]
             self._ack_later(msg.seq)  # resending cannot change it; the next good tuple carries its energy
             return
         if t > self.newest_t:
