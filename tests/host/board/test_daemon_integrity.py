@@ -219,7 +219,7 @@ def test_an_unset_clock_tuple_moves_no_stored_state(rig: Rig) -> None:
 def test_event_text_is_escaped_and_rate_limited(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     """A newline and ANSI escapes in EVENT text forged a CRITICAL log line, and 2,000 events wrote
     520 KB in a second. The text is escaped, the lines rate-limited; every event is still ACKed."""
-    caplog.set_level(logging.DEBUG, logger="gridtap.ingest")
+    caplog.set_level(logging.DEBUG, logger="gridtap.board.session")
     now = int(time.time())
     rig.board.event(now, 1, wire.EV_RESTORED, "ok\n2026-12-06 CRITICAL gridtap.daemon: forged\x1b[2J")
     rig.wait(lambda: session(rig).stats.events == 1)
