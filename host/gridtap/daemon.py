@@ -17,12 +17,11 @@ import os
 import subprocess
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from gridtap.board.link import SerialLink
 from gridtap.board.plausible import load_board_limits
 from gridtap.board.session import Session, Sink
-from gridtap.clock import Clock, SystemClock
 from gridtap.config import Config
 from gridtap.errors import UserError
 from gridtap.store.epochs import CounterStore
@@ -44,6 +43,25 @@ CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot 
 
 # Optional features: config section -> the module that must exist to run it.
 FEATURES = {"mqtt": "gridtap.outputs.mqtt", "flukso": "gridtap.outputs.flukso"}
+
+
+class Clock(Protocol):
+    """The daemon's Unix clock, an object its parts are given (never a patched `time.time`).
+
+    `SystemClock` is the host's; `gridtap.simclock.ClockReader` (`gridtap daemon --clock-file`)
+    a simulated one. The daemon hands `clock.now` to every part that needs Unix time (the board
+    session, the spool, PVOutput, the REST API, the counter store), so a simulation or a test
+    sets time by passing a clock. Monotonic time (timeouts, retries) stays `time.monotonic`.
+    """
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """The host's own clock."""
+
+    def now(self) -> float:
+        return time.time()
 
 
 class TimeRate:

@@ -1,6 +1,6 @@
 """Simulated time shared between processes: `gridtap sim --clock-file` writes it, `gridtap daemon
 --clock-file` (and `gridtap demo`) read it. The daemon takes a `ClockReader` as its clock
-object (`gridtap.clock`); nothing patches `time.time`.
+object (`gridtap.daemon.Clock`); nothing patches `time.time`.
 
 The file is 16 bytes: a little-endian float64 of Unix seconds at offset 0 (the
 other 8 bytes are reserved and zero). The writer updates it in place through

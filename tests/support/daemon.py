@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gridtap.clock import Clock
 from gridtap.config import parse_config
-from gridtap.daemon import Daemon
+from gridtap.daemon import Clock, Daemon
 from tests.support.fakeboard import FakeBoard
 
 IMP = "a" * 31 + "1"
