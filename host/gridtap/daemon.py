@@ -36,6 +36,7 @@ log = logging.getLogger("gridtap.daemon")
 INTEGRITY = ("unsynced", "rejected_future", "rejected_backwards", "rejected_step", "gauges_future",
              "clock_steps_back", "hello_channels_clamped", "events_not_logged")
 DIAGNOSTICS = (*wire.COUNTER_NAMES, *INTEGRITY)
+ROUTINE = {"unsynced", "events_not_logged"}  # moved by a healthy board too
 DIAG_PUBLISH_S = 60.0  # diagnostics go out at most this often while they change
 DIAG_LOG_S = 600.0  # link errors are logged at most this often
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)
@@ -345,8 +346,11 @@ class Daemon:
             moved = {k: v - self.diag_logged.get(k, 0) for k, v in values.items()
                      if k != "frames_ok" and v != self.diag_logged.get(k, 0)}
             if moved:
-                log.warning("board link: %s since the last report (%d frames ok in all)",
-                            ", ".join(f"{v} {k}" for k, v in sorted(moved.items())), values["frames_ok"])
+                # tuples before TIME_SET come with every board boot, and held-back EVENT lines were
+                # logged in part: news, not a fault
+                level = logging.WARNING if set(moved) - ROUTINE else logging.INFO
+                log.log(level, "board link: %s since the last report (%d frames ok in all)",
+                        ", ".join(f"{v} {k}" for k, v in sorted(moved.items())), values["frames_ok"])
                 self.diag_logged = values
                 self.next_diag_log = mono + DIAG_LOG_S
 
