@@ -580,7 +580,10 @@ class Session:
         """False (counted and logged) for a tuple from the future, a register that fell within one
         boot, or a step larger than the channel can deliver since the last reading."""
         now = self.clock()
-        if t > now + FUTURE_TOLERANCE_S:
+        # A host clock that is not set (a router before NTP) cannot judge stamps: neither refuse
+        # them as from the future nor rewind the stores to 1970.
+        host_set = now > MIN_VALID_T
+        if host_set and t > now + FUTURE_TOLERANCE_S:
             self.stats.rejected_future += 1
             self.warn.log(logging.WARNING, ("future", msg.mtype, msg.values[0]),
                           "refused %s of %s %d stamped %d, %.0f s ahead of the host clock (%d): "
@@ -588,7 +591,7 @@ class Session:
                           msg.values[0], t, t - now, int(now))
             self.set_time()
             return False
-        if self.newest_t > now + FUTURE_TOLERANCE_S:
+        if host_set and self.newest_t > now + FUTURE_TOLERANCE_S:
             self.rewind(now)
         tf = t + ms / 1000.0
         v = msg.values
@@ -647,7 +650,8 @@ class Session:
         s = self.ct.get(ch)
         if s is None or t <= MIN_VALID_T:
             return
-        if t > self.clock() + FUTURE_TOLERANCE_S:  # would hold the live view and MQTT in the future
+        now = self.clock()
+        if now > MIN_VALID_T and t > now + FUTURE_TOLERANCE_S:  # would hold the live view and MQTT ahead
             self.stats.gauges_future += 1
             return
         g = Gauge(

@@ -127,6 +127,22 @@ def test_the_host_clock_stepping_back_rewinds_every_store(
     assert warnings(caplog, "the clock stepped back")
 
 
+def test_an_unset_host_clock_neither_refuses_nor_rewinds(short_tmp: Path) -> None:
+    """A router before NTP reads 1970: it cannot judge the board's stamps, and must not take a
+    stored reading of today for a clock step and rewind every store to 1970."""
+    clock = SteppedClock(1000.0 - time.time())
+    board = FakeBoard(short_tmp)
+    board.appear()
+    with running_daemon(board, config_text(board.path, short_tmp / "state"), short_tmp, clock) as rig:
+        b = int(time.time()) // STEP * STEP
+        for i in range(5):
+            board.step(b - 4 + i, power_w=[3600.0])
+        rig.wait(lambda: rig.total(IMP) == 5000)
+        rig.wait(lambda: rig.daemon.rrd.last.get(IMP) == b)
+        assert session(rig).stats.rejected_future == 0 and session(rig).stats.clock_steps_back == 0
+        assert rrd_file_last(rig, IMP) == b
+
+
 def test_spool_rewind_drops_future_points_and_lowers_its_marks(tmp_path: Path) -> None:
     """The spool's part of a clock step: acked_ts from a clock that ran ahead no longer swallows the
     points stamped after the step, and points stamped by that clock are dropped (later cumulative
