@@ -602,6 +602,11 @@ class Session:
             raw = v[hi] * 1000 + v[lo]
             if raw < st.raw:
                 if st.epoch == epoch and tf > st.t:
+                    if msg.flags & wire.FLAG_RETX:
+                        # A resend of a tuple sent before a later (higher) one, stamped by a board
+                        # clock that TIME_SET has moved back since: its energy is in the later one.
+                        self.stats.duplicates += 1
+                        return False
                     self.stats.rejected_backwards += 1
                     self.warn.log(logging.WARNING, ("backwards", sensor),
                                   "refused %s of series %s: register %.3f at %.3f is below %.3f at %.3f "
