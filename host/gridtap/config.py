@@ -67,6 +67,10 @@ class BoardConfig:
     # file: 1 s, or 0 (read at once) when MQTT is configured, whose subscribers get live values
     # within 200 ms.
     read_batch_s: float = 1.0
+    # The board's description (hardware/board.json, as `gridtap flash` copied it to the board): its
+    # channels and ratings bound what the daemon believes of it (gridtap.board.plausible). None: the
+    # reference board's file of this installation.
+    board_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -349,7 +353,7 @@ def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
     k: KeyPath = ("board",)
     if d is None:
         raise c.fail(k, "section [board] is required (it names the serial port)")
-    c.table(d, k, {"port", "baud", "save_wh", "save_min", "read_batch_s"})
+    c.table(d, k, {"port", "baud", "save_wh", "save_min", "read_batch_s", "board_file"})
     # under the board's 2 s resend time (firmware RETX_MS), so batched frames are ACKed before it
     batch = c.get(d, (*k, "read_batch_s"), (int, float), 0.0 if live_subscribers else 1.0, _range(0, 1.5))
     return BoardConfig(
@@ -358,7 +362,20 @@ def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
         save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
         save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
         read_batch_s=float(batch),
+        board_file=_path_of(c, c.get(d, (*k, "board_file"), str, None, _nonempty)),
     )
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v else "must not be empty"
+
+
+def _path_of(c: _Checker, text: str | None) -> Path | None:
+    """A path from the file: relative ones are taken from the config file's folder."""
+    if text is None:
+        return None
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else c.path.parent / p
 
 
 _SENSOR_KEYS = {

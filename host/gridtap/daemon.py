@@ -19,9 +19,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gridtap.board.link import SerialLink
+from gridtap.board.plausible import load_board_limits
 from gridtap.board.session import Session, Sink
 from gridtap.config import Config
 from gridtap.errors import UserError
@@ -30,14 +31,42 @@ from gridtap.store.epochs import CounterStore
 from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.live import LiveStore
 from gridtap.store.rrd import RRD_FILES, NightStore, RrdCached, RrdSink, RrdStore, default_socket
+from gridtap_fw import wire
 
 log = logging.getLogger("gridtap.daemon")
 
+# Published (REST /status, MQTT diagnostic entities) and logged when they move: the decoder's
+# counters (docs/protocol.md section 4) and what the session refused (gridtap.board.session.Stats).
+INTEGRITY = ("unsynced", "rejected_future", "rejected_backwards", "rejected_step", "gauges_future",
+             "clock_steps_back", "hello_channels_clamped", "events_not_logged")
+DIAGNOSTICS = (*wire.COUNTER_NAMES, *INTEGRITY)
+ROUTINE = {"unsynced", "events_not_logged"}  # moved by a healthy board too
+DIAG_PUBLISH_S = 60.0  # diagnostics go out at most this often while they change
+DIAG_LOG_S = 600.0  # link errors are logged at most this often
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)
 CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
 
 # Optional features: config section -> the module that must exist to run it.
 FEATURES = {"mqtt": "gridtap.outputs.mqtt", "flukso": "gridtap.outputs.flukso"}
+
+
+class Clock(Protocol):
+    """The daemon's Unix clock, an object its parts are given (never a patched `time.time`).
+
+    `SystemClock` is the host's; `gridtap.simclock.ClockReader` (`gridtap daemon --clock-file`)
+    a simulated one. The daemon hands `clock.now` to every part that needs Unix time (the board
+    session, the spool, PVOutput, the REST API, the counter store), so a simulation or a test
+    sets time by passing a clock. Monotonic time (timeouts, retries) stays `time.monotonic`.
+    """
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """The host's own clock."""
+
+    def now(self) -> float:
+        return time.time()
 
 
 class TimeRate:
@@ -48,14 +77,15 @@ class TimeRate:
     batch / rate of wall time.
     """
 
-    def __init__(self) -> None:
-        self.t = time.time()
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.t = clock.now()
         self.m = time.monotonic()
         self.rate = 1.0
 
     def update(self, mono: float) -> float:
         if mono - self.m >= 1.0:
-            t = time.time()  # looked up at call time: simclock.install() replaces it
+            t = self.clock.now()
             self.rate = min(max((t - self.t) / (mono - self.m), 1.0), 1e4)
             self.t, self.m = t, mono
         return self.rate
@@ -73,15 +103,19 @@ def check_features(cfg: Config) -> None:
                 f"{cfg.path.name}: [{section}] is configured but the {section} feature is not "
                 f"available in this gridtap"
             ) from exc
+    load_board_limits(cfg.board.board_file)
     if "rules" in cfg.extra:
         raise UserError(f"{cfg.path.name}: a top-level [rules] section has no effect in the daemon; "
                         "put PVOutput rules in [pvoutput] (rules = {...} or custom_rules)")
 
 
 class Daemon:
-    def __init__(self, cfg: Config, start_rrdcached: bool = True) -> None:
+    def __init__(self, cfg: Config, start_rrdcached: bool = True, clock: Clock | None = None) -> None:
         check_features(cfg)
         self.cfg = cfg
+        # Unix time for every part (the board session, spool, PVOutput, REST API, stores): the host's,
+        # or a simulated one (`--clock-file`) passed in, never a process-wide patch of time.time.
+        self.clock: Clock = clock or SystemClock()
         d = cfg.daemon
         self.state_dir = d.state_dir
         self.store: CounterStore | None = None
@@ -97,7 +131,13 @@ class Daemon:
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
         self.api: Any = None
-        self.started = time.time()
+        self.started = self.clock.now()
+        self.limits = load_board_limits(cfg.board.board_file)  # what the board can be believed
+        self.diag_outputs: list[Any] = []  # outputs that publish diagnostics() (MQTT)
+        self.diag_last: dict[str, int] = {}
+        self.diag_logged: dict[str, int] = {}
+        self.next_diag = 0.0  # monotonic: when diagnostics may next be published
+        self.next_diag_log = 0.0
         self.extras: list[Any] = []
         self._stop: threading.Event | None = None
         self._pidfd: int | None = None
@@ -131,22 +171,23 @@ class Daemon:
         from gridtap.outputs import uplinks
 
         if self.cfg.flukso is not None:
-            fl = uplinks.FluksoLink(self.cfg)
+            fl = uplinks.FluksoLink(self.cfg, clock=self.clock.now)
             spool = fl.spool
             self.extras.append(fl)
         if self.cfg.mqtt is not None:
-            mq = uplinks.MqttSink(self.cfg)
+            mq = uplinks.MqttSink(self.cfg, diagnostics=DIAGNOSTICS)
+            self.diag_outputs.append(mq)
             sinks.append(mq)
             self.extras.append(mq)
         if "pvoutput" in self.cfg.extra:
-            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"])
+            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], clock=self.clock.now)
             sinks.append(pv)
             self.extras.append(pv)
         for extra in self.extras:
             extra.start()
         self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
                                sinks=sinks, spool=None if spool is None else GuardedSpool(spool, self.health),
-                               storage=self.health)
+                               storage=self.health, clock=self.clock.now, limits=self.limits)
         self.link.on_connect = self.session.connected
         if d.api:
             from gridtap.outputs.restapi import ApiServer
@@ -166,7 +207,7 @@ class Daemon:
         """
         while True:
             try:
-                store = CounterStore(path, self.health)
+                store = CounterStore(path, self.health, clock=self.clock.now)
             except sqlite3.Error as exc:
                 delay = self.health.failed(COUNTER_STORE, f"cannot open {path}: {exc}")
                 if stop.wait(delay):
@@ -216,7 +257,7 @@ class Daemon:
         next_check = now + CHECK_S
         end = None if max_seconds is None else now + max_seconds
         session = self.session
-        rate = TimeRate()
+        rate = TimeRate(self.clock)
         batch_s = self.cfg.board.read_batch_s
         link = self.link
         store = self.store
@@ -261,6 +302,8 @@ class Daemon:
             if link.connected:
                 session.tick()
             now = mono()
+            if now >= self.next_diag:
+                self.publish_diagnostics(now)
             release_at = rrd.release_at()  # again: this pass may have sent a new batch
             if release_at is not None and now >= release_at and not rrd.queued:
                 rrd.release()
@@ -268,7 +311,7 @@ class Daemon:
                 self.check_rrdcached()
                 next_check = now + CHECK_S
             if now >= next_night:
-                self.update_nights(time.time())
+                self.update_nights(self.clock.now())
                 next_night = now + 3600
             retry = self._storage_retry_at()
             if retry is not None and now >= retry:
@@ -347,12 +390,43 @@ class Daemon:
             self._stop.set()
         self.link.wake()
 
+    def diagnostics(self) -> dict[str, int]:
+        """DIAGNOSTICS by name: the decoder's counters and what the board session refused."""
+        out = dict(self.link.counters())
+        stats = None if self.session is None else self.session.stats
+        for name in INTEGRITY:
+            out[name] = 0 if stats is None else int(getattr(stats, name))
+        return out
+
+    def publish_diagnostics(self, mono: float) -> None:
+        """Hand changed diagnostics to the outputs (at most every DIAG_PUBLISH_S) and log the link's
+        and the session's refusals (at most every DIAG_LOG_S): a noisy cable or a lying board shows
+        up as numbers, not as a mystery."""
+        self.next_diag = mono + DIAG_PUBLISH_S
+        values = self.diagnostics()
+        if values != self.diag_last:
+            self.diag_last = values
+            for out in self.diag_outputs:
+                out.diagnostics(values)
+        if mono >= self.next_diag_log:
+            moved = {k: v - self.diag_logged.get(k, 0) for k, v in values.items()
+                     if k != "frames_ok" and v != self.diag_logged.get(k, 0)}
+            if moved:
+                # tuples before TIME_SET come with every board boot, and held-back EVENT lines were
+                # logged in part: news, not a fault
+                level = logging.WARNING if set(moved) - ROUTINE else logging.INFO
+                log.log(level, "board link: %s since the last report (%d frames ok in all)",
+                        ", ".join(f"{v} {k}" for k, v in sorted(moved.items())), values["frames_ok"])
+                self.diag_logged = values
+                self.next_diag_log = mono + DIAG_LOG_S
+
     def status(self) -> dict[str, Any]:
         s = self.session
         return {
             "connected": self.link.connected,
             "reconnects": self.link.reconnects,
             "decoder": self.link.counters(),
+            "session": None if s is None else s.stats.as_dict(),
             "epoch": None if s is None else s.epoch,
             "rrd_updates": self.rrd.updates,
             "rrd_errors": self.rrd.errors,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gridtap.config import parse_config
-from gridtap.daemon import Daemon
+from gridtap.daemon import Clock, Daemon
 from tests.support.fakeboard import FakeBoard
 
 IMP = "a" * 31 + "1"
@@ -123,9 +123,10 @@ def short_tmp() -> Iterator[Path]:
 
 
 @contextmanager
-def running_daemon(board: FakeBoard, text: str, tmp: Path) -> Iterator[Rig]:
-    """The daemon for config `text` in a thread against `board`, connected; always torn down."""
-    daemon = Daemon(parse_config(text, tmp / "gridtap.toml"))
+def running_daemon(board: FakeBoard, text: str, tmp: Path, clock: Clock | None = None) -> Iterator[Rig]:
+    """The daemon for config `text` (on `clock`, default the host's) in a thread against `board`,
+    connected; always torn down."""
+    daemon = Daemon(parse_config(text, tmp / "gridtap.toml"), clock=clock)
     daemon.start()
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)

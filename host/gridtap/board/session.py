@@ -18,6 +18,16 @@ board sends them again once the session knows which epoch they belong to.
 Nor are tuples that arrive while a store is failing (`gridtap.store.faults`):
 they go to the counters and the live outputs, but not into the spool, and the
 board keeps them until a resend finds the stores working again.
+
+**Refused tuples** (docs/architecture.md, "Plausibility and clock steps"): a
+tuple stamped before the board clock was set, more than FUTURE_TOLERANCE_S
+ahead of the host clock, whose register fell within one boot, or whose step
+is more than the channel can deliver in the interval (gridtap.board.plausible) moves
+no stored state and reaches no output; it is counted, logged (rate-limited,
+with its numbers) and ACKed: resending cannot change its content, and the
+registers are cumulative, so the next accepted tuple carries its energy.
+When the host clock steps back (marks from the future), every store is
+rewound to the present so that nothing stays frozen.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gridtap.config import BoardConfig, SensorConfig
+from gridtap.board.plausible import FUTURE_TOLERANCE_S, SLACK_S, BoardLimits, RateLog, max_rates, printable
+from gridtap.config import MAX_CT, MAX_PULSE, BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore
 from gridtap.store.faults import StorageHealth
 from gridtap.store.live import Gauge, LiveStore
@@ -61,6 +72,7 @@ ACK_DELAY_S = 0.0
 IDLE_WAIT_S = 2.0  # nothing pending: sleep until the board speaks (or 2 s)
 MAX_TRIES = 5
 TIME_SYNC_S = 1.0
+REFUSED_KEEP = 256  # refused tuples remembered, so that their resends are not counted and logged again
 MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
 NAK_REASONS = {
     1: "unknown type",
@@ -94,6 +106,8 @@ class Spool(Protocol):
 
     def commit_deadline(self) -> float | None: ...
 
+    def rewind(self, to_ts: int) -> int: ...
+
 
 @dataclass
 class Pending:
@@ -120,7 +134,19 @@ class Stats:
     config_pushes: int = 0
     naks: int = 0
     gave_up: int = 0
+    # refused (counted, logged, ACKed; nothing stored): see the module's docstring
+    rejected_future: int = 0      # stamped more than FUTURE_TOLERANCE_S ahead of the host clock
+    rejected_backwards: int = 0   # a register lower than an earlier one of the same boot
+    rejected_step: int = 0        # more energy than the channel can deliver in the interval
+    gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
+    clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
+    hello_channels_clamped: int = 0  # HELLOs claiming more channels than board.json has
+    events_not_logged: int = 0    # board EVENTs held back by the log's rate limit
     epochs: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters (not the epoch list) by name, for the REST API and the bench."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
 class Session:
@@ -136,6 +162,7 @@ class Session:
         clock: Callable[[], float] = time.time,
         storage: StorageHealth | None = None,
         mono: Callable[[], float] = time.monotonic,
+        limits: BoardLimits | None = None,
     ) -> None:
         self.board = board
         self.ct = {s.index: s for s in sensors if s.kind == "ct" and s.enabled}
@@ -163,10 +190,17 @@ class Session:
         self.config_failed = False
         self.stats = Stats()
         self.last_time_set = -1e9
-        self.newest_t = 0  # board time of the newest tuple accepted
         self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
         self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
         self.routes = self._routes_of()
+        self.limits = limits
+        # per series the fastest its register can grow (thousandths per second); none: unbounded
+        self.max_rate = max_rates(limits, sensors) if limits is not None else {}
+        # a restart after the host clock stepped back finds the stores' marks in the future
+        self.newest_t = int(max((st.t for st in store.state.values()), default=0))  # newest accepted
+        self.warn = RateLog(log, mono=mono)
+        self.refused: dict[tuple[int, int], None] = {}  # (epoch, seq) of refused tuples, newest last
+        self.event_log = RateLog(log, every_s=10.0, burst=20, mono=mono)
 
     # ------------------------------------------------------------ sending
 
@@ -371,7 +405,19 @@ class Session:
             self.pending.clear()
         self.set_time()
         if first:
-            self.push_config(h["n_ct"], h["n_pulse"])
+            self.push_config(*self._channels(h["n_ct"], h["n_pulse"]))
+
+    def _channels(self, n_ct: int, n_pulse: int) -> tuple[int, int]:
+        """HELLO's channel counts, bounded by board.json (or the most any board has)."""
+        max_ct, max_pulse = (MAX_CT, MAX_PULSE) if self.limits is None else (
+            self.limits.n_ct, self.limits.n_pulse)
+        if n_ct <= max_ct and n_pulse <= max_pulse:
+            return n_ct, n_pulse
+        self.stats.hello_channels_clamped += 1
+        self.warn.log(logging.ERROR, "hello-channels",
+                      "board says it has %d CT channels and %d pulse inputs, but its board file has "
+                      "%d and %d: configuring only those", n_ct, n_pulse, max_ct, max_pulse)
+        return min(n_ct, max_ct), min(n_pulse, max_pulse)
 
     def set_time(self) -> None:
         if any(p.mtype == wire.TIME_SET for p in self.pending.values()):
@@ -489,8 +535,25 @@ class Session:
             return
         t = v[1]
         ms = v[2]
-        valid_t = t > MIN_VALID_T
-        if valid_t and t > self.newest_t:
+        if t <= MIN_VALID_T:
+            # Stamped before the board clock was set: its time is unknown and the board never
+            # restamps it, so it moves no stored state (an unset-clock register once raised the
+            # high-water mark, and a later reboot turned that into a phantom jump). ACKed: the next
+            # tuple with a set clock carries the cumulative register.
+            stats.unsynced += 1
+            self._ack_later(msg.seq)
+            return
+        refused = (epoch, msg.seq)
+        if msg.flags & wire.FLAG_RETX and refused in self.refused:
+            self._ack_later(msg.seq)  # a resend of one refused before (its ACK crossed it): once is enough
+            return
+        if not self._plausible(msg, routes, epoch, t, ms):
+            self.refused[refused] = None
+            if len(self.refused) > REFUSED_KEEP:
+                del self.refused[next(iter(self.refused))]
+            self._ack_later(msg.seq)  # resending cannot change it; the next good tuple carries its energy
+            return
+        if t > self.newest_t:
             self.newest_t = t
         held = self.storage is not None and self.storage.degraded
         spool = None if held else self.spool
@@ -501,8 +564,6 @@ class Session:
             total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
             if not advanced:
                 stats.duplicates += 1
-            if not valid_t:
-                continue
             if spool is not None:
                 spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
             # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
@@ -517,18 +578,96 @@ class Session:
             if rate is not None:
                 for sink in self.gauge_sinks:
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
-        if not valid_t:
-            stats.unsynced += 1
         if held:
             stats.held += 1
-        elif spool is None or not valid_t:
+        elif spool is None:
             self._ack_later(msg.seq)
+
+    # ------------------------------------------------------------ plausibility and clock steps
+
+    def _plausible(self, msg: wire.Message, routes: tuple[tuple[str, str, int, int, bool], ...],
+                   epoch: int, t: int, ms: int) -> bool:
+        """False (counted and logged) for a tuple from the future, a register that fell within one
+        boot, or a step larger than the channel can deliver since the last reading."""
+        now = self.clock()
+        # A host clock that is not set (a router before NTP) cannot judge stamps: neither refuse
+        # them as from the future nor rewind the stores to 1970.
+        host_set = now > MIN_VALID_T
+        if host_set and t > now + FUTURE_TOLERANCE_S:
+            self.stats.rejected_future += 1
+            self.warn.log(logging.WARNING, ("future", msg.mtype, msg.values[0]),
+                          "refused %s of %s %d stamped %d, %.0f s ahead of the host clock (%d): "
+                          "setting the board clock", wire.TYPE_NAMES[msg.mtype], _what(msg.mtype),
+                          msg.values[0], t, t - now, int(now))
+            self.set_time()
+            return False
+        if host_set and self.newest_t > now + FUTURE_TOLERANCE_S:
+            self.rewind(now)
+        tf = t + ms / 1000.0
+        v = msg.values
+        for sensor, _role, hi, lo, _litre in routes:
+            st = self.store.state.get(sensor)
+            if st is None:
+                continue
+            raw = v[hi] * 1000 + v[lo]
+            if raw < st.raw:
+                if st.epoch == epoch and tf > st.t:
+                    if msg.flags & wire.FLAG_RETX:
+                        # A resend of a tuple sent before a later (higher) one, stamped by a board
+                        # clock that TIME_SET has moved back since: its energy is in the later one.
+                        self.stats.duplicates += 1
+                        return False
+                    self.stats.rejected_backwards += 1
+                    self.warn.log(logging.WARNING, ("backwards", sensor),
+                                  "refused %s of series %s: register %.3f at %.3f is below %.3f at %.3f "
+                                  "of the same boot", wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf,
+                                  st.raw / 1000, st.t)
+                    return False
+                continue  # a resent older reading, or a new boot that lost its registers (epochs.py)
+            rate = self.max_rate.get(sensor)
+            if rate is None:
+                continue
+            dt = max(0.0, tf - st.t)
+            limit = rate * (dt + SLACK_S)
+            if raw - st.raw > limit:
+                self.stats.rejected_step += 1
+                self.warn.log(logging.WARNING, ("step", sensor),
+                              "refused %s of series %s: +%.3f in %.1f s (register %.3f -> %.3f) is more "
+                              "than the channel can deliver (at most %.3f)", wire.TYPE_NAMES[msg.mtype],
+                              sensor, (raw - st.raw) / 1000, dt, st.raw / 1000, raw / 1000, limit / 1000)
+                return False
+        return True
+
+    def rewind(self, now: float) -> None:
+        """The host clock is behind the marks the stores hold (it stepped back, e.g. NTP correcting a
+        clock that ran ahead): bring every mark back to now, so that readings stamped from now on
+        are stored instead of being discarded as older than those marks until that time passes."""
+        to_ts = int(now) - 1
+        self.stats.clock_steps_back += 1
+        log.warning("host clock %d is %d s behind the newest stored reading (%d): the clock stepped "
+                    "back; rewinding stored marks to %d", int(now), self.newest_t - int(now),
+                    self.newest_t, to_ts)
+        self.newest_t = to_ts
+        for sensor, mark in self.newest_out.items():
+            self.newest_out[sensor] = min(mark, to_ts * 1000)
+        self.store.rewind(to_ts)
+        self.live.rewind(to_ts)
+        if self.spool is not None:
+            self.spool.rewind(to_ts)
+        for sink in self.sinks:
+            rewind = getattr(sink, "rewind", None)
+            if rewind is not None:
+                rewind(to_ts)
 
     def _gauge(self, msg: wire.Message) -> None:
         self.stats.gauges += 1
         ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values
         s = self.ct.get(ch)
         if s is None or t <= MIN_VALID_T:
+            return
+        now = self.clock()
+        if now > MIN_VALID_T and t > now + FUTURE_TOLERANCE_S:  # would hold the live view and MQTT ahead
+            self.stats.gauges_future += 1
             return
         g = Gauge(
             t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
@@ -543,11 +682,14 @@ class Session:
     def _event(self, msg: wire.Message) -> None:
         self.stats.events += 1
         _t, _ms, level, code, text = msg.values
-        log.log(
-            EVENT_LEVELS.get(level, logging.INFO),
-            "board event %d: %s",
-            code,
-            bytes(text).decode("utf-8", "replace"),
-        )
+        # The text is the board's: escaped (a newline or an ANSI escape cannot forge a log line) and
+        # rate-limited per code (2,000 events a second must not fill a router's log).
+        if not self.event_log.log(EVENT_LEVELS.get(level, logging.INFO), ("event", code),
+                                  "board event %d: %s", code, printable(bytes(text))):
+            self.stats.events_not_logged += 1
         if self.epoch is not None:
             self._ack_later(msg.seq)
+
+
+def _what(mtype: int) -> str:
+    return "channel" if mtype in (wire.COUNTER, wire.GAUGE) else "input"

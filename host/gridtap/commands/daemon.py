@@ -69,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     sync_text = getattr(args, "time_sync_s", None)
     sync_s = None if sync_text is None else _seconds("--time-sync-s", sync_text)
+    clock = None
     if getattr(args, "clock_file", None) is not None and not args.check:
-        from gridtap import simclock
+        from gridtap.simclock import ClockReader
 
-        simclock.install(args.clock_file)   # before the daemon's modules bind time.time as a default
+        clock = ClockReader(args.clock_file)  # the daemon's clock object: nothing else sees it
     from gridtap.daemon import Daemon, check_features
 
     if sync_s is not None:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.syslog)
     stop = threading.Event()
 
-    d = Daemon(cfg)
+    d = Daemon(cfg, clock=clock)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("gridtap.daemon").info("signal %d: stopping", signum)

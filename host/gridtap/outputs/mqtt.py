@@ -17,6 +17,13 @@ measurement``. An availability topic (``/device/<device>/status``,
 ``online``/``offline`` via the broker's last will) greys the entities out when
 the daemon is gone.
 
+**Diagnostics.** The daemon's board-link counters (the decoder's ``bad_crc``,
+``bad_cobs``, ``oversize``… of docs/protocol.md §4, and the tuples it
+refused as implausible) go to ``/device/<device>/diagnostics`` as one retained
+JSON object, each key a Home Assistant entity of ``entity_category:
+diagnostic`` (``state_class: total_increasing``), so a noisy cable or a lying
+board shows on the device page.
+
 **Broker restarts.** The publisher remembers the latest payload of every
 topic. Whenever the connection (re)starts it publishes, in one go, the
 availability, every discovery config and the latest value of every topic, all
@@ -112,11 +119,15 @@ def payload(ts: int, value: int | float, unit: str) -> bytes:
     return json.dumps([int(ts), _number(value), unit], separators=(",", ":")).encode()
 
 
+def _device(device_id: str) -> dict[str, Any]:
+    return {"identifiers": [f"gridtap_{device_id}"], "name": f"gridtap {device_id}",
+            "manufacturer": "gridtap", "model": "gridtap energy monitor", "sw_version": __version__}
+
+
 def discovery_configs(device_id: str, sensors: Iterable[MqttSensor],
                       prefix: str = "homeassistant") -> dict[str, bytes]:
     """Home Assistant discovery: ``{config topic: JSON config}`` for every entity."""
-    device = {"identifiers": [f"gridtap_{device_id}"], "name": f"gridtap {device_id}",
-              "manufacturer": "gridtap", "model": "gridtap energy monitor", "sw_version": __version__}
+    device = _device(device_id)
     avail = f"/device/{device_id}/status"
     out: dict[str, bytes] = {}
     for s in sensors:
@@ -142,6 +153,28 @@ def discovery_configs(device_id: str, sensors: Iterable[MqttSensor],
     return out
 
 
+def diagnostic_topic(device_id: str) -> str:
+    return f"/device/{device_id}/diagnostics"
+
+
+def diagnostic_configs(device_id: str, keys: Iterable[str],
+                       prefix: str = "homeassistant") -> dict[str, bytes]:
+    """Home Assistant discovery for the daemon's counters: one diagnostic entity per key."""
+    device = _device(device_id)
+    out: dict[str, bytes] = {}
+    for key in keys:
+        if not re.fullmatch(r"[a-z0-9_]{1,40}", key):
+            raise ValueError(f"mqtt: diagnostic name {key!r} must be 1-40 lowercase letters, digits or '_'")
+        uid = f"gridtap_{device_id}_{key}"
+        cfg = {"name": key.replace("_", " "), "unique_id": uid, "object_id": uid,
+               "state_topic": diagnostic_topic(device_id), "value_template": f"{{{{ value_json.{key} }}}}",
+               "state_class": "total_increasing", "entity_category": "diagnostic",
+               "availability_topic": f"/device/{device_id}/status", "payload_available": "online",
+               "payload_not_available": "offline", "device": device}
+        out[f"{prefix}/sensor/{uid}/config"] = json.dumps(cfg, separators=(",", ":")).encode()
+    return out
+
+
 _REPLAY = "\x00replay"
 _STOP = "\x00stop"
 
@@ -160,7 +193,8 @@ class MqttPublisher:
                  username: str | None = None, password: Secret | None = None,
                  client_id: str | None = None, discovery: bool = True,
                  discovery_prefix: str = "homeassistant", keepalive: int = 30,
-                 reconnect_min: float = 1.0, reconnect_max: float = 30.0) -> None:
+                 reconnect_min: float = 1.0, reconnect_max: float = 30.0,
+                 diagnostics: Iterable[str] = ()) -> None:
         if not _DEVICE.fullmatch(device_id):
             raise ValueError(f"mqtt: device id {device_id!r} must be 1-64 letters, digits, '-' or '_'")
         if not 1 <= int(port) <= 65535:
@@ -171,6 +205,8 @@ class MqttPublisher:
         self.host, self.port = host, int(port)
         self.discovery = (discovery_configs(device_id, self.sensors.values(), discovery_prefix)
                           if discovery else {})
+        if discovery:
+            self.discovery.update(diagnostic_configs(device_id, diagnostics, discovery_prefix))
         self._latest: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
@@ -309,6 +345,10 @@ class MqttPublisher:
         """Publish a live value (W, L/day or V by the sensor's kind)."""
         s = self._sensor(sensor_id)
         self._set(gauge_topic(sensor_id), payload(ts, value, FLUKSO_UNITS[s.kind][0]))
+
+    def diagnostics(self, values: dict[str, int]) -> None:
+        """Publish the daemon's counters (one retained JSON object, read by the diagnostic entities)."""
+        self._set(diagnostic_topic(self.device_id), json.dumps(values, separators=(",", ":")).encode())
 
     def counter(self, sensor_id: str, ts: int, value: int | float) -> None:
         """Publish a cumulative counter (Wh or L); the latest survives broker restarts."""

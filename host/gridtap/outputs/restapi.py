@@ -1,6 +1,7 @@
 """The local REST API, compatible with the Flukso FLM (port 8080) and the Flukso server's time series.
 
     GET /sensor/<32hex>?version=1.0&interval=minute&unit=watt[&callback=fn]
+    GET /status    the daemon's health as JSON: link and decoder counters, refused tuples
 
 `minute` answers the last 60 seconds from memory, one point a second, padded
 with "nan" (as the FLM does). `15min, hour, day, week, month, year, decade`
@@ -24,7 +25,6 @@ import re
 import selectors
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -137,6 +137,8 @@ class Answerer:
         self.daemon = daemon
 
     def answer(self, path: str, query: str, now: float | None = None) -> tuple[str, str | None]:
+        if path == "/status":  # the board link's health: decoder counters, refused tuples, RRD errors
+            return json.dumps(self.daemon.status(), separators=(",", ":")), None
         m = SENSOR_PATH.match(path)
         if m is None:
             if path.startswith("/sensor/"):
@@ -150,7 +152,7 @@ class Answerer:
         cfg, _role = series[sensor]
         is_water = cfg.kind == "pulse" and cfg.unit == "litre"
         factor = unit_factor(q["unit"], is_water, self.daemon.cfg.daemon.price_per_kwh)
-        now_s = int(time.time() if now is None else now)
+        now_s = int(self.daemon.clock.now() if now is None else now)
         interval = q["interval"]
         if interval == "minute":
             if not self.daemon.live.has(sensor):

@@ -23,6 +23,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def device_name() -> str:
 
 
 class MqttSink:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, diagnostics: tuple[str, ...] = ()) -> None:
         from gridtap.outputs.flukso import Secret
         from gridtap.outputs.mqtt import MqttPublisher, MqttSensor
 
@@ -76,6 +77,7 @@ class MqttSink:
                 password=password,
                 discovery=m.discovery,
                 discovery_prefix=m.discovery_prefix,
+                diagnostics=diagnostics,
             )
         except ValueError as exc:
             raise UserError(f"[mqtt]: {exc}") from exc
@@ -89,6 +91,9 @@ class MqttSink:
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
         self.pub.counter(sensor, t, total_milli / 1000.0)
 
+    def diagnostics(self, values: dict[str, int]) -> None:
+        self.pub.diagnostics(values)
+
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
         if unit != "V":
             self.pub.gauge(sensor, t, round(value, 3))
@@ -97,11 +102,11 @@ class MqttSink:
 class PvoSink:
     """Readings go through a queue; a thread feeds and ticks the PVOutput uploader."""
 
-    def __init__(self, cfg: Config, settings: Any) -> None:
+    def __init__(self, cfg: Config, settings: Any, clock: Callable[[], float] = time.time) -> None:
         from gridtap.outputs.pvoutput import PVOutputUploader
 
         self.names = series_names(cfg)
-        self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite")
+        self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite", clock=clock)
         self.q: queue.Queue[tuple[str, str, int, float, str]] = queue.Queue(maxsize=100_000)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="gridtap-pvoutput", daemon=True)
@@ -155,7 +160,7 @@ class PvoSink:
 class FluksoLink:
     """The durable spool (destination "flukso") and the uploader thread that empties it."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
         from gridtap.outputs.flukso import FluksoUploader, load_device_key
         from gridtap.store.spool import Spool
 
@@ -166,7 +171,8 @@ class FluksoLink:
         else:
             key = load_device_key(None, env=f.key_env or "")
         self.spool = Spool(
-            Path(cfg.daemon.state_dir) / "spool.sqlite", ["flukso"], commit_interval=SPOOL_COMMIT_S
+            Path(cfg.daemon.state_dir) / "spool.sqlite", ["flukso"], commit_interval=SPOOL_COMMIT_S,
+            wall_clock=clock,
         )
         ids = [sid for s in cfg.sensors for sid, _role in s.series]
         self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s))

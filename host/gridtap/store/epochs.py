@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,9 @@ class SeriesState:
 
 
 class CounterStore:
-    def __init__(self, path: Path, health: StorageHealth | None = None) -> None:
+    def __init__(self, path: Path, health: StorageHealth | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # Unix time, for the epoch's first_seen
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.health = health if health is not None else StorageHealth()
@@ -136,7 +139,7 @@ class CounterStore:
             return int(row[0])
         top = self.db.execute("SELECT max(id) FROM epoch").fetchone()[0] or 0
         eid = max([int(top), *self.new_epochs]) + 1
-        self.new_epochs[eid] = (bid, boot_count, reset_cause, time.time())
+        self.new_epochs[eid] = (bid, boot_count, reset_cause, self.clock())
         self._persist_now()
         return eid
 
@@ -183,6 +186,15 @@ class CounterStore:
         st.total = st.offset + raw
         self.dirty.add(sensor)
         return st.total, True
+
+    def rewind(self, to_ts: int) -> None:
+        """The host clock stepped back: no series' reading time stays after to_ts. Otherwise a new
+        epoch's lower register would wait for a reading 'newer' than one stamped by a clock that ran
+        ahead, and the plausibility bound would measure its interval from that future time."""
+        for sensor, st in self.state.items():
+            if st.t > to_ts:
+                st.t = float(to_ts)
+                self.dirty.add(sensor)
 
     def total(self, sensor: str) -> int | None:
         st = self.state.get(sensor)

@@ -174,3 +174,13 @@ class GuardedSpool:
     def commit_deadline(self) -> float | None:
         retry = self.health.retry_at("spool")
         return retry if retry is not None else self.spool.commit_deadline()
+
+    def rewind(self, to_ts: int) -> int:
+        """The host clock stepped back (gridtap.board.session): a failure is a storage fault, and the
+        spool's marks then stay ahead until a later rewind succeeds."""
+        try:
+            dropped: int = self.spool.rewind(to_ts)
+        except (sqlite3.Error, OSError) as exc:
+            self.health.failed("spool", exc)
+            return 0
+        return dropped

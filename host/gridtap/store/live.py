@@ -35,6 +35,13 @@ class LiveStore:
         self.gauges: dict[str, Gauge] = {}
         self._pulse_last: dict[str, tuple[float, int]] = {}
 
+    def rewind(self, to_ts: int) -> None:
+        """The host clock stepped back: forget pulse marks after to_ts (they would hold back rates)."""
+        with self.lock:
+            for sensor, (t_ms, _total) in list(self._pulse_last.items()):
+                if t_ms > to_ts * 1000:
+                    del self._pulse_last[sensor]
+
     def put(self, sensor: str, t: int, rate_milli_per_s: float) -> None:
         ring = self.rings.get(sensor)
         if ring is None:

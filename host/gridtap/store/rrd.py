@@ -20,6 +20,7 @@ import ctypes
 import datetime
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -74,6 +75,46 @@ def create_args(path: Path, start: int) -> list[str]:
     for steps, rows, cfs in RRAS:
         args += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in cfs]
     return args
+
+
+SERIES_FILE = re.compile(r"[0-9a-f]{32}")  # <sensor id>.rrd; the night RRDs are named otherwise
+_ROW = re.compile(r"<row>.*?</row>", re.S)
+
+
+def rewind_dump(xml: str, to_ts: int) -> str:
+    """An `rrdtool dump` whose last update is moved back to to_ts: the rows after it are dropped
+    (each archive shifts in as many unknown rows at its old end, so its length stays), the
+    consolidations in progress start afresh, and last_ds (the last counter) is kept, so the next
+    update's energy is spread over the time since to_ts."""
+    m = re.search(r"<lastupdate>\s*(\d+)\s*</lastupdate>", xml)
+    step_m = re.search(r"<step>\s*(\d+)\s*</step>", xml)
+    if m is None or step_m is None:
+        raise ValueError("not an rrdtool dump: no <lastupdate> or <step>")
+    old, step = int(m.group(1)), int(step_m.group(1))
+    if to_ts >= old:
+        return xml
+    xml = xml[: m.start()] + f"<lastupdate>{to_ts}</lastupdate>" + xml[m.end():]
+    head, *rras = xml.split("<rra>")
+    head = re.sub(r"<value>[^<]*</value>", "<value>0.0000000000e+00</value>", head)
+    head = re.sub(r"<unknown_sec>[^<]*</unknown_sec>", f"<unknown_sec> {to_ts % step} </unknown_sec>", head)
+    out = [head]
+    for rra in rras:
+        pdp = re.search(r"<pdp_per_row>\s*(\d+)\s*</pdp_per_row>", rra)
+        if pdp is None:
+            raise ValueError("not an rrdtool dump: an archive without <pdp_per_row>")
+        span = int(pdp.group(1)) * step
+        k = (old - old % span - (to_ts - to_ts % span)) // span
+        db_start, db_end = rra.index("<database>") + len("<database>"), rra.index("</database>")
+        rows = _ROW.findall(rra[db_start:db_end])
+        if k > 0 and rows:
+            nan = "<row>" + "<v>NaN</v>" * rows[0].count("<v>") + "</row>"
+            rows = [nan] * min(k, len(rows)) + rows[: max(0, len(rows) - k)]
+        prep = rra[:db_start]
+        prep = re.sub(r"<(primary_value|secondary_value|value)>[^<]*</\1>", r"<\1>NaN</\1>", prep)
+        prep = re.sub(r"<unknown_datapoints>[^<]*</unknown_datapoints>",
+                      f"<unknown_datapoints>{(to_ts % span) // step}</unknown_datapoints>", prep)
+        out.append(prep + "\n" + "\n".join(rows) + "\n" + rra[db_end:])
+    return "<rra>".join(out)
 
 
 @dataclass
@@ -531,6 +572,43 @@ class RrdStore:
         self.updates += 1
         return True
 
+    def rewind(self, sensor: str, to_ts: int) -> bool:
+        """Move sensor's last update back to to_ts if it is later (the host clock stepped back after
+        a clock that ran ahead stamped updates): an RRD takes only updates after its last one, so
+        without this it would discard every reading until that time came round. rrdcached writes
+        what it holds and forgets the file first (it keeps its own last-update time per file).
+        True if the file was rewound."""
+        p = self.path(sensor)
+        if not p.exists():
+            return False
+        self.send()
+        last = self.last.get(sensor)
+        if last is None:
+            last = self._last_update(p)
+        if last <= to_ts:
+            return False
+        if self.client is not None:
+            self.client.command(f"FLUSH {p}")
+            self.client.command(f"FORGET {p}")
+        exe = rrdtool_exe()
+        dump = subprocess.run([exe, "dump", str(p)], capture_output=True, text=True, timeout=60)
+        if dump.returncode != 0:
+            raise OSError(f"rrdtool dump {p}: {dump.stderr.strip()}")
+        tmp = p.with_name(p.name + ".rewind.xml")
+        try:
+            tmp.write_text(rewind_dump(dump.stdout, to_ts))
+            res = subprocess.run([exe, "restore", "-f", str(tmp), str(p)], capture_output=True, text=True,
+                                 timeout=60)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise OSError(f"rrdtool restore {p}: {res.stderr.strip()}")
+        log.warning("rrd %s: last update moved back from %d to %d (the clock stepped back)",
+                    sensor, last, to_ts)
+        self.last[sensor] = to_ts
+        self.paths[sensor] = str(p)
+        return True
+
     def send(self) -> int:
         """Send the queued updates to rrdcached in one write; return how many were sent.
 
@@ -793,6 +871,21 @@ class RrdSink:
         except (OSError, ConnectionError) as exc:
             self.store.errors += 1
             log.warning("rrd update for %s failed: %s", sensor, exc)
+
+    def rewind(self, to_ts: int) -> None:
+        """The host clock stepped back: every RRD whose last update is after to_ts is moved back."""
+        on_disk = {p.stem for p in self.store.rrd_dir.glob("*.rrd") if SERIES_FILE.fullmatch(p.stem)}
+        for sensor in sorted(set(self.bucket) | set(self.store.last) | on_disk):
+            held = self.held.get(sensor)
+            if held is not None and held[0] > to_ts:
+                del self.held[sensor]
+            if self.bucket.get(sensor, 0) * STEP > to_ts:
+                del self.bucket[sensor]
+            try:
+                self.store.rewind(sensor, to_ts)
+            except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
+                self.store.errors += 1
+                log.error("rrd %s: cannot move its last update back to %d: %s", sensor, to_ts, exc)
 
     def flush_held(self) -> None:
         for sensor, (t, total) in sorted(self.held.items()):

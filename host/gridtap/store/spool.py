@@ -460,6 +460,21 @@ class Spool:
                 self._acked[sid] = up_to_ts
             return cur.rowcount
 
+    def rewind(self, to_ts: int) -> int:
+        """The host clock stepped back behind this spool's marks: drop points stamped after to_ts
+        (a clock running ahead stamped them; the counters are cumulative, so later points carry
+        their energy) and lower every high-water mark above to_ts to it, so that points stamped
+        from now on are kept. Returns the points dropped."""
+        with self._lock, self._tx():
+            self._batch = [b for b in self._batch if b[1] <= to_ts]
+            dropped = self._db.execute("DELETE FROM points WHERE ts > ?", (to_ts,)).rowcount
+            self._db.execute("UPDATE series SET acked_ts = ? WHERE acked_ts > ?", (to_ts, to_ts))
+            for sid, acked in self._acked.items():
+                self._acked[sid] = min(acked, to_ts)
+        if dropped:
+            log.warning("spool: dropped %d points stamped after %d (the clock stepped back)", dropped, to_ts)
+        return dropped
+
     def acked_ts(self, dest: str, sensor_id: str) -> int:
         """The high-water mark set by ``ack`` (0 if never acknowledged)."""
         self._check_dest(dest)

@@ -42,6 +42,12 @@ class FakeSpool:
     def commit_deadline(self) -> float | None:
         return 0.0 if self.batch else None
 
+    def rewind(self, to_ts: int) -> int:
+        kept = [p for p in self.points if p[1] <= to_ts]
+        dropped = len(self.points) - len(kept)
+        self.points = kept
+        return dropped
+
 
 def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) -> tuple[Session, list[bytes]]:
     sent: list[bytes] = []

@@ -1,0 +1,154 @@
+"""What the daemon believes of the board: limits from its board.json and the config, rate-limited logs.
+
+A CRC only proves that a frame was not damaged on the wire, not that its
+content is true (a firmware bug, a flipped bit before the CRC was taken, a
+hostile device on the port). So the board session checks every tuple against
+what the hardware can physically do before anything is stored:
+
+* **Channels.** HELLO's `n_ct`/`n_pulse` are bounded by the channels
+  board.json describes: a HELLO claiming 255 CTs is not 2,550 CONFIG_GETs.
+* **Energy per interval.** A CT register cannot grow faster than the largest
+  power the channel can report: the ADC's full-scale voltage times its
+  full-scale current (`midscale × v_per_count` × `midscale × a_per_count`,
+  62.6 kW on the reference board, where a sine at full scale is half that),
+  times the channel's gain when it is above 1. A pulse register cannot grow
+  faster than one pulse per debounce time (`debounce_ms`, at least 1 ms) at
+  the meter constant's size of a pulse. `SLACK_S` covers the stamps' rounding.
+
+`RateLog` keeps any of this (and the board's EVENT text) from flooding the
+log: a burst per key, then one line per interval saying how many were held back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gridtap.config import SensorConfig
+from gridtap.errors import UserError
+
+SLACK_S = 2.0  # added to every interval: stamps are the ADC commit's, rounded to ms, up to 1 s apart
+FUTURE_TOLERANCE_S = 60  # a tuple stamped further ahead of the host clock than this is refused
+
+
+@dataclass(frozen=True)
+class BoardLimits:
+    """What board.json says the board has: its CT channels' full-scale power and its pulse inputs."""
+
+    ct_max_w: tuple[float, ...]
+    n_pulse: int
+
+    @property
+    def n_ct(self) -> int:
+        return len(self.ct_max_w)
+
+
+def reference_board() -> Path | None:
+    """hardware/board.json of the checkout this package runs from, if there is one."""
+    for parent in Path(__file__).resolve().parents:
+        p = parent / "hardware" / "board.json"
+        if p.is_file():
+            return p
+    return None
+
+
+def _positive(data: dict[str, Any], key: str, where: str) -> float:
+    v = data.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or v != v or v == float("inf"):
+        raise UserError(f"{where}: {key} must be a positive number, got {v!r}")
+    return float(v)
+
+
+def load_board_limits(path: Path | None) -> BoardLimits:
+    """The limits of the board described by path (None: the reference board of this installation)."""
+    p = path or reference_board()
+    if p is None:
+        raise UserError("no board description: set [board] board_file to the board.json that "
+                        "`gridtap flash` copied to the board (hardware/board.json in the gridtap sources)")
+    try:
+        raw = json.loads(p.read_text())
+    except OSError as exc:
+        raise UserError(f"board file {p}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"board file {p}: not JSON ({exc})") from exc
+    adc = raw.get("adc") if isinstance(raw, dict) else None
+    channels = adc.get("channels") if isinstance(adc, dict) else None
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, dict) for c in channels):
+        raise UserError(f"board file {p}: no adc.channels list (is it a gridtap board.json?)")
+    assert isinstance(adc, dict)
+    mid = _positive(adc, "midscale", f"board file {p}: adc")
+    volts = [c for c in channels if c.get("kind") == "voltage"]
+    if len(volts) != 1:
+        raise UserError(f"board file {p}: adc.channels must hold one voltage channel, found {len(volts)}")
+    v_fs = mid * _positive(volts[0], "v_per_count", f"board file {p}: voltage channel")
+    cts = [c for c in channels if c.get("kind") == "ct"]
+    ct_max = tuple(v_fs * mid * _positive(c, "a_per_count", f"board file {p}: CT {c.get('name', i)}")
+                   for i, c in enumerate(cts))
+    pulses = raw.get("pulse_inputs", [])
+    if not isinstance(pulses, list):
+        raise UserError(f"board file {p}: pulse_inputs must be a list")
+    return BoardLimits(ct_max, len(pulses))
+
+
+def max_rates(limits: BoardLimits, sensors: Iterable[SensorConfig]) -> dict[str, float]:
+    """Per series (sensor id) the fastest its register can grow, in thousandths (mWh, mL) per second."""
+    out: dict[str, float] = {}
+    for s in sensors:
+        if s.kind == "ct":
+            if s.index >= limits.n_ct:
+                continue  # a channel the board does not have: its tuples are unmapped anyway
+            w = limits.ct_max_w[s.index] * max(1.0, s.gain)
+            for sid, _role in s.series:
+                out[sid] = w / 3.6  # W -> mWh per second
+        else:
+            per_pulse = 1e6 / s.meter_constant  # mWh (or mL) per pulse: constant per kWh (or m3)
+            out[s.id] = per_pulse * 1000.0 / max(1, s.debounce_ms)
+    return out
+
+
+def printable(text: bytes, limit: int = 200) -> str:
+    """Board text for a log line: control characters (newlines, ANSI escapes) shown as escapes."""
+    s = text[:limit].decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s)
+
+
+class RateLog:
+    """At most `burst` lines per key at once, then one per `every_s`, each saying how many were held back.
+
+    Keys are bounded (`max_keys`); beyond them every key shares one budget.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0, burst: int = 5,
+                 mono: Callable[[], float] = time.monotonic, max_keys: int = 64) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self.burst = burst
+        self.mono = mono
+        self.max_keys = max_keys
+        self.state: dict[Any, list[float]] = {}  # key -> [tokens, last refill, held back]
+        self.held_back = 0
+
+    def log(self, level: int, key: Any, msg: str, *args: Any) -> bool:
+        """Log msg % args unless key is over its budget (then count it); True if logged."""
+        now = self.mono()
+        if key not in self.state and len(self.state) >= self.max_keys:
+            key = "\x00other"
+        st = self.state.setdefault(key, [float(self.burst), now, 0.0])
+        st[0] = min(float(self.burst), st[0] + (now - st[1]) / self.every_s)
+        st[1] = now
+        if st[0] < 1.0:
+            st[2] += 1
+            self.held_back += 1
+            return False
+        st[0] -= 1.0
+        if st[2]:
+            msg += " (%d more like it not logged)"
+            args = (*args, int(st[2]))
+            st[2] = 0
+        self.logger.log(level, msg, *args)
+        return True
