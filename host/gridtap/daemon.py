@@ -14,6 +14,7 @@ import datetime
 import importlib
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from gridtap.board.link import SerialLink
 from gridtap.board.session import Session, Sink
-from gridtap.config import Config
+from gridtap.config import Config, DaemonConfig
 from gridtap.errors import UserError
 from gridtap.store.epochs import CounterStore
 from gridtap.store.live import LiveStore
@@ -34,6 +35,14 @@ CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot 
 
 # Optional features: config section -> the module that must exist to run it.
 FEATURES = {"mqtt": "gridtap.outputs.mqtt", "flukso": "gridtap.outputs.flukso"}
+
+
+def rrd_mode(d: DaemonConfig) -> str:
+    """The RRD mode to run in: [daemon] rrd_mode, or for "auto" rrdcached where it is installed
+    (or a running one is configured) and the daemon's own batches where it is not (OpenWrt)."""
+    if d.rrd_mode != "auto":
+        return d.rrd_mode
+    return "rrdcached" if d.rrdcached_socket is not None or shutil.which("rrdcached") else "batched"
 
 
 class TimeRate:
@@ -83,9 +92,19 @@ class Daemon:
         self.store: CounterStore | None = None
         self.live = LiveStore()
         self.cached: RrdCached | None = None
-        self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
-        self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
-        self.rrd = RrdStore(d.rrd_dir, self.socket_path)
+        self.rrd_mode = rrd_mode(d)
+        self.flush_server: Any = None  # batched mode: rrdbatch.FlushServer for readers outside the daemon
+        self.rrd: RrdStore
+        if self.rrd_mode == "batched":
+            from gridtap.store.rrdbatch import SOCKET_NAME, BatchedRrdStore
+
+            self.start_rrdcached = False
+            self.socket_path = d.state_dir / SOCKET_NAME
+            self.rrd = BatchedRrdStore(d.rrd_dir, d.rrdcached_flush_s)
+        else:
+            self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
+            self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
+            self.rrd = RrdStore(d.rrd_dir, self.socket_path)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
@@ -110,6 +129,13 @@ class Daemon:
             self.cached = RrdCached(d.rrd_dir, self.socket_path, d.rrdcached_flush_s)
             self.cached.start()
             self._watch_rrdcached()
+        if self.rrd_mode == "batched":
+            from gridtap.store.rrdbatch import BatchedRrdStore, FlushServer
+
+            assert isinstance(self.rrd, BatchedRrdStore)
+            self.flush_server = FlushServer(self.rrd, self.socket_path)
+            self.flush_server.start()
+        log.info("RRDs in %s, %s mode", d.rrd_dir, self.rrd_mode)
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
         spool = None
@@ -288,6 +314,7 @@ class Daemon:
             "reconnects": self.link.reconnects,
             "decoder": self.link.counters(),
             "epoch": None if s is None else s.epoch,
+            "rrd_mode": self.rrd_mode,
             "rrd_updates": self.rrd.updates,
             "rrd_errors": self.rrd.errors,
         }
@@ -308,8 +335,12 @@ class Daemon:
             self.store = None
         if self.rrd_sink is not None:
             self.rrd_sink.flush_held()
+        if self.flush_server is not None:
+            self.flush_server.stop()
+            self.flush_server = None
         self.rrd.send()
-        flushed = self.rrd.flush_all() if self.cached is not None else False
+        # an rrdcached of our own, or the daemon's own batches: everything is written now
+        flushed = self.rrd.flush_all() if self.cached is not None or self.rrd_mode == "batched" else False
         if not flushed:  # an rrdcached of its own or not: it has taken every update before we hang up
             self.rrd.check_refused(wait=True)
         self.rrd.close()

@@ -52,21 +52,16 @@ def rrdtool_exe() -> str:
     return exe
 
 
-def create_args(path: Path, start: int) -> list[str]:
-    args = [
-        rrdtool_exe(),
-        "create",
-        str(path),
-        "--no-overwrite",
-        "--start",
-        str(start),
-        "--step",
-        str(STEP),
-        f"DS:{DS_NAME}:DERIVE:{HEARTBEAT}:0:U",
-    ]
+def create_spec(start: int) -> list[str]:
+    """A series RRD's `rrdtool create` arguments after the file name (rrdtool 1.0's syntax)."""
+    args = ["--start", str(start), "--step", str(STEP), f"DS:{DS_NAME}:DERIVE:{HEARTBEAT}:0:U"]
     for steps, rows, cfs in RRAS:
         args += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in cfs]
     return args
+
+
+def create_args(path: Path, start: int) -> list[str]:
+    return [rrdtool_exe(), "create", str(path), "--no-overwrite", *create_spec(start)]
 
 
 @dataclass
@@ -331,13 +326,18 @@ class RrdStore:
         p = self.path(sensor)
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
-            res = subprocess.run(create_args(p, first_t - STEP), capture_output=True, text=True)
-            if res.returncode != 0 and not p.exists():
-                raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
+            self.create_file(p, create_spec(first_t - STEP))
         if sensor not in self.last:
             self.last[sensor] = self._last_update(p)
             self.paths[sensor] = str(p)
         return p
+
+    def create_file(self, p: Path, spec: list[str]) -> None:
+        """Create RRD p from `rrdtool create` arguments, never over an existing file."""
+        res = subprocess.run([rrdtool_exe(), "create", str(p), "--no-overwrite", *spec],
+                             capture_output=True, text=True)
+        if res.returncode != 0 and not p.exists():
+            raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
 
     def _last_update(self, p: Path) -> int:
         res = subprocess.run(
@@ -535,24 +535,9 @@ class NightStore:
             return False
         p = self.path(sensor)
         if not p.exists():
-            subprocess.run(
-                [
-                    rrdtool_exe(),
-                    "create",
-                    str(p),
-                    "--no-overwrite",
-                    "--start",
-                    str(slot - NIGHT_STEP),
-                    "--step",
-                    str(NIGHT_STEP),
-                    f"DS:night:GAUGE:{NIGHT_STEP + 3600}:0:U",
-                    "RRA:AVERAGE:0.5:1:365",
-                    "RRA:AVERAGE:0.5:7:520",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            self.rrd.create_file(p, ["--start", str(slot - NIGHT_STEP), "--step", str(NIGHT_STEP),
+                                     f"DS:night:GAUGE:{NIGHT_STEP + 3600}:0:U",
+                                     "RRA:AVERAGE:0.5:1:365", "RRA:AVERAGE:0.5:7:520"])
         res = subprocess.run(
             [rrdtool_exe(), "update", str(p), f"{slot}:{value:.6f}"], capture_output=True, text=True
         )
