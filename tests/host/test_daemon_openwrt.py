@@ -58,7 +58,7 @@ before = set(sys.modules)
 # what the router lacks cannot be imported (ImportError, as there): the numpy of the virtual board,
 # the C decoder (the package ships none: the pure Python one is used), and every module of a
 # package gridtap does not depend on (argv[2:])
-for name in ["numpy", "gridtap._native", *sys.argv[2:]]:
+for name in ["numpy", "gridtap.board._native", *sys.argv[2:]]:
     sys.modules[name] = None
 import threading
 from pathlib import Path
@@ -73,7 +73,7 @@ try:
     d.run(threading.Event(), max_seconds=0.5)
 finally:
     d.close()
-import gridtap.graph  # `gridtap graph` on the router
+import gridtap.commands.graph  # `gridtap graph` on the router
 loaded = {m for m, mod in sys.modules.items() if mod is not None} - before
 print(" ".join(sorted({m.split(".")[0] for m in loaded})))
 """
@@ -133,7 +133,7 @@ def test_daemon_import_closure_is_shipped_by_the_package_dependencies(short_tmp:
     """Every module the daemon loads, with each optional output configured, comes from gridtap itself
     or from a package its feed Makefile depends on: a new import of a module OpenWrt does not ship
     (or ships in a package gridtap does not depend on) fails here."""
-    from tests.daemon.conftest import RRDTOOL1, config_text
+    from tests.support.daemon import RRDTOOL1, config_text
 
     cfg = short_tmp / "gridtap.toml"
     cfg.write_text(config_text(short_tmp / "tty", short_tmp / "state", rrd_mode="batched") + """

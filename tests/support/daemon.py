@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from gridtap.commands.graph import flush_for_reading
 from gridtap.config import parse_config
 from gridtap.daemon import Daemon
-from gridtap.commands.graph import flush_for_reading
 from tests.support.fakeboard import FakeBoard
 
 ROOT = Path(__file__).resolve().parents[2]
