@@ -405,6 +405,28 @@ def virtual_board_hour(work: Path, batch: float | None = None,
     return cpu * 3600 / sim_s, woke * 3600 / sim_s
 
 
+def start_daemon(board: FakeBoard, cfg: Path, sock: Path) -> subprocess.Popen[bytes]:
+    """`gridtap daemon -c cfg` as a subprocess, once it has greeted the board and opened sock."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
+    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
+                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (board.clock_set and board.commits >= 1 and sock.exists()):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            stop_daemon(daemon)
+            raise RuntimeError("the daemon did not start and greet the board")
+        time.sleep(0.02)
+    return daemon
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+
+
 def run() -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="gtb"))
     board = FakeBoard(work, n_ct=4, n_pulse=2, retx_s=5.0)
@@ -412,16 +434,9 @@ def run() -> dict[str, object]:
     state = work / "state"
     cfg = work / "gridtap.toml"
     cfg.write_text(config(board.path, state))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
-    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
-                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
     sock = state / "rrdcached.sock"
+    daemon = start_daemon(board, cfg, sock)
     try:
-        deadline = time.monotonic() + 30
-        while not (board.clock_set and board.commits >= 1 and sock.exists()):
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise RuntimeError("the daemon did not start and greet the board")
-            time.sleep(0.02)
         t0 = int(time.time()) - SIM_S - WARMUP_S - 5
         feed(board, t0, WARMUP_S, sock, {WARMUP_S})
         cached = children(daemon.pid)
@@ -440,11 +455,7 @@ def run() -> dict[str, object]:
         written = proc_io(daemon.pid) + proc_io(rrdcached) - io0
         rss = proc_hwm_mb(daemon.pid)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
         board.close()
     naive = baseline(work, t0 + WARMUP_S)
     hot = hot_replay(work)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,8 @@ from bench.bench_host import (  # noqa: E402
     feed,
     proc_hwm_mb,
     proc_io,
+    start_daemon,
+    stop_daemon,
     virtual_board_hour,
 )
 from tests.support.fakeboard import FakeBoard  # noqa: E402
@@ -90,16 +90,9 @@ def lockstep_hour(work: Path) -> tuple[int, float]:
     state = work / "state"
     cfg = work / "gridtap.toml"
     cfg.write_text(config(board.path, state).replace("[daemon]\n", '[daemon]\nrrd_mode = "batched"\n', 1))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
-    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
-                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
     sock = state / "rrdflush.sock"
+    daemon = start_daemon(board, cfg, sock)
     try:
-        deadline = time.monotonic() + 30
-        while not (board.clock_set and board.commits >= 1 and sock.exists()):
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise RuntimeError("the daemon did not start and greet the board")
-            time.sleep(0.02)
         t0 = int(time.time()) - SIM_S - WARMUP_S - 5
         feed(board, t0, WARMUP_S, sock, {WARMUP_S}, flush_socket_all)
         io0 = proc_io(daemon.pid)
@@ -107,11 +100,7 @@ def lockstep_hour(work: Path) -> tuple[int, float]:
         written = proc_io(daemon.pid) - io0
         rss = proc_hwm_mb(daemon.pid)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
         board.close()
     return written, rss
 

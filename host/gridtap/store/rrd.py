@@ -351,6 +351,14 @@ class RrdStore:
     def _daemon_args(self) -> list[str]:
         return ["--daemon", f"unix:{self.socket_path}"] if self.socket_path else []
 
+    def is_new(self, sensor: str, t: int) -> bool:
+        """Whether t is newer than the series' last update; its file is created or found on first use."""
+        last = self.last.get(sensor)
+        if last is None:  # first update of this series in this process: create or find the file
+            self.ensure(sensor, t)
+            last = self.last[sensor]
+        return t > last
+
     def update(self, sensor: str, t: int, value: int) -> bool:
         """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward).
 
@@ -358,11 +366,7 @@ class RrdStore:
         that were queued, answers read later: a refusal shows in `errors` and the
         log then); without it, `rrdtool update` runs at once. True if taken.
         """
-        last = self.last.get(sensor)
-        if last is None:  # first update of this series in this process: create or find the file
-            self.ensure(sensor, t)
-            last = self.last[sensor]
-        if t <= last:
+        if not self.is_new(sensor, t):
             return False
         if self.client is not None:
             self.queued.append(f"UPDATE {self.paths[sensor]} {t}:{value}")

@@ -77,11 +77,7 @@ class BatchedRrdStore(RrdStore):
     def update(self, sensor: str, t: int, value: int) -> bool:
         """Hold one counter value for the next write of its file; skip it unless newer than the last."""
         with self.lock:
-            last = self.last.get(sensor)
-            if last is None:  # first update of this series in this process: create or find the file
-                self.ensure(sensor, t)
-                last = self.last[sensor]
-            if t <= last:
+            if not self.is_new(sensor, t):
                 return False
             held = self.held.setdefault(sensor, [])
             held.append((t, value))
@@ -193,10 +189,11 @@ class FlushServer:
         self.thread.start()
 
     def _serve(self) -> None:
-        assert self.sock is not None
+        listener = self.sock  # its own reference: stop() clears self.sock while this waits
+        assert listener is not None
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return  # stop() shut the socket down
             with conn:
