@@ -324,20 +324,24 @@ class RrdStore:
 
     def ensure(self, sensor: str, first_t: int) -> Path:
         p = self.path(sensor)
+        created = False
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
-            self.create_file(p, create_spec(first_t - STEP))
+            created = self.create_file(p, create_spec(first_t - STEP))
         if sensor not in self.last:
-            self.last[sensor] = self._last_update(p)
+            # a file made just now was last updated at its start: no `rrdtool last` run needed
+            self.last[sensor] = first_t - STEP if created else self._last_update(p)
             self.paths[sensor] = str(p)
         return p
 
-    def create_file(self, p: Path, spec: list[str]) -> None:
-        """Create RRD p from `rrdtool create` arguments, never over an existing file."""
+    def create_file(self, p: Path, spec: list[str]) -> bool:
+        """Create RRD p from `rrdtool create` arguments, never over an existing file; True if this
+        call made it (False: it was there already)."""
         res = subprocess.run([rrdtool_exe(), "create", str(p), "--no-overwrite", *spec],
                              capture_output=True, text=True)
         if res.returncode != 0 and not p.exists():
             raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
+        return res.returncode == 0
 
     def _last_update(self, p: Path) -> int:
         res = subprocess.run(

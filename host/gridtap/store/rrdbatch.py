@@ -59,9 +59,10 @@ class BatchedRrdStore(RrdStore):
         self.writes = 0  # `rrdtool update` runs
         self.dropped = 0  # values given up while their file could not be written
 
-    def create_file(self, p: Path, spec: list[str]) -> None:
+    def create_file(self, p: Path, spec: list[str]) -> bool:
         """rrdtool 1.0 has no --no-overwrite: create under a temporary name, then link it into place,
-        which fails (and leaves the existing file alone) if another process created it meanwhile."""
+        which fails (and leaves the existing file alone) if another process created it meanwhile.
+        True if this call made the file."""
         tmp = p.with_name(f".{p.name}.{os.getpid()}.new")
         res = subprocess.run([rrdtool_exe(), "create", str(tmp), *spec], capture_output=True, text=True)
         try:
@@ -70,7 +71,8 @@ class BatchedRrdStore(RrdStore):
             try:
                 os.link(tmp, p)
             except FileExistsError:
-                pass
+                return False
+            return True
         finally:
             tmp.unlink(missing_ok=True)
 
