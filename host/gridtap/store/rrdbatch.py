@@ -180,12 +180,20 @@ class FlushServer:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
+        """Listen; without the socket (a path too long for one, a read-only directory) the daemon
+        runs on and readers outside it see the RRDs as last written."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(self.path))
-        os.chmod(self.path, 0o600)  # it makes the daemon write flash: only its own user may ask
-        s.listen(4)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.unlink(missing_ok=True)
+            s.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # it makes the daemon write flash: only its own user may ask
+            s.listen(4)
+        except OSError as exc:
+            s.close()
+            log.warning("no flush socket %s (gridtap graph will show the RRDs as last written): %s",
+                        self.path, exc)
+            return
         self.sock = s
         self.thread = threading.Thread(target=self._serve, name="rrdflush", daemon=True)
         self.thread.start()

@@ -101,6 +101,15 @@ def test_flush_socket_answers_rrdcached_flush(store: BatchedRrdStore, short_tmp:
     assert not server.path.exists()
 
 
+def test_without_its_socket_the_store_still_works(store: BatchedRrdStore, short_tmp: Path) -> None:
+    server = FlushServer(store, short_tmp / ("x" * 120) / "rrdflush.sock")  # too long for a unix socket
+    server.start()
+    assert server.sock is None and server.thread is None
+    server.stop()
+    store.update(IMP, T0 + 10, 10)
+    assert store.flush_all()
+
+
 def test_mode_auto_is_rrdcached_where_installed_else_batched(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     assert rrd_mode(DaemonConfig(rrd_mode="batched")) == "batched"
