@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from gridtap.errors import UserError
 from gridtap.store.rrd import RrdStore, rrdtool_exe
 
 log = logging.getLogger("gridtap.store.rrdbatch")
@@ -134,20 +135,16 @@ class BatchedRrdStore(RrdStore):
         written = 0
         while held:
             batch = held[:MAX_BATCH]
-            p = self.path(sensor)
-            if not p.exists():
-                self.ensure(sensor, batch[0][0])
-            args = [rrdtool_exe(), "update", str(p), *(f"{t}:{v}" for t, v in batch)]
-            res = subprocess.run(args, capture_output=True, text=True)
+            why = self._update(sensor, batch)
             self.writes += 1
-            if res.returncode != 0:
+            if why is not None:
                 self.errors += 1
                 if len(held) > MAX_HELD:
                     self.dropped += len(held) - MAX_HELD
                     del held[: len(held) - MAX_HELD]
                 self.due[sensor] = time.monotonic() + min(self.flush_s, RETRY_S)
                 log.warning("rrd write of %d values for %s failed (kept for a retry): %s",
-                            len(held), sensor, res.stderr.strip())
+                            len(held), sensor, why)
                 return written
             del held[: len(batch)]
             written += len(batch)
@@ -155,6 +152,19 @@ class BatchedRrdStore(RrdStore):
         self.due.pop(sensor, None)
         self.flushed[sensor] = time.monotonic()
         return written
+
+    def _update(self, sensor: str, batch: list[tuple[int, int]]) -> str | None:
+        """One `rrdtool update` of the series' file with batch; None if it went to disk, else why not
+        (a storage fault degrades the RRDs, never the daemon)."""
+        p = self.path(sensor)
+        try:
+            if not p.exists():
+                self.ensure(sensor, batch[0][0])
+            res = subprocess.run([rrdtool_exe(), "update", str(p), *(f"{t}:{v}" for t, v in batch)],
+                                 capture_output=True, text=True)
+        except (OSError, UserError, subprocess.SubprocessError) as exc:
+            return str(exc)
+        return None if res.returncode == 0 else res.stderr.strip()
 
     def sensor_of(self, path: str) -> str | None:
         """The series whose file is path (as a reader names it), if this store has one."""

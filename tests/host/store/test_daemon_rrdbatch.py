@@ -81,6 +81,17 @@ def test_a_failed_write_keeps_the_values_and_a_deleted_file_is_made_again(store:
     assert last(p) == T0 + 30 and not store.held
 
 
+def test_no_rrdtool_at_write_time_keeps_the_values(store: BatchedRrdStore, short_tmp: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store.update(IMP, T0 + 10, 10)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(short_tmp))  # rrdtool gone (a package removed under the daemon)
+    assert not store.flush_all()
+    assert store.errors == 1 and store.held[IMP] == [(T0 + 10, 10)]
+    monkeypatch.setenv("PATH", path)
+    assert store.flush_all() and last(store.path(IMP)) == T0 + 10
+
+
 def test_flush_socket_answers_rrdcached_flush(store: BatchedRrdStore, short_tmp: Path) -> None:
     server = FlushServer(store, short_tmp / "rrdflush.sock")
     server.start()
