@@ -14,17 +14,19 @@ PIP := $(VENV)/bin/pip
 STAMPS := $(VENV)/.stamps
 
 # Debian 12 packages: C toolchain, cffi headers, clang for libFuzzer and the
-# Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto.
+# Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto, and the big-endian MIPS
+# cross compiler with qemu-mips-static for the OpenWrt router build (native/mips).
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
-	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind
+	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind \
+	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
 
-.PHONY: setup apt venv native stubs test lint typecheck pytest fuzz bench clean soak demo
+.PHONY: setup apt venv native mips-be stubs test lint typecheck pytest fuzz bench clean soak demo
 
-setup: apt venv native stubs
+setup: apt venv native mips-be stubs
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: Makefile
@@ -58,6 +60,13 @@ $(STAMPS)/native: $(NATIVE_SRC) $(STAMPS)/pip
 	@if [ -f native/build_ffi.py ]; then $(PY) native/build_ffi.py; fi
 	@touch $@
 
+# The C codec and kernel for big-endian MIPS (OpenWrt ath79), run under qemu-mips-static
+# against the protocol vectors and the kernel reference (tests/native/test_mips_be.py does the same).
+mips-be: $(STAMPS)/mips-be
+$(STAMPS)/mips-be: $(NATIVE_SRC) native/mips/gt_be_test.c native/mips/harness.py $(STAMPS)/pip
+	$(PY) native/mips/harness.py native/build/mips-be
+	@touch $@
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -77,7 +86,7 @@ demo: setup
 	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
 
 clean:
-	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native
+	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be
 
 bench: setup
 	$(PY) bench/run.py

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +225,8 @@ def flush_all(sock: Path) -> None:
     os.sync()
 
 
-def feed(board: FakeBoard, t0: int, seconds: int, sock: Path, flush_at: set[int]) -> int:
+def feed(board: FakeBoard, t0: int, seconds: int, sock: Path, flush_at: set[int],
+         flush: Callable[[Path], None] = flush_all) -> int:
     frames = 0
     for i in range(seconds):
         t = t0 + i
@@ -237,7 +239,7 @@ def feed(board: FakeBoard, t0: int, seconds: int, sock: Path, flush_at: set[int]
         if not board.wait_acked(30):
             raise RuntimeError("the daemon stopped ACKing")
         if i + 1 in flush_at:
-            flush_all(sock)
+            flush(sock)
         os.sync()
     return frames
 
@@ -324,11 +326,14 @@ VB_SPEED = 60.0     # the virtual board's speed-up (gridtap demo's default)
 VB_WARMUP_S = 300  # simulated seconds before the measured hour: boot, HELLO, config, first RRDs
 
 
-def virtual_board_config(tty: Path, state: Path, batch: float | None) -> str:
-    """gridtap demo's sensors (every input of the reference board) with the daemon's default settings."""
+def virtual_board_config(tty: Path, state: Path, batch: float | None,
+                         daemon_extra: tuple[str, ...] = ()) -> str:
+    """gridtap demo's sensors (every input of the reference board) with the daemon's default settings
+    (plus daemon_extra lines in [daemon])."""
     from gridtap.commands.demo import sensors_toml
 
-    return "\n".join(["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0", "",
+    return "\n".join(["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0",
+                      *daemon_extra, "",
                       "[board]", f'port = "{tty}"', *([] if batch is None else [f"read_batch_s = {batch}"]),
                       "", *sensors_toml()])
 
@@ -341,11 +346,19 @@ def wakeups(pid: int) -> int:
     raise RuntimeError("no voluntary_ctxt_switches")
 
 
-def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, float]:
+def reaped_cpu(pid: int) -> float:
+    """CPU seconds of the children pid has waited for (its `rrdtool` runs): cutime + cstime."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def virtual_board_hour(work: Path, batch: float | None = None,
+                       daemon_extra: tuple[str, ...] = ()) -> tuple[float, float]:
     """The issue's set-up: the virtual board (real firmware, household-pv) at VB_SPEED, the daemon as
-    configured by default (or with read_batch_s = batch) on the board's 3 CTs (two signed) and 2 pulse
-    inputs, 7 sensor ids at 1 Hz; (daemon + rrdcached CPU s, daemon wake-ups) per simulated hour, read
-    off the simulator's clock."""
+    configured by default (or with read_batch_s = batch, and daemon_extra) on the board's 3 CTs (two
+    signed) and 2 pulse inputs, 7 sensor ids at 1 Hz; (CPU s of the daemon, its rrdcached if it runs
+    one, and the `rrdtool` processes it ran; daemon wake-ups) per simulated hour, read off the
+    simulator's clock."""
     from gridtap.commands.demo import Procs, read_pty_line, time_sync_s
     from gridtap.simclock import ClockReader
 
@@ -362,7 +375,7 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
         tty = Path(read_pty_line(sim, work / "sim.log"))
         sim_clock = ClockReader(clock).now  # the simulator has published its clock by now
         cfg = work / "gridtap.toml"
-        cfg.write_text(virtual_board_config(tty, work / "state", batch))
+        cfg.write_text(virtual_board_config(tty, work / "state", batch, daemon_extra))
         daemon = procs.start("daemon", [*env_py, "daemon", "-c", str(cfg), "--clock-file", str(clock),
                                         "--time-sync-s", f"{time_sync_s(VB_SPEED):g}",
                                         "--log-level", "warning"], work / "daemon.log")
@@ -375,18 +388,43 @@ def virtual_board_hour(work: Path, batch: float | None = None) -> tuple[float, f
                 time.sleep(0.05)
 
         wait_sim(t0 + VB_WARMUP_S)
-        rrdcached = next(p for p in children(daemon.pid)
-                         if "rrdcached" in Path(f"/proc/{p}/cmdline").read_text())
-        c0 = proc_cpu(daemon.pid) + proc_cpu(rrdcached)
+        helpers = [p for p in children(daemon.pid) if "rrdcached" in Path(f"/proc/{p}/cmdline").read_text()]
+
+        def used() -> float:
+            return proc_cpu(daemon.pid) + reaped_cpu(daemon.pid) + sum(proc_cpu(p) for p in helpers)
+
+        c0 = used()
         w0 = wakeups(daemon.pid)
         s0 = sim_clock()
         wait_sim(s0 + SIM_S)
-        cpu = proc_cpu(daemon.pid) + proc_cpu(rrdcached) - c0
+        cpu = used() - c0
         woke = wakeups(daemon.pid) - w0
         sim_s = sim_clock() - s0
     finally:
         procs.close()
     return cpu * 3600 / sim_s, woke * 3600 / sim_s
+
+
+def start_daemon(board: FakeBoard, cfg: Path, sock: Path) -> subprocess.Popen[bytes]:
+    """`gridtap daemon -c cfg` as a subprocess, once it has greeted the board and opened sock."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
+    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
+                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (board.clock_set and board.commits >= 1 and sock.exists()):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            stop_daemon(daemon)
+            raise RuntimeError("the daemon did not start and greet the board")
+        time.sleep(0.02)
+    return daemon
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
 
 
 def run() -> dict[str, object]:
@@ -396,16 +434,9 @@ def run() -> dict[str, object]:
     state = work / "state"
     cfg = work / "gridtap.toml"
     cfg.write_text(config(board.path, state))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "host") + os.pathsep + str(ROOT / "firmware"))
-    daemon = subprocess.Popen([sys.executable, "-m", "gridtap.cli", "daemon", "-c", str(cfg),
-                               "--log-level", "warning"], env=env, stdin=subprocess.DEVNULL)
     sock = state / "rrdcached.sock"
+    daemon = start_daemon(board, cfg, sock)
     try:
-        deadline = time.monotonic() + 30
-        while not (board.clock_set and board.commits >= 1 and sock.exists()):
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise RuntimeError("the daemon did not start and greet the board")
-            time.sleep(0.02)
         t0 = int(time.time()) - SIM_S - WARMUP_S - 5
         feed(board, t0, WARMUP_S, sock, {WARMUP_S})
         cached = children(daemon.pid)
@@ -424,11 +455,7 @@ def run() -> dict[str, object]:
         written = proc_io(daemon.pid) + proc_io(rrdcached) - io0
         rss = proc_hwm_mb(daemon.pid)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon)
         board.close()
     naive = baseline(work, t0 + WARMUP_S)
     hot = hot_replay(work)

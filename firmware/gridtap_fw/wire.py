@@ -149,8 +149,8 @@ P_SAVE_MIN = 0x0C
 
 PARAMS = {
     P_ENABLED: ("enabled", "<B", 1),
-    P_SENSOR_ID: ("sensor_id", "16s", None),
-    P_SENSOR_ID_EXPORT: ("sensor_id_export", "16s", None),
+    P_SENSOR_ID: ("sensor_id", "<16s", None),
+    P_SENSOR_ID_EXPORT: ("sensor_id_export", "<16s", None),
     P_GAIN_E6: ("gain_e6", "<I", None),
     P_PHASE_MDEG: ("phase_mdeg", "<i", None),
     P_INVERT: ("invert", "<B", 1),
@@ -270,7 +270,7 @@ def _pack_params(items) -> bytes:
         if spec is None:
             raise WireError("unknown config parameter %r" % (pid,))
         fmt = spec[1]
-        if fmt == "16s":
+        if fmt == "<16s":
             if not isinstance(value, (bytes, bytearray)) or len(value) != 16:
                 raise WireError("%s needs 16 bytes" % spec[0])
             val = bytes(value)
@@ -352,10 +352,10 @@ def _parse_tlvs(p, at: int):
         spec = PARAMS.get(pid)
         if spec is None:
             return C_VALUE
-        want = 16 if spec[1] == "16s" else struct.calcsize(spec[1])
+        want = 16 if spec[1] == "<16s" else struct.calcsize(spec[1])
         if ln != want or at + 2 + ln > n:
             return C_LENGTH
-        if spec[1] == "16s":
+        if spec[1] == "<16s":
             value = bytes(p[at + 2:at + 18])
         else:
             value = struct.unpack_from(spec[1], p, at + 2)[0]
@@ -465,7 +465,7 @@ def decode_raw(raw):
     values = parse_payload(mtype, memoryview(raw)[HEADER_LEN:n - CRC_LEN])
     if not isinstance(values, tuple):
         return values
-    return Message(mtype, raw[3] | (raw[4] << 8), raw[2], values)
+    return Message(mtype, raw[3] | (raw[4] << 8), raw[2], values)  # seq: u16, little-endian
 
 
 class Decoder:

@@ -29,6 +29,7 @@ BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 KINDS = ("ct", "pulse")
 TRIGGERS = ("edge", "level")
 UNITS = ("wh", "litre")
+RRD_MODES = ("auto", "rrdcached", "batched")
 # The line a CT sits on, and how far its voltage lags the VT's (the VT is on
 # L1; a one-VT board takes L2 and L3 to be L1's voltage a third of a cycle
 # later: hardware/analogue.md section 2a).
@@ -48,7 +49,11 @@ class DaemonConfig:
     state_dir: Path = Path("/var/lib/gridtap")
     rrd_dir: Path = Path("/var/lib/gridtap/rrd")
     rrdcached_socket: Path | None = None  # None: the daemon starts its own rrdcached
-    rrdcached_flush_s: int = 1800
+    rrdcached_flush_s: int = 1800  # how often each RRD file is written (by rrdcached or, batched, the daemon)
+    # "rrdcached": through rrdcached; "batched": the daemon holds the updates itself and writes each
+    # file once per rrdcached_flush_s with rrdtool 1.0's commands (OpenWrt); "auto": rrdcached if it
+    # is installed or rrdcached_socket is set, else batched.
+    rrd_mode: str = "auto"
     bind: str = "0.0.0.0"
     port: int = 8080
     api: bool = True
@@ -322,6 +327,7 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
             "rrd_dir",
             "rrdcached_socket",
             "rrdcached_flush_s",
+            "rrd_mode",
             "bind",
             "port",
             "api",
@@ -334,11 +340,16 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
     rrd = c.get(d, (*k, "rrd_dir"), str, None)
     sock = c.get(d, (*k, "rrdcached_socket"), str, None)
     state_dir = _dir(path, state) if state else dflt.state_dir
+    mode = c.get(d, (*k, "rrd_mode"), str, dflt.rrd_mode, _one_of(RRD_MODES))
+    if mode == "batched" and sock:
+        raise c.fail((*k, "rrd_mode"), 'is "batched", so the daemon writes the RRDs itself: '
+                     "remove rrdcached_socket or set rrd_mode to \"rrdcached\"")
     return DaemonConfig(
         state_dir=state_dir,
         rrd_dir=_dir(path, rrd) if rrd else state_dir / "rrd",
         rrdcached_socket=_dir(path, sock) if sock else None,
         rrdcached_flush_s=c.get(d, (*k, "rrdcached_flush_s"), int, dflt.rrdcached_flush_s, _range(10, 86400)),
+        rrd_mode=mode,
         bind=c.get(d, (*k, "bind"), str, dflt.bind),
         port=c.get(d, (*k, "port"), int, dflt.port, _range(0, 65535)),
         api=c.get(d, (*k, "api"), bool, dflt.api),

@@ -14,6 +14,7 @@ import datetime
 import importlib
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from gridtap.board.link import SerialLink
 from gridtap.board.plausible import load_board_limits
 from gridtap.board.session import Session, Sink
-from gridtap.config import Config
+from gridtap.config import Config, DaemonConfig
 from gridtap.errors import UserError
 from gridtap.store.epochs import STORE as COUNTER_STORE
 from gridtap.store.epochs import CounterStore
@@ -67,6 +68,14 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+
+def rrd_mode(d: DaemonConfig) -> str:
+    """The RRD mode to run in: [daemon] rrd_mode, or for "auto" rrdcached where it is installed
+    (or a running one is configured) and the daemon's own batches where it is not (OpenWrt)."""
+    if d.rrd_mode != "auto":
+        return d.rrd_mode
+    return "rrdcached" if d.rrdcached_socket is not None or shutil.which("rrdcached") else "batched"
 
 
 class TimeRate:
@@ -121,10 +130,20 @@ class Daemon:
         self.store: CounterStore | None = None
         self.live = LiveStore()
         self.cached: RrdCached | None = None
-        self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
-        self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
         self.health = StorageHealth()
-        self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
+        self.rrd_mode = rrd_mode(d)
+        self.flush_server: Any = None  # batched mode: rrdbatch.FlushServer for readers outside the daemon
+        self.rrd: RrdStore
+        if self.rrd_mode == "batched":
+            from gridtap.store.rrdbatch import SOCKET_NAME, BatchedRrdStore
+
+            self.start_rrdcached = False
+            self.socket_path = d.state_dir / SOCKET_NAME
+            self.rrd = BatchedRrdStore(d.rrd_dir, d.rrdcached_flush_s, self.health)
+        else:
+            self.start_rrdcached = start_rrdcached and d.rrdcached_socket is None
+            self.socket_path = d.rrdcached_socket or default_socket(d.state_dir)
+            self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
@@ -165,6 +184,13 @@ class Daemon:
             self._watch_rrdcached()
         if self.store.rebuilt:
             self._seed_rebuilt_store()
+        if self.rrd_mode == "batched":
+            from gridtap.store.rrdbatch import BatchedRrdStore, FlushServer
+
+            assert isinstance(self.rrd, BatchedRrdStore)
+            self.flush_server = FlushServer(self.rrd, self.socket_path)
+            self.flush_server.start()
+        log.info("RRDs in %s, %s mode", d.rrd_dir, self.rrd_mode)
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
         spool = None
@@ -428,6 +454,7 @@ class Daemon:
             "decoder": self.link.counters(),
             "session": None if s is None else s.stats.as_dict(),
             "epoch": None if s is None else s.epoch,
+            "rrd_mode": self.rrd_mode,
             "rrd_updates": self.rrd.updates,
             "rrd_errors": self.rrd.errors,
             "storage": self.health.status(),
@@ -460,8 +487,12 @@ class Daemon:
         try:
             if self.rrd_sink is not None:
                 self.rrd_sink.flush_held()
+            if self.flush_server is not None:
+                self.flush_server.stop()
+                self.flush_server = None
             self.rrd.send()
-            flushed = self.rrd.flush_all() if self.cached is not None else False
+            # an rrdcached of our own, or the daemon's own batches: everything is written now
+            flushed = self.rrd.flush_all() if self.cached is not None or self.rrd_mode == "batched" else False
             if not flushed:  # an rrdcached of its own or not: it has taken every update before we hang up
                 self.rrd.check_refused(wait=True)
         finally:

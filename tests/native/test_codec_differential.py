@@ -30,7 +30,7 @@ flag01 = st.integers(0, 1)
 def _param_item(pid: int) -> st.SearchStrategy:
     fmt = wire.PARAMS[pid][1]
     values: st.SearchStrategy
-    if fmt == "16s":
+    if fmt == "<16s":
         values = st.binary(min_size=16, max_size=16)
     elif wire.PARAMS[pid][2] is not None:
         values = st.integers(0, wire.PARAMS[pid][2])
@@ -299,7 +299,7 @@ def _boundary_raws() -> list[bytes]:
             raw(mtype, head + tlv_u16 + bytes([0x00, 1, 1])),
         ]
         for pid in sorted(wire.PARAMS):
-            ln = 16 if wire.PARAMS[pid][1] == "16s" else struct.calcsize(wire.PARAMS[pid][1])
+            ln = 16 if wire.PARAMS[pid][1] == "<16s" else struct.calcsize(wire.PARAMS[pid][1])
             for first in (0, 1, 2, 255):
                 out.append(raw(mtype, head + bytes([pid, ln, first]) + bytes(ln - 1)))
             out.append(raw(mtype, head + bytes([pid, ln + 1]) + bytes(ln + 1)))

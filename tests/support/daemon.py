@@ -1,7 +1,14 @@
-"""The daemon test kit: a fake board on a pty, a daemon running in a thread against it, and their fixtures."""
+"""The daemon test kit: a fake board on a pty, a daemon running in a thread against it, and their fixtures.
+
+`rig` runs every test in each RRD mode (`rrd_mode`): "rrdcached" (Debian) and
+"batched" (the daemon writes the RRDs itself, as on OpenWrt), the latter with
+tools/openwrt/rrdtool1/ first in PATH so that the daemon's rrdtool calls must
+be valid for rrdtool 1.0. GRIDTAP_RRD_MODES=batched (or rrdcached) runs one.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -13,9 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from gridtap.commands.graph import flush_for_reading
 from gridtap.config import parse_config
 from gridtap.daemon import Clock, Daemon
 from tests.support.fakeboard import FakeBoard
+
+ROOT = Path(__file__).resolve().parents[2]
+RRDTOOL1 = ROOT / "tools" / "openwrt" / "rrdtool1"  # rrdtool that refuses what 1.0 lacks
+REAL_RRDTOOL = shutil.which("rrdtool") or "rrdtool"  # for the tests' own reads of the files
+RRD_MODES = [m for m in os.environ.get("GRIDTAP_RRD_MODES", "rrdcached,batched").split(",") if m]
 
 IMP = "a" * 31 + "1"
 EXP = "a" * 31 + "2"
@@ -24,11 +37,12 @@ PULSE = "c" * 31 + "1"
 WATER = "d" * 31 + "1"
 
 
-def config_text(port: Path, state: Path, api_port: int = 0) -> str:
+def config_text(port: Path, state: Path, api_port: int = 0, rrd_mode: str = "rrdcached") -> str:
     return f"""
 [daemon]
 state_dir = "{state}"
 rrdcached_flush_s = 3600
+rrd_mode = "{rrd_mode}"
 bind = "127.0.0.1"
 port = {api_port}
 price_per_kwh = 0.25
@@ -100,10 +114,19 @@ class Rig:
         raise AssertionError(f"condition not met within {timeout} s")
 
     def wait_rrd(self, sensor: str, t: int, timeout: float = 10.0) -> None:
-        """Until rrdcached holds sensor's updates up to t: queued, sent, and answered (refusals counted)."""
+        """Until the writer holds sensor's updates up to t: queued, sent to rrdcached and answered
+        (refusals counted), or held by the daemon itself in batched mode."""
         rrd = self.daemon.rrd
         self.wait(lambda: rrd.last.get(sensor, 0) >= t and not rrd.queued, timeout)
         rrd.check_refused(wait=True)
+
+    def read_args(self, *sensors: str) -> list[str]:
+        """Ready the sensors' RRDs for a reader outside the daemon, as `gridtap graph` does; return the
+        options an rrdtool read needs (rrdcached: --daemon, which flushes; batched: none)."""
+        if self.daemon.rrd_mode == "rrdcached":
+            return ["--daemon", f"unix:{self.daemon.socket_path}"]
+        flush_for_reading(self.daemon.cfg, [self.daemon.rrd.path(s) for s in sensors])
+        return []
 
     def total(self, sensor: str) -> int | None:
         assert self.daemon.store is not None
@@ -142,8 +165,27 @@ def running_daemon(board: FakeBoard, text: str, tmp: Path, clock: Clock | None =
         board.close()
 
 
+@pytest.fixture(params=RRD_MODES)
+def rrd_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The RRD mode of the daemon under test; batched runs its rrdtool through the 1.0 wrapper."""
+    mode: str = request.param
+    if mode == "batched":
+        monkeypatch.setenv("PATH", f"{RRDTOOL1}{os.pathsep}{os.environ.get('PATH', '')}")
+    return mode
+
+
 @pytest.fixture
-def rig(short_tmp: Path) -> Iterator[Rig]:
+def rig(short_tmp: Path, rrd_mode: str) -> Iterator[Rig]:
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = config_text(board.path, short_tmp / "state", rrd_mode=rrd_mode)
+    with running_daemon(board, text, short_tmp) as r:
+        yield r
+
+
+@pytest.fixture
+def cached_rig(short_tmp: Path) -> Iterator[Rig]:
+    """A rig in rrdcached mode only, for what only concerns rrdcached."""
     board = FakeBoard(short_tmp)
     board.appear()
     with running_daemon(board, config_text(board.path, short_tmp / "state"), short_tmp) as r:

@@ -1,13 +1,17 @@
 """`gridtap graph <sensor> --interval day -o power.png`: a power graph from the sensor's RRDs.
 
 Import is drawn above the axis and export below it in its own colour; the
-legend gives the energy of each over the interval (rrdtool's TOTAL of the
-stored rate), so the picture and the meter can be compared at a glance.
+legend gives the energy of each over the interval (the mean stored rate,
+unknown counted as 0, times the interval), so the picture and the meter can
+be compared at a glance.
 
-With a daemon running, its rrdcached writes the cached updates first; a
-socket nobody serves (a daemon that has stopped) is ignored. The PNG is drawn
-into a temporary file and renamed only when rrdtool succeeded: a failed graph
-leaves no file (and the exit status is 2).
+Only rrdtool 1.0's graph syntax is used (no VDEF, no --slope-mode, no
+--daemon), so the same command draws on OpenWrt's rrdtool1. Values the
+daemon still holds are written first: FLUSH over the rrdcached socket, or
+over the daemon's own flush socket in batched mode (gridtap.store.rrdbatch).
+
+The PNG is drawn into a temporary file and renamed only when rrdtool
+succeeded: a failed graph leaves no file (and the exit status is 2).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from gridtap.config import Config, SensorConfig, load_config
 from gridtap.errors import UserError
-from gridtap.store.rrd import DS_NAME, RrdStore, rrdtool_exe, socket_served
+from gridtap.store.rrd import DS_NAME, CacheClient, RrdStore, rrdtool_exe
 
 SPANS = {"hour": 3600, "day": 86400, "week": 604800, "month": 2419200, "year": 31536000}
 IMPORT_COLOUR = "#D9480F"
@@ -43,8 +48,8 @@ def graph_args(
     cfg: Config, s: SensorConfig, interval: str, out: Path, end: int | None, width: int, height: int
 ) -> list[str]:
     rrd = RrdStore(cfg.daemon.rrd_dir, None)
-    end_s = "now" if end is None else str(end)
-    start_s = f"end-{SPANS[interval]}"
+    end_t = int(time.time()) if end is None else end
+    span = SPANS[interval]
     water = s.kind == "pulse" and s.unit == "litre"
     label = "L/min" if water else "W"
     scale = 0.06 if water else 3.6  # thousandths per second -> L/min or W
@@ -55,9 +60,9 @@ def graph_args(
         "--imgformat",
         "PNG",
         "--start",
-        start_s,
+        str(end_t - span),
         "--end",
-        end_s,
+        str(end_t),
         "--width",
         str(width),
         "--height",
@@ -66,7 +71,6 @@ def graph_args(
         label,
         "--title",
         f"{s.name} ({interval})",
-        "--slope-mode",
     ]
     series: list[tuple[str, str, str, int]] = []  # (id, vname, legend, sign)
     if s.kind == "ct":
@@ -86,14 +90,12 @@ def graph_args(
         args += [
             f"DEF:{v}={path}:{DS_NAME}:AVERAGE",
             f"CDEF:{v}p={v},{scale * sign},*",
-            f"CDEF:{v}e={v},{total_div},/",
-            f"VDEF:{v}t={v}e,TOTAL",
-            f"VDEF:{v}m={v},MAXIMUM",
+            # energy: the mean rate with gaps as 0, times the span (1.0 has no VDEF TOTAL)
+            f"CDEF:{v}e={v},UN,0,{v},IF,{span},*,{total_div},/",
             f"AREA:{v}p{colour}:{legend:<7}",
-            f"GPRINT:{v}t:%8.3lf {total_unit}",
+            f"GPRINT:{v}e:AVERAGE:%8.3lf {total_unit}",
             f"CDEF:{v}w={v},{scale},*",
-            f"VDEF:{v}pk={v}w,MAXIMUM",
-            f"GPRINT:{v}pk:peak %6.0lf {label}\\l",
+            f"GPRINT:{v}w:MAX:peak %6.0lf {label}\\l",
         ]
     if not found:
         raise UserError(f"sensor {s.name} has no RRD under {cfg.daemon.rrd_dir} yet: run the daemon first")
@@ -106,12 +108,10 @@ def run(args: argparse.Namespace) -> int:
     s = cfg.sensor(args.sensor)
     if not 100 <= args.width <= 4000 or not 50 <= args.height <= 2000:
         raise UserError("--width must be 100..4000 and --height 50..2000 pixels")
-    sock = cfg.daemon.rrdcached_socket or cfg.daemon.state_dir / "rrdcached.sock"
     out: Path = args.output
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     cmd = graph_args(cfg, s, args.interval, tmp, args.end, args.width, args.height)
-    if socket_served(sock) is not None:  # a daemon runs: have its rrdcached write its cache first
-        cmd[3:3] = ["--daemon", f"unix:{sock}"]
+    flush_for_reading(cfg, [RrdStore(cfg.daemon.rrd_dir, None).path(sid) for sid, _role in s.series])
     try:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0 or not tmp.exists():
@@ -122,3 +122,27 @@ def run(args: argparse.Namespace) -> int:
         tmp.unlink(missing_ok=True)
     print(f"wrote {out}")
     return 0
+
+
+def flush_for_reading(cfg: Config, paths: list[Path]) -> None:
+    """Have the writer of these RRDs put what it still holds on disk, so a reader sees it all.
+
+    The writer is rrdcached (its socket) or, in batched mode, the daemon itself
+    (its flush socket): both take rrdcached's `FLUSH <file>`. With neither
+    running, the files are complete already.
+    """
+    from gridtap.store.rrdbatch import SOCKET_NAME
+
+    d = cfg.daemon
+    for sock in (d.rrdcached_socket or d.state_dir / "rrdcached.sock", d.state_dir / SOCKET_NAME):
+        if not sock.exists():
+            continue
+        client = CacheClient(sock)
+        try:
+            for p in paths:
+                if p.exists():
+                    client.command(f"FLUSH {p}")
+        except (OSError, ConnectionError, ValueError):
+            continue  # a stale socket of a writer that is gone: nothing is held
+        finally:
+            client.close()

@@ -60,18 +60,9 @@ def rrdtool_exe() -> str:
     return exe
 
 
-def create_args(path: Path, start: int) -> list[str]:
-    args = [
-        rrdtool_exe(),
-        "create",
-        str(path),
-        "--no-overwrite",
-        "--start",
-        str(start),
-        "--step",
-        str(STEP),
-        f"DS:{DS_NAME}:DERIVE:{HEARTBEAT}:0:U",
-    ]
+def create_spec(start: int) -> list[str]:
+    """A series RRD's `rrdtool create` arguments after the file name (rrdtool 1.0's syntax)."""
+    args = ["--start", str(start), "--step", str(STEP), f"DS:{DS_NAME}:DERIVE:{HEARTBEAT}:0:U"]
     for steps, rows, cfs in RRAS:
         args += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in cfs]
     return args
@@ -115,6 +106,10 @@ def rewind_dump(xml: str, to_ts: int) -> str:
                       f"<unknown_datapoints>{(to_ts % span) // step}</unknown_datapoints>", prep)
         out.append(prep + "\n" + "\n".join(rows) + "\n" + rra[db_end:])
     return "<rra>".join(out)
+
+
+def create_args(path: Path, start: int) -> list[str]:
+    return [rrdtool_exe(), "create", str(path), "--no-overwrite", *create_spec(start)]
 
 
 @dataclass
@@ -487,17 +482,28 @@ class RrdStore:
 
     def ensure(self, sensor: str, first_t: int) -> Path:
         p = self.path(sensor)
+        created = False
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
-            res = subprocess.run(create_args(p, first_t - STEP), capture_output=True, text=True)
+            created = self.create_file(p, create_spec(first_t - STEP))
             if not p.exists():  # rrdtool create may exit 0 on a full disk and leave no file
                 st = os.statvfs(self.rrd_dir)
-                raise OSError(f"rrdtool create {p.name}: {res.stderr.strip() or 'no file written'} "
+                raise OSError(f"rrdtool create {p.name}: no file written "
                               f"({st.f_bavail * st.f_frsize} bytes free in {self.rrd_dir})")
         if sensor not in self.last:
-            self.last[sensor] = self._last_update(p)
+            # a file made just now was last updated at its start: no `rrdtool last` run needed
+            self.last[sensor] = first_t - STEP if created else self._last_update(p)
             self.paths[sensor] = str(p)
         return p
+
+    def create_file(self, p: Path, spec: list[str]) -> bool:
+        """Create RRD p from `rrdtool create` arguments, never over an existing file; True if this
+        call made it (False: it was there already)."""
+        res = subprocess.run([rrdtool_exe(), "create", str(p), "--no-overwrite", *spec],
+                             capture_output=True, text=True)
+        if res.returncode != 0 and not p.exists():
+            raise OSError(f"rrdtool create {p}: {res.stderr.strip()}")
+        return res.returncode == 0
 
     def _last_update(self, p: Path) -> int:
         res = subprocess.run(
@@ -540,13 +546,9 @@ class RrdStore:
         self.health.ok(RRD_FILES)
         return True
 
-    def update(self, sensor: str, t: int, value: int) -> bool:
-        """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward).
-
-        With rrdcached the value goes out with the next send() (one write for all
-        that were queued, answers read later: a refusal shows in `errors` and the
-        log then); without it, `rrdtool update` runs at once. True if taken.
-        """
+    def is_new(self, sensor: str, t: int) -> bool:
+        """Whether t is newer than the series' last update; its file is created or found on first use
+        (False while it cannot be: a full disk, see create_missing)."""
         if self.missing and self.health.ready(RRD_FILES):
             self.create_missing()
         last = self.last.get(sensor)
@@ -555,7 +557,16 @@ class RrdStore:
             if not self.create_missing():
                 return False
             last = self.last[sensor]
-        if t <= last:
+        return t > last
+
+    def update(self, sensor: str, t: int, value: int) -> bool:
+        """Queue one counter value; skip it if it is not newer than the last one (RRDs only go forward).
+
+        With rrdcached the value goes out with the next send() (one write for all
+        that were queued, answers read later: a refusal shows in `errors` and the
+        log then); without it, `rrdtool update` runs at once. True if taken.
+        """
+        if not self.is_new(sensor, t):
             return False
         if self.client is not None:
             self.queued.append(f"UPDATE {self.paths[sensor]} {t}:{value}")
@@ -766,24 +777,9 @@ class NightStore:
             return False
         p = self.path(sensor)
         if not p.exists():
-            subprocess.run(
-                [
-                    rrdtool_exe(),
-                    "create",
-                    str(p),
-                    "--no-overwrite",
-                    "--start",
-                    str(slot - NIGHT_STEP),
-                    "--step",
-                    str(NIGHT_STEP),
-                    f"DS:night:GAUGE:{NIGHT_STEP + 3600}:0:U",
-                    "RRA:AVERAGE:0.5:1:365",
-                    "RRA:AVERAGE:0.5:7:520",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            self.rrd.create_file(p, ["--start", str(slot - NIGHT_STEP), "--step", str(NIGHT_STEP),
+                                     f"DS:night:GAUGE:{NIGHT_STEP + 3600}:0:U",
+                                     "RRA:AVERAGE:0.5:1:365", "RRA:AVERAGE:0.5:7:520"])
         res = subprocess.run(
             [rrdtool_exe(), "update", str(p), f"{slot}:{value:.6f}"], capture_output=True, text=True
         )

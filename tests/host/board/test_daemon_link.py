@@ -217,8 +217,9 @@ def test_daemon_restart_keeps_totals_and_rrd(rig: Rig) -> None:
     assert d2.session is not None and d2.session.stats.epochs == [1]
 
 
-def test_rrdcached_is_restarted_if_it_dies(rig: Rig) -> None:
+def test_rrdcached_is_restarted_if_it_dies(cached_rig: Rig) -> None:
     """The ingest loop sleeps in select() with rrdcached's pidfd: its exit wakes the loop at once."""
+    rig = cached_rig
     cached = rig.daemon.cached
     assert cached is not None and cached.proc is not None
     old = cached.proc
@@ -234,8 +235,9 @@ def test_rrdcached_is_restarted_if_it_dies(rig: Rig) -> None:
     assert rig.daemon.rrd.errors == 0
 
 
-def test_rrdcached_connection_is_let_go_after_a_batch(rig: Rig) -> None:
+def test_rrdcached_connection_is_let_go_after_a_batch(cached_rig: Rig) -> None:
     """An open connection wakes rrdcached twice a second: the daemon closes it 1 s after the updates."""
+    rig = cached_rig
     now = int(time.time())
     for i in range(3):
         rig.board.step(now - 30 + 10 * i, power_w=[3600.0], seconds=10, gauges=False)

@@ -26,7 +26,7 @@ def test_graph_of_import_and_export(rig: Rig, short_tmp: Path, capsys: pytest.Ca
     cfg_path = short_tmp / "gridtap.toml"
     from tests.support.daemon import config_text
 
-    cfg_path.write_text(config_text(b.path, rig.state))
+    cfg_path.write_text(config_text(b.path, rig.state, rrd_mode=rig.daemon.rrd_mode))
     out = short_tmp / "power.png"
     assert (
         main(["graph", "mains", "-c", str(cfg_path), "--interval", "hour", "-o", str(out), "--end", str(end)])
@@ -38,7 +38,7 @@ def test_graph_of_import_and_export(rig: Rig, short_tmp: Path, capsys: pytest.Ca
     assert width > 800 and height > 250
     args = graph_args(rig.daemon.cfg, rig.daemon.cfg.sensor("mains"), "hour", out, end, 800, 250)
     joined = " ".join(args)
-    assert f"{IMP}.rrd" in joined and f"{EXP}.rrd" in joined and "TOTAL" in joined
+    assert f"{IMP}.rrd" in joined and f"{EXP}.rrd" in joined and "GPRINT:impe:AVERAGE" in joined
     # the legend totals: 30 min at 2 kW = 1 kWh import, 30 min at 1.2 kW = 0.6 kWh export
     import subprocess
 
@@ -47,10 +47,9 @@ def test_graph_of_import_and_export(rig: Rig, short_tmp: Path, capsys: pytest.Ca
             *args[:2],
             "/dev/null",
             *args[3:],
-            "PRINT:impt:%.3lf",
-            "PRINT:expt:%.3lf",
-            "--daemon",
-            f"unix:{rig.daemon.socket_path}",
+            "PRINT:impe:AVERAGE:%.3lf",
+            "PRINT:expe:AVERAGE:%.3lf",
+            *rig.read_args(IMP, EXP),
         ],
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 
 @pytest.fixture
 def uplink_rig(
-    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, rrd_mode: str
 ) -> Iterator[tuple[Rig, FluksoServer, Mosquitto]]:
     monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 0.5)
     (short_tmp / "device.key").write_text(KEY + "\n")
@@ -29,7 +29,7 @@ def uplink_rig(
     board.appear()
     with FluksoServer({IMP: KEY, EXP: KEY, PULSE: KEY}) as srv, Mosquitto(short_tmp) as broker:
         text = (
-            config_text(board.path, short_tmp / "state")
+            config_text(board.path, short_tmp / "state", rrd_mode=rrd_mode)
             + f"""
 [flukso]
 base_url = "{srv.url}"
