@@ -180,10 +180,11 @@ def test_the_package_config_is_the_example_with_state_on_the_overlay(tmp_path: P
 
     text = (FEED / "Makefile").read_text().replace("\\\n", " ")
     exprs = re.findall(r"-e '([^']+)'", text)
-    assert len(exprs) == 2
+    assert len(exprs) == 3
     example = ROOT / "docs" / "gridtap.example.toml"
     out = subprocess.run(["sed", *(a for e in exprs for a in ("-e", e)), str(example)],
                          capture_output=True, text=True, check=True).stdout
     cfg = parse_config(out, Path("/etc/gridtap/gridtap.toml"))
     assert cfg.daemon.state_dir == Path("/srv/gridtap") and cfg.daemon.rrd_dir == Path("/srv/gridtap/rrd")
     assert cfg.daemon.rrd_mode == "auto"
+    assert cfg.board.board_file == Path("/etc/gridtap/board.json")

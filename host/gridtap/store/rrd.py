@@ -16,7 +16,6 @@ shows.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import logging
 import os
@@ -146,9 +145,11 @@ def _pdeathsig() -> Callable[[], None] | None:
     cached update is lost. The libc function is looked up here, in the
     parent: the child only calls it.
     """
-    try:
+    try:  # imported here: only rrdcached mode needs it, and OpenWrt's batched mode ships no ctypes
+        import ctypes
+
         prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     parent = os.getpid()
 
