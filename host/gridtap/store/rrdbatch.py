@@ -128,6 +128,21 @@ class BatchedRrdStore(RrdStore):
                 self._write(sensor)
             return not self.held
 
+    def rewind(self, sensor: str, to_ts: int) -> bool:
+        """As RrdStore.rewind; values still held that are stamped after to_ts are dropped first (the
+        clock that ran ahead stamped them, and a later value carries their counter), the others
+        written, so that nothing held puts the file's last update back in the future."""
+        with self.lock:
+            held = self.held.get(sensor)
+            if held:
+                held[:] = [(t, v) for t, v in held if t <= to_ts]
+                if held:
+                    self._write(sensor)
+                else:
+                    self.held.pop(sensor, None)
+                    self.due.pop(sensor, None)
+            return super().rewind(sensor, to_ts)
+
     def _write(self, sensor: str) -> int:
         """One `rrdtool update` with the series' held values (in MAX_BATCH pieces); return how many
         were written. On failure they stay held (the oldest beyond MAX_HELD are dropped) and are
