@@ -196,17 +196,19 @@ class Daemon:
         spool = None
         from gridtap.outputs import uplinks
 
+        if uplinks.SharedSpool.wanted(self.cfg):
+            shared = uplinks.SharedSpool(self.cfg, clock=self.clock.now)
+            spool = shared.spool
+            self.extras.append(shared)
         if self.cfg.flukso is not None:
-            fl = uplinks.FluksoLink(self.cfg, clock=self.clock.now)
-            spool = fl.spool
-            self.extras.append(fl)
+            self.extras.append(uplinks.FluksoLink(self.cfg, spool))
         if self.cfg.mqtt is not None:
             mq = uplinks.MqttSink(self.cfg, diagnostics=DIAGNOSTICS)
             self.diag_outputs.append(mq)
             sinks.append(mq)
             self.extras.append(mq)
         if "pvoutput" in self.cfg.extra:
-            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], clock=self.clock.now)
+            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], spool, clock=self.clock.now)
             sinks.append(pv)
             self.extras.append(pv)
         for extra in self.extras:
