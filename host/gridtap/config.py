@@ -54,9 +54,11 @@ class DaemonConfig:
     # file once per rrdcached_flush_s with rrdtool 1.0's commands (OpenWrt); "auto": rrdcached if it
     # is installed or rrdcached_socket is set, else batched.
     rrd_mode: str = "auto"
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"  # the LAN (or the world) only by explicit choice, as on the Flukso FLM
     port: int = 8080
     api: bool = True
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may read the API ("*": any); none by default
+    jsonp: bool = False  # JSONP callbacks let any web page read live power: off unless asked for
     price_per_kwh: float = 0.18  # the `eurperyear` unit (Flukso hard-coded 0.18)
     state_flush_s: int = 300  # how often counter state is written to SQLite
 
@@ -331,6 +333,8 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
             "bind",
             "port",
             "api",
+            "cors_origins",
+            "jsonp",
             "price_per_kwh",
             "state_flush_s",
         },
@@ -353,11 +357,24 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
         bind=c.get(d, (*k, "bind"), str, dflt.bind),
         port=c.get(d, (*k, "port"), int, dflt.port, _range(0, 65535)),
         api=c.get(d, (*k, "api"), bool, dflt.api),
+        cors_origins=tuple(c.get(d, (*k, "cors_origins"), list, [], _origins)),
+        jsonp=c.get(d, (*k, "jsonp"), bool, dflt.jsonp),
         price_per_kwh=float(
             c.get(d, (*k, "price_per_kwh"), (int, float), dflt.price_per_kwh, _range(0, 100))
         ),
         state_flush_s=c.get(d, (*k, "state_flush_s"), int, dflt.state_flush_s, _range(1, 86400)),
     )
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\*$")
+
+
+def _origins(v: list[Any]) -> str | None:
+    """CORS origins as browsers send them: scheme://host[:port], or "*" for any page."""
+    for o in v:
+        if not isinstance(o, str) or not _ORIGIN.match(o):
+            return f"{o!r} is not an origin: expected \"http(s)://host[:port]\" or \"*\""
+    return None
 
 
 def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
