@@ -122,7 +122,12 @@ class MqttConfig:
     discovery_prefix: str = "homeassistant"
     username: str | None = None
     password_env: str | None = None
+    password_file: Path | None = None
     device_id: str | None = None  # default: this host's name
+    tls: bool = False
+    ca_file: Path | None = None  # None with tls: the system's CAs
+    cert_file: Path | None = None  # a client certificate (with key_file)
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -255,9 +260,15 @@ def _sensor_id(v: str) -> str | None:
     return None if SENSOR_ID.match(v) else f"must be 32 lowercase hex digits, got {v!r}"
 
 
+#: A gridtap.toml is a few kB; anything this big is a mistake (or an attack on a 64 MB router).
+MAX_CONFIG_BYTES = 256 * 1024
+
+
 def load_config(path: Path) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise UserError(f"config file {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -266,10 +277,16 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path.name}: larger than {MAX_CONFIG_BYTES // 1024} kB; "
+                        "a gridtap config is a few kB (is this the right file?)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path.name}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively
+        raise UserError(f"{path.name}: arrays or inline tables nested too deeply") from None
     c = _Checker(path, text)
     known = {"daemon", "board", "sensor", "mqtt", "flukso", *DELEGATED}
     c.table(data, (), known)
@@ -279,7 +296,7 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     daemon = _daemon(c, data.get("daemon", {}), path)
     board = _board(c, data.get("board"), live_subscribers="mqtt" in data)
     sensors = _sensors(c, data.get("sensor"))
-    mqtt = _mqtt(c, data["mqtt"]) if "mqtt" in data else None
+    mqtt = _mqtt(c, data["mqtt"], path) if "mqtt" in data else None
     flukso = _flukso(c, data["flukso"], path) if "flukso" in data else None
     extra: dict[str, Any] = {}
     for section, (module, func) in DELEGATED.items():
@@ -372,7 +389,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\*$")
 def _origins(v: list[Any]) -> str | None:
     """CORS origins as browsers send them: scheme://host[:port], or "*" for any page."""
     for o in v:
-        if not isinstance(o, str) or not _ORIGIN.match(o):
+        if not isinstance(o, str) or not _ORIGIN.fullmatch(o):
             return f"{o!r} is not an origin: expected \"http(s)://host[:port]\" or \"*\""
     return None
 
@@ -508,23 +525,57 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
     return tuple(out)
 
 
-def _mqtt(c: _Checker, d: dict[str, Any]) -> MqttConfig:
+def _mqtt(c: _Checker, d: dict[str, Any], path: Path) -> MqttConfig:
+    from gridtap.outputs.mqtt import check_topic_prefix
+    from gridtap.secretfile import readable_file, warn_if_exposed
+
     k: KeyPath = ("mqtt",)
     c.table(d, k, {"host", "port", "discovery", "discovery_prefix", "username", "password_env",
-                   "device_id"})
+                   "password_file", "device_id", "tls", "ca_file", "cert_file", "key_file"})
     dflt = MqttConfig()
+    tls = c.get(d, (*k, "tls"), bool, False)
+    files: dict[str, Path | None] = {}
+    for name, what in (("ca_file", "CA certificate"), ("cert_file", "client certificate"),
+                       ("key_file", "client key"), ("password_file", "MQTT password file")):
+        value = c.get(d, (*k, name), str, None)
+        if value is None:
+            files[name] = None
+            continue
+        if name != "password_file" and not tls:
+            raise c.fail((*k, name), "applies to TLS connections only: add tls = true")
+        f = _dir(path, value)
+        why = readable_file(f, what)
+        if why is not None:
+            raise c.fail((*k, name), why)
+        if name in ("key_file", "password_file"):
+            warn_if_exposed(f, what)
+        files[name] = f
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        raise c.fail((*k, "cert_file" if files["cert_file"] is None else "key_file"),
+                     "a client certificate needs both cert_file and key_file")
+    if files["password_file"] is not None and "password_env" in d:
+        raise c.fail((*k, "password_file"), "give the password as password_file or password_env, not both")
+    if (files["password_file"] is not None or "password_env" in d) and "username" not in d:
+        raise c.fail(k, "a password needs a username")
     return MqttConfig(
-        host=c.get(d, (*k, "host"), str, dflt.host),
-        port=c.get(d, (*k, "port"), int, dflt.port, _range(1, 65535)),
+        host=c.get(d, (*k, "host"), str, dflt.host,
+                   lambda v: None if re.fullmatch(r"[0-9A-Za-z.:\-\[\]]{1,253}", v)
+                   else "must be a host name or an IP address"),
+        port=c.get(d, (*k, "port"), int, 8883 if tls else dflt.port, _range(1, 65535)),
         discovery=c.get(d, (*k, "discovery"), bool, dflt.discovery),
-        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix,
-                               lambda v: None if v and not set("#+") & set(v)
-                               else "must be a topic without # or +"),
-        username=c.get(d, (*k, "username"), str, None),
+        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix, check_topic_prefix),
+        username=c.get(d, (*k, "username"), str, None,
+                       lambda v: None if v and v.isprintable() and len(v.encode()) <= 1024
+                       else "must be 1..1024 bytes of printable text"),
         password_env=c.get(d, (*k, "password_env"), str, None),
+        password_file=files["password_file"],
         device_id=c.get(d, (*k, "device_id"), str, None,
                         lambda v: None if re.match(r"^[0-9A-Za-z_-]{1,64}$", v)
                         else "must be 1..64 letters, digits, '-' or '_'"),
+        tls=tls,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
     )
 
 

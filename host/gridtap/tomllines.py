@@ -77,7 +77,8 @@ def _resolve(names: tuple[str, ...], counts: dict[tuple[str, ...], int]) -> Path
 
 
 def _bracket_balance(text: str) -> int:
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", text)
+    # possessive: a long string is one match, not one backtracking frame per character
+    text = re.sub(r'"(?:[^"\\]++|\\.)*+"|\'[^\']*+\'', "", text)
     text = text.split("#", 1)[0]
     return text.count("[") + text.count("{") - text.count("]") - text.count("}")
 

@@ -55,7 +55,8 @@ def device_name() -> str:
 class MqttSink:
     def __init__(self, cfg: Config, diagnostics: tuple[str, ...] = ()) -> None:
         from gridtap.outputs.flukso import Secret
-        from gridtap.outputs.mqtt import MqttPublisher, MqttSensor
+        from gridtap.outputs.mqtt import MqttPublisher, MqttSensor, TlsFiles
+        from gridtap.secretfile import read_secret_line
 
         m = cfg.mqtt
         assert m is not None
@@ -70,6 +71,11 @@ class MqttSink:
             if value is None:
                 raise UserError(f"[mqtt] password_env: environment variable {m.password_env} is not set")
             password = Secret(value)
+        elif m.password_file is not None:
+            password = Secret(read_secret_line(m.password_file, "MQTT password file"))
+        tls = None
+        if m.tls:
+            tls = TlsFiles(*(None if f is None else str(f) for f in (m.ca_file, m.cert_file, m.key_file)))
         try:
             self.pub = MqttPublisher(
                 m.host,
@@ -81,6 +87,7 @@ class MqttSink:
                 discovery=m.discovery,
                 discovery_prefix=m.discovery_prefix,
                 diagnostics=diagnostics,
+                tls=tls,
             )
         except ValueError as exc:
             raise UserError(f"[mqtt]: {exc}") from exc
