@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gridtap.outputs import restapi
 from gridtap.config import parse_config
+from gridtap.outputs import restapi
 from tests.support.daemon import IMP, Rig, config_text, running_daemon
 from tests.support.fakeboard import FakeBoard
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gridtap.outputs import uplinks
 from gridtap.config import parse_config
 from gridtap.errors import UserError
-from tests.support.daemon import IMP, config_text
+from gridtap.outputs import uplinks
 from tests.support.broker import Collector, Mosquitto, free_port, tls_listener, wait_until
+from tests.support.daemon import IMP, config_text
 
 
 @pytest.fixture
