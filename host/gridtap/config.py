@@ -23,9 +23,10 @@ from typing import Any
 from gridtap.errors import UserError
 from gridtap.tomllines import Path as KeyPath
 from gridtap.tomllines import line_of, locate
+from gridtap_fw import wire
 
 SENSOR_ID = re.compile(r"^[0-9a-f]{32}$")
-BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+BAUDS = wire.LINK_BAUDS
 KINDS = ("ct", "pulse")
 TRIGGERS = ("edge", "level")
 UNITS = ("wh", "litre")
@@ -245,6 +246,15 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"must be {lo}..{hi}, got {v!r}"
 
 
+def _board_range(pid: int, scale: float = 1.0) -> Callable[[Any], str | None]:
+    """The values the board accepts for a parameter (wire.PARAMS min..max), in the file's unit."""
+    lo, hi = wire.PARAMS[pid][3], wire.PARAMS[pid][4]
+    assert lo is not None and hi is not None
+    if scale == 1.0:
+        return _range(lo, hi)
+    return _range(lo / scale, hi / scale)
+
+
 def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
     return lambda v: None if v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
 
@@ -404,8 +414,8 @@ def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
     return BoardConfig(
         port=c.get(d, (*k, "port"), str, _REQUIRED, lambda v: None if v else "must not be empty"),
         baud=c.get(d, (*k, "baud"), int, 115200, _one_of(BAUDS)),
-        save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
-        save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
+        save_wh=c.get(d, (*k, "save_wh"), int, None, _board_range(wire.P_SAVE_WH)),
+        save_min=c.get(d, (*k, "save_min"), int, None, _board_range(wire.P_SAVE_MIN)),
         read_batch_s=float(batch),
         board_file=_path_of(c, c.get(d, (*k, "board_file"), str, None, _nonempty)),
     )
@@ -485,8 +495,9 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 index=index,
                 enabled=c.get(d, (*k, "enabled"), bool, True),
                 export_id=export_id,
-                gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _range(0.001, 4000))),
-                phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0, _range(-180, 180))),
+                gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _board_range(wire.P_GAIN_E6, 1e6))),
+                phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0,
+                                      _board_range(wire.P_PHASE_MDEG, 1000.0))),
                 line=c.get(d, (*k, "line"), str, "L1", _line),
                 invert=c.get(d, (*k, "invert"), bool, False),
             )
@@ -499,9 +510,10 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 index=index,
                 enabled=c.get(d, (*k, "enabled"), bool, True),
                 meter_constant=float(
-                    c.get(d, (*k, "meter_constant"), (int, float), _REQUIRED, _range(0.001, 4_000_000))
+                    c.get(d, (*k, "meter_constant"), (int, float), _REQUIRED,
+                          _board_range(wire.P_METER_CONST_MILLI, 1000.0))
                 ),
-                debounce_ms=c.get(d, (*k, "debounce_ms"), int, 20, _range(0, 65535)),
+                debounce_ms=c.get(d, (*k, "debounce_ms"), int, 20, _board_range(wire.P_DEBOUNCE_MS)),
                 trigger=c.get(d, (*k, "trigger"), str, "edge", _one_of(TRIGGERS)),
                 unit=c.get(d, (*k, "unit"), str, "wh", _one_of(UNITS)),
             )
