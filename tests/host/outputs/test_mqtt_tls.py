@@ -85,11 +85,13 @@ def _publish_once(tmp: Path, text: str, broker_port: int, expect: bool) -> None:
         sub.close()
 
 
+@pytest.mark.parametrize("password, connects", [("s3cret pass", True), ("wrong", False)])
 def test_tls_with_client_certificate_and_password_file(tmp_path: Path, pki: dict[str, Path],
-                                                       tls_broker: tuple[Mosquitto, int]) -> None:
+                                                       tls_broker: tuple[Mosquitto, int],
+                                                       password: str, connects: bool) -> None:
     broker, tls_port = tls_broker
     pw = tmp_path / "mqtt.password"
-    pw.write_text("s3cret pass\n")
+    pw.write_text(password + "\n")
     pw.chmod(0o600)
     text = _mqtt_config(tmp_path, f"""port = {tls_port}
 tls = true
@@ -99,7 +101,7 @@ key_file = "{pki['client_key']}"
 username = "meter"
 password_file = "{pw}"
 """)
-    _publish_once(tmp_path, text, broker.port, expect=True)
+    _publish_once(tmp_path, text, broker.port, expect=connects)
 
 
 def test_a_broker_certificate_from_another_ca_is_refused(tmp_path: Path, pki: dict[str, Path],
@@ -110,23 +112,6 @@ tls = true
 ca_file = "{pki['other_ca']}"
 cert_file = "{pki['client_cert']}"
 key_file = "{pki['client_key']}"
-""")
-    _publish_once(tmp_path, text, broker.port, expect=False)
-
-
-def test_a_wrong_password_from_the_file_is_refused(tmp_path: Path, pki: dict[str, Path],
-                                                   tls_broker: tuple[Mosquitto, int]) -> None:
-    broker, tls_port = tls_broker
-    pw = tmp_path / "mqtt.password"
-    pw.write_text("wrong\n")
-    pw.chmod(0o600)
-    text = _mqtt_config(tmp_path, f"""port = {tls_port}
-tls = true
-ca_file = "{pki['ca']}"
-cert_file = "{pki['client_cert']}"
-key_file = "{pki['client_key']}"
-username = "meter"
-password_file = "{pw}"
 """)
     _publish_once(tmp_path, text, broker.port, expect=False)
 
