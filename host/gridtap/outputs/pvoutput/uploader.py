@@ -285,7 +285,8 @@ class PVOutputUploader:
                 values[src.field] = v
         values = self._apply_rules(values, per_series, means, wanted, end)
         fields: dict[str, Any] = {k: values[k] for k in self.settings.sent_fields if k in values}
-        if self.settings.net:
+        if self.settings.net and ("v2" in fields or "v4" in fields):
+            # net statuses carry both powers; none at all when neither is known (a gap), never a made-up 0
             fields.setdefault("v2", 0.0)
             fields.setdefault("v4", 0.0)
         self.stats["closed"] += 1

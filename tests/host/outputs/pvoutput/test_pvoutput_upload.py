@@ -389,3 +389,26 @@ def test_a_longer_average_is_never_labelled_as_one_interval(make: Make, server: 
     # energy today still counts every Wh, the downtime's included
     assert int(first["v3"]) - int(st_[("20240615", "12:10")]["v3"]) > 300.0 * 15 * 60 / 3600
     assert int(st_[("20240615", "12:35")]["v4"]) == pytest.approx(_varying(at(2024, 6, 15, 12, 34)), abs=10)
+
+
+def test_net_mode_sends_no_made_up_zero_after_a_gap(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    """Finding 13.5 in net mode: the status after a downtime has no known power, so it sends none."""
+    up = make(net=True, v1=None, v3=None, v2="grid.export:power", v4="grid:power")
+    c = {"grid": 0.0, "grid.export": 0.0}
+
+    def feed(u: PVOutputUploader, seconds: int) -> None:
+        for _ in range(seconds // 10):
+            clock.t += 10
+            c["grid"] += 300 * 10 / 3600
+            u.observe_counter("grid", clock.t, c["grid"])
+            u.observe_counter("grid.export", clock.t, 0.0)
+            u.tick()
+    feed(up, 6 * 60)                        # 12:05 sent
+    up.close()
+    clock.t += 15 * 60                      # down, nothing replayed
+    c["grid"] += 300 * 15 * 60 / 3600
+    up2 = make(net=True, v1=None, v3=None, v2="grid.export:power", v4="grid:power")
+    feed(up2, 11 * 60)
+    st_ = stored(server)
+    assert ("20240615", "12:25") not in st_                 # spans the gap: no power known, nothing sent
+    assert st_[("20240615", "12:30")]["v4"] == "300"
