@@ -117,7 +117,8 @@ class PvoSink:
     energy comes only from the counters, which are durable in the spool.
     """
 
-    def __init__(self, cfg: Config, settings: Any, spool: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: Config, settings: Any, spool: Any,
+                 clock: Callable[[], float] = time.time) -> None:
         from gridtap.outputs.pvoutput import PVOutputUploader
         from gridtap.outputs.pvoutput.feed import SpoolFeed
 
