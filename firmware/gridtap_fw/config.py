@@ -14,14 +14,7 @@ from gridtap_fw import wire
 
 NO_ID = b"\x00" * 16
 
-# Limits the board enforces (NAK 4 "bad value" outside them).
-GAIN_MIN = 100000  # 0.1
-GAIN_MAX = 10000000  # 10.0
-PHASE_LIMIT = 180000  # +-180 degrees: a calibration correction plus the line (L2 +120, L3 -120)
-DEBOUNCE_MIN = 1
-DEBOUNCE_MAX = 10000
-CONST_MIN = 1000  # 1 impulse per kWh or m3
-CONST_MAX = 100000000  # 100,000 impulses per kWh or m3
+# The values the board accepts (NAK 4 "bad value" outside them) are wire.PARAMS' min..max.
 
 DEFAULT_SAVE_WH = 50
 DEFAULT_SAVE_MIN = 30
@@ -73,20 +66,10 @@ PULSE_FMT = "<BBBHI16s"  # enabled, trigger, unit, debounce_ms, meter_const_mill
 
 
 def _value_ok(pid, value) -> bool:
-    if pid == wire.P_GAIN_E6:
-        return GAIN_MIN <= value <= GAIN_MAX
-    if pid == wire.P_PHASE_MDEG:
-        return -PHASE_LIMIT <= value <= PHASE_LIMIT
-    if pid == wire.P_METER_CONST_MILLI:
-        return CONST_MIN <= value <= CONST_MAX
-    if pid == wire.P_DEBOUNCE_MS:
-        return DEBOUNCE_MIN <= value <= DEBOUNCE_MAX
-    if pid == wire.P_SAVE_WH or pid == wire.P_SAVE_MIN:
-        return value >= 1
-    if pid == wire.P_SENSOR_ID or pid == wire.P_SENSOR_ID_EXPORT:
+    spec = wire.PARAMS[pid]
+    if spec[3] is None:  # the sensor ids
         return isinstance(value, (bytes, bytearray)) and len(value) == 16
-    # enabled, invert, trigger, unit: 0/1, range-checked by the decoder too
-    return value == 0 or value == 1
+    return spec[3] <= value <= spec[4]
 
 
 class Config:

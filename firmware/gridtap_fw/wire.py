@@ -133,7 +133,14 @@ TARGET_CT = 2
 TARGET_PULSE = 3
 MAX_TARGET = 3
 
-# CONFIG parameters: id -> (name, struct format, max value or None).
+# The UART rates the link is specified for (docs/protocol.md; board.json uart.baud is one of them).
+LINK_BAUDS = (115200, 460800)
+
+# CONFIG parameters: id -> (name, struct format, wire max or None, min, max).
+# The wire max is what the decoder refuses as malformed (a flag that is not 0/1),
+# as native/gt_wire.c does. min..max is the one table of accepted values: the
+# board NAKs "bad value" outside it (gridtap_fw.config) and the host's config
+# check derives its limits from it (gridtap.config), so the two cannot disagree.
 P_ENABLED = 0x01
 P_SENSOR_ID = 0x02
 P_SENSOR_ID_EXPORT = 0x03
@@ -148,18 +155,19 @@ P_SAVE_WH = 0x0B
 P_SAVE_MIN = 0x0C
 
 PARAMS = {
-    P_ENABLED: ("enabled", "<B", 1),
-    P_SENSOR_ID: ("sensor_id", "<16s", None),
-    P_SENSOR_ID_EXPORT: ("sensor_id_export", "<16s", None),
-    P_GAIN_E6: ("gain_e6", "<I", None),
-    P_PHASE_MDEG: ("phase_mdeg", "<i", None),
-    P_INVERT: ("invert", "<B", 1),
-    P_METER_CONST_MILLI: ("meter_const_milli", "<I", None),
-    P_DEBOUNCE_MS: ("debounce_ms", "<H", None),
-    P_TRIGGER: ("trigger", "<B", 1),
-    P_UNIT: ("unit", "<B", 1),
-    P_SAVE_WH: ("save_wh", "<H", None),
-    P_SAVE_MIN: ("save_min", "<H", None),
+    P_ENABLED: ("enabled", "<B", 1, 0, 1),
+    P_SENSOR_ID: ("sensor_id", "<16s", None, None, None),
+    P_SENSOR_ID_EXPORT: ("sensor_id_export", "<16s", None, None, None),
+    P_GAIN_E6: ("gain_e6", "<I", None, 100000, 10000000),  # 0.1 .. 10
+    # +-180 degrees: a calibration correction plus the line's lag (L2 +120, L3 -120)
+    P_PHASE_MDEG: ("phase_mdeg", "<i", None, -180000, 180000),
+    P_INVERT: ("invert", "<B", 1, 0, 1),
+    P_METER_CONST_MILLI: ("meter_const_milli", "<I", None, 1000, 100000000),  # 1 .. 100,000 imp/kWh (m3)
+    P_DEBOUNCE_MS: ("debounce_ms", "<H", None, 1, 10000),
+    P_TRIGGER: ("trigger", "<B", 1, 0, 1),
+    P_UNIT: ("unit", "<B", 1, 0, 1),
+    P_SAVE_WH: ("save_wh", "<H", None, 1, 65535),
+    P_SAVE_MIN: ("save_min", "<H", None, 1, 65535),
 }
 PARAM_IDS = {PARAMS[p][0]: p for p in PARAMS}
 TRIGGER_EDGE = 0

@@ -23,9 +23,10 @@ from typing import Any
 from gridtap.errors import UserError
 from gridtap.tomllines import Path as KeyPath
 from gridtap.tomllines import line_of, locate
+from gridtap_fw import wire
 
 SENSOR_ID = re.compile(r"^[0-9a-f]{32}$")
-BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+BAUDS = wire.LINK_BAUDS
 KINDS = ("ct", "pulse")
 TRIGGERS = ("edge", "level")
 UNITS = ("wh", "litre")
@@ -54,9 +55,11 @@ class DaemonConfig:
     # file once per rrdcached_flush_s with rrdtool 1.0's commands (OpenWrt); "auto": rrdcached if it
     # is installed or rrdcached_socket is set, else batched.
     rrd_mode: str = "auto"
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"  # the LAN (or the world) only by explicit choice, as on the Flukso FLM
     port: int = 8080
     api: bool = True
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may read the API ("*": any); none by default
+    jsonp: bool = False  # JSONP callbacks let any web page read live power: off unless asked for
     price_per_kwh: float = 0.18  # the `eurperyear` unit (Flukso hard-coded 0.18)
     state_flush_s: int = 300  # how often counter state is written to SQLite
 
@@ -120,7 +123,12 @@ class MqttConfig:
     discovery_prefix: str = "homeassistant"
     username: str | None = None
     password_env: str | None = None
+    password_file: Path | None = None
     device_id: str | None = None  # default: this host's name
+    tls: bool = False
+    ca_file: Path | None = None  # None with tls: the system's CAs
+    cert_file: Path | None = None  # a client certificate (with key_file)
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +246,15 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"must be {lo}..{hi}, got {v!r}"
 
 
+def _board_range(pid: int, scale: float = 1.0) -> Callable[[Any], str | None]:
+    """The values the board accepts for a parameter (wire.PARAMS min..max), in the file's unit."""
+    lo, hi = wire.PARAMS[pid][3], wire.PARAMS[pid][4]
+    assert lo is not None and hi is not None
+    if scale == 1.0:
+        return _range(lo, hi)
+    return _range(lo / scale, hi / scale)
+
+
 def _one_of(options: tuple[Any, ...]) -> Callable[[Any], str | None]:
     return lambda v: None if v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
 
@@ -253,9 +270,15 @@ def _sensor_id(v: str) -> str | None:
     return None if SENSOR_ID.match(v) else f"must be 32 lowercase hex digits, got {v!r}"
 
 
+#: A gridtap.toml is a few kB; anything this big is a mistake (or an attack on a 64 MB router).
+MAX_CONFIG_BYTES = 256 * 1024
+
+
 def load_config(path: Path) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise UserError(f"config file {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -264,10 +287,16 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path.name}: larger than {MAX_CONFIG_BYTES // 1024} kB; "
+                        "a gridtap config is a few kB (is this the right file?)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path.name}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively
+        raise UserError(f"{path.name}: arrays or inline tables nested too deeply") from None
     c = _Checker(path, text)
     known = {"daemon", "board", "sensor", "mqtt", "flukso", *DELEGATED}
     c.table(data, (), known)
@@ -277,7 +306,7 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     daemon = _daemon(c, data.get("daemon", {}), path)
     board = _board(c, data.get("board"), live_subscribers="mqtt" in data)
     sensors = _sensors(c, data.get("sensor"))
-    mqtt = _mqtt(c, data["mqtt"]) if "mqtt" in data else None
+    mqtt = _mqtt(c, data["mqtt"], path) if "mqtt" in data else None
     flukso = _flukso(c, data["flukso"], path) if "flukso" in data else None
     extra: dict[str, Any] = {}
     for section, (module, func) in DELEGATED.items():
@@ -331,6 +360,8 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
             "bind",
             "port",
             "api",
+            "cors_origins",
+            "jsonp",
             "price_per_kwh",
             "state_flush_s",
         },
@@ -353,11 +384,24 @@ def _daemon(c: _Checker, d: dict[str, Any], path: Path) -> DaemonConfig:
         bind=c.get(d, (*k, "bind"), str, dflt.bind),
         port=c.get(d, (*k, "port"), int, dflt.port, _range(0, 65535)),
         api=c.get(d, (*k, "api"), bool, dflt.api),
+        cors_origins=tuple(c.get(d, (*k, "cors_origins"), list, [], _origins)),
+        jsonp=c.get(d, (*k, "jsonp"), bool, dflt.jsonp),
         price_per_kwh=float(
             c.get(d, (*k, "price_per_kwh"), (int, float), dflt.price_per_kwh, _range(0, 100))
         ),
         state_flush_s=c.get(d, (*k, "state_flush_s"), int, dflt.state_flush_s, _range(1, 86400)),
     )
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\*$")
+
+
+def _origins(v: list[Any]) -> str | None:
+    """CORS origins as browsers send them: scheme://host[:port], or "*" for any page."""
+    for o in v:
+        if not isinstance(o, str) or not _ORIGIN.fullmatch(o):
+            return f"{o!r} is not an origin: expected \"http(s)://host[:port]\" or \"*\""
+    return None
 
 
 def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
@@ -370,8 +414,8 @@ def _board(c: _Checker, d: Any, live_subscribers: bool) -> BoardConfig:
     return BoardConfig(
         port=c.get(d, (*k, "port"), str, _REQUIRED, lambda v: None if v else "must not be empty"),
         baud=c.get(d, (*k, "baud"), int, 115200, _one_of(BAUDS)),
-        save_wh=c.get(d, (*k, "save_wh"), int, None, _range(1, 65535)),
-        save_min=c.get(d, (*k, "save_min"), int, None, _range(1, 65535)),
+        save_wh=c.get(d, (*k, "save_wh"), int, None, _board_range(wire.P_SAVE_WH)),
+        save_min=c.get(d, (*k, "save_min"), int, None, _board_range(wire.P_SAVE_MIN)),
         read_batch_s=float(batch),
         board_file=_path_of(c, c.get(d, (*k, "board_file"), str, None, _nonempty)),
     )
@@ -451,8 +495,9 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 index=index,
                 enabled=c.get(d, (*k, "enabled"), bool, True),
                 export_id=export_id,
-                gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _range(0.001, 4000))),
-                phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0, _range(-180, 180))),
+                gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _board_range(wire.P_GAIN_E6, 1e6))),
+                phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0,
+                                      _board_range(wire.P_PHASE_MDEG, 1000.0))),
                 line=c.get(d, (*k, "line"), str, "L1", _line),
                 invert=c.get(d, (*k, "invert"), bool, False),
             )
@@ -465,9 +510,10 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 index=index,
                 enabled=c.get(d, (*k, "enabled"), bool, True),
                 meter_constant=float(
-                    c.get(d, (*k, "meter_constant"), (int, float), _REQUIRED, _range(0.001, 4_000_000))
+                    c.get(d, (*k, "meter_constant"), (int, float), _REQUIRED,
+                          _board_range(wire.P_METER_CONST_MILLI, 1000.0))
                 ),
-                debounce_ms=c.get(d, (*k, "debounce_ms"), int, 20, _range(0, 65535)),
+                debounce_ms=c.get(d, (*k, "debounce_ms"), int, 20, _board_range(wire.P_DEBOUNCE_MS)),
                 trigger=c.get(d, (*k, "trigger"), str, "edge", _one_of(TRIGGERS)),
                 unit=c.get(d, (*k, "unit"), str, "wh", _one_of(UNITS)),
             )
@@ -491,23 +537,57 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
     return tuple(out)
 
 
-def _mqtt(c: _Checker, d: dict[str, Any]) -> MqttConfig:
+def _mqtt(c: _Checker, d: dict[str, Any], path: Path) -> MqttConfig:
+    from gridtap.outputs.mqtt import check_topic_prefix
+    from gridtap.secretfile import readable_file, warn_if_exposed
+
     k: KeyPath = ("mqtt",)
     c.table(d, k, {"host", "port", "discovery", "discovery_prefix", "username", "password_env",
-                   "device_id"})
+                   "password_file", "device_id", "tls", "ca_file", "cert_file", "key_file"})
     dflt = MqttConfig()
+    tls = c.get(d, (*k, "tls"), bool, False)
+    files: dict[str, Path | None] = {}
+    for name, what in (("ca_file", "CA certificate"), ("cert_file", "client certificate"),
+                       ("key_file", "client key"), ("password_file", "MQTT password file")):
+        value = c.get(d, (*k, name), str, None)
+        if value is None:
+            files[name] = None
+            continue
+        if name != "password_file" and not tls:
+            raise c.fail((*k, name), "applies to TLS connections only: add tls = true")
+        f = _dir(path, value)
+        why = readable_file(f, what)
+        if why is not None:
+            raise c.fail((*k, name), why)
+        if name in ("key_file", "password_file"):
+            warn_if_exposed(f, what)
+        files[name] = f
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        raise c.fail((*k, "cert_file" if files["cert_file"] is None else "key_file"),
+                     "a client certificate needs both cert_file and key_file")
+    if files["password_file"] is not None and "password_env" in d:
+        raise c.fail((*k, "password_file"), "give the password as password_file or password_env, not both")
+    if (files["password_file"] is not None or "password_env" in d) and "username" not in d:
+        raise c.fail(k, "a password needs a username")
     return MqttConfig(
-        host=c.get(d, (*k, "host"), str, dflt.host),
-        port=c.get(d, (*k, "port"), int, dflt.port, _range(1, 65535)),
+        host=c.get(d, (*k, "host"), str, dflt.host,
+                   lambda v: None if re.fullmatch(r"[0-9A-Za-z.:\-\[\]]{1,253}", v)
+                   else "must be a host name or an IP address"),
+        port=c.get(d, (*k, "port"), int, 8883 if tls else dflt.port, _range(1, 65535)),
         discovery=c.get(d, (*k, "discovery"), bool, dflt.discovery),
-        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix,
-                               lambda v: None if v and not set("#+") & set(v)
-                               else "must be a topic without # or +"),
-        username=c.get(d, (*k, "username"), str, None),
+        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix, check_topic_prefix),
+        username=c.get(d, (*k, "username"), str, None,
+                       lambda v: None if v and v.isprintable() and len(v.encode()) <= 1024
+                       else "must be 1..1024 bytes of printable text"),
         password_env=c.get(d, (*k, "password_env"), str, None),
+        password_file=files["password_file"],
         device_id=c.get(d, (*k, "device_id"), str, None,
                         lambda v: None if re.match(r"^[0-9A-Za-z_-]{1,64}$", v)
                         else "must be 1..64 letters, digits, '-' or '_'"),
+        tls=tls,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gridtap.board.link import SerialLink
-from gridtap.board.plausible import load_board_limits
+from gridtap.board.plausible import check_fits, load_board_limits, reference_board
 from gridtap.board.session import Session, Sink
 from gridtap.config import Config, DaemonConfig
 from gridtap.errors import UserError
@@ -112,7 +112,8 @@ def check_features(cfg: Config) -> None:
                 f"{cfg.path.name}: [{section}] is configured but the {section} feature is not "
                 f"available in this gridtap"
             ) from exc
-    load_board_limits(cfg.board.board_file)
+    limits = load_board_limits(cfg.board.board_file)
+    check_fits(limits, cfg, str(cfg.board.board_file or reference_board()))
     if "rules" in cfg.extra:
         raise UserError(f"{cfg.path.name}: a top-level [rules] section has no effect in the daemon; "
                         "put PVOutput rules in [pvoutput] (rules = {...} or custom_rules)")
@@ -196,17 +197,19 @@ class Daemon:
         spool = None
         from gridtap.outputs import uplinks
 
+        if uplinks.SharedSpool.wanted(self.cfg):
+            shared = uplinks.SharedSpool(self.cfg, clock=self.clock.now)
+            spool = shared.spool
+            self.extras.append(shared)
         if self.cfg.flukso is not None:
-            fl = uplinks.FluksoLink(self.cfg, clock=self.clock.now)
-            spool = fl.spool
-            self.extras.append(fl)
+            self.extras.append(uplinks.FluksoLink(self.cfg, spool))
         if self.cfg.mqtt is not None:
             mq = uplinks.MqttSink(self.cfg, diagnostics=DIAGNOSTICS)
             self.diag_outputs.append(mq)
             sinks.append(mq)
             self.extras.append(mq)
         if "pvoutput" in self.cfg.extra:
-            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], clock=self.clock.now)
+            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], spool, clock=self.clock.now)
             sinks.append(pv)
             self.extras.append(pv)
         for extra in self.extras:

@@ -6,6 +6,10 @@ second `[[sensor]]` table. Table headers map too (("sensor", 1) -> its
 `[[sensor]]` line). It only needs to be right for files tomllib accepted, and
 is used for error messages only, so anything it cannot place maps to the
 nearest enclosing table.
+
+`set_value(text, table, key, value)` changes one plain value in place (used
+by `gridtap calibrate` to write its result into gridtap.toml), leaving every
+other byte of the file, comments included, as it was.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def _resolve(names: tuple[str, ...], counts: dict[tuple[str, ...], int]) -> Path
 
 
 def _bracket_balance(text: str) -> int:
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", text)
+    # possessive: a long string is one match, not one backtracking frame per character
+    text = re.sub(r'"(?:[^"\\]++|\\.)*+"|\'[^\']*+\'', "", text)
     text = text.split("#", 1)[0]
     return text.count("[") + text.count("{") - text.count("]") - text.count("}")
 
@@ -89,3 +94,35 @@ def line_of(lines: dict[Path, int], path: Path) -> int | None:
         if found is not None:
             return found
     return None
+
+
+_SIMPLE_VALUE = re.compile(r"^(\s*)([A-Za-z0-9_\-]+)(\s*=\s*)([^\s#]+)(\s*(?:#.*)?)$")
+
+
+def set_value(text: str, table: Path, key: str, value: str) -> str:
+    """`text` with `key = value` (value already TOML) in the table at `table`, the rest unchanged.
+
+    An existing `key = <number or word>` line keeps its indentation and comment;
+    a missing key is added right after the table's header line. Raises
+    ValueError when the table is not there or the key's line is not that
+    simple (a multi-line or inline-table value): the caller asks for a hand edit.
+    """
+    lines = text.splitlines(keepends=True)
+    where = locate(text)
+    at = where.get((*table, key))
+    if at is not None:
+        line = lines[at - 1]
+        body = line.rstrip("\r\n")
+        m = _SIMPLE_VALUE.match(body)
+        if m is None or m.group(2) != key:
+            raise ValueError(f"line {at} ({body.strip()!r}) is not a plain `{key} = value`")
+        lines[at - 1] = m.group(1) + key + m.group(3) + value + m.group(5) + line[len(body):]
+        return "".join(lines)
+    head = where.get(table)
+    if head is None:
+        raise ValueError(f"no table {table} in the file")
+    eol = "\r\n" if lines[head - 1].endswith("\r\n") else "\n"
+    if not lines[head - 1].endswith(("\n", "\r")):
+        lines[head - 1] += eol
+    lines.insert(head, f"{key} = {value}{eol}")
+    return "".join(lines)

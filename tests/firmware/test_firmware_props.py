@@ -89,12 +89,12 @@ def test_a_torn_save_loses_only_itself(n_saves: int, tear: int, junk: int) -> No
 def test_config_image_round_trips_and_rejects_any_flipped_byte(data: st.DataObject) -> None:
     cfg = config.Config(3, 2)
     for k in range(3):
-        items = ((wire.P_GAIN_E6, data.draw(st.integers(config.GAIN_MIN, config.GAIN_MAX))),
-                 (wire.P_PHASE_MDEG, data.draw(st.integers(-config.PHASE_LIMIT, config.PHASE_LIMIT))),
+        items = ((wire.P_GAIN_E6, data.draw(st.integers(*wire.PARAMS[wire.P_GAIN_E6][3:5]))),
+                 (wire.P_PHASE_MDEG, data.draw(st.integers(*wire.PARAMS[wire.P_PHASE_MDEG][3:5]))),
                  (wire.P_INVERT, data.draw(st.integers(0, 1))),
                  (wire.P_SENSOR_ID, data.draw(st.binary(min_size=16, max_size=16))))
         assert cfg.apply(wire.TARGET_CT, k, items) == 0
-    const = data.draw(st.integers(config.CONST_MIN, config.CONST_MAX))
+    const = data.draw(st.integers(*wire.PARAMS[wire.P_METER_CONST_MILLI][3:5]))
     assert cfg.apply(wire.TARGET_PULSE, 1, ((wire.P_METER_CONST_MILLI, const),)) == 0
     image = cfg.to_bytes(data.draw(st.integers(0, 2**32 - 1)))
     back = config.Config(3, 2)

@@ -82,7 +82,7 @@ def test_any_line_and_correction_stays_in_the_boards_range(line: str, phase: flo
     text = BASE.replace('line = "L2"', f'line = "{line}"\nphase_deg = {phase!r}', 1)
     s = parse_config(text).sensors[1]
     lag = {"L1": 0, "L2": 120, "L3": 240}[line]
-    assert -fwconfig.PHASE_LIMIT <= s.phase_mdeg < fwconfig.PHASE_LIMIT
+    assert -180000 <= s.phase_mdeg < 180000
     # the same angle modulo a turn, to the millidegree
     assert (s.phase_mdeg - round((phase + lag) * 1000)) % 360000 == 0
     assert fwconfig.Config(3, 0).check(wire.TARGET_CT, 1, ((wire.P_PHASE_MDEG, s.phase_mdeg),)) == 0

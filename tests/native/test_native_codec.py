@@ -54,7 +54,7 @@ def test_c_constants_match_reference() -> None:
     assert lib.GT_N_COUNTERS == len(wire.COUNTER_NAMES)
     for mtype, name in wire.TYPE_NAMES.items():
         assert getattr(lib, "GT_" + name) == mtype
-    for pid, (_name, fmt, _max) in wire.PARAMS.items():
+    for pid, (_name, fmt, _max, _lo, _hi) in wire.PARAMS.items():
         assert lib.gt_param_len(pid) == (16 if fmt == "<16s" else wire.struct.calcsize(fmt))
     assert lib.gt_param_kind(0) == lib.GT_K_NONE
     assert lib.gt_param_kind(0x0D) == lib.GT_K_NONE

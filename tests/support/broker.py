@@ -44,11 +44,12 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.
 class Mosquitto:
     """``with Mosquitto(tmp_path) as b:`` runs a broker on ``b.port``; ``restart()`` loses retained state."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "") -> None:
+        """`extra`: more configuration, e.g. a second listener with TLS (see `tls_listener`)."""
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\nlog_dest none\n")
+                             "persistence false\nlog_dest none\n" + extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _accepting(self) -> bool:
@@ -129,3 +130,10 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def tls_listener(port: int, ca_file: Path, cert_file: Path, key_file: Path,
+                 require_certificate: bool = False) -> str:
+    """mosquitto configuration for a TLS listener on 127.0.0.1:port (pass it as Mosquitto(extra=...))."""
+    return (f"listener {port} 127.0.0.1\ncafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
+            f"require_certificate {'true' if require_certificate else 'false'}\n")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gridtap.config import SensorConfig
+from gridtap.config import Config, SensorConfig
 from gridtap.errors import UserError
 
 SLACK_S = 2.0  # added to every interval: stamps are the ADC commit's, rounded to ms, up to 1 s apart
@@ -42,6 +42,7 @@ class BoardLimits:
 
     ct_max_w: tuple[float, ...]
     n_pulse: int
+    baud: int | None = None  # the UART rate the firmware opens the link at (uart.baud)
 
     @property
     def n_ct(self) -> int:
@@ -92,7 +93,24 @@ def load_board_limits(path: Path | None) -> BoardLimits:
     pulses = raw.get("pulse_inputs", [])
     if not isinstance(pulses, list):
         raise UserError(f"board file {p}: pulse_inputs must be a list")
-    return BoardLimits(ct_max, len(pulses))
+    uart = raw.get("uart")
+    baud = uart.get("baud") if isinstance(uart, dict) else None
+    if isinstance(baud, bool) or not isinstance(baud, int):
+        baud = None
+    return BoardLimits(ct_max, len(pulses), baud)
+
+
+def check_fits(limits: BoardLimits, cfg: Config, board_file: str) -> None:
+    """UserError if the config names a channel or input the board does not have, or another link rate."""
+    for s in cfg.sensors:
+        count, what = (limits.n_ct, "CT channel") if s.kind == "ct" else (limits.n_pulse, "pulse input")
+        if s.index >= count:
+            have = f"{what}s 0..{count - 1}" if count else f"no {what}s"
+            raise UserError(f"{cfg.path.name}: sensor {s.name!r} is on {what} {s.index}, but the board "
+                            f"({board_file}) has {have}")
+    if limits.baud is not None and cfg.board.baud != limits.baud:
+        raise UserError(f"{cfg.path.name}: [board] baud = {cfg.board.baud}, but the board ({board_file}) "
+                        f"opens its link at {limits.baud}")
 
 
 def max_rates(limits: BoardLimits, sensors: Iterable[SensorConfig]) -> dict[str, float]:

@@ -55,6 +55,7 @@ from urllib.parse import urlsplit
 from gridtap import __version__
 from gridtap.errors import UserError
 from gridtap.outputs.backoff import Backoff
+from gridtap.secretfile import warn_if_exposed
 from gridtap.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def load_device_key(path: str | os.PathLike[str] | None = None, env: str = KEY_E
     """
     if path is not None:
         where = f"key file {path}"
+        warn_if_exposed(path, "Flukso device key file")
         try:
             text = Path(path).read_text(encoding="ascii", errors="replace")
         except OSError as exc:

@@ -39,6 +39,10 @@ Python, packaged by OpenWrt, with keepalive, automatic reconnection with a
 bounded delay, and a network thread. A home-made client would need all of
 that, and its bugs would be ours; the daemon only adds the state replay above.
 The password, if any, is a ``Secret`` and is never logged.
+
+**TLS.** With ``tls`` the connection is TLS 1.2+ with the broker's certificate
+checked against ``ca_file`` (or the system's CAs) and its host name; a client
+certificate and key may identify the daemon (mosquitto's ``require_certificate``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import json
 import logging
 import queue
 import re
+import ssl
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,6 +89,42 @@ _HA_COUNTER: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The longest topic prefix accepted (MQTT allows 65535 bytes; a prefix is a word or two).
+MAX_PREFIX = 128
+
+
+def check_topic_prefix(prefix: str) -> str | None:
+    """None if `prefix` can start a topic to publish to, else why not.
+
+    MQTT forbids NUL and the wildcards in a published topic, and a broker drops
+    a client that sends one, so the daemon would reconnect forever; topics
+    starting with "$" are the broker's own. Control characters, spaces and empty
+    levels are refused too: Home Assistant's discovery prefix is one plain word.
+    """
+    if not prefix:
+        return "must not be empty"
+    if len(prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX:
+        return f"must be at most {MAX_PREFIX} bytes"
+    bad = sorted({c for c in prefix if c in "#+" or not c.isprintable() or c.isspace()})
+    if bad:
+        return f"must be a topic without wildcards, spaces or control characters (has {bad[0]!r})"
+    if prefix.startswith("$"):
+        return "must not start with '$' (topics for the broker's own use)"
+    if "" in prefix.split("/"):
+        return "must not start or end with '/' nor contain '//'"
+    return None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """TLS for the broker connection: the CA that signed its certificate (None: the system's)
+    and optionally this client's certificate and key (PEM files)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
 @dataclass(frozen=True)
 class MqttSensor:
     """One sensor to publish: its 32-hex id, a display name and its kind."""
@@ -100,6 +141,18 @@ class MqttSensor:
                              f"(one of {', '.join(FLUKSO_UNITS)})")
         if not self.name:
             raise ValueError(f"mqtt: sensor {self.sensor_id} needs a name")
+
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """TLS 1.2+ with the broker's certificate and host name checked."""
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file is not None:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"mqtt: cannot set up TLS: {exc}") from exc
+    return ctx
 
 
 def gauge_topic(sensor_id: str) -> str:
@@ -194,7 +247,11 @@ class MqttPublisher:
                  client_id: str | None = None, discovery: bool = True,
                  discovery_prefix: str = "homeassistant", keepalive: int = 30,
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0,
-                 diagnostics: Iterable[str] = ()) -> None:
+                 diagnostics: Iterable[str] = (),
+                 tls: TlsFiles | None = None) -> None:
+        why = check_topic_prefix(discovery_prefix)
+        if why is not None:
+            raise ValueError(f"mqtt: discovery prefix {discovery_prefix!r} {why}")
         if not _DEVICE.fullmatch(device_id):
             raise ValueError(f"mqtt: device id {device_id!r} must be 1-64 letters, digits, '-' or '_'")
         if not 1 <= int(port) <= 65535:
@@ -222,6 +279,8 @@ class MqttPublisher:
                                    protocol=paho.MQTTv311)
         if username is not None:
             self._client.username_pw_set(username, password.reveal().decode() if password else None)
+        if tls is not None:
+            self._client.tls_set_context(_tls_context(tls))
         self._client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect

@@ -14,6 +14,14 @@ m3peryear. Anything malformed is a 400 with the reason; an unknown sensor a
 404. Requests are small (the request line and headers are bounded), slow
 clients time out, and at most MAX_CLIENTS are served at once, so no request
 can crash or stall the daemon.
+
+Exposure (live power shows when a house is occupied): the API listens on
+127.0.0.1 unless ``[daemon] bind`` says otherwise; browsers on other origins
+may read it only when ``cors_origins`` lists them, and JSONP callbacks are
+refused unless ``jsonp = true``. A slow client cannot starve the others: one
+address holds at most MAX_PER_CLIENT of the MAX_CLIENTS slots, and a request
+line plus headers must be complete within HEADER_S of the connection (a
+slowloris client trickling a byte a second is cut then, not after TOTAL_S).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gridtap.outputs.restapi")
 
 MAX_CLIENTS = 8
+MAX_PER_CLIENT = 4
+HEADER_S = 3.0
 TIMEOUT_S = 5.0
 TOTAL_S = 10.0
 MAX_LINE = 2048
@@ -163,6 +173,8 @@ class Answerer:
             points = self._rrd(sensor, interval, q.get("resolution"), now_s, factor)
         body = json.dumps(points, separators=(",", ":"))
         cb = q.get("callback", q.get("jsonp_callback"))
+        if cb is not None and not self.daemon.cfg.daemon.jsonp:
+            raise BadRequest(403, "JSONP is off on this gridtap (set [daemon] jsonp = true to allow it)")
         return (f"{cb}({body});" if cb else body), cb
 
     def _rrd(
@@ -215,19 +227,36 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Access-Control-Allow-Origin", "*")
+        allowed = self._cors_origin()
+        if allowed is not None:
+            self.send_header("Access-Control-Allow-Origin", allowed)
+            if allowed != "*":
+                self.send_header("Vary", "Origin")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _cors_origin(self) -> str | None:
+        """The Access-Control-Allow-Origin to send: only for an origin the config lists."""
+        origins = self.server.cors_origins
+        if "*" in origins:
+            return "*"
+        origin = self.headers.get("Origin") if self.headers is not None else None
+        return origin if origin is not None and origin in origins else None
+
     def handle_one_request(self) -> None:
-        # A whole request gets TOTAL_S, however slowly a client trickles bytes in.
+        # The request line and headers get HEADER_S and the whole request TOTAL_S, however
+        # slowly a client trickles bytes in (the socket timeout alone restarts with every byte).
+        header_timer = threading.Timer(HEADER_S, self._cut)
         timer = threading.Timer(TOTAL_S, self._cut)
-        timer.daemon = True
-        timer.start()
+        for t in (header_timer, timer):
+            t.daemon = True
+            t.start()
+        self._header_timer = header_timer
         try:
             self._one_request()
         finally:
+            header_timer.cancel()
             timer.cancel()
 
     def _cut(self) -> None:
@@ -250,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return
+            self._header_timer.cancel()
             if self.command not in ("GET", "HEAD"):
                 self._reply(405, f"method {self.command} not allowed; use GET\n", "text/plain")
                 return
@@ -272,19 +302,40 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, body, "application/javascript" if cb else "application/json")
 
 
+def _refusal(reason: str) -> bytes:
+    body = reason.encode() + b"\n"
+    return (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 16
     answerer: Answerer
-    slots: threading.BoundedSemaphore
+    cors_origins: tuple[str, ...] = ()
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        super().__init__(address, handler)
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.per_client: dict[str, int] = {}
+        self.refused = 0
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        host = str(client_address[0])
+        with self.lock:
+            if self.busy >= MAX_CLIENTS:
+                reason = "too many users"
+            elif self.per_client.get(host, 0) >= MAX_PER_CLIENT:
+                reason = "too many connections from your address"
+            else:
+                reason = ""
+                self.busy += 1
+                self.per_client[host] = self.per_client.get(host, 0) + 1
+        if reason:
+            self.refused += 1
             try:
-                request.sendall(
-                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                    b"Content-Length: 14\r\n\r\ntoo many users\n"
-                )
+                request.sendall(_refusal(reason))
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -295,7 +346,14 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            host = str(client_address[0])
+            with self.lock:
+                self.busy -= 1
+                left = self.per_client.get(host, 1) - 1
+                if left > 0:
+                    self.per_client[host] = left
+                else:
+                    self.per_client.pop(host, None)
 
 
 class ApiServer:
@@ -307,7 +365,7 @@ class ApiServer:
 
             raise UserError(f"cannot listen on {bind}:{port} for the REST API: {exc.strerror}") from exc
         self.httpd.answerer = Answerer(daemon)
-        self.httpd.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.httpd.cors_origins = daemon.cfg.daemon.cors_origins
         self.port = self.httpd.server_address[1]
         self._wake_r, self._wake_w = os.pipe()
         self.thread = threading.Thread(target=self._serve, name="gridtap-api", daemon=True)

@@ -3,12 +3,13 @@
 Each is optional and runs off the ingest thread, so a slow server or broker
 never delays the board link:
 
-* [flukso]: counters go into the durable SQLite spool (`gridtap.store.spool`); the
-  board is ACKed only after the spool commit that holds them; the uploader
-  thread posts them to the server.
+* the durable SQLite spool (`gridtap.store.spool`) holds the counters for every
+  uploader ([flukso], [pvoutput]); the board is ACKed only after the spool
+  commit that holds them.
+* [flukso]: the uploader thread posts the spool's points to the server.
 * [mqtt]: counters and gauges go to the publisher, which owns its thread.
-* [pvoutput]: readings go through a queue to a thread that feeds the
-  PVOutput uploader and ticks it.
+* [pvoutput]: a thread feeds the spool's points (and the gauges) to the
+  PVOutput uploader and ticks it (`gridtap.outputs.pvoutput.feed`).
 
 Sensor naming for PVOutput (its series): a CT's import register is the
 sensor's name, its export register `<name>.export`, a pulse input its name.
@@ -33,6 +34,8 @@ from gridtap.errors import UserError
 log = logging.getLogger("gridtap.outputs.uplinks")
 
 SPOOL_COMMIT_S = 30.0  # the spool commits (and the board is ACKed) at least this often
+FEED_PERIOD_S = 5.0  # how often the PVOutput thread reads the spool and ticks the uploader
+GAUGE_QUEUE = 100_000
 
 
 def series_names(cfg: Config) -> dict[str, str]:
@@ -52,7 +55,8 @@ def device_name() -> str:
 class MqttSink:
     def __init__(self, cfg: Config, diagnostics: tuple[str, ...] = ()) -> None:
         from gridtap.outputs.flukso import Secret
-        from gridtap.outputs.mqtt import MqttPublisher, MqttSensor
+        from gridtap.outputs.mqtt import MqttPublisher, MqttSensor, TlsFiles
+        from gridtap.secretfile import read_secret_line
 
         m = cfg.mqtt
         assert m is not None
@@ -67,6 +71,11 @@ class MqttSink:
             if value is None:
                 raise UserError(f"[mqtt] password_env: environment variable {m.password_env} is not set")
             password = Secret(value)
+        elif m.password_file is not None:
+            password = Secret(read_secret_line(m.password_file, "MQTT password file"))
+        tls = None
+        if m.tls:
+            tls = TlsFiles(*(None if f is None else str(f) for f in (m.ca_file, m.cert_file, m.key_file)))
         try:
             self.pub = MqttPublisher(
                 m.host,
@@ -78,6 +87,7 @@ class MqttSink:
                 discovery=m.discovery,
                 discovery_prefix=m.discovery_prefix,
                 diagnostics=diagnostics,
+                tls=tls,
             )
         except ValueError as exc:
             raise UserError(f"[mqtt]: {exc}") from exc
@@ -100,69 +110,88 @@ class MqttSink:
 
 
 class PvoSink:
-    """Readings go through a queue; a thread feeds and ticks the PVOutput uploader."""
+    """PVOutput: counters from the spool (`gridtap.outputs.pvoutput.feed`), gauges through a bounded queue.
 
-    def __init__(self, cfg: Config, settings: Any, clock: Callable[[], float] = time.time) -> None:
+    The board does not keep gauges (they are not ACKed), so a queue that
+    drops them when full (counted) loses nothing the board still has; the
+    energy comes only from the counters, which are durable in the spool.
+    """
+
+    def __init__(self, cfg: Config, settings: Any, spool: Any,
+                 clock: Callable[[], float] = time.time) -> None:
         from gridtap.outputs.pvoutput import PVOutputUploader
+        from gridtap.outputs.pvoutput.feed import SpoolFeed
 
         self.names = series_names(cfg)
         self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite", clock=clock)
-        self.q: queue.Queue[tuple[str, str, int, float, str]] = queue.Queue(maxsize=100_000)
+        self.feed = SpoolFeed(self.up, spool, self.names)
+        self.q: queue.Queue[tuple[str, float, float, str]] = queue.Queue(maxsize=GAUGE_QUEUE)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="gridtap-pvoutput", daemon=True)
         self.dropped = 0
 
-    def _put(self, item: tuple[str, str, int, float, str]) -> None:
-        try:
-            self.q.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        self._put(("c", self.names[sensor], t, total_milli / 1000.0, "Wh"))
+        """Counters reach PVOutput through the spool (the daemon adds them there), not from here."""
 
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
         if unit in ("W", "V"):
-            self._put(("g", self.names[sensor], t, value, unit))
+            try:
+                self.q.put_nowait((self.names[sensor], float(t), value, unit))
+            except queue.Full:
+                self.dropped += 1
 
     def _run(self) -> None:
-        while not self.stop_event.is_set():
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline:
+        while not self.stop_event.wait(FEED_PERIOD_S):
+            while True:
                 try:
-                    kind, series, t, value, unit = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
+                    series, t, value, unit = self.q.get_nowait()
                 except queue.Empty:
                     break
-                if kind == "stop":
-                    return
-                if kind == "c":
-                    self.up.observe_counter(series, t, value)
-                else:
-                    self.up.observe_gauge(series, t, value, unit)
+                self.up.observe_gauge(series, t, value, unit)
             try:
-                self.up.tick()
-            except Exception:  # an uploader bug must not stop the daemon
-                log.exception("PVOutput tick failed")
+                self.feed.step()
+            except Exception:  # an uploader bug or a full disk must not stop the daemon
+                log.exception("PVOutput step failed")
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        try:
-            self.q.put(("stop", "", 0, 0.0, ""), timeout=5)
-        except queue.Full:
-            pass  # the thread is stuck or gone; the join below bounds the wait
         self.thread.join(timeout=20)
         self.up.close()
 
 
-class FluksoLink:
-    """The durable spool (destination "flukso") and the uploader thread that empties it."""
+class SharedSpool:
+    """The one durable spool of every uploader (destinations: the configured ones).
+
+    Listed before the uploaders among the daemon's outputs, so it is closed after them.
+    """
 
     def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
-        from gridtap.outputs.flukso import FluksoUploader, load_device_key
         from gridtap.store.spool import Spool
+
+        dests = [name for name, on in (("flukso", cfg.flukso is not None),
+                                       ("pvoutput", "pvoutput" in cfg.extra)) if on]
+        self.spool = Spool(Path(cfg.daemon.state_dir) / "spool.sqlite", dests, commit_interval=SPOOL_COMMIT_S,
+                           wall_clock=clock)
+
+    @staticmethod
+    def wanted(cfg: Config) -> bool:
+        return cfg.flukso is not None or "pvoutput" in cfg.extra
+
+    def start(self) -> None:
+        """Nothing to start: the ingest thread adds and commits, the uploaders read."""
+
+    def stop(self) -> None:
+        self.spool.close()
+
+
+class FluksoLink:
+    """The uploader thread that empties the spool's destination "flukso"."""
+
+    def __init__(self, cfg: Config, spool: Any) -> None:
+        from gridtap.outputs.flukso import FluksoUploader, load_device_key
 
         f = cfg.flukso
         assert f is not None
@@ -170,10 +199,7 @@ class FluksoLink:
             key = load_device_key(f.key_file)
         else:
             key = load_device_key(None, env=f.key_env or "")
-        self.spool = Spool(
-            Path(cfg.daemon.state_dir) / "spool.sqlite", ["flukso"], commit_interval=SPOOL_COMMIT_S,
-            wall_clock=clock,
-        )
+        self.spool = spool
         ids = [sid for s in cfg.sensors for sid, _role in s.series]
         self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s))
         self.stop_event = threading.Event()
@@ -187,4 +213,3 @@ class FluksoLink:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(timeout=20)
-        self.spool.close()

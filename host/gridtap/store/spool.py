@@ -14,6 +14,7 @@ Interface (used by the daemon and by every uploader)::
         ack_to_board(seq)
     points = spool.pending("flukso", sensor_id, limit=500)   # committed points, oldest first
     spool.ack("flukso", sensor_id, points[-1][0])  # only after the server said ok
+    spool.sync()                                    # a reader commits now; the ACKs still go out
 
 **The ACK rule.** The daemon ACKs a tuple to the board only after the spool
 commit that holds it. ``add`` takes an opaque ``token`` (the frame's seq);
@@ -203,6 +204,7 @@ class Spool:
         self._wall = wall_clock
         self._lock = threading.RLock()
         self._batch: list[tuple[str, int, Counter, Any]] = []
+        self._handed: list[Any] = []  # tokens made durable by sync(), for the next maybe_commit()
         self._first_add: float | None = None
         self._last_age: float | None = None
         self._series: dict[tuple[str, str], int] = {}
@@ -348,6 +350,8 @@ class Spool:
         The ingest loop sleeps until then instead of asking ``commit_due()`` on a timer.
         """
         with self._lock:
+            if self._handed:
+                return self._clock()
             if not self._batch or self._first_add is None:
                 return None
             if len(self._batch) >= self.commit_points:
@@ -355,11 +359,24 @@ class Spool:
             return self._first_add + self.commit_interval
 
     def maybe_commit(self) -> list[Any]:
-        """Commit if ``commit_due()``; return the tokens made durable (else ``[]``)."""
+        """Commit if ``commit_due()``; return the tokens made durable (else ``[]``).
+
+        Tokens that a reader's ``sync()`` made durable since the last call are returned too.
+        """
         with self._lock:
+            handed, self._handed = self._handed, []
             if not self.commit_due():
-                return []
-            return self.commit()
+                return handed
+            return handed + self.commit()
+
+    def sync(self) -> None:
+        """Commit now on behalf of a reader (an uploader about to close an interval).
+
+        The tokens are kept for the thread that ACKs the board: its next
+        ``maybe_commit()`` returns them, so the ACK rule holds whichever thread committed.
+        """
+        with self._lock:
+            self._handed.extend(self.commit())
 
     def commit(self) -> list[Any]:
         """Write the batch in one transaction (and age if due); return its tokens.
@@ -421,8 +438,8 @@ class Spool:
 
     # -- reading and clearing ------------------------------------------------
 
-    def pending(self, dest: str, sensor_id: str, limit: int = 1000) -> list[Point]:
-        """Committed points of one series not yet acknowledged, oldest first."""
+    def pending(self, dest: str, sensor_id: str, limit: int = 1000, after: int = 0) -> list[Point]:
+        """Committed points of one series not yet acknowledged (and newer than ``after``), oldest first."""
         self._check_dest(dest)
         if limit < 1:
             raise ValueError(f"spool: limit must be >= 1, got {limit}")
@@ -430,8 +447,8 @@ class Spool:
             sid = self._series.get((dest, sensor_id))
             if sid is None:
                 return []
-            rows = self._db.execute("SELECT ts, counter FROM points WHERE series = ? ORDER BY ts LIMIT ?",
-                                    (sid, limit)).fetchall()
+            rows = self._db.execute("SELECT ts, counter FROM points WHERE series = ? AND ts > ? "
+                                    "ORDER BY ts LIMIT ?", (sid, after, limit)).fetchall()
         return [(int(ts), c) for ts, c in rows]
 
     def sensors(self, dest: str) -> list[str]:

@@ -7,11 +7,25 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gridtap.store.rrd import STEP
-from tests.support.daemon import EXP, IMP, IMP2, PULSE, REAL_RRDTOOL, WATER, Rig
+from tests.support.daemon import EXP, IMP, IMP2, PULSE, REAL_RRDTOOL, WATER, Rig, config_text, running_daemon
+from tests.support.fakeboard import FakeBoard
+
+
+@pytest.fixture
+def rig(short_tmp: Path) -> Iterator[Rig]:
+    """The daemon with JSONP switched on (it is off by default: test_daemon_restapi_exposure)."""
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = config_text(board.path, short_tmp / "state").replace('bind = "127.0.0.1"\n',
+                                                                 'bind = "127.0.0.1"\njsonp = true\n')
+    with running_daemon(board, text, short_tmp) as r:
+        yield r
 
 
 def get(rig: Rig, path: str) -> tuple[int, str, str]:
@@ -194,7 +208,8 @@ def test_rrd_contents_and_hour_interval(rig: Rig) -> None:
 def test_hostile_clients_cannot_stall_the_api(rig: Rig) -> None:
     assert rig.daemon.api is not None
     port = rig.daemon.api.port
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # say nothing at all
+    # say nothing at all (from another address: one address holds at most MAX_PER_CLIENT slots)
+    idle = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)) for _ in range(3)]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /" + b"A" * 10000 + b" HTTP/1.0\r\n\r\n")
         assert b" 414 " in s.recv(200)

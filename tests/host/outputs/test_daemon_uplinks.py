@@ -91,9 +91,14 @@ key_file = "{short_tmp / "missing.key"}"
     d.close()
 
 
-def test_pvoutput_gets_the_daemon_series(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pvoutput_is_a_destination_of_the_spool_and_the_ack_waits_for_it(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#14 item 2: with only [pvoutput], counters go through the durable spool and the board is
+    ACKed only after its commit (they sat in a RAM queue, ACKed at once, before)."""
     monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
-    board = FakeBoard(short_tmp)
+    monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 3.0)
+    monkeypatch.setattr(uplinks, "FEED_PERIOD_S", 0.2, raising=False)
+    board = FakeBoard(short_tmp, retx_s=30.0)
     board.appear()
     text = (
         config_text(board.path, short_tmp / "state")
@@ -109,7 +114,17 @@ v4 = "mains:power"
         now = int(time.time())
         for i in range(5):
             board.step(now - 5 + i, power_w=[-1000.0])
-        assert board.wait_acked()
+        session = r.daemon.session
+        assert session is not None
+        r.wait(lambda: session.stats.tuples >= 5)
+        time.sleep(0.5)
+        assert board.unacked(), "ACKed before the spool commit"
+        assert board.wait_acked(10)
+        spool = next(x for x in r.daemon.extras if isinstance(x, uplinks.SharedSpool)).spool
+        assert spool.destinations == ("pvoutput",)
         pv = next(x for x in r.daemon.extras if isinstance(x, uplinks.PvoSink))
-        r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters) and pv.q.empty())
-        assert ("mains.export", "W") in pv.up.gauges
+        # the uploader got the counters from the spool (and the gauges directly)
+        r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters))
+        assert pv.up.counters["mains.export"].last_ts == now - 1
+        assert spool.pending("pvoutput", EXP)[-1][0] == now - 1
+        r.wait(lambda: ("mains.export", "W") in pv.up.gauges)

@@ -342,3 +342,16 @@ def test_an_unreadable_file_is_moved_aside_and_metering_goes_on(tmp_path: Path) 
     sp.close()
     aside = tmp_path / f"s.db.corrupt-{T0}"
     assert aside.read_bytes().startswith(b"this is not a database")
+
+
+def test_a_readers_sync_hands_its_tokens_to_the_acking_thread(tmp_path: Path) -> None:
+    """An uploader may commit before closing an interval; the board's ACKs must still go out."""
+    sp = Spool(tmp_path / "s.db", ["flukso", "pvoutput"], aging=(), commit_interval=3600.0)
+    sp.add("a", MIN_TS + 10, 1, token=7)
+    sp.add("a", MIN_TS + 20, 2, token=8)
+    sp.sync()
+    assert sp.pending("pvoutput", "a", after=MIN_TS + 10) == [(MIN_TS + 20, 2)]
+    assert sp.commit_deadline() is not None      # the ingest loop wakes to ACK them
+    assert sp.maybe_commit() == [7, 8]
+    assert sp.maybe_commit() == [] and sp.commit_deadline() is None
+    sp.close()

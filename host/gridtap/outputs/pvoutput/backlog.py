@@ -47,10 +47,20 @@ class Backlog:
     def commit_interval(self, d: str, t: str, fields: dict[str, Any], states: dict[str, dict[str, Any]],
                         meta: dict[str, str]) -> None:
         """Queue one status and save the series state that produced it, atomically."""
+        self._save((d, t, fields), states, meta)
+
+    def save_progress(self, states: dict[str, dict[str, Any]], meta: dict[str, str]) -> None:
+        """Save the series state and the grid position of an interval that sent nothing, atomically."""
+        self._save(None, states, meta)
+
+    def _save(self, status: tuple[str, str, dict[str, Any]] | None, states: dict[str, dict[str, Any]],
+              meta: dict[str, str]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("INSERT OR REPLACE INTO status (d, t, fields, attempts) VALUES (?, ?, ?, 0)",
-                            (d, t, json.dumps(fields, sort_keys=True)))
+            if status is not None:
+                d, t, fields = status
+                self.db.execute("INSERT OR REPLACE INTO status (d, t, fields, attempts) VALUES (?, ?, ?, 0)",
+                                (d, t, json.dumps(fields, sort_keys=True)))
             for name, state in states.items():
                 self.db.execute("INSERT OR REPLACE INTO series_state (name, state) VALUES (?, ?)",
                                 (name, json.dumps(state)))

@@ -38,6 +38,7 @@ from gridtap.errors import UserError
 from gridtap.rules import RuleFileError, RuleSet, RuleSetError, compile_mapping, load_text
 from gridtap.rules.core import checked_name
 from gridtap.rules.loader import mapping_from
+from gridtap.secretfile import warn_if_exposed
 
 KEY_ENV = "GRIDTAP_PVOUTPUT_KEY"
 DEFAULT_BASE_URL = "https://pvoutput.org/service/r2/"
@@ -161,6 +162,7 @@ def read_key(section: dict[str, Any]) -> Secret:
     if path is not None:
         if not isinstance(path, str) or not path:
             raise _fail("api_key_file", f"expected a file path, got {path!r}")
+        warn_if_exposed(path, "PVOutput API key file")
         try:
             text = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -61,13 +61,24 @@ from gridtap.outputs.pvoutput.timing import label, local_date, next_boundary
 log = logging.getLogger("gridtap.outputs.pvoutput")
 
 RESET_TOLERANCE_WH = 0.5
+#: A register's value at a boundary is known only when samples at most this far apart bracket it:
+#: across a longer gap (the daemon or the board link was down) any split between intervals is a guess.
+MAX_GAP_S = 120.0
+#: An interval's power is sent only when its energy was measured over (at most) the interval itself.
+SPAN_TOLERANCE_S = 1.0
 UNKNOWN_400_ATTEMPTS = 3
 MAX_CATCH_UP_S = 6 * 3600  # closing more missed intervals than this means the clock jumped
 UNITS = {"W": "W", "w": "W", "V": "V", "v": "V", "C": "C", "°C": "C", "degC": "C"}
 
 
 class _Counter:
-    """One cumulative register: samples since the last boundary and the state that must persist."""
+    """One cumulative register: samples since the last boundary and the state that must persist.
+
+    The persisted state describes the register *at its last boundary* (``base_ts``),
+    never beyond it: the samples after that boundary are still in the spool (they
+    are acknowledged there only once a later boundary is closed), so after a restart
+    they are replayed and must not be mistaken for duplicates.
+    """
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         st = state or {}
@@ -79,37 +90,60 @@ class _Counter:
         self.last_raw: float | None = st.get("last_raw")
         self.last_ts: float | None = st.get("last_ts")
         self.samples: list[tuple[float, float]] = []
+        self.resets: list[tuple[float, float]] = []  # (ts, offset added) since the base
 
     def state(self) -> dict[str, Any]:
+        offset = self.offset - sum(d for ts, d in self.resets)
+        last_raw = self.last_raw if self.base is None else self.base - offset
         return {"base_ts": self.base_ts, "base": self.base, "day": self.day, "day_base": self.day_base,
-                "offset": self.offset, "last_raw": self.last_raw, "last_ts": self.last_ts}
+                "offset": offset, "last_raw": last_raw,
+                "last_ts": self.base_ts if self.base_ts is not None else self.last_ts}
 
     def add(self, ts: float, wh: float) -> None:
         if self.last_ts is not None and ts <= self.last_ts:
             return
         if self.last_raw is not None and wh < self.last_raw - RESET_TOLERANCE_WH:
             self.offset += self.last_raw - wh
+            self.resets.append((ts, self.last_raw - wh))
         self.last_raw, self.last_ts = wh, ts
         value = wh + self.offset
         if self.base is None or self.base_ts is None:
             self.base, self.base_ts = value, ts
+            self.resets.clear()
             return
         self.samples.append((max(ts, self.base_ts + 1e-3), value))
 
     def value_at(self, end: float) -> float | None:
+        """The register at `end`, interpolated between the samples around it; None if none bracket it.
+
+        Samples further apart than MAX_GAP_S do not bracket anything: the
+        energy between them is known, how it split over time is not.
+        """
         if self.base is None or self.base_ts is None:
             return None
         pts = [(self.base_ts, self.base), *self.samples]
         i = bisect_right(pts, (end, float("inf")))
-        t0, v0 = pts[i - 1] if i > 0 else pts[0]
-        if i < len(pts) and i > 0:
-            t1, v1 = pts[i]
-            return v0 + (v1 - v0) * (end - t0) / (t1 - t0) if t1 > t0 else v1
-        return v0
+        if i == 0:
+            return None
+        t0, v0 = pts[i - 1]
+        if t0 == end:
+            return v0
+        if i == len(pts):
+            return None  # nothing after `end` yet
+        t1, v1 = pts[i]
+        if t1 - t0 > MAX_GAP_S:
+            return None
+        return v0 + (v1 - v0) * (end - t0) / (t1 - t0)
 
-    def close(self, end: float, day: str, day_start: float | None = None) -> dict[str, float] | None:
+    def close(self, end: float, day: str, day_start: float | None = None,
+              start: float | None = None) -> dict[str, float] | None:
         """Fix the value at `end`; return power/energy figures and start the next interval there.
 
+        None when the value at `end` cannot be reconstructed (no samples bracket
+        it): the base stays where it was and the energy is carried into the
+        first interval whose end is known. `power_w` (and `energy_wh`) are
+        given only when the energy was measured over no more than the interval
+        that `start` opens: a longer average is never labelled as one interval.
         `day_start` is the local midnight that opens `day`; when the series was
         silent across it (daemon down), the midnight value is interpolated.
         """
@@ -121,16 +155,30 @@ class _Counter:
         if self.day != day:
             start_value = self.base
             if day_start is not None and self.base_ts < day_start < end:
-                start_value = self.value_at(day_start) or self.base
+                pts = [(self.base_ts, self.base), *self.samples]
+                start_value = _interpolate(pts, day_start)
             self.day, self.day_base = day, start_value
         energy = value - self.base
         span = end - self.base_ts
-        out = {"power_w": energy * 3600.0 / span, "energy_wh": energy,
-               "today_wh": value - (self.day_base if self.day_base is not None else self.base),
+        out = {"today_wh": value - (self.day_base if self.day_base is not None else self.base),
                "import_wh": value}
+        if start is None or self.base_ts >= start - SPAN_TOLERANCE_S:
+            out["power_w"] = energy * 3600.0 / span
+            out["energy_wh"] = energy
         self.base, self.base_ts = value, end
         self.samples = [s for s in self.samples if s[0] > end]
+        self.resets = [r for r in self.resets if r[0] > end]
         return out
+
+
+def _interpolate(pts: list[tuple[float, float]], t: float) -> float:
+    """The value at t on the straight lines through pts (sorted, t inside their span)."""
+    i = bisect_right(pts, (t, float("inf")))
+    t0, v0 = pts[i - 1]
+    if i == len(pts):
+        return v0
+    t1, v1 = pts[i]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
 
 
 class PVOutputUploader:
@@ -158,7 +206,14 @@ class PVOutputUploader:
                       "rule_errors": 0, "requests": 0, "retries": 0}
         self.counters = {n: _Counter(s) for n, s in self.backlog.load_states().items()}
         self.gauges: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        self.end: float | None = None
+        # Resume the interval grid where the last run left it, so the boundaries that passed while
+        # the daemon was down are closed one by one (from the replayed samples) instead of being
+        # folded into one long interval.
+        last_end = self.backlog.get_meta("last_end")
+        self.end: float | None = (next_boundary(float(last_end), self.step, self.tz)
+                                  if last_end is not None else None)
+        #: the newest interval end closed and saved (the spool feed acknowledges up to it)
+        self.closed_end: float | None = float(last_end) if last_end is not None else None
         self.last_body = ""
 
     # ---- input ---------------------------------------------------------------------------
@@ -182,6 +237,11 @@ class PVOutputUploader:
             del samples[:10000]
 
     # ---- the clock -----------------------------------------------------------------------
+    def due(self, now: float | None = None) -> bool:
+        """True when tick(now) would close an interval (the feed then makes its counters durable first)."""
+        now = self.clock() if now is None else now
+        return self.end is not None and now >= self.end + self.settings.settle_s
+
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         if self.end is None:
@@ -209,7 +269,7 @@ class PVOutputUploader:
         wanted = {s.series for s in self.settings.values}
         day_start = datetime.combine(day, dtime(0), self.tz).timestamp()
         for name, c in self.counters.items():
-            figures = c.close(end, dkey, day_start)
+            figures = c.close(end, dkey, day_start, start)
             if figures is not None:
                 per_series[name] = figures
         means: dict[tuple[str, str], float] = {}
@@ -225,13 +285,16 @@ class PVOutputUploader:
                 values[src.field] = v
         values = self._apply_rules(values, per_series, means, wanted, end)
         fields: dict[str, Any] = {k: values[k] for k in self.settings.sent_fields if k in values}
-        if self.settings.net:
+        if self.settings.net and ("v2" in fields or "v4" in fields):
+            # net statuses carry both powers; none at all when neither is known (a gap), never a made-up 0
             fields.setdefault("v2", 0.0)
             fields.setdefault("v4", 0.0)
         self.stats["closed"] += 1
+        progress = {"last_end": str(end)}
         if not any(k in fields for k in ("v1", "v2", "v3", "v4")):
             log.info("pvoutput: no generation or consumption value for %s %s; nothing to send", d, t)
-            self._save_states()
+            self.backlog.save_progress({n: c.state() for n, c in self.counters.items()}, progress)
+            self.closed_end = end
             return
         if self.settings.c1:
             fields["c1"] = self.settings.c1
@@ -240,17 +303,14 @@ class PVOutputUploader:
         if self.settings.donation and self.settings.m1:
             fields["m1"] = self.settings.m1
         self.backlog.commit_interval(d, t, fields, {n: c.state() for n, c in self.counters.items()},
-                                     {"last_end": str(end)})
-
-    def _save_states(self) -> None:
-        for n, c in self.counters.items():
-            self.backlog.save_state(n, c.state())
+                                     progress)
+        self.closed_end = end
 
     def _quantity(self, series: str, quantity: str, per_series: dict[str, dict[str, float]],
                   means: dict[tuple[str, str], float]) -> float | None:
         fig = per_series.get(series)
         if quantity == "power":
-            if fig is not None:
+            if fig is not None and "power_w" in fig:
                 return fig["power_w"]
             return means.get((series, "W"))
         if quantity == "energy":

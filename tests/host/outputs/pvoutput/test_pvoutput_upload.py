@@ -223,7 +223,8 @@ def test_counter_reset_and_late_samples() -> None:
     c.add(50.0, 999.0)        # older than the last sample: ignored
     c.add(200.0, 5.0)         # register went backwards: a reset; the series continues at 1010
     c.add(250.0, 8.0)         # ... and advances with the new register: 1013
-    assert c.close(300.0, "d")["energy_wh"] == pytest.approx(13.0)  # type: ignore[index]
+    assert c.close(300.0, "d") is None  # nothing after 300 yet: its value is not known
+    assert c.close(250.0, "d")["energy_wh"] == pytest.approx(13.0)  # type: ignore[index]
 
 
 @settings(max_examples=60, deadline=None)
@@ -275,11 +276,15 @@ def test_energy_today_after_a_downtime_across_midnight(make: Make, server: PVOut
     counters["solar"] += 0.0
     clock.t += gap
     up2 = make()
-    run(up2, clock, 6 * 60, house_w=600.0, counters=counters)
+    run(up2, clock, 11 * 60, house_w=600.0, counters=counters)
     st_ = stored(server)
     # the first status after the restart counts only today's energy: 600 W from 00:00 to 00:25
     assert st_[("20240616", "00:25")]["v3"] == "250"
-    assert st_[("20240616", "00:25")]["v4"] == "600"
+    # ... and no power: its energy was measured over 40 minutes, not over its 5 (finding 13.5)
+    assert "v4" not in st_[("20240616", "00:25")]
+    assert st_[("20240616", "00:30")]["v4"] == "600"
+    # the boundaries inside the gap cannot be reconstructed: nothing is made up for them
+    assert not [k for k in st_ if ("20240615", "23:50") <= k <= ("20240616", "00:20")]
 
 
 def test_clock_jump_does_not_invent_statuses(make: Make, server: PVOutputServer, clock: Clock,
@@ -331,3 +336,79 @@ def test_a_failing_rule_does_not_stop_the_upload(make: Make, server: PVOutputSer
     assert s["v4"] == "601" and s["v2"] == "0"     # 300*2 kept through the division by zero, +1
     assert up.status()["rule_errors"] == 1
     assert "rule v4[1], column 1: division by zero" in caplog.text
+
+
+def _varying(t: float) -> float:
+    """House power that changes every 5 minutes, so each interval has its own average.
+
+    The samples come at hh:mm:01, so each boundary mixes 9 s of the next level into an
+    interval: the powers are checked to 10 W, the levels are 100 W apart.
+    """
+    return 200.0 + 100.0 * (int(t // 300) % 4)
+
+
+def test_restart_resumes_the_grid_and_sends_every_missed_interval(make: Make, server: PVOutputServer,
+                                                                  clock: Clock) -> None:
+    """Finding 13.5: the boundaries that passed while gridtap was down are sent one by one."""
+    up = make()
+    counters = run(up, clock, 11 * 60, house_w=_varying)       # statuses 12:05 and 12:10
+    up.close()
+    # down from 12:11:01 to 12:26:01; the samples of the gap are replayed on restart (the spool
+    # and the board's ring hold them) before the first tick
+    up2 = make()
+    counters = dict(counters)
+    t = clock.t
+    while t < clock.t + 15 * 60:
+        t += 10
+        counters["house"] += _varying(t) * 10 / 3600
+        counters["solar"] += 0.0
+        up2.observe_counter("house", t, counters["house"])
+        up2.observe_counter("solar", t, counters["solar"])
+    clock.t = t
+    up2.tick()
+    st_ = stored(server)
+    for m in (15, 20, 25):
+        end = at(2024, 6, 15, 12, m, 0)
+        assert int(st_[("20240615", f"12:{m:02d}")]["v4"]) == pytest.approx(_varying(end - 1), abs=10), m
+
+
+def test_a_longer_average_is_never_labelled_as_one_interval(make: Make, server: PVOutputServer,
+                                                             clock: Clock) -> None:
+    """Finding 13.5: without samples across the downtime, no status claims the 15-minute average."""
+    up = make()
+    counters = run(up, clock, 11 * 60, house_w=_varying)
+    up.close()
+    clock.t += 15 * 60                                           # down, and nothing replayed
+    counters["house"] += 300.0 * 15 * 60 / 3600
+    up2 = make()
+    run(up2, clock, 11 * 60, house_w=_varying, counters=counters)
+    st_ = stored(server)
+    assert ("20240615", "12:15") not in st_ and ("20240615", "12:20") not in st_
+    first = st_[("20240615", "12:30")]
+    assert "v4" not in first      # its energy spans 12:10 .. 12:30
+    # energy today still counts every Wh, the downtime's included
+    assert int(first["v3"]) - int(st_[("20240615", "12:10")]["v3"]) > 300.0 * 15 * 60 / 3600
+    assert int(st_[("20240615", "12:35")]["v4"]) == pytest.approx(_varying(at(2024, 6, 15, 12, 34)), abs=10)
+
+
+def test_net_mode_sends_no_made_up_zero_after_a_gap(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    """Finding 13.5 in net mode: the status after a downtime has no known power, so it sends none."""
+    up = make(net=True, v1=None, v3=None, v2="grid.export:power", v4="grid:power")
+    c = {"grid": 0.0, "grid.export": 0.0}
+
+    def feed(u: PVOutputUploader, seconds: int) -> None:
+        for _ in range(seconds // 10):
+            clock.t += 10
+            c["grid"] += 300 * 10 / 3600
+            u.observe_counter("grid", clock.t, c["grid"])
+            u.observe_counter("grid.export", clock.t, 0.0)
+            u.tick()
+    feed(up, 6 * 60)                        # 12:05 sent
+    up.close()
+    clock.t += 15 * 60                      # down, nothing replayed
+    c["grid"] += 300 * 15 * 60 / 3600
+    up2 = make(net=True, v1=None, v3=None, v2="grid.export:power", v4="grid:power")
+    feed(up2, 11 * 60)
+    st_ = stored(server)
+    assert ("20240615", "12:25") not in st_                 # spans the gap: no power known, nothing sent
+    assert st_[("20240615", "12:30")]["v4"] == "300"

@@ -1,0 +1,66 @@
+"""Secrets kept in files (keys, passwords): read them, and say so when other users can read them too.
+
+A key or password file that its group or everybody may read is accepted (the
+daemon must not refuse to meter because of a mode bit) but warned about once
+per file, naming the file and the fix, never the secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from gridtap.errors import UserError
+
+log = logging.getLogger("gridtap.secrets")
+
+MAX_SECRET_BYTES = 64 * 1024  # a key or password; a PEM client key fits with room to spare
+
+
+def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
+    """Log a warning if `path` is readable (or writable) by its group or others; True if it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # the reader reports a missing file with its own words
+    if not stat.S_ISREG(mode) or not mode & 0o077:
+        return False
+    log.warning("the %s %s can be read by other users (mode %03o): chmod 600 it", what, path,
+                stat.S_IMODE(mode))
+    return True
+
+
+def read_secret_line(path: str | os.PathLike[str], what: str) -> str:
+    """The first line of a secret file, stripped; UserError (naming the file, not the secret) if unusable."""
+    warn_if_exposed(path, what)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise UserError(f"the {what} {path} is larger than {MAX_SECRET_BYTES} bytes: not a secret file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"the {what} {path} is not UTF-8 text") from None
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not line:
+        raise UserError(f"the {what} {path} is empty")
+    if not line.isprintable():
+        raise UserError(f"the {what} {path} holds control characters")
+    return line
+
+
+def readable_file(path: Path, what: str) -> str | None:
+    """None if `path` is a readable regular file, else why not (for config checks)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read the {what} {path}: {exc.strerror}"
+    if not path.is_file():
+        return f"the {what} {path} is not a regular file"
+    return None
