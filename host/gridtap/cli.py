@@ -35,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    if _hub_installed():
+        importlib.import_module("gridtap_hub.cli").register(sub)
     return parser
+
+
+def _hub_installed() -> bool:
+    """`gridtap hub` is offered only with the [hub] extra (psycopg); nothing is imported to find out."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("gridtap_hub", "psycopg"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
