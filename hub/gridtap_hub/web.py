@@ -17,7 +17,7 @@ from gridtap_hub.peers import Rank, Stats, Stream
 TABS = ("hour", "day", "month", "year", "night")
 UNIT_LABELS = {"watt": "watt", "kwhperyear": "kWh/year", "eurperyear": "euro/year"}
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-W, H, PAD_L, PAD_B, PAD_T = 760, 320, 60, 30, 10
+W, H, PAD_L, PAD_B, PAD_T = 760, 320, 60, 30, 26
 
 STYLE = """
 body{font-family:sans-serif;margin:0;color:#222}header{background:#234;color:#fff;padding:8px 16px}
@@ -78,7 +78,7 @@ def chart(series: list[tuple[Stream, list[tuple[int, float | None]]]], interval:
                      f'<text x="4" y="{y(v) + 4:.1f}">{v:.0f}</text>')
     for i in range(6):  # time labels
         t = lo_t + span * i // 5
-        parts.append(f'<text x="{x(t) - 16:.1f}" y="{H - 8}">{_time_label(t, interval, tz)}</text>')
+        parts.append(f'<text x="{min(x(t), W - 40) - 16:.1f}" y="{H - 8}">{_time_label(t, interval, tz)}</text>')
     for n, (s, pts) in enumerate(series):
         colour = COLOURS[n % len(COLOURS)]
         runs: list[list[str]] = [[]]

@@ -1,0 +1,86 @@
+"""The dashboard in a real headless chromium: log in, own stream beside a peer's, intervals, units,
+subscriptions and the rank."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from gridtap_hub import accounts, schema
+from gridtap_hub.ingest import Ingest, Request
+from tests.hub import browser
+from tests.hub.kit import PASSWORD, make_home, running_hub
+
+pytestmark = pytest.mark.skipif(not browser.available(), reason="chromium and chromium-driver not installed")
+
+NOW = int(time.time())
+
+
+def feed(conn: psycopg.Connection, sensor: str, watts: float, hours: float = 26, step: int = 60) -> None:
+    """Constant power for the last ``hours`` through the real ingest."""
+    sid = conn.execute("SELECT sid FROM sensor WHERE id = %s", (sensor,)).fetchone()[0]  # type: ignore[index]
+    n = int(hours * 3600 / step)
+    start = NOW - n * step
+    pts = [(start + i * step, round(1000 + watts * i * step / 3600)) for i in range(n + 1)]
+    Ingest(conn).apply([Request(sid, pts)])
+
+
+def text(driver: Any, css: str) -> str:
+    return str(driver.find_element("css selector", css).text)
+
+
+def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psycopg.Connection) -> None:
+    me = make_home(hub_conn, "icarus75", size_band=3)
+    peer = make_home(hub_conn, "mackenzie", size_band=3)
+    make_home(hub_conn, "hermit", shares=False, size_band=3)
+    make_home(hub_conn, "jan", size_band=3)
+    feed(hub_conn, me.sensors[0], 1800)
+    feed(hub_conn, peer.sensors[0], 1200)
+    accounts.subscribe(hub_conn, me.uid, "mackenzie")
+    schema.refresh_usage(hub_conn)
+    with running_hub(hub_dsn) as hub, browser.chromium() as d:
+        d.get(hub.url + "dashboard")
+        assert d.current_url.endswith("/login")
+        d.find_element("id", "name").send_keys("icarus75")
+        d.find_element("id", "password").send_keys("wrong password")
+        d.find_element("id", "submit").click()
+        assert "wrong user name or password" in text(d, "#error")
+        d.find_element("id", "name").send_keys("icarus75")
+        d.find_element("id", "password").send_keys(PASSWORD)
+        d.find_element("id", "submit").click()
+        assert text(d, "#who") == "icarus75"
+        # hour in watt: two lines, mine first, and the table of min/max/avg/last
+        streams = d.find_elements("css selector", "#chart g.stream")
+        assert [s.get_attribute("data-user") for s in streams] == ["icarus75", "mackenzie"]
+        assert all(int(s.get_attribute("data-points")) >= 59 for s in streams)
+        assert d.find_element("css selector", "#chart").get_attribute("data-unit") == "watt"
+        assert text(d, "tr[data-user=icarus75] .avg") == "1800"
+        assert text(d, "tr[data-user=mackenzie] .last") == "1200"
+        # kWh/year: 1.8 kW all year is 15768 kWh
+        d.find_element("id", "unit-kwhperyear").click()
+        assert d.find_element("css selector", "#chart").get_attribute("data-unit") == "kwhperyear"
+        assert text(d, "tr[data-user=icarus75] .avg") == "15768"
+        d.find_element("id", "unit-eurperyear").click()
+        assert text(d, "tr[data-user=mackenzie] .max") == f"{1.2 * 5676 / 3.6:.0f}"
+        # day: 96 quarter hours, of which the last 26 h are all drawn
+        d.find_element("id", "tab-day").click()
+        assert d.find_element("css selector", "#chart").get_attribute("data-interval") == "day"
+        assert int(d.find_element("css selector", "g.stream[data-user=icarus75]").get_attribute("data-points")) == 96
+        d.find_element("id", "tab-month").click()
+        assert int(d.find_element("css selector", "g.stream[data-user=icarus75]").get_attribute("data-points")) == 2
+        # rank among the three-person homes without PV that have data: icarus75 uses more
+        assert (text(d, "#rank-n"), text(d, "#rank-of")) == ("2", "2")
+        # Fluksonians: only those who share; hermit does not
+        peers = {b.get_attribute("data-peer"): b.get_attribute("data-subscribed")
+                 for b in d.find_elements("css selector", "button.peer")}
+        assert peers == {"jan": "0", "mackenzie": "1"}
+        d.find_element("css selector", "button.peer[data-peer=mackenzie]").click()
+        assert [s.get_attribute("data-user") for s in d.find_elements("css selector", "#chart g.stream")] == [
+            "icarus75"]
+        d.find_element("id", "logout").click()
+        assert d.current_url.endswith("/login")
+        d.get(hub.url + "dashboard")
+        assert d.current_url.endswith("/login")
