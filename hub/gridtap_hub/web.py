@@ -78,7 +78,8 @@ def chart(series: list[tuple[Stream, list[tuple[int, float | None]]]], interval:
                      f'<text x="4" y="{y(v) + 4:.1f}">{v:.0f}</text>')
     for i in range(6):  # time labels
         t = lo_t + span * i // 5
-        parts.append(f'<text x="{min(x(t), W - 40) - 16:.1f}" y="{H - 8}">{_time_label(t, interval, tz)}</text>')
+        label = _time_label(t, interval, tz)
+        parts.append(f'<text x="{min(x(t), W - 40) - 16:.1f}" y="{H - 8}">{label}</text>')
     for n, (s, pts) in enumerate(series):
         colour = COLOURS[n % len(COLOURS)]
         runs: list[list[str]] = [[]]

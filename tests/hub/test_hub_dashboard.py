@@ -32,6 +32,11 @@ def text(driver: Any, css: str) -> str:
     return str(driver.find_element("css selector", css).text)
 
 
+def drawn(driver: Any, user: str) -> int:
+    g = driver.find_element("css selector", f"g.stream[data-user={user}]")
+    return int(g.get_attribute("data-points"))
+
+
 def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psycopg.Connection) -> None:
     me = make_home(hub_conn, "icarus75", size_band=3)
     peer = make_home(hub_conn, "mackenzie", size_band=3)
@@ -68,9 +73,9 @@ def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psyc
         # day: 96 quarter hours, of which the last 26 h are all drawn
         d.find_element("id", "tab-day").click()
         assert d.find_element("css selector", "#chart").get_attribute("data-interval") == "day"
-        assert int(d.find_element("css selector", "g.stream[data-user=icarus75]").get_attribute("data-points")) == 96
+        assert drawn(d, "icarus75") == 96
         d.find_element("id", "tab-month").click()
-        assert int(d.find_element("css selector", "g.stream[data-user=icarus75]").get_attribute("data-points")) == 2
+        assert drawn(d, "icarus75") == 2
         # rank among the three-person homes without PV that have data: icarus75 uses more
         assert (text(d, "#rank-n"), text(d, "#rank-of")) == ("2", "2")
         # Fluksonians: only those who share; hermit does not
