@@ -226,8 +226,17 @@ class Ingest:
                 raise Refused(f"ERROR: time {ts} already stored with counter {cur[1]}, not {counter}")
             return 0
         nxt = self.conn.execute(q.format(op=">", order=""), (sid, ts)).fetchone()
-        if cur is None or nxt is None:
+        if nxt is None:
             raise Refused(f"ERROR: time {ts} is older than the stored points")
+        if cur is None:  # before the first stored point: it becomes the first
+            t1, c1, e1 = nxt
+            if counter > c1:
+                raise Refused(f"ERROR: counter {counter} at time {ts} is above {c1} at {t1}, later")
+            e = e1 - (c1 - counter)
+            self._spread(sid, ts, t1, e1 - e, batch, now)
+            self.conn.execute("INSERT INTO measurement (sid, ts, counter, energy) VALUES (%s, %s, %s, %s)",
+                              (sid, ts, counter, e))
+            return 1
         (t0, c0, e0), (t1, c1, e1) = cur, nxt
         if not (e1 - e0 == c1 - c0 and c0 <= counter <= c1):
             raise Refused(f"ERROR: counter {counter} at time {ts} does not fit between "

@@ -41,6 +41,7 @@ from gridtap.fluksoapi import BAD_DIGEST, MALFORMED, UNPROVISIONED, VERSION, dig
 from gridtap_hub import accounts, peers, read, schema, web
 from gridtap_hub.committer import Committer
 from gridtap_hub.db import Pool
+from gridtap_hub.directory import Directory
 from gridtap_hub.ingest import Request
 
 log = logging.getLogger(__name__)
@@ -49,32 +50,6 @@ MAX_BODY = 1 << 20  # a day of one sensor at 10 s is ~0.2 MB; an FLM ages its ba
 SENSOR_PATH = re.compile(r"/sensor/([^/?]+)")
 CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 COOKIE = "gthub"
-
-
-class Directory:
-    """sensor id -> (sid, device key), cached for ``ttl`` seconds (a claim shows within it)."""
-
-    def __init__(self, pool: Pool, ttl: float = 30.0) -> None:
-        self.pool = pool
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, tuple[int, str] | None]] = {}
-        self._lock = threading.Lock()
-
-    def lookup(self, sensor: str) -> tuple[int, str] | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(sensor)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT s.sid, d.key FROM sensor s JOIN device d ON d.id = s.device "
-                               "WHERE s.id = %s", (sensor,)).fetchone()
-        found = (int(row[0]), str(row[1])) if row else None
-        with self._lock:
-            if len(self._cache) > 200_000:
-                self._cache.clear()
-            self._cache[sensor] = (now, found)
-        return found
 
 
 class HubServer:
@@ -177,7 +152,7 @@ class HubServer:
             return 503, {"Retry-After": "10"}, b"database unavailable"
         if found is None:
             return self.refuse(sensor, UNPROVISIONED, 401, {"WWW-Authenticate": UNPROVISIONED}, b"")
-        sid, key = found
+        sid, key, _ = found
         if not digest_ok(key, body, headers["x-digest"]):
             return self.refuse(sensor, BAD_DIGEST, 401, {"WWW-Authenticate": BAD_DIGEST}, b"")
         try:
