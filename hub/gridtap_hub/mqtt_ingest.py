@@ -96,7 +96,7 @@ class MqttIngester:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 5)
+        self.client.reconnect_delay_set(1, 5)
 
     def start(self) -> MqttIngester:
         self.committer.start()
@@ -146,7 +146,7 @@ class MqttIngester:
         if m is None or not is_sensor_id(m.group(2)):
             self._refuse(msg, "topic is not hub/<device>/sensor/<sensor>/counter")
             return
-        points = parse_payload(msg.payload)
+        points = parse_payload(bytes(msg.payload))
         if isinstance(points, str):
             self._refuse(msg, points)
             return
