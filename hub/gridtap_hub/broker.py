@@ -39,14 +39,20 @@ def hub_conf(port: int, data_dir: Path, password_file: Path | None = None, host:
 
 
 def home_bridge_conf(local_port: int, hub_host: str, hub_port: int, device: str, key: str | None,
-                     data_dir: Path, user: str | None = None) -> str:
-    """A home's mosquitto.conf with the bridge to the hub (counters out at QoS 1, persistent session)."""
+                     data_dir: Path, user: str | None = None, restart: tuple[int, int] = (10, 30)) -> str:
+    """A home's mosquitto.conf with the bridge to the hub (counters out at QoS 1, persistent session).
+
+    MQTT 3.1.1 on the bridge: mosquitto 2.0.11's v5 bridge lost the messages it had queued
+    across a restart of the hub's broker in the fault run; 3.1.1 with ``cleansession false``
+    keeps them. It reconnects 10-30 s after losing the hub, later than the ingesters (see
+    mqtt_ingest.MqttIngester).
+    """
     lines = [f"listener {local_port} 127.0.0.1", "allow_anonymous true", "persistence true",
              f"persistence_location {data_dir}/", "autosave_interval 10", "max_queued_messages 1000000",
              "log_dest stderr", "log_type error", *([f"user {user}"] if user else []),
              "", f"connection gridtap-hub-{device[:12]}", f"address {hub_host}:{hub_port}",
-             "bridge_protocol_version mqttv50", "cleansession false", f"remote_clientid bridge-{device}",
-             "restart_timeout 1 10", "try_private false", "start_type automatic",
+             "bridge_protocol_version mqttv311", "cleansession false", f"remote_clientid bridge-{device}",
+             f"restart_timeout {restart[0]} {restart[1]}", "try_private false", "start_type automatic",
              f"topic sensor/+/counter out 1 / {PREFIX}/{device}/"]
     if key is not None:
         lines += [f"remote_username {device}", f"remote_password {key}"]

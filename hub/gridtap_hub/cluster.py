@@ -39,6 +39,7 @@ class PrivateCluster:
                  settings: dict[str, str] | None = None) -> None:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="gthub-pg-") if root is None else root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.run_as = run_as if os.geteuid() == 0 else None
         self.bindir = pg_bindir()

@@ -28,7 +28,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections import Counter
 from typing import Any
 
@@ -96,7 +95,13 @@ class MqttIngester:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(1, 5)
+        # Back within a second of the broker: mosquitto 2.0.11 does not restore shared subscriptions
+        # from its persistence, so after a broker restart messages bridged in before an ingester has
+        # subscribed again would be dropped. Ingesters retry every second; homes' bridges wait >= 10 s
+        # (broker.home_bridge_conf), so the ingesters are subscribed first.
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = threading.Event()
 
     def start(self) -> MqttIngester:
         self.committer.start()
@@ -123,9 +128,15 @@ class MqttIngester:
         self.connected.set()
         log.info("hub mqtt: connected (session present: %s)", flags.session_present)
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        self.subscribed.set()
+        log.info("hub mqtt: subscribed")
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("hub mqtt: disconnected (%s); reconnecting", reason)
 
@@ -189,8 +200,5 @@ class MqttIngester:
 
 
 def wait_connected(ing: MqttIngester, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if ing.connected.wait(0.05):
-            return True
-    return False
+    """Until the ingester is connected and its subscription acknowledged."""
+    return ing.subscribed.wait(timeout)
