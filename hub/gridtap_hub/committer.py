@@ -28,7 +28,7 @@ class Committer:
     """One thread and one connection applying batches of at most ``max_batch`` requests."""
 
     def __init__(self, dsn: str, clock: Callable[[], float] = time.time, max_batch: int = 1000,
-                 max_wait: float = 0.01) -> None:
+                 max_wait: float = 0.0) -> None:
         self.dsn = dsn
         self.clock = clock
         self.max_batch = max_batch
@@ -69,6 +69,9 @@ class Committer:
         return ev.wait(timeout) and ok[0]
 
     def _take(self) -> list[tuple[Request, Done]] | None:
+        """The next batch: whatever queued up while the last one was committing (no waiting:
+        under load batches grow by themselves, idle a lone request goes at once), or ``max_wait``
+        for company when set."""
         first = self._q.get()
         if first is None:
             return None
@@ -76,7 +79,8 @@ class Committer:
         deadline = time.monotonic() + self.max_wait
         while len(items) < self.max_batch:
             try:
-                item = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                wait = deadline - time.monotonic()
+                item = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
             except queue.Empty:
                 break
             if item is None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +127,7 @@ class Outcome:
     missing: dict[str, list[int]] = field(default_factory=dict)  # device -> timestamps never stored
 
 
-def run(work: Path, http_homes: int = 20, rounds: int = 40, offline_day: bool = True,
+def run(work: Path, http_homes: int = 20, rounds: int = 40, offline_s: int = 86400,
         mqtt_points: int = 120) -> Outcome:
     """The whole fault run in ``work``; returns what was lost and doubled."""
     work.mkdir(parents=True, exist_ok=True)
@@ -162,11 +163,9 @@ def run(work: Path, http_homes: int = 20, rounds: int = 40, offline_day: bool = 
             raise RuntimeError(f"the home's bridge did not connect to the hub's broker; see {work}")
         try:
             _rounds(out, cl, hub, ingester, hub_broker, pub, online, offline, mqtt_home, now, rounds,
-                    offline_day, mqtt_points)
-            client = FlmClient("127.0.0.1", port)
+                    offline_s, mqtt_points)
             for _ in range(30):  # drain: every home retries until nothing is pending
-                for h in [*online, offline]:
-                    client.upload(h)
+                upload_all(port, [*online, offline])
                 if all(not s.pending for h in [*online, offline] for s in h.sensors):
                     break
                 time.sleep(0.5)
@@ -181,12 +180,11 @@ def run(work: Path, http_homes: int = 20, rounds: int = 40, offline_day: bool = 
 
 
 def _rounds(out: Outcome, cl: PrivateCluster, hub: Proc, ingester: Proc, hub_broker: Proc, pub: paho.Client,
-            online: list[Home], offline: Home, mqtt_home: Home, now: int, rounds: int, offline_day: bool,
+            online: list[Home], offline: Home, mqtt_home: Home, now: int, rounds: int, offline_s: int,
             mqtt_points: int) -> None:
-    client = FlmClient("127.0.0.1", hub.port or 0, timeout=5)
     start = now - rounds * 60 - 3600
-    if offline_day:  # a day of points queued before the run: replayed at the end
-        t = now - 86400 - 1800
+    if offline_s:  # points queued before the run (a home offline): replayed at the end
+        t = now - offline_s - 1800
         while t < now - 1800:
             t += STEP_S
             offline.advance(t)
@@ -225,10 +223,21 @@ def _rounds(out: Outcome, cl: PrivateCluster, hub: Proc, ingester: Proc, hub_bro
                 for s in mqtt_home.sensors:
                     p = s.pending.pop()
                     pub.publish(f"/sensor/{s.id}/counter", json.dumps([p[0], p[1], "Wh"]), qos=1)
-        for h in online:
+        upload_all(hub.port or 0, online)
+    if offline_s:
+        out.faults.append(f"a home offline for {offline_s / 3600:g} h, then replaying")
+
+
+def upload_all(port: int, homes: list[Home]) -> None:
+    """Every home uploads at once, each on its own connection, as real homes would."""
+    def one(h: Home) -> None:
+        client = FlmClient("127.0.0.1", port, timeout=10)
+        try:
             client.upload(h)
-    if offline_day:
-        out.faults.append("a home offline for a day, then replaying")
+        finally:
+            client.close()
+    with ThreadPoolExecutor(max_workers=min(32, len(homes))) as pool:
+        list(pool.map(one, homes))
 
 
 def _settle_mqtt(conn: psycopg.Connection, home: Home, timeout: float = 60.0) -> None:
