@@ -173,7 +173,7 @@ def provision(conn: psycopg.Connection, homes: list[Home], prefix: str = "home")
         with cur.copy("COPY hub_user (name, pwhash, token, size_band, has_pv, shares) FROM STDIN") as cp:
             for i, h in enumerate(homes):
                 cp.write_row((f"{prefix}{i}", pw, secrets.token_hex(16), 1 + i % 5, h.pv, i % 3 == 0))
-        ids = dict(cur.execute("SELECT name, id FROM hub_user WHERE name LIKE %s",
+        ids: dict[str, int] = dict(cur.execute("SELECT name, id FROM hub_user WHERE name LIKE %s",
                                (prefix + "%",)).fetchall())
         uids = [int(ids[f"{prefix}{i}"]) for i in range(len(homes))]
         with cur.copy("COPY device (id, key, owner) FROM STDIN") as cp:
