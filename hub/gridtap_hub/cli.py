@@ -123,7 +123,7 @@ def _user(args: argparse.Namespace) -> int:
 
 
 def _claim(args: argparse.Namespace) -> int:
-    from gridtap.flukso_upload import load_device_key
+    from gridtap.outputs.flukso import load_device_key
     from gridtap_hub import accounts
     key = load_device_key(args.key_file).reveal().decode()
     sensors = []

@@ -35,23 +35,17 @@ from gridtap_hub import schema
 from gridtap_hub.broker import home_bridge_conf, hub_conf
 from gridtap_hub.cluster import PrivateCluster
 from gridtap_hub.loadgen import STEP_S, FlmClient, Home, provision
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.broker import free_port, wait_until
 
 
 def wait_port(port: int, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def up() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return True
         except OSError:
-            time.sleep(0.05)
-    return False
+            return False
+    return wait_until(up, timeout)
 
 
 def wait_bridge(port: int, timeout: float = 20.0) -> bool:
@@ -82,16 +76,16 @@ def wait_log(path: Path, text: str, times: int, timeout: float = 20.0) -> None:
 
 
 class Proc:
-    """A subprocess we start, kill -9 and start again."""
+    """A subprocess we start, kill -9 and start again; ``port`` (0: none) is waited for at start."""
 
-    def __init__(self, argv: list[str], port: int | None, log: Path) -> None:
+    def __init__(self, argv: list[str], port: int, log: Path) -> None:
         self.argv, self.port, self.log = argv, port, log
         self.p: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         with open(self.log, "ab") as out:
             self.p = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
-        if self.port is not None and not wait_port(self.port):
+        if self.port and not wait_port(self.port):
             raise RuntimeError(f"{self.argv[:5]} did not listen on {self.port}; see {self.log}")
         return self
 
@@ -149,7 +143,7 @@ def run(work: Path, http_homes: int = 20, rounds: int = 40, offline_s: int = 864
                                                          work / "homemq", user=me, restart=(3, 4)))
         hub = Proc(gridtap("hub", "serve", "--dsn", cl.dsn, "--port", str(port)), port, work / "hub.log")
         ingester = Proc(gridtap("hub", "mqtt", "--dsn", cl.dsn, "--broker", f"127.0.0.1:{hub_mq}",
-                                "--client-id", "fault-ingest"), None, work / "ingest.log")
+                                "--client-id", "fault-ingest"), 0, work / "ingest.log")
         hub_broker = Proc(["mosquitto", "-c", str(work / "hub.conf")], hub_mq, work / "hubmq.log")
         home_broker = Proc(["mosquitto", "-c", str(work / "home.conf")], home_mq, work / "homemq.log")
         procs = [hub_broker, home_broker, hub, ingester]
@@ -223,7 +217,7 @@ def _rounds(out: Outcome, cl: PrivateCluster, hub: Proc, ingester: Proc, hub_bro
                 for s in mqtt_home.sensors:
                     p = s.pending.pop()
                     pub.publish(f"/sensor/{s.id}/counter", json.dumps([p[0], p[1], "Wh"]), qos=1)
-        upload_all(hub.port or 0, online)
+        upload_all(hub.port, online)
     if offline_s:
         out.faults.append(f"a home offline for {offline_s / 3600:g} h, then replaying")
 

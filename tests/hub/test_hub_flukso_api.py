@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gridtap.flukso_upload import FluksoUploader, Secret
-from gridtap.spool import Spool
+from gridtap.outputs.flukso import FluksoUploader, Secret
+from gridtap.store.spool import Spool
 from gridtap_hub import schema
 from tests.hub.kit import get, make_home, measurements, post, rollup_wh, running_hub, stored
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,40 +16,15 @@ import pytest
 from gridtap_hub.broker import home_bridge_conf, hub_conf
 from gridtap_hub.ingest import Ingest, Request
 from gridtap_hub.mqtt_ingest import MqttIngester, parse_payload, wait_connected
+from tests.hub.faultrun import Proc
 from tests.hub.kit import make_home, rollup_wh, stored
-from tests.uplink.broker import free_port, mosquitto_exe, wait_until
+from tests.support.broker import free_port, mosquitto_exe, wait_until
 
 NOW = int(time.time())
 T0 = NOW - 2 * 3600
 
 
-class Broker:
-    """mosquitto on a given config; ``restart()`` is a clean stop (persisted) and start."""
-
-    def __init__(self, conf: Path, port: int) -> None:
-        self.conf, self.port = conf, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Broker:
-        self.proc = subprocess.Popen([mosquitto_exe(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        assert wait_until(up), "mosquitto did not start"
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-def brokers(tmp_path: Path, device: str) -> tuple[Broker, Broker]:
+def brokers(tmp_path: Path, device: str) -> tuple[Proc, Proc]:
     hp, lp = free_port(), free_port()
     (tmp_path / "hub").mkdir()
     (tmp_path / "home").mkdir()
@@ -59,7 +32,8 @@ def brokers(tmp_path: Path, device: str) -> tuple[Broker, Broker]:
     (tmp_path / "hub.conf").write_text(hub_conf(hp, tmp_path / "hub", user=me))
     (tmp_path / "home.conf").write_text(home_bridge_conf(lp, "127.0.0.1", hp, device, None, tmp_path / "home",
                                                          user=me))
-    return Broker(tmp_path / "hub.conf", hp), Broker(tmp_path / "home.conf", lp)
+    return (Proc([mosquitto_exe(), "-c", str(tmp_path / "hub.conf")], hp, tmp_path / "hub.log"),
+            Proc([mosquitto_exe(), "-c", str(tmp_path / "home.conf")], lp, tmp_path / "home.log"))
 
 
 def publisher(port: int) -> paho.Client:
