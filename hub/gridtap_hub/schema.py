@@ -33,9 +33,12 @@ class Series:
     keep: int
 
 
-RAW = Series("measurement", 0, DAY, 3 * DAY)
-MINUTE = Series("rollup_minute", 60, DAY, 8 * DAY)
-Q15 = Series("rollup_q15", 900, 30 * DAY, 92 * DAY)
+HOUR = 3600
+# raw points: 30 h writable (a day offline replays in full), minutes: 2 days, quarter hours: 4 weeks
+# (the night interval), days: 10 years. Flukso's RRAs: 1 day, 1 week, 1 year (and weeks for 10 years).
+RAW = Series("measurement", 0, 6 * HOUR, 36 * HOUR)
+MINUTE = Series("rollup_minute", 60, DAY, 3 * DAY)
+Q15 = Series("rollup_q15", 900, 7 * DAY, 35 * DAY)
 DAYS = Series("rollup_day", DAY, 365 * DAY, 10 * 365 * DAY)
 ROLLUPS = (MINUTE, Q15, DAYS)
 ALL = (RAW, *ROLLUPS)

@@ -16,16 +16,22 @@ from tests.hub.kit import PASSWORD, make_home, running_hub
 
 pytestmark = pytest.mark.skipif(not browser.available(), reason="chromium and chromium-driver not installed")
 
-NOW = int(time.time())
-
-
 def feed(conn: psycopg.Connection, sensor: str, watts: float, hours: float = 26, step: int = 60) -> None:
-    """Constant power for the last ``hours`` through the real ingest."""
+    """Constant power for the last ``hours`` (up to now) through the real ingest."""
     sid = conn.execute("SELECT sid FROM sensor WHERE id = %s", (sensor,)).fetchone()[0]  # type: ignore[index]
     n = int(hours * 3600 / step)
-    start = NOW - n * step
+    start = int(time.time()) - n * step
     pts = [(start + i * step, round(1000 + watts * i * step / 3600)) for i in range(n + 1)]
     Ingest(conn).apply([Request(sid, pts)])
+
+
+def click(driver: Any, by: str, what: str) -> None:
+    """Click and wait for the next page (links and form posts both load a new page)."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = driver.find_element("tag name", "html")
+    driver.find_element(by, what).click()
+    WebDriverWait(driver, 20).until(ec.staleness_of(old))
 
 
 def text(driver: Any, css: str) -> str:
@@ -51,11 +57,11 @@ def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psyc
         assert d.current_url.endswith("/login")
         d.find_element("id", "name").send_keys("icarus75")
         d.find_element("id", "password").send_keys("wrong password")
-        d.find_element("id", "submit").click()
+        click(d, "id", "submit")
         assert "wrong user name or password" in text(d, "#error")
         d.find_element("id", "name").send_keys("icarus75")
         d.find_element("id", "password").send_keys(PASSWORD)
-        d.find_element("id", "submit").click()
+        click(d, "id", "submit")
         assert text(d, "#who") == "icarus75"
         # hour in watt: two lines, mine first, and the table of min/max/avg/last
         streams = d.find_elements("css selector", "#chart g.stream")
@@ -65,16 +71,16 @@ def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psyc
         assert text(d, "tr[data-user=icarus75] .avg") == "1800"
         assert text(d, "tr[data-user=mackenzie] .last") == "1200"
         # kWh/year: 1.8 kW all year is 15768 kWh
-        d.find_element("id", "unit-kwhperyear").click()
+        click(d, "id", "unit-kwhperyear")
         assert d.find_element("css selector", "#chart").get_attribute("data-unit") == "kwhperyear"
         assert text(d, "tr[data-user=icarus75] .avg") == "15768"
-        d.find_element("id", "unit-eurperyear").click()
+        click(d, "id", "unit-eurperyear")
         assert text(d, "tr[data-user=mackenzie] .max") == f"{1.2 * 5676 / 3.6:.0f}"
         # day: 96 quarter hours, of which the last 26 h are all drawn
-        d.find_element("id", "tab-day").click()
+        click(d, "id", "tab-day")
         assert d.find_element("css selector", "#chart").get_attribute("data-interval") == "day"
         assert drawn(d, "icarus75") == 96
-        d.find_element("id", "tab-month").click()
+        click(d, "id", "tab-month")
         assert drawn(d, "icarus75") == 2
         # rank among the three-person homes without PV that have data: icarus75 uses more
         assert (text(d, "#rank-n"), text(d, "#rank-of")) == ("2", "2")
@@ -82,10 +88,10 @@ def test_login_own_and_peer_streams_intervals_units(hub_dsn: str, hub_conn: psyc
         peers = {b.get_attribute("data-peer"): b.get_attribute("data-subscribed")
                  for b in d.find_elements("css selector", "button.peer")}
         assert peers == {"jan": "0", "mackenzie": "1"}
-        d.find_element("css selector", "button.peer[data-peer=mackenzie]").click()
+        click(d, "css selector", "button.peer[data-peer=mackenzie]")
         assert [s.get_attribute("data-user") for s in d.find_elements("css selector", "#chart g.stream")] == [
             "icarus75"]
-        d.find_element("id", "logout").click()
+        click(d, "id", "logout")
         assert d.current_url.endswith("/login")
         d.get(hub.url + "dashboard")
         assert d.current_url.endswith("/login")

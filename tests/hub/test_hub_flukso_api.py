@@ -128,4 +128,4 @@ def test_partitions_made_ahead_and_dropped_past_retention(hub_conn: psycopg.Conn
     done = schema.maintain(hub_conn, later)
     assert done["created"] > 0 and done["dropped"] > 0
     raw = schema.partitions(hub_conn, "measurement")
-    assert raw[0][2] > later - schema.RAW.keep and raw[-1][1] > later + schema.DAY
+    assert raw[0][2] > later - schema.RAW.keep and raw[-1][1] > later + schema.RAW.span
