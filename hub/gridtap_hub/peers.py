@@ -57,13 +57,17 @@ def stats(points: list[tuple[int, float | None]]) -> Stats:
     return Stats(min(vals), max(vals), sum(vals) / len(vals), vals[-1])
 
 
-def fluksonians(conn: psycopg.Connection, uid: int) -> list[tuple[str, bool]]:
-    """Every other user who shares, with whether ``uid`` subscribes to them."""
+def fluksonians(conn: psycopg.Connection, uid: int, limit: int = 30) -> list[tuple[str, bool]]:
+    """Who ``uid`` subscribes to, then other users who share, comparable homes (same size band
+    and PV) first, at most ``limit`` in all: a list of every sharer would not scale."""
     rows = conn.execute(
-        "SELECT u.name, s.peer IS NOT NULL FROM hub_user u LEFT JOIN subscription s "
-        "ON s.peer = u.id AND s.user_id = %s WHERE u.shares AND u.id <> %s ORDER BY u.name",
-        (uid, uid)).fetchall()
-    return [(str(n), bool(sub)) for n, sub in rows]
+        "SELECT u.name, s.peer IS NOT NULL FROM hub_user u "
+        "LEFT JOIN subscription s ON s.peer = u.id AND s.user_id = %(me)s "
+        "CROSS JOIN (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s) m "
+        "WHERE u.shares AND u.id <> %(me)s "
+        "ORDER BY s.peer IS NULL, (u.size_band, u.has_pv) <> (m.size_band, m.has_pv), u.name "
+        "LIMIT %(n)s", {"me": uid, "n": limit}).fetchall()
+    return sorted((str(n), bool(sub)) for n, sub in rows)
 
 
 @dataclass(frozen=True)
