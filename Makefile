@@ -84,9 +84,11 @@ test: setup lint typecheck pytest
 
 # Board, daemon, rrdcached, mosquitto, REST API and graphs on the simulated clock, then energy
 # against the simulator's truth (README "What make demo shows"); e.g. DEMO_ARGS="--duration 600".
+# Then the community hub with four homes and a screenshot of each page (tools/hub_demo.py).
 DEMO_ARGS ?=
 demo: setup
 	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
+	$(PY) tools/hub_demo.py --out demo-out/hub
 
 clean:
 	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be

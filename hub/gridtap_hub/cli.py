@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     q.add_argument("--port", type=int, default=8090)
     q.add_argument("--tz", default="UTC", help="time zone of the dashboard and the night interval")
+    q.add_argument("--workers", type=int, default=1,
+                   help="processes serving the port together (SO_REUSEPORT); one per core")
     q.set_defaults(func=_serve)
 
     q = hs.add_parser("user", help="add a user (password from a file or $GRIDTAP_HUB_PASSWORD)")
@@ -86,16 +88,46 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import time
+
     from gridtap_hub import db, schema
-    from gridtap_hub.server import HubServer
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dsn_ = db.dsn_from(args.dsn)
-    import time
+    if not 1 <= args.workers <= 64:
+        raise UserError(f"--workers {args.workers}: 1 to 64")
     with db.connect(dsn_) as conn:
         schema.create(conn, time.time())
-    hub = HubServer(dsn_, args.host, args.port, tz=args.tz)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=hub._httpd.shutdown).start())
-    print(f"hub: serving on {hub.url}", flush=True)
+    children = []
+    for _ in range(args.workers - 1):  # forked before any thread or connection exists
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_serve_one(dsn_, args))
+        children.append(pid)
+
+    def stop_children(*_: object) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    try:
+        return _serve_one(dsn_, args, on_term=stop_children)
+    finally:
+        stop_children()
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def _serve_one(dsn: str, args: argparse.Namespace, on_term: object = None) -> int:
+    from gridtap_hub.server import HubServer
+    hub = HubServer(dsn, args.host, args.port, tz=args.tz)
+
+    def term(*_: object) -> None:
+        if callable(on_term):
+            on_term()
+        hub.request_shutdown()
+    signal.signal(signal.SIGTERM, term)
+    print(f"hub: serving on {hub.url} (pid {os.getpid()})", flush=True)
     hub.serve_forever()
     return 0
 

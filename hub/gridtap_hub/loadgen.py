@@ -94,7 +94,7 @@ class Home:
         w = self.model.step()
         for i, s in enumerate(self.sensors):
             watts = w * s.share
-            if self.pv and i == len(self.sensors) - 1:
+            if self.pv and i > 0 and i == len(self.sensors) - 1:
                 watts = clear_sky(ts, self.model.pv_w)  # the last sensor is the PV meter
             s.counter += watts * STEP_S / 3600
             p = (ts, int(s.counter))

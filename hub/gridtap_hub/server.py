@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -52,6 +53,16 @@ CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 COOKIE = "gthub"
 
 
+class _Server(ThreadingHTTPServer):
+    """SO_REUSEPORT: several ``gridtap hub serve`` processes may share one port (``--workers``)."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class HubServer:
     """The hub's HTTP side on ``host:port`` (127.0.0.1 by default)."""
 
@@ -69,8 +80,7 @@ class HubServer:
         self.maintain_every = maintain_every
         self.usage_every = usage_every
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _handler(self))
         self._threads: list[threading.Thread] = []
 
     @property
@@ -89,6 +99,10 @@ class HubServer:
             t.start()
             self._threads.append(t)
         return self
+
+    def request_shutdown(self) -> None:
+        """From a signal handler: stop serving (shutdown() must not run on the serving thread)."""
+        threading.Thread(target=self._httpd.shutdown, daemon=True).start()
 
     def serve_forever(self) -> None:
         self.committer.start()
