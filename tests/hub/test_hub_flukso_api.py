@@ -129,3 +129,12 @@ def test_partitions_made_ahead_and_dropped_past_retention(hub_conn: psycopg.Conn
     assert done["created"] > 0 and done["dropped"] > 0
     raw = schema.partitions(hub_conn, "measurement")
     assert raw[0][2] > later - schema.RAW.keep and raw[-1][1] > later + schema.RAW.span
+
+
+def test_year_of_days_for_one_sensor_reads_the_primary_key(hub_conn: psycopg.Connection) -> None:
+    """The one-year daily query touches only its sensor's rows, through the (sid, t) index."""
+    hub_conn.execute("SET enable_seqscan = off")  # what the planner does once the table is big
+    plan = "\n".join(r[0] for r in hub_conn.execute(
+        "EXPLAIN SELECT t, secs, wh FROM rollup_day WHERE sid = 7 AND t >= %s AND t <= %s",
+        (NOW - 365 * 86400, NOW)).fetchall())
+    assert "Index" in plan and "rollup_day" in plan and "Seq Scan" not in plan, plan
