@@ -1,6 +1,7 @@
 """`gridtap hub …`: offered by the gridtap CLI only when the [hub] extra is installed.
 
-This module only builds the parser; each command imports what it needs when run.
+gridtap.cli hands the arguments after ``hub`` to ``parse``; this module only builds the
+parser, each command imports what it needs when run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from gridtap.errors import UserError
@@ -18,10 +20,16 @@ from gridtap.errors import UserError
 PASSWORD_ENV = "GRIDTAP_HUB_PASSWORD"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("hub", help="the community hub: Flukso server API, peers, dashboard (PostgreSQL)",
-                       description="The community hub (docs/hub.md). The PostgreSQL connection comes "
-                                   "from --dsn or $GRIDTAP_HUB_DSN.")
+def parse(argv: list[str]) -> Callable[[], int]:
+    """Parse ``gridtap hub`` arguments; returns the command to run (argparse exits on bad ones)."""
+    args = build_parser().parse_args(argv)
+    return lambda: int(args.func(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridtap hub",
+                                description="The community hub (docs/hub.md). The PostgreSQL connection "
+                                            "comes from --dsn or $GRIDTAP_HUB_DSN.")
     hs = p.add_subparsers(dest="hub_command", metavar="HUBCOMMAND", required=True)
 
     def dsn(q: argparse.ArgumentParser) -> None:
@@ -70,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = hs.add_parser("pg", help="run a private PostgreSQL in a directory until Ctrl-C, for trying the hub")
     q.add_argument("dir", type=Path)
     q.set_defaults(func=_pg)
+    return p
 
 
 def _connect(args: argparse.Namespace):  # noqa: ANN202 - psycopg imported lazily
