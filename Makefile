@@ -15,11 +15,14 @@ STAMPS := $(VENV)/.stamps
 
 # Debian 12 packages: C toolchain, cffi headers, clang for libFuzzer and the
 # Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto, and the big-endian MIPS
-# cross compiler with qemu-mips-static for the OpenWrt router build (native/mips).
+# cross compiler with qemu-mips-static for the OpenWrt router build (native/mips); for the
+# community hub PostgreSQL 15 and libpq (psycopg 3), and chromium + its driver for the
+# dashboard's browser tests.
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
 	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind \
-	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static
+	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static \
+	postgresql-15 libpq5 chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
@@ -81,9 +84,11 @@ test: setup lint typecheck pytest
 
 # Board, daemon, rrdcached, mosquitto, REST API and graphs on the simulated clock, then energy
 # against the simulator's truth (README "What make demo shows"); e.g. DEMO_ARGS="--duration 600".
+# Then the community hub with four homes and a screenshot of each page (tools/hub_demo.py).
 DEMO_ARGS ?=
 demo: setup
 	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
+	$(PY) tools/hub_demo.py --out demo-out/hub
 
 clean:
 	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be

@@ -35,14 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    if _hub_installed():  # listed here; `gridtap hub …` itself is parsed by gridtap_hub.cli (main)
+        sub.add_parser("hub", add_help=False,
+                       help="the community hub: Flukso server API, peers, dashboard (gridtap hub --help)")
     return parser
 
 
+def _hub_installed() -> bool:
+    """`gridtap hub` is offered only with the [hub] extra (psycopg); nothing is imported to find out,
+    so the daemon's commands never load the hub."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("gridtap_hub", "psycopg"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_ = list(sys.argv[1:] if argv is None else argv)
+    if args_[:1] == ["hub"] and _hub_installed():
+        run = importlib.import_module("gridtap_hub.cli").parse(args_[1:])
+    else:
+        args = build_parser().parse_args(args_)
+        run = lambda: args.func(args)  # noqa: E731
     try:
-        return int(args.func(args) or 0)
+        return int(run() or 0)
     except UserError as exc:
         print(f"gridtap: error: {exc}", file=sys.stderr)
         return 2

@@ -57,8 +57,9 @@ import sys
 before = set(sys.modules)
 # what the router lacks cannot be imported (ImportError, as there): the numpy of the virtual board,
 # the C decoder (the package ships none: the pure Python one is used), and every module of a
-# package gridtap does not depend on (argv[2:])
-for name in ["numpy", "gridtap.board._native", *sys.argv[2:]]:
+# package gridtap does not depend on (argv[2:]); nor PySocks, which paho takes if present (the dev
+# venv has it through selenium, for the hub's browser tests)
+for name in ["numpy", "gridtap.board._native", "socks", *sys.argv[2:]]:
     sys.modules[name] = None
 import threading
 from pathlib import Path

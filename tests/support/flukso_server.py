@@ -39,8 +39,6 @@ Run it by hand: ``python -m tests.support.flukso_server --port 8080
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import re
 import ssl
@@ -48,14 +46,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-RRD_START = 1199487600
-HEX32 = re.compile(r"[0-9a-f]{32}")
-HEX40 = re.compile(r"[0-9a-f]{40}")
+from gridtap.fluksoapi import (
+    BAD_DIGEST,
+    MALFORMED,
+    RRD_START,
+    UNPROVISIONED,
+    digest,
+    digest_ok,
+    illegal_update,
+    pairs,
+    well_formed,
+)
 
-
-def digest(key: str, body: bytes) -> str:
-    """The X-Digest of a body: hex HMAC-SHA1 under the sensor's key."""
-    return hmac.new(key.encode(), body, hashlib.sha1).hexdigest()
+__all__ = ["FluksoServer", "digest"]
 
 
 class FluksoServer:
@@ -138,14 +141,13 @@ class FluksoServer:
             if self._fail:
                 status = self._fail.pop(0)
                 return status, {}, b"injected failure"
-            if not (headers.get("x-version") == "1.0" and HEX32.fullmatch(sensor)
-                    and HEX40.fullmatch(headers.get("x-digest", ""))):
-                return 400, {}, b"Malformed request"
+            if not well_formed(sensor, headers):
+                return 400, {}, MALFORMED.encode()
             key = self.keys.get(sensor)
             if key is None:
-                return 401, {"WWW-Authenticate": "No proper provisioning for this sensor"}, b""
-            if not hmac.compare_digest(digest(key, body), headers["x-digest"]):
-                return 401, {"WWW-Authenticate": "Incorrect digest"}, b""
+                return 401, {"WWW-Authenticate": UNPROVISIONED}, b""
+            if not digest_ok(key, body, headers["x-digest"]):
+                return 401, {"WWW-Authenticate": BAD_DIGEST}, b""
             try:
                 doc = json.loads(body)
             except (ValueError, UnicodeDecodeError):
@@ -163,28 +165,16 @@ class FluksoServer:
             return self._measurements(sensor, meas)
 
     def _measurements(self, sensor: str, meas: object) -> tuple[int, dict[str, str], bytes]:
-        if not isinstance(meas, list) or not meas:
-            return 500, {}, b"measurements must be a non-empty list"
-        last = meas[-1]
-        if not (isinstance(last, list) and len(last) == 2):
-            return 500, {}, b"last measurement is not a pair"
-        updates: list[tuple[int, int]] = []
-        for m in meas:
-            if not (isinstance(m, list) and len(m) == 2):
-                continue  # not a [ts, value] pair: skipped like the real list comprehension does
-            ts, counter = m
-            if not isinstance(ts, int) or isinstance(ts, bool):
-                return 500, {}, b"timestamp is not an integer"
-            if isinstance(counter, int) and not isinstance(counter, bool):
-                updates.append((ts, counter))
+        updates = pairs(meas)
+        if isinstance(updates, str):
+            return 500, {}, updates.encode()
         if not updates:
             response = "ERROR: Not enough arguments"
         else:
             response = "ok"
             for ts, counter in updates:
                 if ts <= self.last_update[sensor]:
-                    response = (f"ERROR: illegal attempt to update using time {ts} when last update "
-                                f"time is {self.last_update[sensor]} (minimum one second step)")
+                    response = illegal_update(ts, self.last_update[sensor])
                     break
                 self.stored[sensor].append((ts, counter))
                 self.last_update[sensor] = ts

@@ -35,14 +35,12 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import http.client
 import json
 import logging
 import math
 import os
-import re
 import sqlite3
 import ssl
 import threading
@@ -54,6 +52,7 @@ from urllib.parse import urlsplit
 
 from gridtap import __version__
 from gridtap.errors import UserError
+from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest
 from gridtap.outputs.backoff import Backoff
 from gridtap.secretfile import warn_if_exposed
 from gridtap.store.spool import Spool
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 
 DEST = "flukso"
 KEY_ENV = "GRIDTAP_FLUKSO_KEY"
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_ILLEGAL = re.compile(r"illegal attempt to update using time (\d+) when last update time is (\d+)")
 
 
 class Secret:
@@ -108,16 +105,10 @@ def load_device_key(path: str | os.PathLike[str] | None = None, env: str = KEY_E
         value = os.environ.get(env, "").strip()
         if not value:
             raise UserError(f"no Flukso device key: give a key file or set {env}")
-    if not _HEX32.fullmatch(value.lower()):
+    if not HEX32.fullmatch(value.lower()):
         raise UserError(f"the Flukso device key in the {where} must be 32 hex digits "
                         f"(got {len(value)} characters)")
     return Secret(value.lower())
-
-
-def check_sensor_id(sensor: str) -> str:
-    if not isinstance(sensor, str) or not _HEX32.fullmatch(sensor):
-        raise UserError(f"Flukso sensor id {sensor!r} must be 32 lowercase hex digits")
-    return sensor
 
 
 @dataclass
@@ -187,8 +178,8 @@ class FluksoUploader:
 
     def post(self, sensor: str, body: bytes) -> tuple[int, bytes]:
         """One signed POST; returns (status, body). Raises OSError/HTTPException on transport errors."""
-        sig = hmac.new(self._key.reveal(), body, hashlib.sha1).hexdigest()
-        headers = {"Content-Type": "application/json", "X-Version": "1.0",
+        sig = digest(self._key.reveal(), body)
+        headers = {"Content-Type": "application/json", "X-Version": VERSION,
                    "User-Agent": f"gridtap/{__version__}", "X-Digest": sig}
         conn = self._connection()
         try:
@@ -244,7 +235,7 @@ class FluksoUploader:
             if answer == "ok":
                 n = self.spool.ack(self.dest, sensor, points[-1][0])
             else:
-                m = _ILLEGAL.search(str(answer))
+                m = ILLEGAL_UPDATE.search(str(answer))
                 if m is None:
                     return f"sensor {sensor}: server answered {str(answer)[:200]!r}"
                 # the server already holds everything up to its last update: clear that, send the rest

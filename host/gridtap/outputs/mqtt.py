@@ -60,11 +60,11 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from gridtap import __version__
+from gridtap.fluksoapi import is_sensor_id
 from gridtap.outputs.flukso import Secret
 
 log = logging.getLogger(__name__)
 
-_HEX32 = re.compile(r"[0-9a-f]{32}")
 _DEVICE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 #: kind -> (gauge unit, counter unit or None) on the Flukso topics
@@ -134,7 +134,7 @@ class MqttSensor:
     kind: str = "electricity"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.sensor_id, str) or not _HEX32.fullmatch(self.sensor_id):
+        if not is_sensor_id(self.sensor_id):
             raise ValueError(f"mqtt: sensor id {self.sensor_id!r} must be 32 lowercase hex digits")
         if self.kind not in FLUKSO_UNITS:
             raise ValueError(f"mqtt: sensor {self.sensor_id} has unknown kind {self.kind!r} "
