@@ -17,12 +17,14 @@ STAMPS := $(VENV)/.stamps
 # Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto, and the big-endian MIPS
 # cross compiler with qemu-mips-static for the OpenWrt router build (native/mips); for the
 # community hub PostgreSQL 15 and libpq (psycopg 3), and chromium + its driver for the
-# dashboard's browser tests.
+# dashboard's browser tests; gcc-arm-none-eabi, picolibc and qemu-system-arm for the
+# firmware on an emulated Cortex-M0 (firmware/ports/qemu_m0).
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
 	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind \
 	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static \
-	postgresql-15 libpq5 chromium chromium-driver
+	postgresql-15 libpq5 chromium chromium-driver \
+	gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
