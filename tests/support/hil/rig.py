@@ -19,7 +19,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,14 +145,16 @@ class VirtualRig:
                  top: dict[str, Any] | None = None, ber: float = 0.0, speed: float = 1e9,
                  start: float | None = None, outage_every_s: float = 120.0,
                  meters: list[PulseMeter] | None = None, firmware: Path | None = None,
-                 board: Path | None = None) -> None:
+                 board: Path | None = None,
+                 command: Callable[[Path], list[str]] | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         path = board if board is not None else board_file(tmp, sim, top)
         self.sim = Simulation(load_board(path), scenario, seed, start, outage_every_s=outage_every_s)
         if meters is not None:
             self.sim.scn.meters = meters
-        self.vb = StoppableBoard(self.sim, speed=speed, ber=ber, fw_log=tmp / "fw.log", firmware=firmware)
+        self.vb = StoppableBoard(self.sim, speed=speed, ber=ber, fw_log=tmp / "fw.log", firmware=firmware,
+                                 command=command)
         assert self.vb.pty_path is not None
         self.port = self.vb.pty_path
         self.thread: threading.Thread | None = None
