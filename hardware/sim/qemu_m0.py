@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +65,53 @@ def command(floats: str = "single", profile: bool = False) -> Callable[[Path], l
     def for_boot(sim_dir: Path) -> list[str]:
         return argv(MAIN, [str(sim_dir)] + (["profile"] if profile else []), floats)
     return for_boot
+
+
+# -- the firmware's budget lines (firmware/ports/qemu_m0/modules/m0budget.py) ----------------
+
+PARTS = ("app", "hal", "kernel", "periods", "pulses", "link", "persist")
+RP2040_HZ = 125e6
+# Cycles per instruction assumed for the Cortex-M0+: loads, stores and taken branches take 2,
+# the rest 1; the C kernel's estimate from the same timings is 1.45 (bench area kernel) and
+# MicroPython's VM loads more than the kernel does.
+CPI = 1.5
+
+
+@dataclass
+class Second:
+    """One second of board time as the firmware on the M0 reported it."""
+    sec: int
+    parts: dict[str, int]        # instructions charged to each part
+    blocks: int                  # adc_block calls
+    gap_instr: int               # the longest gap between two adc_block calls: firmware instructions
+    gap_ee_us: int               # and the EEPROM's bus + write-cycle time inside it
+    gc_count: int                # cumulative since boot
+    gc_instr: int
+    gc_max_instr: int
+    heap_live_max: int           # bytes, after a collection, since boot
+    heap_total: int
+
+    @property
+    def firmware(self) -> int:
+        return sum(v for k, v in self.parts.items() if k != "hal")
+
+    @property
+    def gap_ms(self) -> float:
+        return self.gap_instr * CPI / RP2040_HZ * 1e3 + self.gap_ee_us / 1e3
+
+
+def seconds(log: str) -> list[Second]:
+    """Every M0STAT line of a firmware log (the last boot's lines last)."""
+    out = []
+    for line in log.splitlines():
+        w = line.split()
+        if len(w) != 17 or w[0] != "M0STAT":
+            continue
+        v = [int(x) for x in w[1:]]
+        out.append(Second(v[0], dict(zip(PARTS, v[1:8], strict=True)), *v[8:]))
+    return out
+
+
+def ms(instructions: float) -> float:
+    """Instructions as milliseconds of a 125 MHz Cortex-M0+ at CPI cycles each."""
+    return instructions * CPI / RP2040_HZ * 1e3
