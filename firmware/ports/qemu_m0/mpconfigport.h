@@ -20,6 +20,14 @@
 // call into viper code faults.
 #define MICROPY_MAKE_POINTER_CALLABLE(p) ((void *)((mp_uint_t)(p) | 1))
 
+// As the rp2 port builds it (ports/rp2/mpconfigport.h): computed-goto bytecode
+// dispatch, 1-byte qstr hashes, 16-bit GC mark stack entries.
+#define MICROPY_OPT_COMPUTED_GOTO (1)
+#define MICROPY_QSTR_BYTES_IN_HASH (1)
+#define MICROPY_GC_STACK_ENTRY_TYPE uint16_t
+#define MICROPY_STACK_CHECK_MARGIN (256)
+#define MICROPY_ENABLE_EMERGENCY_EXCEPTION_BUF (1)
+
 #define MICROPY_ENABLE_COMPILER (1)
 #define MICROPY_ENABLE_GC (1)
 #define MICROPY_ENABLE_EXTERNAL_IMPORT (1)
@@ -71,7 +79,7 @@
 #define MICROPY_HW_BOARD_NAME "gridtap qemu_m0 (QEMU microbit)"
 #define MICROPY_HW_MCU_NAME "Cortex-M0"
 
-#define MICROPY_ALLOC_PATH_MAX (256)
+#define MICROPY_ALLOC_PATH_MAX (256)  // rp2: 128; the host's temporary paths are longer
 #define MP_SSIZE_MAX (0x7fffffff)
 
 typedef intptr_t mp_int_t;
