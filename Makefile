@@ -84,7 +84,14 @@ M0_PORT_SRC := $(wildcard $(M0_PORT)/*.c $(M0_PORT)/*.h $(M0_PORT)/extmod/*.h) $
 M0_PY := $(wildcard firmware/gridtap_fw/*.py) $(wildcard $(M0_PORT)/modules/*.py)
 M0_MPY := $(patsubst firmware/%.py,$(M0)/mpy/%.mpy,$(filter firmware/gridtap_fw/%,$(M0_PY))) \
 	$(patsubst $(M0_PORT)/modules/%.py,$(M0)/mpy/%.mpy,$(filter $(M0_PORT)/modules/%,$(M0_PY)))
-m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY)
+m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY) $(M0)/check.elf
+# the C kernel and codec as a Cortex-M0 program (semihosting), checked by tests/m0/test_m0_native.py
+$(M0)/check.elf: native/m0plus/m0_check.c native/gt_kernel.c native/gt_wire.c native/gt_kernel.h native/gt_wire.h $(STAMPS)/apt
+	@mkdir -p $(@D)
+	arm-none-eabi-gcc -mcpu=cortex-m0plus -mthumb -O2 -std=c99 -Wall -Wextra -Werror -Inative \
+	  --specs=picolibc.specs --oslib=semihost -Wl,--gc-sections \
+	  -Wl,--defsym=__flash=0 -Wl,--defsym=__flash_size=256K -Wl,--defsym=__ram=0x20000000 \
+	  -Wl,--defsym=__ram_size=64K -o $@ native/m0plus/m0_check.c native/gt_kernel.c native/gt_wire.c
 $(STAMPS)/m0-src: $(STAMPS)/pip
 	rm -rf $(M0)/dl $(M0)/src && mkdir -p $(M0)/dl $(M0)/src
 	$(PIP) download -q --no-deps --no-binary :all: $(M0_SDIST) -d $(M0)/dl

@@ -22,6 +22,8 @@
 # A quiet household (3 CTs, 2 meters) costs about 3 GAUGE + 5 tuple frames a
 # second, under 3 % of a 115200 baud link.
 
+import gc
+
 from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
 
 FW_VERSION = (0, 1, 0)
@@ -31,6 +33,13 @@ SLOW_MS = 100  # tuples, resends, TIME and save checks run this often
 TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
 PULSE_KEY = 256
+# MicroPython collects garbage when an allocation finds the heap full, which may
+# be in the block that closes a second, the longest one: together they would
+# outlast the DMA's slack on a Pico (hardware/qemu-m0.md). So the firmware
+# collects in the block after each second closes, a light one; it allocates
+# well under the free heap in a second, so the heap never fills in between.
+# (Asking gc.mem_free() first would cost as much as a collection: it walks the
+# whole allocation table.)
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -116,6 +125,7 @@ class App:
         # At boot the restored registers hold what the last save saw: nothing since.
         self.commit_ms = 0
         self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
+        self.collect_next = False  # the last block closed a second: maybe collect garbage in this one
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
@@ -362,6 +372,10 @@ class App:
             self.command(m, now_ms)
         if second:
             self._gauges()
+            self.collect_next = True
+        elif self.collect_next:
+            self.collect_next = False
+            gc.collect()
         if now_ms >= self.next_slow_ms:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
             # which keeps the per-block cost (100 blocks/s on the rp2) small.

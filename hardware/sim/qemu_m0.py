@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "m0"
 ELF = {"single": BUILD / "sp" / "firmware.elf", "double": BUILD / "dp" / "firmware.elf"}
 MPY_DIR = BUILD / "mpy"
+CHECK_ELF = BUILD / "check.elf"   # native/m0plus/m0_check.c: the C kernel and codec
 MAIN = "qemu_main"   # firmware/ports/qemu_m0/modules/qemu_main.py
 # the nRF51's RAM and flash enlarged to hold a 192 KiB heap (the RP2040's) and the image
 MACHINE = ["-M", "microbit", "-global", "nrf51-soc.flash-size=1048576",
@@ -50,12 +51,17 @@ def argv(module: str, args: list[str], floats: str = "single", paths: list[Path]
     are doubled for QEMU's option parser.
     """
     words = ["gridtap", ":".join(str(p) for p in [MPY_DIR, *(paths or [])]), module, *args]
+    return program_argv(elf(floats), words)
+
+
+def program_argv(image: Path, words: list[str]) -> list[str]:
+    """qemu-system-arm running an ELF for the micro:bit with `words` as its semihosting command line."""
     for w in words:
         if not w or " " in w:
             raise ValueError(f"semihosting argument {w!r} is empty or has a space")
     semi = "enable=on,target=native," + ",".join("arg=" + w.replace(",", ",,") for w in words)
     return [qemu_exe(), *MACHINE, "-nographic", "-monitor", "none", "-serial", "none",
-            "-icount", "shift=0", "-semihosting-config", semi, "-kernel", str(elf(floats))]
+            "-icount", "shift=0", "-semihosting-config", semi, "-kernel", str(image)]
 
 
 def command(floats: str = "single", profile: bool = False) -> Callable[[Path], list[str]]:

@@ -8,6 +8,7 @@ import sys
 from array import array
 
 import m0
+
 from gridtap_fw import kernel
 
 

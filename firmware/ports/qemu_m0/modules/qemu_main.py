@@ -3,6 +3,7 @@
 import sys
 
 import m0budget
+
 from gridtap_fw import app, hal_qemu
 
 budget = m0budget.Budget()
