@@ -8,35 +8,46 @@ as to the unix-port board (hardware/qemu-m0.md).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from gridtap.board.client import BoardClient
 from gridtap_fw import wire
 from gridtap_sim import qemu_m0
 from tests.support.hil.campaigns import BIG_LOAD_W, accuracy, brownouts
-from tests.support.hil.rig import IDEAL, VirtualRig
 
 SECONDS = 60.0   # as tests/hil/test_hil_accuracy.py: its 0.2 % bound needs a minute of energy
 REGISTERS = (wire.COUNTER, wire.PULSE)
 
 
 def test_boots_and_answers_hello(tmp_path: Path) -> None:
-    rig = VirtualRig(tmp_path, "steady", 1, sim=IDEAL, speed=20.0, command=qemu_m0.command())
-    rig.start(600.0)
-    cl = rig.client()
+    """`gridtap sim --core qemu-m0`: a host opens its pty and the board on the M0 says HELLO."""
+    log = tmp_path / "fw.log"
+    gridtap = Path(sys.executable).parent / "gridtap"
+    proc = subprocess.Popen([str(gridtap), "sim", "--core", "qemu-m0", "--scenario", "steady",
+                             "--speed", "20", "--duration", "600", "--fw-log", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        hello = cl.hello()
-        # the budget line of the first second: the firmware really runs on the emulated core
-        deadline = time.monotonic() + 20.0
-        while "M0STAT 0 " not in rig.fw_log() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.startswith("pty: "), (line, proc.stderr.read() if proc.poll() is not None else "")
+        cl = BoardClient.open(line.split(": ", 1)[1].strip())
+        try:
+            hello = cl.hello()
+            # the budget line of the first second: the firmware really runs on the emulated core
+            deadline = time.monotonic() + 20.0
+            while "M0STAT 0 " not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            cl.close()
     finally:
-        cl.close()
-        rig.stop()
-        rig.close()
+        proc.terminate()
+        proc.wait(timeout=20)
     assert hello["n_ct"] == 3 and hello["n_pulse"] == 2
     assert hello["boot_count"] >= 1 and hello["reset_cause"] == 1
-    assert "M0STAT 0 " in rig.fw_log(), rig.fw_log()[-2000:]
+    assert "M0STAT 0 " in log.read_text(), log.read_text()[-2000:]
 
 
 def test_registers_equal_the_unix_port_and_the_truth(tmp_path: Path) -> None:
