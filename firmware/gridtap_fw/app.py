@@ -301,8 +301,8 @@ class App:
             vals.append(inp.total_milli())
         return vals
 
-    def _save(self, now_ms: int) -> None:
-        if self.store.save_counters(self._snapshot()):
+    def _save(self, now_ms: int, spread: bool = False) -> None:
+        if self.store.save_counters(self._snapshot(), spread):
             self.policy.saved(now_ms, self._values())
 
     def _brownout(self) -> None:
@@ -320,7 +320,7 @@ class App:
         vals = self._values()
         if self.policy.due(now_ms, vals):
             try:
-                self._save(now_ms)
+                self._save(now_ms, True)  # a page per block: Store.pending
             except OSError as exc:
                 self.policy.saved(now_ms, vals)  # retry after save_min, not every step
                 self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
@@ -345,6 +345,13 @@ class App:
             self.browned = False
             self.store.armed = self.persist_ok
             self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
+        if self.store.pending is not None and not self.browned:
+            # the next page of a periodic save begun in an earlier block (Store.pending)
+            try:
+                self.store.service()
+            except OSError as exc:
+                self.store.pending = None
+                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
         if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush

@@ -148,7 +148,8 @@ def profile(b: Budget) -> None:
     lk.send = _wrap(b, LINK, lk.send, 3)
     lk.send_reliable = _wrap(b, LINK, lk.send_reliable, 5)
     st = persist.Store
-    st.save_counters = _wrap(b, PERSIST, st.save_counters, 2)
+    st.save_counters = _wrap(b, PERSIST, st.save_counters, 3)
+    st.service = _wrap(b, PERSIST, st.service, 1)
     st.brownout_save = _wrap(b, PERSIST, st.brownout_save, 2)
     st.save_config = _wrap(b, PERSIST, st.save_config, 2)
     sp = savepolicy.SavePolicy
