@@ -16,6 +16,7 @@
 #   Siv  = sum(i*v_D) - sum(v_D)*m_i         (offset-free partial power sums, / N)
 #   Sivp = sum(i*v_(D+1)) - sum(v_(D+1))*m_i
 #   P    = (a*Siv + b*Sivp) / N * v_per_count * a_per_count * gains
+# (a and b are kept pre-scaled by v_per_count * a_per_count * gains, see _tune)
 # D, a and b put V at the instant, and on the line, of the CT's current. CT k
 # (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
 # CT lead, -180..+180 degrees) shifts it further: +120 for a CT on L2 and -120
@@ -150,6 +151,20 @@ class PowerMeter:
             self.state[K_DELAY + 1 + k] = whole
             coef.append((math.sin(alpha - theta) / s, math.sin(theta) / s))
         self.coef = coef
+        # Per CT for _close: (offset in the sums, a and b scaled to mW per count^2 with the
+        # sign of invert, A per count). Computed here, not per period: each float operation
+        # is a heap object on the board (about 600 instructions on a Cortex-M0).
+        cfg = self.cfg
+        self.vg = self.vpc * cfg.v_gain_e6 * 1e-6
+        ks = []
+        for k in range(self.n_ct):
+            c = cfg.cts[k]
+            ig = self.apc[k] * c.gain_e6 * 1e-6
+            sc = self.vg * ig * 1000.0
+            if c.invert:
+                sc = -sc
+            ks.append((2 + 6 * k, coef[k][0] * sc, coef[k][1] * sc, ig))
+        self.ks = ks
         self.retune = False
 
     def feed(self, buf, nsets: int) -> bool:
@@ -209,27 +224,28 @@ class PowerMeter:
         cfg = self.cfg
         valid = crossing and self.synced and n >= self.min_sets and cfg.v_enabled
         self.ac = bool(valid)
-        vg = self.vpc * cfg.v_gain_e6 * 1e-6
         inv = 1.0 / n
         mv = sv * inv
-        vrms = math.sqrt(max(0.0, acc[1] * inv - mv * mv)) * vg
-        for k in range(self.n_ct):
-            o = 2 + 6 * k
+        x = acc[1] * inv - mv * mv
+        vrms = math.sqrt(x) * self.vg if x > 0.0 else 0.0
+        last = self.last_p_mw
+        sec_e = self.sec_e
+        sec_va = self.sec_va
+        sec_i2 = self.sec_i2
+        k = 0
+        for o, ca, cb, ig in self.ks:
             mi = acc[o] * inv
-            c = cfg.cts[k]
-            ig = self.apc[k] * c.gain_e6 * 1e-6
-            irms = math.sqrt(max(0.0, acc[o + 1] * inv - mi * mi)) * ig
+            x = acc[o + 1] * inv - mi * mi
+            irms = math.sqrt(x) * ig if x > 0.0 else 0.0
             p_mw = 0
             if valid:
-                a, b = self.coef[k]
-                p = (a * (acc[o + 2] - acc[o + 4] * mi) + b * (acc[o + 3] - acc[o + 5] * mi)) * inv
-                p_mw = int(round(p * vg * ig * 1000.0))
-                if c.invert:
-                    p_mw = -p_mw
-            self.last_p_mw[k] = p_mw
-            self.sec_e[k] += p_mw * n
-            self.sec_va[k] += vrms * irms * n
-            self.sec_i2[k] += irms * irms * n
+                p = ca * (acc[o + 2] - acc[o + 4] * mi) + cb * (acc[o + 3] - acc[o + 5] * mi)
+                p_mw = int(round(p * inv))
+            last[k] = p_mw
+            sec_e[k] += p_mw * n
+            sec_va[k] += vrms * irms * n
+            sec_i2[k] += irms * irms * n
+            k += 1
         self.sec_n += n
         self.sec_v2 += vrms * vrms * n
         if valid:
