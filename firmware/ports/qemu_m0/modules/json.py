@@ -46,9 +46,9 @@ def _value(s, i):
 def _object(s, i):
     out = {}
     i = _skip(s, i)
-    if i < len(s) and s[i] == "}":
-        return out, i + 1
-    while True:
+    more = i >= len(s) or s[i] != "}"
+    i = i if more else i + 1
+    while more:
         if i >= len(s) or s[i] != '"':
             raise ValueError("json: key expected at offset %d" % i)
         key, i = _string(s, i + 1)
@@ -56,30 +56,30 @@ def _object(s, i):
         if i >= len(s) or s[i] != ":":
             raise ValueError("json: ':' expected at offset %d" % i)
         out[key], i = _value(s, _skip(s, i + 1))
-        i = _skip(s, i)
-        if i < len(s) and s[i] == ",":
-            i = _skip(s, i + 1)
-        elif i < len(s) and s[i] == "}":
-            return out, i + 1
-        else:
-            raise ValueError("json: ',' or '}' expected at offset %d" % i)
+        more, i = _after_item(s, i, "}")
+    return out, i
 
 
 def _array(s, i):
     out = []
     i = _skip(s, i)
-    if i < len(s) and s[i] == "]":
-        return out, i + 1
-    while True:
+    more = i >= len(s) or s[i] != "]"
+    i = i if more else i + 1
+    while more:
         v, i = _value(s, i)
         out.append(v)
-        i = _skip(s, i)
-        if i < len(s) and s[i] == ",":
-            i = _skip(s, i + 1)
-        elif i < len(s) and s[i] == "]":
-            return out, i + 1
-        else:
-            raise ValueError("json: ',' or ']' expected at offset %d" % i)
+        more, i = _after_item(s, i, "]")
+    return out, i
+
+
+def _after_item(s, i, close):
+    """After a member: (True, next offset) at a ',', (False, offset after it) at the close."""
+    i = _skip(s, i)
+    if i < len(s) and s[i] == ",":
+        return True, _skip(s, i + 1)
+    if i < len(s) and s[i] == close:
+        return False, i + 1
+    raise ValueError("json: ',' or '%s' expected at offset %d" % (close, i))
 
 
 def _string(s, i):

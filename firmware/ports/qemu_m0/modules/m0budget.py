@@ -134,24 +134,13 @@ def profile(b: Budget) -> None:
     """Charge the firmware's parts separately (before App is built; costs a call's worth each)."""
     from gridtap_fw import link, persist, power, pulses, savepolicy
 
-    power.block = _wrap(b, KERNEL, power.block, 6)
-    pm = power.PowerMeter
-    pm.feed = _wrap(b, PERIODS, pm.feed, 3)
-    pm.flush = _wrap(b, PERIODS, pm.flush, 1)
-    pm.gauges = _wrap(b, PERIODS, pm.gauges, 1)
-    pi = pulses.PulseInput
-    pi.edge = _wrap(b, PULSES, pi.edge, 3)
-    pi.poll = _wrap(b, PULSES, pi.poll, 2)
-    lk = link.Link
-    lk.poll = _wrap(b, LINK, lk.poll, 2)
-    lk.service = _wrap(b, LINK, lk.service, 2)
-    lk.send = _wrap(b, LINK, lk.send, 3)
-    lk.send_reliable = _wrap(b, LINK, lk.send_reliable, 5)
-    st = persist.Store
-    st.save_counters = _wrap(b, PERSIST, st.save_counters, 3)
-    st.service = _wrap(b, PERSIST, st.service, 1)
-    st.brownout_save = _wrap(b, PERSIST, st.brownout_save, 2)
-    st.save_config = _wrap(b, PERSIST, st.save_config, 2)
-    sp = savepolicy.SavePolicy
-    sp.due = _wrap(b, PERSIST, sp.due, 3)
-    sp.saved = _wrap(b, PERSIST, sp.saved, 3)
+    pm, pi, lk = power.PowerMeter, pulses.PulseInput, link.Link
+    st, sp = persist.Store, savepolicy.SavePolicy
+    for owner, name, part, nargs in (
+            (power, "block", KERNEL, 6), (pm, "feed", PERIODS, 3), (pm, "flush", PERIODS, 1),
+            (pm, "gauges", PERIODS, 1), (pi, "edge", PULSES, 3), (pi, "poll", PULSES, 2),
+            (lk, "poll", LINK, 2), (lk, "service", LINK, 2), (lk, "send", LINK, 3),
+            (lk, "send_reliable", LINK, 5), (st, "save_counters", PERSIST, 3), (st, "service", PERSIST, 1),
+            (st, "brownout_save", PERSIST, 2), (st, "save_config", PERSIST, 2), (sp, "due", PERSIST, 3),
+            (sp, "saved", PERSIST, 3)):
+        setattr(owner, name, _wrap(b, part, getattr(owner, name), nargs))
