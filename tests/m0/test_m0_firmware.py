@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 from gridtap.board.client import BoardClient
-from gridtap_fw import wire
 from gridtap_sim import qemu_m0
 from tests.support.hil.campaigns import BIG_LOAD_W, accuracy, brownouts
+from tests.support.hil.rig import same_registers
 
 SECONDS = 60.0   # as tests/hil/test_hil_accuracy.py: its 0.2 % bound needs a minute of energy
-REGISTERS = (wire.COUNTER, wire.PULSE)
 
 
 def test_boots_and_answers_hello(tmp_path: Path) -> None:
@@ -57,8 +56,7 @@ def test_registers_equal_the_unix_port_and_the_truth(tmp_path: Path) -> None:
     assert [(r.ct, r.kind, r.firmware_wh) for r in m0.registers] == \
         [(r.ct, r.kind, r.firmware_wh) for r in unix.registers]
     assert unix.capture is not None and m0.capture is not None
-    counters = [(m.mtype, m.values) for m in m0.capture.unique() if m.mtype in REGISTERS]
-    assert counters == [(m.mtype, m.values) for m in unix.capture.unique() if m.mtype in REGISTERS]
+    assert same_registers(unix.capture.msgs, m0.capture.msgs)
     moving = [r for r in m0.registers if r.mean_w >= BIG_LOAD_W]
     assert moving, [(r.ct, r.kind, r.mean_w) for r in m0.registers]
     for r in moving:   # the HIL campaigns' bound (tests/hil/test_hil_accuracy.py)

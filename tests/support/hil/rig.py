@@ -112,6 +112,21 @@ def register_times(msgs: list[wire.Message]) -> list[tuple[float, dict[str, Any]
     return out
 
 
+def same_registers(a: list[wire.Message], b: list[wire.Message], min_shared: float = 0.9) -> bool:
+    """Two boards' COUNTER and PULSE messages hold the same values at every stamp both sent.
+
+    Which stamps a board reports depends on when its host ACKs (a tuple waiting for
+    its ACK is replaced by a newer one), so the sets may differ a little; at least
+    `min_shared` of each side's stamps must be shared, and none may differ.
+    """
+    def by_stamp(msgs: list[wire.Message]) -> dict[tuple, tuple]:
+        return {(m.mtype, *m.values[:3]): m.values for m in msgs if m.mtype in (wire.COUNTER, wire.PULSE)}
+    x, y = by_stamp(a), by_stamp(b)
+    shared = x.keys() & y.keys()
+    return (bool(shared) and len(shared) >= min_shared * max(len(x), len(y))
+            and all(x[k] == y[k] for k in shared))
+
+
 def cumulative(per_second: F64, t: float) -> float:
     """Integral of a per-second series from 0 to t (linear inside a second)."""
     if t <= 0:
