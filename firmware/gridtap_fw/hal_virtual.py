@@ -19,7 +19,6 @@
 # UART writes are sent at once, stamped with the board time.
 
 import json
-import os
 import struct
 from array import array
 
@@ -45,14 +44,20 @@ class SimLinkError(Exception):
     pass
 
 
+def open_pipes(sim_dir=None):
+    """The three pipes of a boot, named by the simulator in GRIDTAP_SIM_DIR (unix port)."""
+    import os  # only here: a port without os (hal_qemu) passes its own streams
+
+    d = sim_dir or os.getenv("GRIDTAP_SIM_DIR")
+    if not d:
+        raise SimLinkError("GRIDTAP_SIM_DIR is not set: start the firmware with gridtap sim")
+    return open(d + "/req", "wb"), open(d + "/resp", "rb"), open(d + "/adc", "rb")
+
+
 class VirtualHal:
-    def __init__(self, sim_dir=None):
-        d = sim_dir or os.getenv("GRIDTAP_SIM_DIR")
-        if not d:
-            raise SimLinkError("GRIDTAP_SIM_DIR is not set: start the firmware with gridtap sim")
-        self._req = open(d + "/req", "wb")
-        self._resp = open(d + "/resp", "rb")
-        self._adc = open(d + "/adc", "rb")
+    def __init__(self, sim_dir=None, streams=None):
+        # streams: (req, resp, adc) objects with write / readinto, e.g. hal_qemu's semihosting files
+        self._req, self._resp, self._adc = streams or open_pipes(sim_dir)
         self._hdr = bytearray(5)
         self._ahdr = bytearray(ADC_HDR_LEN)
         self._rdy = array("Q", bytes(8 * MAX_BLOCKS))  # ready t_us of each block of the batch

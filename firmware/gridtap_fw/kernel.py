@@ -30,6 +30,10 @@ block(buf, start, nsets, nch, state, out) -> number of sets consumed
   fits int32 (u16 values above 4095 give the sums modulo 2**32, like the C
   kernel).
 
+accumulate(acc, out, n): acc[j] += out[j] for j < n, both array('i'), modulo
+2**32 (the firmware's period sums; a period of at most 480 sets keeps them in
+int32). ValueError if n exceeds either length.
+
 Bad arguments (nch outside 2..5, negative start, buffers too short) raise
 ValueError naming the argument. docs/kernel.md has the full contract.
 """
@@ -157,3 +161,15 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         st[0] = hs[hw + n - 1] - 2048
     st[4] = w + n
     return n
+
+
+@micropython.viper
+def accumulate(acc, out, n: int):
+    if n < 0 or n > int(len(acc)) or n > int(len(out)):
+        raise ValueError("accumulate: n is outside both arrays")
+    a = ptr32(acc)  # noqa: F821 (viper built-in)
+    o = ptr32(out)  # noqa: F821
+    j = 0
+    while j < n:
+        a[j] = a[j] + o[j]
+        j += 1

@@ -34,6 +34,9 @@ E_DUE = 5  # uptime ms of the next (re)send
 E_TRIES = 6
 
 
+NOTHING: tuple = ()
+
+
 class Link:
     def __init__(self, hal, ring: int = RING) -> None:
         self.hal = hal
@@ -127,10 +130,12 @@ class Link:
         self.ring = [e for e in self.ring if e[E_SEQ] not in seqs]
         return before - len(self.ring)
 
-    def poll(self, now_ms: int) -> list:
+    def poll(self, now_ms: int) -> "list | tuple":
         """Read the UART; handle ACKs; return the other host messages."""
         data = self.hal.uart_read()
-        msgs = self.dec.feed(data) if data else []
+        if not data:
+            return NOTHING  # the common case, once per block: no list to allocate
+        msgs = self.dec.feed(data)
         if msgs:
             if self.last_rx_ms is None or now_ms - self.last_rx_ms >= SILENCE_MS:
                 for e in self.ring:

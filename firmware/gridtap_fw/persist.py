@@ -110,6 +110,11 @@ class Store:
         self.armed = True  # False after the brownout save: no more writes
         self.page_writes = 0
         self.saves = 0
+        # A record saved a page per step (save_counters(spread=True)): (addr, data, next offset).
+        # Each page blocks for its write cycle (5 ms on a 24LC256), and two in one step
+        # outlast a Pico's DMA slack (hardware/qemu-m0.md). Until its last page is written
+        # the slot reads as torn and the previous record stands, as after a power cut.
+        self.pending: tuple | None = None
 
     def slot_addr(self, slot: int) -> int:
         return self.ring_base + slot * self.slot_bytes
@@ -140,19 +145,45 @@ class Store:
                 return got[1]
         return None
 
-    def save_counters(self, c) -> bool:
-        """Write one record over the oldest slot. False if disarmed (after a brownout save)."""
+    def save_counters(self, c, spread: bool = False) -> bool:
+        """Write one record over the oldest slot. False if disarmed (after a brownout save).
+
+        spread: write only the first page now and the others one per service() call."""
         if not self.armed:
             return False
+        self.finish()
         data = encode(c, self.seq + 1)
-        self._write(self.slot_addr(self.next_slot), data)
+        addr = self.slot_addr(self.next_slot)
+        if spread and len(data) > self.page:
+            self.pending = (addr, data, self.page)
+            self._write(addr, data[:self.page])
+        else:
+            self._write(addr, data)
         self.seq += 1
         self.next_slot = (self.next_slot + 1) % self.n_slots
         self.saves += 1
         return True
 
+    def service(self) -> None:
+        """Write the next page of a spread record (once per step while one is pending)."""
+        if self.pending is None:
+            return
+        addr, data, off = self.pending
+        end = off + self.page
+        self.pending = (addr, data, end) if end < len(data) else None
+        self._write(addr + off, data[off:end])
+
+    def finish(self) -> None:
+        """Write what is left of a spread record now."""
+        while self.pending is not None:
+            self.service()
+
     def brownout_save(self, c) -> bool:
-        """The one write allowed once the supply monitor fired; then disarm."""
+        """The one write allowed once the supply monitor fired; then disarm.
+
+        A spread record still being written is abandoned: this newer one goes to the
+        next slot, within the hold-up budget."""
+        self.pending = None
         c.flags |= FLAG_BROWNOUT
         ok = self.save_counters(c)
         self.armed = False
@@ -179,6 +210,7 @@ class Store:
     def save_config(self, cfg) -> bool:
         if not self.armed:
             return False
+        self.finish()
         seq = cfg.seq + 1
         self._write(self.cfg_addr(seq & 1), cfg.to_bytes(seq))
         cfg.seq = seq

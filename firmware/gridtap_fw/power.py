@@ -2,18 +2,21 @@
 #
 # Every ADC block goes through the kernel (gridtap_fw.kernel, or the C user
 # module gtkernel when the board image has it); its integer sums are folded
-# into Python-int period accumulators after every call, so no sample is ever
-# skipped. A period ends at a rising zero crossing of V (one mains cycle). With
+# into int32 period accumulators after every call (kernel.accumulate; a
+# period of at most NOAC sets keeps every sum within int32, docs/kernel.md),
+# so no sample is ever skipped. A period ends at a rising zero crossing of V (one mains cycle). With
 # no AC (no crossing for NOAC_S seconds) periods are a fixed NOAC_S long and
 # report 0 W with the measured Irms and Vrms: without a voltage there is no
 # signed power, and guessing one from a nominal voltage is not measuring.
 #
 # Per period and CT (N sets, sums from the kernel, x = raw - 2048), the CT
-# referred to V delayed by its whole-set delay D (the kernel's V history):
-#   Sxx  = N*sum(x^2) - sum(x)^2              (exact int; rms = sqrt(Sxx)/N)
-#   Siv  = N*sum(i*v_D) - sum(v_D)*sum(i)     (offset-free partial power sums)
-#   Sivp = N*sum(i*v_(D+1)) - sum(v_(D+1))*sum(i)
-#   P    = (a*Siv + b*Sivp) / N^2 * v_per_count * a_per_count * gains
+# referred to V delayed by its whole-set delay D (the kernel's V history),
+# with the means m = sum(x)/N:
+#   rms  = sqrt(sum(x^2)/N - m_x^2)
+#   Siv  = sum(i*v_D) - sum(v_D)*m_i         (offset-free partial power sums, / N)
+#   Sivp = sum(i*v_(D+1)) - sum(v_(D+1))*m_i
+#   P    = (a*Siv + b*Sivp) / N * v_per_count * a_per_count * gains
+# (a and b are kept pre-scaled by v_per_count * a_per_count * gains, see _tune)
 # D, a and b put V at the instant, and on the line, of the CT's current. CT k
 # (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
 # CT lead, -180..+180 degrees) shifts it further: +120 for a CT on L2 and -120
@@ -31,9 +34,15 @@
 # fraction follow the mains frequency; they change only between periods.
 # invert negates P (180 deg).
 # The float maths runs once per period per CT (single precision on the
-# RP2040; the big sums are reduced exactly in integers first).
+# RP2040). It divides by N first instead of reducing N*sum - sum*sum exactly
+# in integers: on a 32-bit MicroPython those products pass 2**30 and become
+# heap-allocated long ints, which on the emulated Cortex-M0 cost more than
+# everything else per period and fed the garbage collector (hardware/qemu-m0.md).
+# The difference is float rounding (float32: 6e-8 of a period's power).
 import math
 from array import array
+
+from gridtap_fw.kernel import accumulate
 
 try:
     from gtkernel import block  # C user module on a board image built with it
@@ -41,6 +50,7 @@ except ImportError:
     from gridtap_fw.kernel import block
 
 NOAC_DIV = 10  # no-AC period: sets_per_s / 10 = 0.1 s
+ACC_MAX_SETS = 480  # the longest period whose int32 sums cannot overflow (|x| <= 2048: 480 * 2**22 < 2**31)
 CREEP_MW = 1000  # no-load threshold: a second whose net |P| is below 1 W registers 0
 MIN_DIV = 100  # shortest period accepted: sets_per_s / 100 (above 100 Hz is noise)
 HYST_V = 20.0  # crossing hysteresis in volts
@@ -71,7 +81,7 @@ class PowerMeter:
         self.apc = [float(c["a_per_count"]) for c in chans[1:]]
         self.cfg = cfg
         self.energies = energies
-        self.noac_sets = self.sets_per_s // NOAC_DIV
+        self.noac_sets = min(self.sets_per_s // NOAC_DIV, ACC_MAX_SETS)
         self.min_sets = self.sets_per_s // MIN_DIV
         hyst = int(HYST_V / self.vpc)
         self.state = array("i", [K_MID2] * K_STATE_LEN)
@@ -80,7 +90,7 @@ class PowerMeter:
         self.state[2] = hyst
         self.state[K_FILL] = K_HIST_KEEP
         self.out = array("i", [0] * (2 + 6 * self.n_ct))
-        self.acc = [0] * (2 + 6 * self.n_ct)
+        self.acc = array("i", bytes(4 * (2 + 6 * self.n_ct)))
         self.n = 0
         self.synced = False  # the current period began at a rising crossing
         self.seen = 0  # sets fed since boot, up to K_HIST_KEEP: the V history is real from then on
@@ -141,6 +151,20 @@ class PowerMeter:
             self.state[K_DELAY + 1 + k] = whole
             coef.append((math.sin(alpha - theta) / s, math.sin(theta) / s))
         self.coef = coef
+        # Per CT for _close: (offset in the sums, a and b scaled to mW per count^2 with the
+        # sign of invert, A per count). Computed here, not per period: each float operation
+        # is a heap object on the board (about 600 instructions on a Cortex-M0).
+        cfg = self.cfg
+        self.vg = self.vpc * cfg.v_gain_e6 * 1e-6
+        ks = []
+        for k in range(self.n_ct):
+            c = cfg.cts[k]
+            ig = self.apc[k] * c.gain_e6 * 1e-6
+            sc = self.vg * ig * 1000.0
+            if c.invert:
+                sc = -sc
+            ks.append((2 + 6 * k, coef[k][0] * sc, coef[k][1] * sc, ig))
+        self.ks = ks
         self.retune = False
 
     def feed(self, buf, nsets: int) -> bool:
@@ -158,8 +182,7 @@ class PowerMeter:
                 end = start + room
             used = block(buf, start, end, self.nch, st, out) if end > start else 0
             if used:
-                for j in range(nacc):
-                    acc[j] += out[j]
+                accumulate(acc, out, nacc)
                 self.n += used
                 start += used
                 if self.seen < K_HIST_KEEP:
@@ -201,27 +224,28 @@ class PowerMeter:
         cfg = self.cfg
         valid = crossing and self.synced and n >= self.min_sets and cfg.v_enabled
         self.ac = bool(valid)
-        vg = self.vpc * cfg.v_gain_e6 * 1e-6
-        vrms = math.sqrt(max(0, n * acc[1] - sv * sv)) / n * vg
-        nn = float(n * n)
-        for k in range(self.n_ct):
-            o = 2 + 6 * k
-            si = acc[o]
-            c = cfg.cts[k]
-            ig = self.apc[k] * c.gain_e6 * 1e-6
-            irms = math.sqrt(max(0, n * acc[o + 1] - si * si)) / n * ig
+        inv = 1.0 / n
+        mv = sv * inv
+        x = acc[1] * inv - mv * mv
+        vrms = math.sqrt(x) * self.vg if x > 0.0 else 0.0
+        last = self.last_p_mw
+        sec_e = self.sec_e
+        sec_va = self.sec_va
+        sec_i2 = self.sec_i2
+        k = 0
+        for o, ca, cb, ig in self.ks:
+            mi = acc[o] * inv
+            x = acc[o + 1] * inv - mi * mi
+            irms = math.sqrt(x) * ig if x > 0.0 else 0.0
             p_mw = 0
             if valid:
-                a, b = self.coef[k]
-                p = (a * float(n * acc[o + 2] - acc[o + 4] * si)
-                     + b * float(n * acc[o + 3] - acc[o + 5] * si)) / nn
-                p_mw = int(round(p * vg * ig * 1000.0))
-                if c.invert:
-                    p_mw = -p_mw
-            self.last_p_mw[k] = p_mw
-            self.sec_e[k] += p_mw * n
-            self.sec_va[k] += vrms * irms * n
-            self.sec_i2[k] += irms * irms * n
+                p = ca * (acc[o + 2] - acc[o + 4] * mi) + cb * (acc[o + 3] - acc[o + 5] * mi)
+                p_mw = int(round(p * inv))
+            last[k] = p_mw
+            sec_e[k] += p_mw * n
+            sec_va[k] += vrms * irms * n
+            sec_i2[k] += irms * irms * n
+            k += 1
         self.sec_n += n
         self.sec_v2 += vrms * vrms * n
         if valid:

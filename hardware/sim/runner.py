@@ -28,6 +28,7 @@ import tempfile
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -96,7 +97,8 @@ class VirtualBoard:
                  fw_log: str | Path | None = None, extra_path: list[Path] | None = None,
                  heap: str | None = None, hang_wall_s: float = HANG_WALL_S,
                  batch_max_s: float = BATCH_MAX_S,
-                 ber_bursts: list[tuple[float, float, float]] | None = None) -> None:
+                 ber_bursts: list[tuple[float, float, float]] | None = None,
+                 command: Callable[[Path], list[str]] | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.sim = sim
@@ -127,6 +129,9 @@ class VirtualBoard:
         self.fw_log_path = Path(fw_log)
         self.fw_log: BinaryIO = open(self.fw_log_path, "ab")
         self.firmware = firmware
+        # argv of another firmware process for a boot directory (gridtap_sim.qemu_m0: the
+        # firmware on an emulated Cortex-M0); None runs the MicroPython unix port
+        self.command = command
         self.extra_path = list(extra_path or [])
         self.heap = heap or str(self.board.sim["micropython_heap"])
         self.byte_s = 10.0 / self.board.baud
@@ -206,11 +211,14 @@ class VirtualBoard:
         self._batch = None
         paths = [str(FIRMWARE_DIR)] + [str(p) for p in self.extra_path] + [".frozen"]
         env = dict(os.environ, MICROPYPATH=":".join(paths), GRIDTAP_SIM_DIR=str(d))
-        argv = [micropython_exe(), "-X", f"heapsize={self.heap}"]
-        if self.firmware is None:
-            argv += ["-c", DEFAULT_FIRMWARE]
+        if self.command is not None:
+            argv = self.command(d)
         else:
-            argv += [str(self.firmware)]
+            argv = [micropython_exe(), "-X", f"heapsize={self.heap}"]
+            if self.firmware is None:
+                argv += ["-c", DEFAULT_FIRMWARE]
+            else:
+                argv += [str(self.firmware)]
         self.fw_log.write(b"--- boot %d at t=%.6f s, reset cause %d ---\n" % (self.boot_n, self.now, cause))
         self.fw_log.flush()
         # own session: a Ctrl-C at the terminal stops the simulator, which then ends the board

@@ -57,7 +57,7 @@ DEFAULT_BOARD = ROOT / "hardware" / "board.json"
 MPY_ARCH = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
             "xtensa", "xtensawin", "rv32imc", "rv64imc")
 # The HAL a target does not use is not sent.
-SKIP = {"rp2": {"hal_virtual.py"}, "virtual": {"hal_rp2.py"}}
+SKIP = {"rp2": {"hal_virtual.py", "hal_qemu.py"}, "virtual": {"hal_rp2.py", "hal_qemu.py"}}
 QUERY = ("import sys\n"
          "print(repr((sys.platform, tuple(sys.implementation.version[:3]), "
          "getattr(sys.implementation, '_mpy', 0))))\n")

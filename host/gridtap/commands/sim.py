@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time of day at simulated t=0 (default per scenario; household-pv 12:00)")
     p.add_argument("--firmware", default=None, metavar="SCRIPT",
                    help="MicroPython script to run instead of the firmware core (gridtap_fw.app)")
+    p.add_argument("--core", default="unix", choices=CORES,
+                   help="what runs the firmware: the MicroPython unix port (default), or gridtap's "
+                        "Cortex-M0 port under QEMU with float32 as on the RP2040 (qemu-m0) or float64 "
+                        "as the unix port (qemu-m0-double); `make m0` builds it (hardware/qemu-m0.md)")
     p.add_argument("--eeprom", default=None, metavar="FILE",
                    help="EEPROM image: loaded at start if it exists, written back at the end, "
                         "so the board keeps its counters and config from run to run")
@@ -65,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --clock-file: Unix time of simulated t=0 (default: the latest --start time "
                         "of day, UTC, that is not in the future); sets the time of day unless --start does")
     p.set_defaults(func=run_sim)
+
+
+# --core: the firmware process; the qemu ones name the float build of firmware/ports/qemu_m0
+CORES = ("unix", "qemu-m0", "qemu-m0-double")
 
 
 def _float(name: str, text: str, lo: float | None = None, hi: float | None = None) -> float:
@@ -145,6 +153,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": start,
         "firmware": firmware, "record": args.record, "board": args.board, "fw_log": args.fw_log,
         "eeprom": args.eeprom, "clock_file": clock_file, "t0": t0,
+        "core": getattr(args, "core", "unix"),
         "outages": parse_outages(getattr(args, "outage", [])),
         "ber_bursts": parse_ber_bursts(getattr(args, "ber_burst", [])),
         "batch_max_s": None if getattr(args, "batch_max_s", None) is None
@@ -207,10 +216,20 @@ def run_sim(args: argparse.Namespace) -> int:
     if opt["firmware"] is None and not (FIRMWARE_DIR / "gridtap_fw" / "app.py").exists():
         raise UserError("the firmware core (firmware/gridtap_fw/app.py) is not there yet; "
                         "pass --firmware SCRIPT to run another MicroPython program")
+    command = None
+    if opt["core"] != "unix":
+        from gridtap_sim import qemu_m0
+        if opt["firmware"] is not None:
+            raise UserError(f"--firmware runs on the unix port only, not with --core {opt['core']}")
+        try:
+            command = qemu_m0.command("double" if opt["core"] == "qemu-m0-double" else "single")
+        except qemu_m0.M0Missing as exc:
+            raise UserError(f"--core {opt['core']}: {exc}") from exc
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
     sim.add_outages(opt["outages"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
                       stall_per_min=opt["stalls"], fw_log=opt["fw_log"], ber_bursts=opt["ber_bursts"],
+                      command=command,
                       **({} if opt["batch_max_s"] is None else {"batch_max_s": opt["batch_max_s"]}))
     if opt["eeprom"] and Path(opt["eeprom"]).exists():
         from gridtap_sim.eeprom import EepromError

@@ -56,6 +56,11 @@ def config() -> str:
         "[mypy-gtkernel]",  # the optional C user module (native/mpy_module)
         "ignore_missing_imports = True",
         "",
+        # hal_qemu's port modules: m0 is C (firmware/ports/qemu_m0/modm0.c), m0budget the
+        # port's own Python; neither is on a Pico
+        "[mypy-m0,m0budget]",
+        "ignore_missing_imports = True",
+        "",
     ] + ([f"[mypy-{','.join(PENDING)}]", "ignore_errors = True", ""] if PENDING else []))
 
 

@@ -7,6 +7,7 @@ over its UART and scores what the board said against the simulator's truth.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def line_phase_mdeg(lag_deg: float) -> int:
 SETTLE_S = 2.0  # after a CONFIG_SET: the period and second in progress still had the old phase
 
 
-def accuracy(tmp: Path, name: str, seconds: float, seed: int = 1) -> AccuracyResult:
+def accuracy(tmp: Path, name: str, seconds: float, seed: int = 1,
+             command: Callable[[Path], list[str]] | None = None) -> AccuracyResult:
     """Run one accuracy scenario on an ideal-transducer board and score every energy register.
 
     A scenario whose CTs sit on other lines than the VT's (three-phase) is set
@@ -93,7 +95,8 @@ def accuracy(tmp: Path, name: str, seconds: float, seed: int = 1) -> AccuracyRes
     """
     scenario, start_h, custom = ACCURACY_SCENARIOS[name]
     tmp.mkdir(parents=True, exist_ok=True)
-    rig = VirtualRig(tmp, scenario, seed, sim=IDEAL, start=None if start_h is None else start_h * 3600)
+    rig = VirtualRig(tmp, scenario, seed, sim=IDEAL, start=None if start_h is None else start_h * 3600,
+                     command=command)
     if custom is not None:
         rig.sim.scn.loads = quadrant_loads(custom, rig.sim.scn.mains)
         rig.sim.model = scenarios.model_for(rig.sim.scn, rig.sim.board, seed)
@@ -213,7 +216,8 @@ class BrownoutResult:
 
 
 def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None = None,
-              every_s: float = 4.0, save_wh: int | None = None) -> BrownoutResult:
+              every_s: float = 4.0, save_wh: int | None = None,
+              command: Callable[[Path], list[str]] | None = None) -> BrownoutResult:
     """Mains failures at random instants; check the counters across every reboot against the truth.
 
     `holdup_ms` below the board's save time makes the supply die during the
@@ -221,7 +225,7 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
     periodic saves frequent, so failures also land among them.
     """
     top = {} if holdup_ms is None else {"supply_monitor.holdup_ms": holdup_ms}
-    rig = VirtualRig(tmp, "brownouts", seed, sim=IDEAL, top=top, outage_every_s=every_s)
+    rig = VirtualRig(tmp, "brownouts", seed, sim=IDEAL, top=top, outage_every_s=every_s, command=command)
     spans = rig.sim.scn.outages.spans
     seconds = spans[n_outages - 1][1] + 6.0
     try:

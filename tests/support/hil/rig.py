@@ -19,7 +19,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,21 @@ def register_times(msgs: list[wire.Message]) -> list[tuple[float, dict[str, Any]
     return out
 
 
+def same_registers(a: list[wire.Message], b: list[wire.Message], min_shared: float = 0.9) -> bool:
+    """Two boards' COUNTER and PULSE messages hold the same values at every stamp both sent.
+
+    Which stamps a board reports depends on when its host ACKs (a tuple waiting for
+    its ACK is replaced by a newer one), so the sets may differ a little; at least
+    `min_shared` of each side's stamps must be shared, and none may differ.
+    """
+    def by_stamp(msgs: list[wire.Message]) -> dict[tuple, tuple]:
+        return {(m.mtype, *m.values[:3]): m.values for m in msgs if m.mtype in (wire.COUNTER, wire.PULSE)}
+    x, y = by_stamp(a), by_stamp(b)
+    shared = x.keys() & y.keys()
+    return (bool(shared) and len(shared) >= min_shared * max(len(x), len(y))
+            and all(x[k] == y[k] for k in shared))
+
+
 def cumulative(per_second: F64, t: float) -> float:
     """Integral of a per-second series from 0 to t (linear inside a second)."""
     if t <= 0:
@@ -145,14 +160,16 @@ class VirtualRig:
                  top: dict[str, Any] | None = None, ber: float = 0.0, speed: float = 1e9,
                  start: float | None = None, outage_every_s: float = 120.0,
                  meters: list[PulseMeter] | None = None, firmware: Path | None = None,
-                 board: Path | None = None) -> None:
+                 board: Path | None = None,
+                 command: Callable[[Path], list[str]] | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         path = board if board is not None else board_file(tmp, sim, top)
         self.sim = Simulation(load_board(path), scenario, seed, start, outage_every_s=outage_every_s)
         if meters is not None:
             self.sim.scn.meters = meters
-        self.vb = StoppableBoard(self.sim, speed=speed, ber=ber, fw_log=tmp / "fw.log", firmware=firmware)
+        self.vb = StoppableBoard(self.sim, speed=speed, ber=ber, fw_log=tmp / "fw.log", firmware=firmware,
+                                 command=command)
         assert self.vb.pty_path is not None
         self.port = self.vb.pty_path
         self.thread: threading.Thread | None = None

@@ -1,0 +1,225 @@
+// gridtap's MicroPython port for a Cortex-M0 under QEMU (-M microbit).
+//
+// Boot: read the semihosting command line
+//     <prog> <path>[:<path>...] <module> [args...]
+// put the paths on sys.path and [prog, args...] in sys.argv, then import
+// <module>. Modules (.mpy from mpy-cross -march=armv6m) are read from the
+// host's file system through semihosting; there is no flash file system.
+// stdout goes to the semihosting console; the exit status is the program's.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <semihost.h>
+
+#include "py/builtin.h"
+#include "py/compile.h"
+#include "py/cstack.h"
+#include "py/gc.h"
+#include "py/mperrno.h"
+#include "py/mphal.h"
+#include "py/reader.h"
+#include "py/runtime.h"
+#include "shared/runtime/gchelper.h"
+#include "m0.h"
+
+#define CMDLINE_MAX 1024
+#define ARGS_MAX 16
+
+// The RP2040 image's free RAM: the stock rp2 port's micropython.mem_info()
+// reports a GC heap ("GC: total") of about 192,000 bytes on a Pico; 192 KiB
+// here gives the same after the allocation tables (hardware/qemu-m0.md). The
+// stack is 8 KB, as the linker reserves it (__stack_size).
+#ifndef M0_HEAP_BYTES
+#define M0_HEAP_BYTES (192 * 1024)
+#endif
+#define M0_STACK_BYTES (8 * 1024)
+
+static uint32_t heap[M0_HEAP_BYTES / 4];
+static char cmdline[CMDLINE_MAX];
+static int console = -1;
+
+mp_uint_t mp_hal_stdout_tx_strn(const char *str, size_t len) {
+    if (console < 0) {
+        console = sys_semihost_open(":tt", 4);  // "w": the host's stdout
+    }
+    if (console >= 0 && len) {
+        sys_semihost_write(console, str, len);
+    }
+    return len;
+}
+
+int mp_hal_stdin_rx_chr(void) {
+    return -1;  // no console input: the firmware never reads it
+}
+
+// -- modules from the host's file system ------------------------------------
+
+static int semi_open_rb(const char *path) {
+    int fd = sys_semihost_open(path, 1);  // "rb"
+    return fd;
+}
+
+static bool semi_exists(const char *path) {
+    int fd = semi_open_rb(path);
+    if (fd < 0) {
+        return false;
+    }
+    sys_semihost_close(fd);
+    return true;
+}
+
+mp_import_stat_t mp_import_stat(const char *path) {
+    size_t n = strlen(path);
+    if ((n > 3 && strcmp(path + n - 3, ".py") == 0) || (n > 4 && strcmp(path + n - 4, ".mpy") == 0)) {
+        return semi_exists(path) ? MP_IMPORT_STAT_FILE : MP_IMPORT_STAT_NO_EXIST;
+    }
+    // semihosting cannot stat a directory: a package is a directory with __init__
+    char buf[MICROPY_ALLOC_PATH_MAX + 16];
+    if (n + 14 > sizeof(buf)) {
+        return MP_IMPORT_STAT_NO_EXIST;
+    }
+    memcpy(buf, path, n);
+    strcpy(buf + n, "/__init__.mpy");
+    if (semi_exists(buf)) {
+        return MP_IMPORT_STAT_DIR;
+    }
+    strcpy(buf + n, "/__init__.py");
+    return semi_exists(buf) ? MP_IMPORT_STAT_DIR : MP_IMPORT_STAT_NO_EXIST;
+}
+
+void mp_reader_new_file(mp_reader_t *reader, qstr filename) {
+    int fd = semi_open_rb(qstr_str(filename));
+    if (fd < 0) {
+        mp_raise_OSError(MP_ENOENT);
+    }
+    intptr_t len = sys_semihost_flen(fd);
+    if (len < 0) {
+        sys_semihost_close(fd);
+        mp_raise_OSError(MP_EIO);
+    }
+    byte *data = m_new(byte, len ? len : 1);
+    uintptr_t missing = sys_semihost_read(fd, data, len);
+    sys_semihost_close(fd);
+    if (missing) {
+        m_del(byte, data, len ? len : 1);
+        mp_raise_OSError(MP_EIO);
+    }
+    mp_reader_new_mem(reader, data, len, len);  // the reader frees data when done
+}
+
+mp_lexer_t *mp_lexer_new_from_file(qstr filename) {
+    mp_reader_t reader;
+    mp_reader_new_file(&reader, filename);
+    return mp_lexer_new(filename, reader);
+}
+
+mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
+    return m0_file_open(n_args, args, kwargs);
+}
+MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
+
+// -- garbage collection, timed -----------------------------------------------
+
+void gc_collect(void) {
+    m0_gc_begin();
+    gc_collect_start();
+    gc_helper_collect_regs_and_stack();
+    gc_collect_end();
+    m0_gc_end();
+}
+
+// -- boot ----------------------------------------------------------------------
+
+static int split(char *s, char **argv) {
+    int n = 0;
+    while (*s && n < ARGS_MAX) {
+        while (*s == ' ') {
+            *s++ = 0;
+        }
+        if (!*s) {
+            break;
+        }
+        argv[n++] = s;
+        while (*s && *s != ' ') {
+            s++;
+        }
+    }
+    return n;
+}
+
+static void add_paths(char *paths) {
+    mp_obj_list_t *sys_path = MP_OBJ_TO_PTR(mp_sys_path);
+    (void)sys_path;
+    char *p = paths;
+    while (*p) {
+        char *end = strchr(p, ':');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        mp_obj_list_append(mp_sys_path, mp_obj_new_str(p, n));
+        if (!end) {
+            break;
+        }
+        p = end + 1;
+    }
+}
+
+static int run(int argc, char **argv) {
+    mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_path), 0);
+    mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_argv), 0);
+    add_paths(argv[1]);
+    mp_obj_list_append(mp_sys_argv, mp_obj_new_str(argv[0], strlen(argv[0])));
+    for (int i = 3; i < argc; i++) {
+        mp_obj_list_append(mp_sys_argv, mp_obj_new_str(argv[i], strlen(argv[i])));
+    }
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        qstr mod = qstr_from_str(argv[2]);
+        mp_import_name(mod, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+        nlr_pop();
+        return 0;
+    }
+    mp_obj_t exc = MP_OBJ_FROM_PTR(nlr.ret_val);
+    if (mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)), MP_OBJ_FROM_PTR(&mp_type_SystemExit))) {
+        mp_obj_t code = mp_obj_exception_get_value(exc);
+        return code == mp_const_none ? 0 : mp_obj_get_int(code);
+    }
+    mp_obj_print_exception(&mp_plat_print, exc);
+    return 1;
+}
+
+int main(void) {
+    m0_clock_start();
+    mp_cstack_init_with_sp_here(M0_STACK_BYTES - 512);
+    gc_init(heap, (char *)heap + sizeof(heap));
+    mp_init();
+    char *argv[ARGS_MAX];
+    int argc = 0;
+    if (sys_semihost_get_cmdline(cmdline, sizeof(cmdline)) == 0) {
+        argc = split(cmdline, argv);
+    }
+    int status;
+    if (argc < 3) {
+        mp_printf(&mp_plat_print, "usage: <prog> <path>[:<path>...] <module> [args...] (semihosting)\n");
+        status = 2;
+    } else {
+        status = run(argc, argv);
+    }
+    mp_deinit();
+    exit(status);
+}
+
+void nlr_jump_fail(void *val) {
+    mp_printf(&mp_plat_print, "FATAL: uncaught NLR %p\n", val);
+    exit(3);
+}
+
+void NORETURN __fatal_error(const char *msg) {
+    mp_printf(&mp_plat_print, "FATAL: %s\n", msg);
+    exit(3);
+}
+
+#ifndef NDEBUG
+void MP_WEAK __assert_func(const char *file, int line, const char *func, const char *expr) {
+    mp_printf(&mp_plat_print, "Assertion '%s' failed, at file %s:%d\n", expr, file, line);
+    __fatal_error("Assertion failed");
+}
+#endif
