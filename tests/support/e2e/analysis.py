@@ -464,9 +464,9 @@ def series_failures(per: dict[str, dict[str, Any]], pv: dict[str, Any]) -> list[
             out.append(f"{row['name']} ({sid}) flukso points: {fs['points_wrong']} wrong "
                        f"{fs['wrong_examples'][:2]}")
     if pv["intervals_missing"] or pv["intervals_mislabelled"] or pv["energy_wrong"]:
-        out.append(f"pvoutput statuses: {pv['intervals_missing']} intervals missing {pv['missing_spans'][:3]}, "
-                   f"{pv['intervals_mislabelled']} averaging other than their interval "
-                   f"{pv['mislabelled_examples'][:2]}, {pv['energy_wrong']} energies off "
+        out.append(f"pvoutput statuses: {pv['intervals_missing']} intervals missing "
+                   f"{pv['missing_spans'][:3]}, {pv['intervals_mislabelled']} averaging other than "
+                   f"their interval {pv['mislabelled_examples'][:2]}, {pv['energy_wrong']} energies off "
                    f"{pv['energy_wrong_examples'][:2]}")
     return out
 
