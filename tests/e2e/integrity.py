@@ -70,6 +70,7 @@ PVO_KEY = "integrity-pvoutput-key"
 PVO_SID = 4343
 IMP, EXP, IMP2, PULSE = "f" * 31 + "1", "f" * 31 + "2", "f" * 31 + "3", "f" * 31 + "4"
 SERIES = (IMP, EXP, IMP2, PULSE)
+NAMES = {IMP: "mains", EXP: "mains.export", IMP2: "heatpump", PULSE: "meter"}
 BOARD_JSON = REPO / "hardware" / "board.json"
 
 
@@ -405,34 +406,35 @@ def check_stores(rig: Rig) -> list[str]:
     for s, want in regs.items():
         got = totals.get(s)
         if got != want:
-            out.append(f"{s[-1]}: counter store holds {None if got is None else got / 1000.0} Wh, "
+            out.append(f"{NAMES[s]}: counter store holds {None if got is None else got / 1000.0} Wh, "
                        f"the board's register is {want / 1000.0} Wh")
     max_rate = ceiling_w() * 1.05 / 3.6  # mWh/s
     for s, pts in rig.refs.items():
         p = rig.data / "rrd" / f"{s}.rrd"
         if not p.exists():
-            out.append(f"{s[-1]}: no RRD file")
+            out.append(f"{NAMES[s]}: no RRD file")
             continue
         info = analysis.rrd_read(p, 0)
         if info["last_ds"] is None or abs(info["last_ds"] - regs[s]) > 1000:
-            out.append(f"{s[-1]}: RRD's last counter {info['last_ds']} mWh, the register {regs[s]} mWh")
+            out.append(f"{NAMES[s]}: RRD's last counter {info['last_ds']} mWh, the register {regs[s]} mWh")
         if info["last_update"] > rig.now() + 60:
-            out.append(f"{s[-1]}: RRD updated at {info['last_update']}, ahead of the host clock "
+            out.append(f"{NAMES[s]}: RRD updated at {info['last_update']}, ahead of the host clock "
                        f"{rig.now():.0f}")
         rows = analysis.rrd_rows(p)
         res = analysis.rrd_rows_check(rows, analysis.Reference(pts), tol_wh=1.0)
         expected = (pts[-1][0] - pts[0][0]) // analysis.ROW_S - 2 if pts else 0
         if res["rows_missing"]:
-            out.append(f"{s[-1]}: {res['rows_missing']} RRD rows NaN where the board counted "
+            out.append(f"{NAMES[s]}: {res['rows_missing']} RRD rows NaN where the board counted "
                        f"{res['holes'][:3]}")
         if res["rows_checked"] < 0.9 * expected:
-            out.append(f"{s[-1]}: the RRD holds {res['rows_checked']} rows of the {expected:.0f} minutes "
+            out.append(f"{NAMES[s]}: the RRD holds {res['rows_checked']} rows of the {expected:.0f} minutes "
                        "counted")
         big = [(t, v) for t, v in rows.items() if v is not None and v > max_rate]
         if big:
-            out.append(f"{s[-1]}: {len(big)} RRD rows above what the board can measure, e.g. {big[0]}")
+            out.append(f"{NAMES[s]}: {len(big)} RRD rows above what the board can measure, e.g. {big[0]}")
         if res["rows_wrong"]:
-            out.append(f"{s[-1]}: {res['rows_wrong']} RRD rows off the registers {res['wrong_examples'][:2]}")
+            out.append(f"{NAMES[s]}: {res['rows_wrong']} RRD rows off the registers "
+                       f"{res['wrong_examples'][:2]}")
     return out
 
 
@@ -442,10 +444,10 @@ def check_uploads(rig: Rig) -> list[str]:
         got = rig.flukso.measurements(s)
         res = analysis.flukso_check(got, analysis.Reference(pts))
         if res["points_wrong"]:
-            out.append(f"{s[-1]}: {res['points_wrong']} Flukso points wrong {res['wrong_examples'][:2]}")
+            out.append(f"{NAMES[s]}: {res['points_wrong']} Flukso points wrong {res['wrong_examples'][:2]}")
         ahead = [p for p in got if p[0] > rig.now() + 60]
         if ahead:
-            out.append(f"{s[-1]}: Flukso points stamped ahead of the clock {ahead[:2]}")
+            out.append(f"{NAMES[s]}: Flukso points stamped ahead of the clock {ahead[:2]}")
     st = {k: dict(v) for k, v in rig.pvo.statuses.get(str(PVO_SID), {}).items()}
     refs = {k: analysis.Reference(v) for k, v in rig.refs.items()}
     pv = analysis.pvoutput_check(st, {"v3": refs[IMP], "v7": refs[PULSE]}, ("v4", refs[IMP]), 300)
