@@ -578,7 +578,8 @@ def case_hello_flood(rig: Rig) -> list[str]:
     b = rig.board
     done = rig.sample_rss()
     try:
-        b.send(wire.HELLO, (b.board_id, 0, 1, 0, 1, b.boot_count, wire.RESET_UNKNOWN, 0, 255, 255))
+        b.boot_count += 1   # a new boot: the daemon checks the config of every channel it claims
+        b.send(wire.HELLO, (b.board_id, 0, 1, 0, 1, b.boot_count, wire.RESET_WATCHDOG, 0, 255, 255))
         rig.advance(60)
         for _ in range(300):
             b.hello(wire.RESET_UNKNOWN)
@@ -629,12 +630,14 @@ def case_disk_full(rig: Rig) -> list[str]:
     rig.start()
     rig.advance(600)
     filler = rig.data / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\xff" * 65536)
-        except OSError:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\xff" * 65536):
             pass
+    except OSError:   # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
     out = []
     rig.advance(600)   # keep_alive: a storage fault may degrade the daemon, never kill it
     unacked_full = rig.board.unacked()
@@ -796,6 +799,8 @@ def run_case(case: Case, base: Path) -> Outcome:
             out.problems += case.run(rig)
         except CaseError as exc:
             out.problems.append(str(exc))
+        except Exception as exc:  # the campaign goes on; the case did not get to say what holds
+            out.problems.append(f"the case broke: {exc!r}")
         finally:
             out.rss_mb_max = rig.rss_mb_max
             rig.close()
