@@ -690,10 +690,8 @@ def case_corrupt_spool(rig: Rig) -> list[str]:
     port = rig.flukso.port
     rig.flukso.stop()
     t_down = rig.now()
-    rig.advance(1800)
-    time.sleep(31.0)  # the spool commits (and ACKs) every 30 s: the outage's points are in it
-    rig.advance(STEP_S)
-    rig.stop()
+    rig.advance(900)
+    rig.stop()        # the spool commits what it holds: the outage's points are in it
     corrupt(rig.data / "state" / "spool.sqlite", "pages")
     carry = rig.flukso
     rig.flukso = FluksoServer({s: FLUKSO_KEY for s in SERIES}, port=port)
@@ -704,10 +702,10 @@ def case_corrupt_spool(rig: Rig) -> list[str]:
     except CaseError as exc:
         return [f"the daemon does not start on a garbled spool.sqlite: {exc}"]
     out = []
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + 10.0
     got: list[tuple[int, int]] = []
     while time.monotonic() < deadline:
-        got = [p for p in rig.flukso.measurements(IMP) if t_down < p[0] <= t_down + 1800]
+        got = [p for p in rig.flukso.measurements(IMP) if t_down < p[0] <= t_down + 900]
         if got:
             break
         rig.advance(STEP_S)
@@ -744,7 +742,7 @@ class Case:
 
 CASES = (
     Case("random_bytes", "80 KB of random bytes, bad-CRC, oversize and unknown frames between good tuples: "
-         "daemon up, every good tuple stored", case_random_bytes, flood=True, fast=True),
+         "daemon up, every good tuple stored", case_random_bytes, flood=True),
     Case("future_stamp", "COUNTERs stamped 2100 and a day ahead: rejected, storage and uploads go on with "
          "the good tuples, nothing stamped ahead of the host clock", case_future_stamp, fast=True),
     Case("past_stamp", "COUNTERs stamped 2001 and 30 days back: nothing moves backwards or is lost",
