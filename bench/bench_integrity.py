@@ -1,4 +1,4 @@
-"""Integrity under hostile and faulty input (issue 13): the campaign of tests/e2e/integrity.py.
+"""Integrity under hostile and faulty input (issue 13): the campaign of tests/support/integrity.py.
 
 Every case runs the real daemon (its own rrdcached, the spool, Flukso and
 PVOutput uploads to the test servers) against the fake board on a pty, injects
@@ -28,7 +28,7 @@ def run() -> dict[str, object]:
     for p in (ROOT, ROOT / "host", ROOT / "firmware", ROOT / "hardware"):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
-    from tests.e2e.integrity import Outcome, campaign, figures
+    from tests.support.integrity import Outcome, campaign, figures
 
     def show(r: Outcome) -> None:
         print(f"  {'pass' if r.passed else 'FAIL'} {r.name} ({r.wall_s:.0f} s)", flush=True)
@@ -38,7 +38,7 @@ def run() -> dict[str, object]:
     results = campaign(report=show)
     failed = [f"{r.name}: {'; '.join(r.problems[:2])}" for r in results if not r.passed]
     for key in ("integrity.cases", "integrity.cases_passed", "integrity.rss_mb_max"):
-        HOW[key] = ("tests/e2e/integrity.py, every case (docs/integrity.md)"
+        HOW[key] = ("tests/support/integrity.py, every case (docs/integrity.md)"
                     + (f"; failed: {' | '.join(n.split(':')[0] for n in failed)}" if failed else ""))
     return figures(results)
 

@@ -1,5 +1,5 @@
 """`make test`'s share of the integrity campaign (issue 13): the cases marked fast in
-tests/e2e/integrity.py, each the real daemon against hostile input on the fake board's pty,
+tests/support/integrity.py, each the real daemon against hostile input on the fake board's pty,
 checked from outside. The whole campaign is `make bench`'s area `integrity` (docs/integrity.md)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.integrity import CASES, Case, run_case
+from tests.support.integrity import CASES, Case, run_case
 
 
 @pytest.mark.slow

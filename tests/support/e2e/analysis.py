@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gridtap.rrd import parse_fetch
+from gridtap.store.rrd import parse_fetch
 from gridtap_sim.engine import load_record
 
 Sensors = tuple[tuple[str, str, int, str, str | None], ...]

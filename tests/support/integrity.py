@@ -1,13 +1,13 @@
 """The integrity campaign: hostile and faulty input against the real daemon (issue 13).
 
-    python -m tests.e2e.integrity                      # every case: a table, the figures, exit 1 if one fails
-    python -m tests.e2e.integrity future_stamp kill9   # some cases (names from CASES)
-    python bench/run.py integrity                      # every case, figures into bench/results.json
+    python -m tests.support.integrity                 # every case: PASS/FAIL, figures; exit 1 if one fails
+    python -m tests.support.integrity future_stamp    # some cases (names from CASES)
+    python bench/run.py integrity                     # every case, figures into bench/results.json
 
 Each case runs `gridtap daemon` as its own process, with its own rrdcached, the
 spool and the Flukso and PVOutput uploads to the test servers
-(`tests/servers`), against the fake board on a real pty
-(`tests/daemon/fakeboard.py`) on a simulated clock (`--clock-file`) that runs
+(`tests/support/flukso_server.py`, `pvoutput_server.py`), against the fake board on a real pty
+(`tests/support/fakeboard.py`) on a simulated clock (`--clock-file`) that runs
 about 100x. The board meters a steady load (2.4 kW and 0.7 kW on two CTs, 1.8
 kW of S0 pulses), so every RRD row, Flukso point and PVOutput status has one
 right value. The case injects its hostile or faulty input between good
@@ -52,12 +52,12 @@ from typing import Any
 
 from gridtap.simclock import ClockWriter
 from gridtap_fw import wire
-from tests.daemon.fakeboard import FakeBoard
-from tests.e2e import analysis
-from tests.e2e.harness import rrdcached_socket_of
-from tests.servers.flukso_server import FluksoServer
-from tests.servers.pvoutput_server import PVOutputServer
-from tests.uplink.broker import free_port
+from tests.support.broker import free_port
+from tests.support.e2e import analysis
+from tests.support.e2e.harness import rrdcached_socket_of
+from tests.support.fakeboard import FakeBoard
+from tests.support.flukso_server import FluksoServer
+from tests.support.pvoutput_server import PVOutputServer
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC).timestamp()
