@@ -664,17 +664,28 @@ def corrupt(path: Path, how: str) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-def case_corrupt_counters(rig: Rig) -> list[str]:
-    rig.start()
-    rig.advance(600)
+def restart_on_garbled(rig: Rig, name: str, how: str, meanwhile: Callable[[], None] | None = None
+                       ) -> str | None:
+    """Stop the daemon, garble state/<name>, start it again; what went wrong if it did not start."""
     rig.stop()
-    corrupt(rig.data / "state" / "counters.sqlite", "header")
+    corrupt(rig.data / "state" / name, how)
+    if meanwhile is not None:
+        meanwhile()
     rig.advance(STEP_S, keep_alive=False)
-    out = []
     try:
         rig.start()
     except CaseError as exc:
-        return [f"the daemon does not start on a garbled counters.sqlite: {exc}"]
+        return f"the daemon does not start on a garbled {name}: {exc}"
+    return None
+
+
+def case_corrupt_counters(rig: Rig) -> list[str]:
+    rig.start()
+    rig.advance(600)
+    broken = restart_on_garbled(rig, "counters.sqlite", "header")
+    if broken:
+        return [broken]
+    out = []
     aside = [p.name for p in (rig.data / "state").iterdir()
              if p.name.startswith("counters") and p.name not in ("counters.sqlite", "counters.sqlite-wal",
                                                                  "counters.sqlite-shm")]
@@ -691,16 +702,16 @@ def case_corrupt_spool(rig: Rig) -> list[str]:
     rig.flukso.stop()
     t_down = rig.now()
     rig.advance(900)
-    rig.stop()        # the spool commits what it holds: the outage's points are in it
-    corrupt(rig.data / "state" / "spool.sqlite", "pages")
-    carry = rig.flukso
-    rig.flukso = FluksoServer({s: FLUKSO_KEY for s in SERIES}, port=port)
-    rig.flukso.stored, rig.flukso.last_update = carry.stored, carry.last_update
-    rig.flukso.start()
-    try:
-        rig.start()
-    except CaseError as exc:
-        return [f"the daemon does not start on a garbled spool.sqlite: {exc}"]
+
+    def flukso_back() -> None:  # up again, with what it stored before the outage
+        carry = rig.flukso
+        rig.flukso = FluksoServer({s: FLUKSO_KEY for s in SERIES}, port=port)
+        rig.flukso.stored, rig.flukso.last_update = carry.stored, carry.last_update
+        rig.flukso.start()
+
+    broken = restart_on_garbled(rig, "spool.sqlite", "pages", flukso_back)  # a stop commits the outage
+    if broken:
+        return [broken]
     out = []
     deadline = time.monotonic() + 10.0
     got: list[tuple[int, int]] = []
@@ -715,7 +726,7 @@ def case_corrupt_spool(rig: Rig) -> list[str]:
 
 
 def case_kill9_own_rrdcached(rig: Rig) -> list[str]:
-    """kill -9 while the daemon's own rrdcached holds an hour of updates (flush every 3600 s)."""
+    """kill -9 while the daemon's own rrdcached holds 30 minutes of updates (it flushes every 3600 s)."""
     rig.start()
     rig.advance(1800)
     kids = all_children(rig.proc.pid) if rig.proc else set()
@@ -763,7 +774,7 @@ CASES = (
          "rebuilds the totals from the board's registers", case_corrupt_counters),
     Case("corrupt_spool", "a spool with garbled pages holding an outage's points: the daemon starts and "
          "uploads its readable rows", case_corrupt_spool),
-    Case("kill9_own_rrdcached", "kill -9 while the daemon's own rrdcached holds an hour of updates: no "
+    Case("kill9_own_rrdcached", "kill -9 while the daemon's own rrdcached holds 30 minutes of updates: no "
          "orphan, no NaN row, the restarted daemon goes on", case_kill9_own_rrdcached),
 )
 
