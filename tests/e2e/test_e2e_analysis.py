@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from gridtap.store.rrd import create_args
 from tests.support.e2e.analysis import (
     Reference,
     Truth,
@@ -17,6 +20,7 @@ from tests.support.e2e.analysis import (
     host_reference,
     interp_register,
     pvoutput_check,
+    rrd_rows,
     rrd_rows_check,
 )
 
@@ -207,3 +211,20 @@ def test_flukso_points_are_held_to_the_registers_around_them() -> None:
     assert res["points_wrong"] == 2   # the implausible point, and the next one going back from it
     assert flukso_check([(T0 + 5, 1), (T0 + 4, 1)], ref)["points_wrong"] == 1
     assert flukso_check([(T0 - 50, 0)], ref)["points_wrong"] == 1   # a stamp before any tuple
+
+
+def test_a_nan_hole_in_a_real_rrd_is_found(tmp_path: Path) -> None:
+    """rrd_rows reads a file made as the daemon makes it; unknown updates in the middle (what an
+    update lost between two rrdcacheds leaves) show as NaN rows where the board counted."""
+    p = tmp_path / "s.rrd"
+    subprocess.run(create_args(p, T0 - 10), check=True, capture_output=True)
+    ref = _steady(60)
+    ups = [f"{T0 + s}:{'U' if 1200 <= s < 1800 else int(s * P_W / 3.6)}" for s in range(10, 3601, 10)]
+    for i in range(0, len(ups), 50):
+        subprocess.run(["rrdtool", "update", str(p), *ups[i:i + 50]], check=True, capture_output=True)
+    rows = rrd_rows(p)
+    assert max(rows) == T0 + 3600 and len(rows) >= 59
+    res = rrd_rows_check(rows, ref)
+    assert res["rows_missing"] >= 9 and res["holes"][0][0] >= T0 + 1200 - 60
+    whole = {t: v for t, v in rows.items() if not T0 + 1200 <= t <= T0 + 1860}
+    assert rrd_rows_check(whole, ref)["rows_missing"] == 0
