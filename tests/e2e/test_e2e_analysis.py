@@ -187,6 +187,9 @@ def test_a_ten_minute_status_labelled_five_minutes_is_found() -> None:
     assert res["intervals_mislabelled"] == 1
     assert res["mislabelled_examples"][0]["end"] == T0 + 1800
     assert res["energy_wrong"] == 0   # the lifetime energy is right: only the series shows it
+    # a board that sent nothing in that span: no uploader could know the power in time
+    hushed = pvoutput_check(st, {"v1": ref}, ("v2", ref), 300, quiet=[(T0 + 1250.0, T0 + 1550.0)])
+    assert hushed["intervals_missing"] == 0 and hushed["intervals_mislabelled"] == 0
     # the other form: ten minutes of energy over a five-minute span (413 W against a true 195 W)
     late = _key(T0 + 2400)
     st[late]["v2"] = str(2 * int(st[late]["v2"]))

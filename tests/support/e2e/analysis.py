@@ -24,6 +24,7 @@ import json
 import math
 import sqlite3
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -360,8 +361,8 @@ def _spans(ts: list[int], step: int) -> list[tuple[int, int]]:
 
 
 def pvoutput_check(statuses: dict[tuple[str, str], dict[str, str]], energy: dict[str, Reference],
-                   power: tuple[str, Reference] | None, interval_s: int,
-                   tol_wh: float = TOL_WH) -> dict[str, Any]:
+                   power: tuple[str, Reference] | None, interval_s: int, tol_wh: float = TOL_WH,
+                   quiet: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """Every PVOutput status against the registers: its interval, its power and its energies.
 
     `energy`: field -> the series whose lifetime energy it carries (Wh); `power`: the field that
@@ -369,7 +370,13 @@ def pvoutput_check(statuses: dict[tuple[str, str], dict[str, str]], energy: dict
     through with no status is missing: its energy went into a later status (or nowhere). A status
     whose power is not its labelled interval's energy over the interval's length averages over
     something else. The first status of the run opens the grid wherever the first sample fell.
+    `quiet`: spans in which the board sent no tuple; an interval that touches one (or follows
+    one) is not held to its power nor counted missing: no uploader can know its power in time.
     """
+
+    def hushed(end: float) -> bool:
+        return any(a < end and b > end - 2 * interval_s for a, b in quiet)
+
     ends = {_status_end(d, t): (d, t) for d, t in statuses}
     order = sorted(ends)
     missing: list[int] = []
@@ -381,7 +388,7 @@ def pvoutput_check(statuses: dict[tuple[str, str], dict[str, str]], energy: dict
             want = ref.at(end)
             if fld in st and want is not None and abs(float(st[fld]) - want / 1000.0) > tol_wh:
                 energy_wrong.append({"end": end, "field": fld, "got": float(st[fld]), "want": want / 1000.0})
-        if n == 0 or power is None or power[0] not in st:
+        if n == 0 or power is None or power[0] not in st or hushed(end):
             continue
         a, b = power[1].at(end - interval_s), power[1].at(end)
         if a is None or b is None:
@@ -393,7 +400,7 @@ def pvoutput_check(statuses: dict[tuple[str, str], dict[str, str]], energy: dict
     if order:
         refs = [*energy.values(), *([power[1]] if power else [])]
         for end in range(int(order[0]), int(order[-1]) + 1, interval_s):
-            if end not in ends and any(r.counting(end - interval_s, end) for r in refs):
+            if end not in ends and not hushed(end) and any(r.counting(end - interval_s, end) for r in refs):
                 missing.append(end)
     return {"statuses_checked": len(order), "intervals_missing": len(missing),
             "intervals_mislabelled": len(mislabelled), "energy_wrong": len(energy_wrong),
