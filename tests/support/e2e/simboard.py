@@ -90,7 +90,7 @@ class TapBoard(VirtualBoard):
         self.published = 0.0
         self.retx_seen = 0
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
-        self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
+        self.slot: dict[tuple[str, int], int] = {}   # TAP_GRID_S slot of the last tuple (board time)
         self.seen_this_boot: set[tuple[str, int]] = set()
         self.committed = 0.0   # simulated instant the CT registers were last committed (see _on_uart_tx)
 
