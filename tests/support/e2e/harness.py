@@ -254,19 +254,44 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def rrdcached_socket_of(pid: int) -> Path | None:
-    """The unix socket an rrdcached child of pid listens on (from its command line)."""
-    for c in children(pid):
-        try:
-            argv = Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if Path(argv[0].decode()).name != "rrdcached":
-            continue
-        for a in argv:
-            if a.startswith(b"unix:"):
-                return Path(a[5:].decode())
-    return None
+def rrdcached_args(pid: int) -> tuple[Path, Path] | None:
+    """(base directory, unix socket) of an rrdcached process, from its command line; None otherwise."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return None
+    if not argv or Path(argv[0]).name != "rrdcached" or "-b" not in argv[:-1]:
+        return None
+    sock = next((a[5:] for a in argv if a.startswith("unix:")), None)
+    return (Path(argv[argv.index("-b") + 1]), Path(sock)) if sock else None
+
+
+def rrdcacheds(base: Path) -> list[tuple[int, Path]]:
+    """Live rrdcached processes serving base (pid, socket), oldest first."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (args := rrdcached_args(int(d.name))) and args[0].resolve() == base.resolve():
+            try:
+                start = int((d / "stat").read_text().rsplit(")", 1)[1].split()[19])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.append((start, int(d.name), args[1]))
+    return [(pid, sock) for _s, pid, sock in sorted(out)]
+
+
+def rrdcached_socket(base: Path) -> Path | None:
+    """The socket of the newest rrdcached serving base that is still reachable there."""
+    live = [sock for _pid, sock in rrdcacheds(base) if sock.exists()]
+    return live[-1] if live else None
+
+
+def orphaned(pid: int) -> bool:
+    """A process a killed daemon left running is an orphan unless it is an rrdcached the next
+    daemon adopted: still reachable at its socket and the only one on its directory."""
+    args = rrdcached_args(pid)
+    if args is None:
+        return True
+    return not args[1].exists() or len(rrdcacheds(args[0])) > 1
 
 
 class Chain:
@@ -327,11 +352,7 @@ class Chain:
         if not force and self.sim_t() < self.next_harvest:
             return
         self.next_harvest = self.sim_t() + self.plan.harvest_s
-        sock: Path | None = None
-        if daemon and self.own_rrdcached and "daemon" in self.procs:
-            sock = rrdcached_socket_of(self.procs["daemon"].pid)
-        elif daemon and self.cached is not None:
-            sock = self.cached.socket_path
+        sock = rrdcached_socket(self.work / "rrd") if daemon else None
         for _n, _k, _i, a, b in SENSORS:
             for sid in (a, b):
                 p = self.work / "rrd" / f"{sid}.rrd"
@@ -352,7 +373,7 @@ class Chain:
     def count_orphans(self) -> None:
         if self.dead_daemons and time.monotonic() >= self.next_orphan_check:
             self.next_orphan_check = time.monotonic() + 1.0
-            self.orphans_seen.update(self.left_behind(ORPHAN_GRACE_S))
+            self.orphans_seen.update(p for p in self.left_behind(ORPHAN_GRACE_S) if orphaned(p))
 
     def end_orphans(self) -> None:
         """SIGTERM what killed daemons left running (an rrdcached flushes then), then SIGKILL."""
