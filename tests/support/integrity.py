@@ -467,7 +467,7 @@ def check_uploads(rig: Rig) -> list[str]:
 def finish(rig: Rig, settle_sim_s: float = 600.0) -> list[str]:
     """Good data after the fault, then stop and check everything from outside."""
     rig.advance(settle_sim_s)
-    time.sleep(0.5)  # the daemon reads what is on the wire before it is stopped
+    time.sleep(2.0)  # the daemon reads the port once a second (read_batch_s): let it take the last tuples
     rig.stop()
     return check_process(rig) + check_stores(rig) + check_uploads(rig)
 
