@@ -566,8 +566,8 @@ def case_backwards_counter(rig: Rig) -> list[str]:
     rig.start()
     rig.advance(600)
     at = len(rig.log_text())
-    low = rig.registers()[IMP2] - 50_000   # 50 Wh lower than the last, within one boot
-    rig.counter(1, rig.stamp(), low, 0)
+    low = rig.registers()[IMP2] - 50_000   # 50 Wh lower than the last, within one boot,
+    rig.counter(1, rig.stamp() + STEP_S // 2, low, 0)  # stamped after it (not a resend of an older one)
     rig.advance(STEP_S)
     out = finish(rig)
     if not warned(rig, rf"(?<![\d.]){low // 1000}(?![\d])|(?<![\d.])50(?:\.0+)?(?![\d])", at):  # or the fall
