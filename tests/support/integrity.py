@@ -655,39 +655,55 @@ def case_disk_full(rig: Rig) -> list[str]:
     return out + finish(rig)
 
 
-def corrupt(path: Path, how: str) -> None:
-    data = bytearray(path.read_bytes())
+def corrupt(path: Path, how: str) -> int:
+    """Garble a stopped daemon's SQLite file; return how many rows it certainly lost (0: all of them).
+
+    "header": truncated to a page and a half, its header garbled (nothing is readable). "leaf": one
+    leaf page of the `points` table garbled, one with readable pages after it in key order (rows on
+    both sides of the damage stay readable; a salvage must not stop at it).
+    """
     rng = random.Random(7)
-    if how == "header":     # truncated to a page and a half, its header garbled
+    lost = 0
+    data = bytearray(path.read_bytes())
+    if how == "header":
         data = data[: min(len(data), 6144)]
         data[:100] = bytes(rng.getrandbits(8) for _ in range(100))
-    else:                   # some pages in the middle garbled: the rest stays readable
-        for page in range(2, max(3, len(data) // 4096), 3):
-            data[page * 4096 + 100: page * 4096 + 3000] = bytes(rng.getrandbits(8) for _ in range(2900))
-    path.write_bytes(bytes(data))
-    for suffix in ("-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    else:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            size = con.execute("PRAGMA page_size").fetchone()[0]
+            leaves = con.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'points' "
+                                 "AND pagetype = 'leaf' ORDER BY pageno").fetchall()
+        finally:
+            con.close()
+        page, lost = leaves[(len(leaves) - 1) // 2]
+        at = (page - 1) * size
+        data[at + 8: at + size - 8] = bytes(rng.getrandbits(8) for _ in range(size - 16))
+    path.write_bytes(bytes(data))   # (a clean stop left no WAL: the file is all there is)
+    return lost
 
 
-def restart_on_garbled(rig: Rig, name: str, how: str, meanwhile: Callable[[], None] | None = None
-                       ) -> str | None:
-    """Stop the daemon, garble state/<name>, start it again; what went wrong if it did not start."""
+def restart_on_garbled(rig: Rig, name: str, how: str, meanwhile: Callable[[Path], None] | None = None
+                       ) -> tuple[int, str | None]:
+    """Stop the daemon, garble state/<name> (`meanwhile` sees it first), start it again: the rows
+    certainly lost (corrupt()) and what went wrong if it did not start."""
     rig.stop()
-    corrupt(rig.data / "state" / name, how)
+    path = rig.data / "state" / name
     if meanwhile is not None:
-        meanwhile()
+        meanwhile(path)
+    lost = corrupt(path, how)
     rig.advance(STEP_S, keep_alive=False)
     try:
         rig.start()
     except CaseError as exc:
-        return f"the daemon does not start on a garbled {name}: {exc}"
-    return None
+        return lost, f"the daemon does not start on a garbled {name}: {exc}"
+    return lost, None
 
 
 def case_corrupt_counters(rig: Rig) -> list[str]:
     rig.start()
-    rig.advance(600)
-    broken = restart_on_garbled(rig, "counters.sqlite", "header")
+    rig.advance(1200)   # PVOutput's uploader ticks every 5 wall s (500 simulated): let it send
+    _lost, broken = restart_on_garbled(rig, "counters.sqlite", "header")
     if broken:
         return [broken]
     out = []
@@ -696,19 +712,27 @@ def case_corrupt_counters(rig: Rig) -> list[str]:
                                                                  "counters.sqlite-shm")]
     if not aside:
         out.append("the garbled counters.sqlite was not kept aside")
-    return out + finish(rig)
+    return out + finish(rig, 1200)
 
 
 def case_corrupt_spool(rig: Rig) -> list[str]:
-    """Points not uploaded yet (Flukso down) sit in a spool that is garbled while the daemon is stopped."""
+    """Points not uploaded yet (Flukso down) sit in a spool that is garbled while the daemon is stopped:
+    every row that is still readable must reach Flukso after the restart."""
     rig.start()
     rig.advance(600)
     port = rig.flukso.port
     rig.flukso.stop()
     t_down = rig.now()
     rig.advance(900)
+    t_stop = rig.now()
+    held: list[int] = []
 
-    def flukso_back() -> None:  # up again, with what it stored before the outage
+    def between(path: Path) -> None:  # the outage's points in the spool; Flukso back up
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            held.append(con.execute("SELECT count(*) FROM points WHERE ts > ?", (int(t_down),)).fetchone()[0])
+        finally:
+            con.close()
         with rig.board.lock:
             # The real board's 128-tuple ring holds 15 minutes of 4 series only thinned (and a power
             # cut that garbles the router's flash takes it too): the spool alone has these points.
@@ -718,20 +742,21 @@ def case_corrupt_spool(rig: Rig) -> list[str]:
         rig.flukso.stored, rig.flukso.last_update = carry.stored, carry.last_update
         rig.flukso.start()
 
-    broken = restart_on_garbled(rig, "spool.sqlite", "pages", flukso_back)  # a stop commits the outage
+    lost, broken = restart_on_garbled(rig, "spool.sqlite", "leaf", between)  # a stop commits the outage
     if broken:
         return [broken]
     out = []
-    deadline = time.monotonic() + 10.0
-    got: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 15.0
+    got = 0
     while time.monotonic() < deadline:
-        got = [p for p in rig.flukso.measurements(IMP) if t_down < p[0] <= t_down + 900]
-        if got:
+        got = sum(1 for s in SERIES for p in rig.flukso.measurements(s) if t_down < p[0] <= t_stop)
+        if got >= held[0] - lost:
             break
         rig.advance(STEP_S)
-    if not got:
-        out.append("no point of the outage reached Flukso: the spool's readable rows were dropped")
-    return out + finish(rig)
+    if got < held[0] - lost:
+        out.append(f"{got} of the outage's {held[0]} points reached Flukso, {lost} of them were on the "
+                   "garbled page: readable rows of the spool were dropped")
+    return out + finish(rig, 1200)
 
 
 def case_kill9_own_rrdcached(rig: Rig) -> list[str]:
@@ -750,7 +775,7 @@ def case_kill9_own_rrdcached(rig: Rig) -> list[str]:
     if left:
         out.append(f"{len(left)} processes of the daemon killed with -9 run beside the new one "
                    "(an orphaned rrdcached)")
-    return out + finish(rig)
+    return out + finish(rig, 1200)
 
 
 @dataclass
