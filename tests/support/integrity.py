@@ -809,8 +809,8 @@ CASES = (
          "un-ACKed until space returns, nothing lost", case_disk_full, tmpfs_mb=8),
     Case("corrupt_counters", "a truncated, garbled counters.sqlite: the daemon starts, keeps it aside and "
          "rebuilds the totals from the board's registers", case_corrupt_counters),
-    Case("corrupt_spool", "a spool with garbled pages holding an outage's points: the daemon starts and "
-         "uploads its readable rows", case_corrupt_spool),
+    Case("corrupt_spool", "a spool holding an outage's points with one page garbled: the daemon starts "
+         "and uploads every point that is still readable", case_corrupt_spool),
     Case("kill9_own_rrdcached", "kill -9 while the daemon's own rrdcached holds 30 minutes of updates: no "
          "orphan, no NaN row, the restarted daemon goes on", case_kill9_own_rrdcached),
 )
