@@ -115,6 +115,7 @@ def daemon_toml(work: Path, data: Path, tty: Path, flukso_url: str, pvo_url: str
 [daemon]
 state_dir = "{data / 'state'}"
 rrd_dir = "{data / 'rrd'}"
+rrd_mode = "rrdcached"
 rrdcached_flush_s = 3600
 api = false
 state_flush_s = 1

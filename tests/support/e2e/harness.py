@@ -189,6 +189,7 @@ def daemon_toml(work: Path, tty: Path, mqtt_port: int, flukso_url: str, pvo_url:
         "[daemon]",
         f'state_dir = "{work / "state"}"',
         f'rrd_dir = "{work / "rrd"}"',
+        'rrd_mode = "rrdcached"',
         *([] if own_rrdcached else [f'rrdcached_socket = "{work / "rrdcached.sock"}"']),
         "rrdcached_flush_s = 600",
         'bind = "127.0.0.1"',
