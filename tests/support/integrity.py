@@ -104,6 +104,12 @@ class SimBoard(FakeBoard):
 
     def _handle(self, msg: wire.Message) -> None:
         super()._handle(msg)
+        if msg.mtype == wire.HELLO_REQ and self.answer:
+            # like the firmware's link (RETX after a silence): a host that speaks again gets the
+            # whole backlog at once, oldest first, not one RETX period later
+            with self.lock:
+                for seq, (frame, _sent) in list(self.ring.items()):
+                    self.ring[seq] = (frame, float("-inf"))
         if msg.mtype == wire.TIME_SET and self.answer:
             with self.lock:
                 self.clock_offset = msg.values[0] + msg.values[1] / 1000.0 - self.clock()
