@@ -679,8 +679,9 @@ def corrupt(path: Path, how: str) -> int:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             size = con.execute("PRAGMA page_size").fetchone()[0]
+            # dbstat's path is the page's place in the B-tree: sorted by it, leaves are in key order
             leaves = con.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'points' "
-                                 "AND pagetype = 'leaf' ORDER BY pageno").fetchall()
+                                 "AND pagetype = 'leaf' ORDER BY path").fetchall()
         finally:
             con.close()
         page, lost = leaves[(len(leaves) - 1) // 2]
