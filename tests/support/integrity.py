@@ -397,8 +397,10 @@ def check_process(rig: Rig) -> list[str]:
         out.append(f"processes left running after the daemon stopped: {left} (an orphaned rrdcached?)")
     log = rig.log_text()
     if "Traceback" in log:
-        i = log.index("Traceback")
-        out.append("a traceback in the daemon's log: " + log[i:i + 600].splitlines()[-1][:300])
+        after = log[log.index("Traceback"):].splitlines()[1:]
+        what = next((line for line in after if line and not line[0].isspace()), "?")
+        before = log[:log.index("Traceback")].splitlines()[-1:]
+        out.append(f"a traceback in the daemon's log: {what[:200]} (after: {' '.join(before)[:160]})")
     return out
 
 
