@@ -39,7 +39,7 @@ def run() -> dict[str, object]:
     failed = [f"{r.name}: {'; '.join(r.problems[:2])}" for r in results if not r.passed]
     for key in ("integrity.cases", "integrity.cases_passed", "integrity.rss_mb_max"):
         HOW[key] = ("tests/support/integrity.py, every case (docs/integrity.md)"
-                    + (f"; failed: {' | '.join(n.split(':')[0] for n in failed)}" if failed else ""))
+                    + (f"; failed: {', '.join(n.split(':')[0] for n in failed)}" if failed else ""))
     return figures(results)
 
 
