@@ -29,7 +29,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "host"), str(ROOT / "firmware"), str(ROOT 
 from tests.support.e2e.harness import run, soak_plan, stop_on_sigterm  # noqa: E402
 
 KEEP = ("ok", "failures", "sim_days", "faults_injected", "kills", "wh_lost_total", "wh_lost_by_stage",
-        "wall_s", "drive_wall_s", "cpu_s", "pvoutput", "board", "settle")
+        "wall_s", "drive_wall_s", "cpu_s", "pvoutput", "board", "settle",
+        # the time series (issue 13): every RRD row, PVOutput status and Flukso point
+        "rrd_rows_checked", "rrd_rows_missing", "rrd_rows_wrong", "pvoutput_intervals_missing",
+        "pvoutput_intervals_mislabelled", "flukso_points_checked", "flukso_points_wrong",
+        "kills_own_rrdcached", "rrdcached_orphans")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +73,8 @@ def report(res: dict[str, Any], seed: int, work: Path, results: Path) -> int:
                 "speedup": round(86400.0 * float(res.get("sim_days", 0.0)) / drive, 1)})
     results.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out.get(k) for k in ("ok", "sim_days", "faults_injected", "wh_lost_total",
-                                               "wh_lost_by_stage", "wall_s", "speedup")}, indent=1))
+                                               "wh_lost_by_stage", "rrd_rows_missing",
+                                               "pvoutput_intervals_missing", "wall_s", "speedup")}, indent=1))
     for f in out.get("failures", []):
         print(f"  lost: {f}")
     print(f"soak: results in {results}; details in {work / 'result.json'}")

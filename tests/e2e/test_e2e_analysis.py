@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.support.e2e.analysis import Truth, firmware_finals, firmware_stage, host_reference, interp_register
+from gridtap.store.rrd import create_args
+from tests.support.e2e.analysis import (
+    Reference,
+    Truth,
+    firmware_finals,
+    firmware_stage,
+    flukso_check,
+    host_reference,
+    interp_register,
+    pvoutput_check,
+    rrd_rows,
+    rrd_rows_check,
+)
 
 SENSORS = (("load", "ct", 0, "b" * 32, None), ("meter", "pulse", 0, "c" * 32, None))
 
@@ -85,3 +100,134 @@ def test_outputs_are_held_to_the_epoch_rule_not_to_a_register_that_fell(lost: in
         assert ref == final + (499_000 - first_after)
     else:                      # restored and carried on: the reference is the register itself
         assert ref == final
+
+
+# ---- the time series (issue 13, finding 6) ------------------------------------------------------
+
+T0 = 1_780_000_200  # a multiple of 300: PVOutput's and the RRD's grids start here
+P_W = 1200.0        # a steady 1.2 kW: 20 Wh a minute
+
+
+def _steady(minutes: int = 60, w: float = P_W) -> Reference:
+    """Host totals (mWh) every second at a steady power."""
+    return Reference([(float(T0 + s), int(s * w / 3.6)) for s in range(minutes * 60 + 1)])
+
+
+def _rows(minutes: int = 60, w: float = P_W) -> dict[int, float | None]:
+    return {T0 + 60 * m: w / 3.6 for m in range(1, minutes + 1)}   # rate in mWh/s
+
+
+def test_rrd_rows_that_match_the_registers_pass() -> None:
+    res = rrd_rows_check(_rows(), _steady())
+    assert (res["rows_checked"], res["rows_missing"], res["rows_wrong"]) == (60, 0, 0)
+
+
+def test_a_nan_hole_where_the_board_counted_is_found() -> None:
+    rows = _rows()
+    for m in range(20, 32):   # 12 minutes of NaN: what an orphaned rrdcached's cache leaves behind
+        rows[T0 + 60 * m] = None
+    res = rrd_rows_check(rows, _steady())
+    assert res["rows_missing"] == 12
+    assert res["holes"] == [(T0 + 60 * 19, T0 + 60 * 31)]
+    # rows outside what the board reported are not the RRD's to fill
+    early = {T0 - 60 * m: None for m in range(5)}
+    assert rrd_rows_check({**_rows(), **early}, _steady())["rows_missing"] == 0
+
+
+def test_a_row_off_the_registers_is_found() -> None:
+    rows = _rows()
+    rows[T0 + 600] = 2 * P_W / 3.6   # this minute says 40 Wh where the board counted 20
+    res = rrd_rows_check(rows, _steady())
+    assert res["rows_wrong"] == 1 and res["rows_missing"] == 0
+
+
+def _statuses(ends: list[int], ref: Reference, minutes_avg: dict[int, int] | None = None
+              ) -> dict[tuple[str, str], dict[str, str]]:
+    """Statuses as the PVOutput server keeps them: v1 the lifetime Wh, v2 the power; minutes_avg
+    makes a status average over that many minutes instead of its 5 (finding 5's bug)."""
+    out = {}
+    for end in ends:
+        span = 60 * (minutes_avg or {}).get(end, 5)
+        a, b = ref.at(end - span), ref.at(end)
+        assert a is not None and b is not None
+        out[_key(end)] = {
+            "v1": str(round(b / 1000.0)), "v2": str(round((b - a) / 1000.0 * 3600.0 / span))}
+    return out
+
+
+def _key(end: int) -> tuple[str, str]:
+    d = datetime.fromtimestamp(end, UTC)
+    return d.strftime("%Y%m%d"), d.strftime("%H:%M")
+
+
+def _ramp() -> Reference:
+    """PV in the morning: power rising by 40 W a minute from 500 W (a status averaged over 10
+    minutes instead of 5 is 6-7 % off, as in the issue)."""
+    pts, total = [], 0.0
+    for s in range(3601):
+        pts.append((float(T0 + s), int(total)))
+        total += (500.0 + 40.0 * (s // 60)) / 3.6
+    return Reference(pts)
+
+
+def test_pvoutput_statuses_on_their_grid_pass() -> None:
+    ref = _ramp()
+    ends = list(range(T0 + 300, T0 + 3601, 300))
+    res = pvoutput_check(_statuses(ends, ref), {"v1": ref}, ("v2", ref), 300)
+    assert (res["intervals_missing"], res["intervals_mislabelled"], res["energy_wrong"]) == (0, 0, 0)
+    assert res["statuses_checked"] == 12
+
+
+def test_a_ten_minute_status_labelled_five_minutes_is_found() -> None:
+    ref = _ramp()
+    ends = [e for e in range(T0 + 300, T0 + 3601, 300) if e != T0 + 1500]   # the daemon was down at 25 min
+    st = _statuses(ends, ref, minutes_avg={T0 + 1800: 10})  # and folded its energy into the next status
+    res = pvoutput_check(st, {"v1": ref}, ("v2", ref), 300)
+    assert res["intervals_missing"] == 1 and res["missing_spans"] == [(T0 + 1200, T0 + 1500)]
+    assert res["intervals_mislabelled"] == 1
+    assert res["mislabelled_examples"][0]["end"] == T0 + 1800
+    assert res["energy_wrong"] == 0   # the lifetime energy is right: only the series shows it
+    # a board that sent nothing in that span: no uploader could know the power in time
+    hushed = pvoutput_check(st, {"v1": ref}, ("v2", ref), 300, quiet=[(T0 + 1250.0, T0 + 1550.0)])
+    assert hushed["intervals_missing"] == 0 and hushed["intervals_mislabelled"] == 0
+    # the other form: ten minutes of energy over a five-minute span (413 W against a true 195 W)
+    late = _key(T0 + 2400)
+    st[late]["v2"] = str(2 * int(st[late]["v2"]))
+    assert pvoutput_check(st, {"v1": ref}, ("v2", ref), 300)["intervals_mislabelled"] == 2
+
+
+def test_a_wrong_energy_in_a_status_is_found() -> None:
+    ref = _ramp()
+    st = _statuses(list(range(T0 + 300, T0 + 3601, 300)), ref)
+    key = min(st)
+    st[key]["v1"] = str(float(st[key]["v1"]) + 4_294_967)   # 0xFFFFFFFF mWh stored as a step
+    res = pvoutput_check(st, {"v1": ref}, ("v2", ref), 300)
+    assert res["energy_wrong"] == 1
+
+
+def test_flukso_points_are_held_to_the_registers_around_them() -> None:
+    ref = _steady(10)
+    good = [(T0 + s, int(s * P_W / 3600.0)) for s in range(1, 600, 7)]
+    assert flukso_check(good, ref)["points_wrong"] == 0
+    bad = [*good[:10], (good[10][0], good[10][1] + 4_294_967), *good[11:]]
+    res = flukso_check(bad, ref)
+    assert res["points_wrong"] == 2   # the implausible point, and the next one going back from it
+    assert flukso_check([(T0 + 5, 1), (T0 + 4, 1)], ref)["points_wrong"] == 1
+    assert flukso_check([(T0 - 50, 0)], ref)["points_wrong"] == 1   # a stamp before any tuple
+
+
+def test_a_nan_hole_in_a_real_rrd_is_found(tmp_path: Path) -> None:
+    """rrd_rows reads a file made as the daemon makes it; unknown updates in the middle (what an
+    update lost between two rrdcacheds leaves) show as NaN rows where the board counted."""
+    p = tmp_path / "s.rrd"
+    subprocess.run(create_args(p, T0 - 10), check=True, capture_output=True)
+    ref = _steady(60)
+    ups = [f"{T0 + s}:{'U' if 1200 <= s < 1800 else int(s * P_W / 3.6)}" for s in range(10, 3601, 10)]
+    for i in range(0, len(ups), 50):
+        subprocess.run(["rrdtool", "update", str(p), *ups[i:i + 50]], check=True, capture_output=True)
+    rows = rrd_rows(p)
+    assert max(rows) == T0 + 3600 and len(rows) >= 59
+    res = rrd_rows_check(rows, ref)
+    assert res["rows_missing"] >= 9 and res["holes"][0][0] >= T0 + 1200 - 60
+    whole = {t: v for t, v in rows.items() if not T0 + 1200 <= t <= T0 + 1860}
+    assert rrd_rows_check(whole, ref)["rows_missing"] == 0

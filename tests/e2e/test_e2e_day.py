@@ -36,7 +36,8 @@ def test_whole_chain_loses_no_wh_under_one_fault_of_each_kind(tmp_path: Path) ->
     plan.settle_wall_s = 60.0
     res = run(plan, tmp_path / "e2e", keep=True)
     what = [e["what"] for e in res["events"]]
-    assert what.count("daemon kill -9") == 1
+    assert what.count("daemon kill -9") == 2
+    assert "daemon now owns its rrdcached" in what and res["kills_own_rrdcached"] == 1
     assert "upload servers down" in what and "upload servers up" in what
     assert "broker restarted" in what and "rrdcached restarted" in what
     assert what.count("board started") == 2  # the board reset: a second simulator process from the EEPROM

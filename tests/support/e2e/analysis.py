@@ -24,12 +24,14 @@ import json
 import math
 import sqlite3
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gridtap.store.rrd import parse_fetch
 from gridtap_sim.engine import load_record
 
 Sensors = tuple[tuple[str, str, int, str, str | None], ...]
@@ -264,22 +266,229 @@ def _status_end(d: str, t: str) -> float:
 def interp_register(tuples: list[dict[str, Any]], k: str, idx: int, reg: str, t_board: float) -> float | None:
     # whole seconds, as the daemon's outputs get them (Sink.counter takes t in s; the ms are dropped);
     # host totals, which is what the outputs carry
-    own = sorted(p for p in host_series(tuples, k, idx, reg) if p[0] > 1234567890)
-    ts = [a for a, _ in own]
-    j = bisect.bisect_right(ts, t_board)
-    if j == 0:
-        return None
-    if j >= len(own):
-        # a PULSE is stamped with its last pulse: the count holds until the next one
-        return float(own[-1][1]) if own[-1][0] == t_board or k == "p" else None
-    (ta, va), (tb, vb) = own[j - 1], own[j]
-    if ta == t_board:
-        return float(va)
-    return float(va) if tb == ta else va + (vb - va) * (t_board - ta) / (tb - ta)
+    return Reference(host_series(tuples, k, idx, reg), hold=k == "p").at(t_board)
+
+
+class Reference:
+    """One series' host totals (mWh) at whole board seconds, looked up by time.
+
+    Only tuples stamped with a set clock count (an unset clock stamps 1970). `hold`: a PULSE is
+    stamped with its last pulse, so its count holds after the last tuple.
+    """
+
+    def __init__(self, points: list[tuple[float, int]], hold: bool = False) -> None:
+        own = sorted(p for p in points if p[0] > 1234567890)
+        self.ts = [a for a, _ in own]
+        self.vs = [b for _, b in own]
+        self.hold = hold
+
+    def at(self, t: float) -> float | None:
+        """The total at t, linear between the tuples around it; None outside the tuples."""
+        j = bisect.bisect_right(self.ts, t)
+        if j == 0:
+            return None
+        if j >= len(self.ts):
+            return float(self.vs[-1]) if self.ts[-1] == t or self.hold else None
+        ta, va, tb, vb = self.ts[j - 1], self.vs[j - 1], self.ts[j], self.vs[j]
+        if ta == t or tb == ta:
+            return float(va)
+        return va + (vb - va) * (t - ta) / (tb - ta)
+
+    def bracket(self, t: float) -> tuple[int, int] | None:
+        """The totals of the last tuple at or before t and the first at or after it."""
+        j = bisect.bisect_right(self.ts, t)
+        if j == 0 or (j >= len(self.ts) and self.ts[-1] != t):
+            return None
+        lo = self.vs[j - 1]
+        return lo, (lo if self.ts[j - 1] == t or j >= len(self.ts) else self.vs[j])
+
+    def counting(self, a: float, b: float) -> bool:
+        """The board reported this series on both sides of [a, b]: it was counting through it."""
+        return bool(self.ts) and self.ts[0] <= a and self.ts[-1] >= b
+
+
+# The time series, not just the totals (issue 13, finding 6). A total that ends right can hide a
+# history with holes (an RRD with NaN rows where an orphaned rrdcached dropped its cache) or a
+# status averaged over more than its label says (PVOutput after a restart).
+ROW_S = 60             # the RRD archive the series are checked on: 1 min x 1 day
+# A row's energy against the register deltas is reported, not failed: when the daemon was down the
+# board's ring (128 tuples) thins what it holds to the first and last tuple per bucket, so the RRD
+# interpolates across what was thinned (energy exact, the row shape not).
+ROW_TOL_WH = 1.0
+POWER_TOL_W = 3.0      # a status's power against its interval's energy: whole W, plus interpolation
+POWER_TOL_PCT = 2.0
+
+
+def rrd_rows_check(rows: dict[int, float | None], ref: Reference, row_s: int = ROW_S,
+                   tol_wh: float = ROW_TOL_WH) -> dict[str, Any]:
+    """Every RRD row (end instant -> rate in mWh/s, None for NaN) against the register deltas.
+
+    A row inside the span the board reported (its first to its last tuple) must hold a value:
+    the archive is DERIVE with a 100-day heartbeat, so a gap in the updates is filled with the
+    flat average and a NaN row there means updates written and lost. A row's energy is compared
+    with the register's advance over the row (both interpolate the same whole-second stamps);
+    beyond `tol_wh` it is counted in rows_wrong.
+    """
+    missing: list[int] = []
+    wrong: list[tuple[int, float, float]] = []
+    checked = 0
+    for t in sorted(rows):
+        if not ref.counting(t - row_s, t):
+            continue
+        checked += 1
+        rate = rows[t]
+        if rate is None:
+            missing.append(t)
+            continue
+        a, b = ref.at(t - row_s), ref.at(t)
+        assert a is not None and b is not None
+        got, want = rate * row_s / 1000.0, (b - a) / 1000.0
+        if abs(got - want) > tol_wh:
+            wrong.append((t, round(got, 4), round(want, 4)))
+    return {"rows_checked": checked, "rows_missing": len(missing), "rows_wrong": len(wrong),
+            "holes": _spans(missing, row_s)[:20], "wrong_examples": wrong[:10]}
+
+
+def _spans(ts: list[int], step: int) -> list[tuple[int, int]]:
+    """Consecutive row instants merged into (first row start, last row end) spans."""
+    out: list[tuple[int, int]] = []
+    for t in ts:
+        if out and out[-1][1] == t - step:
+            out[-1] = (out[-1][0], t)
+        else:
+            out.append((t - step, t))
+    return out
+
+
+def pvoutput_check(statuses: dict[tuple[str, str], dict[str, str]], energy: dict[str, Reference],
+                   power: tuple[str, Reference] | None, interval_s: int, tol_wh: float = TOL_WH,
+                   quiet: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
+    """Every PVOutput status against the registers: its interval, its power and its energies.
+
+    `energy`: field -> the series whose lifetime energy it carries (Wh); `power`: the field that
+    carries a series' power (W) over the status's interval. An interval end the board counted
+    through with no status is missing: its energy went into a later status (or nowhere). A status
+    whose power is not its labelled interval's energy over the interval's length averages over
+    something else. The first status of the run opens the grid wherever the first sample fell.
+    `quiet`: spans in which the board sent no tuple; an interval that touches one (or follows
+    one) is not held to its power nor counted missing: no uploader can know its power in time.
+    """
+
+    def hushed(end: float) -> bool:
+        return any(a < end and b > end - 2 * interval_s for a, b in quiet)
+
+    ends = {_status_end(d, t): (d, t) for d, t in statuses}
+    order = sorted(ends)
+    missing: list[int] = []
+    mislabelled: list[dict[str, Any]] = []
+    energy_wrong: list[dict[str, Any]] = []
+    for n, end in enumerate(order):
+        st = statuses[ends[end]]
+        for fld, ref in energy.items():
+            want = ref.at(end)
+            if fld in st and want is not None and abs(float(st[fld]) - want / 1000.0) > tol_wh:
+                energy_wrong.append({"end": end, "field": fld, "got": float(st[fld]), "want": want / 1000.0})
+        if n == 0 or power is None or power[0] not in st or hushed(end):
+            continue
+        a, b = power[1].at(end - interval_s), power[1].at(end)
+        if a is None or b is None:
+            continue
+        want_w = (b - a) / 1000.0 * 3600.0 / interval_s
+        got_w = float(st[power[0]])
+        if abs(got_w - want_w) > max(POWER_TOL_W, POWER_TOL_PCT / 100.0 * abs(want_w)):
+            mislabelled.append({"end": end, "got_w": got_w, "interval_w": round(want_w, 1)})
+    if order:
+        refs = [*energy.values(), *([power[1]] if power else [])]
+        for end in range(int(order[0]), int(order[-1]) + 1, interval_s):
+            if end not in ends and not hushed(end) and any(r.counting(end - interval_s, end) for r in refs):
+                missing.append(end)
+    return {"statuses_checked": len(order), "intervals_missing": len(missing),
+            "intervals_mislabelled": len(mislabelled), "energy_wrong": len(energy_wrong),
+            "missing_spans": _spans(missing, interval_s)[:20], "mislabelled_examples": mislabelled[:10],
+            "energy_wrong_examples": energy_wrong[:10]}
+
+
+def flukso_check(points: list[tuple[int, int]], ref: Reference, tol_wh: float = TOL_WH) -> dict[str, Any]:
+    """Every point the Flukso server accepted: stamps that only go forward, a counter that never
+    falls, and each counter (whole Wh, rounded down) between the host totals of the tuples
+    around its stamp (the tap keeps only the tuples around each minute, so that is the check
+    that needs no guess between them)."""
+    wrong: list[tuple[int, int, str]] = []
+    prev: tuple[int, int] | None = None
+    for ts, wh in points:
+        if prev is not None and (ts <= prev[0] or wh < prev[1]):
+            wrong.append((ts, wh, f"after ({prev[0]}, {prev[1]}): goes back"))
+        br = ref.bracket(ts)
+        if br is None:
+            wrong.append((ts, wh, "no board tuple around this stamp"))
+        elif not br[0] / 1000.0 - 1.0 - tol_wh <= wh <= br[1] / 1000.0 + tol_wh:
+            wrong.append((ts, wh, f"outside the registers {br[0] / 1000.0:.3f}..{br[1] / 1000.0:.3f} Wh"))
+        prev = (ts, wh)
+    return {"points": len(points), "points_wrong": len(wrong), "wrong_examples": wrong[:10]}
+
+
+def load_rrd_rows(path: Path) -> dict[str, dict[int, float | None]]:
+    """The 60 s rows the harness read from each RRD during and after a run (`rrd_rows.json`)."""
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text())
+    return {sid: {int(t): v for t, v in rows.items()} for sid, rows in raw.items()}
+
+
+def load_flukso_trimmed(path: Path) -> dict[str, list[tuple[int, int]]]:
+    """Points the harness took off the Flukso server to bound its memory (`flukso_trimmed.jsonl`)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            sid, pts = json.loads(line)
+            out.setdefault(sid, []).extend((int(a), int(b)) for a, b in pts)
+    return out
+
+
+def rrd_rows(path: Path, since: int = 0, daemon: Path | None = None) -> dict[int, float | None]:
+    """The final 60 s rows of one RRD from `since` (at most the archive's day) to its last update.
+
+    With `daemon` (an rrdcached socket) the file is flushed first. A row is final once the file's
+    last update reached its end; later ones are NaN only because they are not written yet.
+    {} when the file cannot be read (a harvest that fails is retried, not counted)."""
+    if daemon is not None:
+        subprocess.run(["rrdtool", "flushcached", "--daemon", f"unix:{daemon}", str(path)],
+                       capture_output=True, timeout=60)
+    try:
+        last = int(rrd_read(path, 0)["last_update"])
+    except (subprocess.CalledProcessError, ValueError):
+        return {}
+    start = max(since, last - 1440 * ROW_S + 2 * ROW_S)
+    got = subprocess.run(["rrdtool", "fetch", str(path), "AVERAGE", "-r", str(ROW_S), "-s", str(start),
+                          "-e", str(last)], capture_output=True, text=True, timeout=60)
+    vals = parse_fetch(got.stdout) if got.returncode == 0 else []
+    if len(vals) < 2 or vals[1][0] - vals[0][0] != ROW_S:
+        return {}  # older than the 1-minute archive: rrdtool answered from a coarser one
+    return {t: v for t, v in vals if start < t <= last}
+
+
+def series_failures(per: dict[str, dict[str, Any]], pv: dict[str, Any]) -> list[str]:
+    """One line per stage whose time series is wrong somewhere (the totals may still be right)."""
+    out = []
+    for sid, row in per.items():
+        rr, fs = row["rrd_rows"], row["flukso_series"]
+        if rr["rows_missing"]:
+            out.append(f"{row['name']} ({sid}) rrd rows: {rr['rows_missing']} NaN where the board "
+                       f"counted {rr['holes'][:3]}")
+        if fs["points_wrong"]:
+            out.append(f"{row['name']} ({sid}) flukso points: {fs['points_wrong']} wrong "
+                       f"{fs['wrong_examples'][:2]}")
+    if pv["intervals_missing"] or pv["intervals_mislabelled"] or pv["energy_wrong"]:
+        out.append(f"pvoutput statuses: {pv['intervals_missing']} intervals missing "
+                   f"{pv['missing_spans'][:3]}, {pv['intervals_mislabelled']} averaging other than "
+                   f"their interval {pv['mislabelled_examples'][:2]}, {pv['energy_wrong']} energies off "
+                   f"{pv['energy_wrong_examples'][:2]}")
+    return out
 
 
 def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: dict[str, Any],
-            segments: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+            segments: list[dict[str, Any]], t0: float, power_field: tuple[str, str] | None = None,
+            pvo_interval_s: int = 300) -> dict[str, Any]:
     offsets = [float(s["t_from"]) for s in segments]
     tuples = load_tuples([work / f"seg{n + 1}" / "tuples.jsonl" for n in range(len(segments))], offsets)
     segs = []
@@ -311,6 +520,10 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
         host = {s: int(t) for s, t in con.execute("SELECT sensor, total FROM series")}
         con.close()
 
+    refs = {sid: Reference(host_series(tuples, k, idx, reg), hold=k == "p")
+            for sid, k, idx, reg in series_of(sensors)}
+    rows = load_rrd_rows(work / "rrd_rows.json")
+    trimmed = load_flukso_trimmed(work / "flukso_trimmed.jsonl")
     per: dict[str, dict[str, Any]] = {}
     for sid, want in finals.items():
         k, idx, reg = kinds[sid]
@@ -328,11 +541,13 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
             row["rrd_archive_res_s"] = res
         else:
             row["rrd_last_ds_wh"] = None
+        row["rrd_rows"] = rrd_rows_check(rows.get(sid, {}), refs[sid])
         mq = stages["mqtt"].get(sid)
         row["mqtt_wh"] = None if mq is None else float(mq[1])
         fl = stages["flukso"].get(sid) or []
         row["flukso_wh"] = fl[-1][1] if fl else None
         row["flukso_points"] = len(fl)
+        row["flukso_series"] = flukso_check(trimmed.get(sid, []) + [tuple(p) for p in fl], refs[sid])
         fld = pvo_fields.get(names[sid])
         st = stages["pvoutput"]
         having = [dt for dt in st if st[dt].get(fld) is not None] if fld else []
@@ -377,6 +592,16 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
             if counted:
                 fails.append(f"{row['name']} ({sid}) {stage}: {v:+.3f} Wh")
     pvo = stages["pvoutput"]
+    by_name = {row["name"]: sid for sid, row in per.items()}
+    energy_fields = {fld: refs[by_name[name]] for name, fld in pvo_fields.items() if name in by_name}
+    power = None
+    if power_field and power_field[1] in by_name:
+        power = (power_field[0], refs[by_name[power_field[1]]])
+    pv_series = pvoutput_check(pvo, energy_fields, power, pvo_interval_s)
+    fails += series_failures(per, pv_series)
+    rows_missing = sum(r["rrd_rows"]["rows_missing"] for r in per.values())
+    rows_wrong = sum(r["rrd_rows"]["rows_wrong"] for r in per.values())
+    fl_wrong = sum(r["flukso_series"]["points_wrong"] for r in per.values())
     pv_req = stages.get("pvoutput_requests", [])
     too_old = sum(1 for e, code, body, _at in pv_req if code == 400 and "older than" in body)
     sim_s = sum(float(s["sim_s"]) for s in sums)
@@ -386,6 +611,14 @@ def compare(work: Path, sensors: Sensors, pvo_fields: dict[str, str], stages: di
         "sim_days": sim_s / 86400.0,
         "wh_lost_by_stage": {k: round(v, 3) for k, v in by_stage.items()},
         "wh_lost_total": round(sum(by_stage.values()), 3),
+        "rrd_rows_checked": sum(r["rrd_rows"]["rows_checked"] for r in per.values()),
+        "rrd_rows_missing": rows_missing,
+        "rrd_rows_wrong": rows_wrong,
+        "pvoutput_intervals_missing": pv_series["intervals_missing"],
+        "pvoutput_intervals_mislabelled": pv_series["intervals_mislabelled"],
+        "pvoutput_series": pv_series,
+        "flukso_points_checked": sum(r["flukso_series"]["points"] for r in per.values()),
+        "flukso_points_wrong": fl_wrong,
         "per_series": per,
         "pvoutput": {"statuses": len(pvo), "requests": len(pv_req),
                      "refused_older_than_limit": too_old},

@@ -28,6 +28,7 @@ them with the firmware and with the truth (docs/e2e.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -61,6 +62,8 @@ SOAK_BOARD = str(REPO / "hardware" / "board-soak.json")
 # write (half the 5 ms write cycle of board.json's EEPROM), for FLICKER_S.
 FLICKER_INTO_WRITE_S = 0.0025
 FLICKER_S = 1.5
+MIN_UP_S = 3.0  # a kill -9 waits until the daemon has run this long (wall s): its rrdcached is up
+ORPHAN_GRACE_S = 5.0  # a process a killed daemon left running longer than this is an orphan
 FLUKSO_KEY = "e2e0" * 8
 PVO_KEY = "e2e-pvoutput-key"
 PVO_SID = 4242
@@ -77,6 +80,7 @@ SENSORS: tuple[tuple[str, str, int, str, str | None], ...] = (
     ("pvmeter", "pulse", 1, "a0000000000000000000000000000007", None),
 )
 # PVOutput fields carrying each series' lifetime energy (donation account: v7..v12 are free)
+PVO_POWER = ("v2", "pv.export")   # field, series: the power over each status's interval
 PVO_FIELDS = {"pv.export": "v1", "grid": "v3", "pv": "v7", "grid.export": "v8", "kitchen": "v9",
               "gridmeter": "v10", "pvmeter": "v11"}
 
@@ -105,8 +109,12 @@ class Plan:
     server_outages: list[tuple[float, float]] = field(default_factory=list)  # Flukso + PVOutput down
     broker_restarts: list[float] = field(default_factory=list)
     rrdcached_restarts: list[float] = field(default_factory=list)
+    # from this instant the daemon runs its own rrdcached (no rrdcached_socket): the kills after it
+    # hit a daemon whose own rrdcached holds the cache (issue 13, finding 4)
+    own_rrdcached_from: float | None = None
     board_reset_at: float | None = None
     quiet_tail_s: float = 600.0   # no fault in the last stretch: the chain settles before the end
+    harvest_s: float = 6 * 3600.0  # read the RRDs' 1-minute rows this often (the archive holds a day)
     wall_limit_s: float = 3600.0
     settle_wall_s: float = 90.0   # after the board stops: how long the uplinks may take to catch up
 
@@ -114,7 +122,7 @@ class Plan:
         return (len(self.brownouts) + len(self.write_hits) + len(self.kills) + len(self.bursts)
                 + 2 * len(self.server_outages)
                 + len(self.broker_restarts) + len(self.rrdcached_restarts)
-                + (self.board_reset_at is not None))
+                + (self.board_reset_at is not None) + (self.own_rrdcached_from is not None))
 
 
 def _instants(rng: random.Random, n: int, lo: float, hi: float) -> list[float]:
@@ -138,6 +146,9 @@ def day_plan(sim_s: float = DAY, seed: int = 1, outage_s: float = 900.0) -> Plan
     p.broker_restarts = [rng.uniform(5 * q, 5.5 * q)]
     p.rrdcached_restarts = [rng.uniform(5.6 * q, 6 * q)]
     p.board_reset_at = rng.uniform(6.5 * q, 7 * q)
+    # drawn last, so the instants above stay what they were for a seed
+    p.own_rrdcached_from = rng.uniform(6.05 * q, 6.15 * q)
+    p.kills.append(rng.uniform(6.25 * q, 6.45 * q))  # a kill -9 while the daemon's own rrdcached holds cache
     return p
 
 
@@ -166,17 +177,20 @@ def soak_plan(days: float, seed: int = 1, kills: int = 24, long_outages: tuple[f
     p.broker_restarts = [rng.uniform(0.2 * end, 0.3 * end)]
     p.rrdcached_restarts = [rng.uniform(0.4 * end, 0.5 * end)]
     p.board_reset_at = rng.uniform(0.6 * end, 0.7 * end)
+    p.own_rrdcached_from = 0.55 * end  # the kills after it hit the daemon's own rrdcached
     return p
 
 
 # ---------------------------------------------------------------------------------------------
 
-def daemon_toml(work: Path, tty: Path, mqtt_port: int, flukso_url: str, pvo_url: str, api_port: int) -> str:
+def daemon_toml(work: Path, tty: Path, mqtt_port: int, flukso_url: str, pvo_url: str, api_port: int,
+                own_rrdcached: bool = False) -> str:
     lines = [
         "[daemon]",
         f'state_dir = "{work / "state"}"',
         f'rrd_dir = "{work / "rrd"}"',
-        f'rrdcached_socket = "{work / "rrdcached.sock"}"',
+        'rrd_mode = "rrdcached"',
+        *([] if own_rrdcached else [f'rrdcached_socket = "{work / "rrdcached.sock"}"']),
         "rrdcached_flush_s = 600",
         'bind = "127.0.0.1"',
         f"port = {api_port}",
@@ -201,7 +215,7 @@ def daemon_toml(work: Path, tty: Path, mqtt_port: int, flukso_url: str, pvo_url:
         "[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", 'device_id = "gridtap-e2e"', "",
         "[flukso]", f'base_url = "{flukso_url}"', 'key_env = "GRIDTAP_E2E_FLUKSO_KEY"', "interval_s = 2", "",
         "[pvoutput]", f"system_id = {PVO_SID}", "interval = 5", 'timezone = "UTC"', "donation = true",
-        f'base_url = "{pvo_url}"', 'v2 = "pv.export:power"',
+        f'base_url = "{pvo_url}"', f'{PVO_POWER[0]} = "{PVO_POWER[1]}:power"',
     ]
     lines += [f'{fld} = "{series}:energy_total"' for series, fld in PVO_FIELDS.items()]
     return "\n".join(lines) + "\n"
@@ -224,6 +238,61 @@ def children(pid: int) -> list[int]:
         return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group pgid (a killed daemon's session: what it left behind)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def rrdcached_args(pid: int) -> tuple[Path, Path] | None:
+    """(base directory, unix socket) of an rrdcached process, from its command line; None otherwise."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return None
+    if not argv or Path(argv[0]).name != "rrdcached" or "-b" not in argv[:-1]:
+        return None
+    sock = next((a[5:] for a in argv if a.startswith("unix:")), None)
+    return (Path(argv[argv.index("-b") + 1]), Path(sock)) if sock else None
+
+
+def rrdcacheds(base: Path) -> list[tuple[int, Path]]:
+    """Live rrdcached processes serving base (pid, socket), oldest first."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (args := rrdcached_args(int(d.name))) and args[0].resolve() == base.resolve():
+            try:
+                start = int((d / "stat").read_text().rsplit(")", 1)[1].split()[19])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.append((start, int(d.name), args[1]))
+    return [(pid, sock) for _s, pid, sock in sorted(out)]
+
+
+def rrdcached_socket(base: Path) -> Path | None:
+    """The socket of the newest rrdcached serving base that is still reachable there."""
+    live = [sock for _pid, sock in rrdcacheds(base) if sock.exists()]
+    return live[-1] if live else None
+
+
+def orphaned(pid: int) -> bool:
+    """A process a killed daemon left running is an orphan unless it is an rrdcached the next
+    daemon adopted: still reachable at its socket and the only one on its directory."""
+    args = rrdcached_args(pid)
+    if args is None:
+        return True
+    return not args[1].exists() or len(rrdcacheds(args[0])) > 1
 
 
 class Chain:
@@ -255,6 +324,16 @@ class Chain:
         self.drive_wall_s = 0.0
         self.next_trim = 0.0
         self.flukso_points: dict[str, int] = {}   # points trimmed away (accepted earlier)
+        self.own_rrdcached = False
+        self.kills_own_rrdcached = 0
+        # daemons killed with -9: (pid = process group, its children then, when): what they leave
+        # running for longer than ORPHAN_GRACE_S is counted
+        self.dead_daemons: list[tuple[int, list[int], float]] = []
+        self.orphans_seen: set[int] = set()
+        self.next_orphan_check = 0.0
+        self.rows: dict[str, dict[int, float | None]] = {}   # the RRDs' 1-minute rows read so far
+        self.next_harvest = 0.0
+        self.daemon_up_at = 0.0
 
     def trim_flukso(self) -> None:
         """Keep the Flukso server's RAM bounded over a month: only the newest points matter here."""
@@ -265,7 +344,51 @@ class Chain:
             for sid, pts in self.flukso.stored.items():
                 if len(pts) > 5000:
                     self.flukso_points[sid] = self.flukso_points.get(sid, 0) + len(pts) - 1000
+                    with open(self.work / "flukso_trimmed.jsonl", "a") as f:  # checked at the end
+                        f.write(json.dumps([sid, pts[:-1000]]) + "\n")
                     del pts[:-1000]
+
+    def harvest_rrd(self, force: bool = False, daemon: bool = True) -> None:
+        """Read every RRD's final 1-minute rows (the archive holds one day: a soak reads as it goes)."""
+        if not force and self.sim_t() < self.next_harvest:
+            return
+        self.next_harvest = self.sim_t() + self.plan.harvest_s
+        sock = rrdcached_socket(self.work / "rrd") if daemon else None
+        for _n, _k, _i, a, b in SENSORS:
+            for sid in (a, b):
+                p = self.work / "rrd" / f"{sid}.rrd"
+                if sid and p.exists():
+                    have = self.rows.setdefault(sid, {})
+                    have.update(analysis.rrd_rows(p, 0, sock))
+
+    def left_behind(self, older_than_s: float = 0.0) -> list[int]:
+        """Processes of killed daemons (their group or their children at the kill) still alive."""
+        now = time.monotonic()
+        out: set[int] = set()
+        for pgid, kids, at in self.dead_daemons:
+            if now - at >= older_than_s:
+                out.update(group_members(pgid))
+                out.update(k for k in kids if cpu_s(k) is not None)
+        return sorted(out)
+
+    def count_orphans(self) -> None:
+        if self.dead_daemons and time.monotonic() >= self.next_orphan_check:
+            self.next_orphan_check = time.monotonic() + 1.0
+            self.orphans_seen.update(p for p in self.left_behind(ORPHAN_GRACE_S) if orphaned(p))
+
+    def end_orphans(self) -> None:
+        """SIGTERM what killed daemons left running (an rrdcached flushes then), then SIGKILL."""
+        self.next_orphan_check = 0.0
+        self.count_orphans()
+        for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            left = self.left_behind()
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait_s
+            while left and time.monotonic() < deadline:
+                time.sleep(0.1)
+                left = self.left_behind()
 
     def sample_cpu(self, force: bool = False) -> None:
         """CPU seconds per process role: the simulator, the firmware, the daemon, rrdcached, mosquitto."""
@@ -328,8 +451,14 @@ class Chain:
         self.pvo.add_system(PVO_SID, PVO_KEY, donation=True, tz="UTC")
         self.pvo.start()
         assert self.flukso is not None
+        self.api_port = free_port()
+        self.write_toml()
+
+    def write_toml(self) -> None:
+        assert self.flukso is not None and self.broker is not None and self.pvo is not None
         (self.work / "gridtap.toml").write_text(daemon_toml(
-            self.work, self.tty, self.broker.port, self.flukso.url, self.pvo.url, free_port()))
+            self.work, self.tty, self.broker.port, self.flukso.url, self.pvo.url, self.api_port,
+            own_rrdcached=self.own_rrdcached))
 
     # -- the board -----------------------------------------------------------------
     def start_board(self, seg: int, t_from: float, t_to: float) -> None:
@@ -393,6 +522,7 @@ class Chain:
     # -- the daemon ----------------------------------------------------------------
     def start_daemon(self) -> None:
         self.daemon_starts += 1
+        self.daemon_up_at = time.monotonic()
         log = open(self.work / "daemon.log", "ab")
         # the unmodified daemon on the simulated clock; its own wall-time latency is a simulated
         # second or two at 50x, so the board clock is re-set only beyond 5 s (docs/e2e.md)
@@ -405,11 +535,26 @@ class Chain:
     def kill_daemon(self) -> None:
         self.sample_cpu(force=True)
         proc = self.procs["daemon"]
+        kids = children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         self.kills += 1
-        self.log("daemon kill -9")
+        self.dead_daemons.append((proc.pid, kids, time.monotonic()))
+        self.kills_own_rrdcached += self.own_rrdcached
+        self.log("daemon kill -9", own_rrdcached=self.own_rrdcached)
         self.start_daemon()
+
+    def switch_to_own_rrdcached(self) -> None:
+        """Stop the daemon and the harness's rrdcached (both flush), restart the daemon owning one."""
+        self.stop_daemon()
+        self.harvest_rrd(force=True)
+        assert self.cached is not None
+        self.cached.stop()
+        self.cached = None
+        self.own_rrdcached = True
+        self.write_toml()
+        self.start_daemon()
+        self.log("daemon now owns its rrdcached")
 
     def stop_daemon(self) -> int:
         self.sample_cpu(force=True)
@@ -444,7 +589,8 @@ class Chain:
         self.log("broker restarted")
 
     def restart_rrdcached(self) -> None:
-        assert self.cached is not None
+        if self.cached is None:
+            raise HarnessError("rrdcached restart planned after the daemon took over its rrdcached")
         self.cached.stop()
         self.cached.start()
         self.log("rrdcached restarted")
@@ -471,6 +617,10 @@ class Chain:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        try:
+            self.end_orphans()
+        except OSError as exc:
+            self.events.append({"what": "teardown error", "error": repr(exc)})
         for part in (self.cached, self.broker, self.flukso, self.pvo):
             if part is None:
                 continue
@@ -487,6 +637,8 @@ def _schedule(plan: Plan) -> list[tuple[float, str]]:
         ev += [(a, "servers_down"), (b, "servers_up")]
     ev += [(t, "broker") for t in plan.broker_restarts]
     ev += [(t, "rrdcached") for t in plan.rrdcached_restarts]
+    if plan.own_rrdcached_from is not None:
+        ev.append((plan.own_rrdcached_from, "own_rrdcached"))
     return sorted(ev)
 
 
@@ -496,8 +648,12 @@ def _drive(chain: Chain, events: list[tuple[float, str]], t_to: float) -> None:
         chain.check_alive()
         chain.sample_cpu()
         chain.trim_flukso()
+        chain.harvest_rrd()
+        chain.count_orphans()
         t = chain.sim_t()
         while events and events[0][0] <= t and events[0][0] < t_to:
+            if events[0][1] == "kill" and time.monotonic() - chain.daemon_up_at < MIN_UP_S:
+                break  # a crash of a daemon that has not started yet tells nothing: wait for it
             _when, what = events.pop(0)
             if what == "kill":
                 chain.kill_daemon()
@@ -509,6 +665,8 @@ def _drive(chain: Chain, events: list[tuple[float, str]], t_to: float) -> None:
                 chain.restart_broker()
             elif what == "rrdcached":
                 chain.restart_rrdcached()
+            elif what == "own_rrdcached":
+                chain.switch_to_own_rrdcached()
         time.sleep(0.02)
 
 
@@ -572,11 +730,16 @@ def run(plan: Plan, work: Path, keep: bool = False) -> dict[str, Any]:
                     for sid in (a, b) if sid}
         finally:
             collector.close()
+        chain.harvest_rrd(force=True)
         result["daemon_exit"] = chain.stop_daemon()
         chain.stop_board()
-        assert chain.cached is not None and chain.flukso is not None and chain.pvo is not None
-        chain.cached.stop()
-        chain.cached = None
+        assert chain.flukso is not None and chain.pvo is not None
+        if chain.cached is not None:
+            chain.cached.stop()
+            chain.cached = None
+        chain.end_orphans()   # as at a shutdown of the router: what they still cache may reach the files
+        chain.harvest_rrd(force=True, daemon=False)
+        (work / "rrd_rows.json").write_text(json.dumps(chain.rows))
         stages: dict[str, Any] = {
             "mqtt": mqtt,
             "flukso": {sid: chain.flukso.measurements(sid) for sid in mqtt},
@@ -586,11 +749,17 @@ def run(plan: Plan, work: Path, keep: bool = False) -> dict[str, Any]:
         pvo_statuses: dict[tuple[str, str], dict[str, str]] = stages["pvoutput"]
         saved = dict(stages, pvoutput={" ".join(k): v for k, v in pvo_statuses.items()})
         (work / "stages.json").write_text(json.dumps({"stages": saved, "segments": chain.segments}))
-        result.update(analysis.compare(work, SENSORS, PVO_FIELDS, stages, chain.segments, T0))
+        result.update(analysis.compare(work, SENSORS, PVO_FIELDS, stages, chain.segments, T0, PVO_POWER))
+        if chain.orphans_seen:
+            result["ok"] = False
+            result["failures"].append(f"{len(chain.orphans_seen)} processes outlived a daemon killed with -9 "
+                                      "(an orphaned rrdcached keeps its cache from the files)")
     finally:
         chain.close()
         result["events"] = chain.events
         result["kills"] = chain.kills
+        result["kills_own_rrdcached"] = chain.kills_own_rrdcached
+        result["rrdcached_orphans"] = len(chain.orphans_seen)
         result["cpu_s"] = chain.cpu_totals()
         result["flukso_points_trimmed"] = chain.flukso_points
         result["drive_wall_s"] = chain.drive_wall_s
@@ -608,7 +777,7 @@ def reanalyse(work: Path) -> int:
     stages = saved["stages"]
     stages["pvoutput"] = {tuple(k.split(" ", 1)): v for k, v in stages["pvoutput"].items()}
     res = json.loads((work / "result.json").read_text())
-    res.update(analysis.compare(work, SENSORS, PVO_FIELDS, stages, saved["segments"], T0))
+    res.update(analysis.compare(work, SENSORS, PVO_FIELDS, stages, saved["segments"], T0, PVO_POWER))
     (work / "result.json").write_text(json.dumps(res, indent=1, default=str))
     print(json.dumps({k: res.get(k) for k in ("ok", "failures", "wh_lost_by_stage")}, indent=1))
     return 0 if res.get("ok") else 1

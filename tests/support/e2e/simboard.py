@@ -16,8 +16,9 @@ them) and adds, in this process only, what the e2e harness
   `tuples.jsonl`; that is "what the firmware said", the start of the chain.
   To keep a month small it logs, per series, the first new tuple of every
   boot, the last one before every reset and at the end, and the two tuples
-  around every 5-minute boundary of board time (PVOutput's interval ends);
-  resent (RETX) tuples are only counted.
+  around every minute boundary of board time (the RRD rows the analysis
+  checks; PVOutput's 5-minute interval ends are among them); resent (RETX)
+  tuples are only counted.
 * **Brownouts during EEPROM writes** are counted (supply-monitor instant inside
   a write cycle).
 
@@ -50,6 +51,7 @@ from gridtap_sim.runner import VirtualBoard
 # batches cost only host-to-board latency: host bytes reach the board with the next batch, at most
 # a second of board time later (docs/e2e.md, finding 4).
 BATCH_MAX_S = 1.0
+TAP_GRID_S = 60  # the tap brackets every boundary of this grid (analysis.ROW_S, PVOutput's 300 s on it)
 
 
 class SimClock:
@@ -88,7 +90,7 @@ class TapBoard(VirtualBoard):
         self.published = 0.0
         self.retx_seen = 0
         self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
-        self.slot: dict[tuple[str, int], int] = {}   # 5-minute slot of board time of the last tuple
+        self.slot: dict[tuple[str, int], int] = {}   # TAP_GRID_S slot of the last tuple (board time)
         self.seen_this_boot: set[tuple[str, int]] = set()
         self.committed = 0.0   # simulated instant the CT registers were last committed (see _on_uart_tx)
 
@@ -143,9 +145,9 @@ class TapBoard(VirtualBoard):
 
     def _tuple(self, rec: dict[str, Any]) -> None:
         key = (rec["k"], int(rec["i"]))
-        slot = int(rec["t"]) // 300
+        slot = int(rec["t"]) // TAP_GRID_S
         first = key not in self.seen_this_boot
-        crossed = self.slot.get(key, slot) != slot   # a 5-minute boundary lies between these two
+        crossed = self.slot.get(key, slot) != slot   # a minute boundary lies between these two
         self.seen_this_boot.add(key)
         self.slot[key] = slot
         if first or crossed:
