@@ -330,7 +330,7 @@ def virtual_board_config(tty: Path, state: Path, batch: float | None,
                          daemon_extra: tuple[str, ...] = ()) -> str:
     """gridtap demo's sensors (every input of the reference board) with the daemon's default settings
     (plus daemon_extra lines in [daemon])."""
-    from gridtap.commands.demo import sensors_toml
+    from gridtap_sim.demo import sensors_toml
 
     return "\n".join(["[daemon]", f'state_dir = "{state}"', 'bind = "127.0.0.1"', "port = 0",
                       *daemon_extra, "",
@@ -359,8 +359,8 @@ def virtual_board_hour(work: Path, batch: float | None = None,
     signed) and 2 pulse inputs, 7 sensor ids at 1 Hz; (CPU s of the daemon, its rrdcached if it runs
     one, and the `rrdtool` processes it ran; daemon wake-ups) per simulated hour, read off the
     simulator's clock."""
-    from gridtap.commands.demo import Procs, read_pty_line, time_sync_s
     from gridtap.simclock import ClockReader
+    from gridtap_sim.demo import Procs, read_pty_line, time_sync_s
 
     work.mkdir()
     clock = work / "clock.bin"

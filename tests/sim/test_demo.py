@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap.cli import main
-from gridtap.commands import demo
 from gridtap.config import load_config
+from gridtap_sim import demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
