@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
         from gridtap.simclock import ClockReader
 
         clock = ClockReader(args.clock_file)  # the daemon's clock object: nothing else sees it
-    from gridtap.daemon import Daemon, check_features
+    from gridtap.daemon import Daemon, check
 
     if sync_s is not None:
         import gridtap.board.session
 
         gridtap.board.session.TIME_SYNC_S = sync_s
 
-    check_features(cfg)
+    check(cfg)
     if args.check:
         n = sum(len(s.series) for s in cfg.sensors)
         print(f"{args.config}: ok ({len(cfg.sensors)} sensors, {n} series, board on {cfg.board.port})")
