@@ -32,6 +32,7 @@ from gridtap.store.epochs import CounterStore
 from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.live import LiveStore
 from gridtap.store.rrd import RRD_FILES, NightStore, RrdCached, RrdSink, RrdStore, default_socket
+from gridtap.store.view import StoreView
 from gridtap_fw import wire
 
 log = logging.getLogger("gridtap.daemon")
@@ -132,6 +133,8 @@ class Daemon:
             self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
+        # What readers (the REST API) see: series, live window, RRD fetches; never the daemon itself.
+        self.view = StoreView(cfg, self.live, self.rrd, self.nights, self.status, self.clock.now)
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
@@ -190,7 +193,7 @@ class Daemon:
         if d.api:
             from gridtap.outputs.restapi import ApiServer
 
-            self.api = ApiServer(self, d.bind, d.port)
+            self.api = ApiServer(self.view, d.bind, d.port, d.cors_origins, d.jsonp)
             self.api.start()
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
 

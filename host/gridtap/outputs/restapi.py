@@ -22,6 +22,9 @@ refused unless ``jsonp = true``. A slow client cannot starve the others: one
 address holds at most MAX_PER_CLIENT of the MAX_CLIENTS slots, and a request
 line plus headers must be complete within HEADER_S of the connection (a
 slowloris client trickling a byte a second is cut then, not after TOTAL_S).
+
+The API reads through the store's read-only view (`gridtap.store.view.StoreView`),
+never the daemon itself.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
-    from gridtap.daemon import Daemon
+    from gridtap.store.view import StoreView
 
 log = logging.getLogger("gridtap.outputs.restapi")
 
@@ -143,12 +146,13 @@ def _num(v: float | None, factor: float) -> float | int | str:
 class Answerer:
     """The API's logic, independent of HTTP: (sensor, query) -> JSON-able list."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, view: StoreView, jsonp: bool = False) -> None:
+        self.view = view
+        self.jsonp = jsonp  # [daemon] jsonp: answer ?callback= requests (off by default)
 
     def answer(self, path: str, query: str, now: float | None = None) -> tuple[str, str | None]:
         if path == "/status":  # the board link's health: decoder counters, refused tuples, RRD errors
-            return json.dumps(self.daemon.status(), separators=(",", ":")), None
+            return json.dumps(self.view.status(), separators=(",", ":")), None
         m = SENSOR_PATH.match(path)
         if m is None:
             if path.startswith("/sensor/"):
@@ -156,24 +160,21 @@ class Answerer:
             raise BadRequest(404, "not found; the API is GET /sensor/<id>?version=1.0&interval=...&unit=...")
         sensor = m.group(1)
         q = parse_query(query)
-        series = self.daemon.cfg.series()
+        series = self.view.series()
         if sensor not in series:
             raise BadRequest(404, f"no sensor {sensor} on this gridtap")
         cfg, _role = series[sensor]
         is_water = cfg.kind == "pulse" and cfg.unit == "litre"
-        factor = unit_factor(q["unit"], is_water, self.daemon.cfg.daemon.price_per_kwh)
-        now_s = int(self.daemon.clock.now() if now is None else now)
+        factor = unit_factor(q["unit"], is_water, self.view.price_per_kwh)
+        now_s = int(self.view.now() if now is None else now)
         interval = q["interval"]
         if interval == "minute":
-            if not self.daemon.live.has(sensor):
-                points: list[list[Any]] = []
-            else:
-                points = [[t, _num(v, factor)] for t, v in self.daemon.live.window(sensor, now_s)]
+            points: list[list[Any]] = [[t, _num(v, factor)] for t, v in self.view.live_window(sensor, now_s)]
         else:
             points = self._rrd(sensor, interval, q.get("resolution"), now_s, factor)
         body = json.dumps(points, separators=(",", ":"))
         cb = q.get("callback", q.get("jsonp_callback"))
-        if cb is not None and not self.daemon.cfg.daemon.jsonp:
+        if cb is not None and not self.jsonp:
             raise BadRequest(403, "JSONP is off on this gridtap (set [daemon] jsonp = true to allow it)")
         return (f"{cb}({body});" if cb else body), cb
 
@@ -183,23 +184,18 @@ class Answerer:
         length, default_res = INTERVALS[interval]
         res_name = resolution or default_res
         res = RESOLUTIONS[res_name]
-        rrd = self.daemon.rrd
         if interval == "night":
             end = now - now % res
             start = end - length
             try:
-                got_night = self.daemon.nights.fetch(sensor, start, end)
+                got_night = self.view.nights(sensor, start, end)
             except (OSError, TimeoutError) as exc:
                 raise BadRequest(503, f"cannot read the night RRD: {exc}") from exc
             return [[t, _num(v, factor)] for t, v in got_night if start < t <= end]
-        try:
-            rrd.flush(sensor, min_age_s=60.0)
-        except (OSError, ConnectionError) as exc:
-            log.debug("flush before fetch failed: %s", exc)
         end = now - now % res
         start = end - length
         try:
-            got = rrd.fetch(sensor, "AVERAGE", start, end, res)
+            got = self.view.fetch(sensor, "AVERAGE", start, end, res)
         except (OSError, TimeoutError) as exc:
             raise BadRequest(503, f"cannot read the RRD: {exc}") from exc
         return [[t, _num(v, factor)] for t, v in got.values if start < t <= end]
@@ -357,15 +353,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class ApiServer:
-    def __init__(self, daemon: Daemon, bind: str, port: int) -> None:
+    def __init__(self, view: StoreView, bind: str, port: int, cors_origins: tuple[str, ...] = (),
+                 jsonp: bool = False) -> None:
         try:
             self.httpd = _Server((bind, port), _Handler)
         except OSError as exc:
             from gridtap.errors import UserError
 
             raise UserError(f"cannot listen on {bind}:{port} for the REST API: {exc.strerror}") from exc
-        self.httpd.answerer = Answerer(daemon)
-        self.httpd.cors_origins = daemon.cfg.daemon.cors_origins
+        self.httpd.answerer = Answerer(view, jsonp)
+        self.httpd.cors_origins = cors_origins
         self.port = self.httpd.server_address[1]
         self._wake_r, self._wake_w = os.pipe()
         self.thread = threading.Thread(target=self._serve, name="gridtap-api", daemon=True)
