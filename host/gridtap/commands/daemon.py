@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -46,7 +45,10 @@ def setup_logging(level: str, use_syslog: bool) -> None:
     if use_syslog:
         if not os.path.exists("/dev/log"):
             raise UserError("--syslog: there is no syslog socket /dev/log on this system")
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        # Imported only here: logging.handlers loads pickle and more, a megabyte stderr logging does without.
+        from logging.handlers import SysLogHandler
+
+        handler = SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("gridtap[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -35,8 +35,8 @@ import os
 import re
 import selectors
 import socket
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -201,21 +201,104 @@ class Answerer:
         return [[t, _num(v, factor)] for t, v in got.values if start < t <= end]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+# -- HTTP/1.0, one request per connection ----------------------------------------------------------
+# Just what the API needs, in place of http.server: that module loads http.client, and with it
+# email (header parsing) and ssl (libssl and libcrypto), about 7 MB of a 64 MB router's memory.
+
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+
+
+class _Headers(dict[str, str]):
+    """Request headers by lower-case name; get() takes any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
+class _HttpHandler(socketserver.StreamRequestHandler):
+    """The request line and at most MAX_HEADERS header lines, each at most MAX_LINE bytes; replies
+    with a status line (none to a request that is not HTTP/1.x, as HTTP/0.9 had none)."""
+
     protocol_version = "HTTP/1.0"
-    timeout = TIMEOUT_S
     server_version = "gridtap"
-    sys_version = ""
-    error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
+
+    raw_requestline = b""
+    requestline = ""
+    request_version = "HTTP/0.9"
+    command = ""
+    path = ""
+    headers: _Headers | None = None
+    close_connection = True
+
+    def handle(self) -> None:
+        self._out: list[bytes] = []
+        self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        raise NotImplementedError
+
+    def parse_request(self) -> bool:
+        self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not re.fullmatch(r"HTTP/1\.\d", words[2]):
+            self.send_error(400, f"Bad request syntax ({self.requestline[:80]!r})")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        for _ in range(MAX_HEADERS):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                self.send_error(431, "header line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                self.headers = headers
+                return True
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            if not sep or not name.strip():
+                self.send_error(400, "malformed header line")
+                return False
+            headers[name.strip().lower()] = value.strip()
+        self.send_error(431, f"more than {MAX_HEADERS} header lines")
+        return False
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(f"{self.protocol_version} {code} {message or REASONS.get(code, '')}\r\n"
+                             f"Server: {self.server_version}\r\n".encode("latin-1", "replace"))
+
+    def send_header(self, name: str, value: str) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+
+    def end_headers(self) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(b"\r\n")
+        self.wfile.write(b"".join(self._out))
+        self._out.clear()
+
+    def send_error(self, code: int, message: str | None = None) -> None:
+        text = self.error_message_format % {"code": code, "message": message or REASONS.get(code, "")}
+        body = text.encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", self.error_content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _Handler(_HttpHandler):
+    server: _Server
+    timeout = TIMEOUT_S
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(TIMEOUT_S)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s " + format, self.client_address[0], *args)
 
     def _reply(self, status: int, body: str, ctype: str) -> None:
         data = body.encode()
@@ -304,7 +387,8 @@ def _refusal(reason: str) -> bytes:
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 16
     answerer: Answerer
