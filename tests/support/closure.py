@@ -24,7 +24,10 @@ from tests.support.fakeboard import FakeBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("gridtap", "gridtap_fw", "gridtap_sim")
-LIMIT = 15  # issue #14's goal
+# Issue #14's goal is 15; the integrity work of #13 then added the board's plausibility limits
+# (board/plausible.py) and storage-fault handling (store/faults.py) to every daemon: 17 today.
+# The test fails when the closure grows past this; lower it when a module leaves.
+LIMIT = 17
 # Never in a daemon that only reads a board: numpy and the simulator, mpremote, the developer commands,
 # and the rules engine (it loads only for a section that uses rules).
 FORBIDDEN = ("numpy", "gridtap_sim", "mpremote", "gridtap.commands.flash", "gridtap.commands.calibrate",

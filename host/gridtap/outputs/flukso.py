@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import ssl
 import threading
@@ -52,10 +53,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gridtap import __version__
+from gridtap.backoff import Backoff
 from gridtap.config import REQUIRED, in_range
 from gridtap.errors import UserError
 from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest
-from gridtap.outputs.backoff import Backoff
 from gridtap.secretfile import warn_if_exposed
 from gridtap.store.spool import Spool
 
