@@ -22,6 +22,6 @@ def test_pvoutput_without_rules_loads_no_rule_compiler(
     monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
     text = board_only_config(short_tmp / "ttyGT0", short_tmp / "state") + (
         '\n[pvoutput]\nsystem_id = 4242\nbase_url = "http://127.0.0.1:9/"\nv4 = "mains:power"\n')
-    closure = daemon_closure(short_tmp, text)
+    closure = daemon_closure(short_tmp, text, ack=False)  # PVOutput's spool commits every 30 s
     assert "gridtap.outputs.pvoutput.output" in closure.sources
     assert not {"gridtap.rules.loader", "gridtap.rules.flukso", "gridtap.rules.cfos"} & set(closure.sources)
