@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import compileall
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -115,6 +116,20 @@ HOW = {
 IDS = [f"{i:02d}" * 16 for i in range(1, 9)]  # 8 distinct 32-hex ids
 
 
+def four_ct_board(directory: Path) -> Path:
+    """hardware/board.json with a fourth CT channel (a copy of CT3): the fake board here has four, and
+    `gridtap daemon` refuses a sensor on a channel its board file does not have (finding 13.7)."""
+    board = json.loads((ROOT / "hardware" / "board.json").read_text())
+    channels = board["adc"]["channels"]
+    cts = [c for c in channels if c["kind"] == "ct"]
+    if len(cts) < 4:
+        channels.append(dict(cts[-1], name=f"CT{len(cts) + 1}"))
+    path = directory / "board-4ct.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(board))
+    return path
+
+
 def config(port: Path, state: Path) -> str:
     return f"""
 [daemon]
@@ -127,6 +142,7 @@ state_flush_s = 300
 [board]
 port = "{port}"
 read_batch_s = 0
+board_file = "{four_ct_board(state.parent)}"
 
 [[sensor]]
 name = "mains"
