@@ -49,7 +49,7 @@ venv: $(STAMPS)/pip
 $(STAMPS)/pip: pyproject.toml $(STAMPS)/apt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,sim,flash]'
 	@touch $@
 
 # MicroPython rp2 port stubs for type-checking firmware/, outside the venv

@@ -1,7 +1,7 @@
 # The virtual board's HAL: the firmware's hardware, served by the simulator.
 #
 # Runs under the MicroPython unix port, started by the simulator
-# (hardware/sim/runner.py). It talks to the simulator over three named pipes
+# (hardware/gridtap_sim/runner.py). It talks to the simulator over three named pipes
 # whose directory is in the environment variable GRIDTAP_SIM_DIR: "req"
 # (HAL -> simulator), "resp" (simulator -> HAL) and "adc" (simulator -> HAL,
 # ADC samples only). stdout and stderr stay free for the firmware's prints.

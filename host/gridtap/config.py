@@ -3,27 +3,29 @@
     cfg = load_config(Path("gridtap.toml"))
 
 Errors raise `UserError("gridtap.toml line 23: sensor #2 key 'gain': ...")`,
-never a traceback. Sections owned by other modules ([pvoutput], [rules]) are
-handed to that module's parse function when it exists; a section for a
-feature that is not installed is rejected as "not available" rather than
-silently ignored.
+never a traceback. An output's section ([mqtt], [flukso], [pvoutput], ...:
+`gridtap.outputs.REGISTRY`) is parsed by that output's class through a
+`Section`, which reads values with the same checks and line numbers; a
+section for an output that is not installed is rejected as "not available"
+rather than silently ignored.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gridtap import outputs
 from gridtap.errors import UserError
-from gridtap.tomllines import Path as KeyPath
-from gridtap.tomllines import line_of, locate
 from gridtap_fw import wire
+
+if TYPE_CHECKING:
+    from gridtap.tomllines import Path as KeyPath
 
 SENSOR_ID = re.compile(r"^[0-9a-f]{32}$")
 BAUDS = wire.LINK_BAUDS
@@ -116,38 +118,12 @@ class SensorConfig:
 
 
 @dataclass(frozen=True)
-class MqttConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    username: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    device_id: str | None = None  # default: this host's name
-    tls: bool = False
-    ca_file: Path | None = None  # None with tls: the system's CAs
-    cert_file: Path | None = None  # a client certificate (with key_file)
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class FluksoConfig:
-    base_url: str
-    key_file: Path | None = None
-    key_env: str | None = None
-    interval_s: int = 300
-
-
-@dataclass(frozen=True)
 class Config:
     path: Path
     daemon: DaemonConfig
     board: BoardConfig
     sensors: tuple[SensorConfig, ...]
-    mqtt: MqttConfig | None = None
-    flukso: FluksoConfig | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # sections parsed by their own modules
+    outputs: dict[str, Any] = field(default_factory=dict)  # section -> the settings its output parsed
 
     def sensor(self, ident: str) -> SensorConfig:
         for s in self.sensors:
@@ -159,11 +135,9 @@ class Config:
         return {sid: (s, role) for s in self.sensors for sid, role in s.series}
 
 
-# Sections that belong to other modules: section -> (module, parse function).
-DELEGATED = {
-    "pvoutput": ("gridtap.outputs.pvoutput", "parse_config"),
-    "rules": ("gridtap.rules", "parse_config"),
-}
+def series_name(sensor: SensorConfig, role: str) -> str:
+    """A series' name where outputs name series (PVOutput): the sensor's name, `<name>.export` for export."""
+    return f"{sensor.name}.export" if role == "export" else sensor.name
 
 
 class _Checker:
@@ -171,9 +145,21 @@ class _Checker:
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self.lines = locate(text)
+        self.text = text
+        self._lines: Any = None
+
+    @property
+    def lines(self) -> Any:
+        """Key path -> line, mapped only once an error needs it (a good config never pays for it)."""
+        if self._lines is None:
+            from gridtap.tomllines import locate
+
+            self._lines = locate(self.text)
+        return self._lines
 
     def fail(self, key: KeyPath, why: str) -> UserError:
+        from gridtap.tomllines import line_of
+
         line = line_of(self.lines, key)
         where = f"{self.path.name} line {line}" if line else str(self.path.name)
         return UserError(f"{where}: {_describe(key)}: {why}")
@@ -272,6 +258,33 @@ def _sensor_id(v: str) -> str | None:
 
 #: A gridtap.toml is a few kB; anything this big is a mistake (or an attack on a 64 MB router).
 MAX_CONFIG_BYTES = 256 * 1024
+REQUIRED = _REQUIRED  # for outputs' parse functions: Section.get(key, kind, REQUIRED)
+in_range = _range
+one_of = _one_of
+
+
+class Section:
+    """An output's table, read with the config's checks: every error names the key and its line."""
+
+    def __init__(self, checker: _Checker, name: str, data: dict[str, Any], series: frozenset[str]) -> None:
+        self._c = checker
+        self.name = name
+        self.data = data
+        self.series = series  # the series names sensors provide (series_name)
+
+    def keys(self, known: set[str]) -> None:
+        self._c.table(self.data, (self.name,), known)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        return self._c.get(self.data, (self.name, key), kind, default, check)
+
+    def fail(self, key: str | None, why: str) -> UserError:
+        return self._c.fail((self.name,) if key is None else (self.name, key), why)
+
+    def file(self, value: str) -> Path:
+        """A path from this section, relative to the config file's directory."""
+        return _dir(self._c.path, value)
 
 
 def load_config(path: Path) -> Config:
@@ -298,47 +311,46 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         # tomllib parses nested arrays and inline tables recursively
         raise UserError(f"{path.name}: arrays or inline tables nested too deeply") from None
     c = _Checker(path, text)
-    known = {"daemon", "board", "sensor", "mqtt", "flukso", *DELEGATED}
+    known = {"daemon", "board", "sensor", "rules", *outputs.REGISTRY}
     c.table(data, (), known)
-    for name in ("daemon", "board", "mqtt", "flukso"):
+    for name in ("daemon", "board", *outputs.REGISTRY):
         if name in data and not isinstance(data[name], dict):
             raise c.fail((name,), "must be a table, written [" + name + "]")
+    if "rules" in data:
+        raise c.fail(("rules",), "a top-level [rules] section has no effect in the daemon; "
+                     "put PVOutput rules in [pvoutput] (rules = {...} or custom_rules)")
     daemon = _daemon(c, data.get("daemon", {}), path)
-    board = _board(c, data.get("board"), live_subscribers="mqtt" in data)
+    classes = {name: _output_class(c, name) for name in outputs.REGISTRY if name in data}
+    board = _board(c, data.get("board"), live_subscribers=any(cls.live for cls in classes.values()))
     sensors = _sensors(c, data.get("sensor"))
-    mqtt = _mqtt(c, data["mqtt"], path) if "mqtt" in data else None
-    flukso = _flukso(c, data["flukso"], path) if "flukso" in data else None
-    extra: dict[str, Any] = {}
-    for section, (module, func) in DELEGATED.items():
-        if section not in data:
-            continue
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            raise c.fail((section,), f"the {section} feature is not available in this gridtap") from exc
-        parse = getattr(mod, func, None)
-        if parse is None:
-            raise c.fail((section,), f"the {section} feature is not available in this gridtap")
-        try:
-            extra[section] = parse(data[section])
-        except UserError as exc:
-            # The module names the key ("[pvoutput] key 'interval': ..."); add that key's line.
-            msg = str(exc)
-            m = re.search(r"key '([^']+)'", msg)
-            line = line_of(c.lines, (section, m.group(1)) if m else (section,))
-            if not msg.startswith(f"[{section}]"):
-                msg = f"[{section}]: {msg}"
-            raise UserError(f"{path.name} line {line}: {msg}") from exc
-    if "pvoutput" in extra:
-        names = {f"{s.name}.export" if role == "export" else s.name
-                 for s in sensors for _sid, role in s.series}
-        for src in getattr(extra["pvoutput"], "values", ()):
-            if src.series not in names:
-                raise c.fail(("pvoutput", src.field), f"series {src.series!r} is not a sensor here "
-                             f"(CT import: <name>, export: <name>.export; known: {', '.join(sorted(names))})")
-    return Config(
-        path=path, daemon=daemon, board=board, sensors=sensors, mqtt=mqtt, flukso=flukso, extra=extra
-    )
+    series = frozenset(series_name(s, role) for s in sensors for _sid, role in s.series)
+    parsed = {name: _parse_output(c, cls, Section(c, name, data[name], series))
+              for name, cls in classes.items()}
+    return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed)
+
+
+def _output_class(c: _Checker, section: str) -> Any:
+    try:
+        return outputs.load(section)
+    except ImportError as exc:
+        raise c.fail((section,), f"the {section} feature is not available in this gridtap ({exc})") from exc
+
+
+def _parse_output(c: _Checker, cls: Any, section: Section) -> Any:
+    try:
+        return cls.parse(section)
+    except UserError as exc:
+        msg = str(exc)
+        if msg.startswith(c.path.name):
+            raise  # from Section: it has the line already
+        # The output's own parser names the key ("[pvoutput] key 'interval': ..."); add that key's line.
+        from gridtap.tomllines import line_of
+
+        m = re.search(r"key '([^']+)'", msg)
+        line = line_of(c.lines, (section.name, m.group(1)) if m else (section.name,))
+        if not msg.startswith(f"[{section.name}]"):
+            msg = f"[{section.name}]: {msg}"
+        raise UserError(f"{c.path.name} line {line}: {msg}") from exc
 
 
 def _dir(base: Path, value: str) -> Path:
@@ -535,80 +547,3 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
         seen_slots[slot] = i
         out.append(s)
     return tuple(out)
-
-
-def _mqtt(c: _Checker, d: dict[str, Any], path: Path) -> MqttConfig:
-    from gridtap.outputs.mqtt import check_topic_prefix
-    from gridtap.secretfile import readable_file, warn_if_exposed
-
-    k: KeyPath = ("mqtt",)
-    c.table(d, k, {"host", "port", "discovery", "discovery_prefix", "username", "password_env",
-                   "password_file", "device_id", "tls", "ca_file", "cert_file", "key_file"})
-    dflt = MqttConfig()
-    tls = c.get(d, (*k, "tls"), bool, False)
-    files: dict[str, Path | None] = {}
-    for name, what in (("ca_file", "CA certificate"), ("cert_file", "client certificate"),
-                       ("key_file", "client key"), ("password_file", "MQTT password file")):
-        value = c.get(d, (*k, name), str, None)
-        if value is None:
-            files[name] = None
-            continue
-        if name != "password_file" and not tls:
-            raise c.fail((*k, name), "applies to TLS connections only: add tls = true")
-        f = _dir(path, value)
-        why = readable_file(f, what)
-        if why is not None:
-            raise c.fail((*k, name), why)
-        if name in ("key_file", "password_file"):
-            warn_if_exposed(f, what)
-        files[name] = f
-    if (files["cert_file"] is None) != (files["key_file"] is None):
-        raise c.fail((*k, "cert_file" if files["cert_file"] is None else "key_file"),
-                     "a client certificate needs both cert_file and key_file")
-    if files["password_file"] is not None and "password_env" in d:
-        raise c.fail((*k, "password_file"), "give the password as password_file or password_env, not both")
-    if (files["password_file"] is not None or "password_env" in d) and "username" not in d:
-        raise c.fail(k, "a password needs a username")
-    return MqttConfig(
-        host=c.get(d, (*k, "host"), str, dflt.host,
-                   lambda v: None if re.fullmatch(r"[0-9A-Za-z.:\-\[\]]{1,253}", v)
-                   else "must be a host name or an IP address"),
-        port=c.get(d, (*k, "port"), int, 8883 if tls else dflt.port, _range(1, 65535)),
-        discovery=c.get(d, (*k, "discovery"), bool, dflt.discovery),
-        discovery_prefix=c.get(d, (*k, "discovery_prefix"), str, dflt.discovery_prefix, check_topic_prefix),
-        username=c.get(d, (*k, "username"), str, None,
-                       lambda v: None if v and v.isprintable() and len(v.encode()) <= 1024
-                       else "must be 1..1024 bytes of printable text"),
-        password_env=c.get(d, (*k, "password_env"), str, None),
-        password_file=files["password_file"],
-        device_id=c.get(d, (*k, "device_id"), str, None,
-                        lambda v: None if re.match(r"^[0-9A-Za-z_-]{1,64}$", v)
-                        else "must be 1..64 letters, digits, '-' or '_'"),
-        tls=tls,
-        ca_file=files["ca_file"],
-        cert_file=files["cert_file"],
-        key_file=files["key_file"],
-    )
-
-
-def _flukso(c: _Checker, d: dict[str, Any], path: Path) -> FluksoConfig:
-    k: KeyPath = ("flukso",)
-    c.table(d, k, {"base_url", "key_file", "key_env", "interval_s"})
-    key_file = c.get(d, (*k, "key_file"), str, None)
-    key_env = c.get(d, (*k, "key_env"), str, None)
-    if key_file is None and key_env is None:
-        raise c.fail(
-            k, "give the device key as key_file (a file holding it) or key_env (an environment variable)"
-        )
-    return FluksoConfig(
-        base_url=c.get(
-            d,
-            (*k, "base_url"),
-            str,
-            _REQUIRED,
-            lambda v: None if re.match(r"^https?://[^\s/]+", v) else "must be an http(s):// URL",
-        ),
-        key_file=_dir(path, key_file) if key_file else None,
-        key_env=key_env,
-        interval_s=c.get(d, (*k, "interval_s"), int, 300, _range(1, 86400)),
-    )

@@ -1,4 +1,4 @@
-"""The gridtap daemon: serial link -> session -> epochs -> RRDs, live view, REST API (and uplinks).
+"""The gridtap daemon: serial link -> session -> epochs -> RRDs, live view, REST API and the outputs.
 
     d = Daemon(load_config(path))
     d.start()          # opens the state, starts rrdcached and the REST API
@@ -11,7 +11,6 @@ One thread reads the board; the REST API answers from its own threads.
 from __future__ import annotations
 
 import datetime
-import importlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from gridtap import outputs
 from gridtap.board.link import SerialLink
 from gridtap.board.plausible import check_fits, load_board_limits, reference_board
 from gridtap.board.session import Session, Sink
@@ -32,6 +32,7 @@ from gridtap.store.epochs import CounterStore
 from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.live import LiveStore
 from gridtap.store.rrd import RRD_FILES, NightStore, RrdCached, RrdSink, RrdStore, default_socket
+from gridtap.store.view import StoreView
 from gridtap_fw import wire
 
 log = logging.getLogger("gridtap.daemon")
@@ -46,9 +47,7 @@ DIAG_PUBLISH_S = 60.0  # diagnostics go out at most this often while they change
 DIAG_LOG_S = 600.0  # link errors are logged at most this often
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)
 CHECK_S = 10.0  # how often rrdcached's liveness is polled where a pidfd cannot watch it
-
-# Optional features: config section -> the module that must exist to run it.
-FEATURES = {"mqtt": "gridtap.outputs.mqtt", "flukso": "gridtap.outputs.flukso"}
+SPOOL_COMMIT_S = 30.0  # the spool commits (and the board is ACKed) at least this often
 
 
 class Clock(Protocol):
@@ -100,28 +99,15 @@ class TimeRate:
         return self.rate
 
 
-def check_features(cfg: Config) -> None:
-    """Refuse a config section whose feature is not part of this gridtap, instead of ignoring it."""
-    for section, module in FEATURES.items():
-        if getattr(cfg, section) is None:
-            continue
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise UserError(
-                f"{cfg.path.name}: [{section}] is configured but the {section} feature is not "
-                f"available in this gridtap"
-            ) from exc
+def check(cfg: Config) -> None:
+    """What parsing the config cannot check, for `gridtap daemon --check` too: the board file's limits, and
+    that the sensors and the baud rate fit the board it describes."""
     limits = load_board_limits(cfg.board.board_file)
     check_fits(limits, cfg, str(cfg.board.board_file or reference_board()))
-    if "rules" in cfg.extra:
-        raise UserError(f"{cfg.path.name}: a top-level [rules] section has no effect in the daemon; "
-                        "put PVOutput rules in [pvoutput] (rules = {...} or custom_rules)")
 
 
 class Daemon:
     def __init__(self, cfg: Config, start_rrdcached: bool = True, clock: Clock | None = None) -> None:
-        check_features(cfg)
         self.cfg = cfg
         # Unix time for every part (the board session, spool, PVOutput, REST API, stores): the host's,
         # or a simulated one (`--clock-file`) passed in, never a process-wide patch of time.time.
@@ -147,6 +133,8 @@ class Daemon:
             self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
+        # What readers (the REST API) see: series, live window, RRD fetches; never the daemon itself.
+        self.view = StoreView(cfg, self.live, self.rrd, self.nights, self.status, self.clock.now)
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
@@ -158,7 +146,8 @@ class Daemon:
         self.diag_logged: dict[str, int] = {}
         self.next_diag = 0.0  # monotonic: when diagnostics may next be published
         self.next_diag_log = 0.0
-        self.extras: list[Any] = []
+        self.outputs: list[outputs.Output] = []
+        self.spool: Any = None  # the durable spool, when an output is spooled
         self._stop: threading.Event | None = None
         self._pidfd: int | None = None
         self._cached_lock = threading.Lock()
@@ -194,34 +183,17 @@ class Daemon:
         log.info("RRDs in %s, %s mode", d.rrd_dir, self.rrd_mode)
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
-        spool = None
-        from gridtap.outputs import uplinks
-
-        if uplinks.SharedSpool.wanted(self.cfg):
-            shared = uplinks.SharedSpool(self.cfg, clock=self.clock.now)
-            spool = shared.spool
-            self.extras.append(shared)
-        if self.cfg.flukso is not None:
-            self.extras.append(uplinks.FluksoLink(self.cfg, spool))
-        if self.cfg.mqtt is not None:
-            mq = uplinks.MqttSink(self.cfg, diagnostics=DIAGNOSTICS)
-            self.diag_outputs.append(mq)
-            sinks.append(mq)
-            self.extras.append(mq)
-        if "pvoutput" in self.cfg.extra:
-            pv = uplinks.PvoSink(self.cfg, self.cfg.extra["pvoutput"], spool, clock=self.clock.now)
-            sinks.append(pv)
-            self.extras.append(pv)
-        for extra in self.extras:
-            extra.start()
+        self._start_outputs()
+        sinks += self.outputs
+        spool = None if self.spool is None else GuardedSpool(self.spool, self.health)
         self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
-                               sinks=sinks, spool=None if spool is None else GuardedSpool(spool, self.health),
-                               storage=self.health, clock=self.clock.now, limits=self.limits)
+                               sinks=sinks, spool=spool, storage=self.health, clock=self.clock.now,
+                               limits=self.limits)
         self.link.on_connect = self.session.connected
         if d.api:
             from gridtap.outputs.restapi import ApiServer
 
-            self.api = ApiServer(self, d.bind, d.port)
+            self.api = ApiServer(self.view, d.bind, d.port, d.cors_origins, d.jsonp)
             self.api.start()
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)
 
@@ -260,6 +232,22 @@ class Daemon:
                 self.store.seed(sensor, total, t)
                 log.warning("rebuilt counter store: %s continues from %d (its RRD's last value, %d)",
                             sensor, total, t)
+
+    def _start_outputs(self) -> None:
+        """Every configured output, from the registry; the spooled ones share one durable spool."""
+        spooled = [name for name in self.cfg.outputs if outputs.load(name).spooled]
+        if spooled:
+            from gridtap.store.spool import Spool
+
+            self.spool = Spool(self.cfg.daemon.state_dir / "spool.sqlite", spooled,
+                               commit_interval=SPOOL_COMMIT_S, wall_clock=self.clock.now)
+        for name, settings in self.cfg.outputs.items():
+            ctx = outputs.OutputContext(self.cfg, self.spool if name in spooled else None, self.clock.now,
+                                        DIAGNOSTICS)
+            self.outputs.append(outputs.build(name, settings, ctx))
+        self.diag_outputs = [out for out in self.outputs if hasattr(out, "diagnostics")]
+        for out in self.outputs:
+            out.start()
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
         """The ingest loop: one select() until the board speaks or the earliest deadline is due.
@@ -475,12 +463,15 @@ class Daemon:
             self.api.stop()
             self.api = None
         self.link.dispose()
-        for extra in reversed(self.extras):
+        for out in reversed(self.outputs):
             try:
-                extra.stop()
+                out.stop()
             except Exception:  # one output failing to stop must not keep the others from stopping
-                log.exception("stopping %s failed", type(extra).__name__)
-        self.extras.clear()
+                log.exception("stopping %s failed", type(out).__name__)
+        self.outputs.clear()
+        if self.spool is not None:  # after its readers have stopped
+            self.spool.close()
+            self.spool = None
         if self.store is not None:
             self.store.close()
             self.store = None

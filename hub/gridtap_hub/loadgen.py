@@ -2,7 +2,7 @@
 
 A home has a device, its key and five sensors. Each sensor's counter follows
 a household profile with the appliances of the virtual board's household
-scenarios (hardware/sim/scenarios.py: standby, fridge, kettle, hob, washing
+scenarios (hardware/gridtap_sim/scenarios.py: standby, fridge, kettle, hob, washing
 machine, lights, computer; on/off times drawn from exponentials with the
 same means) and, on some homes, a PV inverter on a clear-sky day; here in
 pure Python at 10 s steps, cheap enough for ten thousand homes.

@@ -22,9 +22,9 @@ def test_daemon_runs_without_numpy() -> None:
         "import sys; sys.modules['numpy'] = None\n"
         "from gridtap.cli import main\n"
         f"assert main(['daemon', '-c', {str(example)!r}, '--check']) == 0\n"
-        "import gridtap.daemon, gridtap.outputs.restapi, gridtap.outputs.uplinks, gridtap.commands.graph\n"
+        "import gridtap.daemon, gridtap.outputs.restapi, gridtap.commands.graph\n"
         "import gridtap.store.rrd, gridtap.store.spool\n"
-        "import gridtap.outputs.flukso, gridtap.outputs.mqtt, gridtap.outputs.pvoutput\n"
+        "import gridtap.outputs.flukso, gridtap.outputs.mqtt, gridtap.outputs.pvoutput.output\n"
         "print('no numpy needed')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

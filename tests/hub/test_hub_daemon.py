@@ -25,8 +25,8 @@ KEY = "0123456789abcdef0123456789abcdef"
 def test_daemon_and_simulated_flm_upload_to_the_hub(hub_dsn: str, hub_conn: psycopg.Connection,
                                                      short_tmp: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from gridtap.outputs import uplinks
-    monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 0.5)
+    from gridtap import daemon
+    monkeypatch.setattr(daemon, "SPOOL_COMMIT_S", 0.5)
     uid = accounts.add_user(hub_conn, "owner", PASSWORD, shares=False)
     accounts.claim(hub_conn, uid, DEVICE, KEY, [(IMP, "main"), (EXP, "solar"), (PULSE, "other")])
     flm = Home.new(77)

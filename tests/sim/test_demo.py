@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap.cli import main
-from gridtap.commands import demo
 from gridtap.config import load_config
+from gridtap_sim import demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,9 +38,9 @@ def test_config_it_writes_is_valid_and_holds_every_series(tmp_path: Path) -> Non
     cfg = load_config(p)
     assert set(cfg.series()) == {s.id for s in demo.demo_series()}
     assert cfg.daemon.port == 18080 and cfg.daemon.bind == "127.0.0.1"
-    assert cfg.mqtt is not None and cfg.mqtt.port == 18830
+    assert cfg.outputs["mqtt"].port == 18830
     p.write_text(demo.daemon_toml(tmp_path, tmp_path / "board.tty", 18080, None))
-    assert load_config(p).mqtt is None
+    assert "mqtt" not in load_config(p).outputs
     ids = [s.id for s in demo.demo_series()]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 

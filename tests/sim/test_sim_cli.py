@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gridtap.cli import main
-from gridtap.commands import sim as simcli
 from gridtap.errors import UserError
+from gridtap_sim import cli as simcli
 from gridtap_sim.engine import load_record
 
 ECHO_FW = Path(__file__).resolve().parents[1] / "support" / "simfw" / "echo_fw.py"

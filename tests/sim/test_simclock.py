@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtap.cli import build_parser, main
-from gridtap.commands import sim as simcli
 from gridtap.errors import UserError
 from gridtap.simclock import SIZE, ClockReader, ClockWriter
+from gridtap_sim import cli as simcli
 
 T0 = 1780315200.0  # 2026-06-01 12:00 UTC
 

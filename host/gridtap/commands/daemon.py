@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -38,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def setup_logging(level: str, use_syslog: bool) -> None:
+def setup_logging(level: str, use_syslog: bool, now: Callable[[], float] | None = None) -> None:
+    """Log to syslog or stderr; stderr lines are stamped by `now` when given (the daemon's clock, so a
+    daemon on a simulated clock logs simulated instants, as its data carries them)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -46,11 +49,22 @@ def setup_logging(level: str, use_syslog: bool) -> None:
     if use_syslog:
         if not os.path.exists("/dev/log"):
             raise UserError("--syslog: there is no syslog socket /dev/log on this system")
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        # Imported only here: logging.handlers loads pickle and more, a megabyte stderr logging does without.
+        from logging.handlers import SysLogHandler
+
+        handler = SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("gridtap[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if now is not None:
+            clock_now = now
+
+            def stamp(_created: float | None) -> time.struct_time:
+                return time.localtime(clock_now())
+
+            formatter.converter = stamp  # type: ignore[method-assign]
+        handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
 
@@ -74,19 +88,19 @@ def run(args: argparse.Namespace) -> int:
         from gridtap.simclock import ClockReader
 
         clock = ClockReader(args.clock_file)  # the daemon's clock object: nothing else sees it
-    from gridtap.daemon import Daemon, check_features
+    from gridtap.daemon import Daemon, check
 
     if sync_s is not None:
         import gridtap.board.session
 
         gridtap.board.session.TIME_SYNC_S = sync_s
 
-    check_features(cfg)
+    check(cfg)
     if args.check:
         n = sum(len(s.series) for s in cfg.sensors)
         print(f"{args.config}: ok ({len(cfg.sensors)} sensors, {n} series, board on {cfg.board.port})")
         return 0
-    setup_logging(args.log_level, args.syslog)
+    setup_logging(args.log_level, args.syslog, None if clock is None else clock.now)
     stop = threading.Event()
 
     d = Daemon(cfg, clock=clock)

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
-import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,17 +60,6 @@ SKIP = {"rp2": {"hal_virtual.py", "hal_qemu.py"}, "virtual": {"hal_rp2.py", "hal
 QUERY = ("import sys\n"
          "print(repr((sys.platform, tuple(sys.implementation.version[:3]), "
          "getattr(sys.implementation, '_mpy', 0))))\n")
-VIRTUAL_MAIN = """\
-# gridtap virtual board entry, written by `gridtap flash --virtual`.
-# Like a Pico's flash, this directory is the board's whole filesystem: the
-# firmware is imported from the .mpy files next to this file and nowhere else.
-import sys
-
-sys.path[:] = [sys.path[0], ".frozen"]
-from gridtap_fw import app, hal_virtual
-
-app.App(hal_virtual.VirtualHal()).run()
-"""
 HELLO_TIMEOUT_S = 15.0
 
 
@@ -187,6 +175,10 @@ class Mpremote:
 
     @staticmethod
     def _subprocess(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if importlib.util.find_spec("mpremote") is None:
+            from gridtap.cli import install_hint
+
+            raise UserError(install_hint("flash", "gridtap flash --port"))
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
     def __call__(self, *args: str) -> str:
@@ -194,7 +186,7 @@ class Mpremote:
         try:
             proc = self._run(argv)
         except FileNotFoundError as exc:
-            raise UserError("gridtap flash needs mpremote: pip install mpremote") from exc
+            raise UserError(f"cannot run {argv[0]}: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
             raise UserError(f"mpremote on {self.port} did not finish within {exc.timeout} s") from exc
         if proc.returncode != 0:
@@ -268,109 +260,6 @@ def wait_hello(link: str, baud: int, timeout: float, progress: Callable[[str], N
     return hello
 
 
-# ------------------------------------------------------------------ virtual board
-
-def micropython_target() -> Target:
-    from gridtap_sim.runner import micropython_exe
-
-    proc = subprocess.run([micropython_exe(), "-c", QUERY], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"the local MicroPython does not run: {proc.stderr.strip()}")
-    return parse_target(proc.stdout)
-
-
-def populate(fs: Path, board_path: Path, progress: Callable[[str], None] = print) -> Target:
-    """Make fs the virtual board's filesystem: .mpy files, main.py, board.json."""
-    load_board_file(board_path)
-    target = micropython_target()
-    check_target(target, "linux", mpy_cross_version(mpy_cross_exe()))
-    if fs.exists() and not fs.is_dir():
-        raise UserError(f"--virtual {fs}: exists and is not a directory")
-    fs.mkdir(parents=True, exist_ok=True)
-    pkg = fs / PACKAGE
-    if pkg.is_dir():
-        for old in pkg.iterdir():
-            if old.suffix in (".py", ".mpy"):
-                old.unlink()
-    files = compile_firmware(fs, target.arch, "virtual", progress)
-    (fs / "main.py").write_text(VIRTUAL_MAIN)
-    shutil.copyfile(board_path, fs / "board.json")
-    total = sum((fs / f).stat().st_size for f in files)
-    progress(f"{fs}: {len(files)} .mpy files ({total:,} bytes), main.py, board.json")
-    return target
-
-
-def boot_virtual(fs: Path, timeout: float, scenario: str = "steady", seed: int = 1,
-                 progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Boot the virtual board from fs and return the HELLO it sends on its pty."""
-    try:
-        import numpy  # noqa: F401
-    except ImportError as exc:
-        raise UserError("the virtual board needs numpy: pip install 'gridtap[sim]'") from exc
-    from gridtap_sim.board import BoardError, load_board
-    from gridtap_sim.engine import Simulation
-    from gridtap_sim.runner import VirtualBoard
-
-    main = fs / "main.py"
-    if not main.is_file():
-        raise UserError(f"{fs} holds no main.py: run gridtap flash --virtual {fs} first")
-    try:
-        board = load_board(fs / "board.json")
-    except BoardError as exc:
-        raise UserError(str(exc)) from exc
-    sim = Simulation(board, scenario, seed)
-
-    class Board(VirtualBoard):
-        stop = threading.Event()
-
-        def _on_adc(self, payload: bytes) -> bool:
-            if self.stop.is_set():   # HELLO is in: end the run at the next ADC block
-                raise _Stop()
-            return super()._on_adc(payload)
-
-    vb = Board(sim, firmware=main, speed=1.0, fw_log=fs / "firmware.log")
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            vb.run(math.inf)
-        except _Stop:
-            pass
-        except BaseException as exc:  # reported below
-            failure.append(exc)
-
-    th = threading.Thread(target=body, daemon=True)
-    progress(f"booting the virtual board from {fs} in real time; its link is {vb.pty_path}")
-    th.start()
-    assert vb.pty_path is not None
-    from gridtap.board.client import BoardClient
-
-    progress(f"waiting for HELLO on {vb.pty_path}")
-    client = BoardClient.open(vb.pty_path, board.baud)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and th.is_alive():
-            hello = client.wait_hello(min(1.0, deadline - time.monotonic()))
-            if hello is not None:
-                return hello
-        if not failure:
-            raise UserError(f"no HELLO from the virtual board within {timeout:g} s "
-                            f"(firmware log: {fs / 'firmware.log'})")
-        raise UserError("the virtual board stopped before HELLO")
-    finally:
-        client.close()
-        vb.stop.set()
-        th.join(timeout=10)
-        vb.close()
-        if failure:
-            hint = " (firmware log: %s)" % (fs / "firmware.log")
-            raise UserError(f"the virtual board failed: {failure[0]}{hint}")
-
-
-class _Stop(Exception):
-    pass
-
-
 # ------------------------------------------------------------------ CLI
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -392,6 +281,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def virtual(fs: Path, board_path: Path, timeout: float) -> dict[str, Any]:
+    """--virtual: the simulator's package deploys and boots (gridtap_sim.flash), when it is installed."""
+    from gridtap.cli import install_hint
+
+    if importlib.util.find_spec("numpy") is None:
+        raise UserError(install_hint("sim", "gridtap flash --virtual"))
+    from gridtap_sim.flash import boot_virtual, populate
+
+    populate(fs, board_path)
+    return boot_virtual(fs, timeout)
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise UserError("--timeout must be positive")
@@ -402,9 +303,7 @@ def run(args: argparse.Namespace) -> int:
     if args.virtual is not None:
         if args.link is not None:
             raise UserError("--link is for real boards; the virtual board's link is its pty")
-        fs = Path(args.virtual)
-        populate(fs, board_path)
-        hello = boot_virtual(fs, args.timeout)
+        hello = virtual(Path(args.virtual), board_path, args.timeout)
     else:
         if args.link is None:
             raise UserError("--link is required with --port: the firmware speaks the protocol on UART0 "

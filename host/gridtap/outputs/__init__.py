@@ -1,1 +1,84 @@
-"""Where the data goes: MQTT, the Flukso uploader, PVOutput and the REST API."""
+"""Where the data goes: every output is a class registered here under its gridtap.toml section.
+
+An output is built from its own section, started and stopped by the daemon,
+and receives every counter and gauge the board session accepts:
+
+    class MyOutput:
+        section = "myoutput"     # its [myoutput] table in gridtap.toml
+        live = False             # True: wants values as they arrive (the board is read promptly)
+        spooled = False          # True: a destination of the durable spool (ctx.spool; the board is
+                                 # ACKed only once the spool holds the counter)
+
+        @classmethod
+        def parse(cls, section: config.Section) -> Any: ...      # settings; errors name key and line
+        def __init__(self, settings: Any, ctx: OutputContext): ...
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+        def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+        def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None: ...
+
+Adding an output is one module and one line in `REGISTRY`; neither config.py
+nor daemon.py names any output. A module is imported only when its section
+is configured, so a daemon without [mqtt] never loads paho.
+
+The REST API (outputs/restapi.py) is the one output that is on without a
+section of its own (its keys are [daemon] api/bind/port, as they always were);
+it reads through the store's read-only view instead of receiving values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from gridtap.config import Config, Section
+
+# section -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "mqtt": "gridtap.outputs.mqtt:MqttOutput",
+    "flukso": "gridtap.outputs.flukso:FluksoOutput",
+    "pvoutput": "gridtap.outputs.pvoutput.output:PVOutputOutput",
+}
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What the daemon hands every output: the whole config and, to spooled ones, the durable spool."""
+
+    cfg: Config
+    spool: Any = None  # gridtap.store.spool.Spool, or None for an output that is not spooled
+    clock: Callable[[], float] = time.time  # the daemon's Unix time (a simulated one under --clock-file)
+    diagnostics: tuple[str, ...] = ()  # the names of the daemon's diagnostic counters; an output with a
+    # diagnostics(values: dict[str, int]) method is given their values (at most once a minute)
+
+
+class Output(Protocol):
+    section: ClassVar[str]
+    live: ClassVar[bool]
+    spooled: ClassVar[bool]
+
+    @classmethod
+    def parse(cls, section: Section) -> Any: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None: ...
+
+
+def load(section: str) -> Any:
+    """The output class registered for `section` (ImportError when its module or extra is missing)."""
+    module, _, name = REGISTRY[section].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build(section: str, settings: Any, ctx: OutputContext) -> Output:
+    out: Output = load(section)(settings, ctx)
+    return out

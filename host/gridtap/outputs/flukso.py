@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import ssl
 import threading
@@ -48,14 +49,20 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gridtap import __version__
+from gridtap.backoff import Backoff
+from gridtap.config import REQUIRED, in_range
 from gridtap.errors import UserError
 from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest
-from gridtap.outputs.backoff import Backoff
 from gridtap.secretfile import warn_if_exposed
 from gridtap.store.spool import Spool
+
+if TYPE_CHECKING:
+    from gridtap.config import Section
+    from gridtap.outputs import OutputContext
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +275,64 @@ class FluksoUploader:
         while not stop.is_set():
             wait = self.step()
             stop.wait(wait)
+
+
+# -- the [flukso] output ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FluksoConfig:
+    base_url: str
+    key_file: Path | None = None
+    key_env: str | None = None
+    interval_s: int = 300
+
+
+class FluksoOutput:
+    """[flukso]: the uploader thread that empties the spool's destination "flukso"."""
+
+    section = DEST
+    live = False
+    spooled = True  # counters reach it through the durable spool (the daemon adds them there)
+
+    @classmethod
+    def parse(cls, sec: Section) -> FluksoConfig:
+        sec.keys({"base_url", "key_file", "key_env", "interval_s"})
+        key_file = sec.get("key_file", str, None)
+        key_env = sec.get("key_env", str, None)
+        if key_file is None and key_env is None:
+            raise sec.fail(None, "give the device key as key_file (a file holding it) or key_env "
+                                 "(an environment variable)")
+        return FluksoConfig(
+            base_url=sec.get("base_url", str, REQUIRED, lambda v: None if re.match(r"^https?://[^\s/]+", v)
+                             else "must be an http(s):// URL"),
+            key_file=sec.file(key_file) if key_file else None,
+            key_env=key_env,
+            interval_s=sec.get("interval_s", int, 300, in_range(1, 86400)),
+        )
+
+    def __init__(self, f: FluksoConfig, ctx: OutputContext) -> None:
+        if f.key_file is not None:
+            key = load_device_key(f.key_file)
+        else:
+            key = load_device_key(None, env=f.key_env or "")
+        assert ctx.spool is not None
+        self.spool = ctx.spool
+        ids = [sid for s in ctx.cfg.sensors for sid, _role in s.series]
+        self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s))
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=self.uploader.run, args=(self.stop_event,), name="gridtap-flukso", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=20)
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        """Counters reach the uploader through the spool, not from here."""
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        """The Flukso server stores counters only."""

@@ -49,19 +49,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
+import socket
 import ssl
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 
 from gridtap import __version__
+from gridtap.config import in_range
+from gridtap.errors import UserError
 from gridtap.fluksoapi import is_sensor_id
 from gridtap.outputs.flukso import Secret
+
+if TYPE_CHECKING:
+    from gridtap.config import Section
+    from gridtap.outputs import OutputContext
 
 log = logging.getLogger(__name__)
 
@@ -416,3 +425,138 @@ class MqttPublisher:
         if unit is None:
             raise ValueError(f"mqtt: sensor {sensor_id} is a {s.kind} sensor and has no counter")
         self._set(counter_topic(sensor_id), payload(ts, value, unit))
+
+
+# -- the [mqtt] output ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    device_id: str | None = None  # default: this host's name
+    tls: bool = False
+    ca_file: Path | None = None  # None with tls: the system's CAs
+    cert_file: Path | None = None  # a client certificate (with key_file)
+    key_file: Path | None = None
+
+
+def device_name() -> str:
+    name = re.sub(r"[^0-9A-Za-z_-]", "-", socket.gethostname())[:64]
+    return name or "gridtap"
+
+
+class MqttOutput:
+    """[mqtt]: counters and gauges to the publisher, which owns its thread."""
+
+    section = "mqtt"
+    live = True  # subscribers get live values within 200 ms: the board is read promptly
+    spooled = False
+
+    @classmethod
+    def parse(cls, sec: Section) -> MqttConfig:
+        from gridtap.secretfile import readable_file, warn_if_exposed
+
+        d = sec.data
+        sec.keys({"host", "port", "discovery", "discovery_prefix", "username", "password_env",
+                  "password_file", "device_id", "tls", "ca_file", "cert_file", "key_file"})
+        dflt = MqttConfig()
+        tls = sec.get("tls", bool, False)
+        files: dict[str, Path | None] = {}
+        for name, what in (("ca_file", "CA certificate"), ("cert_file", "client certificate"),
+                           ("key_file", "client key"), ("password_file", "MQTT password file")):
+            value = sec.get(name, str, None)
+            if value is None:
+                files[name] = None
+                continue
+            if name != "password_file" and not tls:
+                raise sec.fail(name, "applies to TLS connections only: add tls = true")
+            f = sec.file(value)
+            why = readable_file(f, what)
+            if why is not None:
+                raise sec.fail(name, why)
+            if name in ("key_file", "password_file"):
+                warn_if_exposed(f, what)
+            files[name] = f
+        if (files["cert_file"] is None) != (files["key_file"] is None):
+            raise sec.fail("cert_file" if files["cert_file"] is None else "key_file",
+                           "a client certificate needs both cert_file and key_file")
+        if files["password_file"] is not None and "password_env" in d:
+            raise sec.fail("password_file", "give the password as password_file or password_env, not both")
+        if (files["password_file"] is not None or "password_env" in d) and "username" not in d:
+            raise sec.fail(None, "a password needs a username")
+        return MqttConfig(
+            host=sec.get("host", str, dflt.host,
+                         lambda v: None if re.fullmatch(r"[0-9A-Za-z.:\-\[\]]{1,253}", v)
+                         else "must be a host name or an IP address"),
+            port=sec.get("port", int, 8883 if tls else dflt.port, in_range(1, 65535)),
+            discovery=sec.get("discovery", bool, dflt.discovery),
+            discovery_prefix=sec.get("discovery_prefix", str, dflt.discovery_prefix, check_topic_prefix),
+            username=sec.get("username", str, None,
+                             lambda v: None if v and v.isprintable() and len(v.encode()) <= 1024
+                             else "must be 1..1024 bytes of printable text"),
+            password_env=sec.get("password_env", str, None),
+            password_file=files["password_file"],
+            device_id=sec.get("device_id", str, None,
+                              lambda v: None if re.match(r"^[0-9A-Za-z_-]{1,64}$", v)
+                              else "must be 1..64 letters, digits, '-' or '_'"),
+            tls=tls,
+            ca_file=files["ca_file"],
+            cert_file=files["cert_file"],
+            key_file=files["key_file"],
+        )
+
+    def __init__(self, m: MqttConfig, ctx: OutputContext) -> None:
+        from gridtap.secretfile import read_secret_line
+
+        sensors = []
+        for s in ctx.cfg.sensors:
+            kind = "water" if s.kind == "pulse" and s.unit == "litre" else "electricity"
+            for sid, role in s.series:
+                sensors.append(MqttSensor(sid, f"{s.name} export" if role == "export" else s.name, kind))
+        password = None
+        if m.password_env:
+            value = os.environ.get(m.password_env)
+            if value is None:
+                raise UserError(f"[mqtt] password_env: environment variable {m.password_env} is not set")
+            password = Secret(value)
+        elif m.password_file is not None:
+            password = Secret(read_secret_line(m.password_file, "MQTT password file"))
+        tls = None
+        if m.tls:
+            tls = TlsFiles(*(None if f is None else str(f) for f in (m.ca_file, m.cert_file, m.key_file)))
+        try:
+            self.pub = MqttPublisher(
+                m.host,
+                m.port,
+                m.device_id or device_name(),
+                sensors,
+                username=m.username,
+                password=password,
+                discovery=m.discovery,
+                discovery_prefix=m.discovery_prefix,
+                diagnostics=ctx.diagnostics,
+                tls=tls,
+            )
+        except ValueError as exc:
+            raise UserError(f"[mqtt]: {exc}") from exc
+
+    def start(self) -> None:
+        self.pub.start()
+
+    def stop(self) -> None:
+        self.pub.stop()
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        self.pub.counter(sensor, t, total_milli / 1000.0)
+
+    def diagnostics(self, values: dict[str, int]) -> None:
+        self.pub.diagnostics(values)
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if unit != "V":
+            self.pub.gauge(sensor, t, round(value, 3))

@@ -22,6 +22,9 @@ refused unless ``jsonp = true``. A slow client cannot starve the others: one
 address holds at most MAX_PER_CLIENT of the MAX_CLIENTS slots, and a request
 line plus headers must be complete within HEADER_S of the connection (a
 slowloris client trickling a byte a second is cut then, not after TOTAL_S).
+
+The API reads through the store's read-only view (`gridtap.store.view.StoreView`),
+never the daemon itself.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ import os
 import re
 import selectors
 import socket
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
-    from gridtap.daemon import Daemon
+    from gridtap.store.view import StoreView
 
 log = logging.getLogger("gridtap.outputs.restapi")
 
@@ -143,12 +146,13 @@ def _num(v: float | None, factor: float) -> float | int | str:
 class Answerer:
     """The API's logic, independent of HTTP: (sensor, query) -> JSON-able list."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, view: StoreView, jsonp: bool = False) -> None:
+        self.view = view
+        self.jsonp = jsonp  # [daemon] jsonp: answer ?callback= requests (off by default)
 
     def answer(self, path: str, query: str, now: float | None = None) -> tuple[str, str | None]:
         if path == "/status":  # the board link's health: decoder counters, refused tuples, RRD errors
-            return json.dumps(self.daemon.status(), separators=(",", ":")), None
+            return json.dumps(self.view.status(), separators=(",", ":")), None
         m = SENSOR_PATH.match(path)
         if m is None:
             if path.startswith("/sensor/"):
@@ -156,24 +160,21 @@ class Answerer:
             raise BadRequest(404, "not found; the API is GET /sensor/<id>?version=1.0&interval=...&unit=...")
         sensor = m.group(1)
         q = parse_query(query)
-        series = self.daemon.cfg.series()
+        series = self.view.series()
         if sensor not in series:
             raise BadRequest(404, f"no sensor {sensor} on this gridtap")
         cfg, _role = series[sensor]
         is_water = cfg.kind == "pulse" and cfg.unit == "litre"
-        factor = unit_factor(q["unit"], is_water, self.daemon.cfg.daemon.price_per_kwh)
-        now_s = int(self.daemon.clock.now() if now is None else now)
+        factor = unit_factor(q["unit"], is_water, self.view.price_per_kwh)
+        now_s = int(self.view.now() if now is None else now)
         interval = q["interval"]
         if interval == "minute":
-            if not self.daemon.live.has(sensor):
-                points: list[list[Any]] = []
-            else:
-                points = [[t, _num(v, factor)] for t, v in self.daemon.live.window(sensor, now_s)]
+            points: list[list[Any]] = [[t, _num(v, factor)] for t, v in self.view.live_window(sensor, now_s)]
         else:
             points = self._rrd(sensor, interval, q.get("resolution"), now_s, factor)
         body = json.dumps(points, separators=(",", ":"))
         cb = q.get("callback", q.get("jsonp_callback"))
-        if cb is not None and not self.daemon.cfg.daemon.jsonp:
+        if cb is not None and not self.jsonp:
             raise BadRequest(403, "JSONP is off on this gridtap (set [daemon] jsonp = true to allow it)")
         return (f"{cb}({body});" if cb else body), cb
 
@@ -183,43 +184,121 @@ class Answerer:
         length, default_res = INTERVALS[interval]
         res_name = resolution or default_res
         res = RESOLUTIONS[res_name]
-        rrd = self.daemon.rrd
         if interval == "night":
             end = now - now % res
             start = end - length
             try:
-                got_night = self.daemon.nights.fetch(sensor, start, end)
+                got_night = self.view.nights(sensor, start, end)
             except (OSError, TimeoutError) as exc:
                 raise BadRequest(503, f"cannot read the night RRD: {exc}") from exc
             return [[t, _num(v, factor)] for t, v in got_night if start < t <= end]
-        try:
-            rrd.flush(sensor, min_age_s=60.0)
-        except (OSError, ConnectionError) as exc:
-            log.debug("flush before fetch failed: %s", exc)
         end = now - now % res
         start = end - length
         try:
-            got = rrd.fetch(sensor, "AVERAGE", start, end, res)
+            got = self.view.fetch(sensor, "AVERAGE", start, end, res)
         except (OSError, TimeoutError) as exc:
             raise BadRequest(503, f"cannot read the RRD: {exc}") from exc
         return [[t, _num(v, factor)] for t, v in got.values if start < t <= end]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+# -- HTTP/1.0, one request per connection ----------------------------------------------------------
+# Just what the API needs, in place of http.server: that module loads http.client, and with it
+# email (header parsing) and ssl (libssl and libcrypto), about 7 MB of a 64 MB router's memory.
+
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+
+
+class _Headers(dict[str, str]):
+    """Request headers by lower-case name; get() takes any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
+class _HttpHandler(socketserver.StreamRequestHandler):
+    """The request line and at most MAX_HEADERS header lines, each at most MAX_LINE bytes; replies
+    with a status line (none to a request that is not HTTP/1.x, as HTTP/0.9 had none)."""
+
     protocol_version = "HTTP/1.0"
-    timeout = TIMEOUT_S
     server_version = "gridtap"
-    sys_version = ""
-    error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
+
+    raw_requestline = b""
+    requestline = ""
+    request_version = "HTTP/0.9"
+    command = ""
+    path = ""
+    headers: _Headers | None = None
+    close_connection = True
+
+    def handle(self) -> None:
+        self._out: list[bytes] = []
+        self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        raise NotImplementedError
+
+    def parse_request(self) -> bool:
+        self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not re.fullmatch(r"HTTP/1\.\d", words[2]):
+            self.send_error(400, f"Bad request syntax ({self.requestline[:80]!r})")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        for _ in range(MAX_HEADERS):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                self.send_error(431, "header line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                self.headers = headers
+                return True
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            if not sep or not name.strip():
+                self.send_error(400, "malformed header line")
+                return False
+            headers[name.strip().lower()] = value.strip()
+        self.send_error(431, f"more than {MAX_HEADERS} header lines")
+        return False
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(f"{self.protocol_version} {code} {message or REASONS.get(code, '')}\r\n"
+                             f"Server: {self.server_version}\r\n".encode("latin-1", "replace"))
+
+    def send_header(self, name: str, value: str) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+
+    def end_headers(self) -> None:
+        if self.request_version != "HTTP/0.9":
+            self._out.append(b"\r\n")
+        self.wfile.write(b"".join(self._out))
+        self._out.clear()
+
+    def send_error(self, code: int, message: str | None = None) -> None:
+        text = self.error_message_format % {"code": code, "message": message or REASONS.get(code, "")}
+        body = text.encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", self.error_content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _Handler(_HttpHandler):
+    server: _Server
+    timeout = TIMEOUT_S
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(TIMEOUT_S)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s " + format, self.client_address[0], *args)
 
     def _reply(self, status: int, body: str, ctype: str) -> None:
         data = body.encode()
@@ -308,7 +387,8 @@ def _refusal(reason: str) -> bytes:
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 16
     answerer: Answerer
@@ -357,15 +437,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class ApiServer:
-    def __init__(self, daemon: Daemon, bind: str, port: int) -> None:
+    def __init__(self, view: StoreView, bind: str, port: int, cors_origins: tuple[str, ...] = (),
+                 jsonp: bool = False) -> None:
         try:
             self.httpd = _Server((bind, port), _Handler)
         except OSError as exc:
             from gridtap.errors import UserError
 
             raise UserError(f"cannot listen on {bind}:{port} for the REST API: {exc.strerror}") from exc
-        self.httpd.answerer = Answerer(daemon)
-        self.httpd.cors_origins = daemon.cfg.daemon.cors_origins
+        self.httpd.answerer = Answerer(view, jsonp)
+        self.httpd.cors_origins = cors_origins
         self.port = self.httpd.server_address[1]
         self._wake_r, self._wake_w = os.pipe()
         self.thread = threading.Thread(target=self._serve, name="gridtap-api", daemon=True)

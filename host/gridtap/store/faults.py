@@ -30,8 +30,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gridtap.outputs.backoff import Backoff
-
 log = logging.getLogger("gridtap.store.faults")
 
 RETRY_BASE_S = 1.0
@@ -90,7 +88,7 @@ class StorageHealth:
         self.mono = mono
         self.failing: dict[str, str] = {}  # store -> the reason of its last failure
         self.since: dict[str, float] = {}
-        self.backoff: dict[str, Backoff] = {}
+        self.backoff: dict[str, Any] = {}  # store -> gridtap.backoff.Backoff, made at its first fault
         self.faults = 0  # failed writes, all stores, since the start
         self.recoveries = 0
         self.rebuilt: list[str] = []  # stores found corrupt at the start and begun anew
@@ -106,7 +104,12 @@ class StorageHealth:
         now = self.mono()
         with self._lock:
             self.faults += 1
-            b = self.backoff.setdefault(store, Backoff(RETRY_BASE_S, RETRY_CAP_S))
+            b = self.backoff.get(store)
+            if b is None:
+                # Loaded at the first fault: a healthy daemon never needs it.
+                from gridtap.backoff import Backoff
+
+                b = self.backoff[store] = Backoff(RETRY_BASE_S, RETRY_CAP_S)
             delay = b.failure(now)
             if store not in self.failing:
                 self.since[store] = now

@@ -12,6 +12,7 @@ import pytest
 
 from gridtap.commands import flash
 from gridtap.errors import UserError
+from gridtap_sim import flash as sim_flash
 from tests.support.hil.rig import IDEAL, VirtualRig
 
 RP2_MPY = 4 << 10 | 3 << 8 | 6      # armv6m, .mpy v6.3 (MicroPython 1.2x on a Pico)
@@ -43,7 +44,7 @@ def test_virtual_flash_boots_from_the_mpy_files(tmp_path: Path, capsys: pytest.C
     # the board's filesystem is all it has: without app.mpy it cannot boot (no fallback to sources)
     (fs / "gridtap_fw" / "app.mpy").unlink()
     with pytest.raises(UserError, match="virtual board"):
-        flash.boot_virtual(fs, 10.0, progress=lambda s: None)
+        sim_flash.boot_virtual(fs, 10.0, progress=lambda s: None)
     assert "app" in (fs / "firmware.log").read_text()
 
 

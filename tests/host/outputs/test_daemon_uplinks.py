@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from gridtap import daemon
 from gridtap.config import parse_config
 from gridtap.daemon import Daemon
-from gridtap.outputs import uplinks
+from gridtap.outputs.flukso import FluksoOutput
+from gridtap.outputs.pvoutput import output as pvoutput_output
+from gridtap.outputs.pvoutput.output import PVOutputOutput
 from tests.support.broker import Collector, Mosquitto, wait_until
 from tests.support.daemon import EXP, IMP, PULSE, Rig, config_text, running_daemon
 from tests.support.fakeboard import FakeBoard
@@ -23,7 +26,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 def uplink_rig(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch, rrd_mode: str
 ) -> Iterator[tuple[Rig, FluksoServer, Mosquitto]]:
-    monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 0.5)
+    monkeypatch.setattr(daemon, "SPOOL_COMMIT_S", 0.5)
     (short_tmp / "device.key").write_text(KEY + "\n")
     board = FakeBoard(short_tmp, retx_s=2.0)
     board.appear()
@@ -58,7 +61,7 @@ def test_spool_commit_comes_before_the_ack_and_the_server_gets_every_wh(
         # counted at once, but ACKed only once the spool has committed them
         rig.wait(lambda: rig.total(IMP) == 10_000)
         assert rig.board.wait_acked(10)
-        fl = next(x for x in rig.daemon.extras if isinstance(x, uplinks.FluksoLink))
+        fl = next(x for x in rig.daemon.outputs if isinstance(x, FluksoOutput))
         assert fl.spool.uncommitted() == 0
         # the server holds every whole Wh (the spool ages a minute to its first and last point,
         # as Flukso did: cumulative counters keep the energy exact)
@@ -96,8 +99,8 @@ def test_pvoutput_is_a_destination_of_the_spool_and_the_ack_waits_for_it(
     """#14 item 2: with only [pvoutput], counters go through the durable spool and the board is
     ACKed only after its commit (they sat in a RAM queue, ACKed at once, before)."""
     monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
-    monkeypatch.setattr(uplinks, "SPOOL_COMMIT_S", 3.0)
-    monkeypatch.setattr(uplinks, "FEED_PERIOD_S", 0.2, raising=False)
+    monkeypatch.setattr(daemon, "SPOOL_COMMIT_S", 3.0)
+    monkeypatch.setattr(pvoutput_output, "FEED_PERIOD_S", 0.2)
     board = FakeBoard(short_tmp, retx_s=30.0)
     board.appear()
     text = (
@@ -120,9 +123,9 @@ v4 = "mains:power"
         time.sleep(0.5)
         assert board.unacked(), "ACKed before the spool commit"
         assert board.wait_acked(10)
-        spool = next(x for x in r.daemon.extras if isinstance(x, uplinks.SharedSpool)).spool
+        spool = r.daemon.spool
         assert spool.destinations == ("pvoutput",)
-        pv = next(x for x in r.daemon.extras if isinstance(x, uplinks.PvoSink))
+        pv = next(x for x in r.daemon.outputs if isinstance(x, PVOutputOutput))
         # the uploader got the counters from the spool (and the gauges directly)
         r.wait(lambda: {"mains", "mains.export"} <= set(pv.up.counters))
         assert pv.up.counters["mains.export"].last_ts == now - 1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from gridtap.backoff import Backoff
 from gridtap.errors import UserError
-from gridtap.outputs.backoff import Backoff
 from gridtap.outputs.flukso import FluksoUploader, Secret, load_device_key
 from gridtap.store.spool import Spool
 from tests.support.broker import free_port

@@ -16,7 +16,8 @@ import trustme
 
 from gridtap.config import parse_config
 from gridtap.errors import UserError
-from gridtap.outputs import uplinks
+from gridtap.outputs import OutputContext
+from gridtap.outputs.mqtt import MqttOutput
 from tests.support.broker import Collector, Mosquitto, free_port, tls_listener, wait_until
 from tests.support.daemon import IMP, config_text
 
@@ -71,7 +72,7 @@ def _mqtt_config(tmp: Path, lines: str) -> str:
 
 def _publish_once(tmp: Path, text: str, broker_port: int, expect: bool) -> None:
     cfg = parse_config(text, tmp / "gridtap.toml")
-    sink = uplinks.MqttSink(cfg)
+    sink = MqttOutput(cfg.outputs["mqtt"], OutputContext(cfg))
     sub = Collector(broker_port)
     try:
         sink.start()
@@ -130,7 +131,7 @@ password_file = "{pw}"
 """)
     with caplog.at_level(logging.WARNING):
         cfg = parse_config(text, tmp_path / "gridtap.toml")
-    assert cfg.mqtt is not None and cfg.mqtt.port == 8883
+    assert cfg.outputs["mqtt"].port == 8883
     warned = [r.getMessage() for r in caplog.records if "can be read by other users" in r.getMessage()]
     assert any(str(pw) in m and "644" in m for m in warned), warned
     assert any(str(pki["client_key"]) in m and "640" in m for m in warned), warned

@@ -50,7 +50,7 @@ def test_full_disk_holds_acks_and_recovers(
     t0 = int(time.time()) - 600
     with running_daemon(board, text, short_tmp) as rig:
         d = rig.daemon
-        spool = d.extras[0].spool
+        spool = d.spool
         spool.commit_interval = 0.2  # commit (and ACK) at once, not every 30 s
         for i in range(5):
             board.step(t0 + i, power_w=[1000.0], pulses=[1], gauges=False)

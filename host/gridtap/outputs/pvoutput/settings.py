@@ -31,14 +31,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gridtap.errors import UserError
-from gridtap.rules import RuleFileError, RuleSet, RuleSetError, compile_mapping, load_text
 from gridtap.rules.core import checked_name
-from gridtap.rules.loader import mapping_from
 from gridtap.secretfile import warn_if_exposed
+
+if TYPE_CHECKING:
+    from gridtap.rules import RuleSet
 
 KEY_ENV = "GRIDTAP_PVOUTPUT_KEY"
 DEFAULT_BASE_URL = "https://pvoutput.org/service/r2/"
@@ -210,6 +211,12 @@ def _rules(section: dict[str, Any], names: set[str]) -> RuleSet | None:
     if "rules" in section and "custom_rules" in section:
         raise _fail("custom_rules", "give either rules (a table) or custom_rules (a string), not both")
     key = "rules" if "rules" in section else "custom_rules"
+    if key not in section:
+        return None
+    # The rule compilers load only for a section that has rules.
+    from gridtap.rules import RuleFileError, RuleSetError, compile_mapping, load_text
+    from gridtap.rules.loader import mapping_from
+
     try:
         if "rules" in section:
             return compile_mapping(mapping_from(section["rules"], "[pvoutput.rules]"), dialect, names)

@@ -52,7 +52,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-from gridtap.outputs.backoff import Backoff
+from gridtap.backoff import Backoff
 from gridtap.outputs.pvoutput import api
 from gridtap.outputs.pvoutput.backlog import Backlog
 from gridtap.outputs.pvoutput.settings import FIELDS, PVOutputSettings

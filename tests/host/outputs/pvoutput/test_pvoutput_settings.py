@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from gridtap.errors import UserError
-from gridtap.outputs.pvoutput import parse_config, parse_settings
+from gridtap.outputs.pvoutput import parse_settings
 from gridtap.outputs.pvoutput.api import OK, RATE, RETRY, SKIP, STOP, Response, classify
 from gridtap.outputs.pvoutput.timing import label, next_boundary
 from gridtap.outputs.pvoutput.uploader import fmt
@@ -32,7 +32,6 @@ def test_parse_minimal_and_full(tmp_path: Path) -> None:
                            'CUSTOM_RULES = {"v7": ["v7 * 2"]}'})
     assert full.api_key.reveal() == "filekey123" and full.c1 == 1 and full.batch_max == 100
     assert full.rules is not None and full.rules.targets == ["v7"]
-    assert parse_config is parse_settings
 
 
 @pytest.mark.parametrize(("extra", "needle"), [

@@ -165,7 +165,7 @@ def _number(name: str, text: str, lo: float, hi: float) -> float:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    from gridtap.commands.sim import parse_speed, parse_start
+    from gridtap_sim.cli import parse_speed, parse_start
 
     speed = parse_speed(args.speed)
     duration = _number("duration", args.duration, 10.0, 86400.0 * 366)

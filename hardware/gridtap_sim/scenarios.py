@@ -100,7 +100,10 @@ def build(name: str, board: Board, seed: int, start_of_day_s: float | None = Non
         names = ["L1", "L2", "L3"]
         loads = []
         for ph in range(3):
-            sub = _household_loads(lambda i, ph=ph: rng(100 * (ph + 1) + i), mains, ph, None, None)
+            def phase_rng(i: int, ph: int = ph) -> np.random.Generator:
+                return rng(100 * (ph + 1) + i)
+
+            sub = _household_loads(phase_rng, mains, ph, None, None)
             for ld in sub:
                 ld.name = f"L{ph + 1}-{ld.name}"
                 ld.phase_deg = phases[ph]

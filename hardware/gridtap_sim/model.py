@@ -190,12 +190,12 @@ class Mains:
         if pieces is not None:
             th = np.empty_like(t)
             vr = np.empty_like(t)
-            for k, lo, hi in pieces:
-                tau = t[lo:hi] - k
-                f0 = self._f[k]
-                th[lo:hi] = self._th[k] + 2 * math.pi * (f0 * tau + 0.5 * (self._f[k + 1] - f0) * tau * tau)
-                v0 = self._v[k]
-                vr[lo:hi] = v0 + (self._v[k + 1] - v0) * tau
+            for j, lo, hi in pieces:
+                tau = t[lo:hi] - j
+                f0 = self._f[j]
+                th[lo:hi] = self._th[j] + 2 * math.pi * (f0 * tau + 0.5 * (self._f[j + 1] - f0) * tau * tau)
+                v0 = self._v[j]
+                vr[lo:hi] = v0 + (self._v[j + 1] - v0) * tau
             return th, vr
         k, tau = self._split(t)
         f0 = self._f[k]
@@ -237,9 +237,9 @@ class Mains:
         pieces = self._pieces(t) if ascending and t.size else None
         if pieces is not None:
             vr = np.empty_like(t)
-            for k, lo, hi in pieces:
-                v0 = self._v[k]
-                vr[lo:hi] = v0 + (self._v[k + 1] - v0) * (t[lo:hi] - k)
+            for j, lo, hi in pieces:
+                v0 = self._v[j]
+                vr[lo:hi] = v0 + (self._v[j + 1] - v0) * (t[lo:hi] - j)
             return vr
         k, tau = self._split(t)
         v0 = self._v[k]

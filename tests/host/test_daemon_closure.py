@@ -1,0 +1,27 @@
+"""A started `gridtap daemon` with only [board] loads few of this project's modules, none it does not use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.closure import LIMIT, board_only_config, daemon_closure
+
+
+def test_board_only_daemon_loads_at_most_the_limit(short_tmp: Path) -> None:
+    closure = daemon_closure(short_tmp)
+    assert "gridtap.daemon" in closure.sources and "gridtap.board.session" in closure.sources
+    assert closure.forbidden() == []
+    assert len(closure.sources) <= LIMIT, closure.sources
+
+
+def test_pvoutput_without_rules_loads_no_rule_compiler(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
+    text = board_only_config(short_tmp / "ttyGT0", short_tmp / "state") + (
+        '\n[pvoutput]\nsystem_id = 4242\nbase_url = "http://127.0.0.1:9/"\nv4 = "mains:power"\n')
+    closure = daemon_closure(short_tmp, text, ack=False)  # PVOutput's spool commits every 30 s
+    assert "gridtap.outputs.pvoutput.output" in closure.sources
+    assert not {"gridtap.rules.loader", "gridtap.rules.flukso", "gridtap.rules.cfos"} & set(closure.sources)
