@@ -830,39 +830,72 @@ def default_socket(state_dir: Path) -> Path:
     return Path("/tmp") / f"gridtap-rrdcached-{os.getpid()}.sock"
 
 
+FILL_GRACE_MS = 3000  # an unchanged series is written at a step boundary once the board is this far past it
+FILL_MAX_JUMP_MS = 5000  # a bigger jump of the board's time is a gap (an outage): nothing is filled over it
+
+
 class RrdSink:
     """Counter outputs into the per-series RRDs; a refused update is logged, never fatal.
 
     The RRD step is 10 s, so one value per series per step is enough: the
-    first tuple of each step is written at once (with 1 Hz tuples that is the
-    value at the step boundary), the others only replace a held value that is
-    written when the series moves to the next step, or at shutdown. The
-    counter is cumulative, so nothing of the energy is lost, and rrdcached
-    gets a tenth of the updates.
+    first reading of each step is written at its whole second, and rrdcached
+    gets a tenth of the updates. The board sends a reading about every 1.05 s
+    stamped in ms: the value written is the counter interpolated to that whole
+    second between the readings on either side of it. (Written as it came, a
+    reading from late in its second now and then gave a row 9 s of energy: a
+    comb of notches in the curves.)
+
+    A series whose register does not move (an S0 meter between its pulses, a
+    CT at 0 W) gets no new reading for up to a minute: its unchanged counter
+    is written at every step boundary once the board's time (the newest stamp
+    of any series) is FILL_GRACE_MS past it, so its rows read its true average
+    instead of "unknown" until the next pulse. At stop the newest readings
+    are written (flush_held), so the last partial step reaches the RRDs too.
     """
 
     wants_gauges = False
 
     def __init__(self, store: RrdStore) -> None:
         self.store = store
-        self.bucket: dict[str, int] = {}
-        self.held: dict[str, tuple[int, int]] = {}
+        self.prev: dict[str, tuple[int, int]] = {}  # per series its newest reading (ms, counter)
+        self.written: dict[str, int] = {}  # per series the time (s) of its newest write
+        self.now_ms = 0  # the board's present: the newest stamp of any series
+        self.filled_to = 0  # the newest boundary (s) the unchanged series were written at
 
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        b = t // STEP
-        current = self.bucket.get(sensor)
-        if current is not None and b < current:
-            return  # older than what was written: an RRD only goes forward
-        if current == b:
-            held = self.held.get(sensor)
-            if held is None or t > held[0]:
-                self.held[sensor] = (t, total_milli)
+        self.counter_ms(sensor, role, t * 1000, total_milli)
+
+    def counter_ms(self, sensor: str, role: str, t_ms: int, total_milli: int) -> None:
+        """A reading stamped t_ms (Unix ms); older than the series' newest it is ignored."""
+        prev = self.prev.get(sensor)
+        if prev is not None and t_ms <= prev[0]:
+            return  # an RRD only goes forward
+        self.prev[sensor] = (t_ms, total_milli)
+        done = self.written.get(sensor, 0)
+        if prev is None:
+            self._write(sensor, -(-t_ms // 1000), total_milli)  # the next second: no energy is lost
+        else:
+            sec = t_ms // 1000
+            t0, c0 = prev
+            if sec // STEP > done // STEP and sec > done and t0 < sec * 1000:
+                self._write(sensor, sec, c0 + (total_milli - c0) * (sec * 1000 - t0) // (t_ms - t0))
+        if t_ms > self.now_ms:
+            jump, self.now_ms = t_ms - self.now_ms, t_ms
+            self._fill(jump <= FILL_MAX_JUMP_MS)
+
+    def _fill(self, write: bool) -> None:
+        b = (self.now_ms - FILL_GRACE_MS) // (STEP * 1000) * STEP
+        if b <= self.filled_to:
             return
-        self.bucket[sensor] = b
-        self.held.pop(sensor, None)
-        self._write(sensor, t, total_milli)
+        self.filled_to = b
+        if not write:
+            return
+        for sensor, (t_ms, total) in list(self.prev.items()):
+            if t_ms <= b * 1000 and self.written.get(sensor, 0) < b:
+                self._write(sensor, b, total)  # no reading since: the register stood still
 
     def _write(self, sensor: str, t: int, total_milli: int) -> None:
+        self.written[sensor] = t
         try:
             self.store.update(sensor, t, total_milli)
         except (OSError, ConnectionError) as exc:
@@ -872,22 +905,28 @@ class RrdSink:
     def rewind(self, to_ts: int) -> None:
         """The host clock stepped back: every RRD whose last update is after to_ts is moved back."""
         on_disk = {p.stem for p in self.store.rrd_dir.glob("*.rrd") if SERIES_FILE.fullmatch(p.stem)}
-        for sensor in sorted(set(self.bucket) | set(self.store.last) | on_disk):
-            held = self.held.get(sensor)
-            if held is not None and held[0] > to_ts:
-                del self.held[sensor]
-            if self.bucket.get(sensor, 0) * STEP > to_ts:
-                del self.bucket[sensor]
+        for sensor in sorted(set(self.prev) | set(self.store.last) | on_disk):
+            prev = self.prev.get(sensor)
+            if prev is not None and prev[0] > to_ts * 1000:
+                del self.prev[sensor]
+            if self.written.get(sensor, 0) > to_ts:
+                self.written[sensor] = to_ts
             try:
                 self.store.rewind(sensor, to_ts)
             except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
                 self.store.errors += 1
                 log.error("rrd %s: cannot move its last update back to %d: %s", sensor, to_ts, exc)
+        self.now_ms = min(self.now_ms, to_ts * 1000)
+        self.filled_to = min(self.filled_to, to_ts)
 
     def flush_held(self) -> None:
-        for sensor, (t, total) in sorted(self.held.items()):
-            self._write(sensor, t, total)
-        self.held.clear()
+        """At stop: every series' counter as of the board's present, at the next whole second (its
+        newest reading, or the unchanged counter), so the last partial step is stored too."""
+        end = -(-self.now_ms // 1000)
+        for sensor, (t_ms, total) in sorted(self.prev.items()):
+            t = max(end, -(-t_ms // 1000))
+            if self.written.get(sensor, 0) < t:
+                self._write(sensor, t, total)
 
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
         """Live values are not stored: the RRDs hold energy, from which power follows exactly."""
