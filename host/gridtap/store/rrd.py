@@ -118,6 +118,67 @@ class Fetched:
     values: list[tuple[int, float | None]]  # (end of interval, rate in thousandths per second)
 
 
+def _tag(xml: str, name: str) -> str:
+    m = re.search(rf"<{name}>\s*([^<]*?)\s*</{name}>", xml)
+    if m is None:
+        raise ValueError(f"not an rrdtool dump: no <{name}>")
+    return m.group(1)
+
+
+def _rate(text: str) -> float:
+    v = float(text)
+    return 0.0 if v != v else v  # unknown: no energy known
+
+
+def stored_rates(xml: str) -> list[tuple[int, int, float]]:
+    """The finest stored rate at every time of a series RRD, from its `rrdtool dump`: pieces
+    (from, to, thousandths per second), oldest first, without overlap.
+
+    Each AVERAGE archive is used back to where the next coarser one takes over at one of its own
+    row boundaries (so no row is cut), and the step in progress after the last whole one comes from
+    the data source's accumulated value: the sum over any window is the counter's delta.
+    """
+    last = int(_tag(xml, "lastupdate"))
+    step = int(_tag(xml, "step"))
+    head, *rras = xml.split("<rra>")
+    r = last - last % step  # the end of the newest whole step
+    archives: list[tuple[int, list[float]]] = []
+    for rra in rras:
+        if _tag(rra, "cf") != "AVERAGE":
+            continue
+        rows = re.findall(r"<row><v>\s*([^<]*?)\s*</v>", rra[rra.index("<database>"):])
+        archives.append((int(_tag(rra, "pdp_per_row")) * step, [_rate(v) for v in rows]))
+    archives.sort(key=lambda a: a[0])
+    pieces: list[tuple[int, int, float]] = []
+    if last > r and int(_tag(head, "unknown_sec")) == 0:
+        pieces.append((r, last, _rate(_tag(head, "value")) / (last - r)))
+    hi = r
+    for k, (span, rows) in enumerate(archives):
+        end = r - r % span
+        first = end - len(rows) * span
+        lo = first
+        if k + 1 < len(archives):
+            coarse = archives[k + 1][0]
+            lo = max(first, -(-first // coarse) * coarse)
+        for j, v in enumerate(rows):
+            a = first + j * span
+            if a >= lo and a + span <= hi:
+                pieces.append((a, a + span, v))
+        hi = lo
+    pieces.sort()
+    return pieces
+
+
+def window_energy(pieces: list[tuple[int, int, float]], start: float, end: float) -> float:
+    """Thousandths (mWh, mL) stored over (start, end]; a row the window cuts counts pro rata."""
+    total = 0.0
+    for a, b, v in pieces:
+        lo, hi = max(a, start), min(b, end)
+        if hi > lo:
+            total += v * (hi - lo)
+    return total
+
+
 def parse_fetch(text: str) -> list[tuple[int, float | None]]:
     out: list[tuple[int, float | None]] = []
     for line in text.splitlines():
@@ -472,6 +533,7 @@ class RrdStore:
         self.sent_at = 0.0  # monotonic time of the last send()
         self.paths: dict[str, str] = {}
         self.missing: dict[str, int] = {}  # series whose file could not be created -> first time
+        self.created: set[str] = set()  # series whose file this process made, until their first value
         self.errors = 0
         self.updates = 0
 
@@ -487,6 +549,8 @@ class RrdStore:
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
             created = self.create_file(p, create_spec(first_t - STEP))
+            if created:
+                self.created.add(sensor)
             if not p.exists():  # rrdtool create may exit 0 on a full disk and leave no file
                 st = os.statvfs(self.rrd_dir)
                 raise OSError(f"rrdtool create {p.name}: no file written "
@@ -580,9 +644,16 @@ class RrdStore:
                 self.errors += 1
                 log.warning("rrd update %s refused: %s", sensor, res.stderr.strip())
                 return False
+        self.taken(sensor, t, value)
+        return True
+
+    def taken(self, sensor: str, t: int, value: int) -> None:
+        """Book an update that was queued or written."""
         self.last[sensor] = t
         self.updates += 1
-        return True
+        if sensor in self.created:  # where its graphs begin: the counter there is in no RRD row
+            self.created.discard(sensor)
+            log.info("rrd %s: new file, first counter %d at %d", sensor, value, t)
 
     def rewind(self, sensor: str, to_ts: int) -> bool:
         """Move sensor's last update back to to_ts if it is later (the host clock stepped back after
@@ -830,6 +901,11 @@ def default_socket(state_dir: Path) -> Path:
     return Path("/tmp") / f"gridtap-rrdcached-{os.getpid()}.sock"
 
 
+# A series' first value in a process is written at the start of the 1-minute archive's row it falls
+# in: a row whose steps are partly unknown (before a new file's first value) holds the mean of the
+# known ones, which would count the unknown steps' energy twice. (The file's 15 min and longer rows
+# still begin so: an energy older than a day over a new series' first quarter hour is not exact.)
+FIRST_ALIGN_S = RRAS[1][0] * STEP
 FILL_GRACE_MS = 3000  # an unchanged series is written at a step boundary once the board is this far past it
 FILL_MAX_JUMP_MS = 5000  # a bigger jump of the board's time is a gap (an outage): nothing is filled over it
 
@@ -871,10 +947,12 @@ class RrdSink:
         if prev is not None and t_ms <= prev[0]:
             return  # an RRD only goes forward
         self.prev[sensor] = (t_ms, total_milli)
-        done = self.written.get(sensor, 0)
         if prev is None:
-            self._write(sensor, -(-t_ms // 1000), total_milli)  # the next second: no energy is lost
+            # the series' first reading in this process stands for the minute it falls in (see
+            # FIRST_ALIGN_S); an RRD that is further on already takes nothing from it
+            self._write(sensor, t_ms // (FIRST_ALIGN_S * 1000) * FIRST_ALIGN_S, total_milli)
         else:
+            done = self.written.get(sensor, 0)
             sec = t_ms // 1000
             t0, c0 = prev
             if sec // STEP > done // STEP and sec > done and t0 < sec * 1000:
@@ -891,7 +969,7 @@ class RrdSink:
         if not write:
             return
         for sensor, (t_ms, total) in list(self.prev.items()):
-            if t_ms <= b * 1000 and self.written.get(sensor, 0) < b:
+            if self.written.get(sensor, 0) < b and t_ms <= b * 1000:
                 self._write(sensor, b, total)  # no reading since: the register stood still
 
     def _write(self, sensor: str, t: int, total_milli: int) -> None:

@@ -7,8 +7,11 @@ between its pulses.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 from gridtap.store.live import Gauge, LiveStore
-from gridtap.store.rrd import STEP, RrdSink
+from gridtap.store.rrd import STEP, RrdSink, create_args, rrdtool_exe, stored_rates, window_energy
 
 T0 = 1_796_550_000  # a step boundary
 CT, PULSE = "a" * 32, "b" * 32
@@ -47,8 +50,8 @@ def test_rows_hold_their_steps_energy_at_an_uneven_cadence() -> None:
     sink = RrdSink(store)  # type: ignore[arg-type]
     for t_ms, total in ct_readings(300):
         sink.counter_ms(CT, "import", t_ms, total)
-    rates = row_rates(store.updates[CT])
-    assert len(rates) >= 28
+    rates = row_rates(store.updates[CT])[1:]  # the first stands for its whole minute
+    assert len(rates) >= 22
     assert all(abs(r - RATE) <= 0.2 for r in rates), rates
 
 
@@ -73,7 +76,7 @@ def test_an_unchanged_counter_is_written_every_step() -> None:
             sink.counter_ms(PULSE, "pulse", p_ms, pulses.pop(p_ms))
         sink.counter_ms(CT, "import", t_ms, total)
     steps = [t for t, _v in store.updates[PULSE] if t % STEP == 0]
-    assert steps == list(range(T0 + 10, T0 + 300 - 3, STEP))
+    assert steps == list(range(T0, T0 + 300 - 3, STEP))  # the first at its minute
     values = dict(store.updates[PULSE])
     assert values[T0 + 100] == 1000 and values[T0 + 110] == 2000  # the pulse at +105 s in its row
     sink.flush_held()
@@ -121,3 +124,24 @@ def test_a_slow_s0_meter_has_a_rate_between_its_pulses() -> None:
     late = dict(live.window(PULSE, T0 + 1000, seconds=2))
     assert late[T0 + 999] is not None and abs(late[T0 + 999] - 1000 / 399) < 1e-9
     assert live.window(PULSE, T0 + 1001, seconds=1) == [(T0 + 1001, None)]
+
+
+def test_stored_rates_give_the_counters_delta_over_any_window(tmp_path: Path) -> None:
+    """Two hours of a varying counter in a real RRD: the 10 s rows hold only the last hour, the
+    1 min rows the rest, the step in progress neither. The energy over a window is the counter's
+    delta between its ends, to the mWh; the graph's consolidated mean times the span was not."""
+    path = tmp_path / "s.rrd"
+    subprocess.run(create_args(path, T0 + 50), check=True)  # the first value at a minute (RrdSink)
+    counter, points = 0, []
+    for k in range(6, 721):
+        counter += (k * 7919) % 5000  # 0..500 mWh/s, changing every step
+        points.append((T0 + 10 * k, counter))
+    points.append((T0 + 7207, counter + 3456))  # the step in progress at the end
+    subprocess.run([rrdtool_exe(), "update", str(path), *(f"{t}:{c}" for t, c in points)], check=True)
+    dump = subprocess.run([rrdtool_exe(), "dump", str(path)], check=True, capture_output=True, text=True)
+    pieces = stored_rates(dump.stdout)
+    at = dict(points)
+    for start, end in [(T0 + 60, T0 + 7207), (T0 + 60, T0 + 3600), (T0 + 1200, T0 + 7200),
+                       (T0 + 3660, T0 + 7000), (T0, T0 + 86400)]:
+        want = at.get(end, at[T0 + 7207]) - at[max(start, T0 + 60)]
+        assert abs(window_energy(pieces, start, end) - want) < 0.01, (start - T0, end - T0)
