@@ -26,6 +26,7 @@ import sys
 from gridtap.errors import UserError
 from gridtap.rules import DIALECTS, FORMATS, RuleFileError, RuleSet, RuleSetError, load_text
 from gridtap.rules.core import MAX_FILE_BYTES, check_result, checked_name
+from gridtap.rules.loader import detection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--dialect", choices=DIALECTS, default="auto",
                        help="expression dialect of python/json/toml mappings (default: flukso)")
         q.add_argument("--name", action="append", default=[], metavar="NAME",
-                       help="extra name a Flukso-dialect rule may read (repeatable)")
+                       help="extra name a rule may read, e.g. a series name (cFos: NAME.power_w and the "
+                            "other quantities; repeatable)")
 
     c = rsub.add_parser("check", help="validate a rule file and list its rules")
     common(c)
@@ -73,14 +75,15 @@ def _load(args: argparse.Namespace, names: list[str]) -> RuleSet:
     for n in names:
         if not checked_name(n):
             raise UserError(f"--name {n!r} is not a valid name")
-    text = _read(args.file)
+    text = args.text = _read(args.file)
     try:
         return load_text(text, args.format, args.dialect, "" if args.file == "-" else args.file, names)
     except RuleFileError as exc:
-        raise UserError(f"{args.file}: {exc}") from exc
+        raise UserError(f"{args.file}: {exc} (read in {detected(args, text)})") from exc
     except RuleSetError as exc:
         lines = "\n  ".join(str(e) for e in exc.errors)
-        raise UserError(f"{args.file}: {len(exc.errors)} rule(s) do not compile:\n  {lines}") from exc
+        raise UserError(f"{args.file}: {len(exc.errors)} rule(s) do not compile (read in "
+                        f"{detected(args, text)}):\n  {lines}") from exc
 
 
 def _parse_sets(items: list[str]) -> dict[str, float]:
@@ -106,9 +109,29 @@ def _fmt(v: float) -> str:
     return f"{v:.10g}"
 
 
+def detected(args: argparse.Namespace, text: str) -> str:
+    """Which format and dialect the file is read as, and why."""
+    if args.format == "auto":
+        fmt, why = detection(text, "" if args.file == "-" else args.file)
+        fmt_text = f"{fmt} format ({why})"
+    else:
+        fmt, fmt_text = args.format, f"{args.format} format (--format)"
+    if fmt == "cfos":
+        dialect = "the cfos dialect (cFos lines are always cfos)"
+    elif args.dialect != "auto":
+        dialect = f"the {args.dialect} dialect (--dialect)"
+    else:
+        dialect = "the flukso dialect (the default for a mapping; --dialect cfos reads cFos formulas)"
+    return f"{dialect}, {fmt_text}"
+
+
 def run_check(args: argparse.Namespace) -> int:
     rs = _load(args, list(args.name))
-    print(f"{args.file}: {len(rs)} rule(s) in the {rs.dialect} dialect, targets {', '.join(rs.targets)}")
+    how = detected(args, args.text)
+    if len(rs) == 0:
+        raise UserError(f"{args.file}: no rules (read in {how})")
+    print(f"{args.file}: {len(rs)} rule(s) in {how}")
+    print(f"  targets {', '.join(rs.targets)}")
     for s in rs.steps:
         print(f"  {s.target}[{s.index}]  {s.source}")
     return 0
