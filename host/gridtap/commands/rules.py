@@ -30,7 +30,8 @@ from gridtap.rules.loader import detection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rules", help="check or evaluate upload rules (Flukso CUSTOM_RULES or cFos formulas)")
+    p = sub.add_parser("rules", help="check or evaluate upload rules (Flukso CUSTOM_RULES or cFos formulas)",
+                       description="Check a rule file, or run it on values you give (docs/rules.md).")
     rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -42,11 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="extra name a rule may read, e.g. a series name (cFos: NAME.power_w and the "
                             "other quantities; repeatable)")
 
-    c = rsub.add_parser("check", help="validate a rule file and list its rules")
+    c = rsub.add_parser("check", help="validate a rule file and list its rules",
+                        description="Load a rule file without running it: say which format and "
+                                    "dialect it was read in and why, list its rules, and fail on any "
+                                    "problem (also on a file without rules).")
     common(c)
     c.set_defaults(func=run_check)
 
-    e = rsub.add_parser("eval", help="run a rule file on the given values and print each step")
+    e = rsub.add_parser("eval", help="run a rule file on the given values and print each step",
+                        description="Run a rule file on the values given with --set and print every "
+                                    "step and its result; exit status 1 when a step failed.")
     common(e)
     e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="values",
                    help="input value, e.g. --set v2=1234 (repeatable)")
