@@ -179,6 +179,15 @@ def window_energy(pieces: list[tuple[int, int, float]], start: float, end: float
     return total
 
 
+_NOT_NEWER = re.compile(r"illegal attempt to update using time ([0-9.]+) when last update time is ([0-9.]+)")
+
+
+def stored_already(message: str) -> bool:
+    """Whether an rrdcached refusal is of an update not newer than the file's last one."""
+    m = _NOT_NEWER.search(message)
+    return m is not None and float(m.group(1)) <= float(m.group(2))
+
+
 def parse_fetch(text: str) -> list[tuple[int, float | None]]:
     out: list[tuple[int, float | None]] = []
     for line in text.splitlines():
@@ -536,6 +545,7 @@ class RrdStore:
         self.created: set[str] = set()  # series whose file this process made, until their first value
         self.errors = 0
         self.updates = 0
+        self.replayed = 0  # updates refused as not newer than what the file holds: stored already
 
     def path(self, sensor: str) -> Path:
         return self.rrd_dir / f"{sensor}.rrd"
@@ -735,6 +745,12 @@ class RrdStore:
             return 0
         refused = self.client.take_refused(wait)
         for message in refused:
+            if stored_already(message):
+                # a value rrdcached held when the daemon asked for the file's last update, sent again
+                # after a restart: it is in the file, nothing is lost
+                self.replayed += 1
+                log.debug("rrd update already stored: %s", message)
+                continue
             self.errors += 1
             log.warning("rrd update refused: %s", message)
         if refused:  # a file deleted under the daemon is made again on its series' next update
