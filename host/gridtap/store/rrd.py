@@ -918,8 +918,8 @@ def default_socket(state_dir: Path) -> Path:
 
 
 # A series' first value in a process is written at the start of the 1-minute archive's row it falls
-# in: a row whose steps are partly unknown (before a new file's first value) holds the mean of the
-# known ones, which would count the unknown steps' energy twice. (The file's 15 min and longer rows
+# in too: a row whose steps are partly unknown (before a new file's first value) holds the mean of
+# the known ones, which would count the unknown steps' energy twice. (The file's 15 min and longer rows
 # still begin so: an energy older than a day over a new series' first quarter hour is not exact.)
 FIRST_ALIGN_S = RRAS[1][0] * STEP
 FILL_GRACE_MS = 3000  # an unchanged series is written at a step boundary once the board is this far past it
@@ -964,9 +964,14 @@ class RrdSink:
             return  # an RRD only goes forward
         self.prev[sensor] = (t_ms, total_milli)
         if prev is None:
-            # the series' first reading in this process stands for the minute it falls in (see
-            # FIRST_ALIGN_S); an RRD that is further on already takes nothing from it
-            self._write(sensor, t_ms // (FIRST_ALIGN_S * 1000) * FIRST_ALIGN_S, total_milli)
+            # the series' first reading in this process: the same counter at the start of its minute
+            # and at its second, so that minute's steps are all known (see FIRST_ALIGN_S), those
+            # before the reading as 0 (its energy is not known); an RRD that is further on already
+            # takes neither
+            start, sec = t_ms // (FIRST_ALIGN_S * 1000) * FIRST_ALIGN_S, t_ms // 1000
+            self._write(sensor, start, total_milli)
+            if sec > start:
+                self._write(sensor, sec, total_milli)
         else:
             done = self.written.get(sensor, 0)
             sec = t_ms // 1000

@@ -155,7 +155,7 @@ def test_graph_without_a_daemon_ignores_a_stale_socket_and_a_failure_writes_no_p
     path.write_bytes(b"garbled" * 1000)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "rrdtool graph failed" in err and "not an RRD file" in err
+    assert "not an RRD file" in err  # named by the legend's read (rrdtool dump) or by rrdtool graph
     assert not out.exists(), "a failed graph left a PNG"
     assert not list(short_tmp.glob(".power.png*")), "a failed graph left its temporary file"
 
