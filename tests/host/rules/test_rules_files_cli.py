@@ -150,7 +150,8 @@ def test_check_says_which_dialect_and_why(tmp_path: Path, capsys: pytest.Capture
 def test_check_of_a_gridtap_toml_without_pvoutput(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It said "'daemon' must be a rule string or a list of rule strings"."""
     f = tmp_path / "gridtap.toml"
-    f.write_text('[daemon]\nstate_dir = "/tmp/x"\n\n[board]\nport = "/dev/ttyUSB0"\n\n[[sensor]]\nname = "a"\n')
+    f.write_text('[daemon]\nstate_dir = "/tmp/x"\n\n[board]\nport = "/dev/ttyUSB0"\n\n'
+                 '[[sensor]]\nname = "a"\n')
     assert main(["rules", "check", str(f)]) == 2
     err = capsys.readouterr().err
     assert "no [rules] table and no [pvoutput] section" in err and "must be a rule string" not in err
