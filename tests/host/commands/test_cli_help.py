@@ -10,6 +10,8 @@ from gridtap.cli import build_parser
 
 
 def _walk(name: str, parser: argparse.ArgumentParser) -> list[str]:
+    if not parser.add_help:  # only listed here, parsed by its own module (`gridtap hub`: gridtap_hub.cli)
+        return []
     missing = [] if parser.description else [f"{name}: no description"]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
