@@ -65,8 +65,9 @@ class LiveStore:
         self.gauges[imp] = g  # one dict store: atomic in CPython, readers see the old or the new
 
     def _put_second(self, sensor: str, t: int, rate: float) -> None:
-        """A gauge's second. The board sends one about every 1.05 s, stamped with its whole second,
-        so every twenty-odd seconds a second gets none: it is given the mean of its neighbours
+        """A gauge's second. The board sends one a little more than once a second (about every
+        1.02 s in the demo), stamped with its whole second, so now and then (every ~47 s there) a
+        second gets none: it is given the mean of its neighbours
         instead of staying unknown ("nan" in the REST API's minute series)."""
         ring = self.rings.get(sensor)
         if ring is not None:

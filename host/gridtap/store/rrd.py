@@ -931,8 +931,9 @@ class RrdSink:
 
     The RRD step is 10 s, so one value per series per step is enough: the
     first reading of each step is written at its whole second, and rrdcached
-    gets a tenth of the updates. The board sends a reading about every 1.05 s
-    stamped in ms: the value written is the counter interpolated to that whole
+    gets a tenth of the updates. The board sends a reading a little more than
+    once a second (its commit follows the ADC batch that ends the second; about
+    every 1.02 s in the demo), stamped in ms: the value written is the counter interpolated to that whole
     second between the readings on either side of it. (Written as it came, a
     reading from late in its second now and then gave a row 9 s of energy: a
     comb of notches in the curves.)

@@ -1,8 +1,8 @@
 """What a graph and the REST API's per-second series are made of (issue #15, items 3 and 4).
 
-The board sends a reading about every 1.05 s, stamped in ms: the RRD rows must still hold exactly
-their step's energy, and the per-second series must have no unknown second, also for an S0 meter
-between its pulses.
+The board sends a reading a little more than once a second, stamped in ms: the RRD rows must still
+hold exactly their step's energy, and the per-second series must have no unknown second, also for an
+S0 meter between its pulses.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_an_outage_is_not_filled_with_a_standing_counter() -> None:
 
 
 def test_gauges_at_an_uneven_cadence_leave_no_unknown_second() -> None:
-    """A gauge every 1.05 s stamped with its whole second skipped a second every ~20 s: "nan" in
+    """A gauge every 1.05 s stamped with its whole second skipped a second every 21 s: "nan" in
     the REST API's minute series."""
     live = LiveStore()
     t_ms = T0 * 1000 + 10
