@@ -80,3 +80,20 @@ def test_daemon_check(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["daemon", "-c", str(bad), "--check"]) == 2
     err = capsys.readouterr().err
     assert "bad.toml line 3: [board] key 'baud': expected an integer" in err and "Traceback" not in err
+
+
+def test_graph_window_takes_unix_or_iso_times() -> None:
+    import argparse
+    import datetime
+
+    from gridtap.commands.graph import parse_time, window_title
+
+    assert parse_time("1796554800") == 1796554800
+    assert parse_time("2026-12-06T11:00+00:00") == 1796554800
+    local = datetime.datetime(2026, 12, 6, 11, 0).timestamp()
+    assert parse_time("2026-12-06 11:00") == int(local)
+    with pytest.raises(argparse.ArgumentTypeError, match="neither a Unix time nor an ISO time"):
+        parse_time("yesterday")
+    title = window_title("grid", 1796554800, 1796554800 + 7200)
+    assert title.startswith("grid, ") and title.endswith(time.strftime(" %Z", time.localtime(1796554800)))
+    assert time.strftime("%Y-%m-%d", time.localtime(1796554800)) in title
