@@ -14,14 +14,15 @@ PIP := $(VENV)/bin/pip
 STAMPS := $(VENV)/.stamps
 
 # Debian 12 packages: C toolchain, cffi headers, clang for libFuzzer and the
-# Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto, and the big-endian MIPS
-# cross compiler with qemu-mips-static for the OpenWrt router build (native/mips); for the
-# community hub PostgreSQL 15 and libpq (psycopg 3), and chromium + its driver for the
-# dashboard's browser tests; gcc-arm-none-eabi, picolibc and qemu-system-arm for the
-# firmware on an emulated Cortex-M0 (firmware/ports/qemu_m0).
+# Cortex-M0+ cross build, rrdtool/rrdcached, mosquitto with its clients (make demo
+# suggests mosquitto_sub), and the big-endian MIPS cross compiler with qemu-mips-static
+# for the OpenWrt router build (native/mips); for the community hub PostgreSQL 15 and
+# libpq (psycopg 3), and chromium + its driver for the dashboard's browser tests;
+# gcc-arm-none-eabi, picolibc and qemu-system-arm for the firmware on an emulated
+# Cortex-M0 (firmware/ports/qemu_m0).
 APT_PKGS := build-essential python3-venv python3-dev libffi-dev pkg-config \
 	clang lld llvm libclang-rt-14-dev \
-	rrdtool rrdcached librrd-dev mosquitto socat tzdata valgrind \
+	rrdtool rrdcached librrd-dev mosquitto mosquitto-clients socat tzdata valgrind \
 	gcc-mips-linux-gnu libc6-dev-mips-cross qemu-user-static \
 	postgresql-15 libpq5 chromium chromium-driver \
 	gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm

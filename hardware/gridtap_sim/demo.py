@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -448,28 +449,46 @@ class Api:
         return None
 
 
-def draw_graphs(cfg_path: Path, out: Path, interval: str, end: int, sock: Path | None,
-                quiet: bool) -> list[Path]:
-    """`gridtap graph` for every sensor; a sensor with no RRD yet is skipped."""
-    from gridtap.commands.graph import graph_args
+def draw_graphs(cfg_path: Path, out: Path, start: int, end: int, quiet: bool) -> list[Path]:
+    """`gridtap graph --start --end` of every sensor over the simulated window, as <sensor>.png;
+    a sensor with no RRD yet is skipped."""
+    from gridtap.commands.graph import flush_for_reading, graph_args
     from gridtap.config import load_config
 
     cfg = load_config(cfg_path)
+    flush_for_reading(cfg, [cfg.daemon.rrd_dir / f"{sid}.rrd" for s in cfg.sensors for sid, _r in s.series])
     done: list[Path] = []
     for s in cfg.sensors:
-        png = out / f"{s.name}-{interval}.png"
+        png = out / f"{s.name}.png"
         try:
-            cmd = graph_args(cfg, s, interval, png, end, 800, 250)
+            cmd = graph_args(cfg, s, "day", png, end, 800, 250, start=start)
         except UserError:
             continue  # no RRD yet
-        if sock is not None and sock.exists():
-            cmd[3:3] = ["--daemon", f"unix:{sock}"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode == 0:
             done.append(png)
         elif not quiet:
             print(f"  graph {png.name}: rrdtool graph failed: {res.stderr.strip()}", file=sys.stderr)
     return done
+
+
+FIRST_COUNTER = re.compile(r"rrd ([0-9a-f]{32}): new file, first counter (\d+) at (\d+)")
+
+
+def graph_energy(rrd_dir: Path, daemon_log: Path, start: int, end: int) -> dict[str, tuple[float, float]]:
+    """Per series (id): the energy its graph's legend shows over start..end (Wh, from the RRD's
+    rows) and the counter at the RRD's first value (Wh, from the daemon's log): the energy the
+    firmware counted before the daemon first stored the series. Together they are the series'
+    total when the RRDs hold every step."""
+    from gridtap.commands.graph import series_energy
+
+    firsts = {m.group(1): int(m.group(2)) for m in FIRST_COUNTER.finditer(_tail(daemon_log, 10**7))}
+    out: dict[str, tuple[float, float]] = {}
+    for s in demo_series():
+        path = rrd_dir / f"{s.id}.rrd"
+        if path.exists() and s.id in firsts:
+            out[s.id] = (series_energy(path, start, end) / 1000.0, firsts[s.id] / 1000.0)
+    return out
 
 
 def hhmm(t: float) -> str:
@@ -493,7 +512,6 @@ class Demo:
         self.cfg = self.out / "gridtap.toml"
         self.clock_path = self.out / "clock.bin"
         self.record = self.out / "record.npz"
-        self.sock = self.out / "state" / "rrdcached.sock"
         self.api: Api | None = None
         self.mqtt_port: int | None = None
         self.statuses = 0
@@ -591,9 +609,13 @@ class Demo:
         for s in demo_series():
             self.say(f"    {s.sensor:<12} {s.role:<7} {self.api.base}/sensor/{s.id}")
         if self.mqtt_port is not None:
-            self.say(f"  MQTT: mosquitto_sub -h 127.0.0.1 -p {self.mqtt_port} -t '/sensor/#' -v")
-        self.say(f"  graphs: {o['out']}/<sensor>-hour.png every {o['graph_every'] / 60:g} simulated min, "
-                 "and -day.png at the end")
+            if shutil.which("mosquitto_sub"):  # Debian's mosquitto-clients
+                self.say(f"  MQTT: mosquitto_sub -h 127.0.0.1 -p {self.mqtt_port} -t '/sensor/#' -v")
+            else:
+                self.say(f"  MQTT: broker on 127.0.0.1:{self.mqtt_port}, topics /sensor/# (mosquitto_sub is "
+                         "in Debian's mosquitto-clients)")
+        self.say(f"  graphs: {o['out']}/<sensor>.png over the simulated window, redrawn every "
+                 f"{o['graph_every'] / 60:g} simulated min and at the end")
         self.say(f"  logs: {o['out']}/daemon.log, sim.log, firmware.log; Ctrl-C stops everything cleanly")
         names = "  ".join(f"{n:>12}" for n, *_ in SENSORS)
         self.say(f"  {'time (UTC)':<10} {'speed':>6}  {names}")
@@ -636,7 +658,7 @@ class Demo:
                     last = (now, w)
                     next_status = now - (now - self.t0) % o["status_every"] + o["status_every"]
                 if now >= next_graph:
-                    draw_graphs(self.cfg, self.out, "hour", int(now), self.sock, quiet=True)
+                    draw_graphs(self.cfg, self.out, int(self.t0), int(now), quiet=True)
                     next_graph = now + o["graph_every"]
                 time.sleep(0.1)
         finally:
@@ -657,9 +679,9 @@ class Demo:
         if sim is not None and sim_rc not in (0, 130, -signal.SIGTERM):
             raise UserError(f"the virtual board failed ({sim_rc}); {self.out / 'sim.log'}:\n"
                             f"{_tail(self.out / 'sim.log')}")
-        graphs: list[Path] = []
-        for interval in ("hour", "day"):
-            graphs += draw_graphs(self.cfg, self.out, interval, int(sim_end), None, quiet=False)
+        end = math.ceil(sim_end)
+        graphs = draw_graphs(self.cfg, self.out, int(self.t0), end, quiet=False)
+        legends = graph_energy(self.out / "rrd", self.out / "daemon.log", int(self.t0), end)
         totals = read_totals(self.out / "state")
         mqtt = self.mqtt_counters(totals) if self.mqtt_port is not None else None
         self.procs.stop("mosquitto", timeout=10.0)
@@ -670,6 +692,10 @@ class Demo:
 
         meta, arrays = load_record(self.record)
         rows = compare(arrays, meta, self.t0, totals)
+        for row in rows:
+            got = legends.get(row["id"])
+            row["graph_wh"] = None if got is None else round(got[0], 3)
+            row["before_graph_wh"] = None if got is None else round(got[1], 3)
         report = {
             "scenario": SCENARIO, "seed": self.opt["seed"], "t0": self.t0,
             "requested_speed": self.opt["speed_text"], "duration_s": self.opt["duration"],
@@ -729,6 +755,19 @@ class Demo:
         return {"retained_counters": len(got), "equal_to_daemon_totals": match, "series": len(want),
                 "missing": missing}
 
+    def say_legends(self, r: dict[str, Any]) -> None:
+        """Whether the graphs' legends add up to the firmware's registers."""
+        drawn = [row for row in r["energy"] if row.get("graph_wh") is not None]
+        if not drawn:
+            return
+        before = max(row["before_graph_wh"] for row in drawn)
+        equal = sum(1 for row in drawn
+                    if abs(row["graph_wh"] + row["before_graph_wh"] - row["firmware_wh"]) < 0.5)
+        self.say(f"graph Wh: the legends of the graphs, each series' counter delta over the simulated "
+                 f"window as its RRD holds it; with what the board counted before the daemon first "
+                 f"stored it (its clock not yet set: up to {before:.1f} Wh, daemon.log \"first counter\") "
+                 f"they equal the firmware's figure to the Wh for {equal} of {len(drawn)} series")
+
     def print_report(self, r: dict[str, Any]) -> None:
         self.say("")
         sim_s, wall = r["simulated_s"], r["sim_wall_s"]
@@ -743,16 +782,18 @@ class Demo:
                      + "; each loses the energy counted since the board's last EEPROM save")
         self.say("energy, firmware registers (via the daemon) against the simulator's truth:")
         self.say(f"  {'sensor':<12} {'series':<7} {'firmware Wh':>12} {'truth Wh':>12} {'diff Wh':>9} "
-                 f"{'error':>8}")
+                 f"{'error':>8} {'graph Wh':>10}")
         for row in r["energy"]:
             if row["firmware_wh"] is None:
                 self.say(f"  {row['sensor']:<12} {row['series']:<7} {'(no data)':>12}")
                 continue
             err = "-" if row["error_pct"] is None else f"{row['error_pct']:+.2f} %"
+            graph = "-" if row.get("graph_wh") is None else f"{row['graph_wh']:.1f}"
             self.say(f"  {row['sensor']:<12} {row['series']:<7} {row['firmware_wh']:12.1f} "
-                     f"{row['truth_wh']:12.1f} {row['diff_wh']:+9.2f} {err:>8}")
+                     f"{row['truth_wh']:12.1f} {row['diff_wh']:+9.2f} {err:>8} {graph:>10}")
         self.say("  (CT errors are the board's uncalibrated CT/VT/ADC errors; pulse series are exact "
-                 "up to a pulse in flight)")
+                 "up to a pulse in flight; error \"-\": under 1 Wh of truth, nothing to compare)")
+        self.say_legends(r)
         rest = r["rest"]
         self.say(f"REST API: {rest['answers']} answers, {rest['failures']} failures")
         if r["mqtt"] is None:

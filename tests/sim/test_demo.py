@@ -124,7 +124,7 @@ def test_output_directory_is_cleared_of_a_previous_demo_only(tmp_path: Path) -> 
     demo.prepare_out(out)
     (out / "state").mkdir()
     (out / "state" / "counters.sqlite").write_bytes(b"x")
-    for name in ("grid-hour.png", "daemon.log", "record.npz", "report.json", "notes.txt"):
+    for name in ("grid.png", "daemon.log", "record.npz", "report.json", "notes.txt"):
         (out / name).write_text("old")
     demo.prepare_out(out)
     assert sorted(p.name for p in out.iterdir()) == [demo.MARKER, "notes.txt"]
@@ -269,9 +269,15 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     assert pv["truth_wh"] > 200 and abs(pv["diff_wh"]) <= 2.0, pv   # 1 Wh pulses: exact but for one in flight
     assert rows[("pv-inverter", "import")]["firmware_wh"] < 1.0     # no standby draw by day
     for name in ("pv-inverter", "grid", "kitchen", "pv-meter"):
-        for interval in ("hour", "day"):
-            png = out / f"{name}-{interval}.png"
-            assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, png
+        png = out / f"{name}.png"  # over the simulated window
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, png
+    # the graphs' legends are the counters' delta over that window, to the Wh: with what the board
+    # counted before the daemon first stored the series, the firmware's figure (issue #15, item 2)
+    drawn = [r for r in report["energy"] if r.get("graph_wh") is not None]
+    assert len(drawn) == 6, report["energy"]
+    for r in drawn:
+        assert abs(r["graph_wh"] + r["before_graph_wh"] - r["firmware_wh"]) < 0.5, r
+    assert "equal the firmware's figure to the Wh for 6 of 6 series" in text
     assert "error" in text and "REST API:" in text and "simulated 6" in text
     # the daemon lived in simulated time: its log is stamped with simulated instants (logging uses
     # local time), and the board clock needed re-setting (beyond the one on HELLO) a few times at most,

@@ -574,7 +574,12 @@ class Session:
             newest_out[sensor] = t_ms
             rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
             for sink in self.sinks:
-                sink.counter(sensor, role, t, total)
+                # an output that places a reading within its second (the RRDs) takes its stamp in ms
+                counter_ms = getattr(sink, "counter_ms", None)
+                if counter_ms is not None:
+                    counter_ms(sensor, role, t_ms, total)
+                else:
+                    sink.counter(sensor, role, t, total)
             if rate is not None:
                 for sink in self.gauge_sinks:
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")

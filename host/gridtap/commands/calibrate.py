@@ -110,11 +110,16 @@ def compute(board: Reading, ref: Reading, v_gain_e6: int, i_gain_e6: int, phase_
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="compute and write V/I gain and phase from a reference meter")
+    p = sub.add_parser("calibrate", help="compute and write V/I gain and phase from a reference meter",
+                       description="Calibrate one CT channel against a reference meter: average the "
+                                   "board's gauges for --seconds, compute the current gain (and, with "
+                                   "--ref-watts, the phase correction) and the voltage gain, write them "
+                                   "into the channel's [[sensor]] in gridtap.toml, then to the board, and "
+                                   "commit. Stop the daemon first: this opens the board's port.")
     p.add_argument("-c", "--config", type=Path, help="gridtap.toml: the result is written into the channel's "
                    "[[sensor]] (required unless --dry-run)")
     p.add_argument("--port", required=True, help="serial port of the board (stop the daemon first)")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=115200, help="link baud rate (default 115200)")
     p.add_argument("--channel", type=int, required=True, help="CT channel, from 0 (CT1 = 0)")
     p.add_argument("--ref-volts", type=float, required=True, help="reference meter voltage, V rms")
     p.add_argument("--ref-amps", type=float, required=True, help="reference meter current, A rms")

@@ -25,7 +25,11 @@ LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("daemon", help="run the host daemon: board link, RRDs, REST API")
+    p = sub.add_parser("daemon", help="run the host daemon: board link, RRDs, REST API",
+                       description="Run the host daemon on a gridtap.toml: the board link (HELLO, clock and "
+                                   "sensor config, ACKed counters), counter epochs, the RRDs through "
+                                   "rrdcached (or batched), the REST API and the configured uplinks "
+                                   "(MQTT, Flukso, PVOutput). Stops cleanly on SIGTERM or Ctrl-C.")
     p.add_argument("-c", "--config", required=True, type=Path, help="gridtap.toml")
     p.add_argument("--log-level", default="info", choices=LEVELS, help="least important messages logged")
     p.add_argument("--syslog", action="store_true", help="log to syslog (/dev/log) instead of stderr")

@@ -1,9 +1,12 @@
 """`gridtap graph <sensor> --interval day -o power.png`: a power graph from the sensor's RRDs.
 
-Import is drawn above the axis and export below it in its own colour; the
-legend gives the energy of each over the interval (the mean stored rate,
-unknown counted as 0, times the interval), so the picture and the meter can
-be compared at a glance.
+Import is drawn above the axis and export below it in its own colour, from 0;
+the legend gives the energy of each over the drawn window: the counter's delta
+between the window's ends, summed from the finest rows the RRD holds for each
+part of it and the step in progress (gridtap.store.rrd.stored_rates), not from
+the curve's consolidation, so the legend and the meter agree to the Wh. The
+title names the window with its date and time zone (the host's, as the axis).
+The window is the --interval before --end (default now), or --start..--end.
 
 Only rrdtool 1.0's graph syntax is used (no VDEF, no --slope-mode, no
 --daemon), so the same command draws on OpenWrt's rrdtool1. Values the
@@ -17,6 +20,7 @@ succeeded: a failed graph leaves no file (and the exit status is 2).
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import subprocess
 import time
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from gridtap.config import Config, SensorConfig, load_config
 from gridtap.errors import UserError
-from gridtap.store.rrd import DS_NAME, CacheClient, RrdStore, rrdtool_exe
+from gridtap.store.rrd import DS_NAME, CacheClient, RrdStore, rrdtool_exe, stored_rates, window_energy
 
 SPANS = {"hour": 3600, "day": 86400, "week": 604800, "month": 2419200, "year": 31536000}
 IMPORT_COLOUR = "#D9480F"
@@ -33,23 +37,61 @@ PULSE_COLOUR = "#1864AB"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("graph", help="draw a sensor's power (import and export) as a PNG")
+    p = sub.add_parser("graph", help="draw a sensor's power (import and export) as a PNG",
+                       description="Draw a sensor's power from its RRDs as a PNG: import above the axis, "
+                                   "export below it, each with its exact energy over the window.")
     p.add_argument("sensor", help="sensor name or 32-hex id from the config")
     p.add_argument("-c", "--config", required=True, type=Path, help="gridtap.toml")
-    p.add_argument("--interval", default="day", choices=list(SPANS), help="how far back (default day)")
+    p.add_argument("--interval", default="day", choices=list(SPANS),
+                   help="how far back from --end (default day; ignored with --start)")
     p.add_argument("-o", "--output", required=True, type=Path, help="PNG file to write")
-    p.add_argument("--end", type=int, default=None, help="Unix time of the right edge (default now)")
-    p.add_argument("--width", type=int, default=800)
-    p.add_argument("--height", type=int, default=250)
+    p.add_argument("--start", type=parse_time, default=None,
+                   help="left edge: Unix time or local ISO time, e.g. 2026-12-06T11:00 (default: --end "
+                        "minus --interval)")
+    p.add_argument("--end", type=parse_time, default=None,
+                   help="right edge: Unix time or local ISO time (default now)")
+    p.add_argument("--width", type=int, default=800, help="plot width in pixels, 100..4000 (default 800)")
+    p.add_argument("--height", type=int, default=250, help="plot height in pixels, 50..2000 (default 250)")
     p.set_defaults(func=run)
 
 
+def parse_time(text: str) -> int:
+    """A Unix time, or an ISO 8601 date and time (local time unless it names its offset)."""
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        return int(datetime.datetime.fromisoformat(text.strip()).timestamp())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a Unix time nor an ISO time like 2026-12-06T11:00") from exc
+
+
+def window_title(name: str, start: int, end: int) -> str:
+    """'<name>, 2026-12-06 11:00 - 13:00 UTC': the window in the host's time zone, as the axis."""
+    a, b = time.localtime(start), time.localtime(end)
+    left = time.strftime("%Y-%m-%d %H:%M", a)
+    right = time.strftime("%H:%M %Z" if a[:3] == b[:3] else "%Y-%m-%d %H:%M %Z", b)
+    return f"{name}, {left} - {right}"
+
+
+def series_energy(path: Path, start: int, end: int) -> float:
+    """Thousandths (mWh, mL) the RRD at path holds over (start, end]: its counter's delta."""
+    res = subprocess.run([rrdtool_exe(), "dump", str(path)], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise UserError(f"rrdtool dump {path}: {res.stderr.strip()}")
+    return window_energy(stored_rates(res.stdout), start, end)
+
+
 def graph_args(
-    cfg: Config, s: SensorConfig, interval: str, out: Path, end: int | None, width: int, height: int
+    cfg: Config, s: SensorConfig, interval: str, out: Path, end: int | None, width: int, height: int,
+    start: int | None = None,
 ) -> list[str]:
+    """The `rrdtool graph` command line; the RRDs must be on disk (flush_for_reading)."""
     rrd = RrdStore(cfg.daemon.rrd_dir, None)
     end_t = int(time.time()) if end is None else end
-    span = SPANS[interval]
+    start_t = end_t - SPANS[interval] if start is None else start
+    if start_t >= end_t:
+        raise UserError("the graph's --start must be before its --end")
     water = s.kind == "pulse" and s.unit == "litre"
     label = "L/min" if water else "W"
     scale = 0.06 if water else 3.6  # thousandths per second -> L/min or W
@@ -60,7 +102,7 @@ def graph_args(
         "--imgformat",
         "PNG",
         "--start",
-        str(end_t - span),
+        str(start_t),
         "--end",
         str(end_t),
         "--width",
@@ -69,8 +111,12 @@ def graph_args(
         str(height),
         "--vertical-label",
         label,
+        "--lower-limit",  # areas from 0: without --rigid this widens, never clips, the axis
+        "0",
+        "--upper-limit",
+        "0",
         "--title",
-        f"{s.name} ({interval})",
+        window_title(s.name, start_t, end_t),
     ]
     series: list[tuple[str, str, str, int]] = []  # (id, vname, legend, sign)
     if s.kind == "ct":
@@ -78,7 +124,7 @@ def graph_args(
         if s.export_id:
             series.append((s.export_id, "exp", "Export", -1))
     else:
-        series.append((s.id, "pls", "Water" if water else "Energy", 1))
+        series.append((s.id, "pls", "Water" if water else "Power", 1))
     found = False
     for sid, v, legend, sign in series:
         path = rrd.path(sid)
@@ -87,13 +133,12 @@ def graph_args(
         found = True
         colour = {"imp": IMPORT_COLOUR, "exp": EXPORT_COLOUR}.get(v, PULSE_COLOUR)
         total_unit, total_div = ("L", 1000) if water else ("kWh", 1_000_000)
+        energy = series_energy(path, start_t, end_t) / total_div
         args += [
             f"DEF:{v}={path}:{DS_NAME}:AVERAGE",
             f"CDEF:{v}p={v},{scale * sign},*",
-            # energy: the mean rate with gaps as 0, times the span (1.0 has no VDEF TOTAL)
-            f"CDEF:{v}e={v},UN,0,{v},IF,{span},*,{total_div},/",
             f"AREA:{v}p{colour}:{legend:<7}",
-            f"GPRINT:{v}e:AVERAGE:%8.3lf {total_unit}",
+            f"COMMENT:{energy:8.3f} {total_unit}  ",
             f"CDEF:{v}w={v},{scale},*",
             f"GPRINT:{v}w:MAX:peak %6.0lf {label}\\l",
         ]
@@ -110,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--width must be 100..4000 and --height 50..2000 pixels")
     out: Path = args.output
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = graph_args(cfg, s, args.interval, tmp, args.end, args.width, args.height)
     flush_for_reading(cfg, [RrdStore(cfg.daemon.rrd_dir, None).path(sid) for sid, _role in s.series])
+    cmd = graph_args(cfg, s, args.interval, tmp, args.end, args.width, args.height, args.start)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0 or not tmp.exists():

@@ -26,10 +26,12 @@ import sys
 from gridtap.errors import UserError
 from gridtap.rules import DIALECTS, FORMATS, RuleFileError, RuleSet, RuleSetError, load_text
 from gridtap.rules.core import MAX_FILE_BYTES, check_result, checked_name
+from gridtap.rules.loader import detection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rules", help="check or evaluate upload rules (Flukso CUSTOM_RULES or cFos formulas)")
+    p = sub.add_parser("rules", help="check or evaluate upload rules (Flukso CUSTOM_RULES or cFos formulas)",
+                       description="Check a rule file, or run it on values you give (docs/rules.md).")
     rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -38,13 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--dialect", choices=DIALECTS, default="auto",
                        help="expression dialect of python/json/toml mappings (default: flukso)")
         q.add_argument("--name", action="append", default=[], metavar="NAME",
-                       help="extra name a Flukso-dialect rule may read (repeatable)")
+                       help="extra name a rule may read, e.g. a series name (cFos: NAME.power_w and the "
+                            "other quantities; repeatable)")
 
-    c = rsub.add_parser("check", help="validate a rule file and list its rules")
+    c = rsub.add_parser("check", help="validate a rule file and list its rules",
+                        description="Load a rule file without running it: say which format and "
+                                    "dialect it was read in and why, list its rules, and fail on any "
+                                    "problem (also on a file without rules).")
     common(c)
     c.set_defaults(func=run_check)
 
-    e = rsub.add_parser("eval", help="run a rule file on the given values and print each step")
+    e = rsub.add_parser("eval", help="run a rule file on the given values and print each step",
+                        description="Run a rule file on the values given with --set and print every "
+                                    "step and its result; exit status 1 when a step failed.")
     common(e)
     e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="values",
                    help="input value, e.g. --set v2=1234 (repeatable)")
@@ -73,14 +81,15 @@ def _load(args: argparse.Namespace, names: list[str]) -> RuleSet:
     for n in names:
         if not checked_name(n):
             raise UserError(f"--name {n!r} is not a valid name")
-    text = _read(args.file)
+    text = args.text = _read(args.file)
     try:
         return load_text(text, args.format, args.dialect, "" if args.file == "-" else args.file, names)
     except RuleFileError as exc:
-        raise UserError(f"{args.file}: {exc}") from exc
+        raise UserError(f"{args.file}: {exc} (read in {detected(args, text)})") from exc
     except RuleSetError as exc:
         lines = "\n  ".join(str(e) for e in exc.errors)
-        raise UserError(f"{args.file}: {len(exc.errors)} rule(s) do not compile:\n  {lines}") from exc
+        raise UserError(f"{args.file}: {len(exc.errors)} rule(s) do not compile (read in "
+                        f"{detected(args, text)}):\n  {lines}") from exc
 
 
 def _parse_sets(items: list[str]) -> dict[str, float]:
@@ -106,9 +115,29 @@ def _fmt(v: float) -> str:
     return f"{v:.10g}"
 
 
+def detected(args: argparse.Namespace, text: str) -> str:
+    """Which format and dialect the file is read as, and why."""
+    if args.format == "auto":
+        fmt, why = detection(text, "" if args.file == "-" else args.file)
+        fmt_text = f"{fmt} format ({why})"
+    else:
+        fmt, fmt_text = args.format, f"{args.format} format (--format)"
+    if fmt == "cfos":
+        dialect = "the cfos dialect (cFos lines are always cfos)"
+    elif args.dialect != "auto":
+        dialect = f"the {args.dialect} dialect (--dialect)"
+    else:
+        dialect = "the flukso dialect (the default for a mapping; --dialect cfos reads cFos formulas)"
+    return f"{dialect}, {fmt_text}"
+
+
 def run_check(args: argparse.Namespace) -> int:
     rs = _load(args, list(args.name))
-    print(f"{args.file}: {len(rs)} rule(s) in the {rs.dialect} dialect, targets {', '.join(rs.targets)}")
+    how = detected(args, args.text)
+    if len(rs) == 0:
+        raise UserError(f"{args.file}: no rules (read in {how})")
+    print(f"{args.file}: {len(rs)} rule(s) in {how}")
+    print(f"  targets {', '.join(rs.targets)}")
     for s in rs.steps:
         print(f"  {s.target}[{s.index}]  {s.source}")
     return 0

@@ -21,16 +21,21 @@ BYTES_FIELDS = {"board_id": 8, "text": None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("wire", help="decode or build gridtap link frames")
+    p = sub.add_parser("wire", help="decode or build gridtap link frames",
+                       description="Decode captured link bytes, or build a frame by hand (docs/protocol.md).")
     wsub = p.add_subparsers(dest="wire_command", metavar="ACTION", required=True)
 
-    d = wsub.add_parser("decode", help="decode link bytes from a file or stdin to JSON lines")
+    d = wsub.add_parser("decode", help="decode link bytes from a file or stdin to JSON lines",
+                        description="Decode COBS/CRC-32 link frames from a file or stdin into JSON "
+                                    "lines, counting the bad ones.")
     d.add_argument("file", nargs="?", default="-", help="capture file, or - for stdin (default)")
     d.add_argument("--hex", action="store_true", help="input is hex text instead of raw bytes")
     d.add_argument("--python", action="store_true", help="use the Python decoder even if C is built")
     d.set_defaults(func=run_decode)
 
-    e = wsub.add_parser("encode", help="print one frame as hex")
+    e = wsub.add_parser("encode", help="print one frame as hex",
+                        description="Build one frame from its type and field=value pairs and print "
+                                    "it as hex, e.g. gridtap wire encode HELLO_REQ seq=1.")
     e.add_argument("type", help="message type, e.g. COUNTER, HELLO_REQ, TIME_SET")
     e.add_argument("fields", nargs="*", help="seq=N, flags=N and the type's fields as name=value")
     e.set_defaults(func=run_encode)

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from gridtap.rules.core import (
+    BUILTIN_NAMES,
     MAX_ARGS,
     MAX_DEPTH,
     MAX_EXPONENT,
@@ -421,8 +422,30 @@ def parse_file(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def compile_rules(rules: Iterable[tuple[str, str]]) -> RuleSet:
-    """Compile (target, formula) pairs in order; a repeated target gets index 1, 2, ..."""
+# What the PVOutput uploader gives a cFos rule (gridtap.outputs.pvoutput.uploader): per series
+# <series>.<quantity>, and the interval's length and local date.
+SERIES_QUANTITIES = ("power_w", "energy_wh", "today_wh", "import_wh", "v", "c")
+DATE_FIELDS = ("year", "month", "day", "weekday", "yearday", "hour", "minute", "second", "dayminute",
+               "daysecond", "dst")
+
+
+def known_name(name: str, names: Collection[str], targets: Collection[str]) -> bool:
+    """Whether a rule may read name: v1..v12, dt, date.<field>, a target, a configured name, or
+    <configured series>.<quantity>."""
+    if name in BUILTIN_NAMES or name == "dt" or name in names or name in targets:
+        return True
+    head, _, tail = name.partition(".")
+    return (head == "date" and tail in DATE_FIELDS) or (head in names and tail in SERIES_QUANTITIES)
+
+
+def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | None = None) -> RuleSet:
+    """Compile (target, formula) pairs in order; a repeated target gets index 1, 2, ...
+
+    With names (the configured series, or the names a check is told of), a rule that reads a name
+    no one provides is refused here, as in the Flukso dialect, instead of failing at every run
+    (exists(name) may test any name)."""
+    rules = list(rules)
+    targets = {t for t, _ in rules if isinstance(t, str)}
     steps: list[Step] = []
     errors: list[RuleError] = []
     counts: dict[str, int] = {}
@@ -436,6 +459,13 @@ def compile_rules(rules: Iterable[tuple[str, str]]) -> RuleSet:
             fn, cols = compile_expression(source)
         except RuleSyntaxError as exc:
             errors.append(RuleError(target, index, exc.column, exc.reason, str(source)))
+            continue
+        unknown = [n for n in cols if names is not None and not known_name(n, names, targets)]
+        if unknown:
+            given = ", ".join(sorted(names or ())) or "none"
+            errors.append(RuleError(target, index, cols[unknown[0]], f"unknown name {unknown[0]!r} (allowed: "
+                                    f"v1..v12, dt, date.<field>, targets, <series>.<quantity> of the "
+                                    f"series: {given})", str(source)))
             continue
         steps.append(Step(target, index, source, fn, cols))
     if errors:

@@ -97,15 +97,21 @@ def mapping_from(obj: Any, where: str) -> dict[str, list[str]]:
 
 
 def detect_format(text: str, filename: str = "") -> str:
+    return detection(text, filename)[0]
+
+
+def detection(text: str, filename: str = "") -> tuple[str, str]:
+    """The format auto picks for a file, and why (for `gridtap rules check`)."""
     name = filename.lower()
     if name.endswith(".json"):
-        return "json"
+        return "json", "the file name ends in .json"
     if name.endswith(".toml"):
-        return "toml"
-    stripped = text.lstrip()
-    if "CUSTOM_RULES" in text or stripped.startswith("{"):
-        return "python"
-    return "cfos"
+        return "toml", "the file name ends in .toml"
+    if "CUSTOM_RULES" in text:
+        return "python", "the text contains CUSTOM_RULES"
+    if text.lstrip().startswith("{"):
+        return "python", "the text starts with {"
+    return "cfos", "no CUSTOM_RULES, no { at the start and not .json/.toml: cFos formula lines"
 
 
 def load_text(text: str, fmt: str = "auto", dialect: str = "auto", filename: str = "",
@@ -124,7 +130,7 @@ def load_text(text: str, fmt: str = "auto", dialect: str = "auto", filename: str
             raise RuleFileError("cFos formula lines are always the cfos dialect")
         pairs = cfos.parse_file(text)
         try:
-            return cfos.compile_rules((t, e) for t, e, _ in pairs)
+            return cfos.compile_rules(((t, e) for t, e, _ in pairs), names)
         except RuleSetError as exc:
             lines = {}
             counts: dict[str, int] = {}
@@ -159,14 +165,24 @@ def load_text(text: str, fmt: str = "auto", dialect: str = "auto", filename: str
             if not isinstance(pv["custom_rules"], str):
                 raise RuleFileError("pvoutput.custom_rules must be a string")
             return load_text(pv["custom_rules"], "auto", dialect, "", names)
+        elif pv_obj is not None:
+            raise RuleFileError("[pvoutput] has no rules: give it rules = {...} or custom_rules")
+        elif any(isinstance(v, dict | list) and not _rule_list(v) for v in doc.values()):
+            tables = ", ".join(k for k, v in doc.items() if isinstance(v, dict | list) and not _rule_list(v))
+            raise RuleFileError(f"no rules here: no [rules] table and no [pvoutput] section (a gridtap.toml "
+                                f"keeps its rules in [pvoutput]); {tables} are not rules")
         else:
             mapping = mapping_from(doc, "TOML")
     return compile_mapping(mapping, "flukso" if dialect == "auto" else dialect, names)
 
 
+def _rule_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
 def compile_mapping(mapping: Mapping[str, list[str]], dialect: str, names: Collection[str] = ()) -> RuleSet:
     if dialect == "cfos":
-        return cfos.compile_rules((t, src) for t, rules in mapping.items() for src in rules)
+        return cfos.compile_rules(((t, src) for t, rules in mapping.items() for src in rules), names)
     return flukso.compile_rules(mapping, names)
 
 

@@ -118,6 +118,76 @@ class Fetched:
     values: list[tuple[int, float | None]]  # (end of interval, rate in thousandths per second)
 
 
+def _tag(xml: str, name: str) -> str:
+    m = re.search(rf"<{name}>\s*([^<]*?)\s*</{name}>", xml)
+    if m is None:
+        raise ValueError(f"not an rrdtool dump: no <{name}>")
+    return m.group(1)
+
+
+def _rate(text: str) -> float:
+    v = float(text)
+    return 0.0 if v != v else v  # unknown: no energy known
+
+
+def stored_rates(xml: str) -> list[tuple[int, int, float]]:
+    """The finest stored rate at every time of a series RRD, from its `rrdtool dump`: pieces
+    (from, to, thousandths per second), oldest first, without overlap.
+
+    Each AVERAGE archive is used back to where the next coarser one takes over at one of its own
+    row boundaries (so no row is cut), and the step in progress after the last whole one comes from
+    the data source's accumulated value: the sum over any window is the counter's delta.
+    """
+    last = int(_tag(xml, "lastupdate"))
+    step = int(_tag(xml, "step"))
+    head, *rras = xml.split("<rra>")
+    r = last - last % step  # the end of the newest whole step
+    archives: list[tuple[int, list[float]]] = []
+    for rra in rras:
+        if _tag(rra, "cf") != "AVERAGE":
+            continue
+        rows = re.findall(r"<row><v>\s*([^<]*?)\s*</v>", rra[rra.index("<database>"):])
+        archives.append((int(_tag(rra, "pdp_per_row")) * step, [_rate(v) for v in rows]))
+    archives.sort(key=lambda a: a[0])
+    pieces: list[tuple[int, int, float]] = []
+    if last > r and int(_tag(head, "unknown_sec")) == 0:
+        pieces.append((r, last, _rate(_tag(head, "value")) / (last - r)))
+    hi = r
+    for k, (span, rows) in enumerate(archives):
+        end = r - r % span
+        first = end - len(rows) * span
+        lo = first
+        if k + 1 < len(archives):
+            coarse = archives[k + 1][0]
+            lo = max(first, -(-first // coarse) * coarse)
+        for j, v in enumerate(rows):
+            a = first + j * span
+            if a >= lo and a + span <= hi:
+                pieces.append((a, a + span, v))
+        hi = lo
+    pieces.sort()
+    return pieces
+
+
+def window_energy(pieces: list[tuple[int, int, float]], start: float, end: float) -> float:
+    """Thousandths (mWh, mL) stored over (start, end]; a row the window cuts counts pro rata."""
+    total = 0.0
+    for a, b, v in pieces:
+        lo, hi = max(a, start), min(b, end)
+        if hi > lo:
+            total += v * (hi - lo)
+    return total
+
+
+_NOT_NEWER = re.compile(r"illegal attempt to update using time ([0-9.]+) when last update time is ([0-9.]+)")
+
+
+def stored_already(message: str) -> bool:
+    """Whether an rrdcached refusal is of an update not newer than the file's last one."""
+    m = _NOT_NEWER.search(message)
+    return m is not None and float(m.group(1)) <= float(m.group(2))
+
+
 def parse_fetch(text: str) -> list[tuple[int, float | None]]:
     out: list[tuple[int, float | None]] = []
     for line in text.splitlines():
@@ -472,8 +542,10 @@ class RrdStore:
         self.sent_at = 0.0  # monotonic time of the last send()
         self.paths: dict[str, str] = {}
         self.missing: dict[str, int] = {}  # series whose file could not be created -> first time
+        self.created: set[str] = set()  # series whose file this process made, until their first value
         self.errors = 0
         self.updates = 0
+        self.replayed = 0  # updates refused as not newer than what the file holds: stored already
 
     def path(self, sensor: str) -> Path:
         return self.rrd_dir / f"{sensor}.rrd"
@@ -487,6 +559,8 @@ class RrdStore:
         if not p.exists():
             self.rrd_dir.mkdir(parents=True, exist_ok=True)
             created = self.create_file(p, create_spec(first_t - STEP))
+            if created:
+                self.created.add(sensor)
             if not p.exists():  # rrdtool create may exit 0 on a full disk and leave no file
                 st = os.statvfs(self.rrd_dir)
                 raise OSError(f"rrdtool create {p.name}: no file written "
@@ -580,9 +654,16 @@ class RrdStore:
                 self.errors += 1
                 log.warning("rrd update %s refused: %s", sensor, res.stderr.strip())
                 return False
+        self.taken(sensor, t, value)
+        return True
+
+    def taken(self, sensor: str, t: int, value: int) -> None:
+        """Book an update that was queued or written."""
         self.last[sensor] = t
         self.updates += 1
-        return True
+        if sensor in self.created:  # where its graphs begin: the counter there is in no RRD row
+            self.created.discard(sensor)
+            log.info("rrd %s: new file, first counter %d at %d", sensor, value, t)
 
     def rewind(self, sensor: str, to_ts: int) -> bool:
         """Move sensor's last update back to to_ts if it is later (the host clock stepped back after
@@ -664,6 +745,12 @@ class RrdStore:
             return 0
         refused = self.client.take_refused(wait)
         for message in refused:
+            if stored_already(message):
+                # a value rrdcached held when the daemon asked for the file's last update, sent again
+                # after a restart: it is in the file, nothing is lost
+                self.replayed += 1
+                log.debug("rrd update already stored: %s", message)
+                continue
             self.errors += 1
             log.warning("rrd update refused: %s", message)
         if refused:  # a file deleted under the daemon is made again on its series' next update
@@ -830,39 +917,85 @@ def default_socket(state_dir: Path) -> Path:
     return Path("/tmp") / f"gridtap-rrdcached-{os.getpid()}.sock"
 
 
+# A series' first value in a process is written at the start of the 1-minute archive's row it falls
+# in too: a row whose steps are partly unknown (before a new file's first value) holds the mean of
+# the known ones, which would count the unknown steps' energy twice. (The file's 15 min and longer rows
+# still begin so: an energy older than a day over a new series' first quarter hour is not exact.)
+FIRST_ALIGN_S = RRAS[1][0] * STEP
+FILL_GRACE_MS = 3000  # an unchanged series is written at a step boundary once the board is this far past it
+FILL_MAX_JUMP_MS = 5000  # a bigger jump of the board's time is a gap (an outage): nothing is filled over it
+
+
 class RrdSink:
     """Counter outputs into the per-series RRDs; a refused update is logged, never fatal.
 
     The RRD step is 10 s, so one value per series per step is enough: the
-    first tuple of each step is written at once (with 1 Hz tuples that is the
-    value at the step boundary), the others only replace a held value that is
-    written when the series moves to the next step, or at shutdown. The
-    counter is cumulative, so nothing of the energy is lost, and rrdcached
-    gets a tenth of the updates.
+    first reading of each step is written at its whole second, and rrdcached
+    gets a tenth of the updates. The board sends a reading a little more than
+    once a second (its commit follows the ADC batch that ends the second; about
+    every 1.02 s in the demo), stamped in ms: the value written is the counter interpolated to that whole
+    second between the readings on either side of it. (Written as it came, a
+    reading from late in its second now and then gave a row 9 s of energy: a
+    comb of notches in the curves.)
+
+    A series whose register does not move (an S0 meter between its pulses, a
+    CT at 0 W) gets no new reading for up to a minute: its unchanged counter
+    is written at every step boundary once the board's time (the newest stamp
+    of any series) is FILL_GRACE_MS past it, so its rows read its true average
+    instead of "unknown" until the next pulse. At stop the newest readings
+    are written (flush_held), so the last partial step reaches the RRDs too.
     """
 
     wants_gauges = False
 
     def __init__(self, store: RrdStore) -> None:
         self.store = store
-        self.bucket: dict[str, int] = {}
-        self.held: dict[str, tuple[int, int]] = {}
+        self.prev: dict[str, tuple[int, int]] = {}  # per series its newest reading (ms, counter)
+        self.written: dict[str, int] = {}  # per series the time (s) of its newest write
+        self.now_ms = 0  # the board's present: the newest stamp of any series
+        self.filled_to = 0  # the newest boundary (s) the unchanged series were written at
 
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        b = t // STEP
-        current = self.bucket.get(sensor)
-        if current is not None and b < current:
-            return  # older than what was written: an RRD only goes forward
-        if current == b:
-            held = self.held.get(sensor)
-            if held is None or t > held[0]:
-                self.held[sensor] = (t, total_milli)
+        self.counter_ms(sensor, role, t * 1000, total_milli)
+
+    def counter_ms(self, sensor: str, role: str, t_ms: int, total_milli: int) -> None:
+        """A reading stamped t_ms (Unix ms); older than the series' newest it is ignored."""
+        prev = self.prev.get(sensor)
+        if prev is not None and t_ms <= prev[0]:
+            return  # an RRD only goes forward
+        self.prev[sensor] = (t_ms, total_milli)
+        if prev is None:
+            # the series' first reading in this process: the same counter at the start of its minute
+            # and at its second, so that minute's steps are all known (see FIRST_ALIGN_S), those
+            # before the reading as 0 (its energy is not known); an RRD that is further on already
+            # takes neither
+            start, sec = t_ms // (FIRST_ALIGN_S * 1000) * FIRST_ALIGN_S, t_ms // 1000
+            self._write(sensor, start, total_milli)
+            if sec > start:
+                self._write(sensor, sec, total_milli)
+        else:
+            done = self.written.get(sensor, 0)
+            sec = t_ms // 1000
+            t0, c0 = prev
+            if sec // STEP > done // STEP and sec > done and t0 < sec * 1000:
+                self._write(sensor, sec, c0 + (total_milli - c0) * (sec * 1000 - t0) // (t_ms - t0))
+        if t_ms > self.now_ms:
+            jump, self.now_ms = t_ms - self.now_ms, t_ms
+            self._fill(jump <= FILL_MAX_JUMP_MS)
+
+    def _fill(self, write: bool) -> None:
+        b = (self.now_ms - FILL_GRACE_MS) // (STEP * 1000) * STEP
+        if b <= self.filled_to:
             return
-        self.bucket[sensor] = b
-        self.held.pop(sensor, None)
-        self._write(sensor, t, total_milli)
+        self.filled_to = b
+        if not write:
+            return
+        for sensor, (t_ms, total) in list(self.prev.items()):
+            if self.written.get(sensor, 0) < b and t_ms <= b * 1000:
+                self._write(sensor, b, total)  # no reading since: the register stood still
 
     def _write(self, sensor: str, t: int, total_milli: int) -> None:
+        self.written[sensor] = t
         try:
             self.store.update(sensor, t, total_milli)
         except (OSError, ConnectionError) as exc:
@@ -872,22 +1005,28 @@ class RrdSink:
     def rewind(self, to_ts: int) -> None:
         """The host clock stepped back: every RRD whose last update is after to_ts is moved back."""
         on_disk = {p.stem for p in self.store.rrd_dir.glob("*.rrd") if SERIES_FILE.fullmatch(p.stem)}
-        for sensor in sorted(set(self.bucket) | set(self.store.last) | on_disk):
-            held = self.held.get(sensor)
-            if held is not None and held[0] > to_ts:
-                del self.held[sensor]
-            if self.bucket.get(sensor, 0) * STEP > to_ts:
-                del self.bucket[sensor]
+        for sensor in sorted(set(self.prev) | set(self.store.last) | on_disk):
+            prev = self.prev.get(sensor)
+            if prev is not None and prev[0] > to_ts * 1000:
+                del self.prev[sensor]
+            if self.written.get(sensor, 0) > to_ts:
+                self.written[sensor] = to_ts
             try:
                 self.store.rewind(sensor, to_ts)
             except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
                 self.store.errors += 1
                 log.error("rrd %s: cannot move its last update back to %d: %s", sensor, to_ts, exc)
+        self.now_ms = min(self.now_ms, to_ts * 1000)
+        self.filled_to = min(self.filled_to, to_ts)
 
     def flush_held(self) -> None:
-        for sensor, (t, total) in sorted(self.held.items()):
-            self._write(sensor, t, total)
-        self.held.clear()
+        """At stop: every series' counter as of the board's present, at the next whole second (its
+        newest reading, or the unchanged counter), so the last partial step is stored too."""
+        end = -(-self.now_ms // 1000)
+        for sensor, (t_ms, total) in sorted(self.prev.items()):
+            t = max(end, -(-t_ms // 1000))
+            if self.written.get(sensor, 0) < t:
+                self._write(sensor, t, total)
 
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
         """Live values are not stored: the RRDs hold energy, from which power follows exactly."""

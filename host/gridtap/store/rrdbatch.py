@@ -89,8 +89,7 @@ class BatchedRrdStore(RrdStore):
                 self.due[sensor] = time.monotonic() + self.flush_s
             if len(held) >= MAX_BATCH:
                 self.due[sensor] = 0.0  # a backlog: write it with the next send()
-            self.last[sensor] = t
-            self.updates += 1
+            self.taken(sensor, t, value)
             return True
 
     def send(self) -> int:

@@ -114,12 +114,12 @@ def test_rrd_sink_holds_only_newer_values() -> None:
 
     store = Store()
     sink = RrdSink(store)  # type: ignore[arg-type]
-    sink.counter(SID, "import", T + 10, 1)  # first of its 10 s step: written
+    sink.counter(SID, "import", T + 10, 1)  # the first: at the start of its minute and its second
     sink.counter(SID, "import", T + 15, 5)  # held
     sink.counter(SID, "import", T + 13, 3)  # older than the held one: ignored
     sink.counter(SID, "import", T + 5, 0)  # an earlier step: ignored
     sink.flush_held()
-    assert store.updates == [(T + 10, 1), (T + 15, 5)]
+    assert store.updates == [(T - 20, 1), (T + 10, 1), (T + 15, 5)]
 
 
 @given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=wire.ACK_MAX))

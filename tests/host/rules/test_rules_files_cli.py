@@ -126,3 +126,51 @@ def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_check_of_an_empty_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It passed as "0 rule(s) in the cfos dialect" (issue #15, item 9)."""
+    f = tmp_path / "rules.cfos"
+    f.write_text("# nothing yet\n\n")
+    assert main(["rules", "check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "no rules" in err and "cfos format (no CUSTOM_RULES" in err
+
+
+def test_check_says_which_dialect_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "r.txt"
+    f.write_text('{"v4": "v4 * 2"}')
+    assert main(["rules", "check", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "in the flukso dialect (the default for a mapping" in out and "the text starts with {" in out
+    assert main(["rules", "check", str(f), "--dialect", "cfos"]) == 0
+    assert "the cfos dialect (--dialect)" in capsys.readouterr().out
+
+
+def test_check_of_a_gridtap_toml_without_pvoutput(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "'daemon' must be a rule string or a list of rule strings"."""
+    f = tmp_path / "gridtap.toml"
+    f.write_text('[daemon]\nstate_dir = "/tmp/x"\n\n[board]\nport = "/dev/ttyUSB0"\n\n'
+                 '[[sensor]]\nname = "a"\n')
+    assert main(["rules", "check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "no [rules] table and no [pvoutput] section" in err and "must be a rule string" not in err
+    f.write_text('[pvoutput]\nsystem_id = 1\n')
+    assert main(["rules", "check", str(f)]) == 2
+    assert "[pvoutput] has no rules" in capsys.readouterr().err
+
+
+def test_cfos_rejects_unknown_names_at_check_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the Flukso dialect does: a name nothing provides fails the check, not every upload."""
+    f = tmp_path / "meters.cfos"
+    f.write_text("v4 = grid.power_w + solr.power_w\nv2 = exists(M1.power_w) ? v4 : date.hour + dt\n")
+    assert main(["rules", "check", str(f), "--name", "grid", "--name", "solar"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown name 'solr.power_w'" in err and "grid.power_w'" not in err and "M1" not in err
+    f.write_text("v4 = grid.power_w + solar.energy_wh\nv2 = exists(M1.power_w) ? v4 : date.hour + dt\n")
+    assert main(["rules", "check", str(f), "--name", "grid", "--name", "solar"]) == 0
+    f.write_text("v4 = grid.voltage\n")
+    assert main(["rules", "check", str(f), "--name", "grid"]) == 2
+    assert main(["rules", "eval", str(f), "--set", "grid.voltage=230"]) == 0
+    with pytest.raises(RuleSetError):
+        load_text("v4 = date.hours", "cfos", names=())

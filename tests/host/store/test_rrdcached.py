@@ -155,6 +155,41 @@ def test_graph_without_a_daemon_ignores_a_stale_socket_and_a_failure_writes_no_p
     path.write_bytes(b"garbled" * 1000)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "rrdtool graph failed" in err and "not an RRD file" in err
+    assert "not an RRD file" in err  # named by the legend's read (rrdtool dump) or by rrdtool graph
     assert not out.exists(), "a failed graph left a PNG"
     assert not list(short_tmp.glob(".power.png*")), "a failed graph left its temporary file"
+
+
+def test_a_replayed_update_rrdcached_holds_is_stored_not_refused(short_tmp: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """After a restart the daemon may send again a value rrdcached already held (it asked for the
+    file's last update before rrdcached had taken the old daemon's last batch): that was logged as
+    "rrd update refused: ... (minimum one second step)" and counted as an error (issue #15, item 10).
+    An older or equal time is stored already; a real refusal still counts."""
+    from gridtap.store.rrd import RrdStore
+
+    rrd_dir, sock = short_tmp / "rrd", short_tmp / "rrdcached.sock"
+    cached = RrdCached(rrd_dir, sock, 3600)
+    cached.start()
+    try:
+        t0 = int(time.time()) // 60 * 60 - 600
+        old = RrdStore(rrd_dir, sock)
+        assert old.update(IMP, t0, 0) and old.update(IMP, t0 + 10, 1000)
+        old.send()
+        old.check_refused(wait=True)
+        new = RrdStore(rrd_dir, sock)  # the restarted daemon, which read the last update as t0
+        new.ensure(IMP, t0)
+        new.last[IMP] = t0
+        assert new.update(IMP, t0 + 10, 1000)
+        new.send()
+        new.check_refused(wait=True)
+        assert new.errors == 0 and new.replayed == 1
+        assert "refused" not in caplog.text
+        new.queued.append(f"UPDATE {rrd_dir / 'gone.rrd'} {t0 + 20}:500")  # a real refusal
+        new.send()
+        new.check_refused(wait=True)
+        assert new.errors == 1 and "rrd update refused" in caplog.text
+        old.close()
+        new.close()
+    finally:
+        cached.stop(flushed=False)

@@ -319,6 +319,7 @@ class Chain:
                         GRIDTAP_E2E_FLUKSO_KEY=FLUKSO_KEY, GRIDTAP_PVOUTPUT_KEY=PVO_KEY,
                         PYTHONPATH=f"{REPO}:{REPO / 'host'}:{REPO / 'firmware'}:{REPO / 'hardware'}")
         self.wall0 = time.monotonic()
+        self.progress = Progress(plan.sim_s)
         self.cpu: dict[str, dict[int, float]] = {}
         self.next_cpu = 0.0
         self.drive_wall_s = 0.0
@@ -642,9 +643,31 @@ def _schedule(plan: Plan) -> list[tuple[float, str]]:
     return sorted(ev)
 
 
+class Progress:
+    """A line on the real stderr every `every_s` simulated seconds (pytest captures sys.stderr, and
+    `make test` sat silent for minutes in the e2e day): how far the run is, in wall seconds too."""
+
+    def __init__(self, sim_s: float, out: Any = None, parts: int = 12) -> None:
+        self.sim_s = sim_s
+        self.every_s = max(3600.0, sim_s / parts)
+        self.next_s = self.every_s
+        self.out = out if out is not None else sys.__stderr__
+        self.wall0 = time.monotonic()
+
+    def tick(self, sim_t: float) -> None:
+        if sim_t < self.next_s or self.out is None:
+            return
+        self.next_s = (sim_t // self.every_s + 1) * self.every_s
+        h, m = divmod(int(sim_t) // 60, 60)
+        self.out.write(f"\n  e2e: {h:02d}:{m:02d} of {self.sim_s / 3600:.0f} h simulated "
+                       f"({sim_t / self.sim_s:.0%}), {time.monotonic() - self.wall0:.0f} s wall\n")
+        self.out.flush()
+
+
 def _drive(chain: Chain, events: list[tuple[float, str]], t_to: float) -> None:
     """Run until the current board segment has reached t_to, firing the faults that fall in it."""
     while not chain.board_done():
+        chain.progress.tick(chain.sim_t())
         chain.check_alive()
         chain.sample_cpu()
         chain.trim_flukso()

@@ -67,7 +67,7 @@ def test_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cfos_rules_in_settings() -> None:
     s = parse_settings({**BASE, "rules_dialect": "cfos",
-                        "custom_rules": "v4 = grid.power_w + solar.power_w\n"})
+                        "custom_rules": "v4 = solar.power_w * 0.98 + date.hour * 0\n"})
     assert s.rules is not None and s.rules.dialect == "cfos"
 
 
