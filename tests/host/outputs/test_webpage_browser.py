@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from gridtap import daemon as daemon_module
 from gridtap.config import parse_config
 from gridtap.daemon import Daemon
-from gridtap import daemon as daemon_module
 from gridtap.outputs import web
 from gridtap.simclock import ClockReader
 from tests.support.flukso_server import FluksoServer
