@@ -162,7 +162,7 @@ class FluksoUploader:
         self._ssl = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
         self._clock = clock
         self._wall = wall_clock
-        #: Unix time of the last pass that had the server accept points (the web page shows it)
+        #: Unix time the server last accepted points (the web page shows it)
         self.last_upload: float | None = None
         self._conn: http.client.HTTPConnection | None = None
         self.last_report = UploadReport()
@@ -261,6 +261,8 @@ class FluksoUploader:
                     return f"sensor {sensor}: server refused points older than its last update {m.group(2)}"
             report.cleared += n
             report.per_sensor[sensor] = report.per_sensor.get(sensor, 0) + n
+            if n:
+                self.last_upload = self._wall()
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -273,7 +275,6 @@ class FluksoUploader:
                 self.backoff.success()
                 self.backoff.not_before = now + self.interval
                 if report.cleared:
-                    self.last_upload = self._wall()
                     log.info("flukso: uploaded %d points in %d requests", report.cleared, report.requests)
             else:
                 delay = self.backoff.failure(now)

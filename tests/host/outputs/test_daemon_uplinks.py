@@ -72,6 +72,11 @@ def test_spool_commit_comes_before_the_ack_and_the_server_gets_every_wh(
         assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/counter") == [now - 1, 10, "Wh"])
         assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/gauge") == [now - 1, 3600, "W"])
         assert wait_until(lambda: any(t.startswith("homeassistant/sensor/") for t in sub.topics()))
+        # /status (and the web page) name each destination's backlog and last upload (#15 item 5)
+        rig.wait(lambda: rig.daemon.status()["outputs"]["flukso"]["backlog"] == 0, timeout=15)
+        outs = rig.daemon.status()["outputs"]
+        assert abs(outs["flukso"]["last_upload"] - time.time()) < 15 and outs["flukso"]["error"] is None
+        assert outs["mqtt"]["connected"] and outs["mqtt"]["published"] > 0
     finally:
         sub.close()
 
@@ -123,6 +128,8 @@ v4 = "mains:power"
         time.sleep(0.5)
         assert board.unacked(), "ACKed before the spool commit"
         assert board.wait_acked(10)
+        pv = r.daemon.status()["outputs"]["pvoutput"]  # nothing accepted: the server is not there
+        assert pv["last_upload"] is None and pv["backlog"] >= 0 and pv["statuses"] >= 0
         spool = r.daemon.spool
         assert spool.destinations == ("pvoutput",)
         pv = next(x for x in r.daemon.outputs if isinstance(x, PVOutputOutput))
