@@ -34,6 +34,7 @@ from gridtap.config import parse_config
 from gridtap.daemon import Daemon
 from gridtap.outputs import web
 from gridtap.simclock import ClockReader
+from tests.hub.browser import chromium
 from tests.support.flukso_server import FluksoServer
 from tests.support.procs import stop_process
 
@@ -43,9 +44,6 @@ PV, PV_EXP = "f" * 31 + "1", "f" * 31 + "2"
 GRID, GRID_EXP = "f" * 31 + "3", "f" * 31 + "4"
 KITCHEN, PV_METER = "f" * 31 + "5", "f" * 31 + "6"
 ELECTRIC = [PV, PV_EXP, GRID, GRID_EXP, KITCHEN, PV_METER]
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--window-size=1200,1500"]
 SPEED = 20  # simulated seconds per wall second
 PAGE_BUDGET = 32 * 1024  # bytes of HTML, script and style together: a router's flash and a slow link
 
@@ -147,22 +145,11 @@ def live_daemon(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
 
 
 @pytest.fixture
-def browser(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium must not look for drivers on the network
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={short_tmp / 'chrome'}"]:
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(driver), options=opts)
-    try:
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium through selenium, a fresh profile (the hub's tests' kit)."""
+    with chromium() as drv:
+        drv.set_window_size(1200, 1500)
         yield drv
-    finally:
-        drv.quit()
 
 
 def rest(base: str, path: str) -> Any:
