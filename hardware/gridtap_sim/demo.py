@@ -604,6 +604,7 @@ class Demo:
         self.say(f"gridtap demo: {SCENARIO} on the virtual board {speed}; simulated {day} "
                  f"{hhmm(self.t0)[:5]}..{hhmm(end)[:5]} UTC ({span}); "
                  f"output in {o['out']}/")
+        self.say(f"  web page: {self.api.base}/  (live power, today's energy, graphs, health)")
         self.say("  REST API (Flukso FLM), e.g.:")
         self.say(f"    curl '{self.api.url(demo_series()[0].id)}'")
         for s in demo_series():

@@ -91,6 +91,7 @@ class SensorConfig:
     index: int  # CT channel or pulse input, 0-based
     enabled: bool = True
     export_id: str | None = None
+    voltage_id: str | None = None  # a CT's Vrms gauge as its own Flukso sensor (MQTT), as the FLM03's
     gain: float = 1.0
     phase_deg: float = 0.0
     line: str = "L1"
@@ -453,6 +454,7 @@ _SENSOR_KEYS = {
     "input",
     "enabled",
     "export_id",
+    "voltage_id",
     "gain",
     "phase_deg",
     "line",
@@ -462,7 +464,7 @@ _SENSOR_KEYS = {
     "trigger",
     "unit",
 }
-_CT_ONLY = {"channel", "export_id", "gain", "phase_deg", "line", "invert"}
+_CT_ONLY = {"channel", "export_id", "voltage_id", "gain", "phase_deg", "line", "invert"}
 _PULSE_ONLY = {"input", "meter_constant", "debounce_ms", "trigger", "unit"}
 
 
@@ -507,6 +509,7 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 index=index,
                 enabled=c.get(d, (*k, "enabled"), bool, True),
                 export_id=export_id,
+                voltage_id=c.get(d, (*k, "voltage_id"), str, None, _sensor_id),
                 gain=float(c.get(d, (*k, "gain"), (int, float), 1.0, _board_range(wire.P_GAIN_E6, 1e6))),
                 phase_deg=float(c.get(d, (*k, "phase_deg"), (int, float), 0.0,
                                       _board_range(wire.P_PHASE_MDEG, 1000.0))),
@@ -529,7 +532,7 @@ def _sensors(c: _Checker, items: Any) -> tuple[SensorConfig, ...]:
                 trigger=c.get(d, (*k, "trigger"), str, "edge", _one_of(TRIGGERS)),
                 unit=c.get(d, (*k, "unit"), str, "wh", _one_of(UNITS)),
             )
-        for sid, key in ((s.id, "id"), (s.export_id, "export_id")):
+        for sid, key in ((s.id, "id"), (s.export_id, "export_id"), (s.voltage_id, "voltage_id")):
             if sid is None:
                 continue
             if sid in seen_ids:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from gridtap import outputs
 from gridtap.board.link import SerialLink
 from gridtap.board.plausible import check_fits, load_board_limits, reference_board
-from gridtap.board.session import Session, Sink
+from gridtap.board.session import Session, Sink, board_health
 from gridtap.config import Config, DaemonConfig
 from gridtap.errors import UserError
 from gridtap.store.epochs import STORE as COUNTER_STORE
@@ -450,6 +450,8 @@ class Daemon:
             "rrd_errors": self.rrd.errors,
             "storage": self.health.status(),
             "held": 0 if s is None else s.stats.held,
+            "board": board_health(s),
+            "outputs": {out.section: out.status() for out in self.outputs if hasattr(out, "status")},
         }
 
     def close(self) -> None:

@@ -232,6 +232,7 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     # the default speed, as `make demo` runs it (the SIGINT test below runs flat out)
     run = Run(out, "--speed", "60", "--duration", "600", "--status-every", "60", "--graph-every", "300")
     url = None
+    page = ""
     answered: list[Any] = []
     statuses = 0
     while True:
@@ -241,6 +242,10 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
         m = re.search(r"curl '(http://127\.0\.0\.1:\d+/sensor/[0-9a-f]{32}\?[^']+)'", line)
         if m:
             url = m.group(1)
+        m = re.search(r"web page: (http://127\.0\.0\.1:\d+/) ", line)
+        if m:   # the page the demo names is served while it runs
+            with urllib.request.urlopen(m.group(1), timeout=5) as r:
+                page = r.read().decode()
         if url and re.match(r"\s+\d\d:\d\d:\d\d\s", line):
             statuses += 1
             if not answered:   # the API as a user sees it, while the demo runs
@@ -250,6 +255,7 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     rc, text, err = run.finish(60)
     assert rc == 0, err[-3000:]
     assert url is not None and statuses >= 3, text
+    assert '<script src="gridtap.js">' in page, text
     # minute interval: 60 [t, W] points, PV export means the inverter's import series is 0 or "nan"
     assert len(answered) == 60 and all(len(p) == 2 for p in answered)
     report = json.loads((out / "report.json").read_text())

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.fakeboard import FakeBoard
+from tests.support.procs import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("gridtap", "gridtap_fw", "gridtap_sim")
@@ -111,11 +112,6 @@ def daemon_closure(work: Path, config: str | None = None, timeout: float = 30.0,
             time.sleep(0.02)
         everything = out.read_text().split("\n")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc, 30)
         board.close()
     return Closure([m for m in everything if is_source(m)], everything)

@@ -142,6 +142,10 @@ class Stats:
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
     hello_channels_clamped: int = 0  # HELLOs claiming more channels than board.json has
     events_not_logged: int = 0    # board EVENTs held back by the log's rate limit
+    # the board's EEPROM as the host sees it: writes it asked for and what the board reported
+    commits: int = 0              # COMMITs of the sensor config this daemon sent (one write each)
+    brownout_saves: int = 0       # EVENT "brownout: counters saved" since the daemon started
+    eeprom_faults: int = 0        # EVENT "EEPROM read or write failed"
     epochs: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -184,6 +188,7 @@ class Session:
         self.ack_due = 0.0
         self.epoch: int | None = None
         self.hello: dict[str, Any] | None = None
+        self.hello_t: float | None = None  # host time of the last HELLO
         self.config_wait: set[int] = set()  # CONFIG_GET and CONFIG_SET seqs still unanswered
         self.config_get: dict[tuple[int, int], tuple[int, tuple[tuple[int, Any], ...], str]] = {}
         self.config_sets = 0
@@ -352,6 +357,7 @@ class Session:
             log.info("board config already matches the config file: nothing to write")
             return
         self.config_sets = 0
+        self.stats.commits += 1
         self.command(wire.COMMIT, (wire.COMMIT_CONFIG,), what="COMMIT of the sensor config",
                      on_ok=lambda: log.info("board config committed"))
 
@@ -382,6 +388,7 @@ class Session:
             or self.epoch is None
         )
         self.hello = h
+        self.hello_t = self.clock()
         epoch = self.store.begin_epoch(h["board_id"], h["boot_count"], h["reset_cause"])
         if epoch != self.epoch:
             log.info(
@@ -687,6 +694,10 @@ class Session:
     def _event(self, msg: wire.Message) -> None:
         self.stats.events += 1
         _t, _ms, level, code, text = msg.values
+        if code == wire.EV_BROWNOUT_SAVE:
+            self.stats.brownout_saves += 1
+        elif code == wire.EV_STORAGE:
+            self.stats.eeprom_faults += 1
         # The text is the board's: escaped (a newline or an ANSI escape cannot forge a log line) and
         # rate-limited per code (2,000 events a second must not fill a router's log).
         if not self.event_log.log(EVENT_LEVELS.get(level, logging.INFO), ("event", code),
@@ -694,6 +705,22 @@ class Session:
             self.stats.events_not_logged += 1
         if self.epoch is not None:
             self._ack_later(msg.seq)
+
+
+RESET_CAUSES = {0: "unknown", 1: "power-on", 2: "brownout", 3: "watchdog", 4: "soft (host request)",
+                5: "reset pin"}
+
+
+def board_health(session: Session | None) -> dict[str, Any] | None:
+    """The board as its last HELLO described it, for /status and the web page; None before one."""
+    h = None if session is None else session.hello
+    if session is None or h is None:
+        return None
+    cause = int(h["reset_cause"])
+    return {"board_id": bytes(h["board_id"]).hex(),
+            "firmware": f"{h['fw_major']}.{h['fw_minor']}.{h['fw_patch']}",
+            "boot_count": h["boot_count"], "reset_cause": RESET_CAUSES.get(cause, f"code {cause}"),
+            "brownout_count": h["brownout_count"], "last_hello": session.hello_t}
 
 
 def _what(mtype: int) -> str:

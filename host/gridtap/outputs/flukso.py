@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gridtap import __version__
@@ -138,7 +138,8 @@ class FluksoUploader:
     def __init__(self, spool: Spool, base_url: str, device_key: Secret, sensors: Iterable[str],
                  dest: str = DEST, batch: int = 1000, timeout: float = 5.0, interval: float = 300.0,
                  backoff: Backoff | None = None, cafile: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"Flukso base URL {base_url!r} must be http(s)://host[:port]/[path/]")
@@ -160,8 +161,17 @@ class FluksoUploader:
         self._prefix = (parts.path or "/").rstrip("/") + "/sensor/"
         self._ssl = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
         self._clock = clock
+        self._wall = wall_clock
+        #: Unix time the server last accepted points (the web page shows it)
+        self.last_upload: float | None = None
         self._conn: http.client.HTTPConnection | None = None
         self.last_report = UploadReport()
+
+    def status(self) -> dict[str, Any]:
+        """Backlog (spooled points not yet accepted), last upload and the last pass's error."""
+        stats = self.spool.stats().get(self.dest, {})
+        return {"backlog": sum(int(v["points"] or 0) for v in stats.values()),
+                "last_upload": self.last_upload, "error": self.last_report.error}
 
     # -- one request -------------------------------------------------------------
 
@@ -251,6 +261,8 @@ class FluksoUploader:
                     return f"sensor {sensor}: server refused points older than its last update {m.group(2)}"
             report.cleared += n
             report.per_sensor[sensor] = report.per_sensor.get(sensor, 0) + n
+            if n:
+                self.last_upload = self._wall()
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -318,11 +330,15 @@ class FluksoOutput:
         assert ctx.spool is not None
         self.spool = ctx.spool
         ids = [sid for s in ctx.cfg.sensors for sid, _role in s.series]
-        self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s))
+        self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s),
+                                       wall_clock=ctx.clock)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
             target=self.uploader.run, args=(self.stop_event,), name="gridtap-flukso", daemon=True
         )
+
+    def status(self) -> dict[str, Any]:
+        return self.uploader.status()
 
     def start(self) -> None:
         self.thread.start()

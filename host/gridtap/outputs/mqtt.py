@@ -5,7 +5,11 @@ Topics and payloads are the Fluksometer's (flukso.md §3.3, §4.2), retained::
     /sensor/<id>/gauge    [ts,value,"W"]     ("L/day" for water and gas, "V" for voltage)
     /sensor/<id>/counter  [ts,counter,"Wh"]  ("L" for water and gas)
 
-so every tool written for a Fluksometer's local broker works unchanged. For
+so every tool written for a Fluksometer's local broker works unchanged. A CT's
+voltage (the board's Vrms, once a second) is a sensor of its own, as on the
+FLM03 (one sensor id per quantity): it goes to ``/sensor/<voltage_id>/gauge``
+as ``[ts,230.1,"V"]`` when the CT's ``[[sensor]]`` names a ``voltage_id``, so a
+bridge such as FluksoToPvoutput can map it to PVOutput's v6. For
 Home Assistant, gridtap also publishes retained **MQTT discovery** configs
 (``homeassistant/sensor/<unique_id>/config``) whose value templates read those
 same payloads (``{{ value_json[1] }}``): every counter appears as an
@@ -514,10 +518,15 @@ class MqttOutput:
         from gridtap.secretfile import read_secret_line
 
         sensors = []
+        #: CT sensor id -> the id its Vrms gauge is published under (FLM03 style: one id per quantity)
+        self.voltage_ids: dict[str, str] = {}
         for s in ctx.cfg.sensors:
             kind = "water" if s.kind == "pulse" and s.unit == "litre" else "electricity"
             for sid, role in s.series:
                 sensors.append(MqttSensor(sid, f"{s.name} export" if role == "export" else s.name, kind))
+            if s.voltage_id:
+                self.voltage_ids[s.id] = s.voltage_id
+                sensors.append(MqttSensor(s.voltage_id, s.name, "voltage"))
         password = None
         if m.password_env:
             value = os.environ.get(m.password_env)
@@ -557,6 +566,16 @@ class MqttOutput:
     def diagnostics(self, values: dict[str, int]) -> None:
         self.pub.diagnostics(values)
 
+    def status(self) -> dict[str, Any]:
+        """Live values are not queued: whether the broker is there and what was dropped meanwhile."""
+        return {"connected": self.pub.connected, "published": self.pub.published, "dropped": self.pub.dropped}
+
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
         if unit != "V":
             self.pub.gauge(sensor, t, round(value, 3))
+            return
+        # Vrms has a topic of its own (a CT's power gauge is on the CT's id); without a
+        # voltage_id the CT's voltage is not published
+        vid = self.voltage_ids.get(sensor)
+        if vid is not None:
+            self.pub.gauge(vid, t, round(value, 3))

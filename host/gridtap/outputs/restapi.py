@@ -1,13 +1,28 @@
 """The local REST API, compatible with the Flukso FLM (port 8080) and the Flukso server's time series.
 
     GET /sensor/<32hex>?version=1.0&interval=minute&unit=watt[&callback=fn]
-    GET /status    the daemon's health as JSON: link and decoder counters, refused tuples
+    GET /sensor/<32hex>?version=1.0&start=<unix>[&end=<unix>]&unit=watt[&resolution=15min]
+    GET /sensor/<32hex>?version=1.0&param=all      the sensor's metadata (Flukso's param=all)
+    GET /sensors   the configured series (id, name, role, type), for the web page
+    GET /status    the daemon's health as JSON: link and decoder counters, refused tuples, the
+                   board's last HELLO, the outputs' backlog and last upload
+    GET /          the local web page (gridtap.outputs.web)
 
 `minute` answers the last 60 seconds from memory, one point a second, padded
 with "nan" (as the FLM does). `15min, hour, day, week, month, year, decade`
 answer from the RRD at the Flukso server's default resolution for that
 interval (or `resolution=minute|15min|day|week`); `night` from the daily
 night RRD (the mean of 02:00-05:00 local, Flukso's standby baseload).
+As the Flukso server, a window may be given as `start` (and `end`, default
+now) in Unix seconds instead of an interval, at `resolution` (default minute);
+both are aligned down to the resolution and clamped to what that resolution
+keeps (minute: a day, 15min: a week, day: a year, week: a decade), the points
+are those stamped in (start, end], and an end before the start is a 400.
+`start` with an `interval` (not minute or night) is the interval's length
+from start at its resolution (gridtap's; the Flukso server refuses it).
+A client that accepts `text/csv` but not `application/json` (the Accept
+header, as the Flukso server negotiates it) gets `ts,value` lines ending in
+CRLF, "nan" where there is no value; one that accepts neither gets a 406.
 Units multiply the stored rate (thousandths per second):
 watt, kwhperyear, eurperyear (price from the config), lpermin, lperday,
 m3peryear. Anything malformed is a 400 with the reason; an unknown sensor a
@@ -36,9 +51,12 @@ import re
 import selectors
 import socket
 import socketserver
+import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
+
+from gridtap.outputs import web
 
 if TYPE_CHECKING:
     from gridtap.store.view import StoreView
@@ -72,7 +90,10 @@ ELECTRIC_UNITS = {"watt": 3600.0, "kwhperyear": 31536.0, "eurperyear": None}
 WATER_UNITS = {"lpermin": 60.0, "lperday": 86400.0, "m3peryear": 31536.0}
 SENSOR_PATH = re.compile(r"^/sensor/([0-9a-f]{32})$")
 CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$")
-KNOWN_PARAMS = {"version", "interval", "unit", "callback", "jsonp_callback", "resolution"}
+KNOWN_PARAMS = {"version", "interval", "unit", "callback", "jsonp_callback", "resolution", "start", "end",
+                "param"}
+UNIX_TIME = re.compile(r"^[0-9]{1,10}$")
+JSON, CSV = "application/json", "text/csv"
 
 
 class BadRequest(Exception):
@@ -115,25 +136,106 @@ def parse_query(query: str) -> dict[str, str]:
         if k in out:
             raise BadRequest(400, f"parameter {k!r} given twice")
         out[k] = v
-    for k in ("version", "interval", "unit"):
-        if k not in out:
-            raise BadRequest(400, f"malformed query string: {k} is required (version, interval and unit are)")
+    if "version" not in out:
+        raise BadRequest(400, "malformed query string: version is required (version, interval and unit are)")
     if out["version"] != "1.0":
         raise BadRequest(400, f"unsupported version {out['version']!r}; only 1.0")
-    if out["interval"] not in INTERVALS:
-        raise BadRequest(400, f"unknown interval {out['interval']!r}; known: {', '.join(INTERVALS)}")
     cb = out.get("callback", out.get("jsonp_callback"))
     if cb is not None and not CALLBACK.match(cb):
         raise BadRequest(400, "callback must be a JavaScript identifier of at most 64 characters")
+    if "param" in out:
+        return _param_query(out)
+    _check_window(out)
+    for k in ("interval", "unit"):
+        if k not in out and not (k == "interval" and "start" in out):
+            raise BadRequest(400, f"malformed query string: {k} is required (version, interval and unit are; "
+                                  "start[, end] may stand for the interval)")
+    interval = out.get("interval")
+    if interval is not None and interval not in INTERVALS:
+        raise BadRequest(400, f"unknown interval {interval!r}; known: {', '.join(INTERVALS)}")
     if "resolution" in out:
-        if out["interval"] in ("minute", "night"):
-            raise BadRequest(400, f"interval {out['interval']} has a fixed resolution")
+        if interval in ("minute", "night"):
+            raise BadRequest(400, f"interval {interval} has a fixed resolution")
         res = out["resolution"]
         if res not in RESOLUTIONS:
             raise BadRequest(400, f"unknown resolution {res!r}; known: {', '.join(RESOLUTIONS)}")
-        if INTERVALS[out["interval"]][0] > MAX_SPAN[res]:
-            raise BadRequest(400, f"interval {out['interval']} is too long for resolution {res}")
+        if interval is not None and INTERVALS[interval][0] > MAX_SPAN[res]:
+            raise BadRequest(400, f"interval {interval} is too long for resolution {res}")
     return out
+
+
+def _param_query(q: dict[str, str]) -> dict[str, str]:
+    """param=all asks for the sensor's metadata, and nothing else (the Flukso server's rule)."""
+    if q["param"] != "all":
+        raise BadRequest(400, f"unknown param {q['param']!r}; only param=all")
+    extra = sorted(set(q) & {"interval", "start", "end", "resolution", "unit"})
+    if extra:
+        raise BadRequest(400, f"param=all takes no {', '.join(extra)}: it answers the sensor's metadata")
+    return q
+
+
+def _check_window(q: dict[str, str]) -> None:
+    """start/end: Unix seconds; end only with start; start only with an interval that has one."""
+    for k in ("start", "end"):
+        if k in q and not UNIX_TIME.match(q[k]):
+            raise BadRequest(400, f"{k} must be a Unix time in whole seconds, got {q[k][:20]!r}")
+    if "end" in q and "start" not in q:
+        raise BadRequest(400, "end needs a start (start=<unix>&end=<unix>)")
+    if "start" in q and "interval" in q:
+        if "end" in q:
+            raise BadRequest(400, "give end or interval with start, not both")
+        if q["interval"] in ("minute", "night"):
+            raise BadRequest(400, f"interval {q['interval']} is the latest one and takes no start")
+
+
+def time_window(q: dict[str, str], now: int) -> tuple[int, int, int]:
+    """(start, end, resolution in s) of a series query: its points are those stamped in (start, end]."""
+    interval = q.get("interval")
+    res_name = q.get("resolution") or (INTERVALS[interval][1] if interval else "minute")
+    res = RESOLUTIONS[res_name]
+    newest = now - now % res
+    if "start" not in q:
+        assert interval is not None
+        return newest - INTERVALS[interval][0], newest, res
+    start = int(q["start"])
+    end = start + INTERVALS[interval][0] if interval else int(q.get("end", now))
+    # As the Flukso server: nothing newer than the last whole row, nothing older than the
+    # resolution's archive keeps; both aligned down to the resolution.
+    start = max(start, newest - MAX_SPAN[res_name])
+    start -= start % res
+    end = min(end, newest)
+    end -= end % res
+    if end < start:
+        raise BadRequest(400, f"the window ends ({end}) before it starts ({start}) at resolution {res_name}")
+    return start, end, res
+
+
+def negotiate(accept: str | None) -> str:
+    """JSON or CSV by the Accept header (JSON when both or anything will do); 406 for neither."""
+    if not accept:
+        return JSON
+    best: dict[str, float] = {}
+    for part in accept.split(",")[:32]:
+        media, *params = (x.strip() for x in part.split(";"))
+        qv = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    qv = float(p[2:])
+                except ValueError:
+                    qv = 0.0
+        for ctype in (JSON, CSV):
+            kind = ctype.split("/")[0]
+            if media.lower() in (ctype, f"{kind}/*", "*/*"):
+                best[ctype] = max(best.get(ctype, 0.0), qv)
+    if best.get(JSON, 0.0) <= 0.0 and best.get(CSV, 0.0) <= 0.0:
+        raise BadRequest(406, f"this API answers {JSON} or {CSV}; the request accepts neither")
+    return CSV if best.get(CSV, 0.0) > best.get(JSON, 0.0) else JSON
+
+
+def csv_lines(points: list[list[Any]]) -> str:
+    """The Flukso server's CSV: one `ts,value` line per point, CRLF, "nan" where there is none."""
+    return "".join(f"{t},{v}\r\n" for t, v in points)
 
 
 def _num(v: float | None, factor: float) -> float | int | str:
@@ -150,11 +252,18 @@ class Answerer:
         self.view = view
         self.jsonp = jsonp  # [daemon] jsonp: answer ?callback= requests (off by default)
 
-    def answer(self, path: str, query: str, now: float | None = None) -> tuple[str, str | None]:
+    def answer(self, path: str, query: str, now: float | None = None,
+               accept: str | None = None) -> tuple[str, str]:
+        """(body, content type) of a GET; BadRequest for anything else."""
         if path == "/status":  # the board link's health: decoder counters, refused tuples, RRD errors
-            return json.dumps(self.view.status(), separators=(",", ":")), None
+            return json.dumps(self.view.status(), separators=(",", ":")), JSON
+        if path == "/sensors":
+            return json.dumps(self.sensors(), separators=(",", ":")), JSON
         m = SENSOR_PATH.match(path)
         if m is None:
+            page = web.page(path)
+            if page is not None:
+                return page
             if path.startswith("/sensor/"):
                 raise BadRequest(404, "a sensor id is 32 lowercase hex digits: /sensor/<id>")
             raise BadRequest(404, "not found; the API is GET /sensor/<id>?version=1.0&interval=...&unit=...")
@@ -163,37 +272,67 @@ class Answerer:
         series = self.view.series()
         if sensor not in series:
             raise BadRequest(404, f"no sensor {sensor} on this gridtap")
+        cb = q.get("callback", q.get("jsonp_callback"))
+        if cb is not None and not self.jsonp:
+            raise BadRequest(403, "JSONP is off on this gridtap (set [daemon] jsonp = true to allow it)")
+        if "param" in q:
+            body = json.dumps(self.metadata(sensor), separators=(",", ":"))
+            return (f"{cb}({body});", "application/javascript") if cb else (body, JSON)
+        ctype = negotiate(accept)
         cfg, _role = series[sensor]
         is_water = cfg.kind == "pulse" and cfg.unit == "litre"
         factor = unit_factor(q["unit"], is_water, self.view.price_per_kwh)
         now_s = int(self.view.now() if now is None else now)
-        interval = q["interval"]
-        if interval == "minute":
+        if q.get("interval") == "minute":
             points: list[list[Any]] = [[t, _num(v, factor)] for t, v in self.view.live_window(sensor, now_s)]
         else:
-            points = self._rrd(sensor, interval, q.get("resolution"), now_s, factor)
+            points = self._rrd(sensor, q, now_s, factor)
+        if ctype == CSV:
+            return csv_lines(points), "text/csv; charset=utf-8"
         body = json.dumps(points, separators=(",", ":"))
-        cb = q.get("callback", q.get("jsonp_callback"))
-        if cb is not None and not self.jsonp:
-            raise BadRequest(403, "JSONP is off on this gridtap (set [daemon] jsonp = true to allow it)")
-        return (f"{cb}({body});" if cb else body), cb
+        return (f"{cb}({body});", "application/javascript") if cb else (body, JSON)
 
-    def _rrd(
-        self, sensor: str, interval: str, resolution: str | None, now: int, factor: float
-    ) -> list[list[Any]]:
-        length, default_res = INTERVALS[interval]
-        res_name = resolution or default_res
-        res = RESOLUTIONS[res_name]
-        if interval == "night":
-            end = now - now % res
-            start = end - length
+    def sensors(self) -> list[dict[str, Any]]:
+        """The configured series: what the web page shows, in the config's order."""
+        out = []
+        for sid, (cfg, role) in self.view.series().items():
+            water = cfg.kind == "pulse" and cfg.unit == "litre"
+            out.append({"id": sid, "name": cfg.name, "role": role,
+                        "type": "water" if water else "electricity", "unit": "lpermin" if water else "watt"})
+        return out
+
+    def metadata(self, sensor: str) -> dict[str, Any]:
+        """Flukso's param=all: the sensor's settings and `lastupdate` [ts, counter in Wh or L]."""
+        cfg, role = self.view.series()[sensor]
+        water = cfg.kind == "pulse" and cfg.unit == "litre"
+        try:
+            last = self.view.last_value(sensor)
+        except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
+            raise BadRequest(503, f"cannot read the RRD: {exc}") from exc
+        return {
+            "access": None if last is None else last[0],
+            "type": "water" if water else "electricity",
+            "function": f"{cfg.name}.export" if role == "export" else cfg.name,
+            "class": "analog" if cfg.kind == "ct" else "pulse",
+            "voltage": None,  # measured by the board, not a setting (FLM02 had a nominal one)
+            "current": None,
+            "phase": None,
+            # Wh (or L) per pulse, as Flukso's; meter_constant is pulses per kWh (or m3)
+            "constant": round(1000.0 / cfg.meter_constant, 6) if cfg.kind == "pulse" else None,
+            "enabled": 1 if cfg.enabled else 0,
+            "lastupdate": None if last is None else [last[0], _num(last[1], 0.001)],
+        }
+
+    def _rrd(self, sensor: str, q: dict[str, str], now: int, factor: float) -> list[list[Any]]:
+        start, end, res = time_window(q, now)
+        if q.get("interval") == "night":
             try:
                 got_night = self.view.nights(sensor, start, end)
             except (OSError, TimeoutError) as exc:
                 raise BadRequest(503, f"cannot read the night RRD: {exc}") from exc
             return [[t, _num(v, factor)] for t, v in got_night if start < t <= end]
-        end = now - now % res
-        start = end - length
+        if end <= start:
+            return []
         try:
             got = self.view.fetch(sensor, "AVERAGE", start, end, res)
         except (OSError, TimeoutError) as exc:
@@ -370,7 +509,8 @@ class _Handler(_HttpHandler):
     def do_get(self) -> None:
         split = urlsplit(self.path)
         try:
-            body, cb = self.server.answerer.answer(split.path, split.query)
+            accept = self.headers.get("Accept") if self.headers is not None else None
+            body, ctype = self.server.answerer.answer(split.path, split.query, accept=accept)
         except BadRequest as exc:
             self._reply(exc.status, exc.reason + "\n", "text/plain; charset=utf-8")
             return
@@ -378,7 +518,7 @@ class _Handler(_HttpHandler):
             log.exception("REST API request %r failed", self.path)
             self._reply(500, f"internal error: {type(exc).__name__}\n", "text/plain")
             return
-        self._reply(200, body, "application/javascript" if cb else "application/json")
+        self._reply(200, body, ctype)
 
 
 def _refusal(reason: str) -> bytes:

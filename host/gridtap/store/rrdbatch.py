@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -42,6 +43,18 @@ MAX_BATCH = 1000  # values of one series that go out at once (a replayed backlog
 MAX_HELD = 8640  # a day of 10 s steps per series while writes fail; older ones are dropped
 RETRY_S = 60.0  # a failed write is tried again this much later (not a whole interval)
 SOCKET_NAME = "rrdflush.sock"
+
+
+def last_of_dump(xml: str) -> tuple[int, int] | None:
+    """(last update, last counter) of an `rrdtool dump`; None if it holds no known counter."""
+    t = re.search(r"<lastupdate>\s*(\d+)\s*</lastupdate>", xml)
+    v = re.search(r"<last_ds>\s*([0-9.eE+-]+)\s*</last_ds>", xml)
+    if t is None or v is None or int(t.group(1)) <= 0:
+        return None
+    try:
+        return int(t.group(1)), int(float(v.group(1)))
+    except ValueError:
+        return None
 
 
 class BatchedRrdStore(RrdStore):
@@ -91,6 +104,19 @@ class BatchedRrdStore(RrdStore):
                 self.due[sensor] = 0.0  # a backlog: write it with the next send()
             self.taken(sensor, t, value)
             return True
+
+    def last_value(self, sensor: str) -> tuple[int, int] | None:
+        """(time, counter) of the series' newest update: the newest held one, else the file's, read
+        from `rrdtool dump` (rrdtool 1.0 has no `lastupdate`)."""
+        with self.lock:
+            held = self.held.get(sensor)
+            if held:
+                return held[-1]
+        p = self.path(sensor)
+        if not p.exists():
+            return None
+        res = subprocess.run([rrdtool_exe(), "dump", str(p)], capture_output=True, text=True, timeout=60)
+        return last_of_dump(res.stdout) if res.returncode == 0 else None
 
     def send(self) -> int:
         """Write the series that are due; return how many values went to disk."""

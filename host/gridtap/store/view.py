@@ -45,13 +45,22 @@ class StoreView:
             return []
         return self._live.window(sensor, end, seconds)
 
-    def fetch(self, sensor: str, cf: str, start: int, end: int, resolution: int) -> Fetched:
-        """An RRD fetch, after rrdcached has written out what it held of that series (best effort)."""
+    def _flush(self, sensor: str) -> None:
+        """Have rrdcached (or the batched store) write out what it held of that series (best effort)."""
         try:
             self._rrd.flush(sensor, min_age_s=FLUSH_MIN_AGE_S)
         except (OSError, ConnectionError) as exc:
-            log.debug("flush before fetch failed: %s", exc)
+            log.debug("flush before reading failed: %s", exc)
+
+    def fetch(self, sensor: str, cf: str, start: int, end: int, resolution: int) -> Fetched:
+        """An RRD fetch, after the series' held updates are written out."""
+        self._flush(sensor)
         return self._rrd.fetch(sensor, cf, start, end, resolution)
+
+    def last_value(self, sensor: str) -> tuple[int, int] | None:
+        """(time, counter in thousandths) of the series' newest RRD update, after the same flush."""
+        self._flush(sensor)
+        return self._rrd.last_value(sensor)
 
     def nights(self, sensor: str, start: int, end: int) -> list[tuple[int, float | None]]:
         """The daily night values (02:00-05:00 mean) between start and end."""

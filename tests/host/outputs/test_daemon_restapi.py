@@ -124,7 +124,7 @@ def test_no_data_yet_is_an_empty_list(rig: Rig) -> None:
         ("/sensor/" + IMP + "?version=1.0&interval=minute&unit=watt&%zz", 400, "malformed"),
         ("/sensor/" + "0" * 32 + "?version=1.0&interval=minute&unit=watt", 404, "no sensor"),
         ("/sensor/XYZ?version=1.0&interval=minute&unit=watt", 404, "32 lowercase hex"),
-        ("/", 404, "not found"),
+        ("/nothing-here", 404, "not found"),  # "/" is the web page
     ],
 )
 def test_bad_requests_get_a_reason(rig: Rig, path: str, status: int, words: str) -> None:

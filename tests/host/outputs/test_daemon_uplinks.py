@@ -72,6 +72,11 @@ def test_spool_commit_comes_before_the_ack_and_the_server_gets_every_wh(
         assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/counter") == [now - 1, 10, "Wh"])
         assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/gauge") == [now - 1, 3600, "W"])
         assert wait_until(lambda: any(t.startswith("homeassistant/sensor/") for t in sub.topics()))
+        # /status (and the web page) name each destination's backlog and last upload (#15 item 5)
+        rig.wait(lambda: rig.daemon.status()["outputs"]["flukso"]["backlog"] == 0, timeout=15)
+        outs = rig.daemon.status()["outputs"]
+        assert abs(outs["flukso"]["last_upload"] - time.time()) < 15 and outs["flukso"]["error"] is None
+        assert outs["mqtt"]["connected"] and outs["mqtt"]["published"] > 0
     finally:
         sub.close()
 
@@ -123,6 +128,8 @@ v4 = "mains:power"
         time.sleep(0.5)
         assert board.unacked(), "ACKed before the spool commit"
         assert board.wait_acked(10)
+        pv = r.daemon.status()["outputs"]["pvoutput"]  # nothing accepted: the server is not there
+        assert pv["last_upload"] is None and pv["backlog"] >= 0 and pv["statuses"] >= 0
         spool = r.daemon.spool
         assert spool.destinations == ("pvoutput",)
         pv = next(x for x in r.daemon.outputs if isinstance(x, PVOutputOutput))
@@ -131,3 +138,60 @@ v4 = "mains:power"
         assert pv.up.counters["mains.export"].last_ts == now - 1
         assert spool.pending("pvoutput", EXP)[-1][0] == now - 1
         r.wait(lambda: ("mains.export", "W") in pv.up.gauges)
+
+
+VOLT = "e" * 31 + "1"
+
+
+def test_mqtt_carries_the_ct_voltage_on_its_own_sensor(short_tmp: Path) -> None:
+    """#15 item 6: a CT with voltage_id publishes its Vrms as a Flukso gauge and an HA voltage sensor,
+    so a FluksoToPvoutput v6 (rule "v6 * 1.154") has something to read; the power gauge keeps its W."""
+    board = FakeBoard(short_tmp)
+    board.appear()
+    with Mosquitto(short_tmp) as broker:
+        text = config_text(board.path, short_tmp / "state").replace(
+            f'export_id = "{EXP}"', f'export_id = "{EXP}"\nvoltage_id = "{VOLT}"'
+        ) + f"""
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+device_id = "gridtap-test"
+"""
+        sub = Collector(broker.port)
+        try:
+            with running_daemon(board, text, short_tmp):
+                now = int(time.time())
+                for i in range(3):
+                    board.step(now - 3 + i, power_w=[1150.0])  # the fake board's Vrms is 230.000 V
+                assert board.wait_acked()
+                assert wait_until(lambda: sub.last_json(f"/sensor/{VOLT}/gauge") == [now - 1, 230, "V"])
+                assert wait_until(lambda: sub.last_json(f"/sensor/{IMP}/gauge") == [now - 1, 1150, "W"])
+                topic = f"homeassistant/sensor/gridtap_{VOLT}_gauge/config"
+                assert wait_until(lambda: sub.last(topic) is not None)
+                cfg = sub.last_json(topic)
+                assert (cfg["device_class"], cfg["unit_of_measurement"], cfg["state_class"]) == (
+                    "voltage", "V", "measurement")
+                assert cfg["state_topic"] == f"/sensor/{VOLT}/gauge" and cfg["name"] == "mains voltage"
+                # what FluksoToPvoutput does with it: value_json[1] through the seed's v6 rule
+                from gridtap.rules import compile_mapping
+
+                rules = compile_mapping({"v6": ["v6 * 1.154"]}, "flukso")
+                v6 = sub.last_json(f"/sensor/{VOLT}/gauge")[1]
+                assert round(rules.evaluate({"v6": v6}).values["v6"], 2) == 265.42
+                # only the CT that names a voltage_id has one
+                assert not [t for t in sub.topics("/sensor/") if t.endswith("/gauge")
+                            and sub.last_json(t)[2] == "V" and t != f"/sensor/{VOLT}/gauge"]
+        finally:
+            sub.close()
+
+
+def test_voltage_id_is_a_ct_key_and_unique(short_tmp: Path) -> None:
+    from gridtap.errors import UserError
+
+    base = config_text(short_tmp / "tty", short_tmp / "state")
+    with pytest.raises(UserError, match="voltage_id.*already used"):
+        parse_config(base.replace(f'export_id = "{EXP}"', f'export_id = "{EXP}"\nvoltage_id = "{EXP}"'),
+                     short_tmp / "gridtap.toml")
+    with pytest.raises(UserError, match="voltage_id'?: does not apply to a pulse sensor"):
+        pulse = base.replace("meter_constant = 1000\n", f'meter_constant = 1000\nvoltage_id = "{VOLT}"\n', 1)
+        parse_config(pulse, short_tmp / "gridtap.toml")

@@ -23,9 +23,10 @@ def test_minute_interval_from_a_view_without_a_daemon(tmp_path: Path) -> None:
         live.put(IMP, t, 1000.0)  # 1 Wh per second: 3600 W
     rrd = RrdStore(tmp_path / "rrd", None)
     view = StoreView(cfg, live, rrd, NightStore(rrd), status=dict, now=lambda: float(now))
-    body, cb = Answerer(view).answer(f"/sensor/{IMP}", "version=1.0&interval=minute&unit=watt")
+    body, ctype = Answerer(view).answer(f"/sensor/{IMP}", "version=1.0&interval=minute&unit=watt")
     points = json.loads(body)
-    assert cb is None and len(points) == 60 and points[-1] == [now, 3600] and points[0][1] == "nan"
+    assert ctype == "application/json" and len(points) == 60
+    assert points[-1] == [now, 3600] and points[0][1] == "nan"
     assert not {"session", "link", "store", "cfg", "outputs"} & set(vars(view))
 
 

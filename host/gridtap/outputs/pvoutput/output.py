@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gridtap.config import series_name
 from gridtap.outputs.pvoutput.feed import SpoolFeed
@@ -51,10 +51,24 @@ class PVOutputOutput:
         self.names = {sid: series_name(s, role) for s in cfg.sensors for sid, role in s.series}
         self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite", clock=ctx.clock)
         self.feed = SpoolFeed(self.up, ctx.spool, self.names)
+        self.spool = ctx.spool
         self.q: queue.Queue[tuple[str, float, float, str]] = queue.Queue(maxsize=GAUGE_QUEUE)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="gridtap-pvoutput", daemon=True)
         self.dropped = 0
+        # the uploader's figures as of its last step: its SQLite connection belongs to its thread
+        self.snapshot: dict[str, Any] = self._status()
+
+    def _status(self) -> dict[str, Any]:
+        st = self.up.status()
+        return {"statuses": st["queued"], "last_upload": st["last_upload"], "error": st["alert"],
+                "sent": st["sent"], "rejected": st["rejected"]}
+
+    def status(self) -> dict[str, Any]:
+        """The spool's backlog for PVOutput (counter points not yet made statuses and sent) and the
+        uploader's figures as of its last step (statuses queued, last upload, the alert)."""
+        points = self.spool.stats().get("pvoutput", {})
+        return {"backlog": sum(int(v["points"] or 0) for v in points.values()), **self.snapshot}
 
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
         """Counters reach PVOutput through the spool, not from here."""
@@ -76,6 +90,7 @@ class PVOutputOutput:
                 self.up.observe_gauge(series, t, value, unit)
             try:
                 self.feed.step()
+                self.snapshot = self._status()
             except Exception:  # an uploader bug or a full disk must not stop the daemon
                 log.exception("PVOutput step failed")
 

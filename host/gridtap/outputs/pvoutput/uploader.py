@@ -24,7 +24,10 @@ status to the SQLite backlog *before* sending, then sends: one ``addstatus``
 when one status is waiting, ``addbatchstatus`` (30, or 100 with donation)
 oldest first when more are; at most `requests_per_tick` requests per call,
 60 (300) per hour, and never before ``X-Rate-Limit-Reset`` once the service
-says the budget is spent.
+says the budget is spent. A status that a batch answered with 0 (not added)
+is sent again alone with ``addstatus``, whose answer names PVOutput's reason
+(logged; a documented "skip" reason drops it), and a status that carries a
+message (``m1``, donation) always goes alone: a batch line has no message field.
 
 Values: a counter's value at an interval end is interpolated between the
 samples around it, and that same value starts the next interval, so the
@@ -49,6 +52,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import time as dtime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +205,9 @@ class PVOutputUploader:
         self.rate_block_until = 0.0
         self.rate_remaining: int | None = None
         self.alert: str | None = None
-        self.single_left = 0
+        # statuses to send alone with addstatus: PVOutput refused them in a batch (its batch answer
+        # says only 0, addstatus says why), or a whole batch was refused
+        self.solo: set[tuple[str, str]] = set()
         self.stats = {"closed": 0, "sent": 0, "skipped": 0, "rejected": 0, "dropped_old": 0,
                       "rule_errors": 0, "requests": 0, "retries": 0}
         self.counters = {n: _Counter(s) for n, s in self.backlog.load_states().items()}
@@ -215,6 +221,7 @@ class PVOutputUploader:
         #: the newest interval end closed and saved (the spool feed acknowledges up to it)
         self.closed_end: float | None = float(last_end) if last_end is not None else None
         self.last_body = ""
+        self.last_upload: float | None = None  # Unix time PVOutput last accepted a status
 
     # ---- input ---------------------------------------------------------------------------
     def observe_counter(self, series: str, ts: float, wh: float) -> None:
@@ -374,14 +381,20 @@ class PVOutputUploader:
             return False
         if self.settings.net:
             batch = [b for b in batch if b[0] == batch[0][0]]
+        batch = list(takewhile(self._batchable, batch)) or batch[:1]
         self.sent_times.append(now)
         self.stats["requests"] += 1
-        if len(batch) == 1 or self.single_left > 0:
-            self.single_left = max(0, self.single_left - 1)
+        if len(batch) == 1:
             self._single(now, batch[0])
         else:
             self._batch(now, batch)
         return True
+
+    def _batchable(self, item: tuple[str, str, dict[str, Any], int]) -> bool:
+        """A status may go in a batch unless it is to go alone: a batch line has no m1 (the
+        message would be lost), and a status a batch refused goes alone for PVOutput's reason."""
+        d, t, fields, _ = item
+        return "m1" not in fields and (d, t) not in self.solo
 
     def _after(self, now: float, resp: api.Response) -> str:
         verdict = api.classify(resp)
@@ -406,6 +419,7 @@ class PVOutputUploader:
                         resp.status or "network", resp.body[:120], delay)
         elif verdict == api.OK:
             self.backoff.success()
+            self.last_upload = now
         return verdict
 
     def _single(self, now: float, item: tuple[str, str, dict[str, Any], int]) -> None:
@@ -415,10 +429,12 @@ class PVOutputUploader:
         verdict = self._after(now, resp)
         if verdict == api.OK:
             self.backlog.delete([(d, t)])
+            self.solo.discard((d, t))
             self.stats["sent"] += 1
         elif verdict == api.SKIP or (verdict == api.RETRY and resp.status == 400
                                      and attempts + 1 >= UNKNOWN_400_ATTEMPTS):
             self.backlog.delete([(d, t)])
+            self.solo.discard((d, t))
             self.stats["skipped"] += 1
             log.warning("pvoutput: status %s %s skipped: %s", d, t, resp.body[:160])
         elif verdict == api.RETRY and resp.status == 400:
@@ -451,20 +467,21 @@ class PVOutputUploader:
                     done.append((d, t))
                 elif r == "0":
                     rejected.append((d, t))
-            self.backlog.delete(done + rejected)
+            self.backlog.delete(done)
             self.stats["sent"] += len(done)
             self.stats["rejected"] += len(rejected)
+            self.solo.update(rejected)
             if rejected:
-                log.warning("pvoutput: PVOutput did not add %d status(es) of a batch, first %s %s",
-                            len(rejected), *rejected[0])
+                log.warning("pvoutput: PVOutput did not add %d status(es) of a batch (first %s %s); "
+                            "sending each alone for PVOutput's reason", len(rejected), *rejected[0])
         elif verdict == api.SKIP or (verdict == api.RETRY and resp.status == 400):
-            self.single_left = len(batch)  # let each status get its own answer
+            self.solo.update((d, t) for d, t, _, _ in batch)  # let each status get its own answer
             log.warning("pvoutput: batch refused (%s); sending its statuses one by one", resp.body[:120])
 
     # ---- reporting -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {**self.stats, "queued": self.backlog.count(), "alert": self.alert,
-                "rate_remaining": self.rate_remaining,
+                "rate_remaining": self.rate_remaining, "last_upload": self.last_upload,
                 "rate_blocked_until": self.rate_block_until or None}
 
     def close(self) -> None:

@@ -412,3 +412,37 @@ def test_net_mode_sends_no_made_up_zero_after_a_gap(make: Make, server: PVOutput
     st_ = stored(server)
     assert ("20240615", "12:25") not in st_                 # spans the gap: no power known, nothing sent
     assert st_[("20240615", "12:30")]["v4"] == "300"
+
+
+def test_a_status_a_batch_refused_is_sent_alone_for_the_reason(make: Make, server: PVOutputServer,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """#15 item 8: addbatchstatus answers only 0 for a status it did not add; addstatus says why."""
+    up = make()
+    up.requests_per_tick = 10
+    up.backlog.put("20240615", "11:00", {"v1": 500.0, "v4": 10.0})
+    up.backlog.put("20240615", "11:05", {"v1": 400.0, "v4": 11.0})  # energy lower than at 11:00
+    up.backlog.put("20240615", "11:10", {"v1": 600.0, "v4": 12.0})
+    with caplog.at_level(logging.WARNING):
+        up.tick()
+    assert [r.endpoint for r in server.requests] == ["addbatchstatus.jsp", "addstatus.jsp"]
+    assert server.requests[0].body == "20240615,11:00,1;20240615,11:05,0;20240615,11:10,1"
+    assert server.requests[1].params["t"] == "11:05" and server.requests[1].status == 400
+    assert "status 20240615 11:05 skipped: Bad request 400: Energy value [400] lower than previously" \
+           in caplog.text
+    assert set(stored(server)) == {("20240615", "11:00"), ("20240615", "11:10")}
+    assert up.status()["queued"] == 0 and up.status()["skipped"] == 1 and up.solo == set()
+
+
+def test_m1_travels_with_every_replayed_status(make: Make, server: PVOutputServer, clock: Clock) -> None:
+    """#15 item 8: a batch line has no message field, so a backlog with m1 replays through addstatus."""
+    server.accounts[str(SID)].donation = True
+    up = make(donation=True, m1="gridtap")
+    server.offline = True
+    counters = run(up, clock, 16 * 60, solar_w=0.0, house_w=500.0)
+    assert up.status()["queued"] == 3 and stored(server) == {}
+    server.offline = False
+    up.requests_per_tick = 10
+    run(up, clock, 30 * 60, step=60.0, solar_w=0.0, house_w=500.0, counters=counters)  # past the backoff
+    assert up.status()["queued"] == 0 and len(stored(server)) == 9
+    assert {s.get("m1") for s in stored(server).values()} == {"gridtap"}
+    assert {r.endpoint for r in server.requests if r.status == 200} == {"addstatus.jsp"}
