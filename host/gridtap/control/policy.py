@@ -23,7 +23,7 @@ from typing import Protocol
 
 from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.errors import UserError
-from gridtap.rules.cfos import HostFunction, compile_rules, parse_file
+from gridtap.rules.cfos import HostFunction, compile_rules, date_env, parse_file
 from gridtap.rules.core import RuleSet, RuleSetError
 
 NO_PRICE = "no price known"
@@ -35,9 +35,30 @@ ACTIONS = ("ac_charge", "charge_pct", "forced_discharge", "discharge_pct", "expo
 QUANTITIES = ("power_w", "import_wh", "export_wh")
 #: Names every policy may read besides the meters.
 BASE_NAMES = (
-    "price.now", "price.next", "price.horizon_h", "slot.minutes", "soc", "soc.age_s", "battery.power_w", "dt",
-    *(f"date.{k}" for k in ("year", "month", "day", "weekday", "yearday", "hour", "minute", "second",
-                            "dayminute", "daysecond", "dst")),
+    "price.now",
+    "price.next",
+    "price.horizon_h",
+    "slot.minutes",
+    "soc",
+    "soc.age_s",
+    "battery.power_w",
+    "dt",
+    *(
+        f"date.{k}"
+        for k in (
+            "year",
+            "month",
+            "day",
+            "weekday",
+            "yearday",
+            "hour",
+            "minute",
+            "second",
+            "dayminute",
+            "daysecond",
+            "dst",
+        )
+    ),
 )
 
 
@@ -62,17 +83,6 @@ def formula_names(sensors: Iterable[object]) -> dict[str, tuple[str, str]]:
             if name.replace("_", "a").isalnum() and not name[0].isdigit():
                 out[f"{name}.{q}"] = (name, q)
     return out
-
-
-def date_env(t: float, tz: tzinfo | None) -> dict[str, float]:
-    """cFos ``date.*`` (month 0..11, weekday Sunday = 0) for local time t."""
-    dt = datetime.fromtimestamp(t, tz)
-    return {"date.year": float(dt.year), "date.month": float(dt.month - 1), "date.day": float(dt.day),
-            "date.weekday": float((dt.weekday() + 1) % 7), "date.yearday": float(dt.timetuple().tm_yday - 1),
-            "date.hour": float(dt.hour), "date.minute": float(dt.minute), "date.second": float(dt.second),
-            "date.dayminute": float(dt.hour * 60 + dt.minute),
-            "date.daysecond": float(dt.hour * 3600 + dt.minute * 60 + dt.second),
-            "date.dst": 1.0 if dt.dst() else 0.0}
 
 
 def next_deadline(now: float, dayminute: float, tz: tzinfo | None) -> float:
@@ -149,14 +159,17 @@ class _Line:
 class FormulaPolicy:
     """A policy in the cFos formula dialect: lines ``target = formula``, actions among ACTIONS."""
 
-    def __init__(self, text: str, meter_names: Iterable[str], tz: tzinfo | None = None,
-                 where: str = "[control] policy") -> None:
+    def __init__(
+        self, text: str, meter_names: Iterable[str], tz: tzinfo | None = None, where: str = "[control] policy"
+    ) -> None:
         self.view = _PriceView()
         self.view.tz = tz
         self.tz = tz
         try:
             lines = [_Line(t, s, n) for t, s, n in parse_file(text)]
-            self.rules: RuleSet = compile_rules([(ln.target, ln.source) for ln in lines], functions=self.view.functions())
+            self.rules: RuleSet = compile_rules(
+                [(ln.target, ln.source) for ln in lines], functions=self.view.functions()
+            )
         except RuleSetError as exc:
             raise UserError(f"{where}: {exc}") from None
         if not any(ln.target in ACTIONS for ln in lines):
@@ -168,8 +181,9 @@ class FormulaPolicy:
                 if name not in known:
                     builtin = name.split(".")[0] in ("price", "date", "slot", "soc", "battery")
                     hint = " (no such sensor)" if "." in name and not builtin else ""
-                    raise UserError(f"{where} line {ln.line}: unknown name {name!r}{hint}; "
-                                    f"known: {_known_hint(known)}")
+                    raise UserError(
+                        f"{where} line {ln.line}: unknown name {name!r}{hint}; known: {_known_hint(known)}"
+                    )
             known.add(ln.target)
 
     def env(self, ctx: ControlContext) -> dict[str, float]:

@@ -36,6 +36,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 
 from gridtap.rules.core import (
     BUILTIN_NAMES,
@@ -68,6 +69,17 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
     r"|(?P<op>&&|\|\||==|!=|<=|>=|[-+*/%^&|!<>?:(),])"
 )
+
+
+def date_env(t: float, tz: tzinfo | None) -> dict[str, float]:
+    """cFos ``date.*`` names for the local time t (month 0..11 and weekday Sunday=0, as cFos)."""
+    dt = datetime.fromtimestamp(t, tz)
+    return {"date.year": float(dt.year), "date.month": float(dt.month - 1), "date.day": float(dt.day),
+            "date.weekday": float((dt.weekday() + 1) % 7), "date.yearday": float(dt.timetuple().tm_yday - 1),
+            "date.hour": float(dt.hour), "date.minute": float(dt.minute), "date.second": float(dt.second),
+            "date.dayminute": float(dt.hour * 60 + dt.minute),
+            "date.daysecond": float(dt.hour * 3600 + dt.minute * 60 + dt.second),
+            "date.dst": 1.0 if dt.dst() else 0.0}
 
 
 @dataclass(frozen=True)
@@ -291,9 +303,9 @@ class _Parser:
         host = self.functions.get(fname) if fname not in FUNCTIONS else None
         if host is not None:
             if not host.min_args <= n <= host.max_args:
-                want = str(host.min_args) if host.min_args == host.max_args else \
+                span = str(host.min_args) if host.min_args == host.max_args else \
                     f"{host.min_args} to {host.max_args}"
-                raise RuleSyntaxError(col, f"{fname}() takes {want} arguments, got {n}")
+                raise RuleSyntaxError(col, f"{fname}() takes {span} arguments, got {n}")
             return _host_call(host, fns, col), None
         want = {"abs": 1, "round": 1, "sqrt": 1, "clamp": 3}.get(fname)
         if want is not None and n != want:

@@ -87,7 +87,7 @@ class PriceSeries:
         if i is None:
             return []
         out = [self.slots[i]]
-        for s in self.slots[i + 1:]:
+        for s in self.slots[i + 1 :]:
             if s.start != out[-1].end or (until is not None and s.start >= until):
                 break
             out.append(s)
