@@ -122,7 +122,8 @@ def test_unknown_names_are_load_errors() -> None:
 def test_policy_with_unknown_sensor_names_its_gridtap_toml_line() -> None:
     text = (
         BASE
-        + '\n[control]\nmode = "policy"\npolicy = """\ncheap = price.now < 5\nac_charge = house.power_w > 0\n"""\n'
+        + '\n[control]\nmode = "policy"\npolicy = """\ncheap = price.now < 5\n'
+        + 'ac_charge = house.power_w > 0\n"""\n'
     )
     line = text.splitlines().index("ac_charge = house.power_w > 0") + 1
     with pytest.raises(
