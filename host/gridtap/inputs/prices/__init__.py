@@ -11,7 +11,7 @@ The ``[prices]`` section of gridtap.toml (parsed here; errors name the key, conf
     # zone = "10YBE----------2"           # bidding zone EIC code
     # token_file = "/etc/gridtap/entsoe.token"   # or the environment variable GRIDTAP_ENTSOE_TOKEN
     # formula = "price * 1.06 + 0.12"     # cFos dialect; price = market price in EUR/kWh
-    cache = "/var/lib/gridtap/prices.sqlite"     # default: prices.sqlite in [daemon] data_dir
+    cache = "/var/lib/gridtap/prices.sqlite"     # default: prices.sqlite in [daemon] state_dir
     publish = "16:00"                     # local time of the next day's prices (default per source)
     timezone = "Europe/London"            # of publish (default per source)
     retry_s = 120                         # first retry after a failed fetch; doubles up to retry_cap_s
@@ -101,7 +101,7 @@ class PriceSettings:
         return EntsoeSource(self.zone, self.token, formula, timeout=self.timeout_s, **kw)
 
     def feed(self, cache_path: Path | None = None) -> PriceFeed:
-        """The feed; `cache_path` is used when the section names no cache (the daemon's data_dir)."""
+        """The feed; `cache_path` is used when the section names no cache (the daemon: its state_dir)."""
         return PriceFeed(
             self.make_source(), self.cache or cache_path, self.publication, self.retry_s, self.retry_cap_s
         )
