@@ -19,8 +19,7 @@ discharge the inverter covers the house from the battery and charges it from PV 
 
 * charge from the grid -> AC charge at the planned power (% of charge_kw);
 * keep the battery for later while the house draws -> AC charge at 0 % ("hold");
-* discharge more than the house draws (export), or only part of what it draws -> forced
-  discharge at the planned power;
+* discharge more than the house draws -> forced discharge at the planned power;
 * anything else -> the inverter's own self-consumption (no AC charge, no forced discharge).
 """
 
@@ -69,7 +68,7 @@ class PlanSlot:
     grid_w: float  # expected grid power, + import
     soc_start: float
     soc_end: float
-    action: str  # "charge", "hold", "discharge", "part" (of the house), "export", "idle"
+    action: str  # "charge", "hold", "discharge", "export", "idle"
 
 
 @dataclass(frozen=True)
@@ -212,10 +211,9 @@ def _action(k: int, load_w: float, battery_w: float, above_min: bool, step_w: fl
         )  # PV surplus charges by itself
     if k == 0:
         return "hold" if load_w > 0 and above_min else "idle"
-    if -battery_w > max(0.0, load_w) + step_w:
-        return "export"
-    # covering only part of the house keeps energy for dearer slots: the inverter must be told
-    return "part" if -battery_w < load_w - step_w else "discharge"
+    # covering only part of the house is left to the inverter's self-consumption: forcing a fixed
+    # power on a forecast load would export (cheaply) whenever the house draws less than forecast
+    return "export" if -battery_w > max(0.0, load_w) + step_w else "discharge"
 
 
 def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
@@ -235,7 +233,7 @@ def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
         return Decision(InverterState(ac_charge=True, charge_pct=pct), why, "planner")
     if first.action == "hold":
         return Decision(InverterState(ac_charge=True, charge_pct=0), why, "planner")
-    if first.action in ("export", "part"):
+    if first.action == "export":
         pct = min(100, math.ceil(-first.battery_w / (b.discharge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(forced_discharge=True, discharge_pct=pct), why, "planner")
     return Decision(InverterState(), why, "planner")

@@ -8,22 +8,14 @@ from pathlib import Path
 import pytest
 
 from gridtap.cli import main
+from tests.host.control.test_policy import BASE
 from tests.host.inputs.test_prices import TARIFF, agile, local
 from tests.support.price_servers import OctopusServer
 
-CONFIG = """\
-[daemon]
-state_dir = "{state}"
-
-[board]
-port = "/dev/ttyUSB0"
-
-[[sensor]]
-name = "grid"
-id = "0123456789abcdef0123456789abcdef"
-kind = "ct"
-channel = 0
-
+CONFIG = (
+    '[daemon]\nstate_dir = "{state}"\n\n'
+    + BASE.replace("{", "{{").replace("}", "}}")
+    + """
 [prices]
 tariff = "{tariff}"
 base_url = "{url}"
@@ -37,6 +29,7 @@ timezone = "Europe/London"
 capacity_kwh = 10
 charge_kw = 3
 """
+)
 
 
 @pytest.mark.skipif(shutil.which("rrdtool") is None, reason="rrdtool not installed (make setup)")

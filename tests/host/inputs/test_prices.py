@@ -206,15 +206,13 @@ def test_entsoe_formula_and_token_never_shown(
     entsoe: EntsoeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GRIDTAP_ENTSOE_TOKEN", "wrong-token-secret")
-    s = parse_config(
-        {
-            "source": "entsoe",
-            "zone": "10YBE----------2",
-            "formula": "price * 1.06 + 0.12",
-            "base_url": entsoe.url,
-            "cache": str(tmp_path / "e.sqlite"),
-        }
-    )
+    section = {
+        "source": "entsoe",
+        "zone": "10YBE----------2",
+        "formula": "price * 1.06 + 0.12",
+        "base_url": entsoe.url,
+    }
+    s = parse_config({**section, "cache": str(tmp_path / "e.sqlite")})
     assert "wrong-token-secret" not in repr(s) and "wrong-token-secret" not in repr(s.make_source())
     feed = s.feed()
     caplog.set_level(logging.DEBUG)
@@ -224,15 +222,7 @@ def test_entsoe_formula_and_token_never_shown(
     assert "wrong-token-secret" not in caplog.text and "wrong-token-secret" not in str(feed.status(t))
     (tmp_path / "tok").write_text(entsoe.token + "\n")
     (tmp_path / "tok").chmod(0o600)
-    s2 = parse_config(
-        {
-            "source": "entsoe",
-            "zone": "10YBE----------2",
-            "formula": "price * 1.06 + 0.12",
-            "base_url": entsoe.url,
-            "token_file": str(tmp_path / "tok"),
-        }
-    )
+    s2 = parse_config({**section, "token_file": str(tmp_path / "tok")})
     feed2 = s2.feed(tmp_path / "e2.sqlite")
     assert feed2.poll(t)
     slot = feed2.series().at(t)
