@@ -34,9 +34,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "host", ROOT / "hardware"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from gridtap.control.decision import ControlContext, InverterState  # noqa: E402
 from gridtap.control.planner import Battery, PlannerPolicy, PlannerSettings  # noqa: E402

@@ -29,7 +29,7 @@ HORIZON_S = 86400
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("control", help="battery control: show the planner's plan")
+    p = sub.add_parser("control", help="battery control: show the planner's next 24 h (table and PNG)")
     csub = p.add_subparsers(dest="control_command", metavar="ACTION", required=True)
     plan = csub.add_parser("plan", help="print the next 24 h of the plan; -o draws it as a PNG")
     plan.add_argument("-c", "--config", required=True, type=Path, help="gridtap.toml")

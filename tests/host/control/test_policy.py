@@ -131,7 +131,7 @@ def test_policy_with_unknown_sensor_names_its_gridtap_toml_line() -> None:
     ):
         parse_config(text)
     ok = parse_config(text.replace("house.power_w", "solar.power_w"))
-    assert ok.extra["control"].mode == "policy"
+    assert ok.sections["control"].mode == "policy"
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from gridtap.backoff import Backoff
 from gridtap.inputs.prices.cache import PriceCache
 from gridtap.inputs.prices.http import RateLimited
 from gridtap.inputs.prices.series import PriceError, PriceSeries, PriceSlot
-from gridtap.outputs.backoff import Backoff
 
 log = logging.getLogger("gridtap.prices")
 
