@@ -29,9 +29,18 @@ HORIZON_S = 86400
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("control", help="battery control: show the planner's next 24 h (table and PNG)")
+    p = sub.add_parser(
+        "control",
+        help="battery control: show the planner's next 24 h (table and PNG)",
+        description="Battery control from electricity prices ([prices], [control]; docs/control.md).",
+    )
     csub = p.add_subparsers(dest="control_command", metavar="ACTION", required=True)
-    plan = csub.add_parser("plan", help="print the next 24 h of the plan; -o draws it as a PNG")
+    plan = csub.add_parser(
+        "plan",
+        help="print the next 24 h of the plan; -o draws it as a PNG",
+        description="Fetch prices when due, plan the battery over the next 24 h with the [control] planner, "
+        "print the plan as a table and, with -o, draw prices, charge/discharge and SOC with rrdtool.",
+    )
     plan.add_argument("-c", "--config", required=True, type=Path, help="gridtap.toml")
     plan.add_argument("--soc", type=float, default=None, help="battery SOC now in %% (default: soc_min)")
     plan.add_argument("-o", "--output", type=Path, default=None, help="PNG file to write")
