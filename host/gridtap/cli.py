@@ -47,6 +47,8 @@ COMMANDS = (
             "compute and write V/I gain and phase from a reference meter"),
     Command("demo", "gridtap_sim.demo", "run board, daemon, REST API and graphs on the virtual board, "
             "then report energy against the simulator's truth (needs numpy)", ("numpy",), SIM_EXTRA),
+    Command("control", "gridtap.commands.control", "battery control: show the planner's next 24 h "
+            "(table and PNG)"),
     Command("hub", "gridtap_hub.cli", "the community hub: Flukso server API, peers, dashboard "
             "(gridtap hub --help)", ("gridtap_hub", "psycopg"), "hub", own_parser=True),
 )

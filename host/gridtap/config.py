@@ -125,6 +125,7 @@ class Config:
     board: BoardConfig
     sensors: tuple[SensorConfig, ...]
     outputs: dict[str, Any] = field(default_factory=dict)  # section -> the settings its output parsed
+    sections: dict[str, Any] = field(default_factory=dict)  # SECTIONS ([prices], [control]) -> their settings
 
     def sensor(self, ident: str) -> SensorConfig:
         for s in self.sensors:
@@ -134,6 +135,13 @@ class Config:
 
     def series(self) -> dict[str, tuple[SensorConfig, str]]:
         return {sid: (s, role) for s in self.sensors for sid, role in s.series}
+
+
+# Sections that are not outputs, each parsed by its own module: section -> "module:function".
+SECTIONS: dict[str, str] = {
+    "prices": "gridtap.inputs.prices:parse_config",
+    "control": "gridtap.control.settings:parse_config",
+}
 
 
 def series_name(sensor: SensorConfig, role: str) -> str:
@@ -312,9 +320,9 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         # tomllib parses nested arrays and inline tables recursively
         raise UserError(f"{path.name}: arrays or inline tables nested too deeply") from None
     c = _Checker(path, text)
-    known = {"daemon", "board", "sensor", "rules", *outputs.REGISTRY}
+    known = {"daemon", "board", "sensor", "rules", *outputs.REGISTRY, *SECTIONS}
     c.table(data, (), known)
-    for name in ("daemon", "board", *outputs.REGISTRY):
+    for name in ("daemon", "board", *outputs.REGISTRY, *SECTIONS):
         if name in data and not isinstance(data[name], dict):
             raise c.fail((name,), "must be a table, written [" + name + "]")
     if "rules" in data:
@@ -327,7 +335,49 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     series = frozenset(series_name(s, role) for s in sensors for _sid, role in s.series)
     parsed = {name: _parse_output(c, cls, Section(c, name, data[name], series))
               for name, cls in classes.items()}
-    return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed)
+    sections = {name: _parse_section(c, name, data[name]) for name in SECTIONS if name in data}
+    if "control" in sections:
+        _check_policy(c, sections["control"], sensors, text)
+    return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed, sections=sections)
+
+
+def _parse_section(c: _Checker, name: str, data: dict[str, Any]) -> Any:
+    """A SECTIONS table through its module's parse_config; its "key 'x'" errors get x's line."""
+    import importlib
+
+    from gridtap.tomllines import line_of
+
+    module, func = SECTIONS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), func)(data)
+    except UserError as exc:
+        msg = str(exc)
+        m = re.search(r"key '([^']+)'", msg)
+        # a dotted key is a sub-table's key ("battery.efficiency" in [control.battery])
+        line = (line_of(c.lines, (name, *m.group(1).split("."))) if m else None) or line_of(c.lines, (name,))
+        if not msg.startswith(f"[{name}]"):
+            msg = f"[{name}]: {msg}"
+        raise UserError(f"{c.path.name} line {line}: {msg}") from exc
+
+
+def _check_policy(c: _Checker, control: Any, sensors: tuple[SensorConfig, ...], text: str) -> None:
+    """Compile [control]'s policy against the configured sensors; errors get the file's line."""
+    from gridtap.tomllines import line_of
+
+    try:
+        control.build_policy(sensors)
+    except UserError as exc:
+        msg = str(exc)
+        start = line_of(c.lines, ("control", "policy")) or 0
+        m = re.search(r"policy line (\d+)", msg)
+        if m and start:
+            # a multi-line string that opens with a newline starts on the next file line
+            first = text.splitlines()[start - 1].rstrip().endswith(("'''", '"""'))
+            line = start + int(m.group(1)) - (0 if first else 1)
+            msg = msg.replace(f"policy line {m.group(1)}", "policy")
+        else:
+            line = start
+        raise UserError(f"{c.path.name} line {line}: {msg}") from exc
 
 
 def _output_class(c: _Checker, section: str) -> Any:

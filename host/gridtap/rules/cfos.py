@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 
 from gridtap.rules.core import (
     BUILTIN_NAMES,
@@ -68,6 +69,30 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
     r"|(?P<op>&&|\|\||==|!=|<=|>=|[-+*/%^&|!<>?:(),])"
 )
+
+
+def date_env(t: float, tz: tzinfo | None) -> dict[str, float]:
+    """cFos ``date.*`` names for the local time t (month 0..11 and weekday Sunday=0, as cFos)."""
+    dt = datetime.fromtimestamp(t, tz)
+    return {"date.year": float(dt.year), "date.month": float(dt.month - 1), "date.day": float(dt.day),
+            "date.weekday": float((dt.weekday() + 1) % 7), "date.yearday": float(dt.timetuple().tm_yday - 1),
+            "date.hour": float(dt.hour), "date.minute": float(dt.minute), "date.second": float(dt.second),
+            "date.dayminute": float(dt.hour * 60 + dt.minute),
+            "date.daysecond": float(dt.hour * 3600 + dt.minute * 60 + dt.second),
+            "date.dst": 1.0 if dt.dst() else 0.0}
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    """A function the embedding program adds to the dialect (e.g. the battery policy's ``cheapest``).
+
+    `fn` gets the evaluated arguments; a ValueError it raises becomes a runtime error of the rule
+    at the call's column. Host functions are never constant-folded: they may read live data.
+    """
+
+    min_args: int
+    max_args: int
+    fn: Callable[[Sequence[float]], float]
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,8 @@ _BINARY_LEVELS: list[tuple[str, ...]] = [
 class _Parser:
     """Recursive descent with precedence climbing; builds closures directly."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, functions: Mapping[str, HostFunction] | None = None) -> None:
+        self.functions = functions or {}
         self.tokens = tokenize(source)
         self.pos = 0
         self.nodes = 0
@@ -236,7 +262,7 @@ class _Parser:
 
     def name(self, tok: Token) -> tuple[Fn, float | None]:
         name = tok.text
-        if name in FUNCTIONS:
+        if name in FUNCTIONS or name in self.functions:
             raise RuleSyntaxError(tok.column, f"{name} must be called, e.g. {name}(x)")
         if not checked_name(name):
             raise RuleSyntaxError(tok.column, f"name {name!r} is not allowed (no '__' parts)")
@@ -245,8 +271,9 @@ class _Parser:
 
     def call(self, tok: Token) -> tuple[Fn, float | None]:
         fname, col = tok.text, tok.column
-        if fname not in FUNCTIONS:
-            raise RuleSyntaxError(col, f"unknown function {fname!r} (allowed: {', '.join(FUNCTIONS)})")
+        if fname not in FUNCTIONS and fname not in self.functions:
+            allowed = ", ".join((*FUNCTIONS, *self.functions))
+            raise RuleSyntaxError(col, f"unknown function {fname!r} (allowed: {allowed})")
         self.expect("(")
         self.enter(col)
         if fname == "exists":
@@ -273,6 +300,13 @@ class _Parser:
         self.depth -= 1
         fns = [a[0] for a in args]
         n = len(fns)
+        host = self.functions.get(fname) if fname not in FUNCTIONS else None
+        if host is not None:
+            if not host.min_args <= n <= host.max_args:
+                span = str(host.min_args) if host.min_args == host.max_args else \
+                    f"{host.min_args} to {host.max_args}"
+                raise RuleSyntaxError(col, f"{fname}() takes {span} arguments, got {n}")
+            return _host_call(host, fns, col), None
         want = {"abs": 1, "round": 1, "sqrt": 1, "clamp": 3}.get(fname)
         if want is not None and n != want:
             raise RuleSyntaxError(col, f"{fname}() takes {want} argument{'s' if want > 1 else ''}, got {n}")
@@ -280,6 +314,15 @@ class _Parser:
             raise RuleSyntaxError(col, f"{fname}() needs at least 1 argument")
         fn = _function(fname, fns, col)
         return _const_fold(fn, col, all(a[1] is not None for a in args))
+
+
+def _host_call(host: HostFunction, fns: list[Fn], col: int) -> Fn:
+    def call(env: Env) -> float:
+        try:
+            return float(host.fn([f(env) for f in fns]))
+        except ValueError as exc:
+            raise RuleRuntimeError(col, str(exc)) from None
+    return call
 
 
 def _const_fold(fn: Fn, column: int, is_const: bool) -> tuple[Fn, float | None]:
@@ -391,13 +434,16 @@ def _function(name: str, fns: list[Fn], col: int) -> Fn:
     return sqrt
 
 
-def compile_expression(source: str) -> tuple[Fn, dict[str, int]]:
-    """Compile one formula; returns the closure and the column of each name it reads."""
+def compile_expression(source: str, functions: Mapping[str, HostFunction] | None = None
+                       ) -> tuple[Fn, dict[str, int]]:
+    """Compile one formula; returns the closure and the column of each name it reads.
+
+    `functions` adds host functions (see HostFunction) to the built-in ones."""
     if not isinstance(source, str):
         raise RuleSyntaxError(0, f"a formula must be a string, got {type(source).__name__}")
     if not source.strip():
         raise RuleSyntaxError(1, "formula is empty")
-    p = _Parser(source)
+    p = _Parser(source, functions)
     return p.parse(), p.columns
 
 
@@ -438,8 +484,11 @@ def known_name(name: str, names: Collection[str], targets: Collection[str]) -> b
     return (head == "date" and tail in DATE_FIELDS) or (head in names and tail in SERIES_QUANTITIES)
 
 
-def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | None = None) -> RuleSet:
+def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | None = None,
+                  functions: Mapping[str, HostFunction] | None = None) -> RuleSet:
     """Compile (target, formula) pairs in order; a repeated target gets index 1, 2, ...
+
+    `functions` adds host functions (see HostFunction) to the built-in ones.
 
     With names (the configured series, or the names a check is told of), a rule that reads a name
     no one provides is refused here, as in the Flukso dialect, instead of failing at every run
@@ -456,7 +505,7 @@ def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | Non
             errors.append(RuleError(str(target), index, 0, "target must be a name such as v4"))
             continue
         try:
-            fn, cols = compile_expression(source)
+            fn, cols = compile_expression(source, functions)
         except RuleSyntaxError as exc:
             errors.append(RuleError(target, index, exc.column, exc.reason, str(source)))
             continue

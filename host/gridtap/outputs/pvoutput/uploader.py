@@ -61,6 +61,7 @@ from gridtap.outputs.pvoutput import api
 from gridtap.outputs.pvoutput.backlog import Backlog
 from gridtap.outputs.pvoutput.settings import FIELDS, PVOutputSettings
 from gridtap.outputs.pvoutput.timing import label, local_date, next_boundary
+from gridtap.rules.cfos import date_env
 
 log = logging.getLogger("gridtap.outputs.pvoutput")
 
@@ -500,14 +501,3 @@ def fmt(key: str, v: Any) -> str:
     else:
         s = f"{v:.3f}".rstrip("0").rstrip(".")
     return "0" if s in ("-0", "-0.0", "0.0", "") else s
-
-
-def date_env(t: float, tz: Any) -> dict[str, float]:
-    """cFos ``date.*`` names for the local time t (month 0..11 and weekday Sunday=0, as cFos)."""
-    dt = datetime.fromtimestamp(t, tz)
-    return {"date.year": float(dt.year), "date.month": float(dt.month - 1), "date.day": float(dt.day),
-            "date.weekday": float((dt.weekday() + 1) % 7), "date.yearday": float(dt.timetuple().tm_yday - 1),
-            "date.hour": float(dt.hour), "date.minute": float(dt.minute), "date.second": float(dt.second),
-            "date.dayminute": float(dt.hour * 60 + dt.minute),
-            "date.daysecond": float(dt.hour * 3600 + dt.minute * 60 + dt.second),
-            "date.dst": 1.0 if dt.dst() else 0.0}

@@ -1,0 +1,1 @@
+"""External data gridtap reads to decide: electricity prices (`gridtap.inputs.prices`)."""

@@ -1,0 +1,61 @@
+"""`gridtap control plan`: prices from a local Octopus server, the plan as a table and a PNG (rrdtool)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gridtap.cli import main
+from tests.host.control.test_policy import BASE
+from tests.host.inputs.test_prices import TARIFF, agile, local
+from tests.support.price_servers import OctopusServer
+
+CONFIG = (
+    '[daemon]\nstate_dir = "{state}"\n\n'
+    + BASE.replace("{", "{{").replace("}", "}}")
+    + """
+[prices]
+tariff = "{tariff}"
+base_url = "{url}"
+
+[control]
+target_soc = 90
+target_time = "07:00"
+timezone = "Europe/London"
+
+[control.battery]
+capacity_kwh = 10
+charge_kw = 3
+"""
+)
+
+
+@pytest.mark.skipif(shutil.which("rrdtool") is None, reason="rrdtool not installed (make setup)")
+def test_plan_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    srv = OctopusServer(agile, local(2026, 12, 8), TARIFF)
+    try:
+        cfg = tmp_path / "gridtap.toml"
+        cfg.write_text(CONFIG.format(state=tmp_path, tariff=TARIFF, url=srv.url))
+        now = local(2026, 12, 6, 17, 5)
+        png = tmp_path / "plan.png"
+        assert (
+            main(["control", "plan", "-c", str(cfg), "--soc", "20", "-o", str(png), "--now", str(now)]) == 0
+        )
+        out = capsys.readouterr().out
+        assert "prices known 30.9 h ahead" in out and "target 90 % by 07:00" in out
+        rows = [ln for ln in out.splitlines() if ln[:3] in ("Sun", "Mon")]
+        assert len(rows) == 48 and rows[0].startswith("Sun 17:00")
+        soc_at_7 = next(ln for ln in rows if ln.startswith("Mon 06:30")).split()[5]
+        assert float(soc_at_7) >= 90
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # a second run with the server down plans from the cache
+        srv.fail(500, times=10)
+        assert main(["control", "plan", "-c", str(cfg), "--no-fetch", "--now", str(now + 3600)]) == 0
+        assert "assumed: pass --soc" in capsys.readouterr().out
+        # beyond the cached prices: the safe state, said plainly
+        assert main(["control", "plan", "-c", str(cfg), "--no-fetch", "--now", str(local(2026, 12, 9))]) == 1
+        assert "no price known for the current slot" in capsys.readouterr().out
+    finally:
+        srv.close()
