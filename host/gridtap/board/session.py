@@ -136,7 +136,8 @@ class Stats:
     gave_up: int = 0
     # refused (counted, logged, ACKed; nothing stored): see the module's docstring
     rejected_future: int = 0      # stamped more than FUTURE_TOLERANCE_S ahead of the host clock
-    rejected_backwards: int = 0   # a register lower than an earlier one of the same boot
+    rejected_backwards: int = 0   # register and stamp out of order within one boot (lower and later,
+                                  # or higher and earlier)
     rejected_step: int = 0        # more energy than the channel can deliver in the interval
     gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
@@ -600,7 +601,7 @@ class Session:
     def _plausible(self, msg: wire.Message, routes: tuple[tuple[str, str, int, int, bool], ...],
                    epoch: int, t: int, ms: int) -> bool:
         """False (counted and logged) for a tuple from the future, a register that fell within one
-        boot, or a step larger than the channel can deliver since the last reading."""
+        boot (or rose at a stamp before the boot's newest reading), or a step larger than the channel can deliver since the last reading."""
         now = self.clock()
         # A host clock that is not set (a router before NTP) cannot judge stamps: neither refuse
         # them as from the future nor rewind the stores to 1970.
@@ -636,6 +637,17 @@ class Session:
                                   st.raw / 1000, st.t)
                     return False
                 continue  # a resent older reading, or a new boot that lost its registers (epochs.py)
+            if raw > st.raw and st.epoch == epoch and tf < st.t:
+                # A higher register stamped before the newest reading of the same boot: the board's
+                # registers only grow, so stamp and register disagree. Taken, it would move the total
+                # forwards at a time before readings already stored, and reach the spool as an
+                # uploader's oldest point above the ones after it. The next reading carries its energy.
+                self.stats.rejected_backwards += 1
+                self.warn.log(logging.WARNING, ("past", sensor),
+                              "refused %s of series %s: register %.3f stamped %.3f, before %.3f at %.3f "
+                              "of the same boot", wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf,
+                              st.raw / 1000, st.t)
+                return False
             rate = self.max_rate.get(sensor)
             if rate is None:
                 continue
