@@ -568,12 +568,16 @@ class Session:
         update = self.store.update
         newest_out = self.newest_out
         t_ms = t * 1000 + ms
+        spooled = False
         for sensor, role, hi, lo, litre in routes:
             total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
             if not advanced:
                 stats.duplicates += 1
+            if total is None:
+                continue  # an older reading whose total is not known: a point of it would be made up
             if spool is not None:
                 spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
+                spooled = True
             # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
             # readings in time order only: a resent (RETX) tuple older than one already passed on
             # is for the spool (above), never a step back for them.
@@ -593,7 +597,7 @@ class Session:
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
         if held:
             stats.held += 1
-        elif spool is None:
+        elif not spooled:  # no spool commit will carry its token (no spool, or no point made of it)
             self._ack_later(msg.seq)
 
     # ------------------------------------------------------------ plausibility and clock steps
