@@ -605,7 +605,8 @@ class Session:
     def _plausible(self, msg: wire.Message, routes: tuple[tuple[str, str, int, int, bool], ...],
                    epoch: int, t: int, ms: int) -> bool:
         """False (counted and logged) for a tuple from the future, a register that fell within one
-        boot (or rose at a stamp before the boot's newest reading), or a step larger than the channel can deliver since the last reading."""
+        boot (or rose at a stamp before the boot's newest reading), or a step larger than the
+        channel can deliver since the last reading."""
         now = self.clock()
         # A host clock that is not set (a router before NTP) cannot judge stamps: neither refuse
         # them as from the future nor rewind the stores to 1970.

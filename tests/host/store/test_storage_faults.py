@@ -184,7 +184,8 @@ def test_a_rebuilt_store_makes_no_point_of_a_resent_older_tuple(
     text = config_text(board.path, state) + FLUKSO
     t0 = int(time.time()) - 600
     with running_daemon(board, text, short_tmp) as rig:
-        rig.daemon.extras[0].spool.commit_interval = 0.2
+        assert rig.daemon.spool is not None
+        rig.daemon.spool.commit_interval = 0.2
         for i in range(5):
             board.step(t0 + 10 * i, power_w=[3600.0], seconds=10, gauges=False)
         assert board.wait_acked(10)
@@ -195,7 +196,8 @@ def test_a_rebuilt_store_makes_no_point_of_a_resent_older_tuple(
     board.ct[0][0] = last or 0
     board.appear()
     with running_daemon(board, text, short_tmp) as rig:
-        spool = rig.daemon.extras[0].spool
+        spool = rig.daemon.spool
+        assert spool is not None
         spool.commit_interval = 0.2
         before = dict(spool.pending("flukso", IMP, limit=100))
         reg = round(before[t0 + 20] * 1000)  # mWh; 10 Wh a step: the seed (t0 + 40) is 20 Wh above
