@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from gridtap.board.plausible import FUTURE_TOLERANCE_S, SLACK_S, BoardLimits, RateLog, max_rates, printable
 from gridtap.config import MAX_CT, MAX_PULSE, BoardConfig, SensorConfig
-from gridtap.store.epochs import CounterStore
+from gridtap.store.epochs import CounterStore, SeriesState
 from gridtap.store.faults import StorageHealth
 from gridtap.store.live import Gauge, LiveStore
 from gridtap_fw import wire
@@ -635,24 +635,14 @@ class Session:
                         # clock that TIME_SET has moved back since: its energy is in the later one.
                         self.stats.duplicates += 1
                         return False
-                    self.stats.rejected_backwards += 1
-                    self.warn.log(logging.WARNING, ("backwards", sensor),
-                                  "refused %s of series %s: register %.3f at %.3f is below %.3f at %.3f "
-                                  "of the same boot", wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf,
-                                  st.raw / 1000, st.t)
-                    return False
+                    return self._out_of_order(msg, sensor, raw, tf, st, "at %.3f is below")
                 continue  # a resent older reading, or a new boot that lost its registers (epochs.py)
             if raw > st.raw and st.epoch == epoch and tf < st.t:
                 # A higher register stamped before the newest reading of the same boot: the board's
                 # registers only grow, so stamp and register disagree. Taken, it would move the total
                 # forwards at a time before readings already stored, and reach the spool as an
                 # uploader's oldest point above the ones after it. The next reading carries its energy.
-                self.stats.rejected_backwards += 1
-                self.warn.log(logging.WARNING, ("past", sensor),
-                              "refused %s of series %s: register %.3f stamped %.3f, before %.3f at %.3f "
-                              "of the same boot", wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf,
-                              st.raw / 1000, st.t)
-                return False
+                return self._out_of_order(msg, sensor, raw, tf, st, "stamped %.3f, before")
             rate = self.max_rate.get(sensor)
             if rate is None:
                 continue
@@ -666,6 +656,16 @@ class Session:
                               sensor, (raw - st.raw) / 1000, dt, st.raw / 1000, raw / 1000, limit / 1000)
                 return False
         return True
+
+    def _out_of_order(self, msg: wire.Message, sensor: str, raw: int, tf: float, st: SeriesState,
+                      how: str) -> bool:
+        """Refuse a reading whose register and stamp disagree with the series' newest of the same
+        boot (`how` says which way): counted, warned (rate-limited per way and series); False."""
+        self.stats.rejected_backwards += 1
+        self.warn.log(logging.WARNING, (how, sensor),
+                      f"refused %s of series %s: register %.3f {how} %.3f at %.3f of the same boot",
+                      wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf, st.raw / 1000, st.t)
+        return False
 
     def rewind(self, now: float) -> None:
         """The host clock is behind the marks the stores hold (it stepped back, e.g. NTP correcting a
