@@ -642,6 +642,11 @@ class Session:
                 # registers only grow, so stamp and register disagree. Taken, it would move the total
                 # forwards at a time before readings already stored, and reach the spool as an
                 # uploader's oldest point above the ones after it. The next reading carries its energy.
+                if st.t - tf <= FUTURE_TOLERANCE_S:
+                    # A board clock TIME_SET has just moved back (a drift correction): nothing is
+                    # wrong but the stamp, so it is dropped quietly, like the resend above.
+                    self.stats.duplicates += 1
+                    return False
                 return self._out_of_order(msg, sensor, raw, tf, st, "stamped %.3f, before")
             rate = self.max_rate.get(sensor)
             if rate is None:
