@@ -243,7 +243,7 @@ class Daemon:
                                commit_interval=SPOOL_COMMIT_S, wall_clock=self.clock.now)
         for name, settings in self.cfg.outputs.items():
             ctx = outputs.OutputContext(self.cfg, self.spool if name in spooled else None, self.clock.now,
-                                        DIAGNOSTICS)
+                                        DIAGNOSTICS, self.health)
             self.outputs.append(outputs.build(name, settings, ctx))
         self.diag_outputs = [out for out in self.outputs if hasattr(out, "diagnostics")]
         for out in self.outputs:

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from gridtap.board.plausible import FUTURE_TOLERANCE_S, SLACK_S, BoardLimits, RateLog, max_rates, printable
 from gridtap.config import MAX_CT, MAX_PULSE, BoardConfig, SensorConfig
-from gridtap.store.epochs import CounterStore
+from gridtap.store.epochs import CounterStore, SeriesState
 from gridtap.store.faults import StorageHealth
 from gridtap.store.live import Gauge, LiveStore
 from gridtap_fw import wire
@@ -136,7 +136,8 @@ class Stats:
     gave_up: int = 0
     # refused (counted, logged, ACKed; nothing stored): see the module's docstring
     rejected_future: int = 0      # stamped more than FUTURE_TOLERANCE_S ahead of the host clock
-    rejected_backwards: int = 0   # a register lower than an earlier one of the same boot
+    rejected_backwards: int = 0   # register and stamp out of order within one boot (lower and later,
+                                  # or higher and earlier)
     rejected_step: int = 0        # more energy than the channel can deliver in the interval
     gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
@@ -567,12 +568,16 @@ class Session:
         update = self.store.update
         newest_out = self.newest_out
         t_ms = t * 1000 + ms
+        spooled = False
         for sensor, role, hi, lo, litre in routes:
             total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
             if not advanced:
                 stats.duplicates += 1
+            if total is None:
+                continue  # an older reading whose total is not known: a point of it would be made up
             if spool is not None:
                 spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
+                spooled = True
             # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
             # readings in time order only: a resent (RETX) tuple older than one already passed on
             # is for the spool (above), never a step back for them.
@@ -592,7 +597,7 @@ class Session:
                     sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
         if held:
             stats.held += 1
-        elif spool is None:
+        elif not spooled:  # no spool commit will carry its token (no spool, or no point made of it)
             self._ack_later(msg.seq)
 
     # ------------------------------------------------------------ plausibility and clock steps
@@ -600,7 +605,8 @@ class Session:
     def _plausible(self, msg: wire.Message, routes: tuple[tuple[str, str, int, int, bool], ...],
                    epoch: int, t: int, ms: int) -> bool:
         """False (counted and logged) for a tuple from the future, a register that fell within one
-        boot, or a step larger than the channel can deliver since the last reading."""
+        boot (or rose at a stamp before the boot's newest reading), or a step larger than the
+        channel can deliver since the last reading."""
         now = self.clock()
         # A host clock that is not set (a router before NTP) cannot judge stamps: neither refuse
         # them as from the future nor rewind the stores to 1970.
@@ -629,13 +635,19 @@ class Session:
                         # clock that TIME_SET has moved back since: its energy is in the later one.
                         self.stats.duplicates += 1
                         return False
-                    self.stats.rejected_backwards += 1
-                    self.warn.log(logging.WARNING, ("backwards", sensor),
-                                  "refused %s of series %s: register %.3f at %.3f is below %.3f at %.3f "
-                                  "of the same boot", wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf,
-                                  st.raw / 1000, st.t)
-                    return False
+                    return self._out_of_order(msg, sensor, raw, tf, st, "at %.3f is below")
                 continue  # a resent older reading, or a new boot that lost its registers (epochs.py)
+            if raw > st.raw and st.epoch == epoch and tf < st.t:
+                # A higher register stamped before the newest reading of the same boot: the board's
+                # registers only grow, so stamp and register disagree. Taken, it would move the total
+                # forwards at a time before readings already stored, and reach the spool as an
+                # uploader's oldest point above the ones after it. The next reading carries its energy.
+                if st.t - tf <= FUTURE_TOLERANCE_S:
+                    # A board clock TIME_SET has just moved back (a drift correction): nothing is
+                    # wrong but the stamp, so it is dropped quietly, like the resend above.
+                    self.stats.duplicates += 1
+                    return False
+                return self._out_of_order(msg, sensor, raw, tf, st, "stamped %.3f, before")
             rate = self.max_rate.get(sensor)
             if rate is None:
                 continue
@@ -649,6 +661,16 @@ class Session:
                               sensor, (raw - st.raw) / 1000, dt, st.raw / 1000, raw / 1000, limit / 1000)
                 return False
         return True
+
+    def _out_of_order(self, msg: wire.Message, sensor: str, raw: int, tf: float, st: SeriesState,
+                      how: str) -> bool:
+        """Refuse a reading whose register and stamp disagree with the series' newest of the same
+        boot (`how` says which way): counted, warned (rate-limited per way and series); False."""
+        self.stats.rejected_backwards += 1
+        self.warn.log(logging.WARNING, (how, sensor),
+                      f"refused %s of series %s: register %.3f {how} %.3f at %.3f of the same boot",
+                      wire.TYPE_NAMES[msg.mtype], sensor, raw / 1000, tf, st.raw / 1000, st.t)
+        return False
 
     def rewind(self, now: float) -> None:
         """The host clock is behind the marks the stores hold (it stepped back, e.g. NTP correcting a

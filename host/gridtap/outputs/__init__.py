@@ -54,6 +54,7 @@ class OutputContext:
     clock: Callable[[], float] = time.time  # the daemon's Unix time (a simulated one under --clock-file)
     diagnostics: tuple[str, ...] = ()  # the names of the daemon's diagnostic counters; an output with a
     # diagnostics(values: dict[str, int]) method is given their values (at most once a minute)
+    health: Any = None  # gridtap.store.faults.StorageHealth: where spooled outputs report spool faults
 
 
 class Output(Protocol):

@@ -151,12 +151,13 @@ class CounterStore:
         self.state[sensor] = SeriesState(0, 0, total, total, total, t)
         self.dirty.add(sensor)
 
-    def update(self, sensor: str, epoch: int, raw: int, t: float) -> tuple[int, bool]:
+    def update(self, sensor: str, epoch: int, raw: int, t: float) -> tuple[int | None, bool]:
         """Record a register reading of the current epoch.
 
         Return (host total this reading stands for, whether the series advanced).
         A repeated or older reading maps to the total it had, so a resent tuple
-        still gives its own (time, total) point.
+        still gives its own (time, total) point. None: that total is not known (an older
+        reading before the epoch it belongs to is decided); no point may be made of it.
         """
         st = self.state.get(sensor)
         if st is None:
@@ -170,7 +171,10 @@ class CounterStore:
                 # set) cannot tell whether the register fell: its lower value may be a tuple of
                 # this very boot that was counted before its HELLO was seen (a HELLO lost on the
                 # wire). Decide the epoch on the first reading newer than the last one seen.
-                return st.total, False
+                # Its total is not st.total either: that is the total at st.t, later than t (after
+                # a rebuild, the seed from the RRD's last update). Labelled with t, it would put
+                # energy from after t into a point at t (a PVOutput status of an earlier interval).
+                return None, False
             continued = raw >= st.raw
             offset = st.offset if continued else st.total - raw
             prev = st.total

@@ -13,7 +13,8 @@ def test_an_older_resent_reading_does_not_decide_a_new_epoch(tmp_path: Path) -> 
     store = CounterStore(tmp_path / "c.sqlite")
     store.update("s", 1, 100_000, T + 10)
     store.update("s", 1, 150_000, T + 21)  # counted in epoch 1, really of the next boot
-    assert store.update("s", 2, 140_000, T + 20) == (150_000, False)  # older: no decision
+    # older: no decision, and no total (150_000 is the total at T + 21, not at T + 20)
+    assert store.update("s", 2, 140_000, T + 20) == (None, False)
     assert store.update("s", 2, 160_000, T + 22) == (160_000, True)   # fresh: carried on
     assert store.total("s") == 160_000
 

@@ -18,32 +18,53 @@ are fed straight to the uploader and only improve a status when present.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
 from gridtap.outputs.pvoutput.uploader import PVOutputUploader
+from gridtap.store.faults import StorageHealth
 from gridtap.store.spool import Spool
 
 DEST = "pvoutput"
 READ_BATCH = 1000
+SPOOL = "spool"  # the store's name in StorageHealth, as the ingest thread's GuardedSpool reports it
 
 
 class SpoolFeed:
     """Moves committed spool points into the uploader and clears what its saved state covers."""
 
-    def __init__(self, uploader: PVOutputUploader, spool: Spool, series: dict[str, str]) -> None:
+    def __init__(self, uploader: PVOutputUploader, spool: Spool, series: dict[str, str],
+                 health: StorageHealth | None = None) -> None:
         self.up = uploader
         self.spool = spool
         self.series = dict(series)  # spool sensor id -> uploader series name
         self.read_to: dict[str, int] = {}
         self.saved_end = uploader.closed_end
+        self.health = health if health is not None else StorageHealth()
 
     def step(self, now: float | None = None) -> None:
         now = self.up.clock() if now is None else now
-        if self.up.due(now):
-            self.spool.sync()
+        # A spool write that fails (a full disk) is a storage fault like the ingest thread's
+        # commits: logged once, counted, retried with backoff. No interval is closed meanwhile
+        # (the samples after its boundary are not on disk), and no point is cleared.
+        if self.up.due(now) and not self._write(self.spool.sync):
+            return
         self._read()
         self.up.tick(now)
-        if self.up.closed_end != self.saved_end:
-            self._clear()
+        if self.up.closed_end != self.saved_end and self._write(self._clear):
             self.saved_end = self.up.closed_end
+
+    def _write(self, write: Callable[[], object]) -> bool:
+        """Run a spool write under the storage-fault rules; False if it failed or its retry is not due."""
+        if not self.health.ready(SPOOL):
+            return False
+        try:
+            write()
+        except (sqlite3.Error, OSError) as exc:
+            self.health.failed(SPOOL, exc)
+            return False
+        self.health.ok(SPOOL)
+        return True
 
     def _read(self) -> None:
         for sid, name in self.series.items():

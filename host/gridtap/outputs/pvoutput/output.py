@@ -50,7 +50,7 @@ class PVOutputOutput:
         cfg = ctx.cfg
         self.names = {sid: series_name(s, role) for s in cfg.sensors for sid, role in s.series}
         self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite", clock=ctx.clock)
-        self.feed = SpoolFeed(self.up, ctx.spool, self.names)
+        self.feed = SpoolFeed(self.up, ctx.spool, self.names, ctx.health)  # spool faults: the daemon's
         self.spool = ctx.spool
         self.q: queue.Queue[tuple[str, float, float, str]] = queue.Queue(maxsize=GAUGE_QUEUE)
         self.stop_event = threading.Event()

@@ -15,8 +15,10 @@ import pytest
 
 from gridtap.outputs.pvoutput import PVOutputUploader, parse_settings
 from gridtap.outputs.pvoutput.feed import DEST, SpoolFeed
+from gridtap.store.faults import RETRY_CAP_S, StorageHealth
 from gridtap.store.spool import Spool
 from tests.host.outputs.pvoutput.conftest import SID, Clock, at
+from tests.support.disk import fill, small_tmpfs
 from tests.support.pvoutput_server import PVOutputServer
 
 
@@ -106,3 +108,36 @@ def test_counters_reach_pvoutput_only_through_the_spool_and_survive_a_crash(
     assert st_[("20240615", "12:35")]["v3"] == str(round(advance))
     spool.close()
     up.close()
+
+
+def test_a_full_disk_under_the_spool_is_a_storage_fault_not_an_exception(
+        rig: tuple[Path, Clock, PVOutputServer]) -> None:
+    """The feed commits the spool before it closes an interval; on a full disk that commit raised
+    sqlite3.OperationalError out of the PVOutput thread (a traceback, integrity campaign disk_full).
+    It is a storage fault like the ingest thread's: reported to StorageHealth (logged once, counted,
+    retried with backoff), no interval closed meanwhile; once space returns the interval closes."""
+    tmp, clock, server = rig
+    mono = Clock(0.0)
+    health = StorageHealth(mono=mono)
+    settings = parse_settings({"system_id": SID, "timezone": "Europe/Brussels", "base_url": server.url,
+                               "interval": 5, "v4": "house:power", "v3": "house:energy", "settle_s": 10})
+    with small_tmpfs(tmp / "disk") as disk:
+        spool = Spool(disk / "spool.sqlite", [DEST], commit_interval=3600.0, aging=(), wall_clock=clock)
+        up = PVOutputUploader(settings, tmp / "pvoutput.sqlite", clock=clock, rng=random.Random(1))
+        feed = SpoolFeed(up, spool, {"s1": "house"}, health)
+        board = Board(at(2024, 6, 15, 12, 0, 0))
+        _run(board, clock, spool, feed, 6 * 60)
+        st_ = server.statuses[str(SID)]
+        assert sorted(st_) == [("20240615", "12:05")]
+        filler = fill(disk)
+        _run(board, clock, spool, feed, 5 * 60)     # 12:10 is due: the feed's commit fails
+        assert health.degraded and "spool" in health.failing and health.faults >= 1
+        assert sorted(st_) == [("20240615", "12:05")] and board.unacked
+        filler.unlink()
+        mono.t += RETRY_CAP_S                       # the retry is due
+        _run(board, clock, spool, feed, 60)
+        assert not health.degraded and health.recoveries == 1
+        assert ("20240615", "12:10") in st_
+        assert st_[("20240615", "12:10")]["v4"] == str(round(_power(at(2024, 6, 15, 12, 10) - 1)))
+        spool.close()
+        up.close()
