@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 START = 0x68
 MAX_APDU = 253  # the length octet counts the 4 control octets and the ASDU
 SEQ_MOD = 1 << 15
+FLOAT32_MAX = 3.4028234663852886e38
 
 # U-frame functions (control octet 1)
 STARTDT_ACT, STARTDT_CON = 0x07, 0x0B
@@ -247,6 +248,6 @@ def diq(state: int, invalid: bool = False) -> bytes:
 
 
 def short_float(v: float, invalid: bool = False) -> bytes:
-    if not math.isfinite(v):
+    if not math.isfinite(v) or abs(v) > FLOAT32_MAX:  # a value IEEE single cannot carry is sent as invalid
         v, invalid = 0.0, True
     return struct.pack("<f", v) + bytes([0x80 if invalid else 0])
