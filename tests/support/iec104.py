@@ -57,7 +57,8 @@ class Ctx:
 
 
 def daemon_config(state_dir: Path) -> Any:
-    return parse_config(SENSORS.format(state=state_dir, pv=PV_ID, battery=BATTERY_ID), state_dir / "gridtap.toml")
+    text = SENSORS.format(state=state_dir, pv=PV_ID, battery=BATTERY_ID)
+    return parse_config(text, state_dir / "gridtap.toml")
 
 
 @contextlib.contextmanager
@@ -100,7 +101,7 @@ class Raw:
             self.s.settimeout(max(0.01, end - time.monotonic()))
             try:
                 chunk = self.s.recv(4096)
-            except (ConnectionResetError, TimeoutError, socket.timeout):
+            except (ConnectionResetError, TimeoutError):
                 if time.monotonic() >= end:
                     raise TimeoutError("no frame from the server") from None
                 return None
@@ -182,7 +183,9 @@ class Rtu:
 
         def on_new_point(client: c104.Client, station: c104.Station, io_address: int,
                          point_type: c104.Type) -> None:
-            station.add_point(io_address=io_address, type=point_type).on_receive(callable=on_point)
+            point = station.add_point(io_address=io_address, type=point_type)
+            assert point is not None
+            point.on_receive(callable=on_point)
 
         def on_raw(connection: c104.Connection, data: bytes) -> None:
             raw.append(bytes(data))
@@ -241,12 +244,13 @@ def case_seed_sequence(state: Path) -> None:
 
     with server(state, Iec104Config(port=0, report_s=60.0, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
         assert rtu.initialised.wait(2), "no end of initialisation"
-        assert rtu.conn.interrogation(common_address=100, cause=c104.Cot.ACTIVATION, qualifier=c104.Qoi.STATION)
+        assert rtu.conn.interrogation(common_address=100, cause=c104.Cot.ACTIVATION,
+                                      qualifier=c104.Qoi.STATION)
         assert rtu.conn.clock_sync(common_address=100)
         time.sleep(0.2)
         assert rtu.point(3000).value == 1.0  # interface version
-        for ioa, value, fb, want in ((1001, True, 2001, True), (1002, True, 2002, True), (1003, True, 2003, True),
-                                     (1004, c104.Double.ON, 2004, c104.Double.ON)):
+        for ioa, value, fb, want in ((1001, True, 2001, True), (1002, True, 2002, True),
+                                     (1003, True, 2003, True), (1004, c104.Double.ON, 2004, c104.Double.ON)):
             t = time.monotonic()
             assert rtu.send(ioa, value), f"command {ioa} not confirmed"
             assert rtu.wait_value(fb, t)[1] == want
@@ -292,7 +296,8 @@ def case_negative_confirmations(state: Path) -> None:
         raw = Raw(out.port)
         raw.start()
         for asdu, cot in ((command(58, 1001, b"\x01" + bytes(7)), codec.COT_UNKNOWN_TYPE),
-                          (command(codec.C_SC_NA_1, 1001, b"\x01", cot=codec.COT_SPONTANEOUS), codec.COT_UNKNOWN_CAUSE),
+                          (command(codec.C_SC_NA_1, 1001, b"\x01", cot=codec.COT_SPONTANEOUS),
+                           codec.COT_UNKNOWN_CAUSE),
                           (command(codec.C_SC_NA_1, 1001, b"\x01", ca=7), codec.COT_UNKNOWN_CA),
                           (command(codec.C_SC_NA_1, 4242, b"\x01"), codec.COT_UNKNOWN_IOA),
                           (command(codec.C_SC_NA_1, 2001, b"\x01"), codec.COT_UNKNOWN_IOA)):

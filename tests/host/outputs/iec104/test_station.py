@@ -77,8 +77,10 @@ def test_reason_99_is_a_dry_run_unless_configured(tmp_path: Path, reason_ioa: in
     assert t.published[-1].test_mode and not t.published[-1].dry_run
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", '{"stop_production": "yes"}',
-                                     json.dumps({**CommandedState().to_json(), "setpoints": {"MINSETP": 500}})])
+BAD_SETPOINT = json.dumps({**CommandedState().to_json(), "setpoints": {"MINSETP": 500}})
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"stop_production": "yes"}', BAD_SETPOINT])
 def test_a_bad_state_file_is_counted_and_starts_uncommanded(tmp_path: Path, content: str) -> None:
     (tmp_path / "iec104-state.json").write_text(content)
     s = Station(tmp_path)

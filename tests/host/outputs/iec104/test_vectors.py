@@ -51,8 +51,8 @@ def test_vector(v: dict[str, str]) -> None:
     want = dict(x.split("=") for x in v["asdu"].split())
     a = codec.decode_asdu(f.asdu)
     assert (a.type_id, a.cot, a.ca) == (int(want["type"]), int(want["cot"]), int(want["ca"]))
-    assert (ext.fields["asdu"]["type_id"], ext.fields["asdu"]["cot"], ext.fields["asdu"]["common_address"]) == (
-        a.type_id, a.cot, a.ca)
+    theirs = ext.fields["asdu"]
+    assert (theirs["type_id"], theirs["cot"], theirs["common_address"]) == (a.type_id, a.cot, a.ca)
     ioa, elem = a.objects[0]
     cmd = codec.decode_command(a.type_id, ioa, elem)
     assert (ioa, cmd.value, int(cmd.select)) == (int(want["ioa"]), float(want["value"]), int(want["select"]))
