@@ -37,6 +37,7 @@ SETPOINT_RANGE = {"MINSETP": (0.0, 100.0), "MAXSETP": (0.0, 100.0), "MAXSETAP": 
                   "MINSETAP": (0.0, 100.0), "MINSETQ": (-100.0, 100.0), "MAXSETQ": (-100.0, 100.0),
                   "REDENP": (0.0, 255.0), "REDENQ": (0.0, 255.0)}
 TEST_REASON = 99
+WARN_BURST = 20  # refusal log lines per minute
 ACCEPTED = (codec.C_SC_NA_1, codec.C_DC_NA_1, codec.C_SE_NC_1, codec.C_IC_NA_1, codec.C_CS_NA_1)
 COMMAND_POINTS = {codec.C_SC_NA_1: ("stop_production", "stop_consumption", "test"),
                   codec.C_DC_NA_1: ("q_mode",), codec.C_SE_NC_1: SETPOINTS}
@@ -168,10 +169,27 @@ class NetflexStation:
         self.by_ioa = {ioa: name for name, ioa in cfg.ioas.items()}
         self.selected: dict[str, tuple[float, float]] = {}  # name -> (value, when)
         self.clock_offset = 0.0  # operator's clock - ours, from the last clock sync
+        self.refused = 0
+        self._warned: list[float] = []  # when recent refusal lines were logged (rate limit)
+        self._suppressed = 0
         self.commands = 0
         publish(limits_of(self.state, cfg))
 
     # -- helpers ------------------------------------------------------------------------------
+    def _refuse(self, msg: str, *args: object) -> None:
+        """Log a refused ASDU; at most WARN_BURST lines a minute, so a hostile peer cannot flood the log."""
+        self.refused += 1
+        now = time.monotonic()
+        self._warned = [t for t in self._warned if now - t < 60.0]
+        if len(self._warned) >= WARN_BURST:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            log.warning("iec104: %d more refusals were not logged", self._suppressed)
+            self._suppressed = 0
+        self._warned.append(now)
+        log.warning(msg, *args)
+
     def now(self) -> float:
         return self.clock() + self.clock_offset
 
@@ -214,12 +232,14 @@ class NetflexStation:
     def handle(self, raw: bytes, peer: str) -> list[bytes]:
         a = codec.decode_asdu(raw)
         if a.type_id not in ACCEPTED or not a.objects:
-            log.warning("iec104: %s sent type %d, which this station does not accept", peer, a.type_id)
+            self._refuse("iec104: %s sent type %d, which this station does not accept", peer, a.type_id)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_UNKNOWN_TYPE, True))] if a.objects else []
         if a.cot not in (codec.COT_ACT, codec.COT_DEACT) or (a.cot == codec.COT_DEACT
                                                              and a.type_id == codec.C_CS_NA_1):
+            self._refuse("iec104: %s sent type %d with cause %d", peer, a.type_id, a.cot)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_UNKNOWN_CAUSE, True))]
         if a.ca != self.cfg.ca and not (a.type_id == codec.C_IC_NA_1 and a.ca == codec.BROADCAST_CA):
+            self._refuse("iec104: %s sent type %d to common address %d", peer, a.type_id, a.ca)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_UNKNOWN_CA, True))]
         if a.type_id == codec.C_IC_NA_1:
             return self._interrogation(a)
@@ -245,7 +265,7 @@ class NetflexStation:
         try:
             t = codec.decode_cp56(a.objects[0][1])
         except codec.FrameError as exc:
-            log.warning("iec104: clock sync from %s refused: %s", peer, exc)
+            self._refuse("iec104: clock sync from %s refused: %s", peer, exc)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_ACT_CON, True))]
         self.clock_offset = t - self.clock()
         log.info("iec104: clock sync from %s: operator's clock is %+.3f s from ours", peer, self.clock_offset)
@@ -255,8 +275,8 @@ class NetflexStation:
         ioa, elem = a.objects[0]
         name = self.by_ioa.get(ioa)
         if len(a.objects) != 1 or name not in COMMAND_POINTS[a.type_id]:
-            log.warning("iec104: %s sent type %d to IOA %d, which is not such a command",
-                        peer, a.type_id, ioa)
+            self._refuse("iec104: %s sent type %d to IOA %d, which is not such a command",
+                         peer, a.type_id, ioa)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_UNKNOWN_IOA, True))]
         cmd = codec.decode_command(a.type_id, ioa, elem)
         self.commands += 1
@@ -267,7 +287,7 @@ class NetflexStation:
             return [codec.encode_asdu(codec.mirror(a, codec.COT_DEACT_CON))]
         why = self._check(name, cmd)
         if why is not None:
-            log.warning("iec104: command from %s refused: %s: %s", peer, what, why)
+            self._refuse("iec104: command from %s refused: %s: %s", peer, what, why)
             return [codec.encode_asdu(codec.mirror(a, codec.COT_ACT_CON, True))]
         if cmd.select:
             self.selected[name] = (cmd.value, time.monotonic())

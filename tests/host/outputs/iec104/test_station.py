@@ -136,3 +136,12 @@ def test_measurements_mark_stale_categories_invalid(tmp_path: Path) -> None:
 def test_a_value_beyond_float32_is_sent_invalid() -> None:
     assert codec.short_float(1e40) == bytes(4) + b"\x80"
     assert codec.short_float(-2.5) == struct.pack("<f", -2.5) + b"\x00"
+
+
+def test_refusals_are_logged_with_a_rate_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = Station(tmp_path)
+    for _ in range(50):
+        s.send(command(codec.C_SC_NA_1, 4242, b"\x01"))
+    lines = [r for r in caplog.records if "4242" in r.getMessage()]
+    assert len(lines) == 20 and s.st.refused == 50
+    assert "192.0.2.7" in lines[0].getMessage()
