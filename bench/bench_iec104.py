@@ -16,6 +16,7 @@ measured: it needs the battery closed loop from the grid CT and reactive power o
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import tempfile
@@ -106,6 +107,7 @@ def fuzz(tmp: Path) -> int:
     from gridtap.outputs.iec104.netflex import ModelConfig, NetflexStation, StateFile
     from tests.host.outputs.iec104.test_fuzz import SEEDS, check
 
+    logging.getLogger("gridtap.outputs.iec104").setLevel(logging.ERROR)  # refusals by the thousand
     rng = random.Random(17)
     station = NetflexStation(ModelConfig(), StateFile(tmp / "fuzz.json"), lambda lim: None,
                              lambda c: (0.0, 0.0, True))
