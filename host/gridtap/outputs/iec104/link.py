@@ -27,7 +27,8 @@ from gridtap.outputs.iec104 import codec
 
 log = logging.getLogger("gridtap.outputs.iec104")
 
-OUT_QUEUE = 1024  # ASDUs waiting for the window; beyond, the oldest report is dropped (counted)
+OUT_QUEUE = 1024  # ASDUs waiting for the window; beyond, the oldest is dropped (counted). t1 closes
+# a link whose peer stops acknowledging long before, so this bounds memory rather than shapes traffic.
 
 
 @dataclass(frozen=True)
