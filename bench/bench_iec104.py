@@ -53,6 +53,7 @@ def command_latency(tmp: Path) -> float:
     from tests.support.iec104 import RTU_LINK, Rtu, server
 
     lat: list[float] = []
+    value: bool | float
     with server(tmp, Iec104Config(port=0, report_s=3600.0, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
         for i in range(COMMANDS):
             if i % 2:
