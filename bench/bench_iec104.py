@@ -4,7 +4,7 @@
   emergency stop production on/off and MINSETP values, 300 in all); time from just before
   ``transmit`` to c104's callback for the feedback point, p99.
 * ``iec104.report_jitter_ms_p99``: the periodic P/Q report with the period shortened to 1 s
-  (instead of 30 s) for 90 periods; |arrival interval - period| at a raw client, p99.
+  (instead of 30 s) for 90 periods; the absolute deviation of each arrival interval from the period at a raw client, p99.
 * ``iec104.conformance_cases_passed`` / ``_total``: tests/support/iec104.py CASES, each in a fresh
   state directory.
 * ``iec104.fuzz_inputs``: byte streams (mutated valid frames spliced with noise, seeded) fed to the
@@ -32,7 +32,7 @@ HOW = {
     "iec104.command_to_feedback_ms_p99": "c104 2.2.1 client on loopback, 300 commands/setpoints, "
                                          "transmit -> feedback callback, p99",
     "iec104.report_jitter_ms_p99": "report period shortened to 1 s, 90 periods, raw client, "
-                                   "|interval - period| p99",
+                                   "absolute deviation of each interval from the period, p99",
     "iec104.conformance_cases_passed": "tests/support/iec104.py CASES (c104 RTU + raw client "
                                        "checked by iec60870-parser)",
     "iec104.conformance_cases_total": "number of conformance cases",
