@@ -4,7 +4,8 @@
   emergency stop production on/off and MINSETP values, 300 in all); time from just before
   ``transmit`` to c104's callback for the feedback point, p99.
 * ``iec104.report_jitter_ms_p99``: the periodic P/Q report with the period shortened to 1 s
-  (instead of 30 s) for 90 periods; the absolute deviation of each arrival interval from the period at a raw client, p99.
+  (instead of 30 s) for 90 periods; the absolute deviation of each arrival interval from the
+  period at a raw client, p99.
 * ``iec104.conformance_cases_passed`` / ``_total``: tests/support/iec104.py CASES, each in a fresh
   state directory.
 * ``iec104.fuzz_inputs``: byte streams (mutated valid frames spliced with noise, seeded) fed to the
