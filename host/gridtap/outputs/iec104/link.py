@@ -175,6 +175,9 @@ class Connection:
             log.warning("iec104: closing %s: %s", self.peer, exc)
         except (ConnectionError, OSError) as exc:
             log.info("iec104: %s: %s", self.peer, exc)
+        except Exception:  # a bug in handling one peer's frame must not end the server
+            self.stats["internal_errors"] = self.stats.get("internal_errors", 0) + 1
+            log.exception("iec104: closing %s after an internal error", self.peer)
         finally:
             ticker.cancel()
             self.closed.set()

@@ -145,3 +145,14 @@ def test_refusals_are_logged_with_a_rate_limit(tmp_path: Path, caplog: pytest.Lo
     lines = [r for r in caplog.records if "4242" in r.getMessage()]
     assert len(lines) == 20 and s.st.refused == 50
     assert "192.0.2.7" in lines[0].getMessage()
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    from gridtap.errors import UserError
+    from gridtap.outputs.iec104.settings import Iec104Config
+    from tests.support.iec104 import server
+
+    with server(tmp_path / "a") as first:
+        with pytest.raises(UserError, match=rf"\[iec104\] cannot listen on 127.0.0.1:{first.port}"):
+            with server(tmp_path / "b", Iec104Config(port=first.port)):
+                pass
