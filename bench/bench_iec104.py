@@ -50,12 +50,11 @@ def p99(xs: list[float]) -> float:
 
 
 def command_latency(tmp: Path) -> float:
-    from gridtap.outputs.iec104.settings import Iec104Config
-    from tests.support.iec104 import RTU_LINK, Rtu, server
+    from tests.support.iec104 import Rtu, rtu_config, server
 
     lat: list[float] = []
     value: bool | float
-    with server(tmp, Iec104Config(port=0, report_s=3600.0, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
+    with server(tmp, rtu_config(3600.0)) as out, Rtu(out.port) as rtu:
         for i in range(COMMANDS):
             if i % 2:
                 ioa, fb, value = 1001, 2001, bool(i % 4 == 1)

@@ -22,12 +22,19 @@ from iec60870.parser import FrameStatus, parse_frame
 from gridtap.config import parse_config
 from gridtap.outputs.iec104 import codec
 from gridtap.outputs.iec104.link import LinkParams
+from gridtap.outputs.iec104.netflex import ModelConfig
 from gridtap.outputs.iec104.output import Iec104Output
 from gridtap.outputs.iec104.settings import Iec104Config
 
 FAST = LinkParams(k=12, w=8, t0=2.0, t1=0.6, t2=0.2, t3=0.8)
 # c104 acknowledges after w frames or its t2 (confirm_interval, whole seconds, 1 at least): a longer t1
 RTU_LINK = LinkParams(k=12, w=8, t0=10.0, t1=3.0, t2=0.2, t3=5.0)
+# c104 binds one type to an IOA, and interrogation answers cannot carry time tags: untagged feedback
+RTU_MODEL = ModelConfig(time_tags=False)
+
+
+def rtu_config(report_s: float = 60.0) -> Iec104Config:
+    return Iec104Config(port=0, report_s=report_s, link=RTU_LINK, model=RTU_MODEL)
 SENSORS = """
 [daemon]
 state_dir = "{state}"
@@ -164,6 +171,7 @@ class Rtu:
     station: Any = None
     received: list[tuple[float, int, Any, str]] = field(default_factory=list)  # (t, ioa, value, cot)
     raw: list[bytes] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # what lib60870 found wrong in our messages
     initialised: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> "Rtu":
@@ -193,6 +201,11 @@ class Rtu:
         def on_init(client: c104.Client, station: c104.Station, cause: c104.Coi) -> None:
             self.initialised.set()
 
+        def on_unexpected(connection: c104.Connection, message: c104.IncomingMessage,
+                          cause: c104.Umc) -> None:
+            self.unexpected.append(f"{cause} type {message.type} ioa {message.io_address}")
+
+        self.conn.on_unexpected_message(callable=on_unexpected)
         self.client.on_new_point(callable=on_new_point)
         self.client.on_station_initialized(callable=on_init)
         self.conn.on_receive_raw(callable=on_raw)
@@ -242,7 +255,7 @@ def case_seed_sequence(state: Path) -> None:
     """Connect, end of initialisation, GI, clock sync, every command and setpoint with its feedback."""
     import c104
 
-    with server(state, Iec104Config(port=0, report_s=60.0, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
+    with server(state, rtu_config()) as out, Rtu(out.port) as rtu:
         assert rtu.initialised.wait(2), "no end of initialisation"
         assert rtu.conn.interrogation(common_address=100, cause=c104.Cot.ACTIVATION,
                                       qualifier=c104.Qoi.STATION)
@@ -260,12 +273,13 @@ def case_seed_sequence(state: Path) -> None:
             assert abs(rtu.wait_value(2101 + i, t)[1] - v) < 1e-6
         lim = out.station.state
         assert lim.stop_production and lim.stop_consumption and lim.setpoints["MINSETP"] == 40.0
+        assert not rtu.unexpected, rtu.unexpected
         for apdu in rtu.raw:  # every frame the RTU saw also passes the independent parser
             assert parse_frame(apdu, protocol="t104").status == FrameStatus.VALID, apdu.hex()
 
 
 def case_periodic_reports(state: Path) -> None:
-    with server(state, Iec104Config(port=0, report_s=0.5, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
+    with server(state, rtu_config(0.5)) as out, Rtu(out.port) as rtu:
         out.gauge(PV_ID, "import", 0, 1500.0, "W")
         t = time.monotonic()
         time.sleep(1.3)
@@ -274,7 +288,7 @@ def case_periodic_reports(state: Path) -> None:
 
 
 def case_restart_keeps_stop(state: Path) -> None:
-    with server(state, Iec104Config(port=0, report_s=60.0, link=RTU_LINK)) as out, Rtu(out.port) as rtu:
+    with server(state, rtu_config()) as out, Rtu(out.port) as rtu:
         assert rtu.send(1001, True)
     with server(state) as out:
         raw = Raw(out.port)
@@ -323,6 +337,22 @@ def case_select_before_operate(state: Path) -> None:
         assert (a.cot, a.negative) == (codec.COT_ACT_CON, False)
         fb = raw.asdu()
         assert fb.objects[0][0] == 2101 and struct.unpack("<f", fb.objects[0][1][:4])[0] == 50.0
+        raw.close()
+
+
+def case_spontaneous_feedback_time_tagged(state: Path) -> None:
+    with server(state) as out:
+        raw = Raw(out.port)
+        raw.start()
+        raw.send_asdu(command(codec.C_SC_NA_1, 1002, b"\x01"))
+        assert raw.asdu().cot == codec.COT_ACT_CON
+        f = raw.frame()
+        assert f is not None
+        theirs = parse_frame(f, protocol="t104").fields["asdu"]
+        assert (theirs["type_id"], theirs["cot"]) == (codec.M_SP_TB_1, codec.COT_SPONTANEOUS)
+        obj = theirs["information_objects"][0]
+        assert (obj["ioa"], obj["value"]) == (2002, 1)
+        assert abs(codec.decode_cp56(bytes(obj["cp56time2a"])) - time.time()) < 5
         raw.close()
 
 
@@ -433,6 +463,7 @@ CASES: dict[str, Callable[[Path], None]] = {
     "restart_keeps_stop": case_restart_keeps_stop,
     "negative_confirmations": case_negative_confirmations,
     "select_before_operate": case_select_before_operate,
+    "spontaneous_feedback_time_tagged": case_spontaneous_feedback_time_tagged,
     "broadcast_gi": case_broadcast_gi,
     "t1_closes": case_t1_closes,
     "t3_testfr": case_t3_testfr,

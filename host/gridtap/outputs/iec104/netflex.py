@@ -142,7 +142,7 @@ class ModelConfig:
     select_timeout_s: float = 10.0
     contract_w: int = 9200  # contractual grid capacity: MINSETP/MAXSETP are % of it
     test_acts: bool = False  # in test (reason 99 / test command) act on devices too
-    time_tags: bool = True  # feedback as M_SP_TB_1/M_DP_TB_1/M_ME_TF_1 (GI too: a point keeps one type)
+    time_tags: bool = True  # spontaneous feedback as M_SP_TB_1/M_DP_TB_1/M_ME_TF_1
     assets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # category -> series ("-name" subtracts)
 
 
@@ -204,7 +204,9 @@ class NetflexStation:
         return self.state.setpoints[name]
 
     def feedback(self, name: str, cot: int) -> bytes:
-        ioa, v, timed = self.cfg.ioas[f"{name}.feedback"], self._value(name), self.cfg.time_tags
+        # time-tagged types are defined for causes 3, 5, 11 and 12 only: interrogation answers go untagged
+        timed = self.cfg.time_tags and cot != codec.COT_INTERROGATED
+        ioa, v = self.cfg.ioas[f"{name}.feedback"], self._value(name)
         tag = codec.encode_cp56(self.now()) if timed else b""
         if name == "q_mode":
             type_id, elem = (codec.M_DP_TB_1 if timed else codec.M_DP_NA_1), codec.diq(int(v))
