@@ -20,6 +20,7 @@ from typing import Any
 from iec60870.parser import FrameStatus, parse_frame
 
 from gridtap.config import parse_config
+from gridtap.outputs import OutputContext
 from gridtap.outputs.iec104 import codec
 from gridtap.outputs.iec104.link import LinkParams
 from gridtap.outputs.iec104.netflex import ModelConfig
@@ -55,14 +56,6 @@ PV_ID = "0123456789abcdef0123456789abcdef"
 BATTERY_ID = "1123456789abcdef0123456789abcdef"
 
 
-@dataclass(frozen=True)
-class Ctx:
-    """The daemon's context as an output sees it (gridtap.outputs.OutputContext's fields used here)."""
-
-    cfg: Any
-    clock: Callable[[], float] = time.time
-
-
 def daemon_config(state_dir: Path) -> Any:
     text = SENSORS.format(state=state_dir, pv=PV_ID, battery=BATTERY_ID)
     return parse_config(text, state_dir / "gridtap.toml")
@@ -73,7 +66,7 @@ def server(state_dir: Path, cfg: Iec104Config | None = None) -> Iterator[Iec104O
     cfg = cfg or Iec104Config(port=0, report_s=60.0, link=FAST)  # reports would keep t3 from running
     if not cfg.model.assets:
         cfg = replace(cfg, model=replace(cfg.model, assets={"solar": ("pv",), "storage": ("battery",)}))
-    out = Iec104Output(cfg, Ctx(daemon_config(state_dir)))
+    out = Iec104Output(cfg, OutputContext(daemon_config(state_dir)))
     out.start()
     try:
         yield out

@@ -14,13 +14,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gridtap.control import gridlimits
 from gridtap.outputs.iec104 import codec
 from gridtap.outputs.iec104.link import Connection, Server
 from gridtap.outputs.iec104.netflex import NetflexStation, StateFile
 from gridtap.outputs.iec104.settings import Iec104Config, parse
+
+if TYPE_CHECKING:
+    from gridtap.config import Section
+    from gridtap.outputs import OutputContext
 
 log = logging.getLogger("gridtap.outputs.iec104")
 
@@ -64,10 +68,10 @@ class Iec104Output:
     spooled = False
 
     @classmethod
-    def parse(cls, sec: Any) -> Iec104Config:
+    def parse(cls, sec: Section) -> Iec104Config:
         return parse(sec)
 
-    def __init__(self, cfg: Iec104Config, ctx: Any) -> None:
+    def __init__(self, cfg: Iec104Config, ctx: OutputContext) -> None:
         self.cfg = cfg
         self.names = {sid: (f"{s.name}.export" if role == "export" else s.name)
                       for s in ctx.cfg.sensors for sid, role in s.series}

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from gridtap.config import in_range
 from gridtap.outputs.iec104.link import LinkParams
 from gridtap.outputs.iec104.netflex import CATEGORIES, COMMANDS, SETPOINTS, ModelConfig, default_ioas
 
@@ -26,10 +27,6 @@ class Iec104Config:
     link: LinkParams = LinkParams()
     model: ModelConfig = field(default_factory=ModelConfig)
     report_s: float = 30.0
-
-
-def _in(lo: float, hi: float) -> Any:
-    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
 
 
 def _ip(v: str) -> str | None:
@@ -91,11 +88,11 @@ def parse(sec: Section) -> Iec104Config:
     sec.keys({"bind", "port", "allow", "common_address", "k", "w", "t0", "t1", "t2", "t3", "report_s",
               "select", "select_timeout_s", "contract_w", "test_acts", "time_tags", "ioa", "assets"})
     d = Iec104Config()
-    k = sec.get("k", int, 12, _in(1, 32767))
-    w = sec.get("w", int, 8, _in(1, 32767))
+    k = sec.get("k", int, 12, in_range(1, 32767))
+    w = sec.get("w", int, 8, in_range(1, 32767))
     if w > k:
         raise sec.fail("w", f"must not exceed k ({k}): the station acknowledges after at most w frames")
-    t = {n: float(sec.get(n, (int, float), getattr(d.link, n), _in(0.05, 255)))
+    t = {n: float(sec.get(n, (int, float), getattr(d.link, n), in_range(0.05, 255)))
          for n in ("t0", "t1", "t2", "t3")}
     if t["t2"] >= t["t1"]:
         raise sec.fail("t2", "must be shorter than t1 (acknowledge before the peer's t1 runs out)")
@@ -105,20 +102,20 @@ def parse(sec: Section) -> Iec104Config:
             known = ", ".join((*COMMANDS, *SETPOINTS))
             raise sec.fail("select", f"unknown command {name!r} (known: {known})")
     model = ModelConfig(
-        ca=sec.get("common_address", int, 100, _in(1, 65534)),
+        ca=sec.get("common_address", int, 100, in_range(1, 65534)),
         ioas=_ioas(sec),
         select=frozenset(select),
-        select_timeout_s=float(sec.get("select_timeout_s", (int, float), 10.0, _in(0.1, 600))),
-        contract_w=sec.get("contract_w", int, 9200, _in(1, 100_000_000)),
+        select_timeout_s=float(sec.get("select_timeout_s", (int, float), 10.0, in_range(0.1, 600))),
+        contract_w=sec.get("contract_w", int, 9200, in_range(1, 100_000_000)),
         test_acts=sec.get("test_acts", bool, False),
         time_tags=sec.get("time_tags", bool, True),
         assets=_assets(sec),
     )
     return Iec104Config(
         bind=sec.get("bind", str, d.bind, _ip),
-        port=sec.get("port", int, d.port, _in(0, 65535)),
+        port=sec.get("port", int, d.port, in_range(0, 65535)),
         allow=_allow(sec),
         link=LinkParams(k, w, t["t0"], t["t1"], t["t2"], t["t3"]),
         model=model,
-        report_s=float(sec.get("report_s", (int, float), 30.0, _in(0.1, 3600))),
+        report_s=float(sec.get("report_s", (int, float), 30.0, in_range(0.1, 3600))),
     )
