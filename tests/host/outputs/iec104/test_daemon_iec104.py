@@ -31,6 +31,7 @@ def test_rtu_reads_power_per_category_and_commands_survive_a_restart(short_tmp: 
 [iec104]
 port = {port}
 report_s = 0.5
+time_tags = false
 t1 = 3
 t2 = 0.5
 contract_w = 10000
