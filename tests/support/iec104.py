@@ -450,6 +450,22 @@ def case_bad_sequence_closes(state: Path) -> None:
         raw.close()
 
 
+def case_t0_without_startdt(state: Path) -> None:
+    cfg = Iec104Config(port=0, report_s=60.0, link=replace(FAST, t0=0.5))
+    with server(state, cfg) as out:
+        raw = Raw(out.port)
+        assert raw.closed_within(1.5), "a connection without STARTDT outlived t0"
+        raw.close()
+        raw = Raw(out.port)
+        raw.start()
+        raw.send(codec.encode_u(codec.STOPDT_ACT))
+        assert raw.frame() == codec.encode_u(codec.STOPDT_CON)
+        raw.send(codec.encode_u(codec.TESTFR_ACT))
+        assert raw.frame() == codec.encode_u(codec.TESTFR_CON)
+        assert not raw.closed_within(0.7), "t0 closed a link after STARTDT/STOPDT"
+        raw.close()
+
+
 CASES: dict[str, Callable[[Path], None]] = {
     "seed_sequence": case_seed_sequence,
     "periodic_reports": case_periodic_reports,
@@ -458,6 +474,7 @@ CASES: dict[str, Callable[[Path], None]] = {
     "select_before_operate": case_select_before_operate,
     "spontaneous_feedback_time_tagged": case_spontaneous_feedback_time_tagged,
     "broadcast_gi": case_broadcast_gi,
+    "t0_without_startdt": case_t0_without_startdt,
     "t1_closes": case_t1_closes,
     "t3_testfr": case_t3_testfr,
     "window_k": case_window_k,
@@ -466,3 +483,4 @@ CASES: dict[str, Callable[[Path], None]] = {
     "not_allowed_refused": case_not_allowed_refused,
     "bad_sequence_closes": case_bad_sequence_closes,
 }
+

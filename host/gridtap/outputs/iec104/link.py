@@ -60,6 +60,7 @@ class Connection:
         self.unacked_rx = 0
         self.rx_first = 0.0  # when the oldest not-yet-acknowledged received I-frame arrived
         self.active = False
+        self.ever_started = False  # t0 applies until the first STARTDT only
         self.opened = self.last_io = time.monotonic()
         self.testfr_at: float | None = None
         self.pending: deque[bytes] = deque()
@@ -124,6 +125,7 @@ class Connection:
     def _on_u(self, fn: int) -> None:
         if fn == codec.STARTDT_ACT:
             self._write(codec.encode_u(codec.STARTDT_CON))
+            self.ever_started = True
             if not self.active:
                 self.active = True
                 log.info("iec104: %s started data transfer", self.peer)
@@ -143,7 +145,7 @@ class Connection:
     def tick(self) -> str | None:
         """Returns why the link must close, or None; sends S-frames and TESTFR as due."""
         now = time.monotonic()
-        if not self.active and self.vr == 0 and now - self.opened > self.p.t0:
+        if not self.ever_started and now - self.opened > self.p.t0:
             return f"no STARTDT within t0 = {self.p.t0:g} s"
         if self.sent_at and now - self.sent_at[0] > self.p.t1:
             return f"I-frame not acknowledged within t1 = {self.p.t1:g} s"
