@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gridtap.board.plausible import RateLog
 from gridtap.outputs.iec104 import codec
 
 log = logging.getLogger("gridtap.outputs.iec104")
@@ -219,6 +220,7 @@ class Server:
         self.conn: Connection | None = None
         self.stats: dict[str, int] = {}
         self._server: asyncio.base_events.Server | None = None
+        self._ratelog = RateLog(log, every_s=10.0, burst=5)  # an RTU retrying every second
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, self.bind, self.port)
@@ -235,13 +237,14 @@ class Server:
         peer = str(writer.get_extra_info("peername")[0])
         if not allowed(peer, self.allow):
             self.stats["refused_not_allowed"] = self.stats.get("refused_not_allowed", 0) + 1
-            log.warning("iec104: refused %s: not in allow", peer)
+            self._ratelog.log(logging.WARNING, ("allow", peer), "iec104: refused %s: not in allow", peer)
             writer.close()
             return
         if self.conn is not None and not self.conn.closed.is_set():
             self.stats["refused_busy"] = self.stats.get("refused_busy", 0) + 1
-            log.warning("iec104: refused %s: %s is connected (one controlling station at a time)",
-                        peer, self.conn.peer)
+            self._ratelog.log(logging.WARNING, ("busy", peer),
+                              "iec104: refused %s: %s is connected (one controlling station at a time)",
+                              peer, self.conn.peer)
             writer.close()
             return
         conn = Connection(reader, writer, self.station, self.params, peer, self.stats)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridtap.board.plausible import RateLog
 from gridtap.control.gridlimits import GridLimits
 from gridtap.outputs.iec104 import codec
 
@@ -37,7 +38,7 @@ SETPOINT_RANGE = {"MINSETP": (0.0, 100.0), "MAXSETP": (0.0, 100.0), "MAXSETAP": 
                   "MINSETAP": (0.0, 100.0), "MINSETQ": (-100.0, 100.0), "MAXSETQ": (-100.0, 100.0),
                   "REDENP": (0.0, 255.0), "REDENQ": (0.0, 255.0)}
 TEST_REASON = 99
-WARN_BURST = 20  # refusal log lines per minute
+WARN_BURST = 20  # refusal log lines at once, then one per 3 s
 ACCEPTED = (codec.C_SC_NA_1, codec.C_DC_NA_1, codec.C_SE_NC_1, codec.C_IC_NA_1, codec.C_CS_NA_1)
 COMMAND_POINTS = {codec.C_SC_NA_1: ("stop_production", "stop_consumption", "test"),
                   codec.C_DC_NA_1: ("q_mode",), codec.C_SE_NC_1: SETPOINTS}
@@ -170,25 +171,14 @@ class NetflexStation:
         self.selected: dict[str, tuple[float, float]] = {}  # name -> (value, when)
         self.clock_offset = 0.0  # operator's clock - ours, from the last clock sync
         self.refused = 0
-        self._warned: list[float] = []  # when recent refusal lines were logged (rate limit)
-        self._suppressed = 0
+        self._ratelog = RateLog(log, every_s=3.0, burst=WARN_BURST)  # a hostile peer cannot flood the log
         self.commands = 0
         publish(limits_of(self.state, cfg))
 
     # -- helpers ------------------------------------------------------------------------------
     def _refuse(self, msg: str, *args: object) -> None:
-        """Log a refused ASDU; at most WARN_BURST lines a minute, so a hostile peer cannot flood the log."""
         self.refused += 1
-        now = time.monotonic()
-        self._warned = [t for t in self._warned if now - t < 60.0]
-        if len(self._warned) >= WARN_BURST:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            log.warning("iec104: %d more refusals were not logged", self._suppressed)
-            self._suppressed = 0
-        self._warned.append(now)
-        log.warning(msg, *args)
+        self._ratelog.log(logging.WARNING, "refused", msg, *args)
 
     def now(self) -> float:
         return self.clock() + self.clock_offset
