@@ -61,3 +61,13 @@ def test_errors_name_key_and_line(tmp_path: Path, body: str, where: str, needle:
     start = lines.index("[iec104]")
     line = next(i for i, x in enumerate(lines, 1) if i > start and x.startswith(where))
     assert needle in msg and f"gridtap.toml line {line}:" in msg, msg
+
+
+def test_the_example_config_block_parses(tmp_path: Path) -> None:
+    import re
+
+    example = (Path(__file__).resolve().parents[4] / "docs" / "gridtap.example.toml").read_text()
+    block = "\n".join(re.sub(r"^# ?", "", ln) for ln in example[example.index("# [iec104]"):].splitlines())
+    head = example[:example.index("# Optional sections")]
+    c = parse_config(head + "\n" + block, tmp_path / "gridtap.toml").outputs["iec104"]
+    assert (c.bind, c.model.assets) == ("192.168.10.2", {"solar": ("pv-meter",)})
