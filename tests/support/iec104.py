@@ -275,7 +275,7 @@ def case_periodic_reports(state: Path) -> None:
     with server(state, rtu_config(0.5)) as out, Rtu(out.port) as rtu:
         out.gauge(PV_ID, "import", 0, 1500.0, "W")
         t = time.monotonic()
-        time.sleep(1.3)
+        time.sleep(1.6)
         reports = [r for r in rtu.received if r[1] == 3101 and r[0] >= t and "PERIODIC" in r[3]]
         assert len(reports) >= 2, reports
 
@@ -381,20 +381,21 @@ def case_t3_testfr(state: Path) -> None:
 
 
 def case_window_k(state: Path) -> None:
-    with server(state) as out:
+    link = replace(FAST, t1=3.0, t3=10.0)  # the waits below must not run into t1
+    with server(state, Iec104Config(port=0, report_s=60.0, link=link)) as out:
         raw = Raw(out.port, auto_ack=False)
         raw.start()  # 1 I-frame outstanding
         # answers: ACT_CON, 12 feedback, 1 measurement ASDU, ACT_TERM; the end of initialisation stays unacked
         raw.send_asdu(command(codec.C_IC_NA_1, 0, bytes([20])), nr=0)
         got = 1
         with contextlib.suppress(TimeoutError):
-            while raw.frame(0.3):
+            while raw.frame(0.6):
                 got += 1
         assert got == FAST.k, f"{got} I-frames unacknowledged (k = {FAST.k})"
         raw.send(codec.encode_s(raw.nr))
         rest = 0
         with contextlib.suppress(TimeoutError):
-            while raw.frame(0.3):
+            while raw.frame(0.6):
                 rest += 1
         assert got + rest == 1 + 15, rest
         raw.close()
@@ -402,7 +403,8 @@ def case_window_k(state: Path) -> None:
 
 def case_w_acknowledges(state: Path) -> None:
     """w received I-frames are acknowledged at once by an S-frame; fewer within t2."""
-    with server(state) as out:
+    link = replace(FAST, t1=3.0, t2=1.0, t3=10.0)  # a t2 long enough to tell "at once" from "after t2"
+    with server(state, Iec104Config(port=0, report_s=60.0, link=link)) as out:
         raw = Raw(out.port)
         raw.start()
         empty = codec.encode_asdu(codec.Asdu(58, codec.COT_ACT, 100, ((0, b""),)))[:6]  # no object: no reply
@@ -410,10 +412,11 @@ def case_w_acknowledges(state: Path) -> None:
             raw.send_asdu(empty)
         t = time.monotonic()
         assert raw.frame() == codec.encode_s(FAST.w)
-        assert time.monotonic() - t < FAST.t2, "w frames were not acknowledged at once"
+        assert time.monotonic() - t < link.t2, "w frames were not acknowledged at once"
+        t = time.monotonic()
         raw.send_asdu(empty)
-        assert raw.frame(FAST.t2 + 0.5) == codec.encode_s(FAST.w + 1)
-        assert time.monotonic() - t >= FAST.t2 * 0.9
+        assert raw.frame(link.t2 + 1.0) == codec.encode_s(FAST.w + 1)
+        assert time.monotonic() - t >= link.t2 * 0.9
         raw.close()
 
 
