@@ -21,6 +21,8 @@ class GridLimits:
     import_limit_w: int | None = None  # grid import bound (MAXSETP); None: none
     stop_production: bool = False  # emergency stop production: nothing may be exported
     stop_consumption: bool = False  # emergency stop consumption: no charging from the grid
+    max_production_pct: float = 100.0  # MAXSETAP: % of the asset's installed power it may produce
+    max_consumption_pct: float = 100.0  # MINSETAP: % it may consume
     test_mode: bool = False  # reason code 99 or the test command
     dry_run: bool = False  # test_mode and [iec104] test_acts = false: compute, log, do not act
     reason: str = ""  # what the operator commanded, for the controller's log line
@@ -50,6 +52,14 @@ def constrain(decision: Decision, limits: GridLimits) -> Decision:
     elif limits.import_limit_w is not None and limits.import_limit_w <= 0 and s.ac_charge:
         notes.append("no AC charge (import limit 0 W)")
         s = replace(s, ac_charge=False)
+    if s.forced_discharge and s.discharge_pct > limits.max_production_pct:
+        pct = int(limits.max_production_pct)  # rounded down: never above the operator's bound
+        notes.append(f"discharge {pct} %")
+        s = replace(s, discharge_pct=pct)
+    if s.ac_charge and s.charge_pct > limits.max_consumption_pct:
+        pct = int(limits.max_consumption_pct)
+        notes.append(f"charge {pct} %")
+        s = replace(s, charge_pct=pct)
     if not notes:
         return decision
     why = f"grid operator ({limits.reason or 'limits'}): " + ", ".join(notes)

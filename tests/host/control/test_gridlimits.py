@@ -39,6 +39,14 @@ def test_maxsetp_zero_stops_ac_charge() -> None:
     assert constrain(CHARGE, GridLimits(import_limit_w=2000)).state.ac_charge  # the controller's loop
 
 
+def test_asset_setpoints_cap_discharge_and_charge_power() -> None:
+    d = constrain(DISCHARGE, GridLimits(max_production_pct=37.5))
+    assert d.state.discharge_pct == 37 and "discharge 37 %" in d.reason
+    c = constrain(CHARGE, GridLimits(max_consumption_pct=20.0))
+    assert c.state.charge_pct == 20 and c.state.ac_charge
+    assert constrain(CHARGE, GridLimits(max_production_pct=0.0)) is CHARGE  # not discharging: untouched
+
+
 def test_dry_run_keeps_the_decision_and_says_what_it_would_do() -> None:
     d = constrain(DISCHARGE, GridLimits(stop_production=True, test_mode=True, dry_run=True))
     assert d.state == DISCHARGE.state

@@ -155,8 +155,9 @@ def limits_of(state: CommandedState, cfg: ModelConfig) -> GridLimits:
     parts = [n for n in ("stop_production", "stop_consumption") if getattr(state, n)]
     parts += [f"{n} {sp[n]:g} %" for n in ("MINSETP", "MAXSETP") if sp[n] < 100.0]
     parts += [f"REDENP {sp['REDENP']:g}"] if sp["REDENP"] else []
-    return GridLimits(export, imp, state.stop_production, state.stop_consumption, test,
-                      test and not cfg.test_acts, ", ".join(parts))
+    parts += [f"{n} {sp[n]:g} %" for n in ("MAXSETAP", "MINSETAP") if sp[n] < 100.0]
+    return GridLimits(export, imp, state.stop_production, state.stop_consumption, sp["MAXSETAP"],
+                      sp["MINSETAP"], test, test and not cfg.test_acts, ", ".join(parts))
 
 
 class NetflexStation:

@@ -48,7 +48,10 @@ def test_commands_publish_limits_and_persist(tmp_path: Path, caplog: pytest.LogC
     s.send(setpoint(1101, 40.0))
     s.send(setpoint(1102, 0.0))
     s.send(command(codec.C_SC_NA_1, 1002, b"\x01"))
+    s.send(setpoint(1103, 60.0))
+    s.send(setpoint(1104, 25.0))
     lim = s.published[-1]
+    assert (lim.max_production_pct, lim.max_consumption_pct) == (60.0, 25.0)
     assert (lim.export_limit_w, lim.import_limit_w, lim.stop_consumption, lim.stop_production) == (
         4000, 0, True, False)
     assert "command from 192.0.2.7: MINSETP = 40 executed" in caplog.text
