@@ -25,3 +25,11 @@ def test_pvoutput_without_rules_loads_no_rule_compiler(
     closure = daemon_closure(short_tmp, text, ack=False)  # PVOutput's spool commits every 30 s
     assert "gridtap.outputs.pvoutput.output" in closure.sources
     assert not {"gridtap.rules.loader", "gridtap.rules.flukso", "gridtap.rules.cfos"} & set(closure.sources)
+
+
+def test_iec104_loads_its_own_modules_and_no_c104(short_tmp: Path) -> None:
+    text = board_only_config(short_tmp / "ttyGT0", short_tmp / "state") + "\n[iec104]\nport = 0\n"
+    closure = daemon_closure(short_tmp, text)
+    assert {"gridtap.outputs.iec104.output", "gridtap.control.gridlimits"} <= set(closure.sources)
+    assert closure.forbidden() == []
+    assert not [m for m in closure.everything if m.split(".")[0] in ("c104", "iec60870")]

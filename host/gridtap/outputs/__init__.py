@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "mqtt": "gridtap.outputs.mqtt:MqttOutput",
     "flukso": "gridtap.outputs.flukso:FluksoOutput",
     "pvoutput": "gridtap.outputs.pvoutput.output:PVOutputOutput",
+    "iec104": "gridtap.outputs.iec104.output:Iec104Output",
 }
 
 
