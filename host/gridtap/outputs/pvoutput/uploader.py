@@ -61,7 +61,6 @@ from gridtap.outputs.pvoutput import api
 from gridtap.outputs.pvoutput.backlog import Backlog
 from gridtap.outputs.pvoutput.settings import FIELDS, PVOutputSettings
 from gridtap.outputs.pvoutput.timing import label, local_date, next_boundary
-from gridtap.rules.cfos import date_env
 
 log = logging.getLogger("gridtap.outputs.pvoutput")
 
@@ -336,6 +335,8 @@ class PVOutputUploader:
             return values
         env: dict[str, float] = {}
         if rules.dialect == "cfos":
+            from gridtap.rules.cfos import date_env  # the rule compiler is loaded only with rules
+
             for name, fig in per_series.items():
                 for k, v in fig.items():
                     env[f"{name}.{k}"] = v
