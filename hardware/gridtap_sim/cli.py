@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-max-s", default=None, metavar="S",
                    help="simulated time one ADC batch may span (default 1 s); smaller batches bring host "
                         "bytes to the board sooner, at some cost in speed")
+    p.add_argument("--luxpower", default=None, metavar="PORT",
+                   help="also run a LuxPower inverter + datalogger simulator on 127.0.0.1:PORT (0: any free "
+                        "port); its battery is a load on the scenario's grid CT (docs/sim.md)")
+    p.add_argument("--battery", default="10:3:50", metavar="KWH:KW:SOC",
+                   help="the simulated battery with --luxpower: capacity, power limit, initial SOC "
+                        "(default 10:3:50)")
     p.add_argument("--t0", default=None, metavar="UNIX",
                    help="with --clock-file: Unix time of simulated t=0 (default: the latest --start time "
                         "of day, UTC, that is not in the future); sets the time of day unless --start does")
@@ -147,7 +153,18 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         firmware = Path(args.firmware)
         if not firmware.is_file():
             raise UserError(f"--firmware {args.firmware}: no such file")
+    luxpower, battery = None, (10.0, 3.0, 50.0)
+    if getattr(args, "luxpower", None) is not None:
+        luxpower = int(_float("luxpower", args.luxpower, 0, 65535))
+        if args.scenario not in ("household", "household-pv", "pulse-meters", "brownouts"):
+            raise UserError(f"--luxpower: scenario {args.scenario!r} has no grid CT for the battery")
+        kwh, kw, soc = (_float("battery", f, 0.0, 1000.0)
+                        for f in _fields("battery", args.battery, "KWH:KW:SOC", "10:3:50"))
+        if kwh <= 0 or kw <= 0 or soc > 100:
+            raise UserError(f"--battery {args.battery}: capacity and power must be positive, SOC 0..100")
+        battery = (kwh, kw, soc)
     return {
+        "luxpower": luxpower, "battery": battery,
         "scenario": args.scenario, "seed": seed, "duration": duration, "speed": parse_speed(args.speed),
         "ber": _float("ber", args.ber, 0.0, 0.5), "drop": _float("drop", args.drop, 0.0, 0.99),
         "stalls": _float("stalls", args.stalls, 0.0, 600.0), "start": start,
@@ -225,12 +242,37 @@ def run_sim(args: argparse.Namespace) -> int:
             command = qemu_m0.command("double" if opt["core"] == "qemu-m0-double" else "single")
         except qemu_m0.M0Missing as exc:
             raise UserError(f"--core {opt['core']}: {exc}") from exc
-    sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"])
+    vb_now: list[Any] = []  # the VirtualBoard once it exists: the inverter's clock is simulated time
+    base = [0.0]  # Unix time of simulated t = 0
+    lux = None
+    if opt["luxpower"] is not None:
+        from gridtap_sim.luxpower import Battery, Inverter
+
+        kwh, kw, soc = opt["battery"]
+        cell = Battery(capacity_wh=kwh * 1000, max_charge_w=kw * 1000, max_discharge_w=kw * 1000, soc_pct=soc)
+        lux = Inverter(battery=cell,
+                       clock=lambda: base[0] + (vb_now[0].now if vb_now else 0.0))
+    sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"],
+                     battery=None if lux is None else lux.ac_power)
     sim.add_outages(opt["outages"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
                       stall_per_min=opt["stalls"], fw_log=opt["fw_log"], ber_bursts=opt["ber_bursts"],
                       command=command,
                       **({} if opt["batch_max_s"] is None else {"batch_max_s": opt["batch_max_s"]}))
+    vb_now.append(vb)
+    base[0] = opt["t0"] if opt["t0"] is not None else default_t0(sim.scn.start_of_day_s, time.time())
+    datalogger = None
+    if lux is not None:
+        from gridtap_sim.luxpower import Datalogger
+
+        lux.t = lux.clock()
+        try:
+            datalogger = Datalogger(lux, port=opt["luxpower"]).start()
+        except OSError as exc:
+            vb.close()
+            raise UserError(f"--luxpower {opt['luxpower']}: cannot listen: {exc.strerror}") from exc
+        print(f"luxpower: 127.0.0.1:{datalogger.port} datalogger {datalogger.serial} inverter {lux.serial}",
+              file=sys.stderr, flush=True)
     if opt["eeprom"] and Path(opt["eeprom"]).exists():
         from gridtap_sim.eeprom import EepromError
         try:
@@ -273,6 +315,8 @@ def run_sim(args: argparse.Namespace) -> int:
         if opt["eeprom"]:
             Path(opt["eeprom"]).write_bytes(bytes(vb.eeprom.data))
         vb.close()
+        if datalogger is not None:
+            datalogger.close()
         if clock is not None:
             clock.close()
     st = vb.stats

@@ -104,7 +104,19 @@ def sensors_toml() -> list[str]:
     return lines
 
 
-def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None) -> str:
+# The simulated LuxPower inverter's serials (gridtap_sim.luxpower defaults)
+LUX_DATALOGGER, LUX_INVERTER = "2222222222", "5555555555"
+
+
+def battery_window(t0: float, duration_s: float) -> str:
+    """The demo's AC-charge window: the middle half of the run, whole minutes, UTC."""
+    a = t0 + duration_s / 4
+    b = max(t0 + duration_s * 3 / 4, a + 120)
+    return f"{hhmm(a)[:5]}-{hhmm(b)[:5]}"
+
+
+def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None,
+                lux: tuple[int, str] | None = None) -> str:
     lines = [
         "# written by `gridtap demo`; the daemon runs on the simulator's clock (--clock-file)",
         "[daemon]",
@@ -124,6 +136,10 @@ def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None) -> s
     lines += sensors_toml()
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", 'device_id = "gridtap-demo"', ""]
+    if lux is not None:  # the simulated battery (gridtap sim --luxpower), switched by a schedule
+        lines += ["[inverter]", 'host = "127.0.0.1"', f"port = {lux[0]}",
+                  f'datalogger_serial = "{LUX_DATALOGGER}"', f'inverter_serial = "{LUX_INVERTER}"',
+                  f'schedule = ["{lux[1]}"]', 'timezone = "UTC"', "tick_s = 1", "min_dwell_s = 60", ""]
     return "\n".join(lines)
 
 
@@ -516,6 +532,9 @@ class Demo:
         self.mqtt_port: int | None = None
         self.statuses = 0
         self.wall0 = 0.0
+        self.lux_port = 0
+        self.window = battery_window(self.t0, opt["duration"])
+        self.battery: Any = None  # a LuxClient that watches the simulated battery for the status lines
 
     def say(self, text: str) -> None:
         print(text, file=self.say_to, flush=True)
@@ -541,17 +560,24 @@ class Demo:
         else:
             self.say("--no-mqtt: running without MQTT")
         sim_log = self.out / "sim.log"
+        self.lux_port = free_port()
         self.wall0 = time.monotonic()
         sim = self.procs.start("sim", [
             sys.executable, "-m", "gridtap.cli", "sim", "--scenario", SCENARIO, "--speed", o["speed_text"],
             "--seed", str(o["seed"]), "--duration", repr(o["duration"]), "--record", str(self.record),
             "--clock-file", str(self.clock_path), "--t0", repr(self.t0), "--batch-max-s", f"{BATCH_MAX_S:g}",
-            "--fw-log", str(self.out / "firmware.log")], sim_log, stdout_pipe=True)
+            "--fw-log", str(self.out / "firmware.log"), "--luxpower", str(self.lux_port)], sim_log,
+            stdout_pipe=True)
         pty = read_pty_line(sim, sim_log, stopped=lambda: self.stop_requested is not None)
         tty = self.out / "board.tty"
         tty.unlink(missing_ok=True)
         tty.symlink_to(pty)
-        self.cfg.write_text(daemon_toml(self.out, tty, api_port, self.mqtt_port))
+        lux = (self.lux_port, self.window)
+        self.cfg.write_text(daemon_toml(self.out, tty, api_port, self.mqtt_port, lux))
+        from gridtap.control.luxpower.client import LinkSettings, LuxClient
+
+        self.battery = LuxClient("127.0.0.1", self.lux_port, LUX_DATALOGGER, LUX_INVERTER,
+                                 LinkSettings(backoff_min_s=0.5, backoff_max_s=2.0)).start()
         if self.mqtt_port is not None:
             self._wait_port(self.mqtt_port, "mosquitto", self.out / "mosquitto.log")
         self.procs.start("daemon", [
@@ -617,9 +643,11 @@ class Demo:
                          "in Debian's mosquitto-clients)")
         self.say(f"  graphs: {o['out']}/<sensor>.png over the simulated window, redrawn every "
                  f"{o['graph_every'] / 60:g} simulated min and at the end")
+        self.say(f"  battery: a simulated LuxPower inverter (10 kWh, 3 kW) on the grid CT, 127.0.0.1:"
+                 f"{self.lux_port}; the daemon's [inverter] schedule charges it {self.window} UTC")
         self.say(f"  logs: {o['out']}/daemon.log, sim.log, firmware.log; Ctrl-C stops everything cleanly")
         names = "  ".join(f"{n:>12}" for n, *_ in SENSORS)
-        self.say(f"  {'time (UTC)':<10} {'speed':>6}  {names}")
+        self.say(f"  {'time (UTC)':<10} {'speed':>6}  {names}  {'battery':>14}")
 
     def status(self, now: float, speed: float | None) -> None:
         assert self.api is not None
@@ -632,8 +660,11 @@ class Demo:
             else:
                 v = self.api.latest(sensor_id(name, "pulse"))
             cols.append(f"{fmt_w(v):>12}")
+        soc, _age = (None, None) if self.battery is None else self.battery.soc()
+        bw = None if self.battery is None else self.battery.battery_w()
+        batt = "-" if soc is None or bw is None else f"{bw:+.0f} W {soc:.0f} %"
         sp = "" if speed is None else f"{speed:5.0f}x"
-        self.say(f"  {hhmm(now):<10} {sp:>6}  " + "  ".join(cols))
+        self.say(f"  {hhmm(now):<10} {sp:>6}  " + "  ".join(cols) + f"  {batt:>14}")
         self.statuses += 1
 
     def run(self) -> None:
@@ -670,6 +701,9 @@ class Demo:
         from gridtap.simclock import ClockReader
 
         sim = self.procs.procs.get("sim")
+        if self.battery is not None:
+            self.battery.close()
+            self.battery = None
         sim_rc = self.procs.stop("sim", timeout=120.0)
         wall = time.monotonic() - self.wall0
         reader = ClockReader(self.clock_path)
@@ -829,6 +863,8 @@ def run(args: argparse.Namespace) -> int:
         demo.run()
         demo.finish()
     finally:
+        if demo.battery is not None:
+            demo.battery.close()
         demo.procs.close()
         for s, h in previous.items():
             signal.signal(s, h)

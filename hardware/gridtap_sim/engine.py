@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,11 @@ class TruthLog:
 
 class Simulation:
     def __init__(self, board: Board, scenario: str, seed: int, start_of_day_s: float | None = None,
-                 adc: bool = True, outage_every_s: float = 120.0) -> None:
+                 adc: bool = True, outage_every_s: float = 120.0,
+                 battery: Callable[[], float] | None = None) -> None:
         self.board = board
         self.seed = seed
-        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s)
+        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s, battery)
         self.model = scenarios.model_for(self.scn, board, seed, adc=adc)
         self.fs = board.sets_per_s
         self.next_k = 0

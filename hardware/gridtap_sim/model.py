@@ -465,6 +465,16 @@ def pv_inverter(peak_w: float, start_of_day_s: float, cts: dict[int, float],
     ]
 
 
+def battery(name: str, power_w: Callable[[], float], cts: dict[int, float]) -> Load:
+    """A home battery's inverter on the AC side: draws power_w() (+ charging, - discharging) at unity
+    PF. power_w is read each time the model computes a block, so the live state of an inverter
+    simulator (gridtap_sim.luxpower.Inverter.ac_power) drives it: what a controller does to the
+    inverter shows up on the CTs the battery is routed to."""
+    def mag(t: F64, vrms: F64) -> F64:
+        return math.sqrt(2) * power_w() / vrms * np.ones_like(t)
+    return Load(name, "battery", profile({1: (1.0, 0.0)}), mag, cts, 0.0)
+
+
 @dataclass
 class Outages:
     """Mains failures [(t_fail, t_restore)], sorted, on the fine grid."""

@@ -67,7 +67,9 @@ def _electricity_meter(seed: int, inp: int, ct: int, imp_per_kwh: float, export:
 
 
 def build(name: str, board: Board, seed: int, start_of_day_s: float | None = None,
-          outage_every_s: float = 120.0) -> Scenario:
+          outage_every_s: float = 120.0, battery: Callable[[], float] | None = None) -> Scenario:
+    """The named scenario. battery: the AC power (W, + charging) of a home battery on the grid
+    connection, read live (gridtap_sim.luxpower.Inverter.ac_power): the grid CT sees it."""
     if name not in SCENARIOS:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
@@ -150,6 +152,10 @@ def build(name: str, board: Board, seed: int, start_of_day_s: float | None = Non
         desc = "calibration bench: 230 V 50 Hz sine; CT1 10 A resistive, CT2 10 A at PF 0.5 lag, CT3 -10 A"
     if start_of_day_s is not None:
         start = start_of_day_s
+    if battery is not None:
+        if "grid" not in names:
+            raise KeyError(f"scenario {name!r} has no grid CT for a battery")
+        loads.append(m.battery("battery", battery, {names.index("grid"): 1.0}))
     return Scenario(name, desc, mains, loads, meters, outages, start % SECONDS_PER_DAY, phases, names)
 
 

@@ -241,10 +241,12 @@ class Daemon:
 
             self.spool = Spool(self.cfg.daemon.state_dir / "spool.sqlite", spooled,
                                commit_interval=SPOOL_COMMIT_S, wall_clock=self.clock.now)
+        built: dict[str, outputs.Output] = {}
         for name, settings in self.cfg.outputs.items():
             ctx = outputs.OutputContext(self.cfg, self.spool if name in spooled else None, self.clock.now,
-                                        DIAGNOSTICS, self.health)
-            self.outputs.append(outputs.build(name, settings, ctx))
+                                        DIAGNOSTICS, self.health, peers=dict(built))
+            built[name] = outputs.build(name, settings, ctx)
+            self.outputs.append(built[name])
         self.diag_outputs = [out for out in self.outputs if hasattr(out, "diagnostics")]
         for out in self.outputs:
             out.start()

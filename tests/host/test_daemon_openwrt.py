@@ -25,6 +25,7 @@ def test_daemon_runs_without_numpy() -> None:
         "import gridtap.daemon, gridtap.outputs.restapi, gridtap.commands.graph\n"
         "import gridtap.store.rrd, gridtap.store.spool\n"
         "import gridtap.outputs.flukso, gridtap.outputs.mqtt, gridtap.outputs.pvoutput.output\n"
+        "import gridtap.control.service, gridtap.control.luxpower.config\n"
         "print('no numpy needed')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ REGISTRY: dict[str, str] = {
     "flukso": "gridtap.outputs.flukso:FluksoOutput",
     "pvoutput": "gridtap.outputs.pvoutput.output:PVOutputOutput",
     "iec104": "gridtap.outputs.iec104.output:Iec104Output",
+    "inverter": "gridtap.control.service:InverterOutput",  # after mqtt: its HA entities use [mqtt]
 }
 
 
@@ -56,6 +57,8 @@ class OutputContext:
     diagnostics: tuple[str, ...] = ()  # the names of the daemon's diagnostic counters; an output with a
     # diagnostics(values: dict[str, int]) method is given their values (at most once a minute)
     health: Any = None  # gridtap.store.faults.StorageHealth: where spooled outputs report spool faults
+    peers: Mapping[str, Any] = field(default_factory=dict)  # the outputs built before this one, by section
+    # (REGISTRY order): [inverter] publishes its Home Assistant entities on [mqtt]'s connection
 
 
 class Output(Protocol):

@@ -59,7 +59,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,8 @@ class MqttPublisher:
         self._client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._commands: dict[str, Callable[[bytes], None]] = {}  # command topic -> handler
         self._keepalive = keepalive
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -351,6 +353,8 @@ class MqttPublisher:
             return
         self.connects += 1
         self._connected.set()
+        for topic in list(self._commands):
+            client.subscribe(topic, qos=1)
         self._queue.put(_REPLAY)
         log.info("mqtt: connected to %s:%d", self.host, self.port)
 
@@ -360,6 +364,15 @@ class MqttPublisher:
         self._connected.clear()
         if was and not self._stopping:
             log.warning("mqtt: lost broker %s:%d (%s); reconnecting", self.host, self.port, reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        handler = self._commands.get(msg.topic)
+        if handler is None:
+            return
+        try:
+            handler(bytes(msg.payload))
+        except Exception:  # a bad command must not take paho's network thread down
+            log.exception("mqtt: command on %s failed", msg.topic)
 
     # -- the worker ----------------------------------------------------------------------
 
@@ -412,6 +425,23 @@ class MqttPublisher:
                 return  # already queued: the worker will read this newer value
             self._dirty.add(topic)
         self._queue.put(topic)
+
+    def add_discovery(self, configs: dict[str, bytes]) -> None:
+        """More Home Assistant discovery configs (another part of gridtap's entities, e.g. the
+        inverter controller's); published now if connected and after every reconnect."""
+        self.discovery.update(configs)
+        if self._connected.is_set():
+            self._queue.put(_REPLAY)
+
+    def on_command(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Call handler(payload) for every message on topic (subscribed on every connect)."""
+        self._commands[topic] = handler
+        if self._connected.is_set():
+            self._client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, data: bytes) -> None:
+        """Publish a retained state (latest value wins, replayed after a reconnect)."""
+        self._set(topic, data)
 
     def gauge(self, sensor_id: str, ts: int, value: int | float) -> None:
         """Publish a live value (W, L/day or V by the sensor's kind)."""

@@ -1,0 +1,248 @@
+"""The daemon's inverter controller: a thread that ticks the Controller, plus its MQTT / Home
+Assistant entities (docs/control.md, "Controller and safe state").
+
+`InverterService(settings, policy, clock, mqtt)` has the daemon's output shape: `start()` connects
+to the datalogger and starts the thread, `stop()` leaves the inverter in the safe state and stops.
+
+MQTT (when [mqtt] is configured), under `/device/<id>/inverter/`:
+
+* `state` (retained JSON): wanted and actual state, reason, source, error, SOC and its age, battery
+  power, writes; read by HA sensors (SOC, battery power, AC charge, forced discharge, reason);
+* `override/set`: `ON` / `OFF`, the HA switch "AC charge override" (charge to the SOC target);
+* `soc_target/set`: a number 0..100, the HA number "SOC target".
+A command payload that is not one of these is logged and counted (`bad_commands`), never acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from gridtap.control.controller import Controller, DecidesPolicy
+from gridtap.control.luxpower.client import LuxClient
+from gridtap.control.luxpower.config import InverterSettings
+from gridtap.control.override import Override
+from gridtap.control.schedule import SchedulePolicy
+
+log = logging.getLogger("gridtap.control")
+
+
+def build_policy(s: InverterSettings, policy: DecidesPolicy | None) -> Override:
+    """The user's override around [control]'s policy, else around the [inverter] schedule."""
+    if policy is None and s.schedule:
+        policy = SchedulePolicy(list(s.schedule), s.schedule_soc, s.timezone)
+    return Override(policy, s.soc_target)
+
+
+class InverterService:
+    # the shape of a gridtap output (start/stop, counter/gauge): the daemon runs it like one
+    section = "inverter"
+    live = False
+    spooled = False
+
+    def __init__(self, settings: InverterSettings, policy: DecidesPolicy | None, clock: Callable[[], float],
+                 mqtt: Any = None, device_id: str = "gridtap", discovery_prefix: str | None = "homeassistant",
+                 prices: Callable[[float], Any] | None = None, sensors: tuple[Any, ...] = ()) -> None:
+        """prices(now): the PriceSeries for ControlContext.prices ([prices], gridtap.inputs.prices:
+        e.g. a PriceFeed's poll(now) then series()); None: no prices (a price policy then decides safe)."""
+        self.s = settings
+        self.clock = clock
+        self.client = LuxClient(settings.host, settings.port, settings.datalogger_serial,
+                                settings.inverter_serial, settings.link, clock=clock)
+        self.override = build_policy(settings, policy)
+        self.controller = Controller(self.client, self.override, settings.control)
+        self.mqtt = mqtt
+        self.base = f"/device/{device_id}/inverter"
+        self.device_id = device_id
+        self.bad_commands = 0
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        # ControlContext.meters: the policy's names (M<n>.power_w, <name>.import_wh, ...) -> the latest value
+        from gridtap.control.policy import formula_names
+
+        self.names = formula_names(sensors)
+        self.series = {sid: (sc.name, role) for sc in sensors for sid, role in sc.series}
+        self.values: dict[tuple[str, str], float] = {}  # (sensor name, quantity or "in_w"/"out_w") -> value
+        self.prices = prices
+        self.controller.context = self._context
+        if mqtt is not None:
+            if discovery_prefix is not None:
+                mqtt.add_discovery(self.discovery(discovery_prefix))
+            mqtt.on_command(f"{self.base}/override/set", self.on_override)
+            mqtt.on_command(f"{self.base}/soc_target/set", self.on_soc_target)
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        if self.s.control.dry_run:
+            log.warning("inverter: dry run: decisions are logged, nothing is written")
+        self.client.start()
+        self.thread = threading.Thread(target=self._run, name="inverter-control", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(self.s.link.reply_timeout_s * 4 + 5)
+        try:
+            if not self.controller.stop(self.clock()):
+                log.error("inverter: the safe state could not be verified at stop (%s); the inverter keeps "
+                          "its last state", self.controller.status.error or self.controller.halted)
+        finally:
+            self.publish()
+            self.client.close()
+
+    def _run(self) -> None:
+        self.client.wait_connected(self.s.link.connect_timeout_s)
+        while not self.stop_event.is_set():
+            try:
+                self.controller.tick(self.clock())
+            except Exception:  # the thread must outlive a bug; the next tick tries again
+                log.exception("inverter control tick failed")
+            self.publish()
+            self.stop_event.wait(self.s.tick_s)
+
+    def _context(self, now: float) -> dict[str, Any]:
+        series = None
+        if self.prices is not None:
+            try:
+                series = self.prices(now)
+            except Exception:  # no prices is a state the policy handles (safe), not a dead thread
+                log.exception("inverter: the price source failed")
+        return {"meters": self.meters(), "prices": series}
+
+    def meters(self) -> dict[str, float]:
+        v = self.values
+        for name in {n for n, _q in v}:
+            if (name, "in_w") in v:  # a CT's gauges come as import and export: net power
+                v[(name, "power_w")] = v[(name, "in_w")] - v.get((name, "out_w"), 0.0)
+        return {f: v[key] for f, key in self.names.items() if key in v}
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        name = self.series.get(sensor, (sensor, role))[0]
+        self.values[(name, "export_wh" if role == "export" else "import_wh")] = total_milli / 1000.0
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if unit != "W":
+            return
+        name = self.series.get(sensor, (sensor, role))[0]
+        if role == "pulse":
+            self.values[(name, "power_w")] = value
+        else:
+            self.values[(name, "out_w" if role == "export" else "in_w")] = value
+
+    # -- MQTT ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        st = self.controller.status
+        soc, age = self.client.soc()
+        want, have = st.wanted, st.actual
+        return {
+            "soc_pct": soc, "soc_age_s": None if age is None else round(age, 1),
+            "battery_w": self.client.battery_w(),
+            "ac_charge": None if have is None else have.ac_charge,
+            "forced_discharge": None if have is None else have.forced_discharge,
+            "wanted_ac_charge": None if want is None else want.ac_charge,
+            "wanted_forced_discharge": None if want is None else want.forced_discharge,
+            "reason": st.reason, "source": st.source, "error": self.controller.halted or st.error,
+            "warning": st.warning,
+            "writes": st.writes, "failures": st.failures, "override": "ON" if self.override.charge else "OFF",
+            "soc_target": self.override.soc_target, "dry_run": self.s.control.dry_run,
+            "connected": self.client.connected.is_set(), "bad_commands": self.bad_commands,
+        }
+
+    def publish(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish(f"{self.base}/state", json.dumps(self.state(), separators=(",", ":")).encode())
+
+    def on_override(self, payload: bytes) -> None:
+        text = payload.decode("utf-8", "replace").strip().upper()
+        if text not in ("ON", "OFF"):
+            self.bad_commands += 1
+            log.warning("inverter: override command %r is neither ON nor OFF: ignored", payload[:40])
+            return
+        log.info("inverter: AC charge override %s (from MQTT)", text)
+        self.override.set_charge(text == "ON")
+        self.publish()
+
+    def on_soc_target(self, payload: bytes) -> None:
+        try:
+            value = float(payload.decode("ascii").strip())
+            self.override.set_soc_target(value)
+        except (UnicodeDecodeError, ValueError) as exc:
+            self.bad_commands += 1
+            log.warning("inverter: SOC target command %r refused: %s", payload[:40], exc)
+            return
+        log.info("inverter: SOC target %g %% (from MQTT)", value)
+        self.publish()
+
+    def discovery(self, prefix: str = "homeassistant") -> dict[str, bytes]:
+        from gridtap.outputs.mqtt import _device
+
+        dev = _device(self.device_id)
+        state = f"{self.base}/state"
+        common = {"availability_topic": f"/device/{self.device_id}/status", "device": dev}
+        ents: list[tuple[str, str, dict[str, Any]]] = [
+            ("sensor", "battery_soc", {"name": "battery SOC", "device_class": "battery",
+                                       "unit_of_measurement": "%", "state_class": "measurement",
+                                       "value_template": "{{ value_json.soc_pct }}"}),
+            ("sensor", "battery_power", {"name": "battery power", "device_class": "power",
+                                         "unit_of_measurement": "W",
+                                         "value_template": "{{ value_json.battery_w }}",
+                                         "state_class": "measurement"}),
+            ("sensor", "inverter_reason", {"name": "inverter decision",
+                                           "value_template": "{{ value_json.reason }}"}),
+            ("binary_sensor", "ac_charge", {"name": "AC charge", "value_template":
+                                            "{{ 'ON' if value_json.ac_charge else 'OFF' }}"}),
+            ("binary_sensor", "forced_discharge", {"name": "forced discharge", "value_template":
+                                                   "{{ 'ON' if value_json.forced_discharge else 'OFF' }}"}),
+            ("switch", "ac_charge_override", {"name": "AC charge override", "command_topic":
+                                              f"{self.base}/override/set",
+                                              "value_template": "{{ value_json.override }}"}),
+            ("number", "soc_target", {"name": "SOC target", "command_topic": f"{self.base}/soc_target/set",
+                                      "min": 0, "max": 100, "step": 1, "unit_of_measurement": "%",
+                                      "value_template": "{{ value_json.soc_target }}"}),
+        ]
+        out: dict[str, bytes] = {}
+        for comp, key, cfg in ents:
+            uid = f"gridtap_{self.device_id}_{key}"
+            full = {**cfg, "unique_id": uid, "object_id": uid, "state_topic": state, **common}
+            out[f"{prefix}/{comp}/{uid}/config"] = json.dumps(full, separators=(",", ":")).encode()
+        return out
+
+
+class InverterOutput(InverterService):
+    """[inverter] as a gridtap output (gridtap.outputs.REGISTRY): built from its section, started and
+    stopped by the daemon (stopped before [mqtt], so the safe state at stop is still published), and
+    given the gauges (ControlContext.meters). Its Home Assistant entities ride on [mqtt]'s connection."""
+
+    @classmethod
+    def parse(cls, section: Any) -> InverterSettings:
+        from gridtap.control.luxpower.config import parse_config
+
+        return parse_config(section.data)
+
+    def __init__(self, settings: InverterSettings, ctx: Any) -> None:
+        mq = ctx.peers.get("mqtt")
+        m = ctx.cfg.outputs.get("mqtt")
+        sections = getattr(ctx.cfg, "sections", {})
+        control, prices = sections.get("control"), sections.get("prices")
+        policy = None
+        if control is not None:  # [control]: its policy or planner, its dwell, interval and dry run
+            policy = control.build_policy(ctx.cfg.sensors)
+            settings = replace(settings, tick_s=control.interval_s, control=replace(
+                settings.control, min_dwell_s=control.min_dwell_s,
+                dry_run=settings.control.dry_run or control.dry_run))
+        feed = None if prices is None else prices.feed(ctx.cfg.daemon.state_dir / "prices.sqlite")
+
+        def price_series(now: float) -> Any:
+            assert feed is not None
+            feed.poll(now)  # fetches only when due (publication times, retries with backoff)
+            return feed.series()
+
+        super().__init__(settings, policy, ctx.clock, mqtt=None if mq is None else mq.pub,
+                         device_id=mq.pub.device_id if mq is not None else "gridtap",
+                         discovery_prefix=m.discovery_prefix if m is not None and m.discovery else None,
+                         prices=None if feed is None else price_series, sensors=tuple(ctx.cfg.sensors))
