@@ -116,14 +116,14 @@ class LoadManager:
         wishes = {b.name: self._wish(b, now, inputs[b.name]) for b in pool}
         shares = self._share(pool, wishes, budget, now)
         # Decrease first: an increase must fit beside what the others draw until they come down.
-        drawn = sum(max(shares[b.name], inputs[b.name].measured_a) for b in pool)
-        spare = budget - drawn
+        base = {b.name: max(inputs[b.name].measured_a, min(shares[b.name], self._state[b.name].granted))
+                for b in pool}
+        spare = budget - sum(base.values())
         for b in pool:
-            st = self._state[b.name]
             amps = shares[b.name]
-            if spare < -1e-9 and amps > st.granted:
-                amps = max(st.granted + spare, 0.0)
-                spare = 0.0
+            if amps > base[b.name]:
+                amps = max(base[b.name], min(amps, base[b.name] + spare))
+                spare -= amps - base[b.name]
                 if amps < b.min_a:
                     amps = 0.0
             out[b.name] = self._set(b, now, amps, "shared" if amps else "paused")
