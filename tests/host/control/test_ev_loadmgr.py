@@ -28,7 +28,8 @@ def test_house_load_leaves_room_for_two_and_the_newest_pauses() -> None:
     m = lm()
     m.step(0, 0.0, {"a": BoxInput(True, 16.0)})
     m.step(1, 0.0, {"a": BoxInput(True, 16.0, 16.0), "b": BoxInput(True, 16.0)})
-    g = m.step(2, 10.0, {"a": BoxInput(True, 16.0, 12.5), "b": BoxInput(True, 16.0, 9.0), "c": BoxInput(True, 16.0)})
+    now = {"a": BoxInput(True, 16.0, 12.5), "b": BoxInput(True, 16.0, 9.0), "c": BoxInput(True, 16.0)}
+    g = m.step(2, 10.0, now)
     assert g["a"].amps == 7.5 and g["b"].amps == 7.5 and g["c"].amps == 0.0
 
 
@@ -92,7 +93,8 @@ def test_grants_plus_house_never_exceed_the_connection(steps: list[tuple[float, 
     m = lm()
     drawn = {n: 0.0 for n in "abc"}
     for t, (house, *wishes) in enumerate(steps):
-        g = m.step(t * 10, house, {n: BoxInput(True, w, drawn[n]) for n, w in zip("abc", wishes, strict=True)})
+        inputs = {n: BoxInput(True, w, drawn[n]) for n, w in zip("abc", wishes, strict=True)}
+        g = m.step(t * 10, house, inputs)
         # what the boxes are allowed to draw (they follow: a step later they draw their grant)
         assert sum(x.amps for x in g.values()) <= max(0.0, 25.0 - house) + 1e-9
         assert all(x.amps == 0 or 6.0 <= x.amps <= 16.0 for x in g.values())

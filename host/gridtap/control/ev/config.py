@@ -113,7 +113,7 @@ def parse_config(section: Any) -> EvConfig:
                             f"date.wday, E.<field>, E1..E{len(parsed)}.<field>)")
     return EvConfig(
         bind=_get(section, "bind", "", str, "127.0.0.1"),
-        port=_get(section, "port", "", int, 9000, 1, 65535),
+        port=_get(section, "port", "", int, 9000, 0, 65535),
         max_total_current_a=float(_get(section, "max_total_current_a", "", (int, float), None, 6, 1000)),
         grid_sensor=_get(section, "grid_sensor", "", str, "grid"),
         password=_password(section),

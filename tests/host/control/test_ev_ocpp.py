@@ -1,0 +1,167 @@
+"""The OCPP 1.6J central system against simulated wallboxes over real websockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
+
+from gridtap.config import parse_config
+from gridtap.control.ev import config as evconfig
+from gridtap.control.ev.cs import CentralSystem
+from gridtap.errors import UserError
+from gridtap_sim import model as m
+from gridtap_sim.board import load_board
+from gridtap_sim.wallbox import Battery, WallboxState, connect_wallbox, power_at
+
+PV_W = 3500.0
+HOUSE_W = 400.0
+
+
+def cfg(rule: str = "surplus", password: str | None = None, **box: Any) -> evconfig.EvConfig:
+    section: dict[str, Any] = {"port": 0, "max_total_current_a": 25, "min_on_s": 0, "min_off_s": 0,
+                               "wallbox": [{"id": "garage", "rule": rule, "switch_phases": True, **box}]}
+    c = evconfig.parse_config(section)
+    if password is not None:
+        c = evconfig.EvConfig(**{**c.__dict__, "password": password})
+    return c
+
+
+def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(), 20))
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_surplus_rule_sets_a_profile_and_the_ev_shows_in_the_grid_ct() -> None:
+    state = WallboxState(max_a=16, phases=3)
+
+    def grid() -> tuple[float, tuple[float, float, float]]:
+        ev = state.currents()
+        w = HOUSE_W - PV_W + state.power_w()
+        return w, ((HOUSE_W - PV_W) / 230 + ev[0], ev[1], ev[2])
+
+    async def body() -> None:
+        cs = CentralSystem(cfg(), grid)
+        port = await cs.start()
+        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state)
+        assert await cp.boot() == "Accepted"
+        await until(lambda: cp.profiles_set == 1)                     # the safe TxDefaultProfile
+        assert state.default.amps == 6.0
+        await cp.plug(Battery(soc=0.5))
+        await cp.meter_values()
+        grants = await cs.control_step()
+        # 3100 W of surplus: too little for 3 x 6 A, so one phase at 13.4 A
+        assert (grants["garage"].amps, grants["garage"].phases) == (13.4, 1)
+        await until(lambda: state.tx is not None)
+        state.advance(1.0, 60.0)
+        await cp.meter_values()
+        await until(lambda: cs.boxes["garage"].measure.power_w > 0)
+        f = cs.fields()
+        assert f["E1.power_w"] == pytest.approx(13.4 * 230, abs=1)
+        assert f["E1.current_l1"] == pytest.approx(13400, abs=10) and f["E1.txn_energy"] > 0
+        await cp.unplug()
+        await until(lambda: not cs.boxes["garage"].measure.connected)
+        task.cancel()
+        await cs.close()
+
+    run(body)
+    # closed loop: the wallbox's draw in the virtual board's grid CT
+    mains = m.Mains(np.random.default_rng(1), drift=False, harmonics={1: (1.0, 0.0)}, v_base=230.0)
+    ev = m.ev_charger("ev", power_at(state, origin=0.0), {0: 1.0}, 11000.0)
+    chunk = m.Model(load_board(), mains, [ev], np.random.default_rng(1), adc=False).chunk(2)
+    assert chunk.e_net[0] == pytest.approx(13.4 * 230, rel=0.01)
+
+
+def test_unknown_ids_and_wrong_passwords_are_refused() -> None:
+    async def body() -> None:
+        cs = CentralSystem(cfg(password="s3cret-pass"), lambda: (0.0, (0.0, 0.0, 0.0)))
+        port = await cs.start()
+        url = f"ws://127.0.0.1:{port}"
+        with pytest.raises(InvalidStatus) as e1:
+            await connect_wallbox(url, "stranger", WallboxState(), password="s3cret-pass")
+        assert e1.value.response.status_code == 404
+        with pytest.raises(InvalidStatus) as e2:
+            await connect_wallbox(url, "garage", WallboxState(), password="wrong-pass")
+        assert e2.value.response.status_code == 401
+        cp, task = await connect_wallbox(url, "garage", WallboxState(), password="s3cret-pass")
+        assert await cp.boot() == "Accepted"
+        assert cs.errors == {"unknown charge point": 1, "bad password": 1}
+        task.cancel()
+        await cs.close()
+
+    run(body)
+
+
+def test_malformed_and_out_of_order_messages_get_call_errors_not_a_crash() -> None:
+    async def body() -> None:
+        cs = CentralSystem(cfg(), lambda: (0.0, (0.0, 0.0, 0.0)))
+        port = await cs.start()
+        async with connect(f"ws://127.0.0.1:{port}/garage", subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+            async def ask(raw: str) -> list[Any]:
+                await ws.send(raw)
+                return list(json.loads(await ws.recv()))
+            r = await ask('[2, "m1", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": '
+                          '"2026-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]}]')
+            assert r[0] == 4 and r[1] == "m1" and "BootNotification" in r[3]   # before boot
+            r = await ask('[2, "m2", "BootNotification"')                         # not JSON
+            assert r[0] == 4 and r[2] == "FormationViolation"
+            r = await ask('[2, "m3", "BootNotification", {"chargePointVendor": 7}]')  # wrong type
+            assert r[0] == 4 and r[1] == "m3"
+            r = await ask('[2, "m4", "BootNotification", '
+                          '{"chargePointVendor": "x", "chargePointModel": "y"}]')
+            assert r[0] == 3 and r[2]["status"] == "Accepted"
+            r = await ask('[2, "m5", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", '
+                          '"status": "Available"}]')
+            assert r[0] == 3 or r[0] == 2       # the safe default profile may come first
+        assert cs.errors["malformed message"] == 1 and cs.errors["message before BootNotification"] == 1
+        await cs.close()
+
+    run(body)
+
+
+def test_implausible_meter_values_are_counted_and_ignored() -> None:
+    state = WallboxState()
+
+    async def body() -> None:
+        cs = CentralSystem(cfg(), lambda: (0.0, (0.0, 0.0, 0.0)))
+        port = await cs.start()
+        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state)
+        await cp.boot()
+        await cp.plug(Battery())
+        state.energy_wh = 5000.0
+        await cp.meter_values()
+        state.energy_wh = 100.0                         # a register that runs backwards
+        await cp.meter_values()
+        await until(lambda: cs.boxes["garage"].bad_values == 1)
+        assert cs.boxes["garage"].measure.import_wh == 5000.0
+        task.cancel()
+        await cs.close()
+
+    run(body)
+
+
+def test_ev_section_errors_name_their_line() -> None:
+    head = ('[board]\nport = "/dev/null"\n\n[[sensor]]\nname = "grid"\n'
+            'id = "0123456789abcdef0123456789abcdef"\nkind = "ct"\nchannel = 0\n\n')  # 9 lines
+    text = head + ('[ev]\nport = 9000\nmax_total_current_a = 25\n\n'
+                   '[[ev.wallbox]]\nid = "a"\n\n[[ev.wallbox]]\nid = "b"\nrule = "M9.power_w * 2"\n')
+    with pytest.raises(UserError, match=r"line 19: .*wallbox\.1\.rule.*unknown name 'M9.power_w'"):
+        parse_config(text)
+    with pytest.raises(UserError, match=r"line 16: .*wallbox\.0\.rule.*column"):
+        parse_config(text.replace('id = "a"', 'id = "a"\nrule = "16000 +"'))
+    ok = parse_config(text.replace("M9.power_w * 2", "E1.current_l1 >= 6500 ? E1.current_l1 : 0"))
+    assert ok.extra["ev"].wallboxes[1].index == 2
