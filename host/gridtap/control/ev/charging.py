@@ -18,13 +18,17 @@ from gridtap.rules.cfos import compile_expression
 from gridtap.rules.core import Fn, RuleRuntimeError, RuleSyntaxError
 
 # Ready-made rules (docs/ev.md). `surplus` charges from PV surplus only; `gridtap` adds what the
-# cFos document calls "min + PV": once the sun gives more than 300 W it charges at least at the
-# minimum, and it charges at full current when the remaining energy needs the rest of the night.
+# cFos document calls "min + PV": once the sun gives more than 300 W (and until it gives nothing) it charges at least 2.5 A per
+# phase (7.5 A on one phase for a wallbox that switches), so no kWh of surplus is exported while a
+# car waits, and it charges at full current when the remaining energy needs the rest of the night
+# (at 90 % of full power, with an hour to spare). From 15:00 the sun only weakens until the
+# car leaves, so surplus is taken at full current: every watt of it goes into the car.
 PRESETS = {
     "full": "E.max_ma",
     "surplus": "surplus_w * 1000 / (230 * E.phases)",
-    "gridtap": ("(E.target_wh - E.txn_energy) * 60 >= 0.9 * E.max_w * (E.minutes_left - 30) ? E.max_ma"
-                " : surplus_w > 300 ? max(E.min_ma * 1.2, surplus_w * 1000 / (230 * E.phases)) : 0"),
+    "gridtap": ("(E.target_wh - E.txn_energy) * 60 >= 0.9 * E.max_w * (E.minutes_left - 60) ? E.max_ma"
+                " : surplus_w > (E.power_w > 0 ? 0 : 300)"
+                " ? (date.hour >= 15 ? E.max_ma : max(2500, surplus_w * 1000 / (230 * E.phases))) : 0"),
 }
 
 

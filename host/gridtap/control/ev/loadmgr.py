@@ -16,8 +16,9 @@ Safety before comfort, in this order:
    free *now*, counting a wallbox that has not yet come down at its draw.
 4. Below the minimum current (6 A) a wallbox pauses; it starts again only when
    its wish is at least ``min + hysteresis`` and it has been off for
-   ``min_off_s``, and it stops only after ``min_on_s`` (unless rule 1 or 2
-   needs it): a passing cloud does not cycle the contactor.
+   ``min_off_s``, and it stops only after ``min_on_s`` and once its wish has
+   stayed below the minimum for ``stop_delay_s`` (unless rule 1 or 2 needs
+   it): a passing cloud or a kettle does not cycle the contactor.
 5. What remains is shared fairly: equal shares, capped by each wish, the
    rest handed on (water filling); wallboxes that would get less than the
    minimum pause, the most recently started first.
@@ -67,6 +68,7 @@ class _BoxState:
     since: float = -math.inf        # time of the last on/off change
     granted: float = 0.0
     started_at: float = -math.inf
+    low_since: float | None = None  # since when the wish is below the minimum while on
     over_count: int = 0             # consecutive steps it drew more than granted
     ignoring: bool = False
 
@@ -78,11 +80,12 @@ class LoadManager:
     hysteresis_a: float = 1.0
     min_on_s: float = 300.0
     min_off_s: float = 300.0
+    stop_delay_s: float = 300.0     # the wish must stay below the minimum this long before a pause
     tolerance_a: float = 1.0        # measured above grant by more than this is "ignoring"
     ignore_steps: int = 3           # ... for this many steps in a row
     limits: Callable[[], Any] | None = None  # -> object with .stop_consumption (GridLimits)
     log: Callable[[str], None] = field(default=lambda msg: None)
-    cycles: int = 0                 # contactor closings (off -> on)
+    cycles: int = 0                 # contactor closings: off -> on, and phase switches while on
     _state: dict[str, _BoxState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,9 +168,14 @@ class LoadManager:
             w = 0.0
         w = self._phases(b, st, now, min(w, b.max_a))
         if st.on:
-            if w < b.min_a and now - st.since < self.min_on_s:
-                return b.min_a      # hold at the minimum until min_on_s has passed
-            return w if w >= b.min_a else 0.0
+            if w >= b.min_a:
+                st.low_since = None
+                return w
+            if st.low_since is None:
+                st.low_since = now
+            if now - st.since < self.min_on_s or now - st.low_since < self.stop_delay_s:
+                return b.min_a      # a kettle or a cloud: hold at the minimum for a while
+            return 0.0
         if w < b.min_a + self.hysteresis_a or now - st.since < self.min_off_s:
             return 0.0
         return w
@@ -180,10 +188,12 @@ class LoadManager:
         if st.phases == 3 and w < b.min_a and w * 3 >= b.min_a + self.hysteresis_a and settled:
             st.phases = 1
             st.since = now
+            self.cycles += st.on      # switching phases under load opens and closes the contactor
             self.log(f"{b.name}: switching to 1 phase ({w * 3:.1f} A)")
         elif st.phases == 1 and w >= b.min_a + self.hysteresis_a and settled:
             st.phases = 3
             st.since = now
+            self.cycles += st.on
             self.log(f"{b.name}: switching to 3 phases ({w:.1f} A)")
         return w if st.phases == 3 else min(w * 3, b.max_a)
 
@@ -209,6 +219,7 @@ class LoadManager:
         if on != st.on:
             st.on = on
             st.since = now
+            st.low_since = None
             if on:
                 st.started_at = now
                 self.cycles += 1
