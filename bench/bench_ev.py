@@ -15,15 +15,15 @@ simulator's battery physics (no OCPP: a week in seconds):
 
 Then three wallboxes, three EVs wanting 16 A on three phases, on a 25 A connection with
 the household on L1, at one-second resolution for two days; a step of the controller every
-10 s, the wallboxes follow a new grant 2 s after it is sent (decreases) — seconds with more
-than 25 A on any phase are counted. Finally a short run over real OCPP (three simulated
+second (the board's rate), the wallboxes follow a new grant 2 s (down) or 4 s (up) after it is
+sent, 10 A kept in reserve for an appliance switching on between two steps; seconds with
+more than 25 A on any phase are counted. Finally a short run over real OCPP (three simulated
 charge points on 127.0.0.1) checks the same limit end to end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 
 import numpy as np
 
@@ -40,6 +40,7 @@ DAYS = ["sunny", "cloudy", "mixed", "sunny", "mixed", "cloudy", "sunny"]
 TARGET_WH = 40_000.0
 ARRIVE_MIN, LEAVE_MIN = 17 * 60, 7 * 60
 LIMIT_A = 25.0
+RESERVE_A = 10.0      # [ev] reserve_a: the household's largest appliance, the 2.2 kW kettle
 NIGHTS = 6            # arrivals on days 1..6 leave within the week
 
 ANCHORS = {
@@ -58,7 +59,8 @@ HOW = {
     "ev.contactor_cycles_per_day": "contactor closings and phase switches per night (6 nights), rule "
                                    "`gridtap`",
     "ev.seconds_over_connection_limit": "seconds any phase was above 25 A: three wallboxes wanting 16 A "
-                                        "each, household on L1, two days at 1 s, plus a real-OCPP run",
+                                        "each, household on L1, two days at 1 s, reserve_a 10, plus a "
+                                        "real-OCPP run",
 }
 
 
@@ -140,7 +142,7 @@ def three_boxes(seconds: int, seed: int = 3) -> int:
     house, _pv = house_week(1, seed)
     specs = [BoxSpec(f"wb{i}", max_a=16, phases=3) for i in range(3)]
     ctl = Controller([BoxPlan(s.name, i + 1, ChargeRule.compile("full"), s) for i, s in enumerate(specs)],
-                     LIMIT_A, min_on_s=60, min_off_s=60)
+                     LIMIT_A, min_on_s=60, min_off_s=60, reserve_a=RESERVE_A)
     boxes = [WallboxState(max_a=16, phases=3, battery=Battery(capacity_wh=1e9, soc=0.1)) for _ in specs]
     pending: list[tuple[int, int, float]] = []       # (apply at, box, amps)
     over = 0
@@ -148,17 +150,17 @@ def three_boxes(seconds: int, seed: int = 3) -> int:
         for p in [p for p in pending if p[0] <= t]:
             boxes[p[1]].default.amps = p[2]
             pending.remove(p)
-        if t % 10 == 0:
-            meas = {s.name: BoxMeasure(True, b.power_w(), b.energy_wh, b.currents())
-                    for s, b in zip(specs, boxes, strict=True)}
-            l1 = house[t] / 230 + boxes[0].amps + boxes[1].amps + boxes[2].amps
-            grants = ctl.step(t, (t % DAY) // 60, 0, house[t], (l1, 0.0, 0.0), meas)
-            for i, s in enumerate(specs):
-                new = grants[s.name].amps
-                if new < boxes[i].default.amps:
-                    pending.append((t + 2, i, new))       # a wallbox needs a moment to come down
-                else:
-                    pending.append((t + 4, i, new))
+        # a step every second: the board reports the grid every second
+        meas = {s.name: BoxMeasure(True, b.power_w(), b.energy_wh, b.currents())
+                for s, b in zip(specs, boxes, strict=True)}
+        l1 = house[t] / 230 + boxes[0].amps + boxes[1].amps + boxes[2].amps
+        grants = ctl.step(t, (t % DAY) // 60, 0, house[t], (l1, 0.0, 0.0), meas)
+        for i, s in enumerate(specs):
+            new = grants[s.name].amps
+            if new < boxes[i].default.amps:
+                pending.append((t + 2, i, new))       # a wallbox needs a moment to come down
+            else:
+                pending.append((t + 4, i, new))
         for b in boxes:
             b.advance(t, 1.0)
         if house[t] / 230 + sum(b.amps for b in boxes) > LIMIT_A + 1e-9:
@@ -211,11 +213,10 @@ def run() -> dict[str, object]:
     house, pv = house_week(step)
     res = {name: one_ev_week(name if name != "full_power" else "full", house, pv, step)
            for name in ("full_power", "surplus_rule", "gridtap")}
-    res["surplus_rule"]["share"] = res["surplus_rule"]["share"]
     opt = optimum(house, pv, step)
     over = three_boxes(2 * DAY) + ocpp_run()
-    HOW["ev.pv_share_pct.surplus_rule"] += (f" (it delivered only {res['surplus_rule']['energy'] / 7 / 1000:.1f}"
-                                            " kWh a night of the 40)")
+    a_night = res["surplus_rule"]["energy"] / NIGHTS / 1000
+    HOW["ev.pv_share_pct.surplus_rule"] += f" (it delivered only {a_night:.1f} kWh a night of the 40)"
     return {
         "ev.pv_share_pct.full_power": round(res["full_power"]["share"], 1),
         "ev.pv_share_pct.surplus_rule": round(res["surplus_rule"]["share"], 1),
@@ -229,4 +230,3 @@ def run() -> dict[str, object]:
 
 if __name__ == "__main__":
     print(run())
-    print(math.pi)

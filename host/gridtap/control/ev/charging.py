@@ -18,11 +18,11 @@ from gridtap.rules.cfos import compile_expression
 from gridtap.rules.core import Fn, RuleRuntimeError, RuleSyntaxError
 
 # Ready-made rules (docs/ev.md). `surplus` charges from PV surplus only; `gridtap` adds what the
-# cFos document calls "min + PV": once the sun gives more than 300 W (and until it gives nothing) it charges at least 2.5 A per
-# phase (7.5 A on one phase for a wallbox that switches), so no kWh of surplus is exported while a
-# car waits, and it charges at full current when the remaining energy needs the rest of the night
-# (at 90 % of full power, with an hour to spare). From 15:00 the sun only weakens until the
-# car leaves, so surplus is taken at full current: every watt of it goes into the car.
+# cFos document calls "min + PV": once the sun gives more than 300 W (and until it gives nothing)
+# it charges at least 2.5 A per phase (7.5 A on one phase for a wallbox that switches), so no
+# surplus is exported while a car waits; from 15:00 the sun only weakens until the car leaves, so
+# surplus is taken at full current; and it charges at full current when the remaining energy
+# needs the rest of the night (at 90 % of full power, with an hour to spare).
 PRESETS = {
     "full": "E.max_ma",
     "surplus": "surplus_w * 1000 / (230 * E.phases)",

@@ -5,6 +5,7 @@
 port = 9000                    # OCPP 1.6J central system, ws://127.0.0.1:9000/<charge point id>
 bind = "127.0.0.1"
 max_total_current_a = 25       # house connection, per phase (cFos: _max_total_current)
+reserve_a = 10                 # kept free for the largest appliance (a 2.2 kW kettle: 9.6 A)
 password_file = "/etc/gridtap/ocpp.pass"   # optional: HTTP basic auth (security profile 1)
 grid_sensor = "grid"           # the sensor whose power is M1.power_w (import positive)
 
@@ -60,6 +61,7 @@ class EvConfig:
     min_on_s: float
     min_off_s: float
     hysteresis_a: float
+    reserve_a: float
     wallboxes: tuple[WallboxConfig, ...]
 
     def wallbox(self, ident: str) -> WallboxConfig | None:
@@ -83,7 +85,7 @@ def _get(d: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
 
 
 _EV_KEYS = {"bind", "port", "max_total_current_a", "grid_sensor", "password_file", "password_env",
-            "interval_s", "min_on_s", "min_off_s", "hysteresis_a", "wallbox"}
+            "interval_s", "min_on_s", "min_off_s", "hysteresis_a", "reserve_a", "wallbox"}
 _BOX_KEYS = {"id", "rule", "min_a", "max_a", "phases", "switch_phases", "target_wh", "departure"}
 
 
@@ -121,6 +123,7 @@ def parse_config(section: Any) -> EvConfig:
         min_on_s=float(_get(section, "min_on_s", "", (int, float), 300.0, 0, 3600)),
         min_off_s=float(_get(section, "min_off_s", "", (int, float), 300.0, 0, 3600)),
         hysteresis_a=float(_get(section, "hysteresis_a", "", (int, float), 1.0, 0, 10)),
+        reserve_a=float(_get(section, "reserve_a", "", (int, float), 0.0, 0, 100)),
         wallboxes=parsed,
     )
 

@@ -47,6 +47,7 @@ class Controller:
     min_off_s: float = 300.0
     hysteresis_a: float = 1.0
     stop_delay_s: float = 300.0
+    reserve_a: float = 0.0
     limits: Callable[[], Any] | None = None
     log: Callable[[str], None] = field(default=lambda msg: None)
     rule_errors: int = 0
@@ -56,6 +57,7 @@ class Controller:
         self.manager = LoadManager([p.spec for p in self.plans], self.max_total_current_a,
                                    hysteresis_a=self.hysteresis_a, min_on_s=self.min_on_s,
                                    min_off_s=self.min_off_s, stop_delay_s=self.stop_delay_s,
+                                   reserve_a=self.reserve_a,
                                    limits=self.limits, log=self.log)
 
     def variables(self, minute_of_day: int, wday: int, grid_w: float,

@@ -87,7 +87,7 @@ class CentralSystem:
                          w.target_wh, w.departure_min) for w in cfg.wallboxes]
         self.controller = Controller(plans, cfg.max_total_current_a, min_on_s=cfg.min_on_s,
                                      min_off_s=cfg.min_off_s, hysteresis_a=cfg.hysteresis_a,
-                                     limits=limits, log=log.warning)
+                                     reserve_a=cfg.reserve_a, limits=limits, log=log.warning)
         self.errors: dict[str, int] = {}
         self.lease_s = max(60, int(cfg.interval_s * 6))
         self._txn = int(clock()) % 1_000_000

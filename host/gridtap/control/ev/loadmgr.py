@@ -27,6 +27,7 @@ Safety before comfort, in this order:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,8 @@ class LoadManager:
     hysteresis_a: float = 1.0
     min_on_s: float = 300.0
     min_off_s: float = 300.0
+    reserve_a: float = 0.0          # kept free for an appliance that switches on between two steps
+    house_hold_s: float = 60.0      # the house current counts at its peak over this window
     stop_delay_s: float = 300.0     # the wish must stay below the minimum this long before a pause
     tolerance_a: float = 1.0        # measured above grant by more than this is "ignoring"
     ignore_steps: int = 3           # ... for this many steps in a row
@@ -87,6 +90,7 @@ class LoadManager:
     log: Callable[[str], None] = field(default=lambda msg: None)
     cycles: int = 0                 # contactor closings: off -> on, and phase switches while on
     _state: dict[str, _BoxState] = field(default_factory=dict)
+    _house: deque[tuple[float, float]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         for b in self.boxes:
@@ -100,7 +104,7 @@ class LoadManager:
         """Grant each wallbox its current; `house_a` is the highest phase current without the EVs."""
         if self._emergency():
             return {b.name: self._set(b, now, 0.0, "emergency stop") for b in self.boxes}
-        budget = max(0.0, self.max_total_current_a - max(0.0, house_a))
+        budget = max(0.0, self.max_total_current_a - self.reserve_a - self._house_peak(now, house_a))
         pool: list[BoxSpec] = []
         out: dict[str, Grant] = {}
         for b in self.boxes:
@@ -133,6 +137,17 @@ class LoadManager:
         return out
 
     # ---- pieces -------------------------------------------------------------------------------
+
+    def _house_peak(self, now: float, house_a: float) -> float:
+        """The highest house current of the last `house_hold_s`: a hob that pulses every few seconds
+        counts at its peak, so the wallboxes are not granted what the next pulse takes back."""
+        h = self._house
+        while h and (now - h[0][0] > self.house_hold_s or h[0][1] <= house_a):
+            h.popleft()
+        while h and h[-1][1] <= house_a:
+            h.pop()
+        h.append((now, house_a if math.isfinite(house_a) else math.inf))
+        return max(0.0, h[0][1])
 
     def _emergency(self) -> bool:
         if self.limits is None:
