@@ -218,10 +218,10 @@ def run() -> dict[str, object]:
     a_night = res["surplus_rule"]["energy"] / NIGHTS / 1000
     HOW["ev.pv_share_pct.surplus_rule"] += f" (it delivered only {a_night:.1f} kWh a night of the 40)"
     return {
-        "ev.pv_share_pct.full_power": round(res["full_power"]["share"], 1),
-        "ev.pv_share_pct.surplus_rule": round(res["surplus_rule"]["share"], 1),
-        "ev.pv_share_pct.gridtap": round(res["gridtap"]["share"], 1),
-        "ev.pv_share_pct.optimum": round(opt, 1),
+        "ev.pv_share_pct.full_power": round(res["full_power"]["share"], 2),
+        "ev.pv_share_pct.surplus_rule": round(res["surplus_rule"]["share"], 2),
+        "ev.pv_share_pct.gridtap": round(res["gridtap"]["share"], 2),
+        "ev.pv_share_pct.optimum": round(opt, 2),
         "ev.ready_on_time_pct": round(res["gridtap"]["ready"], 1),
         "ev.contactor_cycles_per_day": round(res["gridtap"]["cycles"], 2),
         "ev.seconds_over_connection_limit": int(over),

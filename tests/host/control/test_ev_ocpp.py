@@ -165,3 +165,36 @@ def test_ev_section_errors_name_their_line() -> None:
         parse_config(text.replace('id = "a"', 'id = "a"\nrule = "16000 +"'))
     ok = parse_config(text.replace("M9.power_w * 2", "E1.current_l1 >= 6500 ? E1.current_l1 : 0"))
     assert ok.extra["ev"].wallboxes[1].index == 2
+
+
+def test_the_daemon_service_reads_the_grid_from_the_live_store_and_sets_profiles() -> None:
+    import time
+
+    from gridtap.control.ev.service import EvService
+    from gridtap.store.live import Gauge, LiveStore
+
+    live = LiveStore()
+    live.put_gauge("g1", "g1x", Gauge(int(time.time()), -3100.0, 3100.0, 230.0, 13.5, 1.0, 50.0))
+    c = evconfig.parse_config({"port": 0, "max_total_current_a": 25, "min_on_s": 0, "min_off_s": 0,
+                               "interval_s": 1,
+                               "wallbox": [{"id": "garage", "rule": "surplus", "switch_phases": True}]})
+    svc = EvService(c, live, "g1")
+    svc.start()
+    state = WallboxState()
+    try:
+        assert svc.grid() == (-3100.0, (-13.5, 0.0, 0.0))
+
+        async def body() -> None:
+            cp, task = await connect_wallbox(f"ws://127.0.0.1:{svc.port}", "garage", state)
+            await cp.boot()
+            await cp.plug(Battery())
+            await until(lambda: state.tx is not None)
+            await cp._connection.close()
+            task.cancel()
+
+        run(body)
+        assert state.tx is not None and (state.tx.amps, state.tx.phases) == (13.4, 1)
+    finally:
+        svc.stop()
+    live.put_gauge("g1", "g1x", Gauge(int(time.time()) - 60, 0.0, 0.0, 230.0, 0.0, 1.0, 50.0))
+    assert svc.grid() is None                     # a stale reading is no reading

@@ -99,7 +99,8 @@ class CentralSystem:
         """Listen; returns the bound port (useful with port 0 in tests)."""
         self._server = await serve(self._handler, self.cfg.bind, self.cfg.port,
                                    subprotocols=[Subprotocol("ocpp1.6")],
-                                   process_request=self._admit, max_size=65536, ping_interval=None)
+                                   process_request=self._admit, max_size=65536, ping_interval=None,
+                                   close_timeout=2)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
