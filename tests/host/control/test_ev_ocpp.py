@@ -194,7 +194,18 @@ def test_the_daemon_service_reads_the_grid_from_the_live_store_and_sets_profiles
 
         run(body)
         assert state.tx is not None and (state.tx.amps, state.tx.phases) == (13.4, 1)
+        assert live.gauge("ev-garage") is not None
     finally:
         svc.stop()
     live.put_gauge("g1", "g1x", Gauge(int(time.time()) - 60, 0.0, 0.0, 230.0, 0.0, 1.0, 50.0))
     assert svc.grid() is None                     # a stale reading is no reading
+
+
+def test_the_daemon_core_does_not_import_ocpp() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, gridtap.daemon, gridtap.config, gridtap.control.ev.config, "
+            "gridtap.control.ev.controller, gridtap.control.ev.service; "
+            "assert not {'ocpp', 'websockets'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,7 +3,8 @@
 The daemon is a select() loop; OCPP is asyncio. `EvService` runs the central
 system and its control step every `interval_s` in a thread, reads the grid
 sensor's latest one-second gauge from the `LiveStore` (no copy of the data),
-and is stopped like any other extra (`start()`/`stop()`).
+and is stopped like any other extra (`start()`/`stop()`). After each step every
+wallbox's power is a live series ``ev-<id>``.
 
 The board measures one phase: the grid sensor's current is L1; on L2 and L3
 only the wallboxes' own currents are known, so the house is assumed on L1.
@@ -19,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gridtap.control.ev.config import EvConfig
-from gridtap.store.live import LiveStore
+from gridtap.control.ev.loadmgr import VOLTS
+from gridtap.store.live import Gauge, LiveStore
 
 log = logging.getLogger("gridtap.ev")
 
@@ -74,6 +76,7 @@ class EvService:
         while not self._stop.is_set():
             try:
                 await self.cs.control_step()
+                self.publish()
             except Exception:  # a failed step must not end charging control; the next one retries
                 log.exception("EV control step failed")
             try:
@@ -81,6 +84,14 @@ class EvService:
             except TimeoutError:
                 pass
         await self.cs.close()
+
+    def publish(self) -> None:
+        """Each wallbox's power as a live series ``ev-<id>`` (the REST API and live view read it)."""
+        t = int(self.clock())
+        for ident, box in self.cs.boxes.items():
+            m = box.measure
+            self.live.put_gauge(f"ev-{ident}", None, Gauge(t, m.power_w, m.power_w, VOLTS, max(m.currents),
+                                                           1.0, 50.0))
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
