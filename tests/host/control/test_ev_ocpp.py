@@ -164,25 +164,26 @@ def test_ev_section_errors_name_their_line() -> None:
     with pytest.raises(UserError, match=r"line 16: .*wallbox\.0\.rule.*column"):
         parse_config(text.replace('id = "a"', 'id = "a"\nrule = "16000 +"'))
     ok = parse_config(text.replace("M9.power_w * 2", "E1.current_l1 >= 6500 ? E1.current_l1 : 0"))
-    assert ok.extra["ev"].wallboxes[1].index == 2
+    assert ok.outputs["ev"].wallboxes[1].index == 2
 
 
-def test_the_daemon_service_reads_the_grid_from_the_live_store_and_sets_profiles() -> None:
+def test_the_daemon_output_reads_the_grid_gauges_and_sets_profiles() -> None:
     import time
 
     from gridtap.control.ev.service import EvService
-    from gridtap.store.live import Gauge, LiveStore
 
-    live = LiveStore()
-    live.put_gauge("g1", "g1x", Gauge(int(time.time()), -3100.0, 3100.0, 230.0, 13.5, 1.0, 50.0))
     c = evconfig.parse_config({"port": 0, "max_total_current_a": 25, "min_on_s": 0, "min_off_s": 0,
                                "interval_s": 1,
                                "wallbox": [{"id": "garage", "rule": "surplus", "switch_phases": True}]})
-    svc = EvService(c, live, "g1")
+    svc = EvService(c, grid_id="g1")
+    now = int(time.time())
+    svc.gauge("g1", "import", now, 0.0, "W")
+    svc.gauge("g1", "export", now, 3100.0, "W")
+    svc.gauge("g1", "import", now, 230.0, "V")
     svc.start()
     state = WallboxState()
     try:
-        assert svc.grid() == (-3100.0, (-13.5, 0.0, 0.0))
+        assert svc.grid() == (-3100.0, (pytest.approx(-13.48, abs=0.01), 0.0, 0.0))
 
         async def body() -> None:
             cp, task = await connect_wallbox(f"ws://127.0.0.1:{svc.port}", "garage", state)
@@ -194,10 +195,9 @@ def test_the_daemon_service_reads_the_grid_from_the_live_store_and_sets_profiles
 
         run(body)
         assert state.tx is not None and (state.tx.amps, state.tx.phases) == (13.4, 1)
-        assert live.gauge("ev-garage") is not None
     finally:
         svc.stop()
-    live.put_gauge("g1", "g1x", Gauge(int(time.time()) - 60, 0.0, 0.0, 230.0, 0.0, 1.0, 50.0))
+    svc.gauge("g1", "import", now - 60, 500.0, "W")
     assert svc.grid() is None                     # a stale reading is no reading
 
 
@@ -206,6 +206,6 @@ def test_the_daemon_core_does_not_import_ocpp() -> None:
     import sys
 
     code = ("import sys, gridtap.daemon, gridtap.config, gridtap.control.ev.config, "
-            "gridtap.control.ev.controller, gridtap.control.ev.service; "
+            "gridtap.control.ev.controller, gridtap.control.ev.service, gridtap.outputs; "
             "assert not {'ocpp', 'websockets'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

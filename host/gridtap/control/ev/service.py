@@ -1,10 +1,11 @@
-"""The central system inside the daemon: its own thread and asyncio loop, fed from the live store.
+"""The central system inside the daemon: an output (gridtap.outputs.REGISTRY, section [ev]).
 
 The daemon is a select() loop; OCPP is asyncio. `EvService` runs the central
-system and its control step every `interval_s` in a thread, reads the grid
-sensor's latest one-second gauge from the `LiveStore` (no copy of the data),
-and is stopped like any other extra (`start()`/`stop()`). After each step every
-wallbox's power is a live series ``ev-<id>``.
+system and its control step every `interval_s` in its own thread and event
+loop. As a `live` output it receives every one-second gauge the board
+session accepts; it keeps the grid sensor's latest power and voltage (the
+grid current is power / voltage, signed: export is negative). A reading older
+than 10 s is no reading: the budget is 0 and the wallboxes pause.
 
 The board measures one phase: the grid sensor's current is L1; on L2 and L3
 only the wallboxes' own currents are known, so the house is assumed on L1.
@@ -17,11 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from gridtap.control.ev.config import EvConfig
-from gridtap.control.ev.loadmgr import VOLTS
-from gridtap.store.live import Gauge, LiveStore
+from gridtap.control.ev.config import EvConfig, parse_config
+
+if TYPE_CHECKING:
+    from gridtap.config import Section
+    from gridtap.outputs import OutputContext
 
 log = logging.getLogger("gridtap.ev")
 
@@ -29,9 +32,26 @@ STALE_S = 10       # a grid gauge older than this is no reading (budget 0: the w
 
 
 class EvService:
-    def __init__(self, cfg: EvConfig, live: LiveStore, grid_id: str,
-                 limits: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.cfg, self.live, self.grid_id, self.limits, self.clock = cfg, live, grid_id, limits, clock
+    section: ClassVar[str] = "ev"
+    live: ClassVar[bool] = True
+    spooled: ClassVar[bool] = False
+
+    @classmethod
+    def parse(cls, section: Section) -> EvConfig:
+        return parse_config(section.data)
+
+    def __init__(self, cfg: EvConfig, ctx: OutputContext | None = None, grid_id: str | None = None,
+                 limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.cfg, self.limits = cfg, limits
+        self.clock = clock or (ctx.clock if ctx is not None else time.time)
+        if grid_id is None and ctx is not None:
+            s = ctx.cfg.sensor(cfg.grid_sensor)
+            grid_id, self._export_id = s.id, s.export_id
+        else:
+            self._export_id = None
+        self.grid_id = grid_id
+        self._power: dict[str, tuple[int, float]] = {}   # role -> (t, W)
+        self._volts = 230.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -39,17 +59,31 @@ class EvService:
         self.port = 0
         self._ready = threading.Event()
 
+    # ---- the output interface: values from the board session ------------------------------------
+
+    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if sensor == self.grid_id and unit == "W" or sensor == self._export_id and unit == "W":
+            self._power[role] = (t, value)
+        elif sensor == self.grid_id and unit == "V" and 100.0 < value < 300.0:
+            self._volts = value
+
+    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        pass    # the load manager works on power; energy comes from the wallboxes' own meters
+
     def grid(self) -> tuple[float, tuple[float, float, float]] | None:
-        g = self.live.gauge(self.grid_id)
-        if g is None or self.clock() - g.t > STALE_S:
+        imp = self._power.get("import")
+        if imp is None or self.clock() - imp[0] > STALE_S:
             return None
-        i = g.irms if g.power_w >= 0 else -g.irms
+        exp = self._power.get("export")
+        w = imp[1] - (exp[1] if exp is not None and exp[0] == imp[0] else 0.0)
         ev = [0.0, 0.0, 0.0]
         if self.cs is not None:
             for box in self.cs.boxes.values():
                 for k in range(3):
                     ev[k] += box.measure.currents[k]
-        return g.power_w, (i, ev[1], ev[2])
+        return w, (w / self._volts, ev[1], ev[2])
+
+    # ---- the thread -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gridtap-ev", daemon=True)
@@ -76,7 +110,6 @@ class EvService:
         while not self._stop.is_set():
             try:
                 await self.cs.control_step()
-                self.publish()
             except Exception:  # a failed step must not end charging control; the next one retries
                 log.exception("EV control step failed")
             try:
@@ -84,14 +117,6 @@ class EvService:
             except TimeoutError:
                 pass
         await self.cs.close()
-
-    def publish(self) -> None:
-        """Each wallbox's power as a live series ``ev-<id>`` (the REST API and live view read it)."""
-        t = int(self.clock())
-        for ident, box in self.cs.boxes.items():
-            m = box.measure
-            self.live.put_gauge(f"ev-{ident}", None, Gauge(t, m.power_w, m.power_w, VOLTS, max(m.currents),
-                                                           1.0, 50.0))
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
