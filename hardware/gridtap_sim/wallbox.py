@@ -217,6 +217,27 @@ def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+async def follow_schedule(cp: SimWallbox, schedule: list[tuple[float, Battery | None]], until: float,
+                          step_s: float = 1.0, clock: Callable[[], float] = time.time,
+                          sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    """Plug and unplug on a schedule [(time, Battery to plug in, or None to unplug)], charging and
+    sending MeterValues every `step_s` of `clock` until `until`."""
+    todo = sorted(schedule, key=lambda e: e[0])
+    last = clock()
+    while clock() < until:
+        now = clock()
+        while todo and todo[0][0] <= now:
+            _t, battery = todo.pop(0)
+            if battery is None:
+                await cp.unplug()
+            else:
+                await cp.plug(battery)
+        cp.state.advance(now, now - last)
+        last = now
+        await cp.meter_values()
+        await sleep(step_s)
+
+
 async def connect_wallbox(url: str, ident: str, state: WallboxState, password: str | None = None,
                           clock: Callable[[], float] = time.time) -> tuple[SimWallbox, asyncio.Task[None]]:
     """Open the link to a central system at `url` (ws://host:port) and start serving it."""

@@ -19,7 +19,7 @@ from gridtap.control.ev.cs import CentralSystem
 from gridtap.errors import UserError
 from gridtap_sim import model as m
 from gridtap_sim.board import load_board
-from gridtap_sim.wallbox import Battery, WallboxState, connect_wallbox, power_at
+from gridtap_sim.wallbox import Battery, WallboxState, connect_wallbox, follow_schedule, power_at
 
 PV_W = 3500.0
 HOUSE_W = 400.0
@@ -152,6 +152,48 @@ def test_implausible_meter_values_are_counted_and_ignored() -> None:
         await cs.close()
 
     run(body)
+
+
+def test_a_wallbox_that_ignores_its_profile_is_reported_and_counted_at_its_draw() -> None:
+    states = {"a": WallboxState(max_a=16, ignore_profile=True), "b": WallboxState(max_a=16)}
+    t = [1000.0]
+
+    def grid() -> tuple[float, tuple[float, float, float]]:
+        a = [sum(s.currents()[k] for s in states.values()) for k in range(3)]
+        return 230.0 * sum(a), (a[0], a[1], a[2])
+
+    async def body() -> None:
+        section = {"port": 0, "max_total_current_a": 25, "min_on_s": 0, "min_off_s": 0,
+                   "wallbox": [{"id": n, "rule": "full"} for n in states]}
+        cs = CentralSystem(evconfig.parse_config(section), grid, clock=lambda: t[0])
+        port = await cs.start()
+        cps = {}
+        for n, st in states.items():
+            cps[n], _task = await connect_wallbox(f"ws://127.0.0.1:{port}", n, st, clock=lambda: t[0])
+            await cps[n].boot()
+        # both plugged in at t = 1000 s, b leaves at t = 1006 s; one step a second
+        runs = [follow_schedule(cps[n], [(1000.0, Battery(capacity_wh=1e6))] + ([(1006.0, None)] if n == "b"
+                                                                                else []),
+                                until=1008.0, clock=lambda: t[0], sleep=lambda s: asyncio.sleep(0.02))
+                for n in states]
+
+        seen: list[tuple[bool, float]] = []
+
+        async def steps() -> None:
+            for _ in range(8):
+                await asyncio.sleep(0.02)
+                g = await cs.control_step()
+                seen.append((cs.controller.manager.ignoring("a"), g["b"].amps))
+                t[0] += 1.0
+        await asyncio.gather(*runs, steps())
+        assert cs.controller.manager.ignoring("a")
+        assert all(b <= 25 - 16 for flagged, b in seen if flagged)
+        assert states["b"].battery is None and not cs.boxes["b"].measure.connected
+        await cs.close()
+
+    run(body)
+    # a draws its 16 A whatever it is told; b got at most what was left of the 25 A
+    assert states["a"].amps == 16.0
 
 
 def test_ev_section_errors_name_their_line() -> None:
