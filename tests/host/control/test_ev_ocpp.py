@@ -196,6 +196,32 @@ def test_a_wallbox_that_ignores_its_profile_is_reported_and_counted_at_its_draw(
     assert states["a"].amps == 16.0
 
 
+def test_remote_stop_and_start_and_the_lease_falls_back_to_the_safe_default() -> None:
+    state = WallboxState(max_a=16)
+    t = [5000.0]
+
+    async def body() -> None:
+        cs = CentralSystem(cfg(rule="full"), lambda: (0.0, (0.0, 0.0, 0.0)), clock=lambda: t[0])
+        port = await cs.start()
+        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state, clock=lambda: t[0])
+        await cp.boot()
+        await cp.plug(Battery())
+        await cs.control_step()
+        await until(lambda: state.tx is not None)
+        assert state.limit(t[0]) == (16.0, 3)
+        # gridtap stops renewing (link lost, daemon gone): after the lease, the safe default applies
+        assert state.limit(t[0] + cs.lease_s + 1) == (6.0, 3)
+        assert await cs.remote_stop("garage")
+        await until(lambda: cs.boxes["garage"].txn is None)
+        assert cp.txn is None
+        assert await cs.remote_start("garage")
+        await until(lambda: cs.boxes["garage"].txn is not None)
+        task.cancel()
+        await cs.close()
+
+    run(body)
+
+
 def test_ev_section_errors_name_their_line() -> None:
     head = ('[board]\nport = "/dev/null"\n\n[[sensor]]\nname = "grid"\n'
             'id = "0123456789abcdef0123456789abcdef"\nkind = "ct"\nchannel = 0\n\n')  # 9 lines
