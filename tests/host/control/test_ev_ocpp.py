@@ -213,7 +213,7 @@ def test_remote_stop_and_start_and_the_lease_falls_back_to_the_safe_default() ->
         assert state.limit(t[0] + cs.lease_s + 1) == (6.0, 3)
         assert await cs.remote_stop("garage")
         await until(lambda: cs.boxes["garage"].txn is None)
-        assert cp.txn is None
+        await until(lambda: cp.txn is None)
         assert await cs.remote_start("garage")
         await until(lambda: cs.boxes["garage"].txn is not None)
         task.cancel()
