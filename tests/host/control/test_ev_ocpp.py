@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,41 @@ def test_remote_stop_and_start_and_the_lease_falls_back_to_the_safe_default() ->
         assert await cs.remote_start("garage")
         await until(lambda: cs.boxes["garage"].txn is not None)
         task.cancel()
+        await cs.close()
+
+    run(body)
+
+
+def test_the_profile_on_the_wire_is_the_one_in_docs_ev_md() -> None:
+    """A bare WebSocket client as the charge point: what the central system sends, verbatim."""
+    import re
+
+    doc = (Path(__file__).parents[3] / "docs" / "ev.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(\[2, \"<id>\", \"SetChargingProfile\".*?)```", doc, re.S)
+    assert block is not None
+    want = json.loads(block.group(1).replace('"<id>"', '"x"'))
+
+    async def body() -> None:
+        cs = CentralSystem(cfg(), lambda: (-3100.0, (-13.5, 0.0, 0.0)), clock=lambda: 16.0)
+        port = await cs.start()
+        async with connect(f"ws://127.0.0.1:{port}/garage", subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+            async def ask(raw: str) -> list[Any]:
+                await ws.send(raw)
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg[0] == 3:
+                        return list(msg)
+                    await ws.send(json.dumps([3, msg[1], {"status": "Accepted"}]))   # TxDefaultProfile
+            await ask('[2, "1", "BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"}]')
+            r = await ask('[2, "2", "StartTransaction", {"connectorId": 1, "idTag": "car", "meterStart": 0, '
+                          '"timestamp": "2026-01-01T00:00:00Z"}]')
+            assert r[2]["transactionId"] == 17
+            step = asyncio.ensure_future(cs.control_step())
+            got = json.loads(await ws.recv())
+            await ws.send(json.dumps([3, got[1], {"status": "Accepted"}]))
+            await step
+        got[1] = "x"
+        assert got == want
         await cs.close()
 
     run(body)
