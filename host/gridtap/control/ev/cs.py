@@ -201,8 +201,8 @@ class CentralSystem:
             log.warning("%s: rejected the charging profile %.1f A", ident, g.amps)
 
     def safe_amps(self) -> float:
-        """The TxDefaultProfile current: the minimum if every wallbox at it fits, else 0."""
-        worst = sum(w.min_a for w in self.cfg.wallboxes)
+        """The TxDefaultProfile current: the minimum if all wallboxes at it fit beside the reserve, else 0."""
+        worst = sum(w.min_a for w in self.cfg.wallboxes) + self.cfg.reserve_a
         return min(w.min_a for w in self.cfg.wallboxes) if worst <= self.cfg.max_total_current_a else 0.0
 
     async def remote_start(self, ident: str, id_tag: str = "gridtap") -> bool:
