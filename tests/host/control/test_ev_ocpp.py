@@ -129,6 +129,7 @@ def test_malformed_and_out_of_order_messages_get_call_errors_not_a_crash() -> No
                           '"status": "Available"}]')
             assert r[0] == 3 or r[0] == 2       # the safe default profile may come first
         assert cs.errors["malformed message"] == 1 and cs.errors["message before BootNotification"] == 1
+        assert cs.errors["invalid message"] == 1                                  # m3, schema
         await cs.close()
 
     run(body)

@@ -52,6 +52,11 @@ from gridtap.control.ev.controller import BoxMeasure, BoxPlan, Controller
 from gridtap.control.ev.loadmgr import BoxSpec, Grant
 
 log = logging.getLogger("gridtap.ev")
+# The ocpp package logs every frame at INFO and a whole traceback for each bad one: a hostile
+# charge point could fill the log. Its frames go to this logger, quiet unless asked for
+# (raise it to DEBUG to see the wire); bad frames are counted and logged once each below.
+wire = logging.getLogger("gridtap.ev.wire")
+wire.setLevel(logging.CRITICAL)
 
 HEARTBEAT_S = 60
 MAX_POWER_W = 100_000.0     # plausibility limits for MeterValues
@@ -232,7 +237,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
     """One connected charge point (the ocpp package's central-system side)."""
 
     def __init__(self, ident: str, conn: ServerConnection, cs: CentralSystem) -> None:
-        super().__init__(ident, conn, response_timeout=10)
+        super().__init__(ident, conn, response_timeout=10, logger=wire)
         self.cs = cs
         self.box = cs.boxes[ident]
 
@@ -247,6 +252,16 @@ class _Link(_ChargePoint):  # type: ignore[misc]
             await self._send(json.dumps([4, uid, "FormationViolation", str(exc.description)[:200], {}]))
             return
         await super().route_message(raw_msg)
+
+    async def _handle_call(self, msg: Any) -> Any:
+        try:
+            return await super()._handle_call(msg)
+        except OCPPError as exc:
+            if not isinstance(exc, GenericError):
+                self.cs.count("invalid message")
+            log.warning("%s: %s refused: %s (%s)", self.id, str(msg.action)[:40], type(exc).__name__,
+                        str(exc.description)[:200])
+            raise
 
     def _need_boot(self) -> None:
         if not self.box.booted:
