@@ -42,7 +42,9 @@ class EvService:
 
     def __init__(self, cfg: EvConfig, ctx: OutputContext | None = None, grid_id: str | None = None,
                  limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> None:
-        self.cfg, self.limits = cfg, limits
+        # The grid limits (an emergency stop pauses every wallbox): given, or from the daemon's
+        # context once it carries a provider (`OutputContext.limits`, a callable -> GridLimits).
+        self.cfg, self.limits = cfg, limits if limits is not None else getattr(ctx, "limits", None)
         self.clock = clock or (ctx.clock if ctx is not None else time.time)
         if grid_id is None and ctx is not None:
             s = ctx.cfg.sensor(cfg.grid_sensor)
