@@ -294,7 +294,7 @@ def test_the_daemon_output_reads_the_grid_gauges_and_sets_profiles() -> None:
             cp, task = await connect_wallbox(f"ws://127.0.0.1:{svc.port}", "garage", state)
             await cp.boot()
             await cp.plug(Battery())
-            await until(lambda: state.tx is not None)
+            await until(lambda: svc.cs.boxes["garage"].sent is not None)   # the answer arrived
             await cp._connection.close()
             task.cancel()
 

@@ -57,6 +57,7 @@ class EvService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+        self._step: asyncio.Future[Any] | None = None
         self.cs: Any = None
         self.port = 0
         self._ready = threading.Event()
@@ -110,8 +111,11 @@ class EvService:
         log.info("OCPP central system on ws://%s:%d/<charge point id>", self.cfg.bind, self.port)
         self._ready.set()
         while not self._stop.is_set():
+            self._step = asyncio.ensure_future(self.cs.control_step())
             try:
-                await self.cs.control_step()
+                await self._step
+            except asyncio.CancelledError:
+                break   # stopping: a call that waits for its answer is not waited for
             except Exception:  # a failed step must not end charging control; the next one retries
                 log.exception("EV control step failed")
             try:
@@ -120,8 +124,14 @@ class EvService:
                 pass
         await self.cs.close()
 
+    def _halt(self) -> None:
+        assert self._stop is not None
+        self._stop.set()
+        if self._step is not None:
+            self._step.cancel()
+
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            self._loop.call_soon_threadsafe(self._halt)
         if self._thread is not None:
             self._thread.join(10)
