@@ -186,7 +186,11 @@ class CentralSystem:
         # decreases go out before increases, so the connection is never over its limit in between
         order = sorted(grants.items(), key=lambda kv: kv[1].amps - (self.boxes[kv[0]].sent or (0, 0))[0])
         for ident, g in order:
-            await self._apply(ident, g, t)
+            try:
+                await self._apply(ident, g, t)
+            except Exception as exc:  # noqa: BLE001 - one lost link must not hold back the others' decreases
+                self.count("profile not delivered")
+                log.warning("%s: the charging profile could not be sent (%s)", ident, type(exc).__name__)
         return grants
 
     async def _apply(self, ident: str, g: Grant, t: float) -> None:
