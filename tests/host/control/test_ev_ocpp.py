@@ -314,3 +314,21 @@ def test_the_daemon_core_does_not_import_ocpp() -> None:
             "gridtap.control.ev.controller, gridtap.control.ev.service, gridtap.outputs; "
             "assert not {'ocpp', 'websockets'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_operators_stop_consumption_pauses_the_wallboxes() -> None:
+    from gridtap.control import gridlimits
+    from gridtap.control.ev.controller import BoxMeasure, BoxPlan, Controller
+    from gridtap.control.ev.loadmgr import BoxSpec
+    from gridtap.control.ev.service import EvService
+
+    svc = EvService(cfg(rule="full"), grid_id="g1")      # its default provider: what IEC-104 publishes
+    w = svc.cfg.wallboxes[0]
+    c = Controller([BoxPlan(w.id, 1, w.rule, BoxSpec(w.id))], 25.0, min_on_s=900, limits=svc.limits)
+    box = {"garage": BoxMeasure(connected=True)}
+    assert c.step(0, 600, 1, 0.0, (0.0, 0.0, 0.0), box)["garage"].amps == 16.0
+    gridlimits.publish(gridlimits.GridLimits(stop_consumption=True))
+    try:
+        assert c.step(1, 600, 1, 0.0, (0.0, 0.0, 0.0), box)["garage"].amps == 0.0
+    finally:
+        gridlimits.publish(gridlimits.GridLimits())

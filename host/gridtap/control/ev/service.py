@@ -42,9 +42,12 @@ class EvService:
 
     def __init__(self, cfg: EvConfig, ctx: OutputContext | None = None, grid_id: str | None = None,
                  limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> None:
-        # The grid limits (an emergency stop pauses every wallbox): given, or from the daemon's
-        # context once it carries a provider (`OutputContext.limits`, a callable -> GridLimits).
-        self.cfg, self.limits = cfg, limits if limits is not None else getattr(ctx, "limits", None)
+        # The grid limits: an operator's emergency stop of consumption pauses every wallbox.
+        if limits is None:
+            from gridtap.control import gridlimits  # what the IEC-104 output publishes (#17)
+
+            limits = gridlimits.current
+        self.cfg, self.limits = cfg, limits
         self.clock = clock or (ctx.clock if ctx is not None else time.time)
         if grid_id is None and ctx is not None:
             s = ctx.cfg.sensor(cfg.grid_sensor)
