@@ -475,6 +475,17 @@ def battery(name: str, power_w: Callable[[], float], cts: dict[int, float]) -> L
     return Load(name, "battery", profile({1: (1.0, 0.0)}), mag, cts, 0.0)
 
 
+def ev_charger(name: str, power_w: Callable[[F64], F64], cts: dict[int, float], max_w: float) -> Load:
+    """A wallbox charging an EV: a resistive-looking load whose power the simulator decides.
+
+    `power_w(t)` comes from the wallbox simulator (gridtap_sim.wallbox), which follows the
+    charging profile the central system sets: the EV closes the loop through the grid CT.
+    """
+    def mag(t: F64, vrms: F64) -> F64:
+        return math.sqrt(2) * power_w(t) / vrms
+    return Load(name, "ev", profile({1: (1.0, 0.0), 3: (0.02, 0.0)}), mag, cts, max_w)
+
+
 @dataclass
 class Outages:
     """Mains failures [(t_fail, t_restore)], sorted, on the fine grid."""

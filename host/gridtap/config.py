@@ -398,7 +398,9 @@ def _parse_output(c: _Checker, cls: Any, section: Section) -> Any:
         from gridtap.tomllines import line_of
 
         m = re.search(r"key '([^']+)'", msg)
-        line = line_of(c.lines, (section.name, m.group(1)) if m else (section.name,))
+        # a dotted key such as 'wallbox.1.rule' names the second [[ev.wallbox]]'s rule
+        key = tuple(int(p) if p.isdigit() else p for p in m.group(1).split(".")) if m else ()
+        line = line_of(c.lines, (section.name, *key))
         if not msg.startswith(f"[{section.name}]"):
             msg = f"[{section.name}]: {msg}"
         raise UserError(f"{c.path.name} line {line}: {msg}") from exc

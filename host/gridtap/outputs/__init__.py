@@ -44,6 +44,7 @@ REGISTRY: dict[str, str] = {
     "pvoutput": "gridtap.outputs.pvoutput.output:PVOutputOutput",
     "iec104": "gridtap.outputs.iec104.output:Iec104Output",
     "inverter": "gridtap.control.service:InverterOutput",  # after mqtt: its HA entities use [mqtt]
+    "ev": "gridtap.control.ev.service:EvService",   # reads the grid meter and acts on wallboxes
 }
 
 
