@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gridtap.rules import cfos, flukso, load_text  # noqa: E402
+from tests.support.cfos_doc import score  # noqa: E402
 from tests.support.hostile_rules import check_one, corpus  # noqa: E402
 
 RULE = "(v4 + v2) if v2 < 50 else v4"
@@ -40,6 +41,10 @@ HOW = {
     "rules.seed_ruleset_evals_per_s": "RuleSet.evaluate of the seed's FLM02 CUSTOM_RULES (6 rules), per set",
     "rules.hostile_inputs_rejected": "entries of the generated hostile corpus rejected at compile time",
     "rules.hostile_inputs_total": "entries of the corpus; the rest are bounded at run time (no crash/hang)",
+    "rules.cfos_doc_examples_passed": "formula examples of the cFos document (tests/host/rules/"
+                                      "cfos_doc_examples.toml) that load against a configuration's names "
+                                      "and give the stated value",
+    "rules.cfos_doc_examples_total": "formula examples in that fixture",
 }
 
 
@@ -61,6 +66,7 @@ def run() -> dict[str, object]:
     set_rate = _rate("rs.evaluate(values)", {"rs": rs, "values": values}, 100_000, 3)
     items = corpus()
     outcomes = [check_one(d, s) for d, s in items]
+    passed, total = score()
     return {
         "rules.evals_per_s": round(ours),
         "rules.speedup_vs_eval": round(ours / theirs, 1),
@@ -69,6 +75,8 @@ def run() -> dict[str, object]:
         "rules.seed_ruleset_evals_per_s": round(set_rate),
         "rules.hostile_inputs_rejected": outcomes.count("rejected"),
         "rules.hostile_inputs_total": len(items),
+        "rules.cfos_doc_examples_passed": passed,
+        "rules.cfos_doc_examples_total": total,
     }
 
 

@@ -126,6 +126,7 @@ class Config:
     sensors: tuple[SensorConfig, ...]
     outputs: dict[str, Any] = field(default_factory=dict)  # section -> the settings its output parsed
     sections: dict[str, Any] = field(default_factory=dict)  # SECTIONS ([prices], [control]) -> their settings
+    meters: tuple[Any, ...] = ()  # gridtap.meters.MeterSpec of each [[meter]]
 
     def sensor(self, ident: str) -> SensorConfig:
         for s in self.sensors:
@@ -134,7 +135,14 @@ class Config:
         raise UserError(f"no sensor named or with id {ident!r} in {self.path}")
 
     def series(self) -> dict[str, tuple[SensorConfig, str]]:
-        return {sid: (s, role) for s in self.sensors for sid, role in s.series}
+        """Every series with an RRD: the board sensors' and the expression meters' (gridtap.meters)."""
+        out = {sid: (s, role) for s in self.sensors for sid, role in s.series}
+        for m in self.meters:
+            if m.series:  # an expression meter reads like a CT sensor with no channel of its own
+                virtual = SensorConfig(name=m.name, id=m.sensor_id, kind="ct", index=-1,
+                                       export_id=m.export_id or None)
+                out.update((sid, (virtual, role)) for sid, role in m.series)
+        return out
 
 
 # Sections that are not outputs, each parsed by its own module: section -> "module:function".
@@ -320,7 +328,7 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
         # tomllib parses nested arrays and inline tables recursively
         raise UserError(f"{path.name}: arrays or inline tables nested too deeply") from None
     c = _Checker(path, text)
-    known = {"daemon", "board", "sensor", "rules", *outputs.REGISTRY, *SECTIONS}
+    known = {"daemon", "board", "sensor", "meter", "rules", *outputs.REGISTRY, *SECTIONS}
     c.table(data, (), known)
     for name in ("daemon", "board", *outputs.REGISTRY, *SECTIONS):
         if name in data and not isinstance(data[name], dict):
@@ -338,7 +346,21 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     sections = {name: _parse_section(c, name, data[name]) for name in SECTIONS if name in data}
     if "control" in sections:
         _check_policy(c, sections["control"], sensors, text)
-    return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed, sections=sections)
+    meters: tuple[Any, ...] = ()
+    if "meter" in data:  # the formula compiler loads only for a config that has meters
+        from gridtap.meters import parse_meters
+
+        meters = parse_meters(data["meter"], (s.name for s in sensors))
+        taken = {sid for s in sensors for sid, _ in s.series}
+        taken |= {s.voltage_id for s in sensors if s.voltage_id}
+        for n, m in enumerate(meters):
+            for sid, _role in m.series:
+                if _sensor_id(sid) is not None or sid in taken:
+                    raise c.fail(("meter", n), f"series id {sid!r} must be 32 lowercase hex digits "
+                                 "and not another series' id")
+                taken.add(sid)
+    return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed, sections=sections,
+                  meters=meters)
 
 
 def _parse_section(c: _Checker, name: str, data: dict[str, Any]) -> Any:

@@ -138,6 +138,7 @@ class Daemon:
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
+        self.meters: Any = None  # gridtap.meters.MeterHub, loaded only for a config with [[meter]]
         self.api: Any = None
         self.started = self.clock.now()
         self.limits = load_board_limits(cfg.board.board_file)  # what the board can be believed
@@ -185,6 +186,14 @@ class Daemon:
         sinks: list[Sink] = [self.rrd_sink]
         self._start_outputs()
         sinks += self.outputs
+        if self.cfg.meters:
+            from gridtap.meters import MeterHub
+
+            # Expression meters reach the same sinks as board series; the hub sees the board's values.
+            self.meters = MeterHub(self.cfg.meters, self.cfg.sensors, list(sinks),
+                                   d.state_dir / "meters.json", live=self.live)
+            sinks.append(self.meters)
+            log.info("%d meter(s) for cFos formulas", len(self.cfg.meters))
         spool = None if self.spool is None else GuardedSpool(self.spool, self.health)
         self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
                                sinks=sinks, spool=spool, storage=self.health, clock=self.clock.now,
@@ -467,6 +476,8 @@ class Daemon:
             self.api.stop()
             self.api = None
         self.link.dispose()
+        if self.meters is not None:
+            self.meters.save()  # an integrating meter's register survives the restart
         for out in reversed(self.outputs):
             try:
                 out.stop()

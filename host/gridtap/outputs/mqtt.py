@@ -557,6 +557,10 @@ class MqttOutput:
             if s.voltage_id:
                 self.voltage_ids[s.id] = s.voltage_id
                 sensors.append(MqttSensor(s.voltage_id, s.name, "voltage"))
+        for meter in ctx.cfg.meters:  # expression meters are published like board sensors
+            for sid, role in meter.series:
+                sensors.append(MqttSensor(sid, f"{meter.name} export" if role == "export" else meter.name,
+                                          "electricity"))
         password = None
         if m.password_env:
             value = os.environ.get(m.password_env)

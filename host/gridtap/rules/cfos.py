@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from gridtap.rules.core import (
-    BUILTIN_NAMES,
     MAX_ARGS,
     MAX_DEPTH,
     MAX_EXPONENT,
@@ -58,6 +57,7 @@ from gridtap.rules.core import (
     fold,
     power,
 )
+from gridtap.rules.names import Resolver, canonical, uploader_names
 
 DIALECT = "cfos"
 FUNCTIONS = ("min", "max", "abs", "clamp", "round", "sqrt", "exists")
@@ -261,7 +261,7 @@ class _Parser:
         raise RuleSyntaxError(tok.column, f"expected a number, a name or '(', found {found}")
 
     def name(self, tok: Token) -> tuple[Fn, float | None]:
-        name = tok.text
+        name = canonical(tok.text)
         if name in FUNCTIONS or name in self.functions:
             raise RuleSyntaxError(tok.column, f"{name} must be called, e.g. {name}(x)")
         if not checked_name(name):
@@ -284,7 +284,7 @@ class _Parser:
                 raise RuleSyntaxError(arg.column, f"name {arg.text!r} is not allowed")
             self.expect(")")
             self.depth -= 1
-            key = arg.text
+            key = canonical(arg.text)
             return (lambda env: 1.0 if key in env else 0.0), None
         args: list[tuple[Fn, float | None]] = []
         if self.peek().text != ")":
@@ -434,17 +434,25 @@ def _function(name: str, fns: list[Fn], col: int) -> Fn:
     return sqrt
 
 
-def compile_expression(source: str, functions: Mapping[str, HostFunction] | None = None
-                       ) -> tuple[Fn, dict[str, int]]:
+def compile_expression(source: str, functions: Mapping[str, HostFunction] | None = None,
+                       names: Collection[str] | None = None) -> tuple[Fn, dict[str, int]]:
     """Compile one formula; returns the closure and the column of each name it reads.
 
-    `functions` adds host functions (see HostFunction) to the built-in ones."""
+    `functions` adds host functions (see HostFunction) to the built-in ones. With `names` (a set
+    or a `gridtap.rules.names.Resolver`), every name the formula reads must be in it, so a typo
+    is refused when the formula loads; ``exists(x)`` is exempt (asking is its purpose)."""
     if not isinstance(source, str):
         raise RuleSyntaxError(0, f"a formula must be a string, got {type(source).__name__}")
     if not source.strip():
         raise RuleSyntaxError(1, "formula is empty")
     p = _Parser(source, functions)
-    return p.parse(), p.columns
+    fn = p.parse()
+    if names is not None:
+        for name, column in sorted(p.columns.items(), key=lambda kv: kv[1]):
+            if name not in names:
+                hint = getattr(names, "hint", None)
+                raise RuleSyntaxError(column, hint(name) if hint else f"unknown name {name!r}")
+    return fn, p.columns
 
 
 _LINE = re.compile(r"^\s*(?P<target>[A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)(?P<expr>.*)$")
@@ -468,20 +476,25 @@ def parse_file(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-# What the PVOutput uploader gives a cFos rule (gridtap.outputs.pvoutput.uploader): per series
-# <series>.<quantity>, and the interval's length and local date.
-SERIES_QUANTITIES = ("power_w", "energy_wh", "today_wh", "import_wh", "v", "c")
-DATE_FIELDS = ("year", "month", "day", "weekday", "yearday", "hour", "minute", "second", "dayminute",
-               "daysecond", "dst")
+class _WithTargets(Collection[str]):
+    """A resolver extended by a rule set's own targets (a rule reads what an earlier one wrote)."""
 
+    def __init__(self, names: Collection[str], targets: set[str]) -> None:
+        self.names, self.targets = names, targets
 
-def known_name(name: str, names: Collection[str], targets: Collection[str]) -> bool:
-    """Whether a rule may read name: v1..v12, dt, date.<field>, a target, a configured name, or
-    <configured series>.<quantity>."""
-    if name in BUILTIN_NAMES or name == "dt" or name in names or name in targets:
-        return True
-    head, _, tail = name.partition(".")
-    return (head == "date" and tail in DATE_FIELDS) or (head in names and tail in SERIES_QUANTITIES)
+    def __contains__(self, name: object) -> bool:
+        return name in self.targets or name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.targets
+        yield from self.names
+
+    def __len__(self) -> int:
+        return len(self.targets) + len(self.names)
+
+    def hint(self, name: str) -> str:
+        hint = getattr(self.names, "hint", None)
+        return hint(name) if hint else f"unknown name {name!r}"
 
 
 def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | None = None,
@@ -490,11 +503,16 @@ def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | Non
 
     `functions` adds host functions (see HostFunction) to the built-in ones.
 
-    With names (the configured series, or the names a check is told of), a rule that reads a name
-    no one provides is refused here, as in the Flukso dialect, instead of failing at every run
-    (exists(name) may test any name)."""
+    With `names`, a formula may read those names and every target of the set, and a rule that
+    reads a name no one provides is refused here, as in the Flukso dialect, instead of failing at
+    every run (exists(name) may test any name). `names` is a `gridtap.rules.names.Resolver`, or
+    the configured series (and the names a check is told of): then the uploader's names apply
+    (v1..v12, dt, date.<field>, <series>.<quantity>, see `names.uploader_names`)."""
     rules = list(rules)
-    targets = {t for t, _ in rules if isinstance(t, str)}
+    known: Collection[str] | None = None
+    if names is not None:
+        resolver = names if isinstance(names, Resolver) else uploader_names(names)
+        known = _WithTargets(resolver, {str(t) for t, _ in rules})
     steps: list[Step] = []
     errors: list[RuleError] = []
     counts: dict[str, int] = {}
@@ -505,16 +523,9 @@ def compile_rules(rules: Iterable[tuple[str, str]], names: Collection[str] | Non
             errors.append(RuleError(str(target), index, 0, "target must be a name such as v4"))
             continue
         try:
-            fn, cols = compile_expression(source, functions)
+            fn, cols = compile_expression(source, functions, known)
         except RuleSyntaxError as exc:
             errors.append(RuleError(target, index, exc.column, exc.reason, str(source)))
-            continue
-        unknown = [n for n in cols if names is not None and not known_name(n, names, targets)]
-        if unknown:
-            given = ", ".join(sorted(names or ())) or "none"
-            errors.append(RuleError(target, index, cols[unknown[0]], f"unknown name {unknown[0]!r} (allowed: "
-                                    f"v1..v12, dt, date.<field>, targets, <series>.<quantity> of the "
-                                    f"series: {given})", str(source)))
             continue
         steps.append(Step(target, index, source, fn, cols))
     if errors:

@@ -174,3 +174,17 @@ def test_cfos_rejects_unknown_names_at_check_time(tmp_path: Path, capsys: pytest
     assert main(["rules", "eval", str(f), "--set", "grid.voltage=230"]) == 0
     with pytest.raises(RuleSetError):
         load_text("v4 = date.hours", "cfos", names=())
+
+
+def test_cli_check_refuses_an_unknown_cfos_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both dialects refuse at check time a name nothing gives a value (cFos failed only at run time)."""
+    f = tmp_path / "r.cfos"
+    f.write_text("v4 = v2 + v99\n")
+    assert main(["rules", "check", str(f)]) == 2
+    assert "column 6: unknown name 'v99'" in capsys.readouterr().err
+    g = tmp_path / "m.cfos"
+    g.write_text("v4 = M1.current >= 6500 ? M1.current : 0\n")
+    assert main(["rules", "check", str(g)]) == 2  # no M1 without --name or --set
+    capsys.readouterr()
+    assert main(["rules", "eval", str(g), "--set", "M1.current=7000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["values"]["v4"] == 7000.0

@@ -39,7 +39,7 @@ class PVOutputOutput:
 
     @classmethod
     def parse(cls, sec: Section) -> PVOutputSettings:
-        settings = parse_settings(sec.data)
+        settings = parse_settings(sec.data, sec.series)
         for src in settings.values:
             if src.series not in sec.series:
                 raise sec.fail(src.field, f"series {src.series!r} is not a sensor here (CT import: <name>, "

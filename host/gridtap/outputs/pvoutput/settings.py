@@ -29,6 +29,7 @@ key, if given, must agree. Errors are `UserError` naming the key.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,8 +235,11 @@ def _rules(section: dict[str, Any], names: set[str]) -> RuleSet | None:
     return None
 
 
-def parse_settings(section: dict[str, Any]) -> PVOutputSettings:
-    """Validate the [pvoutput] table; raise UserError naming the key."""
+def parse_settings(section: dict[str, Any], series: Collection[str] = ()) -> PVOutputSettings:
+    """Validate the [pvoutput] table; raise UserError naming the key.
+
+    `series` are the series the daemon records: cFos rules may read their fields.
+    """
     if not isinstance(section, dict):
         raise UserError("[pvoutput] must be a table")
     for key in section:
@@ -274,7 +278,8 @@ def parse_settings(section: dict[str, Any]) -> PVOutputSettings:
     backlog = section.get("backlog")
     if backlog is not None and (not isinstance(backlog, str) or not backlog):
         raise _fail("backlog", "expected a file path for the SQLite backlog")
-    names = {s.series for s in sources if "." not in s.series}
+    # A rule reads the mapped series and, when the daemon passes them, every series it records.
+    names = {n for n in (*(s.series for s in sources), *series) if "." not in n}
     s = PVOutputSettings(
         system_id=sid, api_key=read_key(section), interval_min=int(interval), timezone=tzname,
         donation=donation, net=net, values=tuple(sources), rules=_rules(section, names),

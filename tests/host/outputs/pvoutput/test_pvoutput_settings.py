@@ -69,6 +69,13 @@ def test_cfos_rules_in_settings() -> None:
     s = parse_settings({**BASE, "rules_dialect": "cfos",
                         "custom_rules": "v4 = solar.power_w * 0.98 + date.hour * 0\n"})
     assert s.rules is not None and s.rules.dialect == "cfos"
+    # A name nothing gives a value is refused when the settings load, not when the rule first runs.
+    for bad in ("v4 = v99\n", "v4 = house.power_w\n", "v4 = grid.powr_w\n"):
+        with pytest.raises(UserError, match="unknown name"):
+            parse_settings({**BASE, "rules_dialect": "cfos", "custom_rules": bad}, ("grid", "solar"))
+    s = parse_settings({**BASE, "rules_dialect": "cfos",
+                        "custom_rules": "v4 = grid.power_w + solar.power_w\n"}, ("grid", "solar"))
+    assert s.rules is not None  # every series the daemon records, not only the mapped ones
 
 
 @pytest.mark.parametrize(("status", "body", "want"), [
