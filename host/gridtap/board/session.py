@@ -206,6 +206,7 @@ class Session:
         self.newest_t = int(max((st.t for st in store.state.values()), default=0))  # newest accepted
         self.warn = RateLog(log, mono=mono)
         self.refused: dict[tuple[int, int], None] = {}  # (epoch, seq) of refused tuples, newest last
+        self.events_seen: dict[tuple[int, int], None] = {}  # (epoch, seq) of EVENTs taken, newest last
         self.event_log = RateLog(log, every_s=10.0, burst=20, mono=mono)
 
     # ------------------------------------------------------------ sending
@@ -714,6 +715,14 @@ class Session:
             sink.gauge(s.id, "import", t, g.vrms, "V")
 
     def _event(self, msg: wire.Message) -> None:
+        seen = (-1 if self.epoch is None else self.epoch, msg.seq)
+        if msg.flags & wire.FLAG_RETX and seen in self.events_seen:
+            self._ack_later(msg.seq)  # a resend whose ACK crossed it: counted and logged once already
+            return
+        if self.epoch is not None:
+            self.events_seen[seen] = None
+            if len(self.events_seen) > REFUSED_KEEP:
+                del self.events_seen[next(iter(self.events_seen))]
         self.stats.events += 1
         _t, _ms, level, code, text = msg.values
         if code == wire.EV_BROWNOUT_SAVE:
