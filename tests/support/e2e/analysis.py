@@ -94,9 +94,17 @@ def host_series(tuples: list[dict[str, Any]], k: str, idx: int, reg: str) -> lis
     out: list[tuple[float, int]] = []
     total = offset = raw = 0
     epoch: tuple[int, int] | None = None
+    newest = 0.0
     for r in own:
         v = int(r[reg])
         e = (r["seg"], r["boot"])
+        tf = float(r["t"]) + int(r.get("ms", 0)) / 1000.0
+        if e == epoch and v > raw and tf < newest:
+            # A higher register stamped before the boot's newest reading (TIME_SET moved the board
+            # clock back): the daemon refuses it (docs/architecture.md, "Plausibility and clock
+            # steps") and the next reading carries its energy, so no stage holds this point.
+            continue
+        newest = tf if e != epoch else max(newest, tf)
         if epoch is None:
             offset, raw = 0, v
         elif e != epoch:
