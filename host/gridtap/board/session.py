@@ -643,12 +643,11 @@ class Session:
                 # registers only grow, so stamp and register disagree. Taken, it would move the total
                 # forwards at a time before readings already stored, and reach the spool as an
                 # uploader's oldest point above the ones after it. The next reading carries its energy.
-                if st.t - tf <= FUTURE_TOLERANCE_S:
-                    # A board clock TIME_SET has just moved back (a drift correction): nothing is
-                    # wrong but the stamp, so it is dropped quietly, like the resend above.
-                    self.stats.duplicates += 1
-                    return False
-                return self._out_of_order(msg, sensor, raw, tf, st, "stamped %.3f, before")
+                if st.t - tf > FUTURE_TOLERANCE_S:
+                    return self._out_of_order(msg, sensor, raw, tf, st, "stamped %.3f, before")
+                # Within a minute: a board clock TIME_SET has just moved back (a drift correction).
+                # The reading is taken as before (the stores keep their newest marks; the e2e day
+                # checks every stage against it); only a stamp far in the past is refused.
             rate = self.max_rate.get(sensor)
             if rate is None:
                 continue

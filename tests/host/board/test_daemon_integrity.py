@@ -233,11 +233,11 @@ def test_a_higher_register_stamped_before_the_newest_reading_is_refused(
     assert session(rig).stats.rejected_backwards == 1
     [w] = warnings(caplog, "before 5.000")
     assert "5.500" in w and str(now - 30 * DAY) in w
-    # A board clock a drift correction set back a few seconds: refused too, but quietly.
-    dups = session(rig).stats.duplicates
+    # A board clock a drift correction set back a few seconds: taken, not refused (its stamp is off
+    # by less than a minute; the e2e day checks every stage against such readings).
     counter(rig.board, now - 7, 5800)
     assert rig.board.wait_acked(5)
-    assert rig.total(IMP) == 5000 and session(rig).stats.duplicates == dups + 1
+    assert rig.total(IMP) == 5800
     assert session(rig).stats.rejected_backwards == 1 and len(warnings(caplog, "before 5.000")) == 1
     counter(rig.board, now - 4, 6000)
     rig.wait(lambda: rig.total(IMP) == 6000)

@@ -104,10 +104,10 @@ def host_series(tuples: list[dict[str, Any]], k: str, idx: int, reg: str) -> lis
         v = int(r[reg])
         e = (r["seg"], r["boot"])
         tf = float(r["t"]) + int(r.get("ms", 0)) / 1000.0
-        if e == epoch and v > raw and tf < newest:
-            # A higher register stamped before the boot's newest reading (TIME_SET moved the board
-            # clock back): the daemon refuses it (docs/architecture.md, "Plausibility and clock
-            # steps") and the next reading carries its energy, so no stage holds this point.
+        if e == epoch and v > raw and tf < newest - 60.0:
+            # A higher register stamped more than a minute before the boot's newest reading: the
+            # daemon refuses it (docs/architecture.md, "Plausibility and clock steps") and the next
+            # reading carries its energy, so no stage holds this point.
             continue
         newest = tf if e != epoch else max(newest, tf)
         if epoch is None:
