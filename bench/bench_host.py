@@ -309,7 +309,7 @@ def hot_replay(work: Path) -> float:
     subprocess figure it separates the cost of the work from the cost of
     waking a sleeping process once per burst.
     """
-    from gridtap.board import codec
+    from gridtap.board.link import make_decoder
     from gridtap.config import parse_config
     from gridtap.daemon import Daemon
 
@@ -336,7 +336,7 @@ def hot_replay(work: Path) -> float:
         watts = [2300.0 if (t // 300) % 2 else -1700.0, -800.0 + (t % 60) * 10, 1200.0, 450.0]
         board.step(t, power_w=watts, pulses=[1 if t % 2 == 0 else 0, 1 if t % 6 == 0 else 0])
         bursts.append(b"".join(board.out))
-    dec = codec.make_decoder()
+    dec = make_decoder()
     for m in dec.feed(bursts[0]):
         d.session.handle(m)
     start = time.thread_time()

@@ -34,7 +34,7 @@ for p in (ROOT, ROOT / "host", ROOT / "firmware"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from gridtap.board.codec import make_decoder  # noqa: E402
+from gridtap.board.link import make_decoder  # noqa: E402
 from gridtap.outputs.mqtt import MqttPublisher, MqttSensor, gauge_topic  # noqa: E402
 from gridtap.store.spool import FLUKSO_AGING, Spool  # noqa: E402
 from gridtap_fw import wire  # noqa: E402

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from gridtap.board import codec
 from gridtap.board.session import Session
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore
@@ -37,7 +36,7 @@ def test_a_resent_tuple_never_leaves_an_output_on_an_older_counter(tmp_path: Pat
     store = CounterStore(tmp_path / "c.sqlite")
     s = Session(BoardConfig(), (SensorConfig("grid", "a" * 32, "ct", 0),), store, LiveStore(),
                 lambda b: True, sinks=[rec])
-    dec = codec.make_decoder(False)
+    dec = wire.Decoder()
 
     def feed(mtype: int, seq: int, values: tuple[object, ...], flags: int = 0) -> None:
         for m in dec.feed(wire.encode(mtype, seq, values, flags)):
@@ -111,7 +110,7 @@ def test_a_lost_hello_never_double_counts(tmp_path: Path) -> None:
         return Session(board, sensors, store, LiveStore(), lambda b: True, sinks=[rec]), rec, store
 
     def feed(s: Session, mtype: int, seq: int, values: tuple[object, ...], flags: int = 0) -> None:
-        for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values, flags)):
+        for m in wire.Decoder().feed(wire.encode(mtype, seq, values, flags)):
             s.handle(m)
 
     uid = b"\x02" * 8

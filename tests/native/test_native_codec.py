@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridtap.board import codec
+from gridtap.board.link import implementation, make_decoder
 from gridtap_fw import wire
 from tests.support.native import load_native
 from tests.support.vectors import rejects, vectors
@@ -108,12 +108,11 @@ def test_cobs_decode_in_place() -> None:
     assert bytes(enc[:n[0]]) == raw
 
 
-def test_codec_picks_the_c_decoder() -> None:
-    assert codec.native_available()
-    dec = codec.make_decoder()
+def test_the_link_picks_the_c_decoder() -> None:
+    dec = make_decoder()
     assert isinstance(dec, native.NativeDecoder)
-    assert codec.implementation(dec) == "c"
-    assert codec.implementation(codec.make_decoder(prefer_native=False)) == "python"
+    assert implementation(dec) == "c"
+    assert implementation(make_decoder(prefer_native=False)) == "python"
 
 
 def test_oversize_is_dropped_and_counted_once() -> None:

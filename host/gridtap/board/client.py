@@ -14,7 +14,7 @@ from typing import Any
 
 import serial
 
-from gridtap.board import codec
+from gridtap.board.link import make_decoder
 from gridtap.errors import UserError
 from gridtap_fw import wire
 
@@ -28,7 +28,7 @@ class BoardClient:
         self.port = port
         self.timeout = timeout
         self.retries = retries
-        self.decoder = codec.make_decoder()
+        self.decoder = make_decoder()
         self.seq = 0
         self.backlog: list[wire.Message] = []
         # every decoded message, in arrival order, when a caller wants a transcript

@@ -1,22 +1,29 @@
-"""The serial link to the board: open with pyserial, read frames, reconnect with backoff.
+"""The serial link to the board: open with pyserial, read and decode frames, reconnect with backoff.
 
 `SerialLink.poll()` returns decoded messages (an empty list when there is
 nothing, or while the port is away). When the port vanishes (USB unplugged,
 pty closed) the link closes it and tries again after 0.5, 1, 2 ... 30 s;
 `connected` and `reconnects` tell the rest of the daemon what happened.
+
+Frames are decoded by the C decoder (`gridtap.board.native`) when it is
+built, else by the reference Python one (`gridtap_fw.wire.Decoder`, the
+router's package ships no C build): `make_decoder()` picks it, for the
+command client and `gridtap wire` too. Both return the same `wire.Message`
+objects and keep the same counters, so nothing past the link knows which it has.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import select
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import serial
 
-from gridtap.board import codec
 from gridtap_fw import wire
 
 log = logging.getLogger("gridtap.board.link")
@@ -27,6 +34,31 @@ READ_ALL_MAX = 16      # reads per batched pass (4 KB each at most on a tty)
 TTY_CHUNK = 4095       # what one read of a tty hands out at most (N_TTY_BUF_SIZE - 1)
 BATCH_BYTES = 1024     # a batched read bigger than this is followed by the next one soon:
 BATCH_BUSY_S = 0.05    # after this long
+
+
+class FrameDecoder(Protocol):
+    counts: list[int]
+
+    def feed(self, data: bytes) -> list[wire.Message]: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+def make_decoder(prefer_native: bool = True) -> FrameDecoder:
+    """A streaming decoder: the C one if it was built and is wanted, else the Python one."""
+    if prefer_native:
+        try:
+            native = importlib.import_module("gridtap.board.native")
+        except ImportError:  # not built: gridtap.board._native is missing
+            pass
+        else:
+            decoder: FrameDecoder = native.NativeDecoder()
+            return decoder
+    return wire.Decoder()
+
+
+def implementation(decoder: FrameDecoder) -> str:
+    return "python" if isinstance(decoder, wire.Decoder) else "c"
 
 
 class SerialLink:
@@ -40,7 +72,7 @@ class SerialLink:
         self.coalesce_s = coalesce_s
         self.clock = clock
         self.ser: serial.Serial | None = None
-        self.decoder = codec.make_decoder()
+        self.decoder = make_decoder()
         self.backoff = BACKOFF_MIN_S
         self.next_try = 0.0
         self.reconnects = 0

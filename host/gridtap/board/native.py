@@ -4,7 +4,8 @@
 same counters, same `wire.Message` values (bytes fields as bytes, ACK seqs as a
 tuple, CONFIG items as ((param, value), ...)), same `wire.WireError`s for values
 that cannot go on the wire. Importing this module raises ImportError when
-gridtap.board._native has not been built; `gridtap.board.codec` then uses the Python codec.
+gridtap.board._native has not been built; `gridtap.board.link.make_decoder` then
+uses the Python codec.
 
 Decoding is one C call per chunk of input into an array of typed `gt_msg`
 structs; turning those into Message objects is a separate step done here with

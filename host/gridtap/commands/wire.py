@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from gridtap.board import codec
+from gridtap.board.link import implementation, make_decoder
 from gridtap.errors import UserError
 from gridtap_fw import wire
 
@@ -72,10 +72,10 @@ def message_json(msg: wire.Message) -> dict[str, Any]:
 
 def run_decode(args: argparse.Namespace) -> int:
     data = _read_input(args.file, args.hex)
-    decoder = codec.make_decoder(prefer_native=not args.python)
+    decoder = make_decoder(prefer_native=not args.python)
     for msg in decoder.feed(data):
         print(json.dumps(message_json(msg)))
-    report = {"decoder": codec.implementation(decoder), **decoder.counters()}
+    report = {"decoder": implementation(decoder), **decoder.counters()}
     print(json.dumps({"counters": report}), file=sys.stderr)
     return 0
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridtap.board import codec
 from gridtap.board.session import RETRY_S, Session, ack_frame
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore
@@ -69,13 +68,13 @@ def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) ->
 
 
 def feed(s: Session, mtype: int, seq: int, values: tuple[object, ...], flags: int = 0) -> None:
-    for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values, flags)):
+    for m in wire.Decoder().feed(wire.encode(mtype, seq, values, flags)):
         s.handle(m)
 
 
 def acked(sent: list[bytes]) -> set[int]:
     out: set[int] = set()
-    for m in codec.make_decoder(False).feed(b"".join(sent)):
+    for m in wire.Decoder().feed(b"".join(sent)):
         if m.mtype == wire.ACK:
             out.update(m.values[0])
     return out

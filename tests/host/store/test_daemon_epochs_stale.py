@@ -27,7 +27,6 @@ def test_a_fresh_lower_reading_still_means_lost_registers(tmp_path: Path) -> Non
 
 
 def test_uptime_going_back_without_hello_stops_taking_tuples(tmp_path: Path) -> None:
-    from gridtap.board import codec
     from gridtap.board.session import Session
     from gridtap.config import BoardConfig, SensorConfig
     from gridtap.store.live import LiveStore
@@ -44,7 +43,7 @@ def test_uptime_going_back_without_hello_stops_taking_tuples(tmp_path: Path) -> 
                 send, sinks=[])
 
     def feed(mtype: int, seq: int, values: tuple[object, ...]) -> None:
-        for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values)):
+        for m in wire.Decoder().feed(wire.encode(mtype, seq, values)):
             s.handle(m)
 
     uid = b"\x02" * 8
@@ -54,7 +53,7 @@ def test_uptime_going_back_without_hello_stops_taking_tuples(tmp_path: Path) -> 
     assert store.total("a" * 32) == 100_000
     sent.clear()
     feed(wire.TIME, 0, (int(T) + 12, 0, 1_500, 1))  # uptime went back: a reboot whose HELLO was lost
-    asked = [m.mtype for b in sent for m in codec.make_decoder(False).feed(b)]
+    asked = [m.mtype for b in sent for m in wire.Decoder().feed(b)]
     assert wire.HELLO_REQ in asked
     feed(wire.COUNTER, 1, (0, int(T) + 13, 0, 140, 0, 0, 0))  # not taken into the old epoch
     assert store.total("a" * 32) == 100_000
