@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gridtap import outputs
 from gridtap.board.link import SerialLink
@@ -32,8 +32,10 @@ from gridtap.store.epochs import CounterStore
 from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.live import LiveStore
 from gridtap.store.rrd import RRD_FILES, NightStore, RrdCached, RrdSink, RrdStore, default_socket
-from gridtap.store.view import StoreView
 from gridtap_fw import wire
+
+if TYPE_CHECKING:
+    from gridtap.outputs.restapi import StoreView
 
 log = logging.getLogger("gridtap.daemon")
 
@@ -133,8 +135,8 @@ class Daemon:
             self.rrd = RrdStore(d.rrd_dir, self.socket_path, self.health)
         self.nights = NightStore(self.rrd)
         self.nights_done: set[tuple[str, datetime.date]] = set()
-        # What readers (the REST API) see: series, live window, RRD fetches; never the daemon itself.
-        self.view = StoreView(cfg, self.live, self.rrd, self.nights, self.status, self.clock.now)
+        # What the REST API reads (series, live window, RRD fetches), never the daemon itself; built with it.
+        self.view: StoreView | None = None
         self.link = SerialLink(cfg.board.port, cfg.board.baud)
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
@@ -200,8 +202,9 @@ class Daemon:
                                limits=self.limits)
         self.link.on_connect = self.session.connected
         if d.api:
-            from gridtap.outputs.restapi import ApiServer
+            from gridtap.outputs.restapi import ApiServer, StoreView
 
+            self.view = StoreView(self.cfg, self.live, self.rrd, self.nights, self.status, self.clock.now)
             self.api = ApiServer(self.view, d.bind, d.port, d.cors_origins, d.jsonp)
             self.api.start()
             log.info("REST API on http://%s:%d/sensor/<id>", d.bind, self.api.port)

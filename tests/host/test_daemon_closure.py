@@ -16,6 +16,14 @@ def test_board_only_daemon_loads_at_most_the_limit(short_tmp: Path) -> None:
     assert len(closure.sources) <= LIMIT, closure.sources
 
 
+def test_the_rest_api_and_its_view_load_only_when_the_api_is_on(short_tmp: Path) -> None:
+    board_only = board_only_config(short_tmp / "ttyGT0", short_tmp / "state")
+    text = board_only.replace("port = 0\n", "port = 0\napi = false\n", 1)
+    closure = daemon_closure(short_tmp, text)
+    assert "gridtap.daemon" in closure.sources
+    assert "gridtap.outputs.restapi" not in closure.everything and "socketserver" not in closure.everything
+
+
 def test_pvoutput_without_rules_loads_no_rule_compiler(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

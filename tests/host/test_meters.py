@@ -215,8 +215,10 @@ def _run_daemon(board: FakeBoard, text: str, short_tmp: Path) -> None:
         rig.wait(lambda: rig.daemon.meters.values["M2"]["import_wh"] > 0)
         rig.wait_rrd(sid, T0 + 20, timeout=20)
         assert rig.daemon.meters.values["M2"]["power_w"] == pytest.approx(1900.0, rel=0.01)
-        assert rig.daemon.view.series()[sid][0].name == "house_energy"  # the REST API serves it
-        minute = [v for _t, v in rig.daemon.view.live_window(sid, T0 + 39) if v is not None]
+        view = rig.daemon.view
+        assert view is not None  # the REST API is on
+        assert view.series()[sid][0].name == "house_energy"  # the REST API serves it
+        minute = [v for _t, v in view.live_window(sid, T0 + 39) if v is not None]
         assert minute and minute[-1] == pytest.approx(1900.0 / 3.6, rel=0.01)  # interval=minute
 
 

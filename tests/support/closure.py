@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("gridtap", "gridtap_fw", "gridtap_sim")
 # Issue #14's goal is 15; the integrity work of #13 then added the board's plausibility limits
 # (board/plausible.py) and storage-fault handling (store/faults.py) to every daemon (17), and the
-# decoder choice (board/codec.py) went into the link that reads with it (16).
+# decoder choice (board/codec.py) went into the link that reads with it (16) and the REST API's read-only
+# view (store/view.py) into the REST API, its one reader (15).
 # The test fails when the closure grows past this; lower it when a module leaves.
-LIMIT = 16
+LIMIT = 15
 # Never in a daemon that only reads a board: numpy and the simulator, mpremote, the developer commands,
 # and the rules engine (it loads only for a section that uses rules).
 FORBIDDEN = ("numpy", "gridtap_sim", "mpremote", "gridtap.commands.flash", "gridtap.commands.calibrate",

@@ -23,7 +23,7 @@ is configured, so a daemon without [mqtt] never loads paho.
 
 The REST API (outputs/restapi.py) is the one output that is on without a
 section of its own (its keys are [daemon] api/bind/port, as they always were);
-it reads through the store's read-only view instead of receiving values.
+it reads the stores through its read-only view (restapi.StoreView) instead of receiving values.
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ address holds at most MAX_PER_CLIENT of the MAX_CLIENTS slots, and a request
 line plus headers must be complete within HEADER_S of the connection (a
 slowloris client trickling a byte a second is cut then, not after TOTAL_S).
 
-The API reads through the store's read-only view (`gridtap.store.view.StoreView`),
-never the daemon itself.
+The API reads through `StoreView`, a read-only view of the daemon's stores (the
+configured series, the live window, RRD and night fetches, the status), never
+the daemon itself. The daemon builds it only when the API is on.
 """
 
 from __future__ import annotations
@@ -53,13 +54,17 @@ import socket
 import socketserver
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gridtap.outputs import web
 
 if TYPE_CHECKING:
-    from gridtap.store.view import StoreView
+    from gridtap.config import Config, SensorConfig
+    from gridtap.store.live import LiveStore
+    from gridtap.store.rrd import Fetched, NightStore, RrdStore
 
 log = logging.getLogger("gridtap.outputs.restapi")
 
@@ -243,6 +248,62 @@ def _num(v: float | None, factor: float) -> float | int | str:
         return "nan"
     x = v * factor
     return round(x) if abs(x) >= 100 else round(x, 3)
+
+
+FLUSH_MIN_AGE_S = 60.0  # a fetch first has rrdcached write out updates older than this
+
+
+class StoreView:
+    """What the API may read of the daemon's data, and nothing it could change.
+
+    It holds no reference to the daemon, the board session or the outputs, so
+    a request cannot reach the link or the counter state, and this module does
+    not import the daemon's.
+    """
+
+    def __init__(self, cfg: Config, live: LiveStore, rrd: RrdStore, nights: NightStore,
+                 status: Callable[[], dict[str, Any]], now: Callable[[], float] = time.time) -> None:
+        self._series = cfg.series()
+        self.price_per_kwh = cfg.daemon.price_per_kwh
+        self._live = live
+        self._rrd = rrd
+        self._nights = nights
+        self._status = status
+        self.now = now
+
+    def series(self) -> dict[str, tuple[SensorConfig, str]]:
+        """sensor id -> (its sensor's config, role: import, export or pulse)."""
+        return dict(self._series)
+
+    def live_window(self, sensor: str, end: int, seconds: int = 60) -> list[tuple[int, float | None]]:
+        """The last `seconds` of per-second rates up to `end`, None where there is none; [] if never seen."""
+        if not self._live.has(sensor):
+            return []
+        return self._live.window(sensor, end, seconds)
+
+    def _flush(self, sensor: str) -> None:
+        """Have rrdcached (or the batched store) write out what it held of that series (best effort)."""
+        try:
+            self._rrd.flush(sensor, min_age_s=FLUSH_MIN_AGE_S)
+        except (OSError, ConnectionError) as exc:
+            log.debug("flush before reading failed: %s", exc)
+
+    def fetch(self, sensor: str, cf: str, start: int, end: int, resolution: int) -> Fetched:
+        """An RRD fetch, after the series' held updates are written out."""
+        self._flush(sensor)
+        return self._rrd.fetch(sensor, cf, start, end, resolution)
+
+    def last_value(self, sensor: str) -> tuple[int, int] | None:
+        """(time, counter in thousandths) of the series' newest RRD update, after the same flush."""
+        self._flush(sensor)
+        return self._rrd.last_value(sensor)
+
+    def nights(self, sensor: str, start: int, end: int) -> list[tuple[int, float | None]]:
+        """The daily night values (02:00-05:00 mean) between start and end."""
+        return self._nights.fetch(sensor, start, end)
+
+    def status(self) -> dict[str, Any]:
+        return self._status()
 
 
 class Answerer:

@@ -1,4 +1,4 @@
-"""The REST API answers from the store's read-only view alone: no daemon, no board session behind it."""
+"""The REST API answers from its read-only view of the stores alone: no daemon, no board session behind it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from gridtap.config import parse_config
-from gridtap.outputs.restapi import Answerer
+from gridtap.outputs.restapi import Answerer, StoreView
 from gridtap.store.live import LiveStore
 from gridtap.store.rrd import NightStore, RrdStore
-from gridtap.store.view import StoreView
 from tests.support.daemon import IMP, config_text
 
 
