@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from gridtap.errors import UserError
+from gridtap.textfile import read_text
 
 log = logging.getLogger("gridtap.secrets")
 
@@ -35,17 +36,7 @@ def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
 def read_secret_line(path: str | os.PathLike[str], what: str) -> str:
     """The first line of a secret file, stripped; UserError (naming the file, not the secret) if unusable."""
     warn_if_exposed(path, what)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    if len(raw) > MAX_SECRET_BYTES:
-        raise UserError(f"the {what} {path} is larger than {MAX_SECRET_BYTES} bytes: not a secret file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"the {what} {path} is not UTF-8 text") from None
+    text = read_text(path, what, MAX_SECRET_BYTES)
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not line:
         raise UserError(f"the {what} {path} is empty")

@@ -27,6 +27,7 @@ from gridtap.errors import UserError
 from gridtap.rules import DIALECTS, FORMATS, RuleFileError, RuleSet, RuleSetError, load_text
 from gridtap.rules.core import MAX_FILE_BYTES, check_result, checked_name
 from gridtap.rules.loader import detection
+from gridtap.textfile import decode_text, read_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,20 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(path: str) -> str:
+    if path != "-":
+        return read_text(path, "rule file", MAX_FILE_BYTES)
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_FILE_BYTES + 1)
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: rule file is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        raise UserError(f"cannot read the rule file from standard input: {exc.strerror}") from exc
+    return decode_text(data, "the rule file on standard input", MAX_FILE_BYTES)
 
 
 def _load(args: argparse.Namespace, names: list[str]) -> RuleSet:

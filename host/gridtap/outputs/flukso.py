@@ -57,7 +57,7 @@ from gridtap.backoff import Backoff
 from gridtap.config import REQUIRED, in_range
 from gridtap.errors import UserError
 from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest
-from gridtap.secretfile import warn_if_exposed
+from gridtap.secretfile import read_secret_line
 from gridtap.store.spool import Spool
 
 if TYPE_CHECKING:
@@ -101,12 +101,7 @@ def load_device_key(path: str | os.PathLike[str] | None = None, env: str = KEY_E
     """
     if path is not None:
         where = f"key file {path}"
-        warn_if_exposed(path, "Flukso device key file")
-        try:
-            text = Path(path).read_text(encoding="ascii", errors="replace")
-        except OSError as exc:
-            raise UserError(f"cannot read the Flukso device {where}: {exc.strerror}") from None
-        value = text.strip().splitlines()[0].strip() if text.strip() else ""
+        value = read_secret_line(path, "Flukso device key file")
     else:
         where = f"environment variable {env}"
         value = os.environ.get(env, "").strip()
