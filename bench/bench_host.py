@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gridtap.store.rrd import create_args  # noqa: E402
+from gridtap_sim.procs import stop_process  # noqa: E402
 from tests.support.closure import LIMIT, daemon_closure  # noqa: E402
 from tests.support.fakeboard import FakeBoard  # noqa: E402
 
@@ -388,7 +388,8 @@ def virtual_board_hour(work: Path, batch: float | None = None,
     one, and the `rrdtool` processes it ran; daemon wake-ups) per simulated hour, read off the
     simulator's clock."""
     from gridtap.simclock import ClockReader
-    from gridtap_sim.demo import Procs, read_pty_line, time_sync_s
+    from gridtap_sim.demo import read_pty_line, time_sync_s
+    from gridtap_sim.procs import Procs
 
     work.mkdir()
     clock = work / "clock.bin"
@@ -450,11 +451,7 @@ def start_daemon(board: FakeBoard, cfg: Path, sock: Path) -> subprocess.Popen[by
 
 
 def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
+    stop_process(daemon, 30)
 
 
 def run() -> dict[str, object]:

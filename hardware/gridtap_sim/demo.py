@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gridtap.errors import UserError
+from gridtap_sim.procs import Procs
 
 SCENARIO = "household-pv"
 # Simulated time per ADC batch: host bytes (ACKs, TIME_SET) reach the board at the next batch, so
@@ -331,70 +332,6 @@ def read_totals(state_dir: Path) -> dict[str, tuple[int, float]]:
         return {sid: (st.total, st.t) for sid, st in store.state.items()}
     finally:
         store.close()
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-class Procs:
-    """Every process the demo starts, each in its own session (a terminal's Ctrl-C reaches only the
-    demo, which then stops them in order); `close()` ends whatever is left, also on errors."""
-
-    def __init__(self) -> None:
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.files: list[Any] = []
-
-    def start(self, name: str, argv: list[str], log: Path,
-              stdout_pipe: bool = False) -> subprocess.Popen[bytes]:
-        f = open(log, "ab")
-        self.files.append(f)
-        try:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE if stdout_pipe else f, stderr=f,
-                                 start_new_session=True)
-        except OSError as exc:
-            raise UserError(f"cannot start {name} ({argv[0]}): {exc.strerror or exc}") from exc
-        self.procs[name] = p
-        return p
-
-    def stop(self, name: str, timeout: float = 60.0) -> int | None:
-        """SIGTERM, wait; then SIGKILL. Whatever it left in its process group (the daemon's
-        rrdcached, should the daemon die without stopping it) is ended too."""
-        p = self.procs.pop(name, None)
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        _end_group(p.pid)
-        if p.stdout is not None:
-            p.stdout.close()
-        return p.returncode
-
-    def close(self) -> None:
-        for name in list(reversed(self.procs)):
-            self.stop(name, timeout=30.0)
-        for f in self.files:
-            f.close()
-        self.files.clear()
-
-
-def _end_group(pgid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.05)
 
 
 def _tail(path: Path, n: int = 1500) -> str:

@@ -35,6 +35,7 @@ from gridtap_hub import schema
 from gridtap_hub.broker import home_bridge_conf, hub_conf
 from gridtap_hub.cluster import PrivateCluster
 from gridtap_hub.loadgen import STEP_S, FlmClient, Home, provision
+from gridtap_sim.procs import stop_process
 from tests.support.broker import free_port, wait_until
 
 
@@ -97,12 +98,7 @@ class Proc:
 
     def stop(self) -> None:
         if self.p is not None:
-            self.p.terminate()
-            try:
-                self.p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+            stop_process(self.p, 10)
             self.p = None
 
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from gridtap.cli import main
 from gridtap.config import load_config
 from gridtap_sim import demo
+from gridtap_sim.procs import Procs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -135,7 +136,7 @@ def test_output_directory_is_cleared_of_a_previous_demo_only(tmp_path: Path) -> 
 
 def test_stopping_a_process_ends_what_it_left_in_its_group(tmp_path: Path) -> None:
     """The daemon's rrdcached outlives a daemon that dies badly; stop() ends the whole group."""
-    procs = demo.Procs()
+    procs = Procs()
     marker = f"sleep 3{os.getpid() % 1000:03d}"
     p = procs.start("parent", ["sh", "-c", f"{marker} & {marker}; true"], tmp_path / "p.log")
     deadline = time.monotonic() + 10

@@ -18,6 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from gridtap_sim.procs import stop_process
+
 
 def mosquitto_exe() -> str:
     for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
@@ -71,14 +73,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc.stderr:
-                self.proc.stderr.close()
+            stop_process(self.proc, 5)  # and its stderr pipe is read to the end and closed
             self.proc = None
 
     def restart(self) -> None:

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridtap_sim.procs import stop_process
 from tests.support.fakeboard import FakeBoard
-from tests.support.procs import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("gridtap", "gridtap_fw", "gridtap_sim")

@@ -52,6 +52,7 @@ from typing import Any
 
 from gridtap.simclock import ClockWriter
 from gridtap_fw import wire
+from gridtap_sim.procs import stop_process
 from tests.support.broker import free_port
 from tests.support.e2e import analysis
 from tests.support.e2e.harness import orphaned, rrdcached_socket
@@ -281,17 +282,7 @@ class Rig:
         if self.proc is None:
             return None
         self.note_children()
-        code: int | None
-        if self.proc.poll() is not None:
-            code = self.proc.returncode
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                code = None
+        code = stop_process(self.proc, 30)
         self.exit_codes.append(code)
         self.proc = None
         return code

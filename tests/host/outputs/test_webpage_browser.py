@@ -34,9 +34,9 @@ from gridtap.config import parse_config
 from gridtap.daemon import Daemon
 from gridtap.outputs import web
 from gridtap.simclock import ClockReader
+from gridtap_sim.procs import stop_process
 from tests.hub.browser import chromium
 from tests.support.flukso_server import FluksoServer
-from tests.support.procs import stop_process
 
 KEY = "0123456789abcdef0123456789abcdef"
 # household-pv on hardware/board.json: CT1 inverter, CT2 grid, CT3 kitchen; P1 grid meter, P2 PV meter
