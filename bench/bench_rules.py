@@ -17,15 +17,10 @@ if str(ROOT) not in sys.path:
 from gridtap.rules import cfos, flukso, load_text  # noqa: E402
 from tests.support.cfos_doc import score  # noqa: E402
 from tests.support.hostile_rules import check_one, corpus  # noqa: E402
+from tests.support.seed_rules import FLM02  # noqa: E402
 
 RULE = "(v4 + v2) if v2 < 50 else v4"
 CFOS_RULE = "v2 < 50 ? v4 + v2 : v4"
-SEED = '''CUSTOM_RULES = {
-  "v4": ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"],
-  "v2": ["v2 * 0.89", "0 if v2 < 50 else v2"],
-  "v11": ["v2 - v4 if v2 > v4 else 0.0001"],
-  "v12": ["v4 - v2 if v4 > v2 else 0.0001"],
-}'''
 
 ANCHORS = {
     "rules.evals_per_s": "FluksoToPvoutput: eval() ≈17 µs/eval, zeros dropped",
@@ -62,7 +57,7 @@ def run() -> dict[str, object]:
     ours = _rate("fn(values)", {"fn": fn, "values": values}, 1_000_000, 5)
     theirs = _rate("eval(rule, {}, dict(values))", {"rule": RULE, "values": values}, 20_000, 5)
     cfos_rate = _rate("fn(values)", {"fn": cfn, "values": values}, 1_000_000, 3)
-    rs = load_text(SEED)
+    rs = load_text(FLM02)
     set_rate = _rate("rs.evaluate(values)", {"rs": rs, "values": values}, 100_000, 3)
     items = corpus()
     outcomes = [check_one(d, s) for d, s in items]

@@ -9,14 +9,7 @@ import pytest
 
 from gridtap.cli import main
 from gridtap.rules import RuleFileError, RuleSetError, detect_format, load_text
-
-SEED = '''CUSTOM_RULES = {
-  "v4": ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"],
-  "v2": ["v2 * 0.89", "0 if v2 < 50 else v2"],
-  "v11": ["v2 - v4 if v2 > v4 else 0.0001"],
-  "v12": ["v4 - v2 if v4 > v2 else 0.0001"],
-}
-'''
+from tests.support.seed_rules import FLM02
 
 CFOS = """# FLM02 seed rules written as cFos formulas
 v4 = v4 * 0.89
@@ -35,7 +28,7 @@ def expect_seed(rs_values: dict[str, float]) -> None:
 def test_all_formats_give_the_same_result() -> None:
     rules = {"v4": ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"], "v2": ["v2 * 0.89", "0 if v2 < 50 else v2"]}
     texts = {
-        "python": SEED,
+        "python": FLM02,
         "json": json.dumps(rules),
         "toml": '[rules]\nv4 = ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"]\n'
                 'v2 = ["v2 * 0.89", "0 if v2 < 50 else v2"]\n',
@@ -43,14 +36,14 @@ def test_all_formats_give_the_same_result() -> None:
     }
     for fmt, text in texts.items():
         expect_seed(load_text(text, fmt).evaluate({"v2": 45, "v4": 500}).values)
-    pv = "[pvoutput]\nsystem_id = 1\ncustom_rules = '''\n" + SEED + "'''\n"
+    pv = "[pvoutput]\nsystem_id = 1\ncustom_rules = '''\n" + FLM02 + "'''\n"
     expect_seed(load_text(pv, "toml").evaluate({"v2": 45, "v4": 500}).values)
     assert load_text(CFOS).dialect == "cfos"
     assert load_text(json.dumps({"v4": "v2 < 50 ? v4 + v2 : v4"}), "json", "cfos").dialect == "cfos"
 
 
 def test_detect_format() -> None:
-    assert detect_format(SEED) == "python"
+    assert detect_format(FLM02) == "python"
     assert detect_format("{}", "x.json") == "json"
     assert detect_format("", "x.toml") == "toml"
     assert detect_format(CFOS) == "cfos"
@@ -89,7 +82,7 @@ def test_cfos_errors_carry_the_line() -> None:
 
 def test_cli_check_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "rules.py"
-    f.write_text(SEED)
+    f.write_text(FLM02)
     assert main(["rules", "check", str(f)]) == 0
     assert "6 rule(s) in the flukso dialect" in capsys.readouterr().out
     assert main(["rules", "eval", str(f), "--set", "v2=45", "--set", "v4=500"]) == 0
@@ -119,7 +112,7 @@ def test_cli_eval_runtime_error_exit_1(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  args: list[str], needle: str) -> None:
     good = tmp_path / "rules.py"
-    good.write_text(SEED)
+    good.write_text(FLM02)
     bad = tmp_path / "bad.py"
     bad.write_text('CUSTOM_RULES = {"v1": ["v1.__class__"]}')
     args = [str(good) if a == "FILE" else str(bad) if a == "BAD" else a for a in args]

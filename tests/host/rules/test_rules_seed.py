@@ -5,31 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gridtap.rules import load_text
-
-FLM02 = '''CUSTOM_RULES = {
-  "v4": ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"],
-  "v2": ["v2 * 0.89", "0 if v2 < 50 else v2"],
-  "v11": ["v2 - v4 if v2 > v4 else 0.0001"],
-  "v12": ["v4 - v2 if v4 > v2 else 0.0001"],
-}
-'''
-
-FLM03_TWO_CLAMPS = '''CUSTOM_RULES = {
-    "v6": ["v6 * 1.126"],
-    "v2": ["v2 * 0.89"],
-    "v12": ["v12 * 0.89"],
-    "v4": ["v4 * 0.89", "v4 + v12"],
-}
-'''
-
-FLM03_GRID_INVERTER = '''CUSTOM_RULES = {
-    "v2": ["v2 * 0.89"],
-    "v6": ["v6 * 1.154"],
-    "v11": ["v11 * 0.89"],
-    "v12": ["v12 * 0.89"],
-    "v4": ["v2 + v11 - v12"],
-}
-'''
+from tests.support.seed_rules import FLM02, FLM03_GRID_INVERTER, FLM03_TWO_CLAMPS
 
 
 def run(block: str, **inputs: float) -> dict[str, float]:

@@ -14,15 +14,9 @@ from gridtap.outputs.pvoutput import PVOutputUploader
 from gridtap.outputs.pvoutput.uploader import _Counter
 from tests.host.outputs.pvoutput.conftest import KEY, SID, Clock, at, run
 from tests.support.pvoutput_server import PVOutputServer
+from tests.support.seed_rules import FLM02
 
 Make = Callable[..., PVOutputUploader]
-
-SEED_FLM02 = '''CUSTOM_RULES = {
-  "v4": ["v4 * 0.89", "(v4 + v2) if v2 < 50 else v4"],
-  "v2": ["v2 * 0.89", "0 if v2 < 50 else v2"],
-  "v11": ["v2 - v4 if v2 > v4 else 0.0001"],
-  "v12": ["v4 - v2 if v4 > v2 else 0.0001"],
-}'''
 
 
 def stored(server: PVOutputServer) -> dict[tuple[str, str], dict[str, str]]:
@@ -57,7 +51,7 @@ def test_zeros_are_uploaded_as_zeros(make: Make, server: PVOutputServer, clock: 
 
 def test_seed_rules_applied_last(make: Make, server: PVOutputServer, clock: Clock) -> None:
     # FLM02 at night: the sign-blind inverter clamp reads the 45 W standby draw as "generation"
-    up = make(custom_rules=SEED_FLM02, v1=None, v3=None)
+    up = make(custom_rules=FLM02, v1=None, v3=None)
     run(up, clock, 6 * 60, solar_w=45.0, house_w=500.0)
     [s] = stored(server).values()
     assert s["v2"] == "0" and s["v4"] == "490"
@@ -67,7 +61,7 @@ def test_seed_rules_applied_last(make: Make, server: PVOutputServer, clock: Cloc
 def test_seed_rules_with_donation_send_extended_values(make: Make, server: PVOutputServer,
                                                        clock: Clock) -> None:
     server.accounts[str(SID)].donation = True
-    up = make(custom_rules=SEED_FLM02, v1=None, v3=None, donation=True)
+    up = make(custom_rules=FLM02, v1=None, v3=None, donation=True)
     run(up, clock, 6 * 60, solar_w=2000.0, house_w=800.0)
     [s] = stored(server).values()
     assert (s["v2"], s["v4"], s["v11"], s["v12"]) == ("1780", "712", "1068", "0")
