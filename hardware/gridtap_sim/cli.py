@@ -113,16 +113,22 @@ def parse_start(text: str | None) -> float | None:
     return h * 3600.0 + m * 60.0
 
 
+def parse_seed(text: str) -> int:
+    """--seed: a non-negative integer, in any base Python writes (0x2a)."""
+    try:
+        seed = int(text, 0)
+    except ValueError as exc:
+        raise UserError(f"--seed must be an integer, got {text!r}") from exc
+    if seed < 0:
+        raise UserError("--seed must not be negative")
+    return seed
+
+
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the command line; every problem is a UserError naming the option."""
     if args.scenario not in SCENARIO_NAMES:
         raise UserError(f"--scenario {args.scenario!r} is unknown; known: {', '.join(SCENARIO_NAMES)}")
-    try:
-        seed = int(args.seed, 0)
-    except ValueError as exc:
-        raise UserError(f"--seed must be an integer, got {args.seed!r}") from exc
-    if seed < 0:
-        raise UserError("--seed must not be negative")
+    seed = parse_seed(args.seed)
     duration = math.inf if args.duration is None else _float("duration", args.duration, 0.0)
     if duration <= 0:
         raise UserError("--duration must be positive")

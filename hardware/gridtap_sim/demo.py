@@ -183,18 +183,13 @@ def _number(name: str, text: str, lo: float, hi: float) -> float:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    from gridtap_sim.cli import parse_speed, parse_start
+    from gridtap_sim.cli import parse_seed, parse_speed, parse_start
 
     speed = parse_speed(args.speed)
     duration = _number("duration", args.duration, 10.0, 86400.0 * 366)
     start = parse_start(args.start)
     assert start is not None
-    try:
-        seed = int(args.seed, 0)
-    except ValueError as exc:
-        raise UserError(f"--seed must be an integer, got {args.seed!r}") from exc
-    if seed < 0:
-        raise UserError("--seed must not be negative")
+    seed = parse_seed(args.seed)
     port = None
     if args.port is not None:
         try:

@@ -114,6 +114,7 @@ def test_bad_options_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["--port", "70000"], "--port must be 1..65535"),
         (["--start", "25:00"], "--start"),
         (["--seed", "x"], "--seed must be an integer"),
+        (["--seed", "-1"], "--seed must not be negative"),
         (["--out", str(foreign)], "not empty and was not made by gridtap demo"),
         (["--out", str(tmp_path / ("x" * 120))], "too long"),
     ]

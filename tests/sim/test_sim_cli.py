@@ -32,6 +32,7 @@ def args(**kw: object) -> argparse.Namespace:
     ({"speed": "fast"}, "--speed"),
     ({"speed": "-3"}, "--speed"),
     ({"seed": "x"}, "--seed"),
+    ({"seed": "-1"}, "--seed must not be negative"),
     ({"duration": "0"}, "--duration"),
     ({"ber": "0.7"}, "--ber"),
     ({"ber": "nan"}, "--ber"),
