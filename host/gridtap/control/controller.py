@@ -134,17 +134,15 @@ class Controller:
             return out, urgent
         reading = self.grid(lim.meter) if self.grid is not None and lim.meter else None
         if reading is None or now - reading[1] > self.s.grid_stale_s:
-            out = gridlimits.enforce(out, lim, None, None, self._ratings(), self.s.grid_margin_w)
+            out = gridlimits.enforce(out, lim, None, None, None, self._ratings(), self.s.grid_margin_w)
             return out, urgent or (cur is not None and not lim.dry_run and not _same(cur, out.state, 1))
         grid_w, t = reading
         if cur is not None and t < self.status.changed_at + self.s.grid_response_s:
             # metered before the inverter could follow the last change: hold until it shows
             return Decision(cur, self.status.reason, self.status.source), urgent
         have = self.status.actual if self.status.actual is not None else cur
-        battery_w = None if have is None else gridlimits.battery_power(have, self._ratings(), None)
-        if battery_w is None:  # self-consumption: what the inverter last pushed
-            battery_w = self.link.battery_w()
-        out = gridlimits.enforce(out, lim, grid_w, battery_w, self._ratings(), self.s.grid_margin_w)
+        out = gridlimits.enforce(out, lim, grid_w, have, self.link.battery_w(), self._ratings(),
+                                 self.s.grid_margin_w)
         near = gridlimits.outside(lim, grid_w, self.s.grid_margin_w / 2)
         return out, urgent or (near and not lim.dry_run)
 

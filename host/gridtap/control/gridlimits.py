@@ -103,17 +103,16 @@ class Ratings:
     discharge_w: float = 3000.0
 
 
-def battery_power(s: InverterState, r: Ratings, house_w: float | None) -> float | None:
-    """The battery's AC power (W, + charging) in state s for a house drawing house_w (W, + import,
-    without the battery): forced discharge and AC charge run at their %; otherwise the inverter's own
-    self-consumption covers the house's import and stores its export, within its power."""
+def battery_power(s: InverterState, r: Ratings, idle_w: float = 0.0) -> float:
+    """The battery's AC power (W, + charging) in state s: forced discharge and AC charge run at their %.
+    Outside both the inverter runs the battery by its own settings (self-consumption), which gridtap does
+    not model: idle_w, what it measured there, else 0. Taking 0 errs on the limits' side: self-consumption
+    neither exports the battery nor charges it from the grid."""
     if s.forced_discharge:
         return -r.discharge_w * s.discharge_pct / 100.0
     if s.ac_charge:
         return r.charge_w * s.charge_pct / 100.0
-    if house_w is None:
-        return None
-    return min(max(-house_w, -r.discharge_w), r.charge_w)
+    return idle_w
 
 
 def outside(limits: GridLimits, grid_w: float, slack_w: float) -> bool:
@@ -122,15 +121,16 @@ def outside(limits: GridLimits, grid_w: float, slack_w: float) -> bool:
     return (low is not None and grid_w < low + slack_w) or (high is not None and grid_w > high - slack_w)
 
 
-def enforce(decision: Decision, limits: GridLimits, grid_w: float | None, battery_w: float | None,
-            r: Ratings, margin_w: float) -> Decision:
+def enforce(decision: Decision, limits: GridLimits, grid_w: float | None, current: InverterState | None,
+            measured_w: float | None, r: Ratings, margin_w: float) -> Decision:
     """`decision` (already through `constrain`) with the battery's power chosen so that the grid power
     comes `margin_w` inside the limits.
 
     grid_w: the metered grid power now (W, + import); None when there is no fresh reading: then the
     worst is assumed (no forced discharge under an export limit, no AC charge under an import limit).
-    battery_w: the battery's power while grid_w was metered (+ charging; None: unknown, taken as 0).
-    The house without the battery is grid_w - battery_w; the battery's power that brings the grid
+    current: the inverter's state while grid_w was metered (None: unknown, taken as idle); measured_w:
+    the battery's power the inverter last reported (+ charging), used for the self-consumption state.
+    The house without the battery is grid_w minus the battery's power; the power that brings the grid
     inside is then a plain difference, so an error in the ratings only slows the loop (each tick
     corrects what the last one missed), it does not bias where it ends.
     """
@@ -142,18 +142,18 @@ def enforce(decision: Decision, limits: GridLimits, grid_w: float | None, batter
         new = replace(s, forced_discharge=s.forced_discharge and low is None,
                       ac_charge=s.ac_charge and high is None)
         return _with(decision, new, limits, "no fresh grid reading: the worst is assumed")
-    house = grid_w - (battery_w or 0.0)
+    in_own_mode = current is not None and not (current.ac_charge or current.forced_discharge)
+    idle = (measured_w or 0.0) if in_own_mode else 0.0
+    house = grid_w - battery_power(current or InverterState(), r, idle)
     lo_b = -math.inf if low is None else low + margin_w - house  # the battery's power must be >= lo_b
     hi_b = math.inf if high is None else high - margin_w - house  # ... and <= hi_b
     if lo_b > hi_b:  # both cannot hold (a band narrower than the margins): the export limit wins
         hi_b = lo_b
-    want = battery_power(s, r, house)
-    assert want is not None
+    want = battery_power(s, r, idle)
     if lo_b <= want <= hi_b:
         return decision
-    new = _state_for(min(max(want, lo_b), hi_b), want < lo_b, s, limits, r, house)
-    got = battery_power(new, r, house)
-    assert got is not None
+    new = _state_for(min(max(want, lo_b), hi_b), want < lo_b, s, limits, r, idle)
+    got = battery_power(new, r, idle)
     why = f"grid {grid_w:+.0f} W"
     if got < lo_b - 1.0 or got > hi_b + 1.0:
         why += ", more than the battery can correct"
@@ -161,16 +161,13 @@ def enforce(decision: Decision, limits: GridLimits, grid_w: float | None, batter
 
 
 def _state_for(target: float, raise_power: bool, s: InverterState, limits: GridLimits, r: Ratings,
-               house: float) -> InverterState:
+               idle: float) -> InverterState:
     """The inverter state whose battery power is nearest `target` on the compliant side: at least
     target when raise_power (too much export), else at most target (too much import). Register %
     round towards compliance; the operator's stops and power caps hold."""
     off = replace(s, ac_charge=False, forced_discharge=False)
-    if not raise_power:
-        self_w = battery_power(off, r, house)
-        assert self_w is not None
-        if self_w <= target:  # the inverter's self-consumption already covers enough of the house
-            return off
+    if (battery_power(off, r, idle) >= target) if raise_power else (battery_power(off, r, idle) <= target):
+        return off  # the inverter's own mode, as measured, already does it
     if target < 0 and not limits.stop_production:
         pct = -target / r.discharge_w * 100.0
         n = min(math.floor(pct + 1e-9) if raise_power else math.ceil(pct - 1e-9), 100,
