@@ -166,14 +166,15 @@ def _state_for(target: float, raise_power: bool, s: InverterState, limits: GridL
     target when raise_power (too much export), else at most target (too much import). Register %
     round towards compliance; the operator's stops and power caps hold."""
     off = replace(s, ac_charge=False, forced_discharge=False)
-    if (battery_power(off, r, idle) >= target) if raise_power else (battery_power(off, r, idle) <= target):
-        return off  # the inverter's own mode, as measured, already does it
-    if target < 0 and not limits.stop_production:
+    own = battery_power(off, r, idle)
+    own_ok = own >= target if raise_power else own <= target  # the inverter's own mode already does it
+    # the policy's mode is kept at a compliant power where it can be (its intent, as far as allowed)
+    if target < 0 and not limits.stop_production and (s.forced_discharge or not own_ok):
         pct = -target / r.discharge_w * 100.0
         n = min(math.floor(pct + 1e-9) if raise_power else math.ceil(pct - 1e-9), 100,
                 int(limits.max_production_pct))
         return replace(off, forced_discharge=True, discharge_pct=n) if n >= 1 else off
-    if target > 0 and not limits.stop_consumption:
+    if target > 0 and not limits.stop_consumption and (s.ac_charge or not own_ok):
         pct = target / r.charge_w * 100.0
         n = min(math.ceil(pct - 1e-9) if raise_power else math.floor(pct + 1e-9), 100,
                 int(limits.max_consumption_pct))
