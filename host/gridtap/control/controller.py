@@ -14,7 +14,7 @@ Every `tick(now)` asks the policy for a Decision and brings the inverter to its 
 * grid operator first (issue #17): every Decision goes through `gridlimits.constrain` (emergency stops,
   power caps) and, while the operator bounds the grid power (MINSETP/MAXSETP, emergency stop
   production), `gridlimits.enforce`, which picks the battery's power from the metered grid power so
-  that it comes inside the limit (closed loop; docs/control.md, "Grid-operator limits"). A state that
+  that it comes inside the limit (closed loop; docs/iec104.md, "What the commands do"). A state that
   breaks a limit, or a metered grid power beyond (or within half the margin of) a limit, is changed at
   once, overriding the dwell and the hysteresis; relaxing back keeps both.
 * safe state (`SAFE`): AC charge off, forced discharge off. Applied when the policy raises, on
