@@ -75,3 +75,4 @@ def test_the_example_config_block_parses(tmp_path: Path) -> None:
     head = example[:example.index("# Optional sections")]
     c = parse_config(head + "\n" + block, tmp_path / "gridtap.toml").outputs["iec104"]
     assert (c.bind, c.model.assets) == ("192.168.10.2", {"solar": ("pv-meter",)})
+    assert c.model.grid_sensor == "mains"
