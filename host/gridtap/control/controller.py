@@ -138,8 +138,9 @@ class Controller:
             return out, urgent or (cur is not None and not lim.dry_run and not _same(cur, out.state, 1))
         grid_w, t = reading
         if cur is not None and t < self.status.changed_at + self.s.grid_response_s:
-            # metered before the inverter could follow the last change: hold until it shows
-            return Decision(cur, self.status.reason, self.status.source), urgent
+            # metered before the inverter could follow the last change: hold until it shows (a stop or
+            # a power cap that came meanwhile still applies at once)
+            return gridlimits.constrain(Decision(cur, self.status.reason, self.status.source), lim), urgent
         have = self.status.actual if self.status.actual is not None else cur
         out = gridlimits.enforce(out, lim, grid_w, have, self.link.battery_w(), self._ratings(),
                                  self.s.grid_margin_w)

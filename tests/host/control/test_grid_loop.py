@@ -182,6 +182,19 @@ def test_readings_from_before_the_inverter_followed_are_not_used(
     assert inv.hold[r.REG_FORCED_DISCHARGE_PCT] == 30
 
 
+def test_a_stop_within_the_hold_acts_at_once(rig: tuple[Inverter, Controller, LinearHouse,
+                                                        list[GridLimits]]) -> None:
+    inv, ctl, house, limits = rig
+    tick(ctl, house, 0.0, decide=True)
+    limits[0] = GridLimits(export_limit_w=1500, meter="grid")
+    tick(ctl, house, 10.0)
+    assert inv.hold[r.REG_FORCED_DISCHARGE_PCT] == 30
+    limits[0] = GridLimits(export_limit_w=1500, stop_production=True, meter="grid")
+    ctl.grid = lambda name: (-1500.0, 11.0)  # the loop holds after the write at 10 ...
+    tick(ctl, house, 11.2)
+    assert not inv.hold[r.REG_FUNCTION] & r.BIT_FORCED_DISCHARGE  # ... but not against a stop
+
+
 def test_stops_act_at_once_and_no_reading_is_the_worst(
         rig: tuple[Inverter, Controller, LinearHouse, list[GridLimits]]) -> None:
     inv, ctl, house, limits = rig
