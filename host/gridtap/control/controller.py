@@ -135,7 +135,9 @@ class Controller:
         reading = self.grid(lim.meter) if self.grid is not None and lim.meter else None
         if reading is None or now - reading[1] > self.s.grid_stale_s:
             out = gridlimits.enforce(out, lim, None, None, None, self._ratings(), self.s.grid_margin_w)
-            return out, urgent or (cur is not None and not lim.dry_run and not _same(cur, out.state, 1))
+            unsafe = cur is not None and (cur.forced_discharge and low is not None
+                                          or cur.ac_charge and high is not None)
+            return out, urgent or (unsafe and not lim.dry_run)
         grid_w, t = reading
         if cur is not None and t < self.status.changed_at + self.s.grid_response_s:
             # metered before the inverter could follow the last change: hold until it shows (a stop or
