@@ -13,8 +13,18 @@
 * ``iec104.fuzz_inputs``: byte streams (mutated valid frames spliced with noise, seeded) fed to the
   APDU reader and the station, in chunks; counted only if none raised anything but FrameError.
 
-``iec104.setpoint_settle_s`` (MINSETP lowered -> metered grid export inside the limit) is not
-measured: it needs the battery closed loop from the grid CT and reactive power on the board.
+* ``iec104.setpoint_settle_s``: the virtual house (tests/support/gridloop.py: `gridtap daemon` with
+  [inverter] and [iec104], household-pv at noon exporting its PV surplus, the simulated LuxPower battery
+  on the grid CT, one metered second a second on a fake board); the c104 RTU lowers MINSETP to 10 % of
+  9200 W and the time until the metered grid export is inside the limit (and stays for 5 s) is taken;
+  the median of ``SETTLE_RUNS`` (MINSETP back to 100 % between runs, the dwell shortened to 3 s so the
+  battery relaxes; each command once the house has exported beyond the limit for 5 metered seconds: a
+  command within ``grid_response_s`` (2 s) of the controller's own last change waits for that change
+  to show on the meter, up to 2 s more). Everything runs on wall time, so the figure is wall seconds;
+  it counts whole metered seconds (a reading is stamped at the end of its second), so it is at least
+  1 s. The simulated inverter changes its power at once: a real one adds its own ramp. A run in which
+  the house steps during the settle (a load switching off) needs a second correction and takes longer;
+  such runs are printed with the metered seconds and the controller's log.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ ANCHORS = {
     "iec104.command_to_feedback_ms_p99": "goal <= 50 ms on this machine (issue 17)",
     "iec104.report_jitter_ms_p99": "Netflex reports every 30 s; measured on a 1-s period",
     "iec104.conformance_cases_passed": "of iec104.conformance_cases_total",
+    "iec104.setpoint_settle_s": "goal <= 5 s (issue 17)",
 }
 HOW = {
     "iec104.command_to_feedback_ms_p99": "c104 2.2.1 client on loopback, 300 commands/setpoints, "
@@ -41,11 +52,16 @@ HOW = {
     "iec104.conformance_cases_total": "number of conformance cases",
     "iec104.fuzz_inputs": "seeded mutated/noise byte streams through FrameReader + station, none "
                           "raising anything but FrameError",
+    "iec104.setpoint_settle_s": "c104 lowers MINSETP to 10 % -> metered grid export inside the limit for "
+                                "5 s, gridtap daemon + simulated LuxPower battery + household-pv at noon, "
+                                "wall time in whole metered seconds, median of 5 from steady export",
 }
 COMMANDS = 300
 RUNS = 3
 PERIODS = 90
 FUZZ = 20_000
+SETTLE_RUNS = 5
+SETTLE_PCT = 10.0
 
 
 def p99(xs: list[float]) -> float:
@@ -133,10 +149,38 @@ def fuzz(tmp: Path) -> int:
     return FUZZ
 
 
+def setpoint_settle(tmp: Path) -> float:
+    from tests.support.gridloop import CONTRACT_W, House
+    from tests.support.iec104 import Rtu
+
+    limit = CONTRACT_W * SETTLE_PCT / 100.0
+    got: list[float] = []
+    with House(tmp, min_dwell_s=3.0) as house, house.daemon() as rig, Rtu(house.iec104_port) as rtu:
+        for i in range(SETTLE_RUNS):
+            end = time.monotonic() + 30
+            # steady: exporting beyond the limit for the last 5 metered seconds (the battery relaxed)
+            while not (len(house.metered) >= 5 and all(w < -limit - 300.0 for _t, w in house.metered[-5:])):
+                assert time.monotonic() < end, f"run {i}: the house never exported beyond the limit"
+                time.sleep(0.1)
+            since = time.time()
+            assert rtu.send(1101, SETTLE_PCT), f"run {i}: MINSETP not confirmed"
+            s = house.settled(since, -limit, hold_s=5.0)
+            ctl = next(o for o in rig.daemon.outputs if o.section == "inverter").controller  # type: ignore[attr-defined]
+            assert s is not None, (f"run {i}: the export never came inside: {house.metered[-10:]}; "
+                                   f"controller: {ctl.status}")
+            got.append(s)
+            if s > 3.0:  # say why: the house's own steps during the settle show here
+                seen = [(t - round(since), round(w)) for t, w in house.metered if t >= since - 2][:12]
+                print(f"  run {i}: {s:.1f} s; metered {seen}; controller: {ctl.status.log[-4:]}")
+            assert rtu.send(1101, 100.0)
+    print(f"  setpoint settle, each run: {[round(x, 2) for x in got]}")
+    return round(statistics.median(got), 2)
+
+
 def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        for sub in ("cmd", "jitter", "conf", "fuzz"):
+        for sub in ("cmd", "jitter", "conf", "fuzz", "settle"):
             (root / sub).mkdir()
         passed, total = conformance(root / "conf")
         return {
@@ -145,4 +189,5 @@ def run() -> dict[str, object]:
             "iec104.conformance_cases_passed": passed,
             "iec104.conformance_cases_total": total,
             "iec104.fuzz_inputs": fuzz(root / "fuzz"),
+            "iec104.setpoint_settle_s": setpoint_settle(root / "settle"),
         }

@@ -11,6 +11,12 @@ Every `tick(now)` asks the policy for a Decision and brings the inverter to its 
   differ by less than `pct_hysteresis` count as equal; a safe or override Decision is taken at once.
 * logged: every change is logged with the Decision's reason and source.
 * dry run: everything is read and decided and logged, nothing is written.
+* grid operator first (issue #17): every Decision goes through `gridlimits.constrain` (emergency stops,
+  power caps) and, while the operator bounds the grid power (MINSETP/MAXSETP, emergency stop
+  production), `gridlimits.enforce`, which picks the battery's power from the metered grid power so
+  that it comes inside the limit (closed loop; docs/iec104.md, "What the commands do"). A state that
+  breaks a limit, or a metered grid power beyond (or within half the margin of) a limit, is changed at
+  once, overriding the dwell and the hysteresis; relaxing back keeps both.
 * safe state (`SAFE`): AC charge off, forced discharge off. Applied when the policy raises, on
   `stop()` (daemon stop), and when the inverter refuses a write; a wrong inverter serial stops
   control with an error naming both serials.
@@ -23,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gridtap.control import gridlimits
 from gridtap.control.decision import ControlContext, Decision, InverterState
+from gridtap.control.gridlimits import GridLimits, Ratings
 from gridtap.control.luxpower import registers as r
 from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch
 
@@ -49,6 +57,14 @@ class ControllerSettings:
     verify_s: float = 300.0  # re-read the inverter this often even when nothing changed
     pct_hysteresis: int = 5
     dry_run: bool = False
+    # the grid loop (issue #17): the battery's power at 100 % (W), how far inside a grid limit it aims,
+    # how long after a write the metered grid power still shows the old state (the inverter's response
+    # plus one metering second), and how old a grid reading may be before the worst is assumed
+    charge_w: float = 3000.0
+    discharge_w: float = 3000.0
+    grid_margin_w: float = 100.0
+    grid_response_s: float = 2.0
+    grid_stale_s: float = 10.0
 
 
 @dataclass
@@ -71,13 +87,21 @@ def state_of(reg21: int, ac_pct: int, dis_pct: int) -> InverterState:
                          forced_discharge=bool(reg21 & r.BIT_FORCED_DISCHARGE), discharge_pct=dis_pct)
 
 
+GridReading = Callable[[str], "tuple[float, float] | None"]  # sensor name -> (W, + import; its time) or None
+
+
 class Controller:
     def __init__(self, link: Link, policy: DecidesPolicy, settings: ControllerSettings | None = None,
-                 context: Callable[[float], dict[str, Any]] | None = None) -> None:
+                 context: Callable[[float], dict[str, Any]] | None = None,
+                 limits: Callable[[], GridLimits] = gridlimits.current,
+                 grid: GridReading | None = None) -> None:
         self.link = link
         self.policy = policy
         self.s = settings or ControllerSettings()
         self.context = context  # extra ControlContext fields (prices, meters) for a time
+        self.limits = limits  # what the grid operator allows now (published by the IEC-104 output)
+        self.grid = grid  # the metered grid power of a sensor, for the grid loop
+        self.decision: Decision | None = None  # the policy's last Decision (re-asked on `decide` ticks)
         self.status = ControllerStatus()
         self.target: InverterState | None = None  # the state last taken (after dwell/hysteresis)
         self.halted: str | None = None  # a fault that needs the user (wrong serial)
@@ -98,18 +122,54 @@ class Controller:
             log.exception("policy failed")
             return Decision(SAFE, f"the policy failed: {exc}", "safe")
 
-    def _take(self, d: Decision, now: float) -> InverterState:
-        """The state to hold now: d's, unless the current one has not dwelt long enough."""
+    def bounded(self, d: Decision, now: float) -> tuple[Decision, bool]:
+        """d within the grid operator's limits, and whether it must be taken at once (the current
+        state breaks a limit, or the metered grid power is beyond one: safety before dwell)."""
+        lim = self.limits()
+        out = gridlimits.constrain(d, lim)
+        cur = self.target
+        urgent = cur is not None and gridlimits.forbids(cur, lim)
+        low, high = lim.grid_bounds()
+        if low is None and high is None:
+            return out, urgent
+        reading = self.grid(lim.meter) if self.grid is not None and lim.meter else None
+        if reading is None or now - reading[1] > self.s.grid_stale_s:
+            out = gridlimits.enforce(out, lim, None, None, None, self._ratings(), self.s.grid_margin_w)
+            unsafe = cur is not None and (cur.forced_discharge and low is not None
+                                          or cur.ac_charge and high is not None)
+            return out, urgent or (unsafe and not lim.dry_run)
+        grid_w, t = reading
+        if cur is not None and t < self.status.changed_at + self.s.grid_response_s:
+            # metered before the inverter could follow the last change: hold until it shows (a stop or
+            # a power cap that came meanwhile still applies at once)
+            return gridlimits.constrain(Decision(cur, self.status.reason, self.status.source), lim), urgent
+        have = self.status.actual if self.status.actual is not None else cur
+        out = gridlimits.enforce(out, lim, grid_w, have, self.link.battery_w(), self._ratings(),
+                                 self.s.grid_margin_w)
+        near = gridlimits.outside(lim, grid_w, self.s.grid_margin_w / 2)
+        return out, urgent or (near and not lim.dry_run)
+
+    def limited(self) -> bool:
+        """True while the grid operator bounds the grid power: the loop then ticks every metering second."""
+        low, high = self.limits().grid_bounds()
+        return low is not None or high is not None
+
+    def _ratings(self) -> Ratings:
+        return Ratings(self.s.charge_w, self.s.discharge_w)
+
+    def _take(self, d: Decision, now: float, urgent: bool = False) -> InverterState:
+        """The state to hold now: d's, unless the current one has not dwelt long enough (or differs by
+        less than the hysteresis); `urgent` (the grid operator's limit) overrides both."""
         cur = self.target
         want = d.state
         if want.export_limit_w is not None and not self.export_warned:
             self.export_warned = True
-            log.warning("inverter: the policy asks for an export limit of %d W; the LuxPower controller "
-                        "does not set export limits (no documented register), so it is not applied",
-                        want.export_limit_w)
-        if cur is not None and _same(cur, want, self.s.pct_hysteresis):
+            log.warning("inverter: an export limit of %d W is asked for; the LuxPower inverter has no "
+                        "documented export-limit register, so it is kept by the battery's power instead "
+                        "(the grid loop, when a grid operator's limit is in force)", want.export_limit_w)
+        urgent = urgent or d.source in ("safe", "override")
+        if cur is not None and _same(cur, want, 1 if urgent else self.s.pct_hysteresis):
             return cur
-        urgent = d.source in ("safe", "override")
         if cur is not None and not urgent and now - self.status.changed_at < self.s.min_dwell_s:
             return cur
         if cur != want:
@@ -122,10 +182,15 @@ class Controller:
         return want
 
     # -- acting -------------------------------------------------------------
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, decide: bool = True) -> None:
+        """One control step: ask the policy (when `decide`; else reuse its last Decision: a grid-loop
+        tick between two policy ticks), bound it by the grid operator, take it, apply it."""
         if self.halted:
             return
-        want = self._take(self.decide(now), now)
+        if decide or self.decision is None:
+            self.decision = self.decide(now)
+        d, urgent = self.bounded(self.decision, now)
+        want = self._take(d, now, urgent)
         self.status.wanted = want
         due = now - self.status.verified_at >= self.s.verify_s
         if self.status.actual is not None and _same(self.status.actual, want, 1) and not due:

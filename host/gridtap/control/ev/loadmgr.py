@@ -157,7 +157,8 @@ class LoadManager:
         except Exception as exc:  # noqa: BLE001 - a broken provider must not stop the loop; fail safe
             self.log(f"limits provider failed ({exc}); pausing all wallboxes")
             return True
-        return bool(getattr(lim, "stop_consumption", False))
+        # a test stop (reason 99 with [iec104] test_acts = false) is logged by the battery side, not acted on
+        return bool(getattr(lim, "stop_consumption", False)) and not getattr(lim, "dry_run", False)
 
     def _watch(self, b: BoxSpec, st: _BoxState, inp: BoxInput | None) -> None:
         if inp is None:

@@ -145,6 +145,7 @@ class ModelConfig:
     test_acts: bool = False  # in test (reason 99 / test command) act on devices too
     time_tags: bool = True  # spontaneous feedback as M_SP_TB_1/M_DP_TB_1/M_ME_TF_1
     assets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # category -> series ("-name" subtracts)
+    grid_sensor: str | None = None  # the sensor at the connection point: the battery's grid loop reads it
 
 
 def limits_of(state: CommandedState, cfg: ModelConfig) -> GridLimits:
@@ -157,7 +158,7 @@ def limits_of(state: CommandedState, cfg: ModelConfig) -> GridLimits:
     parts += [f"REDENP {sp['REDENP']:g}"] if sp["REDENP"] else []
     parts += [f"{n} {sp[n]:g} %" for n in ("MAXSETAP", "MINSETAP") if sp[n] < 100.0]
     return GridLimits(export, imp, state.stop_production, state.stop_consumption, sp["MAXSETAP"],
-                      sp["MINSETAP"], test, test and not cfg.test_acts, ", ".join(parts))
+                      sp["MINSETAP"], test, test and not cfg.test_acts, ", ".join(parts), cfg.grid_sensor)
 
 
 class NetflexStation:

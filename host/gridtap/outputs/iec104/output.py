@@ -64,7 +64,7 @@ class Measurements:
 
 class Iec104Output:
     section = "iec104"
-    live = False
+    live = True  # the board is read promptly: the battery's grid loop follows the operator's limits on it
     spooled = False
 
     @classmethod

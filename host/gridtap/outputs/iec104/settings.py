@@ -84,9 +84,20 @@ def _assets(sec: Section) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _grid_sensor(sec: Section) -> str | None:
+    """The sensor metering the connection point (default: one named "grid", if there is one)."""
+    name = sec.get("grid_sensor", str, "grid" if "grid" in sec.series else "")
+    if not name:
+        return None
+    if name not in sec.series or name.endswith(".export") and name.removesuffix(".export") in sec.series:
+        raise sec.fail("grid_sensor", f"no sensor is named {name!r} (known: {', '.join(sorted(sec.series))})")
+    return str(name)
+
+
 def parse(sec: Section) -> Iec104Config:
     sec.keys({"bind", "port", "allow", "common_address", "k", "w", "t0", "t1", "t2", "t3", "report_s",
-              "select", "select_timeout_s", "contract_w", "test_acts", "time_tags", "ioa", "assets"})
+              "select", "select_timeout_s", "contract_w", "test_acts", "time_tags", "ioa", "assets",
+              "grid_sensor"})
     d = Iec104Config()
     k = sec.get("k", int, 12, in_range(1, 32767))
     w = sec.get("w", int, 8, in_range(1, 32767))
@@ -110,6 +121,7 @@ def parse(sec: Section) -> Iec104Config:
         test_acts=sec.get("test_acts", bool, False),
         time_tags=sec.get("time_tags", bool, True),
         assets=_assets(sec),
+        grid_sensor=_grid_sensor(sec),
     )
     return Iec104Config(
         bind=sec.get("bind", str, d.bind, _ip),

@@ -35,6 +35,8 @@ def test_a_full_section(tmp_path: Path) -> None:
     assert c.model.ioas["stop_production"] == 5001 and c.model.contract_w == 17000
     assert c.model.assets == {"solar": ("heatpump",), "storage": ("-mains.export",)}
     assert c.model.select == frozenset({"stop_production"})
+    assert c.model.grid_sensor is None  # config_text has no sensor named "grid": set it, or no grid loop
+    assert parse(tmp_path, 'grid_sensor = "mains"').model.grid_sensor == "mains"
 
 
 @pytest.mark.parametrize(("body", "where", "needle"), [
@@ -51,6 +53,8 @@ def test_a_full_section(tmp_path: Path) -> None:
     ('[iec104.assets]\nsun = ["mains"]', "[iec104.assets]", "unknown category 'sun'"),
     ('[iec104.assets]\nsolar = ["pv"]', "[iec104.assets]", "no sensor provides the series 'pv'"),
     ("porrt = 1", "porrt", "unknown key"),
+    ('grid_sensor = "grid"', "grid_sensor", "no sensor is named 'grid'"),
+    ('grid_sensor = "mains.export"', "grid_sensor", "no sensor is named 'mains.export'"),
 ])
 def test_errors_name_key_and_line(tmp_path: Path, body: str, where: str, needle: str) -> None:
     text = config_text(tmp_path / "tty", tmp_path / "state") + "\n[iec104]\n" + body + "\n"
@@ -71,3 +75,4 @@ def test_the_example_config_block_parses(tmp_path: Path) -> None:
     head = example[:example.index("# Optional sections")]
     c = parse_config(head + "\n" + block, tmp_path / "gridtap.toml").outputs["iec104"]
     assert (c.bind, c.model.assets) == ("192.168.10.2", {"solar": ("pv-meter",)})
+    assert c.model.grid_sensor == "mains"
