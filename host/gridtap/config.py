@@ -100,6 +100,11 @@ class SensorConfig:
     debounce_ms: int = 20
     trigger: str = "edge"
     unit: str = "wh"
+    # "board": a channel of the board; otherwise a virtual sensor (no channel, index -1) computed or
+    # measured elsewhere ("meter": a [[meter]] expression, "ev": a wallbox over OCPP), fed to the same
+    # stores and outputs through the board session (gridtap.virtual)
+    source: str = "board"
+    max_w: float = 0.0  # a virtual sensor's plausible power bound (W); board channels use board.json
 
     @property
     def phase_mdeg(self) -> int:
@@ -127,22 +132,23 @@ class Config:
     outputs: dict[str, Any] = field(default_factory=dict)  # section -> the settings its output parsed
     sections: dict[str, Any] = field(default_factory=dict)  # SECTIONS ([prices], [control]) -> their settings
     meters: tuple[Any, ...] = ()  # gridtap.meters.MeterSpec of each [[meter]]
+    # sensors with no board channel: expression meters, wallboxes ([ev]); see SensorConfig.source
+    virtual: tuple[SensorConfig, ...] = ()
+
+    @property
+    def all_sensors(self) -> tuple[SensorConfig, ...]:
+        """The board's sensors, then the virtual ones: what the stores and outputs serve."""
+        return self.sensors + self.virtual
 
     def sensor(self, ident: str) -> SensorConfig:
-        for s in self.sensors:
+        for s in self.all_sensors:
             if ident in (s.name, s.id, s.export_id):
                 return s
         raise UserError(f"no sensor named or with id {ident!r} in {self.path}")
 
     def series(self) -> dict[str, tuple[SensorConfig, str]]:
-        """Every series with an RRD: the board sensors' and the expression meters' (gridtap.meters)."""
-        out = {sid: (s, role) for s in self.sensors for sid, role in s.series}
-        for m in self.meters:
-            if m.series:  # an expression meter reads like a CT sensor with no channel of its own
-                virtual = SensorConfig(name=m.name, id=m.sensor_id, kind="ct", index=-1,
-                                       export_id=m.export_id or None)
-                out.update((sid, (virtual, role)) for sid, role in m.series)
-        return out
+        """Every series with an RRD: the board sensors' and the virtual sensors'."""
+        return {sid: (s, role) for s in self.all_sensors for sid, role in s.series}
 
 
 # Sections that are not outputs, each parsed by its own module: section -> "module:function".
@@ -340,27 +346,47 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     classes = {name: _output_class(c, name) for name in outputs.REGISTRY if name in data}
     board = _board(c, data.get("board"), live_subscribers=any(cls.live for cls in classes.values()))
     sensors = _sensors(c, data.get("sensor"))
-    series = frozenset(series_name(s, role) for s in sensors for _sid, role in s.series)
-    parsed = {name: _parse_output(c, cls, Section(c, name, data[name], series))
-              for name, cls in classes.items()}
-    sections = {name: _parse_section(c, name, data[name]) for name in SECTIONS if name in data}
-    if "control" in sections:
-        _check_policy(c, sections["control"], sensors, text)
     meters: tuple[Any, ...] = ()
     if "meter" in data:  # the formula compiler loads only for a config that has meters
         from gridtap.meters import parse_meters
 
         meters = parse_meters(data["meter"], (s.name for s in sensors))
-        taken = {sid for s in sensors for sid, _ in s.series}
-        taken |= {s.voltage_id for s in sensors if s.voltage_id}
-        for n, m in enumerate(meters):
-            for sid, _role in m.series:
-                if _sensor_id(sid) is not None or sid in taken:
-                    raise c.fail(("meter", n), f"series id {sid!r} must be 32 lowercase hex digits "
-                                 "and not another series' id")
-                taken.add(sid)
+    virtual = [m.sensor_config() for m in meters if m.series]
+    for n, v in enumerate(virtual):
+        _check_virtual(c, ("meter", n), v, sensors, virtual[:n])
+    # Outputs that measure sensors of their own ([ev]'s wallboxes) are parsed first, so the others
+    # (PVOutput fields, IEC-104 assets) may name those sensors' series.
+    providers = [name for name, cls in classes.items() if hasattr(cls, "virtual_sensors")]
+    parsed: dict[str, Any] = {}
+    for name in providers:
+        parsed[name] = _parse_output(c, classes[name], Section(c, name, data[name], frozenset()))
+        for v in classes[name].virtual_sensors(parsed[name]):
+            _check_virtual(c, (name,), v, sensors, virtual)
+            virtual.append(v)
+    series = frozenset(series_name(s, role) for s in (*sensors, *virtual) for _sid, role in s.series)
+    for name, cls in classes.items():
+        if name not in parsed:
+            parsed[name] = _parse_output(c, cls, Section(c, name, data[name], series))
+    parsed = {name: parsed[name] for name in classes}  # REGISTRY order: the daemon builds them so
+    sections = {name: _parse_section(c, name, data[name]) for name in SECTIONS if name in data}
+    if "control" in sections:
+        _check_policy(c, sections["control"], sensors, text)
     return Config(path=path, daemon=daemon, board=board, sensors=sensors, outputs=parsed, sections=sections,
-                  meters=meters)
+                  meters=meters, virtual=tuple(virtual))
+
+
+def _check_virtual(c: _Checker, where: KeyPath, v: SensorConfig, sensors: tuple[SensorConfig, ...],
+                   earlier: list[SensorConfig]) -> None:
+    """A virtual sensor's ids are 32 lowercase hex digits and its ids and name are nobody else's."""
+    taken = {sid for s in (*sensors, *earlier) for sid, _ in s.series}
+    taken |= {s.voltage_id for s in sensors if s.voltage_id}
+    for sid, _role in v.series:
+        if _sensor_id(sid) is not None or sid in taken:
+            raise c.fail(where, f"series id {sid!r} must be 32 lowercase hex digits "
+                         "and not another series' id")
+        taken.add(sid)
+    if v.name in {s.name for s in (*sensors, *earlier)}:
+        raise c.fail(where, f"the sensor name {v.name!r} is taken by another sensor")
 
 
 def _parse_section(c: _Checker, name: str, data: dict[str, Any]) -> Any:

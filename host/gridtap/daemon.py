@@ -108,6 +108,16 @@ def check(cfg: Config) -> None:
     check_fits(limits, cfg, str(cfg.board.board_file or reference_board()))
 
 
+class _NoInbox:
+    """Meters whose values go nowhere: a config whose [[meter]] tables only collect board sensors."""
+
+    def counter(self, sensor: str, t: float, wh: float, boot: int = 0) -> None:
+        pass
+
+    def power(self, sensor: str, t: float, watts: float) -> None:
+        pass
+
+
 class Daemon:
     def __init__(self, cfg: Config, start_rrdcached: bool = True, clock: Clock | None = None) -> None:
         self.cfg = cfg
@@ -141,6 +151,8 @@ class Daemon:
         self.session: Session | None = None
         self.rrd_sink: RrdSink | None = None
         self.meters: Any = None  # gridtap.meters.MeterHub, loaded only for a config with [[meter]]
+        self.inbox: Any = None  # gridtap.inputs.virtual.VirtualInbox, for a config with virtual sensors
+        self.virtual: Any = None  # ... and the VirtualFeed that hands its values to the session
         self.api: Any = None
         self.started = self.clock.now()
         self.limits = load_board_limits(cfg.board.board_file)  # what the board can be believed
@@ -186,20 +198,29 @@ class Daemon:
         log.info("RRDs in %s, %s mode", d.rrd_dir, self.rrd_mode)
         self.rrd_sink = RrdSink(self.rrd)
         sinks: list[Sink] = [self.rrd_sink]
+        if self.cfg.virtual:
+            from gridtap.inputs.virtual import VirtualInbox
+
+            # sensors without a board channel (expression meters, wallboxes) take the board's path
+            self.inbox = VirtualInbox(self.link.wake)
         self._start_outputs()
         sinks += self.outputs
         if self.cfg.meters:
             from gridtap.meters import MeterHub
 
-            # Expression meters reach the same sinks as board series; the hub sees the board's values.
-            self.meters = MeterHub(self.cfg.meters, self.cfg.sensors, list(sinks),
-                                   d.state_dir / "meters.json", live=self.live)
+            # The hub sees the board's values; its meters' values come back through the inbox.
+            self.meters = MeterHub(self.cfg.meters, self.cfg.sensors, self.inbox if self.inbox is not None else _NoInbox(),
+                                   d.state_dir / "meters.json", boot=int(self.clock.now()))
             sinks.append(self.meters)
             log.info("%d meter(s) for cFos formulas", len(self.cfg.meters))
         spool = None if self.spool is None else GuardedSpool(self.spool, self.health)
         self.session = Session(self.cfg.board, self.cfg.sensors, self.store, self.live, self.link.send,
                                sinks=sinks, spool=spool, storage=self.health, clock=self.clock.now,
                                limits=self.limits)
+        if self.inbox is not None:
+            from gridtap.inputs.virtual import VirtualFeed
+
+            self.virtual = VirtualFeed(self.cfg.virtual, self.session, self.clock.now)
         self.link.on_connect = self.session.connected
         if d.api:
             from gridtap.outputs.restapi import ApiServer, StoreView
@@ -256,7 +277,7 @@ class Daemon:
         built: dict[str, outputs.Output] = {}
         for name, settings in self.cfg.outputs.items():
             ctx = outputs.OutputContext(self.cfg, self.spool if name in spooled else None, self.clock.now,
-                                        DIAGNOSTICS, self.health, peers=dict(built))
+                                        DIAGNOSTICS, self.health, peers=dict(built), virtual=self.inbox)
             built[name] = outputs.build(name, settings, ctx)
             self.outputs.append(built[name])
         self.diag_outputs = [out for out in self.outputs if hasattr(out, "diagnostics")]
@@ -318,6 +339,7 @@ class Daemon:
             if batch_s > 0.0 and not session.pending:
                 batch = batch_s / rate.update(now)
             msgs = link.poll(session.wait_hint(longest) if link.connected else longest, batch)
+            burst = bool(msgs)
             if msgs:
                 for msg in msgs:
                     session.handle(msg)
@@ -329,6 +351,9 @@ class Daemon:
                         break
                     for msg in msgs:
                         session.handle(msg)
+            # virtual sensors' values (expression meters of this burst, wallboxes): the same path
+            fed = self.virtual.feed(self.inbox.take()) if self.inbox is not None and len(self.inbox) else 0
+            if burst or fed:
                 rrd.send()  # this burst's RRD updates: one write to rrdcached
             if link.connected:
                 session.tick()
@@ -466,6 +491,8 @@ class Daemon:
             "held": 0 if s is None else s.stats.held,
             "board": board_health(s),
             "outputs": {out.section: out.status() for out in self.outputs if hasattr(out, "status")},
+            "virtual": None if self.virtual is None else {**self.virtual.status(),
+                                                          "dropped": self.inbox.dropped},
         }
 
     def close(self) -> None:

@@ -22,9 +22,11 @@ An omitted ``current_l2``/``current_l3`` formula is the ``current_l1`` formula, 
 ``current`` meaning that phase, as the cFos document says.
 
 `MeterHub` is a board-session sink: it takes the board's gauges and counters, evaluates the
-expression meters at most once a second, and hands their values to the daemon's other sinks
-(RRDs, REST, MQTT/HA) like any board series. An integrating meter's registers are saved in
-``state_dir/meters.json`` (at most once a minute and at close) so they stay monotonic across restarts.
+expression meters at most once a second, and hands their values to the virtual-sensor inbox
+(gridtap.inputs.virtual), from where the board session stores and publishes them like a board
+series (counter store, spool, RRDs, REST, MQTT/HA, PVOutput, IEC-104). An integrating meter's
+registers are saved in ``state_dir/meters.json`` (at most once a minute and at close) so they stay
+monotonic across restarts.
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ MAX_METERS = 64
 NOMINAL_V = 230.0
 SAVE_EVERY_S = 60.0
 MAX_STATE_BYTES = 64 * 1024  # 64 meters' registers are ~5 kB
+# An expression meter's plausible power bound: a formula over a house's meters that gives more than
+# a megawatt (a unit slip: kW read as W, mA as A) is refused by the session like a board step.
+MAX_METER_W = 1_000_000.0
 
 
-class Sink(Protocol):
-    """The board session's sink interface (gridtap.board.session.Sink)."""
+class Inbox(Protocol):
+    """Where the meters' values go (gridtap.inputs.virtual.VirtualInbox)."""
 
-    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None: ...
+    def counter(self, sensor: str, t: float, wh: float, boot: int = 0) -> None: ...
 
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None: ...
+    def power(self, sensor: str, t: float, watts: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,14 @@ class MeterSpec:
         if not self.formulas:
             return []
         return [(self.sensor_id, "import")] + ([(self.export_id, "export")] if self.export_id else [])
+
+    def sensor_config(self) -> Any:
+        """An expression meter as a virtual sensor (gridtap.config.SensorConfig): a CT-like series with
+        no channel of its own, served by every store and output like a board sensor."""
+        from gridtap.config import SensorConfig
+
+        return SensorConfig(name=self.name, id=self.sensor_id, kind="ct", index=-1,
+                            export_id=self.export_id or None, source="meter", max_w=MAX_METER_W)
 
 
 def derived_id(name: str, role: str = "import") -> str:
@@ -168,18 +181,22 @@ class _Board:
 
 
 class MeterHub:
-    """A session sink that evaluates the expression meters and feeds their values to `downstream`."""
+    """A session sink that evaluates the expression meters and feeds their values to `out`."""
 
-    def __init__(self, specs: Sequence[MeterSpec], sensors: Iterable[Any], downstream: Sequence[Sink],
+    def __init__(self, specs: Sequence[MeterSpec], sensors: Iterable[Any], out: Inbox,
                  state_path: Path | None = None, tz: Any = None,
-                 monotonic: Callable[[], float] = time.monotonic, live: Any = None) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, boot: int = 0) -> None:
         self.specs = list(specs)
-        self.live = live  # gridtap.store.live.LiveStore: the REST API's last minute, as for board CTs
-        self.downstream = list(downstream)
+        # gridtap.inputs.virtual.VirtualInbox: the meters' values take the board's path from there
+        self.out = out
+        self.boot = boot  # the registers' epoch: a daemon start (a lost meters.json restarts them lower)
         self.state_path = state_path
         self.tz = tz
         self.monotonic = monotonic
+        sensors = list(sensors)
         by_name = {s.name: s for s in sensors}
+        # the board's series only: the meters' own values come back through the session as well
+        self.board_ids = {sid for s in sensors if s.source == "board" for sid, _role in s.series}
         # board meter -> [(import id, export id, line)]
         self.members = {m.id: [(by_name[n].id, by_name[n].export_id or "", by_name[n].line)
                                for n in m.sensors] for m in self.specs if m.sensors}
@@ -197,6 +214,8 @@ class MeterHub:
 
     # -- Sink
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if sensor not in self.board_ids:
+            return
         self._tick(t)
         if unit == "V" and 50.0 <= value <= 500.0:
             self.board.volts = value
@@ -204,6 +223,8 @@ class MeterHub:
             self.board.power[sensor] = value if role != "export" else -value
 
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
+        if sensor not in self.board_ids:
+            return
         self._tick(t)
         self.board.registers[sensor] = total_milli / 1000.0
 
@@ -288,29 +309,13 @@ class MeterHub:
         log.warning("meter %s field %s: %s (kept the previous value)", m.name, fld, reason)
 
     def _emit(self, m: MeterSpec, t: int, own: Mapping[str, float]) -> None:
-        if self.live is not None and "power_w" in m.formulas:
-            p = own["power_w"]  # the live store keeps mWh/s per series, import and export apart
-            self.live.put(m.sensor_id, t, p / 3.6 if p > 0.0 else 0.0)
-            if m.export_id:
-                self.live.put(m.export_id, t, -p / 3.6 if p < 0.0 else 0.0)
-        for sink in self.downstream:
-            try:
-                self._emit_to(sink, m, t, own)
-            except Exception:  # one output's fault must not stop the board session or the other sinks
-                self.errors += 1
-                log.exception("meter %s: output %s failed", m.name, type(sink).__name__)
-
-    @staticmethod
-    def _emit_to(sink: Sink, m: MeterSpec, t: int, own: Mapping[str, float]) -> None:
+        """The meter's values as a virtual sensor's (checked and stored by the session's path)."""
         if "power_w" in m.formulas:
-            p = own["power_w"]
-            sink.gauge(m.sensor_id, "import", t, max(0.0, p), "W")
-            if m.export_id:
-                sink.gauge(m.export_id, "export", t, max(0.0, -p), "W")
+            self.out.power(m.sensor_id, t, own["power_w"])
         if "import_wh" in m.formulas:
-            sink.counter(m.sensor_id, "import", t, round(own["import_wh"] * 1000))
+            self.out.counter(m.sensor_id, t, own["import_wh"], self.boot)
         if m.export_id and "export_wh" in m.formulas:
-            sink.counter(m.export_id, "export", t, round(own["export_wh"] * 1000))
+            self.out.counter(m.export_id, t, own["export_wh"], self.boot)
 
     # -- persistence
     def _restore(self) -> None:

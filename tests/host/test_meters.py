@@ -38,24 +38,24 @@ import_wh = "import_wh + max(M1.power_w, 0) * dt / 3600"
 
 
 class Recorder:
-    """A sink as the board session sees it: keeps what it was given."""
+    """The virtual-sensor inbox as the hub sees it: keeps what it was given."""
 
     def __init__(self) -> None:
-        self.gauges: list[tuple[str, str, int, float, str]] = []
-        self.counters: list[tuple[str, str, int, int]] = []
+        self.gauges: list[tuple[str, float, float]] = []
+        self.counters: list[tuple[str, float, int]] = []
 
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
-        self.gauges.append((sensor, role, t, value, unit))
+    def power(self, sensor: str, t: float, watts: float) -> None:
+        self.gauges.append((sensor, t, watts))
 
-    def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
-        self.counters.append((sensor, role, t, total_milli))
+    def counter(self, sensor: str, t: float, wh: float, boot: int = 0) -> None:
+        self.counters.append((sensor, t, round(wh * 1000)))
 
 
 def hub(items: list[dict[str, Any]], state: Path | None = None) -> tuple[MeterHub, Recorder]:
     rec = Recorder()
     board_meters = [{"id": 1, "sensors": ["grid"]}, {"id": 2, "sensors": ["pv"]}]
     specs = parse_meters([*board_meters, *items], ["grid", "pv"])
-    return MeterHub(specs, [GRID, PV], [rec], state), rec
+    return MeterHub(specs, [GRID, PV], rec, state), rec
 
 
 def feed(h: MeterHub, t: int, grid_w: float, pv_w: float = 0.0) -> None:
@@ -71,7 +71,7 @@ def test_integrating_meter_follows_the_document() -> None:
         feed(h, t, 3600.0)
     assert h.values["M5"]["import_wh"] == pytest.approx(10.0)   # 3600 W for 10 s
     sid = derived_id("ev")
-    assert rec.counters[-1][:2] == (sid, "import") and rec.counters[-1][3] == 10000
+    assert rec.counters[-1][0] == sid and rec.counters[-1][2] == 10000
 
 
 def test_smoothing_meter_and_export_side() -> None:
@@ -82,7 +82,7 @@ def test_smoothing_meter_and_export_side() -> None:
     got = h.values["M6"]["power_w"]
     assert -2000.0 < got < -1200.0  # 1 - (19/20)^20 = 64 % of the step after 20 s
     assert got == pytest.approx(-2000.0 * (1 - (19 / 20) ** 20))
-    assert rec.gauges[-1][3] == 0.0  # the import series of a negative power shows 0
+    assert rec.gauges[-1][2] == pytest.approx(got)  # signed: the session splits import and export
 
 
 def test_current_l1_formula_serves_every_phase() -> None:
@@ -107,7 +107,7 @@ def test_register_survives_a_restart_and_never_runs_back(tmp_path: Path) -> None
     feed(h2, 136, -1000.0)        # a formula that would decrease the register is held back
     assert h2.values["M5"]["import_wh"] == pytest.approx(10.0)
     assert h2.held_back == 1
-    assert [c[3] for c in rec.counters] == [10000, 10000]
+    assert [c[2] for c in rec.counters] == [10000, 10000]
 
 
 @pytest.mark.parametrize("bad", ["{not json", '{"ev": {"import_wh": -5}}', '{"ev": {"import_wh": "x"}}',
@@ -128,19 +128,14 @@ def test_a_second_is_evaluated_once_all_its_values_are_in() -> None:
     assert h.values["M7"]["power_w"] == 1500.0
 
 
-class Refusing(Recorder):
-    """An output that refuses a series it does not know (as MQTT did before meters were registered)."""
-
-    def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
-        raise ValueError(f"sensor {sensor} is not configured")
-
-
-def test_a_failing_output_does_not_stop_the_others() -> None:
-    rec = Recorder()
-    specs = parse_meters([{"id": 1, "sensors": ["grid"]}, {"id": 3, "power_w": "M1.power_w * 2"}], ["grid"])
-    h = MeterHub(specs, [GRID], [Refusing(), rec])
+def test_the_hub_ignores_values_that_are_not_the_boards() -> None:
+    """Its own values come back through the session as sinks' values: they are not board readings."""
+    h, rec = hub([{"id": 3, "name": "double", "power_w": "M1.power_w * 2"}])
     feed(h, 1, 50.0)
-    assert rec.gauges[-1][3] == 100.0 and h.errors == 1
+    h.gauge(derived_id("double"), "import", 2, 9999.0, "W")
+    h.counter(derived_id("double"), "import", 2, 5)
+    feed(h, 3, 50.0)
+    assert rec.gauges[-1][2] == 100.0 and h.board.registers == {}
 
 
 def test_a_failing_formula_keeps_its_value() -> None:

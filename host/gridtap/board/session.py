@@ -566,40 +566,47 @@ class Session:
             self.newest_t = t
         held = self.storage is not None and self.storage.degraded
         spool = None if held else self.spool
-        update = self.store.update
-        newest_out = self.newest_out
-        t_ms = t * 1000 + ms
         spooled = False
         for sensor, role, hi, lo, litre in routes:
-            total, advanced = update(sensor, epoch, v[hi] * 1000 + v[lo], t + ms / 1000.0)
-            if not advanced:
-                stats.duplicates += 1
-            if total is None:
-                continue  # an older reading whose total is not known: a point of it would be made up
-            if spool is not None:
-                spool.add(sensor, t, total / 1000.0, token=(epoch, msg.seq))
-                spooled = True
-            # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
-            # readings in time order only: a resent (RETX) tuple older than one already passed on
-            # is for the spool (above), never a step back for them.
-            if t_ms <= newest_out.get(sensor, -1):
-                continue
-            newest_out[sensor] = t_ms
-            rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
-            for sink in self.sinks:
-                # an output that places a reading within its second (the RRDs) takes its stamp in ms
-                counter_ms = getattr(sink, "counter_ms", None)
-                if counter_ms is not None:
-                    counter_ms(sensor, role, t_ms, total)
-                else:
-                    sink.counter(sensor, role, t, total)
-            if rate is not None:
-                for sink in self.gauge_sinks:
-                    sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
+            spooled |= self.deliver(sensor, role, epoch, v[hi] * 1000 + v[lo], t, ms, spool,
+                                    (epoch, msg.seq), litre)
         if held:
             stats.held += 1
         elif not spooled:  # no spool commit will carry its token (no spool, or no point made of it)
             self._ack_later(msg.seq)
+
+    def deliver(self, sensor: str, role: str, epoch: int, raw: int, t: int, ms: int, spool: Spool | None,
+                token: Any = None, litre: bool = False) -> bool:
+        """One accepted register of one series, board or virtual (gridtap.inputs.virtual), into the
+        counter store (epochs), the spool, the live view and the sinks; True if the spool took it."""
+        total, advanced = self.store.update(sensor, epoch, raw, t + ms / 1000.0)
+        if not advanced:
+            self.stats.duplicates += 1
+        if total is None:
+            return False  # an older reading whose total is not known: a point of it would be made up
+        spooled = False
+        if spool is not None:
+            spool.add(sensor, t, total / 1000.0, token=token)
+            spooled = True
+        # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
+        # readings in time order only: a resent (RETX) tuple older than one already passed on
+        # is for the spool (above), never a step back for them.
+        t_ms = t * 1000 + ms
+        if t_ms <= self.newest_out.get(sensor, -1):
+            return spooled
+        self.newest_out[sensor] = t_ms
+        rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
+        for sink in self.sinks:
+            # an output that places a reading within its second (the RRDs) takes its stamp in ms
+            counter_ms = getattr(sink, "counter_ms", None)
+            if counter_ms is not None:
+                counter_ms(sensor, role, t_ms, total)
+            else:
+                sink.counter(sensor, role, t, total)
+        if rate is not None:
+            for sink in self.gauge_sinks:
+                sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
+        return spooled
 
     # ------------------------------------------------------------ plausibility and clock steps
 
@@ -706,12 +713,18 @@ class Session:
         g = Gauge(
             t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
         )
-        self.live.put_gauge(s.id, s.export_id, g)
+        self.deliver_gauge(s.id, s.export_id, g, volts=True)
+
+    def deliver_gauge(self, imp: str, exp: str | None, g: Gauge, volts: bool = False) -> None:
+        """One accepted power gauge of a sensor, board or virtual, to the live view and the sinks:
+        import positive on its import series, export on its export series (and Vrms if measured)."""
+        self.live.put_gauge(imp, exp, g)
         for sink in self.gauge_sinks:
-            sink.gauge(s.id, "import", t, max(0.0, g.power_w), "W")
-            if s.export_id:
-                sink.gauge(s.export_id, "export", t, max(0.0, -g.power_w), "W")
-            sink.gauge(s.id, "import", t, g.vrms, "V")
+            sink.gauge(imp, "import", g.t, max(0.0, g.power_w), "W")
+            if exp:
+                sink.gauge(exp, "export", g.t, max(0.0, -g.power_w), "W")
+            if volts:
+                sink.gauge(imp, "import", g.t, g.vrms, "V")
 
     def _event(self, msg: wire.Message) -> None:
         seen = (-1 if self.epoch is None else self.epoch, msg.seq)

@@ -60,6 +60,8 @@ class OutputContext:
     health: Any = None  # gridtap.store.faults.StorageHealth: where spooled outputs report spool faults
     peers: Mapping[str, Any] = field(default_factory=dict)  # the outputs built before this one, by section
     # (REGISTRY order): [inverter] publishes its Home Assistant entities on [mqtt]'s connection
+    virtual: Any = None  # gridtap.inputs.virtual.VirtualInbox: where an output that measures sensors of
+    # its own (a classmethod virtual_sensors(settings) -> [SensorConfig]) puts their values
 
 
 class Output(Protocol):

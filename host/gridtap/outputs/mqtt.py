@@ -550,17 +550,13 @@ class MqttOutput:
         sensors = []
         #: CT sensor id -> the id its Vrms gauge is published under (FLM03 style: one id per quantity)
         self.voltage_ids: dict[str, str] = {}
-        for s in ctx.cfg.sensors:
+        for s in ctx.cfg.all_sensors:  # board and virtual sensors (expression meters, wallboxes) alike
             kind = "water" if s.kind == "pulse" and s.unit == "litre" else "electricity"
             for sid, role in s.series:
                 sensors.append(MqttSensor(sid, f"{s.name} export" if role == "export" else s.name, kind))
             if s.voltage_id:
                 self.voltage_ids[s.id] = s.voltage_id
                 sensors.append(MqttSensor(s.voltage_id, s.name, "voltage"))
-        for meter in ctx.cfg.meters:  # expression meters are published like board sensors
-            for sid, role in meter.series:
-                sensors.append(MqttSensor(sid, f"{meter.name} export" if role == "export" else meter.name,
-                                          "electricity"))
         password = None
         if m.password_env:
             value = os.environ.get(m.password_env)

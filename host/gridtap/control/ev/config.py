@@ -24,6 +24,7 @@ gridtap.config adds the line.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import Any
 from gridtap.control.ev.charging import PLAN_FIELDS, ChargeRule, RuleConfigError
 from gridtap.errors import UserError
 
+MAX_POWER_W = 100_000.0     # plausibility bound of a wallbox's MeterValues (and of its sensor)
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,48}$")   # OCPP CiString48, safe in a URL path
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -66,6 +68,20 @@ class EvConfig:
 
     def wallbox(self, ident: str) -> WallboxConfig | None:
         return next((w for w in self.wallboxes if w.id == ident), None)
+
+
+def sensor_id(ident: str) -> str:
+    """The series id of a wallbox's meter (stable: derived from its charge point id, not its place)."""
+    return hashlib.md5(f"gridtap-ev:{ident}".encode(), usedforsecurity=False).hexdigest()
+
+
+def sensors(cfg: EvConfig) -> list[Any]:
+    """Each wallbox's own meter as a virtual sensor named like its cFos fields, E<n>: power and
+    energy from its MeterValues, served like a board sensor (gridtap.inputs.virtual)."""
+    from gridtap.config import SensorConfig
+
+    return [SensorConfig(name=f"E{w.index}", id=sensor_id(w.id), kind="ct", index=-1, source="ev",
+                         max_w=MAX_POWER_W) for w in cfg.wallboxes]
 
 
 def _get(d: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any,

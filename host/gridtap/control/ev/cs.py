@@ -47,7 +47,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from gridtap.control.ev.config import EvConfig
+from gridtap.control.ev.config import MAX_POWER_W, EvConfig
 from gridtap.control.ev.controller import BoxMeasure, BoxPlan, Controller
 from gridtap.control.ev.loadmgr import BoxSpec, Grant
 
@@ -59,8 +59,7 @@ wire = logging.getLogger("gridtap.ev.wire")
 wire.setLevel(logging.CRITICAL)
 
 HEARTBEAT_S = 60
-MAX_POWER_W = 100_000.0     # plausibility limits for MeterValues
-MAX_CURRENT_A = 100.0
+MAX_CURRENT_A = 100.0       # plausibility limit for MeterValues (power: config.MAX_POWER_W)
 _STATE = {"Available": 0, "Preparing": 1, "Charging": 2, "SuspendedEV": 3, "SuspendedEVSE": 3,
           "Finishing": 1, "Reserved": 0, "Unavailable": 9, "Faulted": 9}
 
@@ -77,16 +76,20 @@ class Box:
     sent: tuple[float, int] | None = None  # (amps, phases) of the last accepted TxProfile
     sent_at: float = -math.inf
     bad_values: int = 0
+    boot: int = 0                        # when it last booted: its meter register's epoch
+    metered: bool = False                # its energy register is known (MeterValues or meterStart)
 
 
 class CentralSystem:
     """Holds every wallbox's state; serves OCPP; runs the control loop."""
 
     def __init__(self, cfg: EvConfig, grid: Callable[[], tuple[float, tuple[float, float, float]] | None],
-                 limits: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 limits: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time,
+                 on_measure: Callable[[str, Box], None] | None = None) -> None:
         self.cfg = cfg
         self.grid = grid
         self.clock = clock
+        self.on_measure = on_measure  # each wallbox's new measurement, e.g. to its virtual sensor
         self.boxes = {w.id: Box() for w in cfg.wallboxes}
         plans = [BoxPlan(w.id, w.index, w.rule, BoxSpec(w.id, w.min_a, w.max_a, w.phases, w.switch_phases),
                          w.target_wh, w.departure_min) for w in cfg.wallboxes]
@@ -162,6 +165,10 @@ class CentralSystem:
 
     def count(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
+
+    def measured(self, ident: str) -> None:
+        if self.on_measure is not None:
+            self.on_measure(ident, self.boxes[ident])
 
     # ---- values -------------------------------------------------------------------------------
 
@@ -281,6 +288,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
     async def after_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> None:
         log.info("%s: booted (%s %s)", self.id, charge_point_vendor[:20], charge_point_model[:20])
         self.box.booted = True
+        self.box.boot = int(self.cs.clock())
         wb = self.cs.cfg.wallbox(self.id)
         ok = await self.set_profile(ChargingProfilePurposeType.tx_default_profile, self.cs.safe_amps(),
                                     wb.phases if wb else 3, None, None)
@@ -315,6 +323,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
         m = self.box.measure
         m.connected, m.txn_start_wh = True, float(meter_start)
         m.import_wh = max(m.import_wh, float(meter_start))
+        self.box.metered |= meter_start >= 0   # a negative one: the sensor's checks refuse it anyway
         self.box.sent = None
         return call_result.StartTransaction(transaction_id=self.box.txn,
                                             id_tag_info=IdTagInfo(status=AuthorizationStatus.accepted))
@@ -330,6 +339,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
             self.box.measure.connected = False
             self.box.measure.power_w = 0.0
             self.box.measure.currents = (0.0, 0.0, 0.0)
+            self.cs.measured(self.id)
         return call_result.StopTransaction()
 
     @on(Action.meter_values)
@@ -337,6 +347,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
         self._need_boot()
         for mv in meter_value[-4:]:
             self._sampled(mv.get("sampled_value", []))
+        self.cs.measured(self.id)
         return call_result.MeterValues()
 
     def _sampled(self, values: list[dict[str, Any]]) -> None:
@@ -359,6 +370,7 @@ class _Link(_ChargePoint):  # type: ignore[misc]
                     self._bad(f"energy register went back from {m.import_wh:.0f} to {x:.0f} Wh")
                 else:
                     m.import_wh = x
+                    self.box.metered = True
             elif what == "Power.Active.Import":
                 if x > MAX_POWER_W:
                     self._bad(f"power {x:.0f} W")

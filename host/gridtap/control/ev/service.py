@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gridtap.control.ev.config import EvConfig, parse_config
+from gridtap.control.ev.config import EvConfig, parse_config, sensor_id, sensors
 
 if TYPE_CHECKING:
     from gridtap.config import Section
@@ -40,6 +40,11 @@ class EvService:
     def parse(cls, section: Section) -> EvConfig:
         return parse_config(section.data)
 
+    @classmethod
+    def virtual_sensors(cls, cfg: EvConfig) -> list[Any]:
+        """Each wallbox's meter, E<n>, as a sensor like any other (RRD, REST, MQTT/HA, PVOutput, IEC-104)."""
+        return sensors(cfg)
+
     def __init__(self, cfg: EvConfig, ctx: OutputContext | None = None, grid_id: str | None = None,
                  limits: Callable[[], Any] | None = None, clock: Callable[[], float] | None = None) -> None:
         # The grid limits: an operator's emergency stop of consumption pauses every wallbox.
@@ -55,6 +60,8 @@ class EvService:
         else:
             self._export_id = None
         self.grid_id = grid_id
+        self.inbox = ctx.virtual if ctx is not None else None   # gridtap.inputs.virtual.VirtualInbox
+        self._ids = {w.id: sensor_id(w.id) for w in cfg.wallboxes}
         self._power: dict[str, tuple[int, float]] = {}   # role -> (t, W)
         self._volts = 230.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,6 +96,15 @@ class EvService:
                     ev[k] += box.measure.currents[k]
         return w, (w / self._volts, ev[1], ev[2])
 
+    def measured(self, ident: str, box: Any) -> None:
+        """A wallbox's new MeterValues (or its stop) as its sensor's power and energy register."""
+        if self.inbox is None:
+            return
+        t, sid = self.clock(), self._ids[ident]
+        self.inbox.power(sid, t, box.measure.power_w)
+        if box.metered:
+            self.inbox.counter(sid, t, box.measure.import_wh, box.boot)
+
     # ---- the thread -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -104,7 +120,7 @@ class EvService:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.cs = CentralSystem(self.cfg, self.grid, self.limits, clock=self.clock)
+        self.cs = CentralSystem(self.cfg, self.grid, self.limits, clock=self.clock, on_measure=self.measured)
         try:
             self.port = await self.cs.start()
         except OSError as exc:
@@ -113,7 +129,9 @@ class EvService:
             return
         log.info("OCPP central system on ws://%s:%d/<charge point id>", self.cfg.bind, self.port)
         self._ready.set()
+        rate, mark = 1.0, (self.clock(), time.monotonic())
         while not self._stop.is_set():
+            due = self.clock() + self.cfg.interval_s
             self._step = asyncio.ensure_future(self.cs.control_step())
             try:
                 await self._step
@@ -121,8 +139,13 @@ class EvService:
                 break   # stopping: a call that waits for its answer is not waited for
             except Exception:  # a failed step must not end charging control; the next one retries
                 log.exception("EV control step failed")
+            # interval_s is of the daemon's clock: a simulated one (--clock-file) runs faster than the wall
+            now, mono = self.clock(), time.monotonic()
+            if mono - mark[1] >= 1.0:
+                rate = min(max((now - mark[0]) / (mono - mark[1]), 1.0), 1e4)
+                mark = (now, mono)
             try:
-                await asyncio.wait_for(self._stop.wait(), self.cfg.interval_s)
+                await asyncio.wait_for(self._stop.wait(), max(0.01, (due - now) / rate))
             except TimeoutError:
                 pass
         await self.cs.close()

@@ -74,7 +74,7 @@ class Iec104Output:
     def __init__(self, cfg: Iec104Config, ctx: OutputContext) -> None:
         self.cfg = cfg
         self.names = {sid: (f"{s.name}.export" if role == "export" else s.name)
-                      for s in ctx.cfg.sensors for sid, role in s.series}
+                      for s in ctx.cfg.all_sensors for sid, role in s.series}
         self.meas = Measurements(cfg.model.assets, max(2 * cfg.report_s, 60.0))
         state_dir = Path(ctx.cfg.daemon.state_dir)
         self.station = NetflexStation(cfg.model, StateFile(state_dir / "iec104-state.json"),

@@ -48,7 +48,7 @@ class PVOutputOutput:
 
     def __init__(self, settings: PVOutputSettings, ctx: OutputContext) -> None:
         cfg = ctx.cfg
-        self.names = {sid: series_name(s, role) for s in cfg.sensors for sid, role in s.series}
+        self.names = {sid: series_name(s, role) for s in cfg.all_sensors for sid, role in s.series}
         self.up = PVOutputUploader(settings, cfg.daemon.state_dir / "pvoutput.sqlite", clock=ctx.clock)
         self.feed = SpoolFeed(self.up, ctx.spool, self.names, ctx.health)  # spool faults: the daemon's
         self.spool = ctx.spool
