@@ -71,6 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--battery", default="10:3:50", metavar="KWH:KW:SOC",
                    help="the simulated battery with --luxpower: capacity, power limit, initial SOC "
                         "(default 10:3:50)")
+    p.add_argument("--wallbox", action="append", default=[], metavar="URL/ID@S",
+                   help="also run a simulated OCPP 1.6J wallbox that connects to the central system at "
+                        "URL as charge point ID and has a car (60 kWh, 30 %%) plugged in S simulated "
+                        "seconds after the start, e.g. ws://127.0.0.1:9000/garage@60; its draw on L1 is a "
+                        "load on the scenario's grid CT (repeatable; docs/ev.md)")
+    p.add_argument("--wallbox-log", default=None, metavar="FILE",
+                   help="with --wallbox: write each wallbox report here as CSV "
+                        "(t,id,amps,phases,power_w,energy_wh,soc)")
     p.add_argument("--t0", default=None, metavar="UNIX",
                    help="with --clock-file: Unix time of simulated t=0 (default: the latest --start time "
                         "of day, UTC, that is not in the future); sets the time of day unless --start does")
@@ -169,7 +177,11 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         if kwh <= 0 or kw <= 0 or soc > 100:
             raise UserError(f"--battery {args.battery}: capacity and power must be positive, SOC 0..100")
         battery = (kwh, kw, soc)
+    wallboxes = parse_wallboxes(getattr(args, "wallbox", []))
+    if wallboxes and args.scenario not in ("household", "household-pv", "pulse-meters", "brownouts"):
+        raise UserError(f"--wallbox: scenario {args.scenario!r} has no grid CT for the wallboxes")
     return {
+        "wallboxes": wallboxes, "wallbox_log": getattr(args, "wallbox_log", None),
         "luxpower": luxpower, "battery": battery,
         "scenario": args.scenario, "seed": seed, "duration": duration, "speed": parse_speed(args.speed),
         "ber": _float("ber", args.ber, 0.0, 0.5), "drop": _float("drop", args.drop, 0.0, 0.99),
@@ -190,6 +202,21 @@ def _fields(option: str, text: str, form: str, example: str) -> list[str]:
     if len(parts) != form.count(":") + 1:
         raise UserError(f"--{option} {text!r}: expected {form}, e.g. {example}")
     return parts
+
+
+def parse_wallboxes(items: list[str]) -> list[tuple[str, str, float]]:
+    """--wallbox ws://HOST:PORT/ID@S values as (url, id, arrival s)."""
+    out = []
+    for text in items:
+        where, at, arrive = text.rpartition("@")
+        url, _, ident = (where if at else text).rpartition("/")
+        if not url.startswith(("ws://", "wss://")) or not ident or "/" in url.split("//", 1)[1]:
+            raise UserError(f"--wallbox {text!r}: expected ws://HOST:PORT/ID@S, e.g. "
+                            "ws://127.0.0.1:9000/garage@60")
+        out.append((url, ident, _float("wallbox", arrive, 0.0) if at else 0.0))
+    if len({ident for _u, ident, _a in out}) < len(out):
+        raise UserError("--wallbox: each wallbox needs its own ID")
+    return out
 
 
 def parse_outages(items: list[str]) -> list[tuple[float, float]]:
@@ -258,8 +285,15 @@ def run_sim(args: argparse.Namespace) -> int:
         cell = Battery(capacity_wh=kwh * 1000, max_charge_w=kw * 1000, max_discharge_w=kw * 1000, soc_pct=soc)
         lux = Inverter(battery=cell,
                        clock=lambda: base[0] + (vb_now[0].now if vb_now else 0.0))
+    fleet = None
+    if opt["wallboxes"]:
+        from gridtap_sim.wallbox import Fleet
+
+        fleet = Fleet(opt["wallboxes"], clock=lambda: base[0] + (vb_now[0].now if vb_now else 0.0),
+                      start=0.0, log=opt["wallbox_log"])
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"],
-                     battery=None if lux is None else lux.ac_power)
+                     battery=None if lux is None else lux.ac_power,
+                     ev=None if fleet is None else fleet.grid_w)
     sim.add_outages(opt["outages"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
                       stall_per_min=opt["stalls"], fw_log=opt["fw_log"], ber_bursts=opt["ber_bursts"],
@@ -297,6 +331,11 @@ def run_sim(args: argparse.Namespace) -> int:
             raise
         vb.clock_writer = clock
         print(f"clock: {opt['clock_file']} (simulated t=0 is Unix {t0:.0f})", file=sys.stderr, flush=True)
+    if fleet is not None:
+        fleet.start_t = base[0]   # simulated t = 0 as Unix time: the cars' arrivals count from it
+        fleet.start()
+        print(f"wallboxes: {', '.join(f'{u}/{i} (car at {a:g} s)' for u, i, a in opt['wallboxes'])}",
+              file=sys.stderr, flush=True)
     print(f"pty: {vb.pty_path}", flush=True)
     print(f"scenario: {opt['scenario']} ({sim.scn.description}); seed {opt['seed']}; "
           f"firmware log: {vb.fw_log_path}", file=sys.stderr, flush=True)
@@ -323,6 +362,10 @@ def run_sim(args: argparse.Namespace) -> int:
         vb.close()
         if datalogger is not None:
             datalogger.close()
+        if fleet is not None:
+            fleet.stop()
+            for err in fleet.errors[-5:]:
+                print(f"wallbox link: {err}", file=sys.stderr, flush=True)
         if clock is not None:
             clock.close()
     st = vb.stats

@@ -158,9 +158,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", default="60", help="simulated seconds per wall second, or max (default 60)")
     p.add_argument("--duration", default="7200", metavar="S",
                    help="simulated seconds to run (default 7200: two hours)")
-    p.add_argument("--start", default="11:00", metavar="HH:MM",
+    p.add_argument("--start", default=None, metavar="HH:MM",
                    help="time of day (UTC) where the simulation starts (default 11:00: the default two "
-                        "hours rise to the PV peak at 13:00)")
+                        "hours rise to the PV peak at 13:00; with --scenario ev 13:30)")
+    p.add_argument("--scenario", default="household-pv", choices=("household-pv", "ev"),
+                   help="household-pv (default): the house, its PV and a battery; ev: three simulated "
+                        "OCPP wallboxes charging from PV surplus under a 25 A connection limit, their "
+                        "draw in the grid CT (gridtap_sim.demo_ev)")
     p.add_argument("--port", default=None, help="REST API port on 127.0.0.1 (default: a free one)")
     p.add_argument("--seed", default="1", help="simulator seed (default 1)")
     p.add_argument("--no-mqtt", action="store_true",
@@ -187,7 +191,8 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
 
     speed = parse_speed(args.speed)
     duration = _number("duration", args.duration, 10.0, 86400.0 * 366)
-    start = parse_start(args.start)
+    scenario = getattr(args, "scenario", "household-pv")
+    start = parse_start(args.start or ("13:30" if scenario == "ev" else "11:00"))
     assert start is not None
     seed = parse_seed(args.seed)
     port = None
@@ -209,7 +214,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--out {out}: the path is too long for rrdcached's unix socket ({sock}); "
                         "use a shorter one")
     return {"out": out, "speed": speed, "speed_text": "max" if speed == math.inf else f"{speed:g}",
-            "duration": duration, "start": start, "seed": seed, "port": port,
+            "duration": duration, "start": start, "seed": seed, "port": port, "scenario": scenario,
             "mqtt": not getattr(args, "no_mqtt", False),
             "status_every": _number("status-every", args.status_every, 10.0, 86400.0),
             "graph_every": _number("graph-every", args.graph_every, 60.0, 86400.0 * 366)}
@@ -404,9 +409,10 @@ def draw_graphs(cfg_path: Path, out: Path, start: int, end: int, quiet: bool) ->
     from gridtap.config import load_config
 
     cfg = load_config(cfg_path)
-    flush_for_reading(cfg, [cfg.daemon.rrd_dir / f"{sid}.rrd" for s in cfg.sensors for sid, _r in s.series])
+    sensors = cfg.all_sensors  # virtual ones (wallboxes, expression meters) have RRDs too
+    flush_for_reading(cfg, [cfg.daemon.rrd_dir / f"{sid}.rrd" for s in sensors for sid, _r in s.series])
     done: list[Path] = []
-    for s in cfg.sensors:
+    for s in sensors:
         png = out / f"{s.name}.png"
         try:
             cmd = graph_args(cfg, s, "day", png, end, 800, 250, start=start)
@@ -498,18 +504,14 @@ class Demo:
             sys.executable, "-m", "gridtap.cli", "sim", "--scenario", SCENARIO, "--speed", o["speed_text"],
             "--seed", str(o["seed"]), "--duration", repr(o["duration"]), "--record", str(self.record),
             "--clock-file", str(self.clock_path), "--t0", repr(self.t0), "--batch-max-s", f"{BATCH_MAX_S:g}",
-            "--fw-log", str(self.out / "firmware.log"), "--luxpower", str(self.lux_port)], sim_log,
+            "--fw-log", str(self.out / "firmware.log"), *self.sim_options()], sim_log,
             stdout_pipe=True)
         pty = read_pty_line(sim, sim_log, stopped=lambda: self.stop_requested is not None)
         tty = self.out / "board.tty"
         tty.unlink(missing_ok=True)
         tty.symlink_to(pty)
-        lux = (self.lux_port, self.window)
-        self.cfg.write_text(daemon_toml(self.out, tty, api_port, self.mqtt_port, lux))
-        from gridtap.control.luxpower.client import LinkSettings, LuxClient
-
-        self.battery = LuxClient("127.0.0.1", self.lux_port, LUX_DATALOGGER, LUX_INVERTER,
-                                 LinkSettings(backoff_min_s=0.5, backoff_max_s=2.0)).start()
+        self.cfg.write_text(self.config_text(tty, api_port))
+        self.attach()
         if self.mqtt_port is not None:
             self._wait_port(self.mqtt_port, "mosquitto", self.out / "mosquitto.log")
         self.procs.start("daemon", [
@@ -518,6 +520,35 @@ class Demo:
             self.out / "daemon.log")
         self.api = Api(api_port)
         self._wait_api()
+
+    # -- what a scenario adds (gridtap_sim.demo_ev overrides these) --
+
+    def sim_options(self) -> list[str]:
+        """`gridtap sim` options beyond the board's: the simulated LuxPower battery."""
+        return ["--luxpower", str(self.lux_port)]
+
+    def config_text(self, tty: Path, api_port: int) -> str:
+        return daemon_toml(self.out, tty, api_port, self.mqtt_port, (self.lux_port, self.window))
+
+    def attach(self) -> None:
+        """Watch the simulated devices for the status lines (the battery, through its datalogger)."""
+        from gridtap.control.luxpower.client import LinkSettings, LuxClient
+
+        self.battery = LuxClient("127.0.0.1", self.lux_port, LUX_DATALOGGER, LUX_INVERTER,
+                                 LinkSettings(backoff_min_s=0.5, backoff_max_s=2.0)).start()
+
+    def say_devices(self) -> None:
+        self.say(f"  battery: a simulated LuxPower inverter (10 kWh, 3 kW) on the grid CT, 127.0.0.1:"
+                 f"{self.lux_port}; the daemon's [inverter] schedule charges it {self.window} UTC")
+
+    def device_header(self) -> str:
+        return f"{'battery':>14}"
+
+    def device_status(self) -> str:
+        soc, _age = (None, None) if self.battery is None else self.battery.soc()
+        bw = None if self.battery is None else self.battery.battery_w()
+        batt = "-" if soc is None or bw is None else f"{bw:+.0f} W {soc:.0f} %"
+        return f"{batt:>14}"
 
     def _wait_port(self, port: int, name: str, log: Path) -> None:
         deadline = time.monotonic() + 10.0
@@ -575,11 +606,10 @@ class Demo:
                          "in Debian's mosquitto-clients)")
         self.say(f"  graphs: {o['out']}/<sensor>.png over the simulated window, redrawn every "
                  f"{o['graph_every'] / 60:g} simulated min and at the end")
-        self.say(f"  battery: a simulated LuxPower inverter (10 kWh, 3 kW) on the grid CT, 127.0.0.1:"
-                 f"{self.lux_port}; the daemon's [inverter] schedule charges it {self.window} UTC")
+        self.say_devices()
         self.say(f"  logs: {o['out']}/daemon.log, sim.log, firmware.log; Ctrl-C stops everything cleanly")
         names = "  ".join(f"{n:>12}" for n, *_ in SENSORS)
-        self.say(f"  {'time (UTC)':<10} {'speed':>6}  {names}  {'battery':>14}")
+        self.say(f"  {'time (UTC)':<10} {'speed':>6}  {names}  {self.device_header()}")
 
     def status(self, now: float, speed: float | None) -> None:
         assert self.api is not None
@@ -592,11 +622,8 @@ class Demo:
             else:
                 v = self.api.latest(sensor_id(name, "pulse"))
             cols.append(f"{fmt_w(v):>12}")
-        soc, _age = (None, None) if self.battery is None else self.battery.soc()
-        bw = None if self.battery is None else self.battery.battery_w()
-        batt = "-" if soc is None or bw is None else f"{bw:+.0f} W {soc:.0f} %"
         sp = "" if speed is None else f"{speed:5.0f}x"
-        self.say(f"  {hhmm(now):<10} {sp:>6}  " + "  ".join(cols) + f"  {batt:>14}")
+        self.say(f"  {hhmm(now):<10} {sp:>6}  " + "  ".join(cols) + f"  {self.device_status()}")
         self.statuses += 1
 
     def run(self) -> None:
@@ -787,7 +814,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("gridtap demo needs the simulator and numpy: pip install 'gridtap[sim]'") from exc
     if shutil.which("rrdtool") is None or shutil.which("rrdcached") is None:
         raise UserError("gridtap demo needs rrdtool and rrdcached; run `make setup`")
-    demo = Demo(opt)
+    if opt["scenario"] == "ev":
+        from gridtap_sim.demo_ev import EvDemo
+
+        demo: Demo = EvDemo(opt)
+    else:
+        demo = Demo(opt)
     previous = {s: signal.signal(s, demo.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         demo.start()

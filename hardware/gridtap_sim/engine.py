@@ -61,10 +61,10 @@ class TruthLog:
 class Simulation:
     def __init__(self, board: Board, scenario: str, seed: int, start_of_day_s: float | None = None,
                  adc: bool = True, outage_every_s: float = 120.0,
-                 battery: Callable[[], float] | None = None) -> None:
+                 battery: Callable[[], float] | None = None, ev: Callable[[], float] | None = None) -> None:
         self.board = board
         self.seed = seed
-        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s, battery)
+        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s, battery, ev)
         self.model = scenarios.model_for(self.scn, board, seed, adc=adc)
         self.fs = board.sets_per_s
         self.next_k = 0

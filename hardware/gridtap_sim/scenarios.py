@@ -67,9 +67,11 @@ def _electricity_meter(seed: int, inp: int, ct: int, imp_per_kwh: float, export:
 
 
 def build(name: str, board: Board, seed: int, start_of_day_s: float | None = None,
-          outage_every_s: float = 120.0, battery: Callable[[], float] | None = None) -> Scenario:
+          outage_every_s: float = 120.0, battery: Callable[[], float] | None = None,
+          ev: Callable[[], float] | None = None) -> Scenario:
     """The named scenario. battery: the AC power (W, + charging) of a home battery on the grid
-    connection, read live (gridtap_sim.luxpower.Inverter.ac_power): the grid CT sees it."""
+    connection, read live (gridtap_sim.luxpower.Inverter.ac_power): the grid CT sees it. ev: the
+    same for wallboxes (gridtap_sim.wallbox.Fleet.grid_w, their draw on the grid CT's phase)."""
     if name not in SCENARIOS:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
@@ -156,6 +158,12 @@ def build(name: str, board: Board, seed: int, start_of_day_s: float | None = Non
         if "grid" not in names:
             raise KeyError(f"scenario {name!r} has no grid CT for a battery")
         loads.append(m.battery("battery", battery, {names.index("grid"): 1.0}))
+    if ev is not None:
+        if "grid" not in names:
+            raise KeyError(f"scenario {name!r} has no grid CT for wallboxes")
+        draw = ev
+        loads.append(m.ev_charger("wallboxes", lambda t: np.full(np.shape(t), draw()),
+                                  {names.index("grid"): 1.0}, 3 * 16 * 230.0))
     return Scenario(name, desc, mains, loads, meters, outages, start % SECONDS_PER_DAY, phases, names)
 
 

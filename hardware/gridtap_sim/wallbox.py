@@ -250,3 +250,93 @@ async def connect_wallbox(url: str, ident: str, state: WallboxState, password: s
     cp = SimWallbox(ident, conn, state, clock)
     task = asyncio.ensure_future(cp.start())
     return cp, task
+
+
+class Fleet:
+    """Simulated wallboxes for `gridtap sim --wallbox`: each connects to a central system (retrying
+    until it listens), boots, has a car plugged in at its time, and charges on the simulator's clock,
+    reporting MeterValues every `step_s` simulated seconds. Their draw on L1 (`grid_w`) is a load on
+    the scenario's grid CT, so what the central system grants closes the loop through the board.
+
+    Runs its own thread and event loop; `log` (a path) gets one CSV line per wallbox and report:
+    ``t,id,amps,phases,power_w,energy_wh,soc``.
+    """
+
+    def __init__(self, boxes: list[tuple[str, str, float]], clock: Callable[[], float], start: float,
+                 step_s: float = 5.0, log: str | None = None, capacity_wh: float = 60_000.0) -> None:
+        # (url, id, seconds after start when its car arrives)
+        self.boxes = boxes
+        self.clock = clock
+        self.start_t = start
+        self.step_s = step_s
+        self.states = {ident: WallboxState(max_a=16.0, phases=3) for _url, ident, _at in boxes}
+        self.capacity_wh = capacity_wh
+        self.log_path = log
+        self._log: Any = None
+        self._stop = False
+        self._thread: Any = None
+        self.errors: list[str] = []
+
+    def grid_w(self) -> float:
+        """What the wallboxes draw on L1, the phase of the board's grid CT."""
+        return sum(s.currents()[0] * VOLTS for s in self.states.values())
+
+    def start(self) -> Fleet:
+        import threading
+
+        if self.log_path is not None:
+            self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+            self._log.write("t,id,amps,phases,power_w,energy_wh,soc\n")
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="wallboxes",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._run(url, ident, at) for url, ident, at in self.boxes))
+
+    async def _sleep(self, sim_s: float) -> None:
+        """Until the simulator's clock has moved on by sim_s (it runs at its own speed)."""
+        until = self.clock() + sim_s
+        while not self._stop and self.clock() < until:
+            await asyncio.sleep(0.005)
+
+    async def _run(self, url: str, ident: str, at: float) -> None:
+        state = self.states[ident]
+        while not self._stop:
+            try:
+                cp, task = await connect_wallbox(url, ident, state, clock=self.clock)
+            except OSError:
+                await asyncio.sleep(0.2)       # the central system is not listening yet
+                continue
+            try:
+                await self._charge(cp, state, at)
+            except Exception as exc:  # noqa: BLE001 - a lost link: report it and connect again
+                self.errors.append(f"{ident}: {type(exc).__name__}: {exc}")
+            finally:
+                task.cancel()
+                await cp._connection.close()
+
+    async def _charge(self, cp: SimWallbox, state: WallboxState, at: float) -> None:
+        await cp.boot()
+        last = self.clock()
+        while not self._stop:
+            now = self.clock()
+            if state.battery is None and now >= self.start_t + at:
+                await cp.plug(Battery(capacity_wh=self.capacity_wh, soc=0.3))
+            state.advance(now, now - last)
+            last = now
+            await cp.meter_values()
+            if self._log is not None:
+                soc = state.battery.soc if state.battery is not None else math.nan
+                self._log.write(f"{now:.1f},{cp.id},{state.amps:.1f},{state.used_phases},"
+                                f"{state.power_w():.0f},{state.energy_wh:.2f},{soc:.4f}\n")
+            await self._sleep(self.step_s)

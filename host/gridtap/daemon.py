@@ -209,8 +209,9 @@ class Daemon:
             from gridtap.meters import MeterHub
 
             # The hub sees the board's values; its meters' values come back through the inbox.
-            self.meters = MeterHub(self.cfg.meters, self.cfg.sensors, self.inbox if self.inbox is not None else _NoInbox(),
-                                   d.state_dir / "meters.json", boot=int(self.clock.now()))
+            out = self.inbox if self.inbox is not None else _NoInbox()
+            self.meters = MeterHub(self.cfg.meters, self.cfg.sensors, out, d.state_dir / "meters.json",
+                                   boot=int(self.clock.now()))
             sinks.append(self.meters)
             log.info("%d meter(s) for cFos formulas", len(self.cfg.meters))
         spool = None if self.spool is None else GuardedSpool(self.spool, self.health)

@@ -89,8 +89,11 @@ class Controller:
 
     def step(self, now: float, minute_of_day: int, wday: int, grid_w: float | None,
              grid_a: tuple[float, float, float] | None,
-             boxes: Mapping[str, BoxMeasure]) -> dict[str, Grant]:
-        """Evaluate every rule and grant currents; no grid reading means nothing is granted."""
+             boxes: Mapping[str, BoxMeasure], standby_a: float = 0.0) -> dict[str, Grant]:
+        """Evaluate every rule and grant currents; no grid reading means nothing is granted.
+
+        standby_a: what wallboxes without a grant may start drawing before the next step (a car
+        plugged in charges at the safe default profile at once): kept free like the house's draw."""
         if grid_w is None or grid_a is None or not all(map(math.isfinite, (grid_w, *grid_a))):
             self.log("no plausible grid reading: pausing every wallbox")
             house_a = math.inf
@@ -98,7 +101,7 @@ class Controller:
         else:
             # the house without the EVs, per phase; the worst phase sets the budget
             ev = [sum(boxes[p.id].currents[k] for p in self.plans if p.id in boxes) for k in range(3)]
-            house_a = max(grid_a[k] - ev[k] for k in range(3))
+            house_a = max(grid_a[k] - ev[k] for k in range(3)) + standby_a
         env = self.variables(minute_of_day, wday, grid_w, grid_a, boxes)
         inputs: dict[str, BoxInput] = {}
         for p in self.plans:

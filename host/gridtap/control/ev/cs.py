@@ -187,9 +187,13 @@ class CentralSystem:
         t = self.clock()
         now = dt.datetime.fromtimestamp(t)
         grid = self.grid()
+        # a booted wallbox with no transaction may start one and draw its safe default before the
+        # next step: that much stays free (3 x 6 A would else go over a limit the others filled)
+        idle = sum(1 for b in self.boxes.values() if b.cp is not None and b.booted and b.txn is None)
         grants = self.controller.step(t, now.hour * 60 + now.minute, now.isoweekday() % 7,
                                       grid[0] if grid else None, grid[1] if grid else None,
-                                      {k: b.measure for k, b in self.boxes.items()})
+                                      {k: b.measure for k, b in self.boxes.items()},
+                                      standby_a=idle * self.safe_amps())
         # decreases go out before increases, so the connection is never over its limit in between
         order = sorted(grants.items(), key=lambda kv: kv[1].amps - (self.boxes[kv[0]].sent or (0, 0))[0])
         for ident, g in order:

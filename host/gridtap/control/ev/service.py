@@ -8,7 +8,9 @@ grid current is power / voltage, signed: export is negative). A reading older
 than 10 s is no reading: the budget is 0 and the wallboxes pause.
 
 The board measures one phase: the grid sensor's current is L1; on L2 and L3
-only the wallboxes' own currents are known, so the house is assumed on L1.
+only the wallboxes' own currents are known, so the house is assumed on L1, and
+the grid power the rules see (M1.power_w, surplus_w) is L1's plus the
+wallboxes' L2 and L3 draw, summed as the utility meter sums the phases.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class EvService:
         self.grid_id = grid_id
         self.inbox = ctx.virtual if ctx is not None else None   # gridtap.inputs.virtual.VirtualInbox
         self._ids = {w.id: sensor_id(w.id) for w in cfg.wallboxes}
+        self._names = {w.id: f"E{w.index}" for w in cfg.wallboxes}
         self._power: dict[str, tuple[int, float]] = {}   # role -> (t, W)
         self._volts = 230.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,7 +97,9 @@ class EvService:
             for box in self.cs.boxes.values():
                 for k in range(3):
                     ev[k] += box.measure.currents[k]
-        return w, (w / self._volts, ev[1], ev[2])
+        # M1.power_w is the connection's power, phases summed as the utility meter sums them: L1
+        # measured (the house and the wallboxes' L1), L2 and L3 the wallboxes' own draw
+        return w + self._volts * (ev[1] + ev[2]), (w / self._volts, ev[1], ev[2])
 
     def measured(self, ident: str, box: Any) -> None:
         """A wallbox's new MeterValues (or its stop) as its sensor's power and energy register."""
@@ -104,6 +109,21 @@ class EvService:
         self.inbox.power(sid, t, box.measure.power_w)
         if box.metered:
             self.inbox.counter(sid, t, box.measure.import_wh, box.boot)
+
+    def status(self) -> dict[str, Any]:
+        """REST /status: each wallbox's link, state, last granted profile and draw; the error counts."""
+        cs = self.cs
+        if cs is None:
+            return {"listening": False}
+        boxes = {}
+        for ident, box in list(cs.boxes.items()):
+            m = box.measure
+            boxes[ident] = {"sensor": self._names[ident],
+                            "connected": box.cp is not None, "status": box.status,
+                            "granted_a": None if box.sent is None else box.sent[0],
+                            "phases": None if box.sent is None else box.sent[1],
+                            "power_w": m.power_w, "currents_a": list(m.currents), "import_wh": m.import_wh}
+        return {"listening": self.port > 0, "port": self.port, "wallboxes": boxes, "errors": dict(cs.errors)}
 
     # ---- the thread -----------------------------------------------------------------------------
 
