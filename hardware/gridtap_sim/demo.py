@@ -160,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="simulated seconds to run (default 7200: two hours)")
     p.add_argument("--start", default=None, metavar="HH:MM",
                    help="time of day (UTC) where the simulation starts (default 11:00: the default two "
-                        "hours rise to the PV peak at 13:00; with --scenario ev 13:30)")
+                        "hours rise to the PV peak at 13:00; with --scenario ev 14:00)")
     p.add_argument("--scenario", default="household-pv", choices=("household-pv", "ev"),
                    help="household-pv (default): the house, its PV and a battery; ev: three simulated "
                         "OCPP wallboxes charging from PV surplus under a 25 A connection limit, their "
@@ -192,7 +192,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     speed = parse_speed(args.speed)
     duration = _number("duration", args.duration, 10.0, 86400.0 * 366)
     scenario = getattr(args, "scenario", "household-pv")
-    start = parse_start(args.start or ("13:30" if scenario == "ev" else "11:00"))
+    start = parse_start(args.start or ("14:00" if scenario == "ev" else "11:00"))
     assert start is not None
     seed = parse_seed(args.seed)
     port = None

@@ -26,11 +26,12 @@ from gridtap_sim.demo import Demo, daemon_toml, demo_series, free_port, hhmm, re
 
 LIMIT_A = 25.0
 VOLTS = 230.0
-# (charge point id, charging rule, minutes after the start when its car arrives, what the rule means)
+# (charge point id, charging rule, minutes after the start when its car arrives, what the rule means);
+# every wallbox can switch between 1 and 3 phases, so a few kW of surplus are enough to charge
 WALLBOXES = (
-    ("garage", "gridtap", 1, "gridtap's rule: min + PV, full from 15:00 or when the car needs it"),
-    ("carport", "surplus", 5, "PV surplus only, switching between 1 and 3 phases"),
-    ("street", "full", 10, "full current (16 A): the connection limit has to share"),
+    ("garage", "gridtap", 1, "min + PV (from 300 W of surplus), full current from 15:00"),
+    ("carport", "gridtap", 5, "the same: two cars on full current from 15:00 meet the limit"),
+    ("street", "surplus", 10, "PV surplus only"),
 )
 
 
@@ -40,7 +41,7 @@ def ev_toml(port: int) -> list[str]:
              'grid_sensor = "grid"', "interval_s = 10", "min_on_s = 300", "min_off_s = 300", ""]
     for ident, rule, _at, _why in WALLBOXES:
         lines += ["[[ev.wallbox]]", f'id = "{ident}"', f'rule = "{rule}"', "max_a = 16",
-                  f"switch_phases = {'true' if rule == 'surplus' else 'false'}",
+                  "switch_phases = true",
                   "target_wh = 20000", 'departure = "07:00"', ""]
     return lines
 

@@ -115,3 +115,19 @@ def test_a_failing_rule_pauses_and_is_counted() -> None:
                    25.0, min_on_s=0, min_off_s=0)
     g = c.step(0, 600, 1, 500.0, (2.0, 2.0, 2.0), {"a": BoxMeasure(connected=True)})
     assert g["a"].amps == 0 and c.rule_errors == 1
+
+
+def test_surplus_rules_share_the_surplus_and_a_full_box_is_consumption() -> None:
+    """Two surplus rules that each saw all of the surplus would take twice it (the rest from the grid);
+    each sees its share, and a wallbox on a rule that ignores the surplus is no part of it."""
+    surplus, full = ChargeRule.compile("surplus"), ChargeRule.compile("full")
+    plans = [BoxPlan(n, i, r, BoxSpec(n, switch_phases=True)) for i, (n, r) in
+             enumerate((("a", surplus), ("b", surplus), ("c", full)), 1)]
+    c = Controller(plans, 63.0, min_on_s=0, min_off_s=0)
+    cars = {n: BoxMeasure(connected=True) for n in "ab"}
+    g = c.step(0, 12 * 60, 1, -2 * 2070.0, (-18.0, 0.0, 0.0), cars)   # 4140 W export
+    assert [(g[n].amps, g[n].phases) for n in "ab"] == [(9.0, 1), (9.0, 1)]   # 2070 W each
+    # the full box's 11 kW are consumption like the house's: they use the export up, none is surplus
+    cars["c"] = BoxMeasure(connected=True, power_w=11040.0, currents=(16.0, 16.0, 16.0))
+    env = c.variables(12 * 60, 1, 11040.0 - 2 * 2070.0, (12.0, 16.0, 16.0), cars)
+    assert env["surplus_w"] == 2 * 2070.0 - 11040.0

@@ -65,7 +65,10 @@ class Controller:
         env: dict[str, float] = {
             "M1.power_w": grid_w, "M1.current_l1": grid_a[0], "M1.current_l2": grid_a[1],
             "M1.current_l3": grid_a[2],
-            "surplus_w": -grid_w + sum(boxes[p.id].power_w for p in self.plans if p.id in boxes),
+            # the surplus the surplus-driven wallboxes share: export plus what they draw now (a
+            # wallbox whose rule ignores the surplus is consumption like the house)
+            "surplus_w": -grid_w + sum(boxes[p.id].power_w for p in self.plans
+                                       if p.id in boxes and "surplus_w" in p.rule.names),
             "date.hour": minute_of_day // 60, "date.minute": minute_of_day % 60,
             "date.dayminute": minute_of_day, "date.wday": wday,
         }
@@ -103,10 +106,16 @@ class Controller:
             ev = [sum(boxes[p.id].currents[k] for p in self.plans if p.id in boxes) for k in range(3)]
             house_a = max(grid_a[k] - ev[k] for k in range(3)) + standby_a
         env = self.variables(minute_of_day, wday, grid_w, grid_a, boxes)
+        # Each surplus-driven wallbox with a car sees its share of the surplus: two rules that each saw
+        # all of it would together take twice the surplus, the rest from the grid.
+        sharing = sum(1 for p in self.plans if "surplus_w" in p.rule.names
+                      and (boxes.get(p.id) or BoxMeasure()).connected)
         inputs: dict[str, BoxInput] = {}
         for p in self.plans:
             m = boxes.get(p.id) or BoxMeasure()
             own = dict(env)
+            if sharing > 1:
+                own["surplus_w"] = env["surplus_w"] / sharing
             own.update({k.replace(f"E{p.index}.", "E.", 1): v for k, v in env.items()
                         if k.startswith(f"E{p.index}.")})
             wish = math.nan
