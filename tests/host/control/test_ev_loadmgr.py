@@ -131,3 +131,21 @@ def test_surplus_rules_share_the_surplus_and_a_full_box_is_consumption() -> None
     cars["c"] = BoxMeasure(connected=True, power_w=11040.0, currents=(16.0, 16.0, 16.0))
     env = c.variables(12 * 60, 1, 11040.0 - 2 * 2070.0, (12.0, 16.0, 16.0), cars)
     assert env["surplus_w"] == 2 * 2070.0 - 11040.0
+
+
+def test_the_documents_weekend_rule_reads_its_date_names() -> None:
+    """date.weekday as the document defines it (Sunday 0 … Saturday 6): its weekend example's `5 || 6`
+    is Friday and Saturday; `6 || 0` is the weekend."""
+    from datetime import UTC, datetime
+
+    from gridtap.rules.cfos import date_env
+
+    doc, weekend = (ChargeRule.compile(f"date.weekday == {a} || date.weekday == {b} ? 16000 : 0")
+                    for a, b in ((5, 6), (6, 0)))
+    cars = {"doc": BoxMeasure(connected=True), "we": BoxMeasure(connected=True)}
+    for day, want in ((4, (16.0, 0.0)), (5, (16.0, 16.0)), (6, (0.0, 16.0))):   # Fri, Sat, Sun
+        c = Controller([BoxPlan("doc", 1, doc, BoxSpec("doc")), BoxPlan("we", 2, weekend, BoxSpec("we"))],
+                       63.0, min_on_s=0, min_off_s=0)
+        t = datetime(2026, 12, day, 12, tzinfo=UTC).timestamp()
+        g = c.step(t, 720, 0, 0.0, (0.0, 0.0, 0.0), cars, date=date_env(t, UTC))
+        assert (g["doc"].amps, g["we"].amps) == want, day

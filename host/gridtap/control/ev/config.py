@@ -127,8 +127,8 @@ def parse_config(section: Any) -> EvConfig:
         bad = w.rule.unknown(known)
         if bad:
             raise UserError(f"[ev] key 'wallbox.{i}.rule': unknown name {bad[0]!r} (known: M1.power_w, "
-                            "M1.current_l1..3, surplus_w, date.hour, date.minute, date.dayminute, "
-                            f"date.wday, E.<field>, E1..E{len(parsed)}.<field>)")
+                            "M1.current_l1..3, surplus_w, date.hour, date.dayminute, date.weekday and the "
+                            f"document's other date.* names, E.<field>, E1..E{len(parsed)}.<field>)")
     return EvConfig(
         bind=_get(section, "bind", "", str, "127.0.0.1"),
         port=_get(section, "port", "", int, 9000, 0, 65535),
@@ -199,8 +199,10 @@ def _password(section: dict[str, Any]) -> str | None:
 
 
 def _known_names(n: int) -> set[str]:
-    names = {"M1.power_w", "M1.current_l1", "M1.current_l2", "M1.current_l3", "surplus_w",
-             "date.hour", "date.minute", "date.dayminute", "date.wday"}
+    from gridtap.rules.names import date_names
+
+    names = {"M1.power_w", "M1.current_l1", "M1.current_l2", "M1.current_l3", "surplus_w", "date.wday",
+             *date_names()}
     for prefix in ["E"] + [f"E{i}" for i in range(1, n + 1)]:
         names.update(f"{prefix}.{f}" for f in PLAN_FIELDS)
     return names

@@ -61,7 +61,9 @@ class Controller:
                                    limits=self.limits, log=self.log)
 
     def variables(self, minute_of_day: int, wday: int, grid_w: float,
-                  grid_a: tuple[float, float, float], boxes: Mapping[str, BoxMeasure]) -> dict[str, float]:
+                  grid_a: tuple[float, float, float], boxes: Mapping[str, BoxMeasure],
+                  date: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The rules' names; `date`: every cFos date.* name (gridtap.rules.cfos.date_env) when known."""
         env: dict[str, float] = {
             "M1.power_w": grid_w, "M1.current_l1": grid_a[0], "M1.current_l2": grid_a[1],
             "M1.current_l3": grid_a[2],
@@ -72,6 +74,8 @@ class Controller:
             "date.hour": minute_of_day // 60, "date.minute": minute_of_day % 60,
             "date.dayminute": minute_of_day, "date.wday": wday,
         }
+        if date is not None:
+            env.update(date)
         for p in self.plans:
             env.update({f"E{p.index}.{k}": v for k, v in self._fields(p, minute_of_day,
                                                                        boxes.get(p.id)).items()})
@@ -92,7 +96,8 @@ class Controller:
 
     def step(self, now: float, minute_of_day: int, wday: int, grid_w: float | None,
              grid_a: tuple[float, float, float] | None,
-             boxes: Mapping[str, BoxMeasure], standby_a: float = 0.0) -> dict[str, Grant]:
+             boxes: Mapping[str, BoxMeasure], standby_a: float = 0.0,
+             date: Mapping[str, float] | None = None) -> dict[str, Grant]:
         """Evaluate every rule and grant currents; no grid reading means nothing is granted.
 
         standby_a: what wallboxes without a grant may start drawing before the next step (a car
@@ -105,7 +110,7 @@ class Controller:
             # the house without the EVs, per phase; the worst phase sets the budget
             ev = [sum(boxes[p.id].currents[k] for p in self.plans if p.id in boxes) for k in range(3)]
             house_a = max(grid_a[k] - ev[k] for k in range(3)) + standby_a
-        env = self.variables(minute_of_day, wday, grid_w, grid_a, boxes)
+        env = self.variables(minute_of_day, wday, grid_w, grid_a, boxes, date)
         # Each surplus-driven wallbox with a car sees its share of the surplus: two rules that each saw
         # all of it would together take twice the surplus, the rest from the grid.
         sharing = sum(1 for p in self.plans if "surplus_w" in p.rule.names

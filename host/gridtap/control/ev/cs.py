@@ -50,6 +50,7 @@ from websockets.typing import Subprotocol
 from gridtap.control.ev.config import MAX_POWER_W, EvConfig
 from gridtap.control.ev.controller import BoxMeasure, BoxPlan, Controller
 from gridtap.control.ev.loadmgr import BoxSpec, Grant
+from gridtap.rules.cfos import date_env
 
 log = logging.getLogger("gridtap.ev")
 # The ocpp package logs every frame at INFO and a whole traceback for each bad one: a hostile
@@ -178,7 +179,8 @@ class CentralSystem:
         grid = self.grid()
         gw, ga = grid if grid is not None else (0.0, (0.0, 0.0, 0.0))
         env = self.controller.variables(now.hour * 60 + now.minute, now.isoweekday() % 7, gw, ga,
-                                        {k: b.measure for k, b in self.boxes.items()})
+                                        {k: b.measure for k, b in self.boxes.items()},
+                                        date_env(now.timestamp(), None))
         return {k: v for k, v in env.items() if k.startswith("E")}
 
     # ---- control ------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ class CentralSystem:
         grants = self.controller.step(t, now.hour * 60 + now.minute, now.isoweekday() % 7,
                                       grid[0] if grid else None, grid[1] if grid else None,
                                       {k: b.measure for k, b in self.boxes.items()},
-                                      standby_a=idle * self.safe_amps())
+                                      standby_a=idle * self.safe_amps(), date=date_env(t, None))
         # decreases go out before increases, so the connection is never over its limit in between
         order = sorted(grants.items(), key=lambda kv: kv[1].amps - (self.boxes[kv[0]].sent or (0, 0))[0])
         for ident, g in order:
