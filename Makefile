@@ -125,10 +125,13 @@ test: setup lint typecheck pytest
 
 # Board, daemon, rrdcached, mosquitto, REST API and graphs on the simulated clock, then energy
 # against the simulator's truth (README "What make demo shows"); e.g. DEMO_ARGS="--duration 600".
-# Then the community hub with four homes and a screenshot of each page (tools/hub_demo.py).
+# Then three simulated OCPP wallboxes charging from PV surplus under a 25 A connection limit
+# (gridtap demo --scenario ev, in demo-out/ev; README "EV charging in the demo"), then
+# the community hub with four homes and a screenshot of each page (tools/hub_demo.py).
 DEMO_ARGS ?=
 demo: setup
 	$(VENV)/bin/gridtap demo $(DEMO_ARGS)
+	$(VENV)/bin/gridtap demo --scenario ev --out demo-out/ev $(DEMO_ARGS)
 	$(PY) tools/hub_demo.py --out demo-out/hub
 
 clean:

@@ -87,7 +87,7 @@ class EvDemo(Demo):
             w = self.api.latest(sensor_id(ident))
             st = boxes.get(ident, {})
             amps = st.get("granted_a")
-            grant = "" if amps is None else f" {amps:.0f}A/{st.get('phases')}"
+            grant = "" if amps is None else f" {amps:.1f}A/{st.get('phases')}"
             cols.append(f"{('-' if w is None else f'{w:.0f} W') + grant:>16}")
         return "  ".join(cols)
 
