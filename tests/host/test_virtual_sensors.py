@@ -135,3 +135,45 @@ def test_implausible_virtual_values_are_refused_counted_and_lose_nothing(short_t
         assert feed.refused == {"backwards": 1, "step": 1, "future": 1, "implausible": 2, "unknown": 1}
         assert feed.accepted == 6
         assert rig.total(GARAGE) == 1_003_000     # 1000 Wh start, +2 Wh, then +1 Wh in the new epoch
+
+
+def test_an_expression_meter_is_a_pvoutput_field_through_the_spool(short_tmp: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The meter's register reaches PVOutput as the board's do: spooled, then read by the uploader."""
+    from gridtap import daemon
+    from gridtap.meters import derived_id
+    from gridtap.outputs.pvoutput import output as pvoutput_output
+    from gridtap.outputs.pvoutput.output import PVOutputOutput
+
+    monkeypatch.setenv("GRIDTAP_PVOUTPUT_KEY", "c0ffee0123456789abcdef0123456789deadbeef")
+    monkeypatch.setattr(daemon, "SPOOL_COMMIT_S", 0.5)
+    monkeypatch.setattr(pvoutput_output, "FEED_PERIOD_S", 0.2)
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = config_text(board.path, short_tmp / "state") + """
+[[meter]]
+id = 1
+sensors = ["mains"]
+
+[[meter]]
+id = 2
+name = "house"
+power_w = "M1.power_w + 100"
+import_wh = "import_wh + max(M1.power_w + 100, 0) * dt / 3600"
+
+[pvoutput]
+system_id = 4242
+base_url = "http://127.0.0.1:9/"
+v3 = "house:energy"
+v4 = "house:power"
+"""
+    sid = derived_id("house")
+    with running_daemon(board, text, short_tmp) as rig:
+        now = int(time.time())
+        for i in range(20):
+            board.step(now - 20 + i, power_w=[3500.0, 0.0], pulses=[0, 0])
+        pv = next(x for x in rig.daemon.outputs if isinstance(x, PVOutputOutput))
+        rig.wait(lambda: "house" in pv.up.counters and ("house", "W") in pv.up.gauges)
+        points = rig.daemon.spool.pending("pvoutput", sid)
+        assert points and points[-1][1] == pytest.approx(3600.0 * (points[-1][0] - points[0][0]) / 3600
+                                                         + points[0][1], abs=0.01)
