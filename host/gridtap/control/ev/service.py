@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gridtap.ev")
 
 STALE_S = 10       # a grid gauge older than this is no reading (budget 0: the wallboxes pause)
+LEASE_WALL_S = 30  # a TxProfile's lease outlasts this much wall time of a slow step, also on a fast clock
 
 
 class EvService:
@@ -150,6 +151,7 @@ class EvService:
         log.info("OCPP central system on ws://%s:%d/<charge point id>", self.cfg.bind, self.port)
         self._ready.set()
         rate, mark = 1.0, (self.clock(), time.monotonic())
+        lease_s = self.cs.lease_s
         while not self._stop.is_set():
             due = self.clock() + self.cfg.interval_s
             self._step = asyncio.ensure_future(self.cs.control_step())
@@ -164,6 +166,9 @@ class EvService:
             if mono - mark[1] >= 1.0:
                 rate = min(max((now - mark[0]) / (mono - mark[1]), 1.0), 1e4)
                 mark = (now, mono)
+                # on a simulated clock a stall of a few wall seconds is minutes of it: a lease that
+                # ran out meanwhile would drop a paused wallbox back to its default current
+                self.cs.lease_s = max(lease_s, round(LEASE_WALL_S * rate))
             try:
                 await asyncio.wait_for(self._stop.wait(), max(0.01, (due - now) / rate))
             except TimeoutError:
