@@ -34,6 +34,31 @@ STALE_S = 10       # a grid gauge older than this is no reading (budget 0: the w
 LEASE_WALL_S = 30  # a TxProfile's lease outlasts this much wall time of a slow step, also on a fast clock
 
 
+class _Pace:
+    """interval_s is of the daemon's clock, which under --clock-file runs faster than the wall, and
+    unevenly: waits of at most 1 s on the host's clock, 0.25 s on a faster one, until the clock is
+    due (one wait from a rate estimated while the simulator stalled would oversleep by minutes)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.mark = (clock(), time.monotonic())
+        self.rate = 1.0
+        self.fastest = 1.0
+
+    def wait(self, due: float) -> float:
+        """Wall seconds to wait before looking again (0: due now)."""
+        now, mono = self.clock(), time.monotonic()
+        if mono - self.mark[1] >= 1.0:
+            self.rate = min(max((now - self.mark[0]) / (mono - self.mark[1]), 1.0), 1e4)
+            self.fastest = max(self.fastest, self.rate)
+            self.mark = (now, mono)
+        left = due - now
+        if left <= 0:
+            return 0.0
+        # the host's clock: once a second at most, as the board's gauges come; a faster one: often
+        return min(left, 1.0) if self.fastest < 2.0 else min(left / self.rate, 0.25)
+
+
 class EvService:
     section: ClassVar[str] = "ev"
     live: ClassVar[bool] = True
@@ -150,8 +175,7 @@ class EvService:
             return
         log.info("OCPP central system on ws://%s:%d/<charge point id>", self.cfg.bind, self.port)
         self._ready.set()
-        rate, mark = 1.0, (self.clock(), time.monotonic())
-        lease_s = self.cs.lease_s
+        pace = _Pace(self.clock)
         while not self._stop.is_set():
             due = self.clock() + self.cfg.interval_s
             self._step = asyncio.ensure_future(self.cs.control_step())
@@ -161,18 +185,14 @@ class EvService:
                 break   # stopping: a call that waits for its answer is not waited for
             except Exception:  # a failed step must not end charging control; the next one retries
                 log.exception("EV control step failed")
-            # interval_s is of the daemon's clock: a simulated one (--clock-file) runs faster than the wall
-            now, mono = self.clock(), time.monotonic()
-            if mono - mark[1] >= 1.0:
-                rate = min(max((now - mark[0]) / (mono - mark[1]), 1.0), 1e4)
-                mark = (now, mono)
-                # on a simulated clock a stall of a few wall seconds is minutes of it: a lease that
-                # ran out meanwhile would drop a paused wallbox back to its default current
-                self.cs.lease_s = max(lease_s, round(LEASE_WALL_S * rate))
-            try:
-                await asyncio.wait_for(self._stop.wait(), max(0.01, (due - now) / rate))
-            except TimeoutError:
-                pass
+            # on a simulated clock a stall of a few wall seconds is minutes of it: a lease that ran
+            # out meanwhile would drop a paused wallbox back to its default current
+            self.cs.lease_s = max(self.cs.lease_s, round(LEASE_WALL_S * pace.fastest))
+            while not self._stop.is_set() and (wait := pace.wait(due)) > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                except TimeoutError:
+                    pass
         await self.cs.close()
 
     def _halt(self) -> None:
