@@ -332,3 +332,29 @@ def test_an_operators_stop_consumption_pauses_the_wallboxes() -> None:
         assert c.step(1, 600, 1, 0.0, (0.0, 0.0, 0.0), box)["garage"].amps == 0.0
     finally:
         gridlimits.publish(gridlimits.GridLimits())
+
+
+def test_a_profile_is_renewed_within_the_lease_it_was_sent_with() -> None:
+    """The lease grows on a fast simulated clock (EvService); a profile already on the wallbox keeps
+    the lease it was sent with and is renewed by its half, not by half of the new one."""
+    state = WallboxState(max_a=16)
+    t = [5000.0]
+
+    async def body() -> None:
+        cs = CentralSystem(cfg(rule="full"), lambda: (0.0, (0.0, 0.0, 0.0)), clock=lambda: t[0])
+        port = await cs.start()
+        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state, clock=lambda: t[0])
+        await cp.boot()
+        await cp.plug(Battery())
+        await cs.control_step()
+        await until(lambda: state.tx is not None)
+        first = state.tx
+        cs.lease_s = 3600
+        t[0] += 31.0                                  # past half of the 60 s it was sent with
+        await cs.control_step()
+        await until(lambda: state.tx is not first)
+        assert state.tx is not None and state.tx.until == t[0] + 3600
+        task.cancel()
+        await cs.close()
+
+    run(body)

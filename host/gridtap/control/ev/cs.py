@@ -76,6 +76,7 @@ class Box:
     txn: int | None = None
     sent: tuple[float, int] | None = None  # (amps, phases) of the last accepted TxProfile
     sent_at: float = -math.inf
+    sent_lease: float = 0.0              # the lease that profile was sent with
     bad_values: int = 0
     boot: int = 0                        # when it last booted: its meter register's epoch
     metered: bool = False                # its energy register is known (MeterValues or meterStart)
@@ -211,12 +212,12 @@ class CentralSystem:
         if box.cp is None or not box.booted or box.txn is None:
             return
         want = (g.amps, g.phases)
-        if box.sent == want and t - box.sent_at < self.lease_s / 2:
-            return      # idempotent: the same profile, still well within its lease
+        if box.sent == want and t - box.sent_at < box.sent_lease / 2:
+            return      # idempotent: the same profile, still well within the lease it was sent with
         ok = await box.cp.set_profile(ChargingProfilePurposeType.tx_profile, g.amps, g.phases,
                                       box.txn, self.lease_s)
         if ok:
-            box.sent, box.sent_at = want, t
+            box.sent, box.sent_at, box.sent_lease = want, t, self.lease_s
             log.info("%s: %.1f A on %d phase(s) (%s)", ident, g.amps, g.phases, g.reason)
         else:
             self.count("profile rejected")
