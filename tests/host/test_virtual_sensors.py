@@ -9,6 +9,7 @@ import asyncio
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_a_wallbox_meter_takes_the_board_path_to_every_store_and_output(short_tm
             with running_daemon(board, text, short_tmp) as rig:
                 for i in range(5):
                     board.step(t0 + i, power_w=[500.0, 0.0], pulses=[0, 0])
-                ev = next(o for o in rig.daemon.outputs if o.section == "ev")
+                ev: Any = next(o for o in rig.daemon.outputs if o.section == "ev")
                 rig.wait(lambda: ev.port > 0)
                 state = WallboxState(max_a=16, phases=3, energy_wh=12_000.0)
                 powers: list[float] = []
@@ -96,9 +97,9 @@ def test_a_wallbox_meter_takes_the_board_path_to_every_store_and_output(short_tm
                 rig.wait(lambda: v.accepted >= 10)
                 assert rig.total(GARAGE) == round(state.energy_wh * 1000)      # the counter store
                 rig.wait_rrd(GARAGE, int(time.time()) - 5, timeout=20)         # its RRD
-                assert rig.daemon.view.series()[GARAGE][0].name == "E1"        # the REST API
-                minute = [x for _t, x in rig.daemon.view.live_window(GARAGE, int(time.time()))
-                          if x is not None]
+                view = rig.daemon.view
+                assert view is not None and view.series()[GARAGE][0].name == "E1"   # the REST API
+                minute = [x for _t, x in view.live_window(GARAGE, int(time.time())) if x is not None]
                 assert max(powers) > 0 and max(minute) == pytest.approx(max(powers) / 3.6, rel=0.01)
                 assert v.refused == {}
                 assert rig.daemon.status()["virtual"]["accepted"] == v.accepted
