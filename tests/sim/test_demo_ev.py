@@ -50,7 +50,7 @@ def test_a_short_ev_demo_charges_the_cars_and_keeps_the_limit(tmp_path: Path) ->
     assert "E1 garage" in p.stdout and "EV charging" in p.stdout, p.stdout
     ev = json.loads((out / "report.json").read_text())["ev"]
     boxes = {b["id"]: b for b in ev["wallboxes"]}
-    assert boxes["garage"]["wallbox_wh"] > 100        # its car came at +1 min and charged
+    assert boxes["garage"]["wallbox_wh"] > 20         # its car came at +1 min and charged
     for b in ev["wallboxes"]:   # each wallbox's meter reached the daemon as its E<n> sensor
         assert b["daemon_wh"] == pytest.approx(b["wallbox_wh"], abs=25), b   # up to the last report
     assert ev["seconds_over_limit"] == 0 and ev["max_phase_a"] <= 25.5
