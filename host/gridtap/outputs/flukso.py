@@ -165,7 +165,8 @@ class FluksoUploader:
     def status(self) -> dict[str, Any]:
         """Backlog (spooled points not yet accepted), last upload and the last pass's error."""
         stats = self.spool.stats().get(self.dest, {})
-        return {"backlog": sum(int(v["points"] or 0) for v in stats.values()),
+        # only what it uploads: the spool also holds virtual sensors' points for every destination
+        return {"backlog": sum(int(v["points"] or 0) for k, v in stats.items() if k in self.sensors),
                 "last_upload": self.last_upload, "error": self.last_report.error}
 
     # -- one request -------------------------------------------------------------
