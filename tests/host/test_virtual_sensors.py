@@ -178,3 +178,47 @@ v4 = "house:power"
         points = rig.daemon.spool.pending("pvoutput", sid)
         assert points and points[-1][1] == pytest.approx(3600.0 * (points[-1][0] - points[0][0]) / 3600
                                                          + points[0][1], abs=0.01)
+
+
+def test_a_virtual_sensor_is_an_iec104_asset(short_tmp: Path) -> None:
+    """The operator's RTU (c104) reads category P from an expression meter as from a board sensor."""
+    pytest.importorskip("c104", reason="c104 wheels exist for x86-64 only")
+    import socket
+
+    from tests.support.iec104 import Rtu
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    board = FakeBoard(short_tmp)
+    board.appear()
+    text = config_text(board.path, short_tmp / "state") + f"""
+[[meter]]
+id = 1
+sensors = ["heatpump"]
+
+[[meter]]
+id = 2
+name = "charger"
+power_w = "M1.power_w * 2"
+
+[iec104]
+port = {port}
+report_s = 0.5
+time_tags = false
+t1 = 3
+t2 = 0.5
+[iec104.assets]
+ev = ["charger"]
+"""
+    with running_daemon(board, text, short_tmp), Rtu(port) as rtu:
+        now = int(time.time())
+        t = time.monotonic()
+        for i in range(4):
+            board.step(now - 4 + i, power_w=[0.0, 1500.0])
+        end = t + 5
+        got: dict[int, float] = {}
+        while time.monotonic() < end and got.get(3105) != 3.0:   # ev.p in kW: twice the heat pump
+            got = {ioa: v for _t, ioa, v, cot in rtu.received if "PERIODIC" in cot and _t > t}
+            time.sleep(0.05)
+        assert got.get(3105) == 3.0, rtu.received[-20:]
