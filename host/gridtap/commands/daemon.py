@@ -101,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
     check(cfg)
     if args.check:
-        n = sum(len(s.series) for s in cfg.sensors)
-        print(f"{args.config}: ok ({len(cfg.sensors)} sensors, {n} series, board on {cfg.board.port})")
+        n = sum(len(s.series) for s in cfg.all_sensors)
+        names = ", ".join(s.name for s in cfg.virtual)
+        virtual = f" and {len(cfg.virtual)} virtual ({names})" if cfg.virtual else ""
+        print(f"{args.config}: ok ({len(cfg.sensors)} sensors{virtual}, {n} series, "
+              f"board on {cfg.board.port})")
         return 0
     setup_logging(args.log_level, args.syslog, None if clock is None else clock.now)
     stop = threading.Event()
