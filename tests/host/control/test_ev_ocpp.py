@@ -198,18 +198,24 @@ def test_a_wallbox_that_ignores_its_profile_is_reported_and_counted_at_its_draw(
     assert states["a"].amps == 16.0
 
 
+async def charging_at_full(state: WallboxState, t: list[float]) -> tuple[CentralSystem, Any, Any]:
+    """A central system on clock t[0] and a wallbox on rule `full`, booted, plugged and granted."""
+    cs = CentralSystem(cfg(rule="full"), lambda: (0.0, (0.0, 0.0, 0.0)), clock=lambda: t[0])
+    port = await cs.start()
+    cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state, clock=lambda: t[0])
+    await cp.boot()
+    await cp.plug(Battery())
+    await cs.control_step()
+    await until(lambda: state.tx is not None)
+    return cs, cp, task
+
+
 def test_remote_stop_and_start_and_the_lease_falls_back_to_the_safe_default() -> None:
     state = WallboxState(max_a=16)
     t = [5000.0]
 
     async def body() -> None:
-        cs = CentralSystem(cfg(rule="full"), lambda: (0.0, (0.0, 0.0, 0.0)), clock=lambda: t[0])
-        port = await cs.start()
-        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state, clock=lambda: t[0])
-        await cp.boot()
-        await cp.plug(Battery())
-        await cs.control_step()
-        await until(lambda: state.tx is not None)
+        cs, cp, task = await charging_at_full(state, t)
         assert state.limit(t[0]) == (16.0, 3)
         # gridtap stops renewing (link lost, daemon gone): after the lease, the safe default applies
         assert state.limit(t[0] + cs.lease_s + 1) == (6.0, 3)
@@ -341,13 +347,7 @@ def test_a_profile_is_renewed_within_the_lease_it_was_sent_with() -> None:
     t = [5000.0]
 
     async def body() -> None:
-        cs = CentralSystem(cfg(rule="full"), lambda: (0.0, (0.0, 0.0, 0.0)), clock=lambda: t[0])
-        port = await cs.start()
-        cp, task = await connect_wallbox(f"ws://127.0.0.1:{port}", "garage", state, clock=lambda: t[0])
-        await cp.boot()
-        await cp.plug(Battery())
-        await cs.control_step()
-        await until(lambda: state.tx is not None)
+        cs, _cp, task = await charging_at_full(state, t)
         first = state.tx
         cs.lease_s = 3600
         t[0] += 31.0                                  # past half of the 60 s it was sent with
