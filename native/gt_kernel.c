@@ -34,37 +34,39 @@
 
 #define M ((uint32_t)GT_KERNEL_MIDSCALE)
 
-/* One CT over the sets p .. end (stride nch), with its delayed V read from the
- * history run q (stride 1; q[0] is v_(D+1) of the first set, q[1] its v_D):
- * raw sums of a = i + 2048, of a*a, of its products with c = v_D + 2048 and
- * with cp = v_(D+1) + 2048, and of c, into acc[0..4]. Loading cp again rather
- * than carrying it frees a register (34.8 against 35.1 instructions per pair).
+/* One CT over the sets p .. end (stride nch), with its two delayed Vs read
+ * from the history: c = v_D at q[0] and cq = v_Q at q[off] (off = D - Q, in
+ * entries; both runs advance one entry per set). Raw sums of a = i + 2048, of
+ * a*a, of its products with c and with cq, and of c and cq, into acc[0..5].
  * GT_CT_PASS(nch, k) instantiates it with both as constants, so the CT sample
  * is an immediate-offset load and the stride an immediate add. */
 #define GT_CT_PASS(NCH, K)                                                            \
     static void gt_ct_pass_##NCH##_##K(const uint16_t *p, const uint16_t *end,      \
-                                        const uint16_t *q, uint32_t *acc)              \
+                                        const uint16_t *q, int32_t off, uint32_t *acc)  \
     {                                                                                 \
         uint32_t sa = 0;                                                              \
         uint32_t saa = 0;                                                             \
         uint32_t sac = 0;                                                             \
-        uint32_t sacp = 0;                                                            \
+        uint32_t saq = 0;                                                             \
         uint32_t scd = 0;                                                             \
+        uint32_t scq = 0;                                                             \
         for (; p != end; p += (NCH), q++) {                                           \
-            uint32_t cp = q[0];                                                       \
-            uint32_t c = q[1];                                                        \
+            uint32_t c = q[0];                                                        \
+            uint32_t cq = q[off];                                                     \
             uint32_t a = p[(K)];                                                      \
             sa += a;                                                                  \
-            sacp += a * cp;                                                           \
             scd += c;                                                                 \
+            scq += cq;                                                                \
             sac += a * c;                                                             \
+            saq += a * cq;                                                            \
             saa += a * a;                                                             \
         }                                                                             \
         acc[0] = sa;                                                                  \
         acc[1] = saa;                                                                 \
         acc[2] = sac;                                                                 \
-        acc[3] = sacp;                                                                \
+        acc[3] = saq;                                                                 \
         acc[4] = scd;                                                                 \
+        acc[5] = scq;                                                                 \
     }
 
 GT_CT_PASS(2, 1)
@@ -79,19 +81,19 @@ GT_CT_PASS(5, 3)
 GT_CT_PASS(5, 4)
 
 static void gt_ct_pass(const uint16_t *p, const uint16_t *end, uint32_t nch, uint32_t k,
-                       const uint16_t *q, uint32_t *acc)
+                       const uint16_t *q, int32_t off, uint32_t *acc)
 {
     switch (nch * 8u + k) {
-    case 2 * 8 + 1: gt_ct_pass_2_1(p, end, q, acc); break;
-    case 3 * 8 + 1: gt_ct_pass_3_1(p, end, q, acc); break;
-    case 3 * 8 + 2: gt_ct_pass_3_2(p, end, q, acc); break;
-    case 4 * 8 + 1: gt_ct_pass_4_1(p, end, q, acc); break;
-    case 4 * 8 + 2: gt_ct_pass_4_2(p, end, q, acc); break;
-    case 4 * 8 + 3: gt_ct_pass_4_3(p, end, q, acc); break;
-    case 5 * 8 + 1: gt_ct_pass_5_1(p, end, q, acc); break;
-    case 5 * 8 + 2: gt_ct_pass_5_2(p, end, q, acc); break;
-    case 5 * 8 + 3: gt_ct_pass_5_3(p, end, q, acc); break;
-    default: gt_ct_pass_5_4(p, end, q, acc); break;
+    case 2 * 8 + 1: gt_ct_pass_2_1(p, end, q, off, acc); break;
+    case 3 * 8 + 1: gt_ct_pass_3_1(p, end, q, off, acc); break;
+    case 3 * 8 + 2: gt_ct_pass_3_2(p, end, q, off, acc); break;
+    case 4 * 8 + 1: gt_ct_pass_4_1(p, end, q, off, acc); break;
+    case 4 * 8 + 2: gt_ct_pass_4_2(p, end, q, off, acc); break;
+    case 4 * 8 + 3: gt_ct_pass_4_3(p, end, q, off, acc); break;
+    case 5 * 8 + 1: gt_ct_pass_5_1(p, end, q, off, acc); break;
+    case 5 * 8 + 2: gt_ct_pass_5_2(p, end, q, off, acc); break;
+    case 5 * 8 + 3: gt_ct_pass_5_3(p, end, q, off, acc); break;
+    default: gt_ct_pass_5_4(p, end, q, off, acc); break;
     }
 }
 
@@ -110,7 +112,7 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     uint32_t scc = 0;
     uint32_t nmm;
     int32_t hyst;
-    uint32_t acc[5];
+    uint32_t acc[6];
     const uint16_t *set0;
     const uint16_t *p;
     uint16_t *hist;
@@ -193,21 +195,19 @@ uint32_t gt_kernel_block(const uint16_t *buf, uint32_t start, uint32_t nsets, ui
     /* Pass 2: one CT at a time over the n consumed sets. */
     for (k = 1; k < nch; k++) {
         int32_t *o = out + 6u * k - 4u;
-        uint32_t d = (uint32_t)state[GT_KERNEL_DELAY + k] & GT_KERNEL_DELAY_MASK;
-        const uint16_t *q = hist + (w - d);
-        uint32_t cp0 = q[-1];
-        uint32_t scdp = 0;
-        acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = 0;
+        uint32_t dw = (uint32_t)state[GT_KERNEL_DELAY + k];
+        uint32_t d = dw & GT_KERNEL_DELAY_MASK;
+        uint32_t dq = (dw >> GT_KERNEL_QDELAY_SHIFT) & GT_KERNEL_DELAY_MASK;
+        acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = 0;
         if (n > 0) {
-            gt_ct_pass(set0, p, nch, k, q - 1, acc);
-            scdp = acc[4] - q[n - 1u] + cp0; /* the same run, one set earlier */
+            gt_ct_pass(set0, p, nch, k, hist + (w - d), (int32_t)d - (int32_t)dq, acc);
         }
         o[0] = (int32_t)(acc[0] - n * M);
         o[1] = (int32_t)(acc[1] - 2u * M * acc[0] + nmm);
         o[2] = (int32_t)(acc[2] - M * acc[0] - M * acc[4] + nmm);
-        o[3] = (int32_t)(acc[3] - M * acc[0] - M * scdp + nmm);
+        o[3] = (int32_t)(acc[3] - M * acc[0] - M * acc[5] + nmm);
         o[4] = (int32_t)(acc[4] - n * M);
-        o[5] = (int32_t)(scdp - n * M);
+        o[5] = (int32_t)(acc[5] - n * M);
     }
     if (n > 0) {
         state[GT_KERNEL_VLAST] = (int32_t)hist[w + n - 1u] - GT_KERNEL_MIDSCALE;

@@ -14,6 +14,9 @@
 # float maths on the RP2040 (about 7 significant digits); the rounding to
 # whole mW and everything after it is exact integer arithmetic, so months of
 # periods add up without drift. Registers only ever increase.
+# Reactive energy is kept the same way in millivar-hours (mvarh): Q+ gets
+# the seconds whose net Q is positive (current lagging: inductive), Q- the
+# others, whatever the sign of P.
 
 
 class Register:
@@ -39,11 +42,13 @@ class Register:
 
 
 class CtEnergy:
-    """The import and export registers of one CT channel."""
+    """The import and export registers of one CT channel, and its reactive pair."""
 
     def __init__(self, sets_per_s: int) -> None:
         self.imp = Register(sets_per_s)
         self.exp = Register(sets_per_s)
+        self.qpos = Register(sets_per_s)  # mvarh, Q > 0
+        self.qneg = Register(sets_per_s)  # mvarh, Q < 0
 
     def add(self, mw_sets: int) -> None:
         """A signed energy in mW-sets (+ = import)."""
@@ -51,6 +56,13 @@ class CtEnergy:
             self.imp.add(mw_sets)
         elif mw_sets < 0:
             self.exp.add(-mw_sets)
+
+    def add_reactive(self, mvar_sets: int) -> None:
+        """A signed reactive energy in mvar-sets (+ = lagging)."""
+        if mvar_sets > 0:
+            self.qpos.add(mvar_sets)
+        elif mvar_sets < 0:
+            self.qneg.add(-mvar_sets)
 
     def tuple_values(self, channel: int, unix_ms: int):
         """COUNTER payload values (sensor, t, ms, imp_wh, imp_milli, exp_wh, exp_milli)."""

@@ -15,8 +15,8 @@ block(buf, start, nsets, nch, state, out) -> number of sets consumed
   (written only), [1] polarity (0 negative, 1 positive), [2] hysteresis in
   counts (set by the caller; negative acts as 0), [3] set to 1 if the call
   stopped at a rising crossing, else 0, [4] V history fill position
-  (128..384, anything else reads as 128), [4+k] V delay D in sets for CT
-  k = 1..4 (low 7 bits), and from word 9 the V history: 384 raw u16, oldest
+  (128..384, anything else reads as 128), [4+k] the V delays of CT k = 1..4
+  in sets: D in bits 0..6 and Q in bits 8..14, and from word 9 the V history: 384 raw u16, oldest
   first, the 128 below the fill position being the V of the sets before the
   call. A call that might not fit (fill + sets > 384) first moves those 128
   to the front; it then appends its own V.
@@ -25,8 +25,9 @@ block(buf, start, nsets, nch, state, out) -> number of sets consumed
   v < -hysteresis sets polarity 0.
 * out: array('i', 2 + 6 * (nch - 1)), overwritten: [0] sum v, [1] sum v*v,
   and per CT k (0-based) [2+6k] sum i, [3+6k] sum i*i, [4+6k] sum i*v_D,
-  [5+6k] sum i*v_(D+1), [6+6k] sum v_D, [7+6k] sum v_(D+1), v_D being the v
-  D sets before the CT's own set. With |x| <= 2048 and <= 256 sets every sum
+  [5+6k] sum i*v_Q, [6+6k] sum v_D, [7+6k] sum v_Q, v_D being the v D sets
+  before the CT's own set (real power; Q is about a quarter period more, for
+  reactive power). With |x| <= 2048 and <= 256 sets every sum
   fits int32 (u16 values above 4095 give the sums modulo 2**32, like the C
   kernel).
 
@@ -48,7 +49,8 @@ HIST_LEN = 384
 HIST_WORD = 9
 STATE_LEN = 201  # HIST_WORD + HIST_LEN // 2
 FILL = 4
-DELAY = 4  # state[DELAY + k] for CT k = 1..4
+DELAY = 4  # state[DELAY + k] for CT k = 1..4: D | Q << 8
+Q_SHIFT = 8
 MAX_DELAY = 127
 
 
@@ -129,33 +131,35 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     end = base + n * nch
     k = 1
     while k < nch:
-        q = hw - (st[4 + k] & 127)
-        vp = hs[q - 1] - 2048
+        dw = st[4 + k]
+        q = hw - (dw & 127)
+        qq = hw - ((dw >> 8) & 127)
         si = 0
         sii = 0
         siv = 0
-        sivp = 0
+        sivq = 0
         svd = 0
-        svdp = 0
+        svq = 0
         j = base
         while j < end:
             v = hs[q] - 2048
+            vq = hs[qq] - 2048
             i = b[j + k] - 2048
             si += i
             sii += i * i
             siv += i * v
-            sivp += i * vp
+            sivq += i * vq
             svd += v
-            svdp += vp
-            vp = v
+            svq += vq
             q += 1
+            qq += 1
             j += nch
         o[6 * k - 4] = si
         o[6 * k - 3] = sii
         o[6 * k - 2] = siv
-        o[6 * k - 1] = sivp
+        o[6 * k - 1] = sivq
         o[6 * k] = svd
-        o[6 * k + 1] = svdp
+        o[6 * k + 1] = svq
         k += 1
     if n > 0:
         st[0] = hs[hw + n - 1] - 2048

@@ -13,26 +13,32 @@
 # referred to V delayed by its whole-set delay D (the kernel's V history),
 # with the means m = sum(x)/N:
 #   rms  = sqrt(sum(x^2)/N - m_x^2)
-#   Siv  = sum(i*v_D) - sum(v_D)*m_i         (offset-free partial power sums, / N)
-#   Sivp = sum(i*v_(D+1)) - sum(v_(D+1))*m_i
-#   P    = (a*Siv + b*Sivp) / N * v_per_count * a_per_count * gains
-# (a and b are kept pre-scaled by v_per_count * a_per_count * gains, see _tune)
-# D, a and b put V at the instant, and on the line, of the CT's current. CT k
+#   C1   = sum(i*v_D) - sum(v_D)*m_i         (offset-free partial power sums, / N)
+#   C2   = sum(i*v_Q) - sum(v_Q)*m_i         (V a quarter period later: reactive)
+#   P    = (pa*C1 + pb*C2) / N,  Q = (qa*C1 + qb*C2) / N
+# (the coefficients are kept pre-scaled by v_per_count * a_per_count * gains, see _tune)
+# D and the coefficients put V at the instant, and on the line, of the CT's current. CT k
 # (0-based) is sampled (k+1)*slot_us after V, and phase_mdeg (VT lead minus
 # CT lead, -180..+180 degrees) shifts it further: +120 for a CT on L2 and -120
 # (= +240) for L3 when the VT is on L1 (a one-VT three-phase board: each
 # line's voltage is taken to be L1's a third of a cycle later). The wanted V
 # delay in sets is delta = phase/360*P - (k+1)*slot*sets_per_s, P the
 # measured mains period in sets (the mean of the last second's cycles, each
-# timed between crossings interpolated inside a set), taken into [-2, P-2); D = max(0,
-# floor(delta)) and the fraction theta = (delta - D)*alpha (alpha = 2*pi/P, one
-# set in radians) is interpolated between v_D and v_(D+1):
-# a = sin(alpha-theta)/sin(alpha), b = sin(theta)/sin(alpha), exact for a
-# sinusoid (delta in [-2, 0) extrapolates up to two sets forwards, as the
-# multiplexing delay and a CT leading its VT need; see MAX_ADVANCE). P is
-# re-measured every second (valid cycles' sets / cycles), so D and the
-# fraction follow the mains frequency; they change only between periods.
-# invert negates P (180 deg).
+# timed between crossings interpolated inside a set), taken into [-2, P-2); the
+# reactive delay is delta + P/4 taken the same way. Each is rounded to whole
+# sets, D and Q (0..127), leaving residues e1 = (D - delta)*alpha and
+# e2 = (Q - delta - P/4)*alpha (alpha = 2*pi/P, one set in radians; at most
+# half a set, or two sets where a delay in [-2, 0) is an advance, as the
+# multiplexing delay and a CT leading its VT need; see MAX_ADVANCE). For the
+# fundamental C1 = P*cos(e1) + Q*sin(e1) and C2 = Q*cos(e2) - P*sin(e2), so
+#   P = (cos(e2)*C1 - sin(e1)*C2) / cos(e1 - e2)
+#   Q = (sin(e2)*C1 + cos(e1)*C2) / cos(e1 - e2)
+# exactly: two products per sample give both powers (before reactive power the
+# second product was i*v_(D+1), interpolated with sin weights). Q > 0 is
+# current lagging voltage (inductive import, IEC 62053-23 quadrants I and IV
+# by the sign of P). The period P is re-measured every second (valid cycles'
+# sets / cycles), so the delays and residues follow the mains frequency; they
+# change only between periods. invert negates P and Q (180 deg).
 # The float maths runs once per period per CT (single precision on the
 # RP2040). It divides by N first instead of reducing N*sum - sum*sum exactly
 # in integers: on a 32-bit MicroPython those products pass 2**30 and become
@@ -56,13 +62,14 @@ MIN_DIV = 100  # shortest period accepted: sets_per_s / 100 (above 100 Hz is noi
 HYST_V = 20.0  # crossing hysteresis in volts
 NOMINAL_HZ = 50.0  # the mains period assumed until one is measured
 # A V delay just short of a whole period is taken as an advance of up to this
-# many sets (extrapolated from v and v_prev) rather than a delay of almost a
+# many sets (delay 0, the residue rotated out exactly) rather than a delay of almost a
 # cycle: an error in the measured period moves V in proportion to the delay.
 MAX_ADVANCE = 2.0
 # Kernel state (docs/kernel.md): header words, the V history after them.
 K_STATE_LEN = 201
 K_FILL = 4
-K_DELAY = 4  # state[K_DELAY + k] is the delay of CT k = 1..4
+K_DELAY = 4  # state[K_DELAY + k] holds CT k = 1..4's delays: D | Q << K_QSHIFT
+K_QSHIFT = 8
 K_HIST_WORD = 9
 K_HIST_KEEP = 128
 K_MAX_DELAY = 127
@@ -107,9 +114,11 @@ class PowerMeter:
         # that is closing it (x_end, -1 when no crossing closes it).
         self.x_start = 0.0
         self.x_end = -1.0
-        self.coef: list = [(1.0, 0.0)] * self.n_ct  # (a, b) of the delays in the kernel state
+        # (pa, pb, qa, qb) of the delays in the kernel state
+        self.coef: list = [(1.0, 0.0, 0.0, 1.0)] * self.n_ct
         self.retune = False
         self.last_p_mw = [0] * self.n_ct
+        self.last_q_mvar = [0] * self.n_ct
         self._reset_second()
         self._tune()
 
@@ -126,34 +135,46 @@ class PowerMeter:
         self.sec_pn = 0  # how many of them
         self.sec_v2 = 0.0
         self.sec_e = [0] * self.n_ct
+        self.sec_q = [0] * self.n_ct
         self.sec_va = [0.0] * self.n_ct
         self.sec_i2 = [0.0] * self.n_ct
 
-    def delay(self, k: int):
-        """(D, theta): CT k's V delay in whole sets and the fraction in radians."""
+    def _whole(self, d: float):
+        """A wanted delay in sets, taken into [-MAX_ADVANCE, period - MAX_ADVANCE):
+        (whole sets 0..127, the residue whole - d in radians)."""
         per = self.period
-        d = (self.cfg.cts[k].phase_mdeg * 0.001 / 360.0 * per
-             - (k + 1) * self.slot_s * self.sets_per_s) % per
+        d %= per
         if d >= per - MAX_ADVANCE:
             d -= per
         whole = 0
         if d > 0.0:
-            whole = min(K_MAX_DELAY, int(d))
-        return whole, (d - whole) * 2.0 * math.pi / per
+            whole = min(K_MAX_DELAY, int(d + 0.5))
+        return whole, (whole - d) * 2.0 * math.pi / per
+
+    def delay(self, k: int):
+        """(D, e1, Q, e2): CT k's real and reactive V delays in whole sets and their residues in radians."""
+        per = self.period
+        d = self.cfg.cts[k].phase_mdeg * 0.001 / 360.0 * per - (k + 1) * self.slot_s * self.sets_per_s
+        whole, e1 = self._whole(d)
+        qwhole, e2 = self._whole(d + 0.25 * per)
+        return whole, e1, qwhole, e2
 
     def _tune(self) -> None:
-        """Put each CT's delay in the kernel state and its (a, b) in coef."""
-        alpha = 2.0 * math.pi / self.period
-        s = math.sin(alpha)
+        """Put each CT's delays in the kernel state and its coefficients in coef."""
         coef = []
         for k in range(self.n_ct):
-            whole, theta = self.delay(k)
-            self.state[K_DELAY + 1 + k] = whole
-            coef.append((math.sin(alpha - theta) / s, math.sin(theta) / s))
+            whole, e1, qwhole, e2 = self.delay(k)
+            self.state[K_DELAY + 1 + k] = whole | (qwhole << K_QSHIFT)
+            c1 = math.cos(e1)
+            s1 = math.sin(e1)
+            c2 = math.cos(e2)
+            s2 = math.sin(e2)
+            det = c1 * c2 + s1 * s2
+            coef.append((c2 / det, -s1 / det, s2 / det, c1 / det))
         self.coef = coef
-        # Per CT for _close: (offset in the sums, a and b scaled to mW per count^2 with the
-        # sign of invert, A per count). Computed here, not per period: each float operation
-        # is a heap object on the board (about 600 instructions on a Cortex-M0).
+        # Per CT for _close: (offset in the sums, the coefficients scaled to mW (mvar) per
+        # count^2 with the sign of invert, A per count). Computed here, not per period: each
+        # float operation is a heap object on the board (about 600 instructions on a Cortex-M0).
         cfg = self.cfg
         self.vg = self.vpc * cfg.v_gain_e6 * 1e-6
         ks = []
@@ -163,7 +184,8 @@ class PowerMeter:
             sc = self.vg * ig * 1000.0
             if c.invert:
                 sc = -sc
-            ks.append((2 + 6 * k, coef[k][0] * sc, coef[k][1] * sc, ig))
+            pa, pb, qa, qb = coef[k]
+            ks.append((2 + 6 * k, pa * sc, pb * sc, qa * sc, qb * sc, ig))
         self.ks = ks
         self.retune = False
 
@@ -229,20 +251,27 @@ class PowerMeter:
         x = acc[1] * inv - mv * mv
         vrms = math.sqrt(x) * self.vg if x > 0.0 else 0.0
         last = self.last_p_mw
+        lastq = self.last_q_mvar
         sec_e = self.sec_e
+        sec_q = self.sec_q
         sec_va = self.sec_va
         sec_i2 = self.sec_i2
         k = 0
-        for o, ca, cb, ig in self.ks:
+        for o, pa, pb, qa, qb, ig in self.ks:
             mi = acc[o] * inv
             x = acc[o + 1] * inv - mi * mi
             irms = math.sqrt(x) * ig if x > 0.0 else 0.0
             p_mw = 0
+            q_mvar = 0
             if valid:
-                p = ca * (acc[o + 2] - acc[o + 4] * mi) + cb * (acc[o + 3] - acc[o + 5] * mi)
-                p_mw = int(round(p * inv))
+                c1 = acc[o + 2] - acc[o + 4] * mi
+                c2 = acc[o + 3] - acc[o + 5] * mi
+                p_mw = int(round((pa * c1 + pb * c2) * inv))
+                q_mvar = int(round((qa * c1 + qb * c2) * inv))
             last[k] = p_mw
+            lastq[k] = q_mvar
             sec_e[k] += p_mw * n
+            sec_q[k] += q_mvar * n
             sec_va[k] += vrms * irms * n
             sec_i2[k] += irms * irms * n
             k += 1
@@ -291,8 +320,9 @@ class PowerMeter:
     def _close_second(self) -> None:
         """Commit about a second of periods: net each CT's energy over the second,
         apply the no-load threshold, add it to the import or the export register
-        and keep (channel, power_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz)
-        for GAUGE, so a gauge times its second is exactly what the registers got.
+        (reactive energy likewise to Q+ or Q-) and keep (channel, power_mw,
+        va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz, q_mvar) for GAUGE, so a gauge
+        times its second is exactly what the registers got.
 
         Netting per second (not per mains cycle) keeps ADC noise on an idle CT
         from being rectified into both registers: per cycle the noise is a few
@@ -311,9 +341,14 @@ class PowerMeter:
             e = self.sec_e[k]
             if -CREEP_MW * n < e < CREEP_MW * n:
                 e = 0
+            eq = self.sec_q[k]
+            if -CREEP_MW * n < eq < CREEP_MW * n:
+                eq = 0
             if self.cfg.cts[k].enabled:
                 self.energies[k].add(e)
+                self.energies[k].add_reactive(eq)
             p_mw = (2 * e + n) // (2 * n)
+            q_mvar = max(-0x80000000, min(0x7FFFFFFF, (2 * eq + n) // (2 * n)))
             va = self.sec_va[k] / n
             irms = math.sqrt(self.sec_i2[k] / n)
             pf = 0
@@ -323,7 +358,7 @@ class PowerMeter:
             p_mw = max(-0x80000000, min(0x7FFFFFFF, p_mw))
             res.append((k, p_mw, min(0xFFFFFFFF, int(round(va * 1000.0))),
                         min(0xFFFFFFFF, int(round(vrms * 1000.0))),
-                        min(0xFFFFFFFF, int(round(irms * 1000.0))), pf, freq))
+                        min(0xFFFFFFFF, int(round(irms * 1000.0))), pf, freq, q_mvar))
         self.ac_sets += self.sec_ac_n
         self.ready = res
         self.seconds += 1

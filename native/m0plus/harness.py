@@ -229,11 +229,13 @@ def initial_state(hyst: int, delays: tuple[int, ...]) -> list[int]:
 
 
 def drive(kernel: M0Kernel, samples: list[int], nch: int, hyst: int = 8,
-          block_sets: int = 96, delays: tuple[int, ...] = (0, 32, 64)) -> tuple[int, int, int]:
+          block_sets: int = 96,
+          delays: tuple[int, ...] = (0 | 24 << 8, 32 | 56 << 8, 64 | 88 << 8)) -> tuple[int, int, int]:
     """Feed a signal as the firmware core would: DMA blocks of block_sets sets,
     each consumed in calls that stop at rising crossings and at 256 sets. The
     CTs' V delays default to a three-phase board's (L1, L2 = T/3 and L3 = 2T/3
-    at 96 sets per cycle).
+    at 96 sets per cycle), each with its reactive-power delay a quarter period
+    (24 sets) later in bits 8..14.
 
     Returns (sets consumed, calls, instructions); kernel.cycles grows by the
     estimated cycles.

@@ -41,6 +41,24 @@ def check_energy(spec: dict[str, Any], res: dict[str, Any], k: int, tol: float) 
         f"CT{k + 1}: {got:.3f} mWh vs true {truth_mwh:.3f} mWh ({(got / truth_mwh - 1) * 100:+.3f} %)")
 
 
+def true_var(spec: dict[str, Any], k: int) -> float:
+    c = spec["cts"][k]
+    sign = c.get("sign", 1) * (-1 if spec.get("cfg", [{}] * 3)[k].get("invert", 0) else 1)
+    return spec["vrms"] * c["irms"] * math.sin(math.radians(c.get("angle", 0.0))) * sign
+
+
+def check_reactive(spec: dict[str, Any], res: dict[str, Any], k: int, tol_of_s: float) -> None:
+    """Reactive energy in Q+ (lagging) or Q-, within tol_of_s of the apparent energy."""
+    q = true_var(spec, k)
+    s_mvah = spec["vrms"] * spec["cts"][k]["irms"] * res["ac_sets"] / res["sps"] / 3.6
+    truth = abs(q) * res["ac_sets"] / res["sps"] / 3.6
+    pos, neg = res["qregs"][k]
+    got, other = (pos, neg) if q > 0 else (neg, pos)
+    assert other <= tol_of_s * s_mvah, f"CT{k + 1}: reactive energy in the wrong register ({pos=}, {neg=})"
+    assert abs(got - truth) <= tol_of_s * s_mvah, (
+        f"CT{k + 1}: {got:.3f} mvarh vs true {truth:.3f} ({(got - truth) / s_mvah * 100:+.3f} % of S)")
+
+
 # A realistic front end: VT and CT phase leads, ADC offsets, noise, off-nominal
 # frequency; phase_mdeg = VT lead - CT lead corrects the leads, the core adds the
 # multiplexing delay itself.
@@ -65,6 +83,7 @@ def test_energy_accuracy_from_5_to_95_percent_of_rating() -> None:
         assert res["ac_sets"] >= (spec["seconds"] - 1.1) * res["sps"]  # all committed seconds but the first
         for k in range(3):
             check_energy(spec, res, k, 0.002)
+            check_reactive(spec, res, k, 0.002)
 
 
 def test_four_quadrants_reversed_clamp_and_standby_draw() -> None:
@@ -83,6 +102,9 @@ def test_four_quadrants_reversed_clamp_and_standby_draw() -> None:
     res = run_scenarios(specs)
     for k in range(3):
         check_energy(specs[0], res[0], k, 0.005)
+        check_reactive(specs[0], res[0], k, 0.003)
+    check_reactive(specs[1], res[1], 0, 0.003)  # leading: Q-
+    check_reactive(specs[1], res[1], 1, 0.003)
     check_energy(specs[1], res[1], 0, 0.005)
     check_energy(specs[1], res[1], 1, 0.005)  # ...and corrected by invert: import
     # 45 W is 0.2 % of the CT's rating (4 ADC counts peak): the sign must be right
@@ -151,6 +173,7 @@ def test_three_phase_with_one_vt_at_off_nominal_frequency() -> None:
         truth = dict(spec, cts=[dict(c, angle=own[k]) for k, c in enumerate(spec["cts"])])
         for k in range(3):
             check_energy(truth, res, k, 0.002)
+            check_reactive(truth, res, k, 0.002)
             p_w = true_w(truth, k)
             assert abs(res["gauges"][k][3] / 1000 - p_w) <= 0.002 * p_w, (freq, k, res["gauges"][k])
         # without the line setting, L2 and L3 read nothing like their power

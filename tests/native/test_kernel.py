@@ -99,7 +99,8 @@ def case_st(draw: Any, max_sets: int = 300) -> dict[str, Any]:
         draw(st.one_of(st.sampled_from([0, 1, 4, 16, 100, 2047, 2048, 5000, -1]), I32)),
         draw(st.sampled_from([0, 1])),
         draw(st.one_of(st.integers(128, 384), st.sampled_from([0, 127, 385, 383, 129]), I32)),
-        *[draw(st.one_of(st.integers(0, 127), st.sampled_from([0, 32, 64, 96]), I32)) for _ in range(4)],
+        *[draw(st.one_of(st.integers(0, 0x7FFF), st.sampled_from([0, 32, 96, 24 << 8 | 32, 127 << 8]), I32))
+          for _ in range(4)],
     ]
     out = draw(st.lists(I32, min_size=out_len(nch) + 1, max_size=out_len(nch) + 1))
     start = draw(st.integers(0, nsets + 2))
@@ -155,12 +156,12 @@ def test_rising_crossing_stops_before_the_crossing_set(ckernel: KernelFn) -> Non
     v_raw = [2048 - 50, 2048 - 5, 2048 + 10, 2048 + 11, 2048 + 40, 2048 - 11, 2048 + 30]
     samples = [x for v in v_raw for x in (v, 2100)]
     for kernel in (ref_block, ckernel):
-        state, out = new_state(hyst, 0, (0,), 2048 - 60), [0] * out_len(2)
+        state, out = new_state(hyst, 0, (1 << 8,), 2048 - 60), [0] * out_len(2)  # D = 0, Q = 1
         # +10 is not above the hysteresis; +11 is: sets 0..2 are consumed.
         assert kernel(samples, 0, 7, 2, state, out) == 3
         assert state[:FILL + 1] == [10, 1, hyst, 1, 131]
         assert out[0] == -50 - 5 + 10
-        assert out[5] == 52 * (-60 - 50 - 5)  # i*v_prev starts from the history
+        assert out[5] == 52 * (-60 - 50 - 5)  # i*v_Q starts from the history
         assert out[6:8] == [-50 - 5 + 10, -60 - 50 - 5]
         # The next call starts at the crossing set with polarity 1 and accumulates it;
         # -11 is below -hysteresis (polarity 0), then +30 is the next rising crossing.
@@ -213,16 +214,19 @@ def test_hysteresis_band_edges_exhaustive(ckernel: KernelFn) -> None:
 
 def test_delay_line_refers_each_ct_to_v_d_sets_earlier_across_calls(ckernel: KernelFn) -> None:
     """Summed over many calls of random length (history moves included), CT k's
-    sums are exactly those of its current with the V of D_k and D_k + 1 sets
+    sums are exactly those of its current with the V of D_k and Q_k sets
     before, written out directly from the sample stream."""
     rng = random.Random(5)
     nch, total = 4, 2000
     delays = (0, 32, 127)
+    qdelays = (24, 127, 0)  # Q is read from bits 8..14, above D
     v0 = 2048 + 300  # what the history holds before the first set
     samples = [rng.randint(0, 4095) for _ in range(total * nch)]
     vraw = [v0] * 128 + [samples[s * nch] for s in range(total)]
     for kernel in (ref_block, ckernel):
-        state, out = new_state(5000, 0, delays, v0), [0] * out_len(nch)  # no crossings
+        # the other bits are ignored
+        words = tuple(d | q << 8 | 0x7F8080 for d, q in zip(delays, qdelays, strict=True))
+        state, out = new_state(5000, 0, words, v0), [0] * out_len(nch)  # no crossings
         sums = [0] * out_len(nch)
         pos = 0
         while pos < total:
@@ -230,10 +234,10 @@ def test_delay_line_refers_each_ct_to_v_d_sets_earlier_across_calls(ckernel: Ker
             assert n > 0
             sums = [a + b for a, b in zip(sums, out, strict=True)]
             pos += n
-        for k, d in enumerate(delays):
+        for k, (d, q) in enumerate(zip(delays, qdelays, strict=True)):
             i = [samples[s * nch + 1 + k] - 2048 for s in range(total)]
             vd = [vraw[128 + s - d] - 2048 for s in range(total)]
-            vd1 = [vraw[127 + s - d] - 2048 for s in range(total)]
+            vd1 = [vraw[128 + s - q] - 2048 for s in range(total)]
             assert sums[4 + 6 * k:8 + 6 * k] == [sum(a * b for a, b in zip(i, vd, strict=True)),
                                                  sum(a * b for a, b in zip(i, vd1, strict=True)),
                                                  sum(vd), sum(vd1)]
@@ -308,7 +312,7 @@ def fixed_cases() -> list[dict[str, Any]]:
             for per_cycle in (7.0, 96.0, 150.0):
                 samples = sine_block(300, nch, 2040, rng.uniform(0, 6.3), per_cycle,
                                      rng.uniform(-30, 30), rng)
-                delays = tuple(rng.randint(0, 127) for _ in range(4))
+                delays = tuple(rng.randint(0, 127) | rng.randint(0, 127) << 8 for _ in range(4))
                 state = new_state(hyst, 0, delays, rng.randint(0, 4095), rng.randint(128, 384))
                 cases.append({"nch": nch, "samples": samples, "state": state,
                               "out": [0] * (out_len(nch) + 1), "start": rng.randint(0, 5), "nsets": 300,
@@ -410,7 +414,8 @@ def test_m0plus_build_matches_host_c(ckernel: KernelFn, tmp_path: Path) -> None:
         raw = h.pack(samples)
         garbage = [rng.randint(-(2**31), 2**31 - 1) for _ in range(STATE_LEN)]
         garbage[1:4] = [0, -4, 0]
-        calls = ((0, 300, new_state(8, 0, (0, 32, 64, 96))), (5, 261, new_state(0, 1, (127, 0, 1, 2), 0)),
+        calls = ((0, 300, new_state(8, 0, (0 | 24 << 8, 32 | 56 << 8, 64 | 88 << 8, 96 | 24 << 8))),
+                 (5, 261, new_state(0, 1, (127, 127 << 8, 1 | 126 << 8, 2 | 1 << 8), 0)),
                  (40, 97, new_state(2048, 0, (3, 3, 3, 3), 4095, 384)), (7, 3, new_state(3, 1, fill=300)),
                  (0, 300, garbage))
         for start, nsets, state in calls:

@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 NATIVE = ROOT / "native"
 MAX_SETS = 256
 MIDSCALE = 2048
-HIST_KEEP = 128  # V history ages kept across calls (D + 1 <= 128)
+HIST_KEEP = 128  # V history ages kept across calls (D, Q <= 127)
 HIST_LEN = HIST_KEEP + MAX_SETS  # u16 entries
 HIST_WORD = 9  # state word where the history starts
 STATE_LEN = HIST_WORD + HIST_LEN // 2  # 201 int32
 FILL = 4  # state[4]: history fill position
-DELAY = 4  # state[4 + k]: delay of CT k = 1..4
+DELAY = 4  # state[4 + k]: delays of CT k = 1..4, D in bits 0..6, Q in bits 8..14
+QSHIFT = 8
 
 
 def wrap32(x: int) -> int:
@@ -82,6 +83,7 @@ def ref_block(samples: list[int], start: int, nsets: int, nch: int, state: list[
         hist[:HIST_KEEP] = hist[w - HIST_KEEP:w]
         w = HIST_KEEP
     delays = [state[DELAY + k] & 127 for k in range(1, nch)]
+    qdelays = [(state[DELAY + k] >> QSHIFT) & 127 for k in range(1, nch)]
     sums = [0] * out_len(nch)
     consumed = 0
     for s in range(start, stop):
@@ -99,13 +101,13 @@ def ref_block(samples: list[int], start: int, nsets: int, nch: int, state: list[
         for k in range(nch - 1):
             i = raw[1 + k] - MIDSCALE
             v_d = hist[w + consumed - delays[k]] - MIDSCALE
-            v_d1 = hist[w + consumed - delays[k] - 1] - MIDSCALE
+            v_q = hist[w + consumed - qdelays[k]] - MIDSCALE
             sums[2 + 6 * k] += i
             sums[3 + 6 * k] += i * i
             sums[4 + 6 * k] += i * v_d
-            sums[5 + 6 * k] += i * v_d1
+            sums[5 + 6 * k] += i * v_q
             sums[6 + 6 * k] += v_d
-            sums[7 + 6 * k] += v_d1
+            sums[7 + 6 * k] += v_q
         consumed += 1
     if consumed:
         state[0] = wrap32(hist[w + consumed - 1] - MIDSCALE)

@@ -45,7 +45,9 @@ def run(spec: dict) -> dict:
             if m.mtype == wire.GAUGE:
                 gauges[m.values[0]] = list(m.values)
     regs = []
+    qregs = []
     for e in a.energies:
         regs.append([e.imp.mwh + e.imp.res / e.imp.unit, e.exp.mwh + e.exp.res / e.exp.unit])
-    return {"regs": regs, "ac_sets": a.power.ac_sets, "sps": hal.sps, "gauges": gauges,
-            "periods": a.power.periods}
+        qregs.append([e.qpos.mwh + e.qpos.res / e.qpos.unit, e.qneg.mwh + e.qneg.res / e.qneg.unit])
+    return {"regs": regs, "qregs": qregs, "ac_sets": a.power.ac_sets, "sps": hal.sps, "gauges": gauges,
+            "periods": a.power.periods, "last_q_mvar": list(a.power.last_q_mvar)}
