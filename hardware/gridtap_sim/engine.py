@@ -23,13 +23,13 @@ RECORD_VERSION = 1
 class TruthLog:
     """The ground truth of every simulated second, kept compact for runs of weeks.
 
-    One row per second: import, export and net energy and RMS current per CT, RMS voltage and
-    frequency, in float64 arrays that grow by doubling (14 numbers, 112 bytes a second with
-    3 CTs, ~10 MB a simulated day). The 20 ms window energies and the samples of a chunk are
+    One row per second: import, export and net energy, RMS current and net reactive energy
+    (var.s) per CT, RMS voltage and frequency, in float64 arrays that grow by doubling
+    (17 numbers, 136 bytes a second with 3 CTs, ~12 MB a simulated day). The 20 ms window energies and the samples of a chunk are
     not kept: the record does not use them, and they were ~1.5 KB a second (4 GB a month).
     """
 
-    FIELDS = ("e_imp", "e_exp", "e_net", "irms")
+    FIELDS = ("e_imp", "e_exp", "e_net", "irms", "e_q")
 
     def __init__(self, nct: int) -> None:
         self.n = 0
@@ -210,6 +210,7 @@ class Simulation:
             "e_exp_j": stack("e_exp"),
             "e_net_j": stack("e_net"),
             "irms_a": stack("irms"),
+            "e_q_vars": stack("e_q"),
             "vrms_v": self.truth.column("vrms", n),
             "freq_hz": self.truth.column("freq", n),
             "pulse_t_s": st[keep],

@@ -524,6 +524,7 @@ class Chunk:
     vrms: float                        # true RMS of v(t) over the second
     irms: F64                          # (n_ct,) true RMS currents
     freq: float                        # mean frequency over the second
+    e_q: F64                           # (n_ct,) var.s net: current times its line's V a quarter period later
 
 
 class Model:
@@ -710,14 +711,14 @@ class Model:
         self._sky_collect = False
         truth_z = self._last_z
         vct = np.empty_like(i)                                 # each CT's own phase voltage
+        vq = np.empty_like(i)                                  # ... a quarter period later
         for c in range(self.nct):
             if self.ct_phase[c] == 0:
                 vct[c] = v
             else:
-                ph = float(self.ct_phase[c])
-                bp = basis_z(self._last_z * complex(math.cos(ph), -math.sin(ph)))
-                vp = math.sqrt(2) * self._last_vr * (self.mains.shape @ bp)
-                vct[c] = vp if self._last_live is None else vp * self._last_live
+                vct[c] = self._line_v(float(self.ct_phase[c]))
+            vq[c] = self._line_v(float(self.ct_phase[c]) + 0.5 * math.pi)
+        e_q = np.mean(vq * i, axis=1)                          # var.s over the second
         p = vct * i                                            # (n_ct, nf)
         win = p.reshape(self.nct, WINDOWS_PER_S, -1).sum(axis=2) / nf   # J per window
         e_net = win.sum(axis=1)
@@ -749,7 +750,15 @@ class Model:
             samples = np.ascontiguousarray(self._adc_all(x).T)
         else:
             samples = np.zeros((fs, self.nch), dtype=np.uint16)
-        return Chunk(k, samples, e_imp, e_exp, e_net, win.T.copy(), vrms, irms, freq)
+        return Chunk(k, samples, e_imp, e_exp, e_net, win.T.copy(), vrms, irms, freq, e_q)
+
+    def _line_v(self, ph: float) -> F64:
+        """v on the truth grid of the last signals() call, every harmonic h turned back by
+        h.ph: the VT line's voltage ph radians of the fundamental later (a line lagging by ph,
+        or with ph + pi/2 the quarter-period delay that defines reactive power)."""
+        bp = basis_z(self._last_z * complex(math.cos(ph), -math.sin(ph)))
+        vp = math.sqrt(2) * self._last_vr * (self.mains.shape @ bp)
+        return vp if self._last_live is None else vp * self._last_live
 
     def _adc_all(self, x: F64) -> npt.NDArray[np.uint16]:
         """_adc for every channel at once (rows of x); the noise comes in the same order."""

@@ -33,6 +33,28 @@ def test_steady_energy_is_exact_and_signed() -> None:
     np.testing.assert_allclose(tr["e_imp_j"] - tr["e_exp_j"], tr["e_net_j"], atol=1e-6)
     pf = tr["e_net_j"][0] / (tr["vrms_v"][0] * tr["irms_a"][0])
     np.testing.assert_allclose(pf, [1.0, 0.5, -1.0], atol=1e-9)
+    # reactive: only the PF 0.5 lagging load has any, +sin(60 deg) of its apparent power
+    s_va = tr["vrms_v"][0] * tr["irms_a"][0]
+    np.testing.assert_allclose(tr["e_q_vars"][0] / s_va, [0.0, math.sin(math.pi / 3), 0.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_reactive_truth_has_the_sign_of_each_quadrant(which: str) -> None:
+    """Q = mean of i(t).v(t - T/4): positive where the current lags (inductive import,
+    or a generator whose current leads the export direction), P^2 + Q^2 = S^2 for sine loads."""
+    from tests.support.hil.campaigns import quadrant_loads
+
+    b = quiet_board()
+    rng = np.random.default_rng(4)
+    mains = m.Mains(rng, harmonics={1: (1.0, 0.0)})
+    mdl = m.Model(b, mains, quadrant_loads(which, mains), rng, adc=False)
+    c = mdl.chunk(0)
+    s_va = c.vrms * c.irms
+    want = {"a": [1.0, -1.0, -1.0], "b": [1.0, 0.0, 0.0]}[which]
+    for k in range(3):
+        q = c.e_q[k] / s_va[k]     # a unity load's Q is the 2f ripple over a non-integer cycle count
+        assert (abs(q) < 5e-3) if want[k] == 0 else (np.sign(q) == want[k] and abs(q) > 0.5), (which, k, q)
+        assert abs(math.hypot(c.e_net[k], c.e_q[k]) / s_va[k] - 1.0) < 2e-3
 
 
 @settings(max_examples=15, deadline=None)
