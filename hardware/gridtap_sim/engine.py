@@ -26,7 +26,8 @@ class TruthLog:
     One row per second: import, export and net energy, RMS current and net reactive energy
     (var.s) per CT, RMS voltage and frequency, in float64 arrays that grow by doubling
     (17 numbers, 136 bytes a second with 3 CTs, ~12 MB a simulated day). The 20 ms window
-    energies and the samples of a chunk are not kept: the record does not use them, and they were ~1.5 KB a second (4 GB a month).
+    energies and the samples of a chunk are not kept: the record does not use them, and they
+    were ~1.5 KB a second (4 GB a month).
     """
 
     FIELDS = ("e_imp", "e_exp", "e_net", "irms", "e_q")
