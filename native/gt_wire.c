@@ -395,7 +395,7 @@ int gt_parse_payload(uint8_t type, const uint8_t *p, size_t n, gt_msg *m)
     }
     case GT_GAUGE: {
         gt_gauge *g = &m->u.gauge;
-        if (n != 27) {
+        if (n != 43) {
             return GT_C_LENGTH;
         }
         g->channel = p[0];
@@ -407,7 +407,15 @@ int gt_parse_payload(uint8_t type, const uint8_t *p, size_t n, gt_msg *m)
         g->irms_ma = get32(p + 19);
         g->pf_e4 = get_i16(p + 23);
         g->freq_mhz = get16(p + 25);
-        return (g->ms > 999 || g->pf_e4 < -10000 || g->pf_e4 > 10000) ? GT_C_VALUE : GT_C_OK;
+        g->q_mvar = get_i32(p + 27);
+        g->qpos_varh = get32(p + 31);
+        g->qpos_milli = get16(p + 35);
+        g->qneg_varh = get32(p + 37);
+        g->qneg_milli = get16(p + 41);
+        return (g->ms > 999 || g->pf_e4 < -10000 || g->pf_e4 > 10000 || g->qpos_milli > 999 ||
+                g->qneg_milli > 999)
+                   ? GT_C_VALUE
+                   : GT_C_OK;
     }
     case GT_ACK: {
         gt_ack *a = &m->u.ack;
@@ -597,7 +605,12 @@ static int pack_payload(const gt_msg *m, uint8_t *p)
         put32(p + 19, g->irms_ma);
         put16(p + 23, (uint16_t)g->pf_e4);
         put16(p + 25, g->freq_mhz);
-        return 27;
+        put32(p + 27, (uint32_t)g->q_mvar);
+        put32(p + 31, g->qpos_varh);
+        put16(p + 35, g->qpos_milli);
+        put32(p + 37, g->qneg_varh);
+        put16(p + 41, g->qneg_milli);
+        return 43;
     }
     case GT_ACK:
         if (m->u.ack.n > GT_ACK_MAX) {

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GT_PROTO_VERSION 1
+#define GT_PROTO_VERSION 2
 #define GT_HEADER_LEN 5
 #define GT_CRC_LEN 4
 #define GT_MAX_PAYLOAD 240
@@ -134,6 +134,11 @@ typedef struct {
     uint32_t irms_ma;
     int16_t pf_e4; /* -10000..10000 */
     uint16_t freq_mhz;
+    int32_t q_mvar; /* protocol 2: reactive power, + lagging */
+    uint32_t qpos_varh; /* reactive registers Q+ and Q- */
+    uint16_t qpos_milli; /* 0..999 */
+    uint32_t qneg_varh;
+    uint16_t qneg_milli; /* 0..999 */
 } gt_gauge;
 
 typedef struct {

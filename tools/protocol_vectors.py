@@ -19,14 +19,15 @@ from gridtap_fw import wire as w  # noqa: E402
 SID = bytes.fromhex("1994ad6054785f2db8f726086c486ca9")
 
 GOOD = [
-    ("HELLO", 0, 0, (bytes.fromhex("e66138935b2c4a21"), 1, 0, 0, 1, 42, w.RESET_BROWNOUT, 7, 3, 2)),
+    ("HELLO", 0, 0, (bytes.fromhex("e66138935b2c4a21"), 1, 0, 0, w.PROTO_VERSION, 42, w.RESET_BROWNOUT, 7, 3, 2)),
     ("HELLO_REQ", 1, 0, ()),
     ("TIME_SET", 2, 0, (1700000000, 500)),
     ("TIME", 3, 0, (1700000000, 501, 123456, 1)),
     ("COUNTER", 7, 0, (1, 1700000000, 250, 12345, 678, 42, 5)),
     ("COUNTER", 7, w.FLAG_RETX, (1, 1700000000, 250, 12345, 678, 42, 5)),
     ("PULSE", 8, 0, (3, 1700000001, 40, 5000, 500, 10001, )),
-    ("GAUGE", 9, 0, (2, 1700000002, 0, -1500250, 1530000, 230125, 6648, -9805, 49987)),
+    ("GAUGE", 9, 0, (2, 1700000002, 0, -1500250, 1530000, 230125, 6648, -9805, 49987, 302517, 1234, 567,
+                     89, 999)),
     ("ACK", 10, 0, ((7, 8, 65535),)),
     ("NAK", 11, 0, (42, w.CONFIG_SET, w.NAK_BAD_PARAM)),
     ("CONFIG_GET", 12, 0, (w.TARGET_CT, 0, (w.P_GAIN_E6, w.P_PHASE_MDEG))),
@@ -60,8 +61,8 @@ def bad_vectors() -> list[tuple[str, str, bytes]]:
     flipped[10] ^= 0x04
     return [
         ("bad_crc", "one bit flipped in a COUNTER frame", bytes(flipped)),
-        ("bad_version", "version byte 2",
-         b"\x00" + w.cobs_encode(raw_frame(w.HELLO_REQ, 1, b"", 2)) + b"\x00"),
+        ("bad_version", "version byte 1 (a board from before protocol 2)",
+         b"\x00" + w.cobs_encode(raw_frame(w.HELLO_REQ, 1, b"", 1)) + b"\x00"),
         ("bad_type", "type 0x7f", b"\x00" + w.cobs_encode(raw_frame(0x7F, 1, b"")) + b"\x00"),
         ("bad_length", "TIME_SET with a 5-byte payload",
          b"\x00" + w.cobs_encode(raw_frame(w.TIME_SET, 1, b"\x00\xf1\x53\x65\x00")) + b"\x00"),

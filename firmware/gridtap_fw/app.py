@@ -206,7 +206,12 @@ class App:
         t = (u // 1000) & 0xFFFFFFFF
         for g in self.power.gauges():
             if self.cfg.cts[g[0]].enabled:
-                self.link.send(wire.GAUGE, (g[0], t, u % 1000, g[1], g[2], g[3], g[4], g[5], g[6]))
+                # the reactive registers ride on every GAUGE: cumulative, so a lost one loses nothing
+                qp = self.energies[g[0]].qpos.mwh
+                qn = self.energies[g[0]].qneg.mwh
+                self.link.send(wire.GAUGE, (g[0], t, u % 1000, g[1], g[2], g[3], g[4], g[5], g[6], g[7],
+                                            (qp // 1000) & 0xFFFFFFFF, qp % 1000, (qn // 1000) & 0xFFFFFFFF,
+                                            qn % 1000))
 
     # ------------------------------------------------------------ commands
 

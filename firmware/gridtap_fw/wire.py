@@ -1,4 +1,4 @@
-# gridtap wire protocol, version 1: framing, CRC, message layouts.
+# gridtap wire protocol, version 2: framing, CRC, message layouts.
 #
 # This one module is the reference codec. It runs unmodified on the board
 # (MicroPython) and on the host (CPython); native/gt_wire.c implements the same
@@ -21,7 +21,7 @@ try:
 except ImportError:  # a port built without binascii.crc32
     crc32 = None  # type: ignore[assignment]
 
-PROTO_VERSION = 1
+PROTO_VERSION = 2  # 2: GAUGE carries reactive power and the reactive registers (#17)
 HEADER_LEN = 5
 CRC_LEN = 4
 MAX_PAYLOAD = 240
@@ -73,8 +73,9 @@ LAYOUTS = {
     TIME: ("<IHIB", ("unix_s", "ms", "uptime_ms", "synced")),
     COUNTER: ("<BIHIHIH", ("sensor", "unix_s", "ms", "imp_wh", "imp_milli", "exp_wh", "exp_milli")),
     PULSE: ("<BIHIHI", ("input", "unix_s", "ms", "count", "milli", "pulses")),
-    GAUGE: ("<BIHiIIIhH", ("channel", "unix_s", "ms", "power_mw", "va_mva", "vrms_mv",
-                           "irms_ma", "pf_e4", "freq_mhz")),
+    GAUGE: ("<BIHiIIIhHiIHIH", ("channel", "unix_s", "ms", "power_mw", "va_mva", "vrms_mv",
+                                "irms_ma", "pf_e4", "freq_mhz", "q_mvar", "qpos_varh", "qpos_milli",
+                                "qneg_varh", "qneg_milli")),
     NAK: ("<HBB", ("ref_seq", "ref_type", "reason")),
     COMMIT: ("<B", ("what",)),
 }
@@ -393,7 +394,7 @@ def parse_payload(mtype: int, p):
                 return C_VALUE
             if mtype == TIME and v[3] > 1:
                 return C_VALUE
-            if mtype == GAUGE and not -10000 <= v[7] <= 10000:
+            if mtype == GAUGE and (not -10000 <= v[7] <= 10000 or v[11] > 999 or v[13] > 999):
                 return C_VALUE
         elif mtype == COMMIT and not 1 <= v[0] <= 3:
             return C_VALUE

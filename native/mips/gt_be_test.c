@@ -71,9 +71,10 @@ static void print_msg(const gt_msg *m) {
                p->milli, (unsigned long)p->pulses);
     } else if (t == GT_GAUGE) {
         const gt_gauge *g = &m->u.gauge;
-        printf(" %u %lu %u %ld %lu %lu %lu %d %u", g->channel, (unsigned long)g->unix_s, g->ms,
-               (long)g->power_mw, (unsigned long)g->va_mva, (unsigned long)g->vrms_mv,
-               (unsigned long)g->irms_ma, g->pf_e4, g->freq_mhz);
+        printf(" %u %lu %u %ld %lu %lu %lu %d %u %ld %lu %u %lu %u", g->channel, (unsigned long)g->unix_s,
+               g->ms, (long)g->power_mw, (unsigned long)g->va_mva, (unsigned long)g->vrms_mv,
+               (unsigned long)g->irms_ma, g->pf_e4, g->freq_mhz, (long)g->q_mvar,
+               (unsigned long)g->qpos_varh, g->qpos_milli, (unsigned long)g->qneg_varh, g->qneg_milli);
     } else if (t == GT_ACK) {
         printf(" [");
         for (i = 0; i < m->u.ack.n; i++) printf(" %u", m->u.ack.seqs[i]);

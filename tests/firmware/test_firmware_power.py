@@ -121,7 +121,7 @@ def test_gauges_describe_the_last_second() -> None:
         {"irms": 0.0}], cfg=[{"phase_mdeg": PHASE}] * 3)
     (res,) = run_scenarios([spec])
     for k in range(2):
-        ch, _t, _ms, p_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz = res["gauges"][k]
+        ch, _t, _ms, p_mw, va_mva, vrms_mv, irms_ma, pf_e4, freq_mhz, q_mvar, *_regs = res["gauges"][k]
         assert ch == k
         p = true_w(spec, k)
         assert abs(p_mw / 1000 - p) <= 0.005 * abs(p) + 0.5
@@ -130,6 +130,8 @@ def test_gauges_describe_the_last_second() -> None:
         assert abs(va_mva / 1000 - 241.0 * spec["cts"][k]["irms"]) < 0.01 * 241.0 * spec["cts"][k]["irms"]
         assert abs(pf_e4 / 1e4 - math.cos(math.radians(spec["cts"][k]["angle"]))) < 0.005
         assert abs(freq_mhz - 49800) < 20
+        q = true_var(spec, k)
+        assert abs(q_mvar / 1000 - q) <= 0.003 * 241.0 * spec["cts"][k]["irms"], (k, q_mvar, q)
     assert abs(res["gauges"][2][3]) < 1000  # nothing on CT3: the noise floor is well under 1 W
 
 

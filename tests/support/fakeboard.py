@@ -178,6 +178,7 @@ class FakeBoard:
                             round(abs(p) / 230 * 1000),
                             10000 if p >= 0 else -10000,
                             50000,
+                            0, 0, 0, 0, 0,  # resistive: no reactive power, registers at 0
                         ),
                     )
             for i, n in enumerate(pulses or []):

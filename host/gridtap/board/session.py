@@ -702,7 +702,7 @@ class Session:
 
     def _gauge(self, msg: wire.Message) -> None:
         self.stats.gauges += 1
-        ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values
+        ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values[:9]  # reactive fields: not stored yet
         s = self.ct.get(ch)
         if s is None or t <= MIN_VALID_T:
             return
