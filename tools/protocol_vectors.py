@@ -19,7 +19,8 @@ from gridtap_fw import wire as w  # noqa: E402
 SID = bytes.fromhex("1994ad6054785f2db8f726086c486ca9")
 
 GOOD = [
-    ("HELLO", 0, 0, (bytes.fromhex("e66138935b2c4a21"), 1, 0, 0, w.PROTO_VERSION, 42, w.RESET_BROWNOUT, 7, 3, 2)),
+    ("HELLO", 0, 0, (bytes.fromhex("e66138935b2c4a21"), 1, 0, 0, w.PROTO_VERSION, 42, w.RESET_BROWNOUT,
+                     7, 3, 2)),
     ("HELLO_REQ", 1, 0, ()),
     ("TIME_SET", 2, 0, (1700000000, 500)),
     ("TIME", 3, 0, (1700000000, 501, 123456, 1)),

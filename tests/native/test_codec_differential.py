@@ -50,7 +50,8 @@ VALUES: dict[int, st.SearchStrategy] = {
     wire.TIME: st.tuples(u32, ms, u32, flag01),
     wire.COUNTER: st.tuples(u8, u32, ms, u32, ms, u32, ms),
     wire.PULSE: st.tuples(u8, u32, ms, u32, ms, u32),
-    wire.GAUGE: st.tuples(u8, u32, ms, i32, u32, u32, u32, st.integers(-10000, 10000), u16, i32, u32, ms, u32, ms),
+    wire.GAUGE: st.tuples(u8, u32, ms, i32, u32, u32, u32, st.integers(-10000, 10000), u16,
+                          i32, u32, ms, u32, ms),
     wire.ACK: st.tuples(st.lists(u16, min_size=1, max_size=64).map(tuple)),
     wire.NAK: st.tuples(u16, u8, u8),
     wire.CONFIG_GET: st.tuples(st.integers(0, 3), u8,
@@ -77,7 +78,8 @@ def mutated_with_good_crc(draw: Any) -> bytes:
     """A valid frame with its header/payload changed and the CRC fixed up, so
     the version, type, length and value checks all get exercised."""
     mtype, seq, flags, values = draw(messages)
-    raw = bytearray(struct.pack("<BBBH", wire.PROTO_VERSION, mtype, flags, seq) + wire.encode_payload(mtype, values))
+    raw = bytearray(struct.pack("<BBBH", wire.PROTO_VERSION, mtype, flags, seq)
+                    + wire.encode_payload(mtype, values))
     for _ in range(draw(st.integers(1, 3))):
         op = draw(st.integers(0, 3))
         at = draw(st.integers(0, max(len(raw) - 1, 0)))
