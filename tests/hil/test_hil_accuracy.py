@@ -31,6 +31,10 @@ def test_registers_match_truth(name: str, tmp_path: Path, long_run: bool) -> Non
             assert r.firmware_wh <= IDLE_W * seconds / 3600.0, what
         if r.truth_wh > 0.01:
             assert r.firmware_wh > 0, what             # the right register: sign of the quadrant
+    assert len(res.reactive) == len(res.registers)  # Q+ and Q- beside import and export
+    for q in res.reactive:
+        if q.mean_va >= BIG_LOAD_W:                    # the goal: <= 0.5 % of S at >= 5 % of the CT rating
+            assert q.error_pct_of_s <= 0.5, (name, q)
 
 
 def test_standby_at_night_is_import(tmp_path: Path) -> None:
@@ -54,3 +58,12 @@ def test_four_quadrants_have_the_right_sign(tmp_path: Path) -> None:
             else:
                 assert r.firmware_wh == 0.0, (name, r)
     assert len(seen) == 6
+
+
+def test_four_quadrants_reactive_registers(tmp_path: Path) -> None:
+    """Lagging loads count in Q+, leading ones in Q-, importing or exporting, within 0.5 % of S."""
+    for name in ("quadrants-a", "quadrants-b"):
+        for q in accuracy(tmp_path / name, name, 30.0).reactive:
+            assert q.error_pct_of_s <= 0.5, (name, q)
+            if q.truth_varh < 0.01 * q.apparent_vah:   # the other register of a CT: (almost) nothing
+                assert q.firmware_varh <= 0.005 * q.apparent_vah, (name, q)

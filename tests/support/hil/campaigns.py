@@ -62,15 +62,40 @@ class Register:
 
 
 @dataclass
+class Reactive:
+    """One CT's reactive register (Q+ or Q-, from its last GAUGE) against the truth,
+    scored against the apparent energy over the same span (the issue's measure)."""
+    ct: int
+    kind: str           # "q+" or "q-"
+    firmware_varh: float
+    truth_varh: float
+    apparent_vah: float
+    mean_va: float
+
+    @property
+    def error_pct_of_s(self) -> float:
+        if not self.apparent_vah:
+            return 0.0
+        return abs(self.firmware_varh - self.truth_varh) / self.apparent_vah * 100
+
+
+@dataclass
 class AccuracyResult:
     name: str
     seconds: float
     registers: list[Register] = field(default_factory=list)
     capture: Capture | None = None
+    reactive: list[Reactive] = field(default_factory=list)
 
     def worst_pct(self, min_w: float = BIG_LOAD_W) -> float:
         """Worst |firmware - truth| / truth over registers whose mean power is at least min_w."""
         errs = [r.error_pct for r in self.registers if r.mean_w >= min_w]
+        return max(errs) if errs else 0.0
+
+    def reactive_worst_pct(self, min_va: float = BIG_LOAD_W) -> float:
+        """Worst reactive register's |firmware - truth| in % of the apparent energy, over CTs whose
+        mean apparent power is at least min_va."""
+        errs = [r.error_pct_of_s for r in self.reactive if r.mean_va >= min_va]
         return max(errs) if errs else 0.0
 
 
@@ -145,7 +170,34 @@ def accuracy(tmp: Path, name: str, seconds: float, seed: int = 1,
                 truth_wh -= cumulative(truth[arr][:, ct], t0) / 3600.0
                 span = t - t0
             res.registers.append(Register(ct, kind, fw_wh, truth_wh, truth_wh * 3600.0 / max(span, 1.0)))
+    res.reactive = score_reactive(cap, truth, acked_at, t_from)
     return res
+
+
+def score_reactive(cap: Capture, truth: dict[str, Any], acked_at: int, t_from: float) -> list[Reactive]:
+    """Each CT's Q+ and Q- registers (protocol 2 GAUGE) against the truth's per-second net
+    reactive energy split by sign, over the span from power-up (or t_from) to its last GAUGE."""
+    q = truth["e_q_vars"]
+    s = truth["vrms_v"][:, None] * truth["irms_a"]
+    qpos, qneg = np.maximum(q, 0.0), np.maximum(-q, 0.0)
+    out: list[Reactive] = []
+    for ct in range(q.shape[1]):
+        mine = [(stamp_s(m.as_dict()), m.as_dict()) for m in cap.msgs[acked_at:]
+                if m.mtype == wire.GAUGE and m.values[0] == ct]
+        if not mine:
+            continue
+        base = next(((t0, d0) for t0, d0 in mine if t0 >= t_from), None) if acked_at else None
+        t, d = mine[-1]
+        t0 = base[0] if base else 0.0
+        apparent = (cumulative(s[:, ct], t) - cumulative(s[:, ct], t0)) / 3600.0
+        for kind, wh, milli, arr in (("q+", "qpos_varh", "qpos_milli", qpos[:, ct]),
+                                     ("q-", "qneg_varh", "qneg_milli", qneg[:, ct])):
+            fw = d[wh] + d[milli] / 1000.0
+            if base:
+                fw -= base[1][wh] + base[1][milli] / 1000.0
+            tr = (cumulative(arr, t) - cumulative(arr, t0)) / 3600.0
+            out.append(Reactive(ct, kind, fw, tr, apparent, apparent * 3600.0 / max(t - t0, 1.0)))
+    return out
 
 
 # ---------------------------------------------------------------- pulses
