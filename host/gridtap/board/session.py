@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gridtap.board.plausible import FUTURE_TOLERANCE_S, SLACK_S, BoardLimits, RateLog, max_rates, printable
+from gridtap.board.reactive import Reactive, fan_out
 from gridtap.config import MAX_CT, MAX_PULSE, BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore, SeriesState
 from gridtap.store.faults import StorageHealth
@@ -139,6 +140,7 @@ class Stats:
     rejected_backwards: int = 0   # register and stamp out of order within one boot (lower and later,
                                   # or higher and earlier)
     rejected_step: int = 0        # more energy than the channel can deliver in the interval
+    rejected_reactive: int = 0    # reactive power or register steps beyond the channel (board/reactive.py)
     gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
     hello_channels_clamped: int = 0  # HELLOs claiming more channels than board.json has
@@ -202,6 +204,9 @@ class Session:
         self.limits = limits
         # per series the fastest its register can grow (thousandths per second); none: unbounded
         self.max_rate = max_rates(limits, sensors) if limits is not None else {}
+        full_scale_w = {s.id: self.max_rate[s.id] * 3.6 for s in sensors
+                        if s.kind == "ct" and s.id in self.max_rate}
+        self.reactive = Reactive(store, full_scale_w, RateLog(log, mono=mono))
         # a restart after the host clock stepped back finds the stores' marks in the future
         self.newest_t = int(max((st.t for st in store.state.values()), default=0))  # newest accepted
         self.warn = RateLog(log, mono=mono)
@@ -702,7 +707,7 @@ class Session:
 
     def _gauge(self, msg: wire.Message) -> None:
         self.stats.gauges += 1
-        ch, t, _ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz = msg.values[:9]  # reactive fields: not stored yet
+        ch, t, ms, p_mw, va_mva, v_mv, i_ma, pf, f_mhz, q_mvar, qp_wh, qp_milli, qn_wh, qn_milli = msg.values
         s = self.ct.get(ch)
         if s is None or t <= MIN_VALID_T:
             return
@@ -714,6 +719,7 @@ class Session:
             t, p_mw / 1000.0, va_mva / 1000.0, v_mv / 1000.0, i_ma / 1000.0, pf / 10000.0, f_mhz / 1000.0
         )
         self.deliver_gauge(s.id, s.export_id, g, volts=True)
+        self._reactive(s.id, t, ms, q_mvar, (qp_wh * 1000 + qp_milli, qn_wh * 1000 + qn_milli))
 
     def deliver_gauge(self, imp: str, exp: str | None, g: Gauge, volts: bool = False) -> None:
         """One accepted power gauge of a sensor, board or virtual, to the live view and the sinks:
@@ -725,6 +731,18 @@ class Session:
                 sink.gauge(exp, "export", g.t, max(0.0, -g.power_w), "W")
             if volts:
                 sink.gauge(imp, "import", g.t, g.vrms, "V")
+
+    def _reactive(self, sensor: str, t: int, ms: int, q_mvar: int, raws: tuple[int, int]) -> None:
+        """A CT gauge's reactive power and registers (protocol 2): checked, stored, passed on."""
+        r = self.reactive
+        q = r.power(sensor, q_mvar)
+        totals = []
+        held = self.storage is not None and self.storage.degraded
+        if self.epoch is not None and not held:
+            totals = r.energy(sensor, self.epoch, t + ms / 1000.0, raws)
+        self.stats.rejected_reactive = r.rejected
+        self.live.put_reactive(sensor, t, q)
+        fan_out(self.sinks, sensor, t, t * 1000 + ms, q, totals)
 
     def _event(self, msg: wire.Message) -> None:
         seen = (-1 if self.epoch is None else self.epoch, msg.seq)

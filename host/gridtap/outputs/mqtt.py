@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 
 from gridtap import __version__
+from gridtap.board.reactive import reactive_ids
 from gridtap.config import in_range
 from gridtap.errors import UserError
 from gridtap.fluksoapi import is_sensor_id
@@ -86,6 +87,10 @@ FLUKSO_UNITS: dict[str, tuple[str, str | None]] = {
     "water": ("L/day", "L"),
     "gas": ("L/day", "L"),
     "voltage": ("V", None),
+    # a CT's reactive power (signed) on its Q+ series' gauge, the Q+ register on its counter;
+    # the Q- register is a counter of its own (board/reactive.py: reactive_ids)
+    "reactive": ("var", "varh"),
+    "reactive_energy": ("var", "varh"),
 }
 
 #: kind -> Home Assistant (device_class, unit, value template) for the gauge and the counter
@@ -94,11 +99,14 @@ _HA_GAUGE: dict[str, tuple[str, str, str]] = {
     "water": ("volume_flow_rate", "L/min", "{{ (value_json[1] / 1440) | round(3) }}"),
     "gas": ("volume_flow_rate", "m³/h", "{{ (value_json[1] / 24000) | round(4) }}"),
     "voltage": ("voltage", "V", "{{ value_json[1] }}"),
+    "reactive": ("reactive_power", "var", "{{ value_json[1] }}"),
 }
 _HA_COUNTER: dict[str, tuple[str, str, str]] = {
     "electricity": ("energy", "Wh", "{{ value_json[1] }}"),
     "water": ("water", "m³", "{{ value_json[1] / 1000 }}"),
     "gas": ("gas", "m³", "{{ value_json[1] / 1000 }}"),
+    "reactive": ("reactive_energy", "varh", "{{ value_json[1] }}"),
+    "reactive_energy": ("reactive_energy", "varh", "{{ value_json[1] }}"),
 }
 
 
@@ -198,15 +206,18 @@ def discovery_configs(device_id: str, sensors: Iterable[MqttSensor],
     out: dict[str, bytes] = {}
     for s in sensors:
         entities: list[tuple[str, str, str, str, str, str]] = []
-        dc, unit, tpl = _HA_GAUGE[s.kind]
-        entities.append(("gauge", gauge_topic(s.sensor_id), dc, unit, tpl, "measurement"))
+        if s.kind in _HA_GAUGE:  # a Q- register has a counter only
+            dc, unit, tpl = _HA_GAUGE[s.kind]
+            entities.append(("gauge", gauge_topic(s.sensor_id), dc, unit, tpl, "measurement"))
         if s.kind in _HA_COUNTER:
             dc, unit, tpl = _HA_COUNTER[s.kind]
             entities.append(("counter", counter_topic(s.sensor_id), dc, unit, tpl, "total_increasing"))
         for what, topic, dc, unit, tpl, state_class in entities:
             uid = f"gridtap_{s.sensor_id}_{what}"
+            q_sign = "Q+" if s.kind == "reactive" else "Q-"
             label = {"power": "power", "energy": "energy", "voltage": "voltage",
-                     "volume_flow_rate": "flow"}.get(dc, "total")
+                     "volume_flow_rate": "flow", "reactive_power": "reactive power",
+                     "reactive_energy": f"reactive energy {q_sign}"}.get(dc, "total")
             cfg: dict[str, Any] = {
                 "name": f"{s.name} {label}", "unique_id": uid, "object_id": uid,
                 "state_topic": topic, "value_template": tpl, "device_class": dc,
@@ -550,6 +561,8 @@ class MqttOutput:
         sensors = []
         #: CT sensor id -> the id its Vrms gauge is published under (FLM03 style: one id per quantity)
         self.voltage_ids: dict[str, str] = {}
+        #: CT sensor id -> its Q+ series id, whose gauge topic carries the CT's reactive power
+        self.reactive_ids: dict[str, str] = {}
         for s in ctx.cfg.all_sensors:  # board and virtual sensors (expression meters, wallboxes) alike
             kind = "water" if s.kind == "pulse" and s.unit == "litre" else "electricity"
             for sid, role in s.series:
@@ -557,6 +570,11 @@ class MqttOutput:
             if s.voltage_id:
                 self.voltage_ids[s.id] = s.voltage_id
                 sensors.append(MqttSensor(s.voltage_id, s.name, "voltage"))
+            if s.kind == "ct" and s.index >= 0:  # a board CT (a virtual sensor has no channel)
+                qpos, qneg = reactive_ids(s.id)
+                self.reactive_ids[s.id] = qpos
+                sensors.append(MqttSensor(qpos, s.name, "reactive"))
+                sensors.append(MqttSensor(qneg, s.name, "reactive_energy"))
         password = None
         if m.password_env:
             value = os.environ.get(m.password_env)
@@ -593,6 +611,9 @@ class MqttOutput:
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
         self.pub.counter(sensor, t, total_milli / 1000.0)
 
+    def reactive_counter(self, series: str, t_ms: int, total_mvarh: int) -> None:
+        self.pub.counter(series, t_ms // 1000, total_mvarh / 1000.0)
+
     def diagnostics(self, values: dict[str, int]) -> None:
         self.pub.diagnostics(values)
 
@@ -601,6 +622,11 @@ class MqttOutput:
         return {"connected": self.pub.connected, "published": self.pub.published, "dropped": self.pub.dropped}
 
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if unit == "var":
+            qid = self.reactive_ids.get(sensor)
+            if qid is not None:
+                self.pub.gauge(qid, t, round(value, 3))
+            return
         if unit != "V":
             self.pub.gauge(sensor, t, round(value, 3))
             return

@@ -34,6 +34,7 @@ class LiveStore:
         self.lock = threading.Lock()
         self.rings: dict[str, list[tuple[int, float]]] = {}
         self.gauges: dict[str, Gauge] = {}
+        self.reactive: dict[str, tuple[int, float | None]] = {}  # CT sensor id -> (t, var or None)
         self._pulse_last: dict[str, tuple[float, int]] = {}
         self._pulse_step: dict[str, tuple[float, int]] = {}  # per pulse series its last (rate, step)
         self.newest = -1  # the newest second any series has a value for: the board's present
@@ -63,6 +64,10 @@ class LiveStore:
         if exp is not None:
             self._put_second(exp, g.t, -p / 3.6 if p < 0.0 else 0.0)
         self.gauges[imp] = g  # one dict store: atomic in CPython, readers see the old or the new
+
+    def put_reactive(self, sensor: str, t: int, var: float | None) -> None:
+        """A CT's reactive power of second t (None: the board's value was refused)."""
+        self.reactive[sensor] = (t, var)  # one dict store: atomic in CPython
 
     def _put_second(self, sensor: str, t: int, rate: float) -> None:
         """A gauge's second. The board sends one a little more than once a second (about every

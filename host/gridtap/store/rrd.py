@@ -958,6 +958,10 @@ class RrdSink:
     def counter(self, sensor: str, role: str, t: int, total_milli: int) -> None:
         self.counter_ms(sensor, role, t * 1000, total_milli)
 
+    def reactive_counter(self, series: str, t_ms: int, total_mvarh: int) -> None:
+        """A CT's Q+ or Q- total (board/reactive.py): an RRD of its own, like any counter (mvarh)."""
+        self.counter_ms(series, "reactive", t_ms, total_mvarh)
+
     def counter_ms(self, sensor: str, role: str, t_ms: int, total_milli: int) -> None:
         """A reading stamped t_ms (Unix ms); older than the series' newest it is ignored."""
         prev = self.prev.get(sensor)

@@ -184,3 +184,59 @@ def test_a_broker_that_comes_up_late_gets_the_latest_state(tmp_path: Path) -> No
                 c.close()
     finally:
         pub.stop()
+
+
+def test_reactive_power_and_energy_entities() -> None:
+    """A CT's reactive power (signed var) and its Q+ / Q- registers (varh), as Home Assistant's
+    reactive_power and reactive_energy device classes, on the series ids board/reactive.py derives."""
+    from gridtap.board.reactive import reactive_ids
+
+    qpos, qneg = reactive_ids(MAINS.sensor_id)
+    sensors = [MqttSensor(qpos, "Mains", "reactive"), MqttSensor(qneg, "Mains", "reactive_energy")]
+    configs = discovery_configs("flm-test", sensors).values()
+    cfgs = {c["unique_id"]: c for c in (json.loads(v) for v in configs)}
+    assert len(cfgs) == 3  # Q+ series: power gauge and counter; Q- series: counter only
+    power = cfgs[f"gridtap_{qpos}_gauge"]
+    assert (power["device_class"], power["unit_of_measurement"], power["state_class"]) == (
+        "reactive_power", "var", "measurement")
+    assert power["state_topic"] == gauge_topic(qpos) and power["name"] == "Mains reactive power"
+    assert render(power["value_template"], payload(T0, -812.5, "var")) == -812.5
+    for sid, name in ((qpos, "Mains reactive energy Q+"), (qneg, "Mains reactive energy Q-")):
+        c = cfgs[f"gridtap_{sid}_counter"]
+        assert (c["device_class"], c["unit_of_measurement"], c["state_class"], c["name"]) == (
+            "reactive_energy", "varh", "total_increasing", name)
+        assert render(c["value_template"], payload(T0, 1234.5, "varh")) == 1234.5
+
+
+def test_mqtt_output_publishes_reactive_values_on_a_real_broker(broker: Mosquitto, tmp_path: Path) -> None:
+    from gridtap.board.reactive import reactive_ids
+    from gridtap.config import parse_config
+    from gridtap.outputs import OutputContext
+    from gridtap.outputs.mqtt import MqttOutput
+    from tests.support.daemon import IMP, config_text
+
+    qpos, qneg = reactive_ids(IMP)
+    text = config_text(tmp_path / "tty", tmp_path / "state") + (
+        f'\n[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "flm-test"\n')
+    cfg = parse_config(text, tmp_path / "gridtap.toml")
+    out = MqttOutput(cfg.outputs["mqtt"], OutputContext(cfg))
+    out.start()
+    try:
+        assert out.pub.wait_connected(10)
+        out.gauge(IMP, "import", T0, 1500.0, "W")
+        out.gauge(IMP, "import", T0, -420.5, "var")
+        out.reactive_counter(qpos, T0 * 1000 + 250, 98_765)
+        out.reactive_counter(qneg, T0 * 1000 + 250, 4_321)
+        out.pub.flush()
+        late = Collector(broker.port)
+        try:
+            assert wait_until(lambda: late.last(counter_topic(qneg)) is not None)
+            assert late.last_json(gauge_topic(IMP)) == [T0, 1500, "W"]  # the W gauge is not overwritten
+            assert late.last_json(gauge_topic(qpos)) == [T0, -420.5, "var"]
+            assert late.last_json(counter_topic(qpos)) == [T0, 98.765, "varh"]
+            assert late.last_json(counter_topic(qneg)) == [T0, 4.321, "varh"]
+            assert late.last(f"homeassistant/sensor/gridtap_{qneg}_counter/config") is not None
+        finally:
+            late.close()
+    finally:
+        out.stop()
