@@ -49,6 +49,14 @@ class Reactive:
         self.warn = warn
         self.last: dict[str, tuple[int, int, float]] = {}  # series -> (epoch, raw, t) of the last taken
         self.rejected = 0
+        self._ids: dict[str, tuple[str, str]] = {}
+
+    def ids(self, sensor: str) -> tuple[str, str]:
+        """reactive_ids, remembered (a GAUGE a second per CT)."""
+        got = self._ids.get(sensor)
+        if got is None:
+            got = self._ids[sensor] = reactive_ids(sensor)
+        return got
 
     def power(self, sensor: str, q_mvar: int) -> float | None:
         """The reactive power in var, or None (counted) if the channel cannot measure that much."""
@@ -65,7 +73,7 @@ class Reactive:
         """(series id, host total in mvarh) of the Q+ and Q- registers that are plausible."""
         out = []
         lim = self.max_w.get(sensor)
-        for series, raw in zip(reactive_ids(sensor), raws, strict=True):
+        for series, raw in zip(self.ids(sensor), raws, strict=True):
             last = self.last.get(series)
             if lim is not None and last is not None and last[0] == epoch:
                 step = lim / 3.6 * (max(0.0, t - last[2]) + SLACK_S)  # mvarh the channel can deliver

@@ -742,6 +742,10 @@ class Session:
             totals = r.energy(sensor, self.epoch, t + ms / 1000.0, raws)
         self.stats.rejected_reactive = r.rejected
         self.live.put_reactive(sensor, t, q)
+        if q is not None:  # the minute window of the Q+ and Q- series, in mvarh per second
+            qpos, qneg = r.ids(sensor)
+            self.live.put(qpos, t, max(q, 0.0) / 3.6)
+            self.live.put(qneg, t, max(-q, 0.0) / 3.6)
         fan_out(self.sinks, sensor, t, t * 1000 + ms, q, totals)
 
     def _event(self, msg: wire.Message) -> None:

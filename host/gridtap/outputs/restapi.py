@@ -4,6 +4,9 @@
     GET /sensor/<32hex>?version=1.0&start=<unix>[&end=<unix>]&unit=watt[&resolution=15min]
     GET /sensor/<32hex>?version=1.0&param=all      the sensor's metadata (Flukso's param=all)
     GET /sensors   the configured series (id, name, role, type), for the web page
+    GET /reactive  per CT its latest reactive power (var, + lagging) and its Q+ / Q- series ids
+                   with their stored totals (varh); /sensor/<Q+ or Q- id> answers like any series,
+                   in var (unit=var, or watt: the same factor) from its RRD and the live window
     GET /status    the daemon's health as JSON: link and decoder counters, refused tuples, the
                    board's last HELLO, the outputs' backlog and last upload
     GET /          the local web page (gridtap.outputs.web)
@@ -263,7 +266,13 @@ class StoreView:
 
     def __init__(self, cfg: Config, live: LiveStore, rrd: RrdStore, nights: NightStore,
                  status: Callable[[], dict[str, Any]], now: Callable[[], float] = time.time) -> None:
+        from gridtap.board.reactive import reactive_ids
+
         self._series = cfg.series()
+        # each CT's Q+ and Q- series (board/reactive.py): RRDs of their own, not in /sensors
+        self._reactive = {s.id: (s, *reactive_ids(s.id)) for s in cfg.sensors if s.kind == "ct"}
+        self._reactive_series = {q: (s, role) for s, qp, qn in self._reactive.values()
+                                 for q, role in ((qp, "reactive+"), (qn, "reactive-"))}
         self.price_per_kwh = cfg.daemon.price_per_kwh
         self._live = live
         self._rrd = rrd
@@ -274,6 +283,24 @@ class StoreView:
     def series(self) -> dict[str, tuple[SensorConfig, str]]:
         """sensor id -> (its sensor's config, role: import, export or pulse)."""
         return dict(self._series)
+
+    def reactive_series(self) -> dict[str, tuple[SensorConfig, str]]:
+        """Q+ / Q- series id -> (its CT's config, role reactive+ or reactive-)."""
+        return dict(self._reactive_series)
+
+    def reactive(self) -> list[dict[str, Any]]:
+        """Per CT its latest reactive power (var, + lagging; None if none or refused) and its Q+ and
+        Q- series with their newest stored totals (varh)."""
+        out = []
+        for sid, (s, qpos, qneg) in self._reactive.items():
+            t, var = self._live.reactive.get(sid, (None, None))
+            item: dict[str, Any] = {"id": sid, "name": s.name, "t": t, "var": var}
+            for key, q in (("qpos", qpos), ("qneg", qneg)):
+                last = self.last_value(q)
+                item[f"{key}_id"] = q
+                item[f"{key}_varh"] = None if last is None else last[1] / 1000.0
+            out.append(item)
+        return out
 
     def live_window(self, sensor: str, end: int, seconds: int = 60) -> list[tuple[int, float | None]]:
         """The last `seconds` of per-second rates up to `end`, None where there is none; [] if never seen."""
@@ -320,6 +347,11 @@ class Answerer:
             return json.dumps(self.view.status(), separators=(",", ":")), JSON
         if path == "/sensors":
             return json.dumps(self.sensors(), separators=(",", ":")), JSON
+        if path == "/reactive":
+            try:
+                return json.dumps(self.view.reactive(), separators=(",", ":")), JSON
+            except (OSError, ConnectionError, subprocess.SubprocessError) as exc:
+                raise BadRequest(503, f"cannot read the RRD: {exc}") from exc
         m = SENSOR_PATH.match(path)
         if m is None:
             page = web.page(path)
@@ -331,6 +363,11 @@ class Answerer:
         sensor = m.group(1)
         q = parse_query(query)
         series = self.view.series()
+        reactive = sensor not in series and sensor in self.view.reactive_series()
+        if reactive:
+            series = self.view.reactive_series()
+            if q.get("unit") == "var":
+                q["unit"] = "watt"  # mvarh per second to var is mWh per second to W
         if sensor not in series:
             raise BadRequest(404, f"no sensor {sensor} on this gridtap")
         cb = q.get("callback", q.get("jsonp_callback"))
@@ -364,7 +401,7 @@ class Answerer:
 
     def metadata(self, sensor: str) -> dict[str, Any]:
         """Flukso's param=all: the sensor's settings and `lastupdate` [ts, counter in Wh or L]."""
-        cfg, role = self.view.series()[sensor]
+        cfg, role = {**self.view.reactive_series(), **self.view.series()}[sensor]
         water = cfg.kind == "pulse" and cfg.unit == "litre"
         try:
             last = self.view.last_value(sensor)
@@ -373,7 +410,7 @@ class Answerer:
         return {
             "access": None if last is None else last[0],
             "type": "water" if water else "electricity",
-            "function": f"{cfg.name}.export" if role == "export" else cfg.name,
+            "function": f"{cfg.name}.{role}" if role in ("export", "reactive+", "reactive-") else cfg.name,
             "class": "analog" if cfg.kind == "ct" else "pulse",
             "voltage": None,  # measured by the board, not a setting (FLM02 had a nominal one)
             "current": None,
