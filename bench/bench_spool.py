@@ -142,7 +142,8 @@ def sample_to_mqtt_p99(tmp: Path, n: int = 1000) -> float | None:
         lat: list[float] = []
         for i in range(n):
             frame = wire.encode(wire.GAUGE, i & 0xFFFF,
-                                (0, T0 + i, 0, 1500250 + i, 1530000, 230125, 6648, 9805, 49987))
+                                (0, T0 + i, 0, 1500250 + i, 1530000, 230125, 6648, 9805, 49987,
+                                 302517, 1234, 567, 89, 999))
             want[0] = b'[%d,%s,"W"]' % (T0 + i, str(round((1500250 + i) / 1000, 3)).encode())
             got.clear()
             t0 = time.monotonic()

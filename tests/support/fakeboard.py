@@ -44,6 +44,7 @@ class FakeBoard:
         self.lock = threading.RLock()
         # registers in thousandths (mWh / mL)
         self.ct = [[0, 0] for _ in range(n_ct)]
+        self.q = [[0, 0] for _ in range(n_ct)]  # reactive registers Q+, Q- (mvarh): RAM, 0 at boot
         self.pulse = [0] * n_pulse
         self.pulses = [0] * n_pulse
         self.eeprom: tuple[list[list[int]], list[int]] = ([[0, 0] for _ in range(n_ct)], [0] * n_pulse)
@@ -157,10 +158,15 @@ class FakeBoard:
         seconds: float = 1.0,
         gauges: bool = True,
         ms: int = 0,
+        var: list[float] | None = None,
     ) -> None:
-        """Advance by `seconds` at the given signed CT powers and pulse counts; send the frames stamped t."""
+        """Advance by `seconds` at the given signed CT powers (and reactive powers, var) and pulse
+        counts; send the frames stamped t."""
         with self.lock:
             for ch, p in enumerate(power_w or []):
+                q = var[ch] if var else 0.0
+                self.q[ch][0 if q >= 0 else 1] += round(abs(q) * seconds / 3.6)  # mvarh, RAM only
+                qp, qn = self.q[ch]
                 milli = round(abs(p) * seconds / 3.6)  # W*s -> mWh
                 self.ct[ch][0 if p >= 0 else 1] += milli
                 imp, exp = self.ct[ch]
@@ -178,7 +184,7 @@ class FakeBoard:
                             round(abs(p) / 230 * 1000),
                             10000 if p >= 0 else -10000,
                             50000,
-                            0, 0, 0, 0, 0,  # resistive: no reactive power, registers at 0
+                            round(q * 1000), qp // 1000, qp % 1000, qn // 1000, qn % 1000,
                         ),
                     )
             for i, n in enumerate(pulses or []):
@@ -205,6 +211,7 @@ class FakeBoard:
             self.boot_count += 1
             self.seq = 0
             self.ring.clear()
+            self.q = [[0, 0] for _ in range(self.n_ct)]  # the reactive registers live in RAM
             if restore == "eeprom":
                 self.ct = [list(c) for c in self.eeprom[0]]
                 self.pulse = list(self.eeprom[1])

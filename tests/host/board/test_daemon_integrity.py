@@ -320,7 +320,8 @@ def test_decoder_and_refusal_counters_are_published(
     caplog.set_level(logging.WARNING)
     sub = Collector(broker.port)
     try:
-        frame = bytearray(wire.encode(wire.GAUGE, 7, (0, int(time.time()), 0, 0, 0, 0, 0, 0, 50000)))
+        frame = bytearray(wire.encode(wire.GAUGE, 7, (0, int(time.time()), 0, 0, 0, 0, 0, 0, 50000,
+                                                      0, 0, 0, 0, 0)))
         frame[5] ^= 0x40  # one flipped bit: a CRC error
         rig.board._write(bytes(frame) + b"\x00\x05\x01\x02\x03\x04\x00")  # and a COBS one
         rig.wait(lambda: rig.daemon.link.counters()["bad_crc"] == 1)
