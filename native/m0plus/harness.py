@@ -65,19 +65,38 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def build(outdir: Path) -> Build:
-    """Cross-compile gt_kernel.c for the M0+ into outdir and return the flat image."""
-    missing = toolchain_missing()
+# The board's own compiler: the rp2 port (and a native .mpy module) builds with arm-none-eabi-gcc,
+# whose inline asm takes another syntax by default; -Os as MicroPython builds, libgcc for its
+# Thumb-1 switch tables.
+GCC_CFLAGS = ["-mcpu=cortex-m0plus", "-mthumb", "-Os", "-ffreestanding", "-nostdlib", "-std=c99",
+              "-Wall", "-Wextra", "-Werror"]
+GCC_TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-ld", "arm-none-eabi-objcopy", "arm-none-eabi-nm",
+             "arm-none-eabi-objdump")
+
+
+def build(outdir: Path, gcc: bool = False) -> Build:
+    """Cross-compile gt_kernel.c for the M0+ into outdir and return the flat image
+    (clang -O2, or with gcc=True arm-none-eabi-gcc -Os)."""
+    missing = [t for t in GCC_TOOLS if shutil.which(t) is None] if gcc else toolchain_missing()
     if missing:
         raise RuntimeError(f"M0+ toolchain missing: {', '.join(missing)} (run `make setup`)")
     outdir.mkdir(parents=True, exist_ok=True)
     obj, elf, binf = outdir / "gt_kernel.o", outdir / "gt_kernel.elf", outdir / "gt_kernel.bin"
-    _run(["clang", *CFLAGS, "-I", str(NATIVE), "-c", str(NATIVE / "gt_kernel.c"), "-o", str(obj)])
-    _run(["ld.lld", f"-Ttext=0x{FLASH:08x}", "-e", "gt_kernel_block", "--no-undefined",
-          "-o", str(elf), str(obj)])
-    _run(["llvm-objcopy", "-O", "binary", "-j", ".text", str(elf), str(binf)])
+    src = ["-I", str(NATIVE), "-c", str(NATIVE / "gt_kernel.c"), "-o", str(obj)]
+    if gcc:
+        _run(["arm-none-eabi-gcc", *GCC_CFLAGS, *src])
+        libgcc = _run(["arm-none-eabi-gcc", *GCC_CFLAGS[:2], "-print-libgcc-file-name"]).strip()
+        _run(["arm-none-eabi-ld", f"-Ttext=0x{FLASH:08x}", "-e", "gt_kernel_block", "-o", str(elf), str(obj),
+              libgcc])
+        tool = "arm-none-eabi-"
+    else:
+        _run(["clang", *CFLAGS, *src])
+        _run(["ld.lld", f"-Ttext=0x{FLASH:08x}", "-e", "gt_kernel_block", "--no-undefined",
+              "-o", str(elf), str(obj)])
+        tool = "llvm-"
+    _run([f"{tool}objcopy", "-O", "binary", "-j", ".text", "-j", ".rodata", str(elf), str(binf)])
     entry = size = -1
-    for line in _run(["llvm-nm", "-S", "--defined-only", str(elf)]).splitlines():
+    for line in _run([f"{tool}nm", "-S", "--defined-only", str(elf)]).splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[3] == "gt_kernel_block":
             entry, size = int(parts[0], 16), int(parts[1], 16)
@@ -86,7 +105,7 @@ def build(outdir: Path) -> Build:
     image = binf.read_bytes()
     if len(image) > RETURN_ADDR - FLASH:
         raise RuntimeError("M0+ image too large for the harness flash window")
-    dis = _run(["llvm-objdump", "-d", "--no-show-raw-insn", str(elf)])
+    dis = _run([f"{tool}objdump", "-d", "--no-show-raw-insn", str(elf)])
     (outdir / "gt_kernel.dis").write_text(dis)
     return Build(elf=elf, image=image, entry=entry & ~1, code_bytes=size, disassembly=dis)
 
