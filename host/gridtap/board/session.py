@@ -40,8 +40,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gridtap.board.plausible import FUTURE_TOLERANCE_S, SLACK_S, BoardLimits, RateLog, max_rates, printable
-from gridtap.board.reactive import Reactive, fan_out
+from gridtap.board.plausible import (
+    FUTURE_TOLERANCE_S,
+    SLACK_S,
+    BoardLimits,
+    RateLog,
+    Reactive,
+    fan_out,
+    max_rates,
+    printable,
+)
 from gridtap.config import MAX_CT, MAX_PULSE, BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore, SeriesState
 from gridtap.store.faults import StorageHealth
@@ -140,7 +148,7 @@ class Stats:
     rejected_backwards: int = 0   # register and stamp out of order within one boot (lower and later,
                                   # or higher and earlier)
     rejected_step: int = 0        # more energy than the channel can deliver in the interval
-    rejected_reactive: int = 0    # reactive power or register steps beyond the channel (board/reactive.py)
+    rejected_reactive: int = 0    # reactive power or register steps beyond the channel (board/plausible.py)
     gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
     hello_channels_clamped: int = 0  # HELLOs claiming more channels than board.json has

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 
 from gridtap import __version__
-from gridtap.board.reactive import reactive_ids
+from gridtap.board.plausible import reactive_ids
 from gridtap.config import in_range
 from gridtap.errors import UserError
 from gridtap.fluksoapi import is_sensor_id
@@ -88,7 +88,7 @@ FLUKSO_UNITS: dict[str, tuple[str, str | None]] = {
     "gas": ("L/day", "L"),
     "voltage": ("V", None),
     # a CT's reactive power (signed) on its Q+ series' gauge, the Q+ register on its counter;
-    # the Q- register is a counter of its own (board/reactive.py: reactive_ids)
+    # the Q- register is a counter of its own (board/plausible.py: reactive_ids)
     "reactive": ("var", "varh"),
     "reactive_energy": ("var", "varh"),
 }

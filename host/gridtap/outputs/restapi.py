@@ -266,10 +266,10 @@ class StoreView:
 
     def __init__(self, cfg: Config, live: LiveStore, rrd: RrdStore, nights: NightStore,
                  status: Callable[[], dict[str, Any]], now: Callable[[], float] = time.time) -> None:
-        from gridtap.board.reactive import reactive_ids
+        from gridtap.board.plausible import reactive_ids
 
         self._series = cfg.series()
-        # each CT's Q+ and Q- series (board/reactive.py): RRDs of their own, not in /sensors
+        # each CT's Q+ and Q- series (board/plausible.py): RRDs of their own, not in /sensors
         self._reactive = {s.id: (s, *reactive_ids(s.id)) for s in cfg.sensors if s.kind == "ct"}
         self._reactive_series = {q: (s, role) for s, qp, qn in self._reactive.values()
                                  for q, role in ((qp, "reactive+"), (qn, "reactive-"))}

@@ -959,7 +959,7 @@ class RrdSink:
         self.counter_ms(sensor, role, t * 1000, total_milli)
 
     def reactive_counter(self, series: str, t_ms: int, total_mvarh: int) -> None:
-        """A CT's Q+ or Q- total (board/reactive.py): an RRD of its own, like any counter (mvarh)."""
+        """A CT's Q+ or Q- total (board/plausible.py): an RRD of its own, like any counter (mvarh)."""
         self.counter_ms(series, "reactive", t_ms, total_mvarh)
 
     def counter_ms(self, sensor: str, role: str, t_ms: int, total_milli: int) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gridtap.board import codec
-from gridtap.board.plausible import BoardLimits
-from gridtap.board.reactive import reactive_ids
+from gridtap.board.plausible import BoardLimits, reactive_ids
 from gridtap.board.session import Session
 from gridtap.config import BoardConfig, SensorConfig
 from gridtap.store.epochs import CounterStore
@@ -47,7 +45,7 @@ def session(tmp_path: Path, sink: Sink) -> Session:
 
 
 def feed(s: Session, mtype: int, seq: int, values: tuple[Any, ...]) -> None:
-    for m in codec.make_decoder(False).feed(wire.encode(mtype, seq, values)):
+    for m in wire.Decoder().feed(wire.encode(mtype, seq, values)):
         s.handle(m)
 
 

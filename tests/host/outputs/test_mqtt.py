@@ -188,8 +188,8 @@ def test_a_broker_that_comes_up_late_gets_the_latest_state(tmp_path: Path) -> No
 
 def test_reactive_power_and_energy_entities() -> None:
     """A CT's reactive power (signed var) and its Q+ / Q- registers (varh), as Home Assistant's
-    reactive_power and reactive_energy device classes, on the series ids board/reactive.py derives."""
-    from gridtap.board.reactive import reactive_ids
+    reactive_power and reactive_energy device classes, on the series ids board/plausible.py derives."""
+    from gridtap.board.plausible import reactive_ids
 
     qpos, qneg = reactive_ids(MAINS.sensor_id)
     sensors = [MqttSensor(qpos, "Mains", "reactive"), MqttSensor(qneg, "Mains", "reactive_energy")]
@@ -209,7 +209,7 @@ def test_reactive_power_and_energy_entities() -> None:
 
 
 def test_mqtt_output_publishes_reactive_values_on_a_real_broker(broker: Mosquitto, tmp_path: Path) -> None:
-    from gridtap.board.reactive import reactive_ids
+    from gridtap.board.plausible import reactive_ids
     from gridtap.config import parse_config
     from gridtap.outputs import OutputContext
     from gridtap.outputs.mqtt import MqttOutput

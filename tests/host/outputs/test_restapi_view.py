@@ -38,7 +38,7 @@ def test_the_api_module_does_not_import_the_daemon() -> None:
 def test_reactive_series_and_the_reactive_endpoint(tmp_path: Path) -> None:
     """A CT's Q+ series answers like any series (var from its RRD and the live window), /reactive
     lists each CT's latest var and its stored varh; the Q series stay out of /sensors."""
-    from gridtap.board.reactive import reactive_ids
+    from gridtap.board.plausible import reactive_ids
     from gridtap.store.rrd import RrdSink
 
     cfg = parse_config(config_text(tmp_path / "tty", tmp_path / "state"), tmp_path / "gridtap.toml")

@@ -1,7 +1,7 @@
 """[iec104]: the Netflex IEC-104 server as a daemon output, on its own asyncio thread.
 
 The board session's gauges (W, and var: each CT's measured reactive power,
-board/reactive.py) are kept per series; every report_s the station sends P and Q per asset category.
+board/plausible.py) are kept per series; every report_s the station sends P and Q per asset category.
 A category's value is the sum of its series' latest gauges ("-name" subtracts);
 a category with a series that has not reported within two periods is sent with
 the invalid bit set, a category without assets as a good zero.
