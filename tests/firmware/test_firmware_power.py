@@ -25,10 +25,16 @@ print(json.dumps([scenario.run(s) for s in specs]))
     return json.loads(out.strip().splitlines()[-1])
 
 
-def true_w(spec: dict[str, Any], k: int) -> float:
+def true_s(spec: dict[str, Any], k: int) -> tuple[float, float]:
+    """CT k's apparent power signed by its clamp and invert, and its current's lag (radians)."""
     c = spec["cts"][k]
     sign = c.get("sign", 1) * (-1 if spec.get("cfg", [{}] * 3)[k].get("invert", 0) else 1)
-    return spec["vrms"] * c["irms"] * math.cos(math.radians(c.get("angle", 0.0))) * sign
+    return spec["vrms"] * c["irms"] * sign, math.radians(c.get("angle", 0.0))
+
+
+def true_w(spec: dict[str, Any], k: int) -> float:
+    s, lag = true_s(spec, k)
+    return s * math.cos(lag)
 
 
 def check_energy(spec: dict[str, Any], res: dict[str, Any], k: int, tol: float) -> None:
@@ -42,9 +48,8 @@ def check_energy(spec: dict[str, Any], res: dict[str, Any], k: int, tol: float) 
 
 
 def true_var(spec: dict[str, Any], k: int) -> float:
-    c = spec["cts"][k]
-    sign = c.get("sign", 1) * (-1 if spec.get("cfg", [{}] * 3)[k].get("invert", 0) else 1)
-    return spec["vrms"] * c["irms"] * math.sin(math.radians(c.get("angle", 0.0))) * sign
+    s, lag = true_s(spec, k)
+    return s * math.sin(lag)
 
 
 def check_reactive(spec: dict[str, Any], res: dict[str, Any], k: int, tol_of_s: float) -> None:
