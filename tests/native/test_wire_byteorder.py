@@ -17,7 +17,7 @@ import pytest
 from gridtap_fw import wire
 
 ROOT = Path(__file__).resolve().parents[2]
-CODEC_FILES = [ROOT / "firmware" / "gridtap_fw" / "wire.py", ROOT / "host" / "gridtap" / "board" / "codec.py",
+CODEC_FILES = [ROOT / "firmware" / "gridtap_fw" / "wire.py", ROOT / "host" / "gridtap" / "board" / "link.py",
                ROOT / "host" / "gridtap" / "board" / "native.py"]
 STRUCT_CALLS = {"pack", "unpack", "unpack_from", "pack_into", "calcsize", "Struct", "iter_unpack"}
 ORDER = "<>!="
