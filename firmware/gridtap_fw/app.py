@@ -36,10 +36,16 @@ PULSE_KEY = 256
 # MicroPython collects garbage when an allocation finds the heap full, which may
 # be in the block that closes a second, the longest one: together they would
 # outlast the DMA's slack on a Pico (hardware/qemu-m0.md). So the firmware
-# collects in the block after each second closes, a light one; it allocates
+# collects in the block after each second closes, a light one, and once more
+# in the block after the slow bookkeeping GC_EVERY_MS later: it allocates
 # well under the free heap in a second, so the heap never fills in between.
-# (Asking gc.mem_free() first would cost as much as a collection: it walks the
-# whole allocation table.)
+# A collection sweeps the heap up to the highest block allocated since the
+# last one, so its pause grows with the garbage made in between, and with the
+# highest block that lives for ever: main.py collects every 8 KB while the
+# firmware is imported and the app built, so the long-lived objects sit at the
+# bottom of the heap. (Asking gc.mem_free() first would cost as much as a
+# collection: it walks the whole allocation table.)
+GC_EVERY_MS = 400
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -49,6 +55,7 @@ def ticks_diff(a: int, b: int) -> int:
 
 class App:
     def __init__(self, hal) -> None:
+        gc.collect()  # the imports' and the HAL's garbage, before the long-lived state
         self.hal = hal
         board = hal.board
         chans = board["adc"]["channels"]
@@ -125,7 +132,8 @@ class App:
         # At boot the restored registers hold what the last save saw: nothing since.
         self.commit_ms = 0
         self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
-        self.collect_next = False  # the last block closed a second: maybe collect garbage in this one
+        self.collect_next = False  # the last block closed a second or ran the slow checks: collect now
+        self.collected_ms = 0  # uptime ms of the last collection
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
@@ -134,6 +142,8 @@ class App:
         except OSError as exc:
             self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         self.send_time(0)
+        gc.threshold(-1)  # the boot's threshold (main.py), if any: from now on step() collects
+        gc.collect()  # the boot's garbage: the blocks start with a clean heap
 
     # ------------------------------------------------------------ time
 
@@ -382,6 +392,7 @@ class App:
             self.collect_next = True
         elif self.collect_next:
             self.collect_next = False
+            self.collected_ms = now_ms
             gc.collect()
         if now_ms >= self.next_slow_ms:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
@@ -392,6 +403,8 @@ class App:
             if now_ms - self.last_time_ms >= TIME_EVERY_MS:
                 self.send_time(now_ms)
             self._housekeeping(now_ms)
+            if now_ms - self.collected_ms >= GC_EVERY_MS:
+                self.collect_next = True
             lost = getattr(hal, "adc_overruns", 0)
             if lost != self.adc_overruns:
                 self.event(4, wire.EV_ADC_OVERRUN, "ADC blocks lost: %d in all" % lost)

@@ -23,7 +23,7 @@ CHECK_ELF = BUILD / "check.elf"   # native/m0plus/m0_check.c: the C kernel and c
 MAIN = "qemu_main"   # firmware/ports/qemu_m0/modules/qemu_main.py
 # the nRF51's RAM and flash enlarged to hold a 192 KiB heap (the RP2040's) and the image
 MACHINE = ["-M", "microbit", "-global", "nrf51-soc.flash-size=1048576",
-           "-global", "nrf51-soc.sram-size=262144"]
+           "-global", "nrf51-soc.sram-size=327680"]
 
 
 class M0Missing(RuntimeError):
