@@ -115,6 +115,7 @@ class Second:
     gc_max_instr: int
     heap_live_max: int           # bytes, after a collection, since boot
     heap_total: int
+    gc_max_sec_instr: int        # the longest collection in this second
 
     @property
     def firmware(self) -> int:
@@ -130,7 +131,7 @@ def seconds(log: str) -> list[Second]:
     out = []
     for line in log.splitlines():
         w = line.split()
-        if len(w) != 17 or w[0] != "M0STAT":
+        if len(w) != 18 or w[0] != "M0STAT":
             continue
         v = [int(x) for x in w[1:]]
         out.append(Second(v[0], dict(zip(PARTS, v[1:8], strict=True)), *v[8:]))
