@@ -36,15 +36,18 @@ PULSE_KEY = 256
 # MicroPython collects garbage when an allocation finds the heap full, which may
 # be in the block that closes a second, the longest one: together they would
 # outlast the DMA's slack on a Pico (hardware/qemu-m0.md). So the firmware
-# collects in the block after each second closes, a light one, and once more
-# in the block after the slow bookkeeping GC_EVERY_MS later: it allocates
-# well under the free heap in a second, so the heap never fills in between.
-# A collection sweeps the heap up to the highest block allocated since the
-# last one, so its pause grows with the garbage made in between, and with the
-# highest block that lives for ever: main.py collects every 8 KB while the
-# firmware is imported and the app built, so the long-lived objects sit at the
-# bottom of the heap. (Asking gc.mem_free() first would cost as much as a
-# collection: it walks the whole allocation table.)
+# collects in the block after each second closes, a light one, and in the block
+# after the slow checks once GC_EVERY_MS have passed since the last collection
+# (about three a second): it allocates well under the free heap in a second,
+# so the heap never fills in between. A collection sweeps the heap up to the
+# highest block allocated since the last one, so its pause grows with the
+# garbage made in between (about 90 KB a second, mostly float boxes of the
+# period maths), and with the highest block that lives for ever: main.py
+# collects every 8 KB while the firmware is imported and the app built, so the
+# long-lived objects sit at the bottom of the heap. On a Cortex-M0+ that keeps
+# a pause under 4.5 ms, where one collection a second paused 6.8 ms. (Asking
+# gc.mem_free() first would cost as much as a collection: it walks the whole
+# allocation table.)
 GC_EVERY_MS = 300
 
 
