@@ -356,13 +356,6 @@ class App:
             self.browned = False
             self.store.armed = self.persist_ok
             self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
-        if self.store.pending is not None and not self.browned:
-            # the next page of a periodic save begun in an earlier block (Store.pending)
-            try:
-                self.store.service()
-            except OSError as exc:
-                self.store.pending = None
-                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
         if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
@@ -388,19 +381,35 @@ class App:
                 inp.poll(self.up_us)
         for m in self.link.poll(now_ms):
             self.command(m, now_ms)
+        # The block that closed a second is the longest, one that collects garbage the next:
+        # neither also writes an EEPROM page (I2C plus a 5 ms write cycle, hal_rp2 waits for
+        # it) or runs the slow checks; they wait a block (hardware/qemu-m0.md).
+        light = True
         if second:
             self._gauges()
             self.collect_next = True
+            light = False
         elif self.collect_next:
             self.collect_next = False
             self.collected_ms = now_ms
             gc.collect()
-        if now_ms >= self.next_slow_ms:
+            light = False
+        if self.store.pending is not None and light and not self.browned:
+            # the next page of a periodic save begun in an earlier block (Store.pending)
+            try:
+                self.store.service()
+            except OSError as exc:
+                self.store.pending = None
+                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
+        if now_ms >= self.next_slow_ms and light:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
             # which keeps the per-block cost (100 blocks/s on the rp2) small. A run
             # costs about 125,000 instructions on a Cortex-M0+: every 100 ms that was
             # 1.5 % of the CPU (hardware/qemu-m0.md).
-            self.next_slow_ms = now_ms + SLOW_MS
+            # on a fixed grid: a run put off by a heavy block does not delay the ones after it
+            self.next_slow_ms += SLOW_MS
+            if self.next_slow_ms <= now_ms:
+                self.next_slow_ms = now_ms + SLOW_MS
             self._tuples(now_ms)
             self.link.service(now_ms)
             if now_ms - self.last_time_ms >= TIME_EVERY_MS:
