@@ -85,7 +85,13 @@ M0_PORT_SRC := $(wildcard $(M0_PORT)/*.c $(M0_PORT)/*.h $(M0_PORT)/extmod/*.h) $
 M0_PY := $(wildcard firmware/gridtap_fw/*.py) $(wildcard $(M0_PORT)/modules/*.py)
 M0_MPY := $(patsubst firmware/%.py,$(M0)/mpy/%.mpy,$(filter firmware/gridtap_fw/%,$(M0_PY))) \
 	$(patsubst $(M0_PORT)/modules/%.py,$(M0)/mpy/%.mpy,$(filter $(M0_PORT)/modules/%,$(M0_PY)))
-m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY) $(M0)/check.elf
+m0: $(STAMPS)/m0-sp $(STAMPS)/m0-dp $(M0_MPY) $(M0)/check.elf $(M0)/natmod/gtkernel.mpy
+# the C kernel as a dynamic native module (py/dynruntime.mk of the sdist, tools/natmod_ld.py links it)
+M0_NATMOD := $(M0_PORT)/natmod
+$(M0)/natmod/gtkernel.mpy: $(STAMPS)/m0-src $(M0_NATMOD)/gtkernel.c tools/natmod_ld.py $(M0_NATMOD)/Makefile \
+		native/gt_kernel.c native/gt_kernel.h native/mpy_module/gtkernel_args.c native/mpy_module/gtkernel_args.h
+	rm -rf $(M0)/natmod && mkdir -p $(M0)/natmod
+	$(MAKE) -s -C $(M0_NATMOD) MPY_DIR=$(CURDIR)/$(M0)/src BUILD=$(CURDIR)/$(M0)/natmod $(CURDIR)/$@
 # the C kernel and codec as a Cortex-M0 program (semihosting), checked by tests/m0/test_m0_native.py
 $(M0)/check.elf: native/m0plus/m0_check.c native/gt_kernel.c native/gt_wire.c native/gt_kernel.h native/gt_wire.h $(STAMPS)/apt
 	@mkdir -p $(@D)

@@ -29,17 +29,26 @@ from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy,
 FW_VERSION = (0, 1, 0)
 BLOCK_SETS = 256  # the largest block the HAL may return (buf size), 53 ms
 TIME_EVERY_MS = 10000
-SLOW_MS = 100  # tuples, resends, TIME and save checks run this often
+SLOW_MS = 200  # tuples, resends, TIME and save checks run this often
 TUPLE_MIN_MS = 1000  # a changing register is sent at most once a second
 TUPLE_HEARTBEAT_MS = 60000  # and an unchanged one once a minute
 PULSE_KEY = 256
 # MicroPython collects garbage when an allocation finds the heap full, which may
 # be in the block that closes a second, the longest one: together they would
 # outlast the DMA's slack on a Pico (hardware/qemu-m0.md). So the firmware
-# collects in the block after each second closes, a light one; it allocates
-# well under the free heap in a second, so the heap never fills in between.
-# (Asking gc.mem_free() first would cost as much as a collection: it walks the
-# whole allocation table.)
+# collects in the block after each second closes, a light one, and in the block
+# after the slow checks once GC_EVERY_MS have passed since the last collection
+# (about three a second): it allocates well under the free heap in a second,
+# so the heap never fills in between. A collection sweeps the heap up to the
+# highest block allocated since the last one, so its pause grows with the
+# garbage made in between (about 90 KB a second, mostly float boxes of the
+# period maths), and with the highest block that lives for ever: main.py
+# collects every 8 KB while the firmware is imported and the app built, so the
+# long-lived objects sit at the bottom of the heap. On a Cortex-M0+ that keeps
+# a pause under 4.5 ms, where one collection a second paused 6.8 ms. (Asking
+# gc.mem_free() first would cost as much as a collection: it walks the whole
+# allocation table.)
+GC_EVERY_MS = 300
 
 
 def ticks_diff(a: int, b: int) -> int:
@@ -49,6 +58,7 @@ def ticks_diff(a: int, b: int) -> int:
 
 class App:
     def __init__(self, hal) -> None:
+        gc.collect()  # the imports' and the HAL's garbage, before the long-lived state
         self.hal = hal
         board = hal.board
         chans = board["adc"]["channels"]
@@ -125,7 +135,8 @@ class App:
         # At boot the restored registers hold what the last save saw: nothing since.
         self.commit_ms = 0
         self.seconds_seen = 0  # PowerMeter.seconds when commit_ms was set
-        self.collect_next = False  # the last block closed a second: maybe collect garbage in this one
+        self.collect_next = False  # the last block closed a second or ran the slow checks: collect now
+        self.collected_ms = 0  # uptime ms of the last collection
         self.send_hello()
         for ev in pending:
             self.event(ev[0], ev[1], ev[2])
@@ -134,15 +145,10 @@ class App:
         except OSError as exc:
             self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         self.send_time(0)
+        gc.threshold(-1)  # the boot's threshold (main.py), if any: from now on step() collects
+        gc.collect()  # the boot's garbage: the blocks start with a clean heap
 
     # ------------------------------------------------------------ time
-
-    def _tick(self) -> None:
-        t = self.hal.ticks_us()
-        d = ticks_diff(t, self.last_ticks)
-        if d > 0:
-            self.up_us += d
-        self.last_ticks = t
 
     def unix_ms(self, up_ms: int) -> int:
         return max(0, self.offset_ms + up_ms)
@@ -335,7 +341,12 @@ class App:
     def step(self) -> None:
         hal = self.hal
         n = hal.adc_block(self.buf)
-        self._tick()
+        # uptime, inlined: a method call costs about 1,000 instructions on a Cortex-M0+
+        t = hal.ticks_us()
+        d = ((t - self.last_ticks + 0x20000000) & 0x3FFFFFFF) - 0x20000000  # ticks_diff
+        if d > 0:
+            self.up_us += d
+        self.last_ticks = t
         # The supply monitor comes first: the hold-up budget starts when it fires.
         if hal.brownout():
             if not self.browned:
@@ -350,13 +361,6 @@ class App:
             self.browned = False
             self.store.armed = self.persist_ok
             self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
-        if self.store.pending is not None and not self.browned:
-            # the next page of a periodic save begun in an earlier block (Store.pending)
-            try:
-                self.store.service()
-            except OSError as exc:
-                self.store.pending = None
-                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
         now_ms = self.up_us // 1000
         second = self.power.feed(self.buf, n) if n > 0 else False
         if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
@@ -382,21 +386,42 @@ class App:
                 inp.poll(self.up_us)
         for m in self.link.poll(now_ms):
             self.command(m, now_ms)
+        # The block that closed a second is the longest, one that collects garbage the next:
+        # neither also writes an EEPROM page (I2C plus a 5 ms write cycle, hal_rp2 waits for
+        # it) or runs the slow checks; they wait a block (hardware/qemu-m0.md).
+        light = True
         if second:
             self._gauges()
             self.collect_next = True
+            light = False
         elif self.collect_next:
             self.collect_next = False
+            self.collected_ms = now_ms
             gc.collect()
-        if now_ms >= self.next_slow_ms:
+            light = False
+        if self.store.pending is not None and light and not self.browned:
+            # the next page of a periodic save begun in an earlier block (Store.pending)
+            try:
+                self.store.service()
+            except OSError as exc:
+                self.store.pending = None
+                self.event(4, wire.EV_STORAGE, "eeprom write failed: %s" % exc)
+        if now_ms >= self.next_slow_ms and light:
             # Bookkeeping that needs no block-by-block attention runs every SLOW_MS,
-            # which keeps the per-block cost (100 blocks/s on the rp2) small.
-            self.next_slow_ms = now_ms + SLOW_MS
+            # which keeps the per-block cost (100 blocks/s on the rp2) small. A run
+            # costs about 125,000 instructions on a Cortex-M0+: every 100 ms that was
+            # 1.5 % of the CPU (hardware/qemu-m0.md).
+            # on a fixed grid: a run put off by a heavy block does not delay the ones after it
+            self.next_slow_ms += SLOW_MS
+            if self.next_slow_ms <= now_ms:
+                self.next_slow_ms = now_ms + SLOW_MS
             self._tuples(now_ms)
             self.link.service(now_ms)
             if now_ms - self.last_time_ms >= TIME_EVERY_MS:
                 self.send_time(now_ms)
             self._housekeeping(now_ms)
+            if now_ms - self.collected_ms >= GC_EVERY_MS:
+                self.collect_next = True
             lost = getattr(hal, "adc_overruns", 0)
             if lost != self.adc_overruns:
                 self.event(4, wire.EV_ADC_OVERRUN, "ADC blocks lost: %d in all" % lost)

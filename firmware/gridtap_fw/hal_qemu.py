@@ -13,7 +13,7 @@
 import m0
 import m0budget
 
-from gridtap_fw.hal_virtual import VirtualHal
+from gridtap_fw.hal_virtual import TICKS_MASK, VirtualHal
 
 HAL = m0budget.HAL
 
@@ -25,6 +25,7 @@ class QemuHal(VirtualHal):
         p = budget.enter(HAL)
         VirtualHal.__init__(self, streams=(m0.File(sim_dir + "/req", "wb"), m0.File(sim_dir + "/resp", "rb"),
                                            m0.File(sim_dir + "/adc", "rb")))
+        self._ticks = self._now_us & TICKS_MASK
         budget.enter(p)
 
     def adc_block(self, buf):
@@ -32,12 +33,19 @@ class QemuHal(VirtualHal):
         p = b.enter(HAL)
         b.block()
         n = VirtualHal.adc_block(self, buf)
+        self._ticks = self._now_us & TICKS_MASK
         sec = self._now_us // 1000000
         if sec != self._sec:
             b.second(self._sec)
             self._sec = sec
         b.enter(p)
         return n
+
+    def ticks_us(self):
+        # The board clock is absolute microseconds of the simulation (a long int on a 32-bit
+        # port): its low 30 bits are taken in adc_block and eeprom_write, charged to the
+        # transport, so reading the clock costs the firmware what time.ticks_us() does on a Pico.
+        return self._ticks
 
     def uart_write(self, data):
         p = self._b.enter(HAL)
@@ -57,4 +65,5 @@ class QemuHal(VirtualHal):
         p = b.enter(HAL)
         b.eeprom(len(data), True)
         VirtualHal.eeprom_write(self, addr, data)
+        self._ticks = self._now_us & TICKS_MASK
         b.enter(p)

@@ -52,6 +52,7 @@ HAD_RUN = 1 << 16
 SOFT_MAGIC = 0x2A7A
 BLOCK_SETS = 48  # 10 ms at 4800 sets/s: bounds the brownout reaction time
 EDGE_RING = 64
+NO_EDGES: tuple = ()  # pulse_edges() when the ring is empty
 RECOVER_MS = 2000
 WDT_MS = 4000
 
@@ -183,7 +184,9 @@ class Rp2Hal:
             self._ev_w = nw
         return edge
 
-    def pulse_edges(self) -> list:
+    def pulse_edges(self) -> list | tuple:
+        if self._ev_r == self._ev_w:
+            return NO_EDGES  # almost every block: no list to make and collect
         out = []
         state = machine.disable_irq()
         r = self._ev_r

@@ -32,6 +32,7 @@ CMD_RESET = 6
 TICKS_MASK = 0x3FFFFFFF  # MicroPython's ticks wrap at 2**30, as on the rp2 port
 MAX_BLOCKS = 128  # blocks per batch this HAL can hold (ready times: 8 bytes each)
 NEVER = 0x3FFFFFFFFFFFFFFF  # "no brownout ahead" (a small int on the 64-bit unix port)
+NO_EDGES = ()
 EDGE_FMT = "<HBBQ"  # block index in the batch, input, level, t_us
 EDGE_LEN = 12
 RX_FMT = "<QH"  # arrival t_us, length; then the bytes
@@ -210,6 +211,8 @@ class VirtualHal:
 
     def pulse_edges(self):
         e = self._edges
+        if not e:
+            return NO_EDGES  # almost every block: no list to make and collect
         self._edges = []
         return e
 

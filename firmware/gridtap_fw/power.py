@@ -98,6 +98,7 @@ class PowerMeter:
         self.state[K_FILL] = K_HIST_KEEP
         self.out = array("i", [0] * (2 + 6 * self.n_ct))
         self.acc = array("i", bytes(4 * (2 + 6 * self.n_ct)))
+        self.acc0 = array("i", self.acc)  # zeros: a slice copy clears acc (a loop cost ~6,000 instructions)
         self.n = 0
         self.synced = False  # the current period began at a rising crossing
         self.seen = 0  # sets fed since boot, up to K_HIST_KEEP: the V history is real from then on
@@ -293,8 +294,7 @@ class PowerMeter:
             self.x_start = self.x_end
             self.x_end = -1.0
         self.periods += 1
-        for j in range(len(acc)):
-            acc[j] = 0
+        acc[:] = self.acc0
         self.n = 0
         if self.sec_n >= self.sets_per_s:
             self._close_second()

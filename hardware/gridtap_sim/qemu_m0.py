@@ -20,10 +20,14 @@ BUILD = ROOT / "build" / "m0"
 ELF = {"single": BUILD / "sp" / "firmware.elf", "double": BUILD / "dp" / "firmware.elf"}
 MPY_DIR = BUILD / "mpy"
 CHECK_ELF = BUILD / "check.elf"   # native/m0plus/m0_check.c: the C kernel and codec
+# the C kernel as a dynamic native module (firmware/ports/qemu_m0/natmod): gridtap_fw.power
+# imports gtkernel when it is on sys.path, else the viper kernel
+NATMOD_DIR = BUILD / "natmod"
+KERNELS = ("viper", "c")
 MAIN = "qemu_main"   # firmware/ports/qemu_m0/modules/qemu_main.py
 # the nRF51's RAM and flash enlarged to hold a 192 KiB heap (the RP2040's) and the image
 MACHINE = ["-M", "microbit", "-global", "nrf51-soc.flash-size=1048576",
-           "-global", "nrf51-soc.sram-size=262144"]
+           "-global", "nrf51-soc.sram-size=327680"]
 
 
 class M0Missing(RuntimeError):
@@ -44,13 +48,26 @@ def elf(floats: str = "single") -> Path:
     return path
 
 
-def argv(module: str, args: list[str], floats: str = "single", paths: list[Path] | None = None) -> list[str]:
+def natmod_dir() -> Path:
+    if not (NATMOD_DIR / "gtkernel.mpy").exists():
+        raise M0Missing(f"{NATMOD_DIR}/gtkernel.mpy is missing; run `make m0`")
+    return NATMOD_DIR
+
+
+def argv(module: str, args: list[str], floats: str = "single", paths: list[Path] | None = None,
+         kernel: str = "viper", code_in_heap: bool = False) -> list[str]:
     """qemu-system-arm running `import module` with sys.argv[1:] = args on the M0 port.
 
-    Semihosting joins the arguments with spaces, so none may contain one; commas
-    are doubled for QEMU's option parser.
+    kernel "c" puts the native module gtkernel.mpy on sys.path (power.py then uses it);
+    code_in_heap loads the modules into the GC heap instead of the flash stand-in
+    (firmware/ports/qemu_m0/main.c). Semihosting joins the arguments with spaces, so
+    none may contain one; commas are doubled for QEMU's option parser.
     """
-    words = ["gridtap", ":".join(str(p) for p in [MPY_DIR, *(paths or [])]), module, *args]
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, not {kernel!r}")
+    extra = [natmod_dir()] if kernel == "c" else []
+    words = ["gridtap", *(["--code-in-heap"] if code_in_heap else []),
+             ":".join(str(p) for p in [MPY_DIR, *extra, *(paths or [])]), module, *args]
     return program_argv(elf(floats), words)
 
 
@@ -64,12 +81,14 @@ def program_argv(image: Path, words: list[str]) -> list[str]:
             "-icount", "shift=0", "-semihosting-config", semi, "-kernel", str(image)]
 
 
-def command(floats: str = "single", profile: bool = False) -> Callable[[Path], list[str]]:
+def command(floats: str = "single", profile: bool = False, kernel: str = "viper",
+            code_in_heap: bool = False) -> Callable[[Path], list[str]]:
     """A VirtualBoard `command`: the firmware (gridtap_fw.app on hal_qemu) for a boot directory."""
-    elf(floats)   # fail now, not at the first boot
+    argv(MAIN, ["-"], floats, kernel=kernel)   # fail now, not at the first boot
 
     def for_boot(sim_dir: Path) -> list[str]:
-        return argv(MAIN, [str(sim_dir)] + (["profile"] if profile else []), floats)
+        return argv(MAIN, [str(sim_dir)] + (["profile"] if profile else []), floats, kernel=kernel,
+                    code_in_heap=code_in_heap)
     return for_boot
 
 
@@ -96,6 +115,7 @@ class Second:
     gc_max_instr: int
     heap_live_max: int           # bytes, after a collection, since boot
     heap_total: int
+    gc_max_sec_instr: int        # the longest collection in this second
 
     @property
     def firmware(self) -> int:
@@ -111,7 +131,7 @@ def seconds(log: str) -> list[Second]:
     out = []
     for line in log.splitlines():
         w = line.split()
-        if len(w) != 17 or w[0] != "M0STAT":
+        if len(w) != 18 or w[0] != "M0STAT":
             continue
         v = [int(x) for x in w[1:]]
         out.append(Second(v[0], dict(zip(PARTS, v[1:8], strict=True)), *v[8:]))

@@ -29,7 +29,7 @@ for j in range(25):
     hal.add_pulse(1, t, 45000, 5000, 4)  # 5 ms of bounce at press and release
     if j < 7:
         hal.add_pulse(0, t + 7000, 60000, 5000, 4)
-for _ in range(200):
+for _ in range(250):  # 5 s: the last pulse ends at 3.2 s, a changing register is sent at most once a second
     a.step()
 pulses = [list(m.values) for m in hal.frames() if m.mtype == wire.PULSE and not m.flags & wire.FLAG_RETX]
 print(json.dumps({"pulses": pulses, "starts": starts, "t_set": t_set}))

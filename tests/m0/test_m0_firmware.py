@@ -50,13 +50,16 @@ def test_boots_and_answers_hello(tmp_path: Path) -> None:
 
 
 def test_registers_equal_the_unix_port_and_the_truth(tmp_path: Path) -> None:
-    """Same seed, same board: every register bit for bit as the unix port's (double floats as there)."""
+    """Same seed, same board: every register bit for bit as the unix port's (double floats as there),
+    with the viper kernel and with the C kernel as the native module gtkernel.mpy."""
     unix = accuracy(tmp_path / "unix", "household-pv", SECONDS)
     m0 = accuracy(tmp_path / "m0", "household-pv", SECONDS, command=qemu_m0.command("double"))
-    assert [(r.ct, r.kind, r.firmware_wh) for r in m0.registers] == \
-        [(r.ct, r.kind, r.firmware_wh) for r in unix.registers]
-    assert unix.capture is not None and m0.capture is not None
-    assert same_registers(unix.capture.msgs, m0.capture.msgs)
+    m0c = accuracy(tmp_path / "m0c", "household-pv", SECONDS, command=qemu_m0.command("double", kernel="c"))
+    for run in (m0, m0c):
+        assert [(r.ct, r.kind, r.firmware_wh) for r in run.registers] == \
+            [(r.ct, r.kind, r.firmware_wh) for r in unix.registers]
+        assert unix.capture is not None and run.capture is not None
+        assert same_registers(unix.capture.msgs, run.capture.msgs)
     moving = [r for r in m0.registers if r.mean_w >= BIG_LOAD_W]
     assert moving, [(r.ct, r.kind, r.mean_w) for r in m0.registers]
     for r in moving:   # the HIL campaigns' bound (tests/hil/test_hil_accuracy.py)

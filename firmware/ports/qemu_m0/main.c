@@ -1,11 +1,20 @@
 // gridtap's MicroPython port for a Cortex-M0 under QEMU (-M microbit).
 //
 // Boot: read the semihosting command line
-//     <prog> <path>[:<path>...] <module> [args...]
+//     <prog> [--code-in-heap] <path>[:<path>...] <module> [args...]
 // put the paths on sys.path and [prog, args...] in sys.argv, then import
 // <module>. Modules (.mpy from mpy-cross -march=armv6m) are read from the
 // host's file system through semihosting; there is no flash file system.
 // stdout goes to the semihosting console; the exit status is the program's.
+//
+// Where a module's code lives: by default each .mpy is copied once into a
+// flash stand-in outside the GC heap (M0_XIP_*, RAM that QEMU adds above the
+// Pico's 256 KB) and loaded from there as MicroPython loads a ROMFS image or
+// frozen code on a Pico: bytecode, qstrs and constant strings stay where they
+// are, only the small code objects go on the heap. So the collector neither
+// marks nor sweeps ~45 KB of bytecode (hardware/qemu-m0.md). --code-in-heap
+// loads every module into the heap instead, as copying .mpy files onto the
+// Pico's littlefs would.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +44,13 @@
 #define M0_STACK_BYTES (8 * 1024)
 
 static uint32_t heap[M0_HEAP_BYTES / 4];
+
+// The flash stand-in for module images: above the linker's 256 KB of RAM
+// (__ram_size), in the extra RAM qemu_m0.MACHINE gives the micro:bit.
+#define M0_XIP_BASE (0x20000000u + 256u * 1024u)
+#define M0_XIP_BYTES (64u * 1024u)
+static size_t xip_used;
+static bool code_in_heap;
 static char cmdline[CMDLINE_MAX];
 static int console = -1;
 
@@ -97,14 +113,24 @@ void mp_reader_new_file(mp_reader_t *reader, qstr filename) {
         sys_semihost_close(fd);
         mp_raise_OSError(MP_EIO);
     }
-    byte *data = m_new(byte, len ? len : 1);
-    uintptr_t missing = sys_semihost_read(fd, data, len);
+    size_t n = (size_t)len;
+    size_t n_xip = (n + 3u) & ~3u;
+    bool rom = !code_in_heap && n_xip <= M0_XIP_BYTES - xip_used;
+    byte *data = rom ? (byte *)(M0_XIP_BASE + xip_used) : m_new(byte, n ? n : 1);
+    uintptr_t missing = sys_semihost_read(fd, data, n);
     sys_semihost_close(fd);
     if (missing) {
-        m_del(byte, data, len ? len : 1);
+        if (!rom) {
+            m_del(byte, data, n ? n : 1);
+        }
         mp_raise_OSError(MP_EIO);
     }
-    mp_reader_new_mem(reader, data, len, len);  // the reader frees data when done
+    if (rom) {
+        xip_used += n_xip;  // kept for ever, like an image in flash
+        mp_reader_new_mem(reader, data, n, MP_READER_IS_ROM);
+    } else {
+        mp_reader_new_mem(reader, data, n, n);  // the reader frees data when done
+    }
 }
 
 mp_lexer_t *mp_lexer_new_from_file(qstr filename) {
@@ -163,6 +189,12 @@ static void add_paths(char *paths) {
 }
 
 static int run(int argc, char **argv) {
+    if (argc > 3 && strcmp(argv[1], "--code-in-heap") == 0) {
+        code_in_heap = true;
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
     mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_path), 0);
     mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_argv), 0);
     add_paths(argv[1]);
@@ -198,7 +230,7 @@ int main(void) {
     }
     int status;
     if (argc < 3) {
-        mp_printf(&mp_plat_print, "usage: <prog> <path>[:<path>...] <module> [args...] (semihosting)\n");
+        mp_printf(&mp_plat_print, "usage: <prog> [--code-in-heap] <path>[:<path>...] <module> [args...] (semihosting)\n");
         status = 2;
     } else {
         status = run(argc, argv);

@@ -4,7 +4,8 @@
 //                     no heap, so timing does not disturb the garbage collector)
 //   m0.instructions() the same, unbounded
 //   m0.gc_stats()     (collections, instructions in all of them, longest one,
-//                      largest live heap after a collection, heap size)
+//                      largest live heap after a collection, heap size,
+//                      longest one since the last call)
 //   m0.File(path, mode)  a host file or FIFO over semihosting: readinto(buf)
 //                     fills buf unless the file ends, write(buf) writes it all
 //
@@ -42,6 +43,7 @@ static struct {
     uint32_t count;
     uint64_t total;
     uint32_t max;
+    uint32_t max_since;  // since the last gc_stats()
     uint32_t live_max;
     uint64_t t0;
 } gcs;
@@ -79,6 +81,9 @@ void m0_gc_end(void) {
     if (dt > gcs.max) {
         gcs.max = (uint32_t)dt;
     }
+    if (dt > gcs.max_since) {
+        gcs.max_since = (uint32_t)dt;
+    }
     uint64_t e0 = raw_instructions();
     gc_info_t info;
     gc_info(&info);
@@ -101,14 +106,16 @@ static MP_DEFINE_CONST_FUN_OBJ_0(m0_instructions_obj, m0_instructions_obj_fn);
 static mp_obj_t m0_gc_stats(void) {
     gc_info_t info;
     gc_info(&info);
-    mp_obj_t items[5] = {
+    mp_obj_t items[6] = {
         mp_obj_new_int_from_uint(gcs.count),
         mp_obj_new_int_from_ull(gcs.total),
         mp_obj_new_int_from_uint(gcs.max),
         mp_obj_new_int_from_uint(gcs.live_max),
         mp_obj_new_int_from_uint(info.total),
+        mp_obj_new_int_from_uint(gcs.max_since),
     };
-    return mp_obj_new_tuple(5, items);
+    gcs.max_since = 0;
+    return mp_obj_new_tuple(6, items);
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(m0_gc_stats_obj, m0_gc_stats);
 

@@ -16,6 +16,11 @@
 #define MICROPY_EMIT_INLINE_THUMB (1)
 #define MICROPY_PERSISTENT_CODE_LOAD (1)
 #define MICROPY_PERSISTENT_CODE_LOAD_NATIVE (1)
+// Modules loaded from memory-mapped images (ROMFS on a Pico) keep their
+// bytecode, qstrs and strings in place, off the GC heap (main.c); the ROMFS
+// file system itself (extmod) is not part of this port.
+#define MICROPY_VFS_ROM (1)
+#define MICROPY_VFS_ROM_IOCTL (0)
 // Code addresses called through a pointer need the Thumb bit, or the first
 // call into viper code faults.
 #define MICROPY_MAKE_POINTER_CALLABLE(p) ((void *)((mp_uint_t)(p) | 1))

@@ -1,6 +1,8 @@
-# The viper kernel's instructions per V/I sample pair on the emulated Cortex-M0.
+# The kernel's instructions per V/I sample pair on the emulated Cortex-M0.
 #   sys.argv = [prog, <file of u16 samples, V + CTs per set>, <nch>, <sets>, <block sets>, <hyst>,
-#               <delays,...>]
+#               <delays,...>, [gtkernel]]
+# The viper kernel (gridtap_fw.kernel), or with "gtkernel" the C kernel as the
+# dynamic native module (firmware/ports/qemu_m0/natmod), called the same way.
 # Fed as the firmware core feeds it and as native/m0plus/harness.py feeds the C
 # kernel (bench area kernel): DMA blocks of <block sets>, each consumed in calls
 # that stop at rising crossings. Prints "KERNEL <sets> <calls> <instructions>".
@@ -32,6 +34,10 @@ def main():
     blk = bytearray(block_sets * nch * 2)
     mv = memoryview(data)
     block = kernel.block
+    if sys.argv[7:] == ["gtkernel"]:
+        import gtkernel
+
+        block = gtkernel.block
     sets = calls = instr = 0
     b0 = 0
     while b0 < total:

@@ -12,7 +12,7 @@
 # firmware log), read by tests/m0 and bench/bench_m0.py:
 #   M0STAT <second> <instructions per part x7> <blocks> <longest gap: firmware
 #   instructions> <its EEPROM busy us> <GC: collections, instructions, longest,
-#   largest live heap after one, heap size>
+#   largest live heap after one, heap size, longest in this second>
 # A gap is the firmware's work between two adc_block calls; EEPROM writes in it
 # block for their I2C transfer and write cycle (hal_rp2 polls for the ACK).
 import m0
