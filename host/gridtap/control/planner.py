@@ -1,18 +1,25 @@
-"""The built-in planner: "battery at X % by HH:MM at the lowest cost" over the known prices.
+"""The built-in planner: the lowest-cost use of the battery over the known prices.
 
 Dynamic programming over (slot, state of charge in 1 % steps): for every known slot from now to
 the end of the price horizon it picks the battery energy change that minimises
 
     sum over slots of  price * import - export_price * export
 
-where import/export follow from the expected net house load of the slot (`house_load_w`, or a
-forecast callable) plus the battery's AC power, with the battery's limits: capacity, charge and
-discharge power (AC side), round-trip efficiency (split evenly between charging and discharging),
-SOC min/max. Reaching the target SOC at the deadline is a hard goal (each missing % costs far more
-than any price), so when it cannot be reached the plan gets as close as the limits allow. Energy
-left at the end of the horizon is valued at the cheap quarter of the horizon's prices (what it
-would cost to buy again), so the plan neither hoards nor dumps at the horizon's edge. Discharging
-beyond the house load (export) happens only when it pays at `export_price`.
+where import/export follow from the expected net house load of the slot (load - PV, from a
+`Forecast`, gridtap.control.forecast, or the flat `house_load_w`) plus the battery's AC power,
+within the battery's limits: capacity, charge and discharge power (AC side), round-trip
+efficiency (split evenly between charging and discharging), SOC min/max. So it charges in cheap
+slots (from the grid or from PV surplus), holds the energy through middling slots and spends it
+in the dear ones, and exports only when that pays at `export_price`.
+
+An optional target ("X % by HH:MM") is a hard goal: each missing % costs far more than any
+price, so when it cannot be reached the plan gets as close as the limits allow. Energy left at
+the end of the horizon is valued at the cheap quarter of the horizon's prices (what it would
+cost to buy it again), so the plan neither hoards nor dumps at the horizon's edge.
+
+The DP is exact on its grid (1 % of capacity per state, whole states per slot) and pure Python:
+the backward pass keeps one value row per slot (slots x states floats) and takes each state's
+minimum with `min(map(add, ...))` over the reachable states, the forward pass picks the move.
 
 The plan's first slot becomes the Decision (LuxPower semantics: without AC charge or forced
 discharge the inverter covers the house from the battery and charges it from PV surplus):
@@ -30,12 +37,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
+from operator import add
 
 from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.policy import NO_PRICE, next_deadline, safe_decision
 from gridtap.inputs.prices.series import PriceSlot
 
 SHORTFALL_COST = 1e6  # per % below the target at the deadline: dominates any price
+TIE = 1e-9  # moves whose costs differ by less are equal: the smaller move wins (fewer cycles)
 Forecast = Callable[[float, float], float]  # (slot start, slot end) -> expected net house load W
 
 
@@ -79,6 +88,25 @@ class Plan:
     ms: float  # time to compute
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The DP's problem: states lo..hi %, per slot the cost of each move -down..+up states."""
+
+    lo: int
+    hi: int
+    step: float  # kWh per state
+    eta: float  # one-way efficiency
+    loads: list[float]  # W per slot
+    moves: list[tuple[int, list[float]]]  # per slot: (down, cost of move k at index k + down)
+    terminal: list[float]  # value of each state at the horizon's end
+    due: int | None  # slots that end by the deadline
+    target: int | None  # % at the deadline
+
+    @property
+    def n(self) -> int:
+        return self.hi - self.lo + 1
+
+
 class PlannerPolicy:
     """The planner as a `Policy`."""
 
@@ -113,93 +141,96 @@ class PlannerPolicy:
     def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None) -> Plan:
         t0 = time.perf_counter()
         now = slots[0].start if now is None and slots else (now or 0.0)
+        grid = self._grid(slots, now)
+        values = _backward(grid)
+        return self._rollout(slots, grid, values, soc_pct, t0)
+
+    def _grid(self, slots: Sequence[PriceSlot], now: float) -> _Grid:
         b = self.s.battery
         lo, hi = math.ceil(b.soc_min), math.floor(b.soc_max)
         step = b.capacity_kwh / 100.0  # kWh per %
         eta = math.sqrt(b.efficiency)
         loads = [self.load_w(s) for s in slots]
-        due = self.deadline_index(slots, now)
-        target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
-        cheap = sorted(s.price for s in slots)[: max(1, len(slots) // 4)]
-        v_end = max(0.0, sum(cheap) / len(cheap) / eta) if slots else 0.0
-        n_states = hi - lo + 1
-        value = [-(lo + i) * step * v_end for i in range(n_states)]  # cost-to-go at the horizon end
-        choices: list[list[int]] = []
-        for t in range(len(slots) - 1, -1, -1):
-            sl, load = slots[t], loads[t]
+        moves = []
+        for sl, load in zip(slots, loads, strict=True):
             hours = sl.length_s / 3600.0
             up = int(b.charge_kw * hours * eta / step + 1e-9)
             down = int(b.discharge_kw * hours / eta / step + 1e-9)
-            cost = {
-                k: self._slot_cost(k * step, load * hours / 1000.0, sl.price, eta)
-                for k in range(-down, up + 1)
-            }
-            items = list(cost.items())
-            nxt = value
-            if due is not None and t + 1 == due and target is not None:
-                # the state at this slot's end is the state at the deadline: each % short costs
-                nxt = [value[j] + max(0, target - (lo + j)) * SHORTFALL_COST for j in range(n_states)]
-            new_value, choice = [0.0] * n_states, [0] * n_states
-            for i in range(n_states):
-                best, best_k = math.inf, 0
-                for k, c in items:
-                    j = i + k
-                    if 0 <= j < n_states:
-                        v = c + nxt[j]
-                        if v < best:
-                            best, best_k = v, k
-                new_value[i], choice[i] = best, best_k
-            value = new_value
-            choices.append(choice)
-        choices.reverse()
-        return self._rollout(slots, loads, choices, soc_pct, lo, hi, step, eta, due, target, t0)
+            load_kwh = load * hours / 1000.0
+            costs = [self._slot_cost(k * step, load_kwh, sl.price, eta) for k in range(-down, up + 1)]
+            moves.append((down, costs))
+        cheap = sorted(s.price for s in slots)[: max(1, len(slots) // 4)]
+        v_end = max(0.0, sum(cheap) / len(cheap) / eta) if slots else 0.0
+        terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
+        target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
+        return _Grid(lo, hi, step, eta, loads, moves, terminal, self.deadline_index(slots, now), target)
 
     def _slot_cost(self, delta_kwh: float, load_kwh: float, price: float, eta: float) -> float:
         grid = load_kwh + (delta_kwh / eta if delta_kwh > 0 else delta_kwh * eta)
         return price * grid if grid > 0 else self.s.export_price * grid
 
     def _rollout(
-        self,
-        slots: Sequence[PriceSlot],
-        loads: list[float],
-        choices: list[list[int]],
-        soc_pct: float,
-        lo: int,
-        hi: int,
-        step: float,
-        eta: float,
-        due: int | None,
-        target: int | None,
-        t0: float,
+        self, slots: Sequence[PriceSlot], g: _Grid, values: list[list[float]], soc_pct: float, t0: float
     ) -> Plan:
-        i = min(hi, max(lo, round(soc_pct))) - lo
+        i = min(g.hi, max(g.lo, round(soc_pct))) - g.lo
         out: list[PlanSlot] = []
         total, met = 0.0, True
         for t, sl in enumerate(slots):
-            k = choices[t][i]
+            k = _best_move(g.moves[t], _next_row(g, values, t), i, g.n)
             hours = sl.length_s / 3600.0
-            delta = k * step
-            bat_kwh = delta / eta if delta > 0 else delta * eta
-            grid_kwh = loads[t] * hours / 1000.0 + bat_kwh
+            delta = k * g.step
+            bat_kwh = delta / g.eta if delta > 0 else delta * g.eta
+            grid_kwh = g.loads[t] * hours / 1000.0 + bat_kwh
             total += sl.price * grid_kwh if grid_kwh > 0 else self.s.export_price * grid_kwh
-            action = _action(k, loads[t], bat_kwh / hours * 1000.0, lo + i > lo, step / hours * 1000.0)
-            out.append(
-                PlanSlot(
-                    sl.start,
-                    sl.end,
-                    sl.price,
-                    loads[t],
-                    bat_kwh / hours * 1000.0,
-                    grid_kwh / hours * 1000.0,
-                    float(lo + i),
-                    float(lo + i + k),
-                    action,
-                )
-            )
+            bat_w = bat_kwh / hours * 1000.0
+            action = _action(k, g.loads[t], bat_w, i > 0, g.step / hours * 1000.0)
+            soc0 = float(g.lo + i)
             i += k
-            if due is not None and target is not None and t + 1 == due and lo + i < target:
+            out.append(PlanSlot(sl.start, sl.end, sl.price, g.loads[t], bat_w, grid_kwh / hours * 1000.0,
+                                soc0, float(g.lo + i), action))
+            if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + i < g.target:
                 met = False
         return Plan(tuple(out), total, met, (time.perf_counter() - t0) * 1000.0)
+
+
+def _next_row(g: _Grid, values: list[list[float]], t: int) -> list[float]:
+    return _with_target(g, values[t + 1], t)
+
+
+def _with_target(g: _Grid, row: list[float], t: int) -> list[float]:
+    """The value of each state at the end of slot t (`row`), with the deadline's shortfall cost."""
+    if g.due is not None and g.target is not None and t + 1 == g.due:
+        return [v + max(0, g.target - (g.lo + j)) * SHORTFALL_COST for j, v in enumerate(row)]
+    return row
+
+
+def _backward(g: _Grid) -> list[list[float]]:
+    """values[t][i]: the least cost from the start of slot t in state i to the horizon's end."""
+    n = g.n
+    values: list[list[float]] = [g.terminal]  # from the horizon's end backwards
+    for t in range(len(g.moves) - 1, -1, -1):
+        down, costs = g.moves[t]
+        up = len(costs) - 1 - down
+        nxt = _with_target(g, values[-1], t)
+        row = []
+        for i in range(n):
+            kmin, kmax = max(-down, -i), min(up, n - 1 - i)
+            row.append(min(map(add, costs[kmin + down:kmax + down + 1], nxt[i + kmin:i + kmax + 1])))
+        values.append(row)
+    values.reverse()
+    return values
+
+
+def _best_move(move: tuple[int, list[float]], nxt: list[float], i: int, n: int) -> int:
+    """The move from state i that reaches the least cost; among equal ones the smallest."""
+    down, costs = move
+    up = len(costs) - 1 - down
+    best_k, best = 0, math.inf
+    for k in sorted(range(max(-down, -i), min(up, n - 1 - i) + 1), key=abs):
+        v = costs[k + down] + nxt[i + k]
+        if v < best - TIE:
+            best_k, best = k, v
+    return best_k
 
 
 def _action(k: int, load_w: float, battery_w: float, above_min: bool, step_w: float) -> str:
