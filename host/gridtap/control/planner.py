@@ -43,6 +43,9 @@ from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.policy import NO_PRICE, next_deadline, safe_decision
 from gridtap.inputs.prices.series import PriceSlot
 
+import os
+PARTIAL = os.environ.get("PARTIAL", "discharge")
+RES = float(os.environ.get("RES", "1e9"))
 SHORTFALL_COST = 1e6  # per % below the target at the deadline: dominates any price
 TIE = 1e-9  # moves whose costs differ by less are equal: the smaller move wins (fewer cycles)
 Forecast = Callable[[float, float], float]  # (slot start, slot end) -> expected net house load W
@@ -98,6 +101,8 @@ class _Grid:
     eta: float  # one-way efficiency
     loads: list[float]  # W per slot
     moves: list[tuple[int, list[float]]]  # per slot: (down, cost of move k at index k + down)
+    own: list[tuple[float, float, float, float]]  # per slot: (load kWh, price, charge kWh, discharge kWh)
+    export_price: float
     terminal: list[float]  # value of each state at the horizon's end
     due: int | None  # slots that end by the deadline
     target: int | None  # % at the deadline
@@ -141,6 +146,7 @@ class PlannerPolicy:
     def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None) -> Plan:
         t0 = time.perf_counter()
         now = slots[0].start if now is None and slots else (now or 0.0)
+        slots = _pieces(slots, RES)
         grid = self._grid(slots, now)
         values = _backward(grid)
         return self._rollout(slots, grid, values, soc_pct, t0)
@@ -152,18 +158,25 @@ class PlannerPolicy:
         eta = math.sqrt(b.efficiency)
         loads = [self.load_w(s) for s in slots]
         moves = []
+        own: list[tuple[float, float, float, float]] = []
         for sl, load in zip(slots, loads, strict=True):
             hours = sl.length_s / 3600.0
             up = int(b.charge_kw * hours * eta / step + 1e-9)
             down = int(b.discharge_kw * hours / eta / step + 1e-9)
             load_kwh = load * hours / 1000.0
-            costs = [self._slot_cost(k * step, load_kwh, sl.price, eta) for k in range(-down, up + 1)]
+            # with PV surplus the inverter takes it all (self-consumption, AC charge) or none of it
+            # (forced discharge): charging less than the surplus is no move it can make
+            least = -load_kwh * eta / step - 0.5 if load_kwh < 0 else 0.0
+            costs = [math.inf if 0 < k < least else self._slot_cost(k * step, load_kwh, sl.price, eta)
+                     for k in range(-down, up + 1)]
             moves.append((down, costs))
+            own.append((load_kwh, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
         cheap = sorted(s.price for s in slots)[: max(1, len(slots) // 4)]
         v_end = max(0.0, sum(cheap) / len(cheap) / eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
-        return _Grid(lo, hi, step, eta, loads, moves, terminal, self.deadline_index(slots, now), target)
+        return _Grid(lo, hi, step, eta, loads, moves, own, self.s.export_price, terminal,
+                     self.deadline_index(slots, now), target)
 
     def _slot_cost(self, delta_kwh: float, load_kwh: float, price: float, eta: float) -> float:
         grid = load_kwh + (delta_kwh / eta if delta_kwh > 0 else delta_kwh * eta)
@@ -172,29 +185,33 @@ class PlannerPolicy:
     def _rollout(
         self, slots: Sequence[PriceSlot], g: _Grid, values: list[list[float]], soc_pct: float, t0: float
     ) -> Plan:
-        i = min(g.hi, max(g.lo, round(soc_pct))) - g.lo
+        x = min(float(g.n - 1), max(0.0, soc_pct - g.lo))  # the state, continuous
         out: list[PlanSlot] = []
         total, met = 0.0, True
         for t, sl in enumerate(slots):
-            k = _best_move(g.moves[t], _next_row(g, values, t), i, g.n)
+            k, cost, x1 = _best_move(g, t, _with_target(g, values[t + 1], t), x)
             hours = sl.length_s / 3600.0
-            delta = k * g.step
-            bat_kwh = delta / g.eta if delta > 0 else delta * g.eta
-            grid_kwh = g.loads[t] * hours / 1000.0 + bat_kwh
-            total += sl.price * grid_kwh if grid_kwh > 0 else self.s.export_price * grid_kwh
+            bat_kwh = _ac_kwh(g, x, x1)
+            total += cost
             bat_w = bat_kwh / hours * 1000.0
-            action = _action(k, g.loads[t], bat_w, i > 0, g.step / hours * 1000.0)
-            soc0 = float(g.lo + i)
-            i += k
-            out.append(PlanSlot(sl.start, sl.end, sl.price, g.loads[t], bat_w, grid_kwh / hours * 1000.0,
-                                soc0, float(g.lo + i), action))
-            if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + i < g.target:
+            out.append(PlanSlot(sl.start, sl.end, sl.price, g.loads[t], bat_w,
+                                (g.own[t][0] + bat_kwh) / hours * 1000.0, g.lo + x, g.lo + x1,
+                                _action(k, g.loads[t], bat_w, x > 0.5, g.step / hours * 1000.0)))
+            x = x1
+            if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + x < g.target - 1e-6:
                 met = False
         return Plan(tuple(out), total, met, (time.perf_counter() - t0) * 1000.0)
 
 
-def _next_row(g: _Grid, values: list[list[float]], t: int) -> list[float]:
-    return _with_target(g, values[t + 1], t)
+def _pieces(slots: Sequence[PriceSlot], res: float) -> list[PriceSlot]:
+    """Slots longer than `res` split into pieces of `res`, so the forecast's shape within a slot
+    (PV rising, the evening's draw) is planned for."""
+    out = []
+    for sl in slots:
+        n = max(1, round(sl.length_s / res))
+        w = sl.length_s / n
+        out += [PriceSlot(sl.start + j * w, sl.start + (j + 1) * w, sl.price) for j in range(n)]
+    return out
 
 
 def _with_target(g: _Grid, row: list[float], t: int) -> list[float]:
@@ -202,6 +219,36 @@ def _with_target(g: _Grid, row: list[float], t: int) -> list[float]:
     if g.due is not None and g.target is not None and t + 1 == g.due:
         return [v + max(0, g.target - (g.lo + j)) * SHORTFALL_COST for j, v in enumerate(row)]
     return row
+
+
+def _ac_kwh(g: _Grid, x0: float, x1: float) -> float:
+    """The battery's AC energy (+ charging) that moves it from state x0 to x1."""
+    d = (x1 - x0) * g.step
+    return d / g.eta if d > 0 else d * g.eta
+
+
+def _own(g: _Grid, t: int, x: float) -> tuple[float, float]:
+    """The inverter's self-consumption from state x in slot t: (cost, next state). The battery
+    covers the house's draw or takes the PV surplus, as far as its power and room allow: exact, so
+    the plan does not pay for rounding the house load to whole percent."""
+    load, price, cmax, dmax = g.own[t]
+    if load > 0:
+        ac = -min(load, dmax, x * g.step * g.eta)
+        x1 = x + ac / g.eta / g.step
+    else:
+        ac = min(-load, cmax, (g.n - 1 - x) * g.step / g.eta)
+        x1 = x + ac * g.eta / g.step
+    grid = load + ac
+    return (price * grid if grid > 0 else g.export_price * grid), min(float(g.n - 1), max(0.0, x1))
+
+
+def _at(row: list[float], x: float) -> float:
+    """The value row at a state between grid points (linear)."""
+    j = min(int(x), len(row) - 2)
+    if j < 0:
+        return row[0]
+    f = x - j
+    return row[j] * (1.0 - f) + row[j + 1] * f
 
 
 def _backward(g: _Grid) -> list[list[float]]:
@@ -216,35 +263,80 @@ def _backward(g: _Grid) -> list[list[float]]:
         for i in range(n):
             kmin, kmax = max(-down, -i), min(up, n - 1 - i)
             row.append(min(map(add, costs[kmin + down:kmax + down + 1], nxt[i + kmin:i + kmax + 1])))
-        values.append(row)
+        values.append(list(map(min, row, _own_row(g, t, nxt))))
     values.reverse()
     return values
 
 
-def _best_move(move: tuple[int, list[float]], nxt: list[float], i: int, n: int) -> int:
-    """The move from state i that reaches the least cost; among equal ones the smallest."""
-    down, costs = move
+def _own_row(g: _Grid, t: int, nxt: list[float]) -> list[float]:
+    """Self-consumption's cost-to-go from every state (what `_own` + `_at` give, state by state):
+    away from the SOC limits the battery moves by the same `shift` states from each, so one list
+    comprehension interpolates them all."""
+    n = g.n
+    load, price, cmax, dmax = g.own[t]
+    if load > 0:
+        ac = min(load, dmax)
+        shift = -ac / g.eta / g.step
+        first, last = math.ceil(-shift - 1e-9), n - 1  # states with the full ac available
+    else:
+        ac = -min(-load, cmax)
+        shift = -ac * g.eta / g.step
+        first, last = 0, math.floor(n - 1 - shift + 1e-9)
+    grid = load - ac
+    cost = price * grid if grid > 0 else g.export_price * grid
+    fl = math.floor(shift)
+    f = shift - fl
+    out = [0.0] * n
+    if first <= last:
+        a, b = first + fl, last + fl + 1
+        if f < 1e-12:
+            out[first:last + 1] = [cost + v for v in nxt[a:b]]
+        else:
+            out[first:last + 1] = [cost + v * (1.0 - f) + w * f for v, w in zip(nxt[a:b], nxt[a + 1:b + 1],
+                                                                            strict=True)]
+    for i in (*range(0, min(first, n)), *range(max(last + 1, first), n)):  # near a limit
+        c, x1 = _own(g, t, float(i))
+        out[i] = c + _at(nxt, x1)
+    return out
+
+
+OWN = None  # _best_move's answer for the inverter's self-consumption
+
+
+def _best_move(g: _Grid, t: int, nxt: list[float], x: float) -> tuple[int | None, float, float]:
+    """The move from state x that reaches the least cost: (k or OWN, the slot's cost, next state).
+    Self-consumption wins a tie, then the smallest move (fewer writes, fewer cycles)."""
+    down, costs = g.moves[t]
     up = len(costs) - 1 - down
-    best_k, best = 0, math.inf
-    for k in sorted(range(max(-down, -i), min(up, n - 1 - i) + 1), key=abs):
-        v = costs[k + down] + nxt[i + k]
-        if v < best - TIE:
-            best_k, best = k, v
-    return best_k
+    c, x1 = _own(g, t, x)
+    best: tuple[int | None, float, float] = (OWN, c, x1)
+    best_v = c + _at(nxt, x1)
+    for k in sorted(range(-down, up + 1), key=abs):
+        if not 0.0 <= x + k <= g.n - 1 + 1e-9:
+            continue
+        v = costs[k + down] + _at(nxt, x + k)
+        if v < best_v - TIE:
+            best, best_v = (k, costs[k + down], min(float(g.n - 1), x + k)), v
+    return best
 
 
-def _action(k: int, load_w: float, battery_w: float, above_min: bool, step_w: float) -> str:
+def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, step_w: float) -> str:
     """What the inverter must be told; `step_w` (1 % of the battery in this slot) absorbs the plan's
     rounding to whole percent, so a plan that just covers the house is not read as an export."""
+    if k is OWN:
+        return "discharge" if battery_w < 0 else "idle"
+    assert k is not None
     if k > 0:
         return (
             "charge" if battery_w > max(0.0, -load_w) + step_w / 2 else "idle"
         )  # PV surplus charges by itself
     if k == 0:
+        if load_w < -step_w / 2:
+            return "keep"  # leave the PV surplus to the grid: room for a cheaper (negative) slot
         return "hold" if load_w > 0 and above_min else "idle"
-    # covering only part of the house is left to the inverter's self-consumption: forcing a fixed
-    # power on a forecast load would export (cheaply) whenever the house draws less than forecast
-    return "export" if -battery_w > max(0.0, load_w) + step_w else "discharge"
+    if -battery_w > max(0.0, load_w) + step_w:
+        return "export"
+    return PARTIAL
 
 
 def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
@@ -264,7 +356,9 @@ def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
         return Decision(InverterState(ac_charge=True, charge_pct=pct), why, "planner")
     if first.action == "hold":
         return Decision(InverterState(ac_charge=True, charge_pct=0), why, "planner")
-    if first.action == "export":
+    if first.action == "keep":
+        return Decision(InverterState(forced_discharge=True, discharge_pct=0), why, "planner")
+    if first.action in ("export", "part"):
         pct = min(100, math.ceil(-first.battery_w / (b.discharge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(forced_discharge=True, discharge_pct=pct), why, "planner")
     return Decision(InverterState(), why, "planner")

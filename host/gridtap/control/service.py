@@ -11,6 +11,10 @@ MQTT (when [mqtt] is configured), under `/device/<id>/inverter/`:
 * `override/set`: `ON` / `OFF`, the HA switch "AC charge override" (charge to the SOC target);
 * `soc_target/set`: a number 0..100, the HA number "SOC target".
 A command payload that is not one of these is logged and counted (`bad_commands`), never acted on.
+
+The planner's house forecast (gridtap.control.forecast) learns here: every tick, when the grid
+sensor's power and the battery's are both fresh, it is given grid - battery (the house net of PV,
+without what the controller itself did); it is kept in the state directory (every SAVE_S and at stop).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gridtap.control.controller import Controller, DecidesPolicy
+from gridtap.control.forecast import ProfileForecast
 from gridtap.control.luxpower.client import LuxClient
 from gridtap.control.luxpower.config import InverterSettings
 from gridtap.control.override import Override
@@ -31,6 +37,9 @@ from gridtap.control.schedule import SchedulePolicy
 
 log = logging.getLogger("gridtap.control")
 GRID_TICK_S = 1.0  # the grid loop's period while a grid operator's limit is in force: the metering second
+
+SAVE_S = 6 * 3600.0  # the forecast's state file: rewritten this often (flash), and at stop
+FRESH_S = 300.0  # a gauge or battery push older than this is not learned from
 
 
 def build_policy(s: InverterSettings, policy: DecidesPolicy | None) -> Override:
@@ -48,7 +57,9 @@ class InverterService:
 
     def __init__(self, settings: InverterSettings, policy: DecidesPolicy | None, clock: Callable[[], float],
                  mqtt: Any = None, device_id: str = "gridtap", discovery_prefix: str | None = "homeassistant",
-                 prices: Callable[[float], Any] | None = None, sensors: tuple[Any, ...] = ()) -> None:
+                 prices: Callable[[float], Any] | None = None, sensors: tuple[Any, ...] = (),
+                 forecast: ProfileForecast | None = None, grid_sensor: str | None = None,
+                 forecast_path: Path | None = None) -> None:
         """prices(now): the PriceSeries for ControlContext.prices ([prices], gridtap.inputs.prices:
         e.g. a PriceFeed's poll(now) then series()); None: no prices (a price policy then decides safe)."""
         self.s = settings
@@ -73,6 +84,11 @@ class InverterService:
         self.net: dict[str, tuple[float, float]] = {}  # sensor -> (W, + import; its time): the grid loop's
         self.wake = threading.Event()  # set by a new grid-operator command (gridlimits.watch)
         self.prices = prices
+        self.forecast, self.grid_sensor, self.forecast_path = forecast, grid_sensor, forecast_path
+        self.seen: dict[str, float] = {}  # sensor name -> clock time of its latest gauge
+        self.saved_at = clock()
+        if forecast is not None and forecast_path is not None and forecast.load(forecast_path):
+            log.info("forecast: %d days of house history from %s", forecast.days_known(), forecast_path)
         self.controller.context = self._context
         if mqtt is not None:
             if discovery_prefix is not None:
@@ -100,6 +116,7 @@ class InverterService:
         finally:
             self.publish()
             self.client.close()
+            self._save_forecast(self.clock())
 
     def _run(self) -> None:
         from gridtap.control import gridlimits
@@ -133,7 +150,30 @@ class InverterService:
                 series = self.prices(now)
             except Exception:  # no prices is a state the policy handles (safe), not a dead thread
                 log.exception("inverter: the price source failed")
-        return {"meters": self.meters(), "prices": series}
+        meters = self.meters()
+        self._learn(now)
+        return {"meters": meters, "prices": series}
+
+    def _learn(self, now: float) -> None:
+        """One sample of the house (grid - battery) for the forecast, when both are fresh."""
+        if self.forecast is None or self.grid_sensor is None:
+            return
+        grid = self.values.get((self.grid_sensor, "power_w"))
+        battery = self.client.battery_w()
+        _soc, age = self.client.soc()
+        seen = self.seen.get(self.grid_sensor)
+        if grid is None or battery is None or seen is None or age is None:
+            return
+        if now - seen > FRESH_S or age > FRESH_S:
+            return
+        self.forecast.observe(now, grid - battery)
+        if now - self.saved_at >= SAVE_S:
+            self._save_forecast(now)
+
+    def _save_forecast(self, now: float) -> None:
+        if self.forecast is not None and self.forecast_path is not None:
+            self.saved_at = now
+            self.forecast.save(self.forecast_path)
 
     def meters(self) -> dict[str, float]:
         v = self.values
@@ -150,6 +190,7 @@ class InverterService:
         if unit != "W":
             return
         name = self.series.get(sensor, (sensor, role))[0]
+        self.seen[name] = self.clock()
         if role == "pulse":
             self.values[(name, "power_w")] = value
         else:
@@ -256,8 +297,12 @@ class InverterOutput(InverterService):
         sections = getattr(ctx.cfg, "sections", {})
         control, prices = sections.get("control"), sections.get("prices")
         policy = None
+        forecast, grid = None, None
         if control is not None:  # [control]: its policy or planner, its dwell, interval and dry run
-            policy = control.build_policy(ctx.cfg.sensors)
+            if control.mode == "planner" and control.grid_sensor is not None:
+                grid = control.grid_sensor
+                forecast = ProfileForecast(control.forecast_days, control.tz, control.planner.house_load_w)
+            policy = control.build_policy(ctx.cfg.sensors, forecast)
             settings = replace(settings, tick_s=control.interval_s, control=replace(
                 settings.control, min_dwell_s=control.min_dwell_s,
                 dry_run=settings.control.dry_run or control.dry_run,
@@ -273,4 +318,6 @@ class InverterOutput(InverterService):
         super().__init__(settings, policy, ctx.clock, mqtt=None if mq is None else mq.pub,
                          device_id=mq.pub.device_id if mq is not None else "gridtap",
                          discovery_prefix=m.discovery_prefix if m is not None and m.discovery else None,
-                         prices=None if feed is None else price_series, sensors=tuple(ctx.cfg.sensors))
+                         prices=None if feed is None else price_series, sensors=tuple(ctx.cfg.sensors),
+                         forecast=forecast, grid_sensor=grid,
+                         forecast_path=ctx.cfg.daemon.state_dir / "forecast.json")

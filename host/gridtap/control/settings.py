@@ -8,7 +8,9 @@
     target_soc = 90             # planner: % ...
     target_time = "07:00"       # ... by this local time (both or neither)
     export_price = 0.0          # planner: what exported energy earns, per kWh in the price unit
-    house_load_w = 300          # planner: expected net house load
+    house_load_w = 300          # planner: expected net house load until the forecast has learned
+    grid_sensor = "grid"        # planner: the [[sensor]] on the grid connection: learn the house from it
+    forecast_days = 7           # planner: days of history the house forecast averages
     timezone = "Europe/London"  # for target_time and date.* (default: this machine's zone)
     interval_s = 60             # decide this often
     min_dwell_s = 300           # controller: keep a state at least this long
@@ -56,6 +58,8 @@ KNOWN = {
     "hysteresis_pct",
     "policy",
     "battery",
+    "grid_sensor",
+    "forecast_days",
 }
 BATTERY_KEYS = {"capacity_kwh", "charge_kw", "discharge_kw", "efficiency", "soc_min", "soc_max"}
 
@@ -70,6 +74,8 @@ class ControlSettings:
     interval_s: float = 60.0
     min_dwell_s: float = 300.0
     hysteresis_pct: float = 2.0
+    grid_sensor: str | None = None  # the sensor whose power (- the battery's) the forecast learns
+    forecast_days: int = 7
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,6 +89,10 @@ class ControlSettings:
     def build_policy(self, sensors: Iterable[object] = (), forecast: Forecast | None = None) -> Policy:
         """The configured Policy; UserError when a formula policy reads an unknown name."""
         if self.mode == "planner":
+            names = [str(getattr(s, "name", s)) for s in sensors]
+            if self.grid_sensor is not None and sensors and self.grid_sensor not in names:
+                raise _fail("grid_sensor", f"no [[sensor]] is named {self.grid_sensor!r}; known: "
+                            f"{', '.join(names)}")
             return PlannerPolicy(self.planner, self.tz, forecast)
         assert self.policy_text is not None
         return FormulaPolicy(self.policy_text, formula_names(sensors), self.tz)
@@ -171,6 +181,12 @@ def parse_config(section: Any) -> ControlSettings:
         _req(_num(section, "export_price", 0.0, -1e4, 1e4)),
         _req(_num(section, "house_load_w", 300.0, -1e5, 1e5)),
     )
+    grid = section.get("grid_sensor")
+    if grid is not None and (not isinstance(grid, str) or not grid):
+        raise _fail("grid_sensor", f"expected a sensor name, got {grid!r}")
+    days = section.get("forecast_days", 7)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 60:
+        raise _fail("forecast_days", f"expected a whole number 1..60, got {days!r}")
     text = section.get("policy")
     if mode == "policy":
         if not isinstance(text, str) or not text.strip():
@@ -186,4 +202,6 @@ def parse_config(section: Any) -> ControlSettings:
         interval_s=_req(_num(section, "interval_s", 60, 5, 3600)),
         min_dwell_s=_req(_num(section, "min_dwell_s", 300, 0, 86400)),
         hysteresis_pct=_req(_num(section, "hysteresis_pct", 2, 0, 50)),
+        grid_sensor=grid,
+        forecast_days=days,
     )

@@ -1,0 +1,184 @@
+"""The planner's DP against exhaustive search and a linear program, and its limits (issue #16)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridtap.control.decision import ControlContext
+from gridtap.control.planner import Battery, Plan, PlannerPolicy, PlannerSettings
+from gridtap.inputs.prices import PriceSeries, PriceSlot
+
+T0 = 1796601600.0  # 2026-12-07 00:00 UTC
+
+
+def slots_of(prices: list[float], slot_s: int = 1800) -> list[PriceSlot]:
+    return [PriceSlot(T0 + i * slot_s, T0 + (i + 1) * slot_s, p) for i, p in enumerate(prices)]
+
+
+def by_slot(loads: list[float], slot_s: int = 1800):  # type: ignore[no-untyped-def]
+    """A forecast that gives each slot (and each piece of it) its own load."""
+    return lambda s, e: loads[int((s - T0) // slot_s)]
+
+
+def v_end(prices: list[float], eta: float) -> float:
+    """The planner's value of a kWh left at the horizon's end (the cheap quarter's mean / eta)."""
+    cheap = sorted(prices)[: max(1, len(prices) // 4)]
+    return max(0.0, sum(cheap) / len(cheap) / eta)
+
+
+def objective(plan: Plan, prices: list[float], b: Battery) -> float:
+    eta = math.sqrt(b.efficiency)
+    return plan.cost - plan.slots[-1].soc_end * b.capacity_kwh / 100.0 * v_end(prices, eta)
+
+
+def brute_force(prices: list[float], loads_steps: list[int], b: Battery, soc0: int, export: float) -> float:
+    """Every sequence of the inverter's moves, SOC in whole %, efficiency 1: the least objective.
+
+    Per slot (the battery's 1 % = `step` kWh, loads in whole steps): any change of -down..+up %,
+    except taking only part of a PV surplus (the inverter takes all of it or, in forced discharge
+    at 0 %, none)."""
+    step = b.capacity_kwh / 100.0
+    up = int(b.charge_kw * 0.25 / step + 1e-9)
+    down = int(b.discharge_kw * 0.25 / step + 1e-9)
+    lo, hi = math.ceil(b.soc_min), math.floor(b.soc_max)
+    best = math.inf
+    for ks in itertools.product(range(-down, up + 1), repeat=len(prices)):
+        soc, cost = soc0, 0.0
+        for k, p, load in zip(ks, prices, loads_steps, strict=True):
+            surplus = -load if load < 0 else 0
+            own = max(-min(load, down, soc - lo), 0) if load > 0 else min(surplus, up, hi - soc)
+            if 0 < k < surplus and k != own:
+                break  # part of a surplus
+            soc += k
+            if not lo <= soc <= hi:
+                break
+            grid = (load + k) * step
+            cost += p * grid if grid > 0 else export * grid
+        else:
+            best = min(best, cost - soc * step * v_end(prices, 1.0))
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    prices=st.lists(st.sampled_from([-8.0, -1.0, 0.0, 3.0, 7.5, 12.0, 20.0, 35.0]), min_size=1, max_size=4),
+    loads=st.lists(st.integers(-3, 3), min_size=4, max_size=4),
+    soc0=st.integers(0, 10),
+    export=st.sampled_from([0.0, 2.0, 5.0]),
+)
+def test_dp_equals_exhaustive_search(prices: list[float], loads: list[int], soc0: int, export: float) -> None:
+    # 1.2 kW for a quarter hour = 3 % of a 10 kWh battery per slot, SOC 0..10 %, loads in 1 % steps
+    b = Battery(capacity_kwh=10.0, charge_kw=1.2, discharge_kw=1.2, efficiency=1.0, soc_min=0.0, soc_max=10.0)
+    loads = loads[: len(prices)]
+    step_w = 0.1 / 0.25 * 1000.0  # 1 % of the battery in a quarter hour, W
+    pl = PlannerPolicy(PlannerSettings(b, export_price=export), forecast=by_slot([x * step_w for x in loads], 900))
+    plan = pl.plan(slots_of(prices, 900), float(soc0), T0)
+    assert objective(plan, prices, b) == pytest.approx(brute_force(prices, loads, b, soc0, export), abs=1e-9)
+
+
+def lp_bound(prices: list[float], loads_w: list[float], b: Battery, soc0: float, export: float) -> float:
+    """The same problem as a linear program with continuous SOC (scipy HiGHS): a lower bound."""
+    from scipy.optimize import linprog
+
+    n, h, eta = len(prices), 0.5, math.sqrt(b.efficiency)
+    cap, ve = b.capacity_kwh, v_end([p for p in prices for _ in (0, 1)], eta)  # the planner's quarter hours
+    # variables per slot: c, d (AC kWh in/out), imp, exp, e (kWh at the slot's end)
+    nv = 5 * n
+    cost = [0.0] * nv
+    a_eq, b_eq = [], []
+    for t in range(n):
+        cost[2 * n + t], cost[3 * n + t] = prices[t], -export
+        row = [0.0] * nv
+        row[2 * n + t], row[3 * n + t], row[t], row[n + t] = 1.0, -1.0, -1.0, 1.0
+        a_eq.append(row)
+        b_eq.append(loads_w[t] * h / 1000.0)
+        row = [0.0] * nv
+        row[4 * n + t], row[t], row[n + t] = 1.0, -eta, 1.0 / eta
+        if t:
+            row[4 * n + t - 1] = -1.0
+        a_eq.append(row)
+        b_eq.append(cap * soc0 / 100.0 if t == 0 else 0.0)
+    cost[5 * n - 1] -= ve
+    bounds = ([(0, b.charge_kw * h)] * n + [(0, b.discharge_kw * h)] * n + [(0, None)] * 2 * n
+              + [(cap * b.soc_min / 100.0, cap * b.soc_max / 100.0)] * n)
+    res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    assert res.status == 0
+    return float(res.fun)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    prices=st.lists(st.floats(0, 60), min_size=2, max_size=8),
+    loads=st.lists(st.floats(0, 2500), min_size=8, max_size=8),
+    soc0=st.floats(10, 100),
+    eff=st.floats(0.7, 1.0),
+)
+def test_dp_is_close_to_the_lp_and_never_beats_it(prices: list[float], loads: list[float], soc0: float,
+                                                  eff: float) -> None:
+    """House draw only and export paid at 0: the inverter's moves span the LP's, so the DP is the
+    LP up to its 1 % grid (at most one step's worth of the dearest price per slot)."""
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0, soc_max=100.0)
+    loads = loads[: len(prices)]
+    plan = PlannerPolicy(PlannerSettings(b), forecast=by_slot(loads)).plan(slots_of(prices), soc0, T0)
+    got = objective(plan, [p for p in prices for _ in (0, 1)], b)
+    lp = lp_bound(prices, loads, b, soc0, 0.0)
+    slack = len(prices) * max(abs(p) for p in prices) * 0.1 / math.sqrt(eff) + 1e-6
+    assert lp - 1e-6 <= got <= lp + slack
+
+
+def test_negative_prices_charge_at_full_power_and_pv_surplus_is_kept_for_them() -> None:
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=0.9, soc_min=10.0, soc_max=100.0)
+    # four slots of PV surplus at 10 p (export 5 p), then four at -5 p: fill the battery from the
+    # grid when it pays to, not from the sun beforehand
+    prices = [10.0] * 4 + [-5.0] * 4 + [30.0] * 4
+    loads = [-2000.0] * 4 + [400.0] * 4 + [800.0] * 4
+    plan = PlannerPolicy(PlannerSettings(b, export_price=5.0), forecast=by_slot(loads)).plan(
+        slots_of(prices), 90.0, T0)
+    neg = [s for s in plan.slots if s.price < 0]
+    assert {s.action for s in neg} == {"charge"} and neg[0].battery_w == pytest.approx(3000.0, abs=60)
+    assert plan.slots[0].action in ("keep", "export")  # room for the negative slots: PV goes out
+    assert plan.slots[-8].battery_w < 0  # and spent when it is dear (exported too: 5 p beats -5 p)
+
+
+def test_soc_limits_hold_in_every_slot() -> None:
+    b = Battery(capacity_kwh=5.0, charge_kw=4.0, discharge_kw=4.0, efficiency=0.85, soc_min=20.0, soc_max=80.0)
+    prices = [(-1) ** i * 30.0 + 5 for i in range(24)]
+    for load in (-3000.0, 0.0, 2500.0):
+        plan = PlannerPolicy(PlannerSettings(b, export_price=10.0, house_load_w=load)).plan(
+            slots_of(prices), 50.0, T0)
+        for s in plan.slots:
+            assert 20.0 - 1e-6 <= s.soc_end <= 80.0 + 1e-6
+            assert -4000.0 - 1e-6 <= s.battery_w <= 4000.0 + 1e-6
+
+
+@pytest.mark.parametrize(("eff", "dear", "cycles"), [(0.5, 15.0, False), (0.5, 25.0, True), (0.95, 11.5, True)])
+def test_efficiency_decides_whether_a_cycle_pays(eff: float, dear: float, cycles: bool) -> None:
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0, soc_max=100.0)
+    prices = [10.0] * 4 + [dear] * 4
+    plan = PlannerPolicy(PlannerSettings(b, house_load_w=1500.0)).plan(slots_of(prices), 10.0, T0)
+    charged = any(s.action == "charge" for s in plan.slots[:4])
+    assert charged is cycles
+
+
+def test_the_first_slot_is_the_decision_and_keep_is_forced_discharge_at_zero() -> None:
+    b = Battery()
+    prices = [10.0] * 2 + [-5.0] * 6
+    s = PriceSeries(slots_of(prices), "p/kWh")
+    pl = PlannerPolicy(PlannerSettings(b, export_price=5.0), forecast=lambda a, e: -2000.0 if a < T0 + 3600 else 0)
+    d = pl.decide(ControlContext(now=T0 + 10, soc_pct=10.0, soc_age_s=1.0, battery_w=0.0, prices=s))
+    assert d.source == "planner" and "keep" in d.reason
+    assert d.state.forced_discharge and d.state.discharge_pct == 0 and not d.state.ac_charge
+
+
+def test_quarter_hour_pieces_follow_the_forecast_within_a_slot() -> None:
+    """A 30-minute price slot is planned as two quarter hours: PV covers the first, not the second."""
+    b = Battery()
+    pl = PlannerPolicy(PlannerSettings(b), forecast=lambda s, e: -1000.0 if (s - T0) % 1800 == 0 else 1000.0)
+    plan = pl.plan(slots_of([20.0, 20.0]), 50.0, T0)
+    assert len(plan.slots) == 4 and plan.slots[1].end - plan.slots[1].start == 900
+    assert [s.load_w for s in plan.slots] == [-1000.0, 1000.0, -1000.0, 1000.0]
