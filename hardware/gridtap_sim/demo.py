@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gridtap.errors import UserError
+from gridtap_sim.demo_battery import PriceServer, Tracker, daemon_sections, demo_prices
 from gridtap_sim.procs import Procs
 
 SCENARIO = "household-pv"
@@ -109,15 +110,8 @@ def sensors_toml() -> list[str]:
 LUX_DATALOGGER, LUX_INVERTER = "2222222222", "5555555555"
 
 
-def battery_window(t0: float, duration_s: float) -> str:
-    """The demo's AC-charge window: the middle half of the run, whole minutes, UTC."""
-    a = t0 + duration_s / 4
-    b = max(t0 + duration_s * 3 / 4, a + 120)
-    return f"{hhmm(a)[:5]}-{hhmm(b)[:5]}"
-
-
 def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None,
-                lux: tuple[int, str] | None = None) -> str:
+                battery: list[str] | None = None) -> str:
     lines = [
         "# written by `gridtap demo`; the daemon runs on the simulator's clock (--clock-file)",
         "[daemon]",
@@ -137,10 +131,8 @@ def daemon_toml(out: Path, tty: Path, api_port: int, mqtt_port: int | None,
     lines += sensors_toml()
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", 'device_id = "gridtap-demo"', ""]
-    if lux is not None:  # the simulated battery (gridtap sim --luxpower), switched by a schedule
-        lines += ["[inverter]", 'host = "127.0.0.1"', f"port = {lux[0]}",
-                  f'datalogger_serial = "{LUX_DATALOGGER}"', f'inverter_serial = "{LUX_INVERTER}"',
-                  f'schedule = ["{lux[1]}"]', 'timezone = "UTC"', "tick_s = 1", "min_dwell_s = 60", ""]
+    if battery is not None:  # the simulated battery (gridtap sim --luxpower) and its planner (demo_battery)
+        lines += battery
     return "\n".join(lines)
 
 
@@ -471,7 +463,11 @@ class Demo:
         self.statuses = 0
         self.wall0 = 0.0
         self.lux_port = 0
-        self.window = battery_window(self.t0, opt["duration"])
+        self.prices = demo_prices(self.t0, opt["duration"])
+        self.price_server: PriceServer | None = None
+        self.tracker = Tracker(self.prices)
+        self.grid_w: float | None = None  # the grid CT's power at the latest status line
+        self.status_t = self.t0  # the simulated time of the latest status line
         self.battery: Any = None  # a LuxClient that watches the simulated battery for the status lines
 
     def say(self, text: str) -> None:
@@ -528,7 +524,9 @@ class Demo:
         return ["--luxpower", str(self.lux_port)]
 
     def config_text(self, tty: Path, api_port: int) -> str:
-        return daemon_toml(self.out, tty, api_port, self.mqtt_port, (self.lux_port, self.window))
+        self.price_server = PriceServer(self.prices).start()
+        battery = daemon_sections(self.lux_port, self.price_server.base_url, LUX_DATALOGGER, LUX_INVERTER)
+        return daemon_toml(self.out, tty, api_port, self.mqtt_port, battery)
 
     def attach(self) -> None:
         """Watch the simulated devices for the status lines (the battery, through its datalogger)."""
@@ -538,8 +536,11 @@ class Demo:
                                  LinkSettings(backoff_min_s=0.5, backoff_max_s=2.0)).start()
 
     def say_devices(self) -> None:
+        neg = [(a, b) for a, b, p in self.prices if p < 0]
         self.say(f"  battery: a simulated LuxPower inverter (10 kWh, 3 kW) on the grid CT, 127.0.0.1:"
-                 f"{self.lux_port}; the daemon's [inverter] schedule charges it {self.window} UTC")
+                 f"{self.lux_port}; the daemon's planner runs it on Agile-shaped prices from a local "
+                 f"Octopus API ({self.price_server.base_url if self.price_server else '-'}), below zero "
+                 f"{hhmm(neg[0][0])[:5]}-{hhmm(neg[-1][1])[:5]} UTC")
 
     def device_header(self) -> str:
         return f"{'battery':>14}"
@@ -548,6 +549,7 @@ class Demo:
         soc, _age = (None, None) if self.battery is None else self.battery.soc()
         bw = None if self.battery is None else self.battery.battery_w()
         batt = "-" if soc is None or bw is None else f"{bw:+.0f} W {soc:.0f} %"
+        self.tracker.add(self.status_t, bw, self.grid_w)
         return f"{batt:>14}"
 
     def _wait_port(self, port: int, name: str, log: Path) -> None:
@@ -622,6 +624,9 @@ class Demo:
             else:
                 v = self.api.latest(sensor_id(name, "pulse"))
             cols.append(f"{fmt_w(v):>12}")
+            if name == "grid":
+                self.grid_w = v
+        self.status_t = now
         sp = "" if speed is None else f"{speed:5.0f}x"
         self.say(f"  {hhmm(now):<10} {sp:>6}  " + "  ".join(cols) + f"  {self.device_status()}")
         self.statuses += 1
@@ -664,6 +669,9 @@ class Demo:
             self.battery.close()
             self.battery = None
         sim_rc = self.procs.stop("sim", timeout=120.0)
+        if self.price_server is not None:
+            self.price_server.close()
+            self.price_server = None
         wall = time.monotonic() - self.wall0
         reader = ClockReader(self.clock_path)
         sim_end = reader.now()
@@ -705,6 +713,7 @@ class Demo:
             "boots": [[round(float(t), 3), int(c)] for t, c in meta.get("boots", [])],
             "graphs": [g.name for g in graphs],
             "energy": rows,
+            **({"battery": self.tracker.slots()} if self.tracker.samples else {}),
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         self.print_report(report)
@@ -788,6 +797,8 @@ class Demo:
         self.say("  (CT errors are the board's uncalibrated CT/VT/ADC errors; pulse series are exact "
                  "up to a pulse in flight; error \"-\": under 1 Wh of truth, nothing to compare)")
         self.say_legends(r)
+        for line in self.tracker.report():
+            self.say(line)
         rest = r["rest"]
         self.say(f"REST API: {rest['answers']} answers, {rest['failures']} failures")
         if r["mqtt"] is None:

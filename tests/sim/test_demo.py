@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from gridtap.cli import main
 from gridtap.config import load_config
 from gridtap_sim import demo
+from gridtap_sim.demo_battery import daemon_sections
 from gridtap_sim.procs import Procs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,11 +41,14 @@ def test_config_it_writes_is_valid_and_holds_every_series(tmp_path: Path) -> Non
     assert set(cfg.series()) == {s.id for s in demo.demo_series()}
     assert cfg.daemon.port == 18080 and cfg.daemon.bind == "127.0.0.1"
     assert cfg.outputs["mqtt"].port == 18830
-    p.write_text(demo.daemon_toml(tmp_path, tmp_path / "board.tty", 18080, None, (18000, "11:30-12:30")))
+    battery = daemon_sections(18000, "http://127.0.0.1:18001", demo.LUX_DATALOGGER, demo.LUX_INVERTER)
+    p.write_text(demo.daemon_toml(tmp_path, tmp_path / "board.tty", 18080, None, battery))
     cfg = load_config(p)
     assert "mqtt" not in cfg.outputs
-    assert cfg.outputs["inverter"].port == 18000 and cfg.outputs["inverter"].schedule == ("11:30-12:30",)
-    assert demo.battery_window(11 * 3600.0, 7200.0) == "11:30-12:30"
+    assert cfg.outputs["inverter"].port == 18000 and cfg.outputs["inverter"].schedule == ()
+    control = cfg.sections["control"]
+    assert control.mode == "planner" and control.grid_sensor == "grid"
+    assert cfg.sections["prices"].base_url == "http://127.0.0.1:18001"
     ids = [s.id for s in demo.demo_series()]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 

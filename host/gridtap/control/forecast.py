@@ -78,23 +78,16 @@ class ProfileForecast:
         means = [r[1][q] / r[2][q] for r in self.rows if r[2][q]]
         return sum(means) / len(means) if means else None
 
-    def overall_w(self) -> float | None:
-        got = [v for v in (self.quarter_w(q) for q in range(PER_DAY)) if v is not None]
-        return sum(got) / len(got) if got else None
-
     def __call__(self, start: float, end: float) -> float:
         """Expected mean net house load (W) over [start, end): the `Forecast` the planner calls."""
         vals = []
         t = start
-        while t < end - 1e-6:
+        while True:  # a quarter hour not learned yet counts as the configured house_load_w
             v = self.quarter_w(self._where(t)[1])
-            if v is not None:
-                vals.append(v)
+            vals.append(self.fallback_w if v is None else v)
             t += QUARTER_S
-        if vals:
-            return sum(vals) / len(vals)
-        whole = self.overall_w()
-        return self.fallback_w if whole is None else whole
+            if t >= end - 1e-6:
+                return sum(vals) / len(vals)
 
     def days_known(self) -> int:
         return sum(1 for r in self.rows if any(r[2]))

@@ -33,6 +33,7 @@ discharge the inverter covers the house from the battery and charges it from PV 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.policy import NO_PRICE, next_deadline, safe_decision
 from gridtap.inputs.prices.series import PriceSlot
 
-import os
 PARTIAL = os.environ.get("PARTIAL", "discharge")
 RES = float(os.environ.get("RES", "1e9"))
 SHORTFALL_COST = 1e6  # per % below the target at the deadline: dominates any price
@@ -196,7 +196,8 @@ class PlannerPolicy:
             bat_w = bat_kwh / hours * 1000.0
             out.append(PlanSlot(sl.start, sl.end, sl.price, g.loads[t], bat_w,
                                 (g.own[t][0] + bat_kwh) / hours * 1000.0, g.lo + x, g.lo + x1,
-                                _action(k, g.loads[t], bat_w, x > 0.5, g.step / hours * 1000.0)))
+                                _action(k, g.loads[t], bat_w, x > 0.5, g.step / hours * 1000.0,
+                                        sl.price <= self.s.export_price)))
             x = x1
             if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + x < g.target - 1e-6:
                 met = False
@@ -320,16 +321,19 @@ def _best_move(g: _Grid, t: int, nxt: list[float], x: float) -> tuple[int | None
     return best
 
 
-def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, step_w: float) -> str:
+def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, step_w: float,
+            cheap: bool = False) -> str:
     """What the inverter must be told; `step_w` (1 % of the battery in this slot) absorbs the plan's
-    rounding to whole percent, so a plan that just covers the house is not read as an export."""
+    rounding to whole percent, so a plan that just covers the house is not read as an export.
+    `cheap`: the price is at most what export earns, so charging is told as AC charge even where
+    the PV surplus would do it: if the sun falls short of the forecast, the grid makes up for it."""
     if k is OWN:
+        if battery_w > step_w / 2 and cheap:
+            return "charge"
         return "discharge" if battery_w < 0 else "idle"
-    assert k is not None
     if k > 0:
-        return (
-            "charge" if battery_w > max(0.0, -load_w) + step_w / 2 else "idle"
-        )  # PV surplus charges by itself
+        # PV surplus charges by itself
+        return "charge" if battery_w > max(0.0, -load_w) + step_w / 2 or cheap else "idle"
     if k == 0:
         if load_w < -step_w / 2:
             return "keep"  # leave the PV surplus to the grid: room for a cheaper (negative) slot
@@ -346,8 +350,8 @@ def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
     first = plan.slots[0]
     b = s.battery
     why = (
-        f"planner: price {first.price:.4g}, SOC {first.soc_start:.0f} -> {first.soc_end:.0f} %, "
-        f"{first.action}"
+        f"price {first.price:.4g}, house {first.load_w:.0f} W expected, SOC {first.soc_start:.0f} -> "
+        f"{first.soc_end:.0f} %, {first.action}"
     )
     if s.target_soc is not None:
         why += f", target {s.target_soc:.0f} %{'' if plan.target_met else ' (not reachable)'}"

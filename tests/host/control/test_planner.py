@@ -73,10 +73,12 @@ def brute_force(prices: list[float], loads_steps: list[int], b: Battery, soc0: i
 )
 def test_dp_equals_exhaustive_search(prices: list[float], loads: list[int], soc0: int, export: float) -> None:
     # 1.2 kW for a quarter hour = 3 % of a 10 kWh battery per slot, SOC 0..10 %, loads in 1 % steps
-    b = Battery(capacity_kwh=10.0, charge_kw=1.2, discharge_kw=1.2, efficiency=1.0, soc_min=0.0, soc_max=10.0)
+    b = Battery(capacity_kwh=10.0, charge_kw=1.2, discharge_kw=1.2, efficiency=1.0, soc_min=0.0,
+                soc_max=10.0)
     loads = loads[: len(prices)]
     step_w = 0.1 / 0.25 * 1000.0  # 1 % of the battery in a quarter hour, W
-    pl = PlannerPolicy(PlannerSettings(b, export_price=export), forecast=by_slot([x * step_w for x in loads], 900))
+    fc = by_slot([x * step_w for x in loads], 900)
+    pl = PlannerPolicy(PlannerSettings(b, export_price=export), forecast=fc)
     plan = pl.plan(slots_of(prices, 900), float(soc0), T0)
     assert objective(plan, prices, b) == pytest.approx(brute_force(prices, loads, b, soc0, export), abs=1e-9)
 
@@ -122,7 +124,8 @@ def test_dp_is_close_to_the_lp_and_never_beats_it(prices: list[float], loads: li
                                                   eff: float) -> None:
     """House draw only and export paid at 0: the inverter's moves span the LP's, so the DP is the
     LP up to its 1 % grid (at most one step's worth of the dearest price per slot)."""
-    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0, soc_max=100.0)
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0,
+                soc_max=100.0)
     loads = loads[: len(prices)]
     plan = PlannerPolicy(PlannerSettings(b), forecast=by_slot(loads)).plan(slots_of(prices), soc0, T0)
     got = objective(plan, [p for p in prices for _ in (0, 1)], b)
@@ -132,7 +135,8 @@ def test_dp_is_close_to_the_lp_and_never_beats_it(prices: list[float], loads: li
 
 
 def test_negative_prices_charge_at_full_power_and_pv_surplus_is_kept_for_them() -> None:
-    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=0.9, soc_min=10.0, soc_max=100.0)
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=0.9, soc_min=10.0,
+                soc_max=100.0)
     # four slots of PV surplus at 10 p (export 5 p), then four at -5 p: fill the battery from the
     # grid when it pays to, not from the sun beforehand
     prices = [10.0] * 4 + [-5.0] * 4 + [30.0] * 4
@@ -146,7 +150,8 @@ def test_negative_prices_charge_at_full_power_and_pv_surplus_is_kept_for_them() 
 
 
 def test_soc_limits_hold_in_every_slot() -> None:
-    b = Battery(capacity_kwh=5.0, charge_kw=4.0, discharge_kw=4.0, efficiency=0.85, soc_min=20.0, soc_max=80.0)
+    b = Battery(capacity_kwh=5.0, charge_kw=4.0, discharge_kw=4.0, efficiency=0.85, soc_min=20.0,
+                soc_max=80.0)
     prices = [(-1) ** i * 30.0 + 5 for i in range(24)]
     for load in (-3000.0, 0.0, 2500.0):
         plan = PlannerPolicy(PlannerSettings(b, export_price=10.0, house_load_w=load)).plan(
@@ -156,9 +161,11 @@ def test_soc_limits_hold_in_every_slot() -> None:
             assert -4000.0 - 1e-6 <= s.battery_w <= 4000.0 + 1e-6
 
 
-@pytest.mark.parametrize(("eff", "dear", "cycles"), [(0.5, 15.0, False), (0.5, 25.0, True), (0.95, 11.5, True)])
+@pytest.mark.parametrize(("eff", "dear", "cycles"),
+                         [(0.5, 15.0, False), (0.5, 25.0, True), (0.95, 11.5, True)])
 def test_efficiency_decides_whether_a_cycle_pays(eff: float, dear: float, cycles: bool) -> None:
-    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0, soc_max=100.0)
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=eff, soc_min=10.0,
+                soc_max=100.0)
     prices = [10.0] * 4 + [dear] * 4
     plan = PlannerPolicy(PlannerSettings(b, house_load_w=1500.0)).plan(slots_of(prices), 10.0, T0)
     charged = any(s.action == "charge" for s in plan.slots[:4])
@@ -169,7 +176,8 @@ def test_the_first_slot_is_the_decision_and_keep_is_forced_discharge_at_zero() -
     b = Battery()
     prices = [10.0] * 2 + [-5.0] * 6
     s = PriceSeries(slots_of(prices), "p/kWh")
-    pl = PlannerPolicy(PlannerSettings(b, export_price=5.0), forecast=lambda a, e: -2000.0 if a < T0 + 3600 else 0)
+    pl = PlannerPolicy(PlannerSettings(b, export_price=5.0),
+                       forecast=lambda a, e: -2000.0 if a < T0 + 3600 else 0)
     d = pl.decide(ControlContext(now=T0 + 10, soc_pct=10.0, soc_age_s=1.0, battery_w=0.0, prices=s))
     assert d.source == "planner" and "keep" in d.reason
     assert d.state.forced_discharge and d.state.discharge_pct == 0 and not d.state.ac_charge
@@ -178,7 +186,8 @@ def test_the_first_slot_is_the_decision_and_keep_is_forced_discharge_at_zero() -
 def test_quarter_hour_pieces_follow_the_forecast_within_a_slot() -> None:
     """A 30-minute price slot is planned as two quarter hours: PV covers the first, not the second."""
     b = Battery()
-    pl = PlannerPolicy(PlannerSettings(b), forecast=lambda s, e: -1000.0 if (s - T0) % 1800 == 0 else 1000.0)
+    pl = PlannerPolicy(PlannerSettings(b),
+                       forecast=lambda s, e: -1000.0 if (s - T0) % 1800 == 0 else 1000.0)
     plan = pl.plan(slots_of([20.0, 20.0]), 50.0, T0)
     assert len(plan.slots) == 4 and plan.slots[1].end - plan.slots[1].start == 900
     assert [s.load_w for s in plan.slots] == [-1000.0, 1000.0, -1000.0, 1000.0]
