@@ -13,12 +13,16 @@ charges at charge_pct of 3 kW and never discharges; forced discharge exports at 
 * threshold: octolux's rule, AC charge when the price <= a threshold (its best threshold for the
   month, searched in hindsight);
 * gridtap: gridtap's PlannerPolicy deciding at every slot, knowing only the prices published by
-  then (Agile: the next day at 16:00 UK) and a forecast of the house = the mean of the same
-  quarter hour over the previous 7 days of metering;
+  then (Agile: the next day at 16:00 UK) and the house forecast the daemon learns
+  (gridtap.control.forecast: the mean of the same quarter hour over the last 14 days of
+  metering, grid - battery), which starts with the 14 days of metering before the month (the
+  same profile, another seed: gridtap meters a house before it controls its battery);
 * optimum: a linear program over the whole month with perfect foresight (scipy HiGHS).
 
-Energy left in the battery at the end is credited at the month's mean price x efficiency, for
-every strategy alike (the LP too), so nobody gains by emptying the battery on the last day.
+Energy left in the battery at the end (above or below the 50 % it started with) is credited at the
+month's mean price x efficiency for the controllers, so nobody gains by emptying the battery on
+the last day; the LP ends the month at the 50 % it started with (with a credit of its own, perfect
+foresight would fill the battery at the month's end for the credit alone: 0.51 GBP).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gridtap.control.decision import ControlContext, InverterState  # noqa: E402
+from gridtap.control.forecast import ProfileForecast  # noqa: E402
 from gridtap.control.planner import Battery, PlannerPolicy, PlannerSettings  # noqa: E402
 from gridtap.inputs.prices import PriceSeries, PriceSlot  # noqa: E402
 
@@ -49,6 +54,9 @@ BATTERY = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency
                   soc_min=10.0, soc_max=100.0)
 SOC0 = 50.0
 PUBLISH_HOUR = 16
+FORECAST_DAYS = 14  # [control] forecast_days (default)
+HISTORY_SEED = 15  # the week of metering before the month: the same profile, other days
+DECIDE_STEPS = 2  # decide every 30 minutes (2 steps)
 
 ANCHORS = {
     "control.savings_vs_optimum_pct": "goal >= 95 % of the perfect-foresight LP's saving",
@@ -60,8 +68,10 @@ HOW = {
     "in self-consumption only; GBP reported in the key's unit",
     "control.cost_month_eur.threshold": "AC charge when price <= T, best T of -10..40 p in 0.5 p steps",
     "control.cost_month_eur.gridtap": "PlannerPolicy every 30 min, prices as published by then "
-    "(16:00 UK), house forecast = 7-day mean of the same quarter hour",
-    "control.cost_month_eur.optimum": "perfect-foresight LP over the month (scipy HiGHS), 15-min steps",
+    "(16:00 UK), the daemon's learned house forecast (14-day mean of the same quarter hour, "
+    "started with the 14 days metered before the month)",
+    "control.cost_month_eur.optimum": "perfect-foresight LP over the month (scipy HiGHS), 15-min steps, "
+    "ending at the SOC it started with",
     "control.savings_vs_optimum_pct": "(none - gridtap) / (none - optimum) x 100",
     "control.plan_ms": "PlannerPolicy.plan over 96 quarter-hour slots, 90 % by 07:00 target, median of 20",
 }
@@ -76,13 +86,13 @@ def load_prices() -> list[PriceSlot]:
     return out
 
 
-def household(start: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def household(start: float, steps: int, seed: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Mean house load and PV (W) per 15-min step of gridtap_sim's household-pv profile."""
     from gridtap_sim import model as m
     from gridtap_sim.board import load_board
     from gridtap_sim.scenarios import build
 
-    scn = build("household-pv", load_board(), seed=16, start_of_day_s=0.0)
+    scn = build("household-pv", load_board(), seed=seed, start_of_day_s=0.0)
     t = np.arange(0, steps * STEP_S, 10.0)
     load = np.zeros(t.size)
     pv = np.zeros(t.size)
@@ -146,7 +156,7 @@ def end_credit(soc_end: float, mean_price: float) -> float:
     return (soc_end - SOC0) / 100.0 * BATTERY.capacity_kwh * mean_price * BATTERY.efficiency
 
 
-def optimum(prices: np.ndarray, net: np.ndarray, mean_price: float) -> float:
+def optimum(prices: np.ndarray, net: np.ndarray) -> float:
     """Perfect foresight: a linear program over the month (scipy HiGHS).
 
     Per step: c/d AC energy into/out of the battery, imp/exp grid energy, e battery energy at the
@@ -166,7 +176,6 @@ def optimum(prices: np.ndarray, net: np.ndarray, mean_price: float) -> float:
     cost = np.zeros(nv)
     cost[ii] = prices
     cost[ie] = -EXPORT_P
-    cost[ie_[-1]] = -mean_price * BATTERY.efficiency
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
@@ -201,10 +210,11 @@ def optimum(prices: np.ndarray, net: np.ndarray, mean_price: float) -> float:
     ub[idd] = BATTERY.discharge_kw * h
     lb[ie_] = cap * BATTERY.soc_min / 100.0
     ub[ie_] = cap * BATTERY.soc_max / 100.0
+    lb[ie_[-1]] = ub[ie_[-1]] = cap * SOC0 / 100.0  # the month ends where it started
     res = milp(cost, constraints=LinearConstraint(a, lo, hi), bounds=Bounds(lb, ub))
     if res.x is None:
         raise RuntimeError(f"optimisation failed: {res.message}")
-    return float(res.fun) + mean_price * BATTERY.efficiency * cap * SOC0 / 100.0
+    return float(res.fun)
 
 
 def published_until(t: float) -> float:
@@ -215,30 +225,22 @@ def published_until(t: float) -> float:
 
 
 def gridtap(slots: list[PriceSlot], prices: np.ndarray, net: np.ndarray, start: float) -> tuple[float, float]:
+    """gridtap's planner as the daemon runs it: prices as published by each moment, the house
+    forecast the daemon learns (gridtap.control.forecast, fed grid - battery once a quarter hour)."""
     series = PriceSeries(slots, "p/kWh")
-    week = 7 * 96
-    per_day = 96
-
-    def forecast_at(i: int):  # type: ignore[no-untyped-def]
-        # the mean of the same quarter hour over the previous 7 days (fewer at the start)
-        def fc(s: float, e: float) -> float:
-            out = []
-            for q in range(int((e - s) // STEP_S)):
-                j = int((s - start) // STEP_S) + q
-                past = [net[j - k * per_day] for k in range(1, 8) if 0 <= j - k * per_day < i]
-                out.append(sum(past) / len(past) if past else float(net[:max(1, i)].mean()))
-            return sum(out) / len(out) * 4000.0  # kWh per 15 min -> W
-
-        return fc
-
-    policy = PlannerPolicy(PlannerSettings(BATTERY, export_price=EXPORT_P), LONDON)
-    assert week > 0
+    forecast = ProfileForecast(FORECAST_DAYS, LONDON, fallback_w=300.0)
+    # gridtap meters the house before it controls the battery: the week before the month
+    load, pv = household(start, FORECAST_DAYS * 96, HISTORY_SEED)
+    for j, w in enumerate(load - pv):
+        forecast.observe(start - FORECAST_DAYS * 86400 + (j + 0.5) * STEP_S, float(w))
+    policy = PlannerPolicy(PlannerSettings(BATTERY, export_price=EXPORT_P), LONDON, forecast)
 
     def decide(i: int, soc: float, state: InverterState) -> InverterState:
-        if i % 2:
-            return state  # decide once per half-hour price slot (re-deciding mid-slot measured worse)
         now = start + i * STEP_S
-        policy.forecast = forecast_at(i)
+        if i:
+            forecast.observe(now - STEP_S / 2, float(net[i - 1]) * 3.6e6 / STEP_S)
+        if i % DECIDE_STEPS:
+            return state
         known = series.window(now, published_until(now))
         ctx = ControlContext(now=now, soc_pct=soc, soc_age_s=0.0, battery_w=None, prices=known)
         return policy.decide(ctx).state
@@ -283,7 +285,7 @@ def run() -> dict[str, object]:
     thr_cost, thr = threshold(prices, net, mean_price)
     g_cost, g_soc = gridtap(slots, prices, net, start)
     g = g_cost - end_credit(g_soc, mean_price)
-    opt = optimum(prices, net, mean_price)
+    opt = optimum(prices, net)
     pct = (none - g) / (none - opt) * 100.0 if none > opt else float("nan")
     gbp = 0.01  # p -> GBP; the keys say eur, the fixture is an Agile (GBP) month
     return {

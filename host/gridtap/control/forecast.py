@@ -35,7 +35,7 @@ MAX_W = 100_000.0  # a house that draws or exports more than 100 kW is a measure
 class ProfileForecast:
     """Net house load (W) per quarter hour of the local day, from the last `days` days."""
 
-    def __init__(self, days: int = 7, tz: tzinfo | None = None, fallback_w: float = 300.0) -> None:
+    def __init__(self, days: int = 14, tz: tzinfo | None = None, fallback_w: float = 300.0) -> None:
         if not 1 <= days <= 60:
             raise ValueError(f"forecast days must be 1..60, got {days}")
         self.days = days

@@ -33,7 +33,6 @@ discharge the inverter covers the house from the battery and charges it from PV 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,8 +43,6 @@ from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.policy import NO_PRICE, next_deadline, safe_decision
 from gridtap.inputs.prices.series import PriceSlot
 
-PARTIAL = os.environ.get("PARTIAL", "discharge")
-RES = float(os.environ.get("RES", "1e9"))
 SHORTFALL_COST = 1e6  # per % below the target at the deadline: dominates any price
 TIE = 1e-9  # moves whose costs differ by less are equal: the smaller move wins (fewer cycles)
 Forecast = Callable[[float, float], float]  # (slot start, slot end) -> expected net house load W
@@ -146,7 +143,6 @@ class PlannerPolicy:
     def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None) -> Plan:
         t0 = time.perf_counter()
         now = slots[0].start if now is None and slots else (now or 0.0)
-        slots = _pieces(slots, RES)
         grid = self._grid(slots, now)
         values = _backward(grid)
         return self._rollout(slots, grid, values, soc_pct, t0)
@@ -202,17 +198,6 @@ class PlannerPolicy:
             if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + x < g.target - 1e-6:
                 met = False
         return Plan(tuple(out), total, met, (time.perf_counter() - t0) * 1000.0)
-
-
-def _pieces(slots: Sequence[PriceSlot], res: float) -> list[PriceSlot]:
-    """Slots longer than `res` split into pieces of `res`, so the forecast's shape within a slot
-    (PV rising, the evening's draw) is planned for."""
-    out = []
-    for sl in slots:
-        n = max(1, round(sl.length_s / res))
-        w = sl.length_s / n
-        out += [PriceSlot(sl.start + j * w, sl.start + (j + 1) * w, sl.price) for j in range(n)]
-    return out
 
 
 def _with_target(g: _Grid, row: list[float], t: int) -> list[float]:
@@ -287,6 +272,7 @@ def _own_row(g: _Grid, t: int, nxt: list[float]) -> list[float]:
     cost = price * grid if grid > 0 else g.export_price * grid
     fl = math.floor(shift)
     f = shift - fl
+    first, last = max(first, -fl), min(last, n - 1 - fl - (1 if f >= 1e-12 else 0))  # inside the row
     out = [0.0] * n
     if first <= last:
         a, b = first + fl, last + fl + 1
@@ -338,9 +324,9 @@ def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, ste
         if load_w < -step_w / 2:
             return "keep"  # leave the PV surplus to the grid: room for a cheaper (negative) slot
         return "hold" if load_w > 0 and above_min else "idle"
-    if -battery_w > max(0.0, load_w) + step_w:
-        return "export"
-    return PARTIAL
+    # covering only part of the house is left to the inverter's self-consumption: forcing a fixed
+    # power on a forecast load would export (cheaply) whenever the house draws less than forecast
+    return "export" if -battery_w > max(0.0, load_w) + step_w else "discharge"
 
 
 def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
@@ -362,7 +348,7 @@ def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
         return Decision(InverterState(ac_charge=True, charge_pct=0), why, "planner")
     if first.action == "keep":
         return Decision(InverterState(forced_discharge=True, discharge_pct=0), why, "planner")
-    if first.action in ("export", "part"):
+    if first.action == "export":
         pct = min(100, math.ceil(-first.battery_w / (b.discharge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(forced_discharge=True, discharge_pct=pct), why, "planner")
     return Decision(InverterState(), why, "planner")

@@ -10,7 +10,7 @@
     export_price = 0.0          # planner: what exported energy earns, per kWh in the price unit
     house_load_w = 300          # planner: expected net house load until the forecast has learned
     grid_sensor = "grid"        # planner: the [[sensor]] on the grid connection: learn the house from it
-    forecast_days = 7           # planner: days of history the house forecast averages
+    forecast_days = 14          # planner: days of history the house forecast averages
     timezone = "Europe/London"  # for target_time and date.* (default: this machine's zone)
     interval_s = 60             # decide this often
     min_dwell_s = 300           # controller: keep a state at least this long
@@ -75,7 +75,7 @@ class ControlSettings:
     min_dwell_s: float = 300.0
     hysteresis_pct: float = 2.0
     grid_sensor: str | None = None  # the sensor whose power (- the battery's) the forecast learns
-    forecast_days: int = 7
+    forecast_days: int = 14
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,7 +184,7 @@ def parse_config(section: Any) -> ControlSettings:
     grid = section.get("grid_sensor")
     if grid is not None and (not isinstance(grid, str) or not grid):
         raise _fail("grid_sensor", f"expected a sensor name, got {grid!r}")
-    days = section.get("forecast_days", 7)
+    days = section.get("forecast_days", 14)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 60:
         raise _fail("forecast_days", f"expected a whole number 1..60, got {days!r}")
     text = section.get("policy")
