@@ -14,8 +14,10 @@ in the dear ones, and exports only when that pays at `export_price`.
 
 An optional target ("X % by HH:MM") is a hard goal: each missing % costs far more than any
 price, so when it cannot be reached the plan gets as close as the limits allow. Energy left at
-the end of the horizon is valued at the cheap quarter of the horizon's prices (what it would
-cost to buy it again), so the plan neither hoards nor dumps at the horizon's edge.
+the end of the horizon is valued at what it saves when it covers the house in a typical slot
+later: the horizon's median price x the discharge efficiency. So the plan does not dump energy at
+the horizon's edge, and buying to hold it at the edge never pays (the cheap quarter's mean /
+efficiency, used before, measured 91.4 % against 92.6 % in `make bench`, area control).
 
 The DP is exact on its grid (1 % of capacity per state, whole states per slot) and pure Python:
 the backward pass keeps one value row per slot (slots x states floats) and takes each state's
@@ -167,8 +169,8 @@ class PlannerPolicy:
                      for k in range(-down, up + 1)]
             moves.append((down, costs))
             own.append((load_kwh, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
-        cheap = sorted(s.price for s in slots)[: max(1, len(slots) // 4)]
-        v_end = max(0.0, sum(cheap) / len(cheap) / eta) if slots else 0.0
+        ordered = sorted(s.price for s in slots)
+        v_end = max(0.0, ordered[len(ordered) // 2] * eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
         return _Grid(lo, hi, step, eta, loads, moves, own, self.s.export_price, terminal,
@@ -325,8 +327,11 @@ def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, ste
             return "keep"  # leave the PV surplus to the grid: room for a cheaper (negative) slot
         return "hold" if load_w > 0 and above_min else "idle"
     # covering only part of the house is left to the inverter's self-consumption: forcing a fixed
-    # power on a forecast load would export (cheaply) whenever the house draws less than forecast
-    return "export" if -battery_w > max(0.0, load_w) + step_w else "discharge"
+    # power on a forecast load would export (cheaply) whenever the house draws less than forecast.
+    # With PV surplus self-consumption would charge: any discharge there is a forced one.
+    if load_w < -step_w / 2 or -battery_w > max(0.0, load_w) + step_w:
+        return "export"
+    return "discharge"
 
 
 def to_decision(plan: Plan, s: PlannerSettings) -> Decision:

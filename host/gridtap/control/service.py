@@ -308,16 +308,19 @@ class InverterOutput(InverterService):
                 dry_run=settings.control.dry_run or control.dry_run,
                 charge_w=control.battery.charge_kw * 1000.0,
                 discharge_w=control.battery.discharge_kw * 1000.0))
-        feed = None if prices is None else prices.feed(ctx.cfg.daemon.state_dir / "prices.sqlite")
+        feeds: list[Any] = []
 
         def price_series(now: float) -> Any:
-            assert feed is not None
-            feed.poll(now)  # fetches only when due (publication times, retries with backoff)
-            return feed.series()
+            # the feed (and its SQLite cache) is made in the controller's thread, the one that uses it
+            if not feeds:
+                assert prices is not None
+                feeds.append(prices.feed(ctx.cfg.daemon.state_dir / "prices.sqlite"))
+            feeds[0].poll(now)  # fetches only when due (publication times, retries with backoff)
+            return feeds[0].series()
 
         super().__init__(settings, policy, ctx.clock, mqtt=None if mq is None else mq.pub,
                          device_id=mq.pub.device_id if mq is not None else "gridtap",
                          discovery_prefix=m.discovery_prefix if m is not None and m.discovery else None,
-                         prices=None if feed is None else price_series, sensors=tuple(ctx.cfg.sensors),
+                         prices=None if prices is None else price_series, sensors=tuple(ctx.cfg.sensors),
                          forecast=forecast, grid_sensor=grid,
                          forecast_path=ctx.cfg.daemon.state_dir / "forecast.json")

@@ -26,9 +26,8 @@ def by_slot(loads: list[float], slot_s: int = 1800):  # type: ignore[no-untyped-
 
 
 def v_end(prices: list[float], eta: float) -> float:
-    """The planner's value of a kWh left at the horizon's end (the cheap quarter's mean / eta)."""
-    cheap = sorted(prices)[: max(1, len(prices) // 4)]
-    return max(0.0, sum(cheap) / len(cheap) / eta)
+    """The planner's value of a kWh left at the horizon's end (the median price x eta)."""
+    return max(0.0, sorted(prices)[len(prices) // 2] * eta)
 
 
 def objective(plan: Plan, prices: list[float], b: Battery) -> float:
