@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gridtap.config import load_config
-from gridtap.control.planner import Plan, PlannerPolicy
+from gridtap.control.planner import Forecast, Plan, PlannerPolicy
 from gridtap.control.settings import ControlSettings
 from gridtap.errors import UserError
 from gridtap.inputs.prices import PriceSettings
@@ -60,6 +60,17 @@ def _settings(path: Path) -> tuple[PriceSettings, ControlSettings, Path]:
     return prices, control, cfg.daemon.state_dir / "prices.sqlite"
 
 
+def _forecast(control: ControlSettings, state_dir: Path) -> Forecast | None:
+    """The house forecast the daemon has learned (state_dir/forecast.json), with grid_sensor."""
+    if control.grid_sensor is None:
+        return None
+    from gridtap.control.forecast import ProfileForecast
+
+    f = ProfileForecast(control.forecast_days, control.tz, control.planner.house_load_w)
+    f.load(state_dir / "forecast.json")
+    return f
+
+
 def run_plan(args: argparse.Namespace) -> int:
     prices, control, cache = _settings(args.config)
     now = time.time() if args.now is None else args.now
@@ -84,7 +95,7 @@ def run_plan(args: argparse.Namespace) -> int:
             "(no AC charge, no forced discharge, no export limit)"
         )
         return 1
-    planner = PlannerPolicy(control.planner, control.tz)
+    planner = PlannerPolicy(control.planner, control.tz, _forecast(control, cache.parent))
     plan = planner.plan(slots, soc, now)
     print(table(plan, series.unit, control, soc, args.soc is None))
     if args.output is not None:

@@ -59,3 +59,26 @@ def test_plan_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert "no price known for the current slot" in capsys.readouterr().out
     finally:
         srv.close()
+
+
+def test_plan_uses_the_forecast_the_daemon_learned(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """With grid_sensor, the plan's house load is the daemon's forecast.json, not house_load_w."""
+    from gridtap.control.forecast import ProfileForecast
+
+    srv = OctopusServer(agile, local(2026, 12, 8), TARIFF)
+    try:
+        learned = ProfileForecast()
+        now = local(2026, 12, 6, 17, 5)
+        for q in range(96):
+            learned.observe(now - 86400 + q * 900, -1234.0)
+        assert learned.save(tmp_path / "forecast.json")
+        cfg = tmp_path / "gridtap.toml"
+        text = CONFIG.format(state=tmp_path, tariff=TARIFF, url=srv.url)
+        tz = 'timezone = "Europe/London"'
+        cfg.write_text(text.replace(tz, tz + '\ngrid_sensor = "grid"'))
+        assert main(["control", "plan", "-c", str(cfg), "--soc", "50", "--now", str(now)]) == 0
+        rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln[:3] in ("Sun", "Mon")]
+        assert rows and all(float(r[4]) - float(r[3]) == pytest.approx(-1234.0, abs=1) for r in rows)
+    finally:
+        srv.close()
