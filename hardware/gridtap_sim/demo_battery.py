@@ -110,7 +110,7 @@ def daemon_sections(lux_port: int, price_url: str, datalogger: str, inverter: st
     return [
         "[prices]", 'source = "octopus"', f'tariff = "{TARIFF}"', f'base_url = "{price_url}"', "",
         "[control]", 'mode = "planner"', 'timezone = "UTC"', "export_price = 5.0", "interval_s = 5",
-        "min_dwell_s = 300", 'grid_sensor = "grid"', "house_load_w = 500", "",
+        "min_dwell_s = 60", 'grid_sensor = "grid"', "house_load_w = 500", "",
         "[control.battery]", "capacity_kwh = 10", "charge_kw = 3", "discharge_kw = 3", "efficiency = 0.9",
         "soc_min = 10", "soc_max = 100", "",
         "[inverter]", 'host = "127.0.0.1"', f"port = {lux_port}", f'datalogger_serial = "{datalogger}"',

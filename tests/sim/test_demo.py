@@ -300,8 +300,10 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     # local time), and the board clock needed re-setting (beyond the one on HELLO) a few times at most,
     # not every few seconds
     log = (out / "daemon.log").read_text()
-    # the simulated battery: the daemon's schedule switched AC charge on, the status lines saw it charge
-    assert "AC charge on at 100 %, forced discharge off (policy: schedule window" in log, log[-3000:]
+    # the simulated battery: the planner switched AC charge on in the negative-price slot (the middle
+    # of the run, demo_battery.demo_prices), the status lines saw it charge, the report by slot too
+    assert "AC charge on at 100 %, forced discharge off (planner: price -2.8" in log, log[-3000:]
+    assert any(r["price"] < 0 and r["battery_w"] > 1000 for r in report["battery"]), report["battery"]
     assert re.search(r"\+3000 W +\d+ %", text), text
     stamps = [time.mktime(time.strptime(m, "%Y-%m-%d %H:%M:%S"))
               for m in re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),", log, re.M)]

@@ -346,8 +346,11 @@ def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
     )
     if s.target_soc is not None:
         why += f", target {s.target_soc:.0f} %{'' if plan.target_met else ' (not reachable)'}"
+    step_w = b.capacity_kwh * 10.0 / ((first.end - first.start) / 3600.0)  # 1 % of the battery, W
     if first.action == "charge":
-        pct = min(100, math.ceil(first.battery_w / (b.charge_kw * 1000.0) * 100 - 1e-6))
+        # within 1 % of the battery of full power is full power (the plan moves in whole %)
+        full = first.battery_w >= b.charge_kw * 1000.0 - step_w
+        pct = 100 if full else min(100, math.ceil(first.battery_w / (b.charge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(ac_charge=True, charge_pct=pct), why, "planner")
     if first.action == "hold":
         return Decision(InverterState(ac_charge=True, charge_pct=0), why, "planner")
