@@ -145,6 +145,9 @@ class PlannerPolicy:
     def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None) -> Plan:
         t0 = time.perf_counter()
         now = slots[0].start if now is None and slots else (now or 0.0)
+        if slots and slots[0].start < now < slots[0].end - 60.0:
+            # deciding within a slot: only what is left of it can still be moved
+            slots = [PriceSlot(now, slots[0].end, slots[0].price), *slots[1:]]
         grid = self._grid(slots, now)
         values = _backward(grid)
         return self._rollout(slots, grid, values, soc_pct, t0)

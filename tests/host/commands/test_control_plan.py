@@ -46,7 +46,7 @@ def test_plan_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         out = capsys.readouterr().out
         assert "prices known 30.9 h ahead" in out and "target 90 % by 07:00" in out
         rows = [ln for ln in out.splitlines() if ln[:3] in ("Sun", "Mon")]
-        assert len(rows) == 48 and rows[0].startswith("Sun 17:00")
+        assert len(rows) == 48 and rows[0].startswith("Sun 17:05")  # the plan starts now
         soc_at_7 = next(ln for ln in rows if ln.startswith("Mon 06:30")).split()[5]
         assert float(soc_at_7) >= 90
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -180,3 +180,14 @@ def test_the_first_slot_is_the_decision_and_keep_is_forced_discharge_at_zero() -
     d = pl.decide(ControlContext(now=T0 + 10, soc_pct=10.0, soc_age_s=1.0, battery_w=0.0, prices=s))
     assert d.source == "planner" and "keep" in d.reason
     assert d.state.forced_discharge and d.state.discharge_pct == 0 and not d.state.ac_charge
+
+
+def test_deciding_within_a_slot_plans_only_what_is_left_of_it() -> None:
+    """20 minutes into a 30-minute slot, 3 kW can move 1 kWh at most before the slot ends."""
+    b = Battery(capacity_kwh=10.0, charge_kw=3.0, discharge_kw=3.0, efficiency=1.0, soc_min=10.0,
+                soc_max=100.0)
+    plan = PlannerPolicy(PlannerSettings(b, house_load_w=0.0)).plan(slots_of([-5.0, 40.0]), 10.0, T0 + 1200)
+    first = plan.slots[0]
+    assert first.start == T0 + 1200 and first.action == "charge"
+    assert first.soc_end - first.soc_start == pytest.approx(5.0)  # 3 kW x 10 min = 0.5 kWh = 5 %
+    assert first.battery_w == pytest.approx(3000.0)
