@@ -19,16 +19,25 @@ later: the horizon's median price x the discharge efficiency. So the plan does n
 the horizon's edge, and buying to hold it at the edge never pays (the cheap quarter's mean /
 efficiency, used before, measured 91.4 % against 92.6 % in `make bench`, area control).
 
-The DP is exact on its grid (1 % of capacity per state, whole states per slot) and pure Python:
-the backward pass keeps one value row per slot (slots x states floats) and takes each state's
-minimum with `min(map(add, ...))` over the reachable states, the forward pass picks the move.
+The moves are the inverter's own, so a plan is one it can carry out: self-consumption (the
+battery covers the house or takes the PV surplus, exactly: its next state may fall between grid
+points, valued by linear interpolation of the value row), AC charge at k % per slot (never less
+than the PV surplus, which the inverter takes whole), hold (AC charge at 0 %), keep (forced
+discharge at 0 %: the PV surplus goes to the grid, room is kept) and forced discharge at k %.
+On those moves with whole-% steps the DP is exact (tests/host/control/test_planner.py checks it
+against exhaustive search, and against an LP); pure Python: the backward pass keeps one value row
+per slot (slots x states floats) and takes each state's minimum with `min(map(add, ...))` over
+the reachable states, the forward pass picks the move from the actual (continuous) SOC. A plan
+made within a slot moves only what is left of it.
 
 The plan's first slot becomes the Decision (LuxPower semantics: without AC charge or forced
 discharge the inverter covers the house from the battery and charges it from PV surplus):
 
-* charge from the grid -> AC charge at the planned power (% of charge_kw);
+* charge from the grid -> AC charge at the planned power (% of charge_kw; also where PV would
+  do it, when the price is at most export_price);
 * keep the battery for later while the house draws -> AC charge at 0 % ("hold");
-* discharge more than the house draws -> forced discharge at the planned power;
+* keep room while PV exports -> forced discharge at 0 % ("keep");
+* discharge more than the house draws, or during PV surplus -> forced discharge at the planned power;
 * anything else -> the inverter's own self-consumption (no AC charge, no forced discharge).
 """
 
