@@ -12,6 +12,7 @@ import pytest
 
 from gridtap.commands import flash
 from gridtap.errors import UserError
+from gridtap_fw import wire
 from gridtap_sim import flash as sim_flash
 from tests.support.hil.rig import IDEAL, VirtualRig
 
@@ -36,7 +37,7 @@ def test_virtual_flash_boots_from_the_mpy_files(tmp_path: Path, capsys: pytest.C
     (fs / "gridtap_fw" / "stale.py").write_text("raise RuntimeError('an old source file')\n")
     assert main(["flash", "--virtual", str(fs)]) == 0
     out = capsys.readouterr().out
-    assert "compiling 12 modules" in out and "HELLO: firmware 0.1.0, protocol 1" in out
+    assert "compiling 12 modules" in out and f"HELLO: firmware 0.1.0, protocol {wire.PROTO_VERSION}" in out
     names = sorted(p.name for p in (fs / "gridtap_fw").iterdir())
     assert "stale.py" not in names and "hal_rp2.mpy" not in names
     assert all(n.endswith(".mpy") for n in names) and "app.mpy" in names and "hal_virtual.mpy" in names
@@ -105,7 +106,7 @@ def test_real_flash_sends_armv6m_mpy_then_resets_and_waits_for_hello(tmp_path: P
     finally:
         rig.stop()
         rig.close()
-    assert hello["proto"] == 1 and hello["n_ct"] == 3
+    assert hello["proto"] == wire.PROTO_VERSION and hello["n_ct"] == 3
     assert fake.log[:2] == ["query", "prepare"] and fake.log[-1] == "reset"
     sent = [c[3:] for c in fake.log if c.startswith("cp ")]
     assert sent[-2:] == [":main.py", ":board.json"]
