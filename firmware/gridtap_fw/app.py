@@ -105,8 +105,11 @@ class App:
                 pending.append((3, wire.EV_FRESH, "no intact counter record: counters start at 0"))
         else:
             for k in range(n_ct):
-                self.energies[k].imp.restore(c.ct[k][0])
-                self.energies[k].exp.restore(c.ct[k][1])
+                e = self.energies[k]
+                e.imp.restore(c.ct[k][0])
+                e.exp.restore(c.ct[k][1])
+                e.qpos.restore(c.ct[k][2])  # 0 from a layout-1 record (persist.LAYOUT_V1)
+                e.qneg.restore(c.ct[k][3])
             for i in range(n_pulse):
                 inp = self.inputs[i]
                 inp.pulses, inp.base_pulses, inp.base_milli, inp.last_unix_ms = c.pulse[i]
@@ -297,7 +300,7 @@ class App:
         c.brownout_count = self.brownout_count
         for k in range(self.n_ct):
             e = self.energies[k]
-            c.ct[k] = [e.imp.mwh, e.exp.mwh]
+            c.ct[k] = [e.imp.mwh, e.exp.mwh, e.qpos.mwh, e.qneg.mwh]
         for i in range(self.n_pulse):
             inp = self.inputs[i]
             c.pulse[i] = [inp.pulses, inp.base_pulses, inp.base_milli, inp.last_unix_ms]
@@ -308,6 +311,8 @@ class App:
         for e in self.energies:
             vals.append(e.imp.mwh)
             vals.append(e.exp.mwh)
+            vals.append(e.qpos.mwh)  # mvarh: save_wh bounds a crash's loss of varh too
+            vals.append(e.qneg.mwh)
         for inp in self.inputs:
             vals.append(inp.total_milli())
         return vals

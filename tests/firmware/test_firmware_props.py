@@ -48,7 +48,7 @@ def counters(seed: int) -> persist.Counters:
     c = persist.Counters(3, 2)
     c.boot_count = seed % 1000
     c.brownout_count = seed % 77
-    c.ct = [[seed * 1009 + k, seed * 7 + k] for k in range(3)]
+    c.ct = [[seed * 1009 + k, seed * 7 + k, seed * 313 + k, seed * 5 + k] for k in range(3)]
     c.pulse = [[seed * 3 + i, i, seed * 11, 1_700_000_000_000 + seed] for i in range(2)]
     return c
 
