@@ -24,6 +24,8 @@ def test_brownouts_within_the_holdup_budget(tmp_path: Path, long_run: bool) -> N
     # largest load per outage (where a register's instant is known from) plus 1 mWh.
     assert res.wh_lost_per_outage_max <= 0.015 * res.second_wh_max + 0.002
     assert res.wh_lost <= 0.001 * res.outages
+    # the reactive pair too: each boot starts its Q+/Q- where the last one's reports ended
+    assert res.q_max_varh > 0.1 and res.q_decreases == 0 and res.q_restarts == 0, res.problems
 
 
 def test_power_dies_during_eeprom_writes(tmp_path: Path, long_run: bool) -> None:
@@ -39,3 +41,6 @@ def test_power_dies_during_eeprom_writes(tmp_path: Path, long_run: bool) -> None
     assert res.over_truth == 0
     assert res.fresh_starts == 0
     assert res.wh_lost_per_outage_max <= 1.0 + res.second_wh_max * 1.05 + 0.002
+    # Q+/Q- fall back with the record they are in (the policy saves every varh too), never to 0
+    assert res.q_max_varh > 0.1 and res.q_restarts == 0, res.problems
+    assert res.varh_lost_per_outage_max <= 1.0 + res.second_varh_max * 1.05 + 0.002, res.problems

@@ -265,6 +265,12 @@ class BrownoutResult:
     over_truth: int           # a register above the truth plus the accuracy bound: a corrupt slot
     second_wh_max: float      # the most energy any CT took in one second of the run, Wh
     problems: list[str] = field(default_factory=list)
+    # the reactive registers (GAUGE Q+/Q-, persisted since record layout 2) across each reboot:
+    q_decreases: int = 0      # a boot's first value below the previous boot's last
+    varh_lost_per_outage_max: float = 0.0
+    q_restarts: int = 0       # a boot's first value 0 where the previous boot's last was not
+    q_max_varh: float = 0.0   # the largest Q register seen: the check had something to check
+    second_varh_max: float = 0.0  # the most reactive energy any CT took in one second, varh
 
 
 def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None = None,
@@ -340,9 +346,37 @@ def brownouts(tmp: Path, n_outages: int, seed: int = 1, holdup_ms: float | None 
                 if vals:
                     prev_last[key] = vals[-1]
     second_wh = float(np.max(np.maximum(truth["e_imp_j"], truth["e_exp_j"]))) / 3600.0
-    return BrownoutResult(len(outages), len(boots), decreases, float(sum(lost)),
-                          max(lost) if lost else 0.0, len(rig.vb.eeprom.torn), fresh, over, second_wh,
-                          problems)
+    res = BrownoutResult(len(outages), len(boots), decreases, float(sum(lost)),
+                         max(lost) if lost else 0.0, len(rig.vb.eeprom.torn), fresh, over, second_wh,
+                         problems)
+    reactive_across_reboots(res, per_boot, cap)
+    res.second_varh_max = float(np.max(np.abs(truth["e_q_vars"]))) / 3600.0
+    return res
+
+
+def reactive_across_reboots(res: BrownoutResult, per_boot: list[list[wire.Message]], cap: Capture) -> None:
+    """Each CT's Q+ and Q- in the first GAUGE of a boot against the last GAUGE of the boot before.
+
+    The brownout save holds the registers up to the failure, so a boot starts at or
+    above where the last boot's reports ended; a torn save falls back to an older record."""
+    last: dict[tuple[int, str], float] = {}
+    for msgs in per_boot:
+        seen: dict[tuple[int, str], list[float]] = {}
+        for d in cap.of(wire.GAUGE, msgs):
+            for kind in ("qpos", "qneg"):
+                v = d[kind + "_varh"] + d[kind + "_milli"] / 1000.0
+                seen.setdefault((d["channel"], kind), []).append(v)
+        for key, vals in seen.items():
+            res.q_max_varh = max(res.q_max_varh, vals[-1])
+            before = last.get(key)
+            if before is not None:
+                res.q_decreases += vals[0] < before
+                res.q_restarts += vals[0] == 0 < before
+                res.varh_lost_per_outage_max = max(res.varh_lost_per_outage_max, before - vals[0])
+                if vals[0] < before:
+                    res.problems.append(f"CT{key[0] + 1} {key[1]}: {before:.3f} varh before a reboot, "
+                                        f"{vals[0]:.3f} after")
+            last[key] = vals[-1]
 
 
 # ---------------------------------------------------------------- UART noise
