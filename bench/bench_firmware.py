@@ -167,7 +167,7 @@ def simulate(seed: int = 1) -> dict[str, object]:
 
     def qpos_mvarh() -> int:
         # the household's reactive energy at a power factor of 0.95 (Q = 0.329 P), lagging:
-        # the policy saves on Q+ growth too (app.App._values), so it adds saves
+        # the policy saves on Q+ growth too (app.App._values); here import always gets there first
         return imp_mwh * 329 // 1000
 
     def values() -> list[int]:

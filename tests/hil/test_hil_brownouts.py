@@ -29,7 +29,7 @@ def test_brownouts_within_the_holdup_budget(tmp_path: Path, long_run: bool) -> N
 
 
 def test_power_dies_during_eeprom_writes(tmp_path: Path, long_run: bool) -> None:
-    """A 6 ms hold-up (the save needs 10 ms) and a save every Wh: pages are torn mid-write.
+    """A 6 ms hold-up (the save needs 15 ms) and a save every Wh: pages are torn mid-write.
 
     Then the board must fall back to an intact older record: never accept a
     torn one (no value above the truth), never start from zero, and lose no
