@@ -183,18 +183,20 @@ class RateLog:
 #
 # Every GAUGE of a CT carries its reactive power (var, + lagging) and its two
 # reactive energy registers, Q+ and Q- (mvarh). The registers ride on the live
-# GAUGE, not on an ACKed tuple, and the board keeps them in RAM: they start at 0
-# at every boot. The host keeps one monotonic total per register in the counter
-# store (store/epochs.py), under a series id derived from the CT's sensor id
-# (`reactive_ids`), so a board reset neither counts a varh twice nor makes the
-# total fall: a register lower than the last one continues flat, by the epoch
-# rules of the real registers.
+# GAUGE, not on an ACKed tuple; the board saves them to EEPROM with the real
+# registers (record layout 2), so after a reset they usually go on from where
+# they were, and start at 0 when the board lost its records. The host keeps one
+# monotonic total per register in the counter store (store/epochs.py), under a
+# series id derived from the CT's sensor id (`reactive_ids`), so a board reset
+# neither counts a varh twice nor makes the total fall: a restored register
+# continues, a lower one continues flat, by the epoch rules of the real registers.
 #
 # Nothing from the board is believed unchecked: a reactive power beyond the
 # channel's full scale (board.json, as for real power) is dropped and counted
 # (`Stats.rejected_reactive`), as is a register step larger than the channel
-# could deliver since its last reading. A refused reading moves no stored state;
-# the next one carries the cumulative register.
+# could deliver since its last reading, of this boot or the one before (a restored
+# register that jumped is no more believed than a running one). A refused reading
+# moves no stored state; the next one carries the cumulative register.
 
 
 def reactive_ids(sensor_id: str) -> tuple[str, str]:
@@ -243,7 +245,7 @@ class Reactive:
         lim = self.max_w.get(sensor)
         for series, raw in zip(self.ids(sensor), raws, strict=True):
             last = self.last.get(series)
-            if lim is not None and last is not None and last[0] == epoch:
+            if lim is not None and last is not None:  # across a reboot too: the outage is in t - last[2]
                 step = lim / 3.6 * (max(0.0, t - last[2]) + SLACK_S)  # mvarh the channel can deliver
                 if raw - last[1] > step:
                     self.rejected += 1

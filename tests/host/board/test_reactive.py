@@ -67,13 +67,46 @@ def test_reactive_power_and_registers_reach_the_outputs_and_survive_a_reboot(tmp
     assert sink.vars == [(T, 663.325), (T + 1, 663.0)]
     assert (QPOS, (T + 1) * 1000, 1_184) in sink.totals and (QNEG, (T + 1) * 1000, 5) in sink.totals
     assert s.live.reactive[SID] == (T + 1, 663.0)
-    # A reboot: the board's RAM registers start again at 0; the host totals continue flat from there.
+    # A reboot of a board that lost its records: its registers start again at 0; the host totals
+    # continue flat from there.
     hello(s, 8)
     gauge(s, 1, T + 5, -10_000, 3, 2)
     gauge(s, 2, T + 6, -10_000, 3, 4)
     last = {series: total for series, _t, total in sink.totals}
     assert last == {QPOS: 1_184, QNEG: 5 + 2}
     assert s.stats.rejected_reactive == 0
+
+
+def test_registers_restored_from_eeprom_continue_across_a_reboot(tmp_path: Path) -> None:
+    """The board saves Q+/Q- with its real registers (record layout 2): after a brownout it
+    resumes from the save, which holds what it measured after its last GAUGE; that is counted,
+    nothing twice, and the series goes on without a step back or a restart."""
+    sink = Sink()
+    s = session(tmp_path, sink)
+    hello(s, 7)
+    gauge(s, 1, T, 663_325, 1_000, 40)
+    gauge(s, 2, T + 1, 663_000, 1_184, 40)
+    hello(s, 8)  # the brownout save came 0.5 s after that GAUGE: 92 mvarh more on Q+
+    gauge(s, 1, T + 9, 663_000, 1_276, 40)
+    gauge(s, 2, T + 10, 663_000, 1_460, 40)
+    q_pos = [tot for series, _t, tot in sink.totals if series == QPOS]
+    assert q_pos == [1_000, 1_184, 1_276, 1_460]
+    assert [tot for series, _t, tot in sink.totals if series == QNEG] == [40] * 4
+    assert s.stats.rejected_reactive == 0
+
+
+def test_a_restored_register_beyond_what_the_channel_could_deliver_is_refused(tmp_path: Path) -> None:
+    sink = Sink()
+    s = session(tmp_path, sink)
+    hello(s, 7)
+    gauge(s, 1, T, 1_000, 100, 0)
+    hello(s, 8)
+    # 2 s later the new boot claims 1000 varh more: 23 kvar for 2 s (+ slack) is 19 varh at most
+    gauge(s, 1, T + 2, 1_000, 1_000_100, 0)
+    assert [tot for series, _t, tot in sink.totals if series == QPOS] == [100]
+    assert s.stats.rejected_reactive == 1
+    gauge(s, 2, T + 3, 1_000, 105, 0)  # the board's next reading: the new epoch goes on from it
+    assert [tot for series, _t, tot in sink.totals if series == QPOS] == [100, 105]
 
 
 def test_implausible_reactive_values_are_dropped_and_counted(tmp_path: Path) -> None:
