@@ -92,3 +92,15 @@ def test_firmware_saves_on_brownout_and_counters_survive(tmp_path: Path) -> None
         before = [x for i, x in wh if i < second_hello]
         after = [x for i, x in wh if i > second_hello]
         assert before and after and after[0] >= max(before)
+    # and the reactive registers on the GAUGEs (saved with them since record layout 2)
+    gauges = [(i, m.as_dict()) for i, m in enumerate(msgs) if m.mtype == wire.GAUGE]
+    moved = 0.0
+    for ct in range(3):
+        for kind in ("qpos", "qneg"):
+            q = [(i, d[kind + "_varh"] + d[kind + "_milli"] / 1000.0)
+                 for i, d in gauges if d["channel"] == ct]
+            before = [x for i, x in q if i < second_hello]
+            after = [x for i, x in q if i > second_hello]
+            assert before and after and after[0] >= max(before), (ct, kind)
+            moved = max(moved, max(before))
+    assert moved > 0.05  # some register had something to keep
