@@ -153,3 +153,25 @@ def test_aging_keeps_the_newest_of_every_sensor_and_order(ops: list[tuple[int, i
             lk.poll(now)
             acked.add(first)
             assert first not in [e[0] for e in lk.ring]
+
+
+@given(st.lists(st.integers(0, 2**32 * 1000 - 1), min_size=12, max_size=12))
+def test_layout2_record_fields_sit_where_persistence_md_says(regs: list[int]) -> None:
+    """hardware/persistence.md's layout-2 table, byte by byte: each CT's 24 bytes from 18
+    (import, export, Q+, Q-: whole u32 + milli u16), the inputs from 90, the CRC at 130."""
+    import struct
+    import zlib
+
+    c = counters(5)
+    c.ct = [regs[4 * k:4 * k + 4] for k in range(3)]
+    rec = persist.encode(c, 77)
+    assert len(rec) == persist.record_len(3, 2) == 134
+    assert struct.unpack_from("<HBBBBI", rec, 0) == (0x4354, 2, 3, 2, 0, 77)
+    for k in range(3):
+        for j in range(4):
+            whole, milli = struct.unpack_from("<IH", rec, 18 + 24 * k + 6 * j)
+            assert whole * 1000 + milli == regs[4 * k + j]
+    assert struct.unpack_from("<I", rec, 90)[0] == c.pulse[0][0]
+    assert struct.unpack_from("<I", rec, 130)[0] == zlib.crc32(rec[:130])
+    got = persist.decode(rec, 3, 2)
+    assert got is not None and got[0] == 77 and got[1].ct == c.ct
