@@ -28,8 +28,10 @@ def test_the_daemons_octopus_feed_reads_the_server(tmp_path) -> None:  # type: i
             got = feed.series()
         finally:
             feed.close()
-        assert got.at(T0 + 1800).price == -4.5 and got.at(T0 + 3600).price == -2.8
-        assert got.at(T0 + 5 * 3600).price == prices[32][2] == 38.5  # 16:00, the peak
+        half, hour, peak = got.at(T0 + 1800), got.at(T0 + 3600), got.at(T0 + 5 * 3600)
+        assert half is not None and hour is not None and peak is not None
+        assert half.price == -4.5 and hour.price == -2.8
+        assert peak.price == prices[32][2] == 38.5  # 16:00, the peak
         wrong = "/v1/products/AGILE-24-10-01/electricity-tariffs/E-1R-X/standard-unit-rates/"
         status, _ = server.answer(wrong)
         assert status == 404

@@ -94,7 +94,9 @@ def test_service_learns_grid_minus_battery(tmp_path: Path) -> None:
             svc.gauge(grid.id, "import", 0, 1200.0, "W")
             now = time.time()
             svc._context(now)
-            assert f(now - now % 900, now - now % 900 + 900) == pytest.approx(1200.0 - svc.client.battery_w())
+            battery_w = svc.client.battery_w()
+            assert battery_w is not None
+            assert f(now - now % 900, now - now % 900 + 900) == pytest.approx(1200.0 - battery_w)
         finally:
             svc.client.close()
         svc._save_forecast(now)
