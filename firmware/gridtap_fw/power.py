@@ -311,16 +311,14 @@ class PowerMeter:
                 p_mw = round((pa * c1 + pb * c2) * inv)
                 q_mvar = round((qa * c1 + qb * c2) * inv)
                 e = sec_e[k] + p_mw * n
-                if -SMALL < e < SMALL:
+                eq = sec_q[k] + q_mvar * n
+                if -SMALL < e < SMALL and -SMALL < eq < SMALL:
                     sec_e[k] = e
+                    sec_q[k] = eq
                 else:
                     self.sec_eh[k] += e
+                    self.sec_qh[k] += eq
                     sec_e[k] = 0
-                e = sec_q[k] + q_mvar * n
-                if -SMALL < e < SMALL:
-                    sec_q[k] = e
-                else:
-                    self.sec_qh[k] += e
                     sec_q[k] = 0
             else:
                 p_mw = 0
