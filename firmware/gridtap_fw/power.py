@@ -202,7 +202,7 @@ class PowerMeter:
             coef.append((c2 / det, -s1 / det, s2 / det, c1 / det))
         self.coef = coef
         # Per CT for _close: (offset in the sums, the coefficients scaled to mW (mvar) per
-        # count^2 with the sign of invert, the CT's raw gauge sums); A per count in igs.
+        # count^2 with the sign of invert); A per count in igs, for _fold.
         # Computed here, not per period: each float operation is a heap object on the
         # board (about 600 instructions on a Cortex-M0).
         cfg = self.cfg
@@ -223,8 +223,8 @@ class PowerMeter:
         self.retune = False
 
     # feed and _close run as native Thumb code (@micropython.native: the same runtime calls,
-    # so the same results, without the bytecode dispatch): about 1.5 % of a Cortex-M0+
-    # less, for about 4 KiB of code on the heap where the module is not frozen (hardware/qemu-m0.md).
+    # so the same results, without the bytecode dispatch): about 1.8 % of a Cortex-M0+
+    # less, for 4.6 KiB of code on the heap where the module is not frozen (hardware/qemu-m0.md).
     @micropython.native
     def feed(self, buf, nsets: int) -> bool:
         """Run the kernel over a block; True once a second of gauges is ready."""
