@@ -43,7 +43,7 @@ from gridtap_hub import accounts, peers, read, schema, web
 from gridtap_hub.committer import Committer
 from gridtap_hub.db import Pool
 from gridtap_hub.directory import Directory
-from gridtap_hub.ingest import Request
+from gridtap_hub.ingest import GONE, Request
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,9 @@ class HubServer:
         req = Request(sid, points, strict=True)
         if not self.committer.apply(req):
             return 503, {"Retry-After": "10"}, b"database unavailable: not stored"
+        if req.error == GONE:
+            self.directory.forget(sensor)
+            return self.refuse(sensor, UNPROVISIONED, 401, {"WWW-Authenticate": UNPROVISIONED}, b"")
         if req.error is not None:
             self.refuse(sensor, req.error, 200, {}, b"")
             return self._answer(req.error)
