@@ -118,6 +118,9 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self.committer.stop()
+        c = self.committer
+        log.info("hub: committed %d requests in %d batches (%d failed); %d directory queries",
+                 c.requests, c.batches, c.failures, self.directory.queries)
         self.pool.close()
 
     def __enter__(self) -> HubServer:
@@ -214,7 +217,9 @@ class HubServer:
         if version != VERSION or (callback is not None and not CALLBACK.fullmatch(callback)):
             return 400, {}, MALFORMED.encode()
         try:
-            q = read.Query.parse(query.get("interval"), query.get("resolution"), query.get("unit"))
+            q = read.Query.parse(query.get("interval"), query.get("resolution"), query.get("unit"),
+                                 query.get("start"), query.get("end"))
+            q.buckets(self.clock())  # a start-only span checked against now, before any query
         except read.BadQuery as exc:
             return 400, {}, f"{MALFORMED}: {exc}".encode()
         with self.pool.connection() as conn:
