@@ -5,6 +5,9 @@ with another key is refused, and a sensor cannot move to another device), so
 a found sensor is cached for an hour: without that, a Fluksometer posting each
 sensor once a minute would cost a query per POST. A sensor not found is
 cached only ``miss_ttl`` seconds, so a new claim shows within that.
+``preload`` reads every sensor in one query (at start, and again before the
+entries age out), so a hub (re)started under load does not send a query per
+sensor as the homes' first POSTs arrive.
 """
 
 from __future__ import annotations
@@ -51,6 +54,19 @@ class Directory:
                 self._cache.clear()  # bounded memory; refilled one query per sensor
             self._cache[sensor] = (now, found)
         return found
+
+    def preload(self) -> int:
+        """Cache every sensor (up to ``max_entries``) in one query; returns how many."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT s.id, s.sid, d.key, d.id FROM sensor s "
+                                "JOIN device d ON d.id = s.device LIMIT %s", (self.max_entries,)).fetchall()
+        now = time.monotonic()
+        fresh: dict[str, tuple[float, SensorInfo | None]] = {
+            str(r[0]): (now, SensorInfo(int(r[1]), str(r[2]), str(r[3]))) for r in rows}
+        with self._lock:
+            self.queries += 1
+            self._cache = fresh
+        return len(fresh)
 
     def forget(self, sensor: str) -> None:
         """Drop a cached entry (its sensor vanished from the database)."""
