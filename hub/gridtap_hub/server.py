@@ -52,6 +52,9 @@ SENSOR_PATH = re.compile(r"/sensor/([^/?]+)")
 CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 COOKIE = "gthub"
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+# A batch waits this long for company after its first POST: at 10,000 homes batches grew from ~2 to
+# ~5 POSTs and the CPU per point fell by a seventh (transaction, lock query and commit shared by more).
+COMMIT_WAIT_S = 0.005
 
 
 class _Server(ThreadingHTTPServer):
@@ -76,14 +79,14 @@ class HubServer:
 
     def __init__(self, dsn: str, host: str = "127.0.0.1", port: int = 0, tz: str = "UTC",
                  clock: Callable[[], float] = time.time, maintain_every: float = 600.0,
-                 usage_every: float = 300.0, pool_size: int = 6) -> None:
+                 usage_every: float = 300.0, pool_size: int = 6, commit_wait: float = COMMIT_WAIT_S) -> None:
         self.dsn = dsn
         self.clock = clock
         self.tz = tz
         self.zone = ZoneInfo(tz)
         self.pool = Pool(dsn, pool_size)
         self.directory = Directory(self.pool)
-        self.committer = Committer(dsn, clock)
+        self.committer = Committer(dsn, clock, max_wait=commit_wait)
         self.refused: Counter[str] = Counter()
         self.maintain_every = maintain_every
         self.usage_every = usage_every
