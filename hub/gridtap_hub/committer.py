@@ -37,6 +37,7 @@ class Committer:
         self._ingest: Ingest | None = None
         self._thread = threading.Thread(target=self._run, name="hub-committer", daemon=True)
         self.batches = 0
+        self.requests = 0  # in committed batches
         self.failures = 0
 
     def start(self) -> Committer:
@@ -107,6 +108,7 @@ class Committer:
                 self._ingest = Ingest(db.connect(self.dsn), self.clock)
             self._ingest.apply(reqs)
             self.batches += 1
+            self.requests += len(reqs)
             return True
         except Exception as exc:  # any failure: nothing of the batch was committed
             self.failures += 1

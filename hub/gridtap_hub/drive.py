@@ -15,7 +15,8 @@ import heapq
 import multiprocessing as mp
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from gridtap_hub.loadgen import STEP_S, FlmClient, Home
 
@@ -29,6 +30,7 @@ class DriveResult:
     failed: int  # uploads that left points pending
     lags: list[tuple[float, float]]  # (seconds into the run, lag s) per upload
     latencies: list[float]  # seconds per upload (5 POSTs)
+    errors: Counter[str] = field(default_factory=Counter)  # why uploads failed (FlmClient.last_error)
 
 
 def _worker(port: int, seeds: list[int], n_total: int, index0: int, t0: float, duration: float,
@@ -41,6 +43,7 @@ def _worker(port: int, seeds: list[int], n_total: int, index0: int, t0: float, d
     lags: list[tuple[float, float]] = []
     lat: list[float] = []
     counts = [0, 0]
+    errors: Counter[str] = Counter()
     end = t0 + duration
 
     def run() -> None:
@@ -69,6 +72,8 @@ def _worker(port: int, seeds: list[int], n_total: int, index0: int, t0: float, d
                 lat.append(done - started)
                 counts[0] += 1
                 counts[1] += 0 if ok else 1
+                if not ok:
+                    errors[client.last_error or "points left pending"] += 1
         client.close()
 
     ts = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
@@ -76,7 +81,7 @@ def _worker(port: int, seeds: list[int], n_total: int, index0: int, t0: float, d
         t.start()
     for t in ts:
         t.join()
-    out.put((counts[0], counts[1], lags, lat))
+    out.put((counts[0], counts[1], lags, lat, errors))
 
 
 def drive(port: int, n_homes: int, duration: float, processes: int = 4, threads: int = 16,
@@ -97,11 +102,12 @@ def drive(port: int, n_homes: int, duration: float, processes: int = 4, threads:
         procs.append(pr)
     res = DriveResult(n_homes, 0, 0, [], [])
     for _ in procs:
-        posts, failed, lags, lat = q.get(timeout=duration + 600)
+        posts, failed, lags, lat, errors = q.get(timeout=duration + 600)
         res.posts += posts
         res.failed += failed
         res.lags += lags
         res.latencies += lat
+        res.errors += errors
     for pr in procs:
         pr.join(timeout=10)
     res.lags.sort()

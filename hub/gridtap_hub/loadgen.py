@@ -108,6 +108,7 @@ class FlmClient:
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.conn: http.client.HTTPConnection | None = None
+        self.last_error = ""  # why the last upload() left points pending ("" if it did not)
 
     def _post(self, sensor: str, key: str, body: bytes) -> tuple[int, bytes]:
         for attempt in (0, 1):  # a kept-alive connection the server closed: one fresh try
@@ -135,15 +136,18 @@ class FlmClient:
     def upload(self, home: Home, batch: int = 1000) -> int:
         """Send every sensor's pending points; returns how many were acknowledged."""
         cleared = 0
+        self.last_error = ""
         for s in home.sensors:
             while s.pending:
                 chunk = s.pending[:batch]
                 body = json.dumps({"measurements": chunk}, separators=(",", ":")).encode()
                 try:
                     status, data = self._post(s.id, home.key, body)
-                except (OSError, http.client.HTTPException):
+                except (OSError, http.client.HTTPException) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:120]
                     return cleared
                 if status != 200:
+                    self.last_error = f"HTTP {status}: {data[:80]!r}"
                     return cleared
                 answer = str(json.loads(data).get("response"))
                 if answer == "ok":
@@ -151,10 +155,12 @@ class FlmClient:
                 else:
                     m = ILLEGAL_UPDATE.search(answer)
                     if m is None:
+                        self.last_error = answer[:120]
                         return cleared
                     upto = int(m.group(2))
                 n = sum(1 for t, _ in s.pending if t <= upto)
                 if n == 0:
+                    self.last_error = answer[:120]
                     return cleared
                 del s.pending[:n]
                 cleared += n

@@ -6,6 +6,16 @@ point covers it. The interval ends with the bucket holding ``now``, which may
 be partly covered: its mean is over what has arrived, so new points show at
 once. ``night`` is the mean of the 15-minute values from 02:00 to 05:00 local
 time per day (the standby base load), as the Flukso night RRD held.
+
+Instead of an interval, a query may name ``start`` and optionally ``end``
+(Unix seconds; ``end`` defaults to now, the resolution to minute), as the
+Flukso server's ``check:times`` takes them: start is aligned down to the
+resolution and end up to the last bucket that begins before it, so the
+answer holds every bucket that overlaps [start, end). An interval together
+with start or end, an end without a start, a time that is not decimal
+digits, an end not after the start and a span longer than the resolution
+serves (minute: a day, 15min: a week, day: a year, week: ten years) are
+refused.
 """
 
 from __future__ import annotations
@@ -31,18 +41,32 @@ UNITS = {  # unit -> factor onto Wh/s (rrd.erl)
 _TABLE = {"minute": schema.MINUTE.table, "15min": schema.Q15.table, "day": schema.DAYS.table}
 
 
+MAX_TIME_DIGITS = 10  # Unix seconds until the year 2286
+
+
 class BadQuery(ValueError):
     pass
 
 
+def _seconds(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_TIME_DIGITS):
+        raise BadQuery(f"{name} must be Unix seconds, at most {MAX_TIME_DIGITS} decimal digits")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Query:
-    interval: str
+    interval: str | None  # None: the span is start .. end
     resolution: str
     unit: str
+    start: int | None = None
+    end: int | None = None  # None with a start: up to now
 
     @classmethod
-    def parse(cls, interval: str | None, resolution: str | None, unit: str | None) -> Query:
+    def parse(cls, interval: str | None, resolution: str | None, unit: str | None,
+              start: str | None = None, end: str | None = None) -> Query:
+        if start is not None or end is not None:
+            return cls._parse_span(interval, resolution, unit, start, end)
         if interval not in INTERVALS:
             raise BadQuery(f"interval must be one of {', '.join(INTERVALS)}")
         res = resolution or INTERVALS[interval][1]
@@ -54,16 +78,51 @@ class Query:
             raise BadQuery(f"unit must be one of {', '.join(UNITS)}")
         return cls(interval, "day" if interval == "night" else res, unit)
 
+    @classmethod
+    def _parse_span(cls, interval: str | None, resolution: str | None, unit: str | None,
+                    start: str | None, end: str | None) -> Query:
+        if interval is not None:
+            raise BadQuery("give either interval or start (and end), not both")
+        if start is None:
+            raise BadQuery("end needs a start")
+        t0 = _seconds("start", start)
+        t1 = _seconds("end", end) if end is not None else None
+        res = resolution or "minute"
+        if res not in RESOLUTIONS:
+            raise BadQuery(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+        if t1 is not None:
+            _check_span(t0, t1, res)
+        if unit not in UNITS:
+            raise BadQuery(f"unit must be one of {', '.join(UNITS)}")
+        return cls(None, res, unit, t0, t1)
+
+    def buckets(self, now: float) -> tuple[int, int, int]:
+        """(first bucket start, last bucket start, step) the answer covers; raises BadQuery for a
+        start-only query whose span up to ``now`` is not one it may have."""
+        step = RESOLUTIONS[self.resolution][0]
+        if self.start is None:
+            assert self.interval is not None
+            last = int(now) // step * step
+            return last - (INTERVALS[self.interval][0] // step - 1) * step, last, step
+        end = self.end if self.end is not None else int(now)
+        _check_span(self.start, end, self.resolution)
+        return self.start // step * step, (end - 1) // step * step, step
+
+
+def _check_span(start: int, end: int, resolution: str) -> None:
+    if end <= start:
+        raise BadQuery(f"end {end} must be after start {start}")
+    longest = RESOLUTIONS[resolution][1]
+    if end - start > longest:
+        raise BadQuery(f"resolution {resolution} serves spans up to {longest} s, not {end - start}")
+
 
 def series(conn: psycopg.Connection, sid: int, q: Query, now: float,
            tz: str = "UTC") -> list[tuple[int, float | None]]:
-    """[(bucket start, value or None)] over the interval ending now, oldest first."""
+    """[(bucket start, value or None)] over the interval ending now (or start .. end), oldest first."""
     if q.interval == "night":
         return _night(conn, sid, q, now, tz)
-    length = INTERVALS[q.interval][0]
-    step = RESOLUTIONS[q.resolution][0]
-    last = int(now) // step * step
-    first = last - (length // step - 1) * step
+    first, last, step = q.buckets(now)
     if q.resolution == "week":
         rows = conn.execute(
             "SELECT t / 604800 * 604800 AS w, sum(secs), sum(wh) FROM rollup_day "

@@ -14,7 +14,9 @@ import pytest
 from gridtap.outputs.flukso import FluksoUploader, Secret
 from gridtap.store.spool import Spool
 from gridtap_hub import schema
+from gridtap_hub.server import HubServer
 from tests.hub.kit import get, make_home, measurements, post, rollup_wh, running_hub, stored
+from tests.support.broker import wait_until
 
 NOW = int(time.time())
 T0 = NOW - 3 * 3600
@@ -138,3 +140,40 @@ def test_year_of_days_for_one_sensor_reads_the_primary_key(hub_conn: psycopg.Con
         "EXPLAIN SELECT t, secs, wh FROM rollup_day WHERE sid = 7 AND t >= %s AND t <= %s",
         (NOW - 365 * 86400, NOW)).fetchall())
     assert "Index" in plan and "rollup_day" in plan and "Seq Scan" not in plan, plan
+
+
+def test_directory_read_in_one_query_and_a_deleted_sensor_refused(hub_dsn: str,
+                                                                  hub_conn: psycopg.Connection) -> None:
+    homes = [make_home(hub_conn, f"dir{i}", n_sensors=3) for i in range(3)]
+    with running_hub(hub_dsn) as hub:
+        assert wait_until(lambda: hub.directory.queries >= 1)  # the preload at start
+        for h in homes:
+            for k, s in enumerate(h.sensors):
+                assert post(hub.port, s, measurements([(T0 + k, 1)]), h.key)[0] == 200
+        assert hub.directory.queries == 1  # nine sensors' POSTs, no query per POST
+        # a sensor deleted while cached: refused as unprovisioned, not a failed batch for everyone
+        gone = homes[0].sensors[0]
+        hub_conn.execute("DELETE FROM sensor WHERE id = %s", (gone,))
+        st, _, hdrs = post(hub.port, gone, measurements([(T0 + 10, 2)]), homes[0].key)
+        assert st == 401 and hdrs["WWW-Authenticate"] == "No proper provisioning for this sensor"
+        assert post(hub.port, homes[1].sensors[0], measurements([(T0 + 10, 2)]), homes[1].key)[0] == 200
+
+
+def test_a_burst_of_connections_waits_in_the_listen_queue(hub_dsn: str) -> None:
+    """Many Fluksometers connecting while the hub does not accept (busy) are queued, not reset."""
+    hub = HubServer(hub_dsn, maintain_every=3600, usage_every=3600)  # listening, not yet accepting
+    socks = []
+    try:
+        for _ in range(200):  # with socketserver's backlog of 5 the seventh connect() timed out
+            socks.append(socket.create_connection(("127.0.0.1", hub.port), timeout=3))
+        hub.start()
+        for s in socks:
+            s.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        deadline = time.monotonic() + 20  # all answered within it (a dropped one never is)
+        for s in socks:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            assert s.recv(12) == b"HTTP/1.1 200"
+    finally:
+        for s in socks:
+            s.close()
+        hub.stop()
