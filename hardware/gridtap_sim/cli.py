@@ -294,6 +294,8 @@ def run_sim(args: argparse.Namespace) -> int:
     sim = Simulation(board, opt["scenario"], opt["seed"], opt["start"],
                      battery=None if lux is None else lux.ac_power,
                      ev=None if fleet is None else fleet.grid_w)
+    if lux is not None:  # self-consumption follows the house as the grid CT meters it (engine.house_net_w)
+        lux.house_w = lambda t: sim.house_net_w
     sim.add_outages(opt["outages"])
     vb = VirtualBoard(sim, firmware=opt["firmware"], speed=opt["speed"], ber=opt["ber"], drop=opt["drop"],
                       stall_per_min=opt["stalls"], fw_log=opt["fw_log"], ber_bursts=opt["ber_bursts"],

@@ -65,7 +65,17 @@ class Simulation:
                  battery: Callable[[], float] | None = None, ev: Callable[[], float] | None = None) -> None:
         self.board = board
         self.seed = seed
-        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s, battery, ev)
+        # The battery's power is read once per simulated second and held for that second, so the
+        # grid CT's truth of the second is the house plus exactly that power: `house_net_w` (the
+        # house's net load at the grid connection without the battery, what a hybrid inverter's
+        # own grid CT regulates to zero) is then the grid CT minus it, with no loop through itself.
+        self._battery_src = battery
+        self._battery_w = 0.0
+        self.house_net_w = 0.0
+        self.battery_log: list[float] = []  # the battery's W in each second made (the record's battery_w)
+        held = None if battery is None else (lambda: self._battery_w)
+        self.scn = scenarios.build(scenario, board, seed, start_of_day_s, outage_every_s, held, ev)
+        self._grid_ct = self.scn.ct_names.index("grid") if "grid" in self.scn.ct_names else None
         self.model = scenarios.model_for(self.scn, board, seed, adc=adc)
         self.fs = board.sets_per_s
         self.next_k = 0
@@ -118,7 +128,14 @@ class Simulation:
 
     def _produce(self, k: int) -> tuple[Chunk, list[tuple[float, int, int]]]:
         """Second k of the model and the S0 edges its energy makes (in order: meters keep state)."""
+        if self._battery_src is not None:
+            self._battery_w = float(self._battery_src())
+            self.battery_log.append(self._battery_w)
         c = self.model.chunk(k)
+        if self._battery_src is not None and self._grid_ct is not None:
+            # in a mains failure the CT sees nothing: the inverter has no load to follow (0, not -battery)
+            live = c.vrms > 100.0
+            self.house_net_w = float(c.e_net[self._grid_ct]) - self._battery_w if live else 0.0
         new: list[tuple[float, int, int]] = []
         for mt in self.scn.meters:
             new += mt.step(k, c.window_e)
@@ -220,6 +237,8 @@ class Simulation:
             "pulse_width_s": (np.asarray(widths)[order] if widths else np.zeros(0))[keep],
             "outage_s": np.asarray(
                 [s for s in self.scn.outages.spans if s[0] < limit], dtype=np.float64).reshape(-1, 2),
+            **({"battery_w": np.asarray(self.battery_log[:n], dtype=np.float64)}
+               if self._battery_src is not None else {}),
         }
 
     def meta(self) -> dict[str, Any]:

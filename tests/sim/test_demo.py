@@ -274,12 +274,17 @@ def test_demo_runs_the_stack_and_reports_energy_against_truth(tmp_path: Path) ->
     assert report["simulated_s"] >= 599.0
     assert report["rest"]["answers"] > 0 and report["rest"]["failures"] == 0
     rows = {(r["sensor"], r["series"]): r for r in report["energy"]}
-    for key in (("pv-inverter", "export"), ("grid", "export"), ("kitchen", "import")):
+    for key in (("pv-inverter", "export"), ("kitchen", "import")):
         r = rows[key]
         # household-pv at 11:00 exports ~3.5 kW; the CT registers carry the board's uncalibrated
         # gain/phase/ADC errors (CT gain 1 sigma 0.5 %), so a few percent, not exactness
         assert r["truth_wh"] > 30.0, r
         assert abs(r["error_pct"]) < 5.0, r
+    # the grid CT: the battery's self-consumption stores what of the surplus it can (docs/sim.md), so
+    # the grid exports the rest, at times about nothing; its error is judged against the flows the
+    # site handled (the PV's export), as the same few percent of gain error make it
+    grid, pv_out = rows[("grid", "export")], rows[("pv-inverter", "export")]
+    assert grid["truth_wh"] > 1.0 and abs(grid["diff_wh"]) < 0.05 * pv_out["truth_wh"], (grid, pv_out)
     pv = rows[("pv-meter", "pulse")]
     assert pv["truth_wh"] > 200 and abs(pv["diff_wh"]) <= 2.0, pv   # 1 Wh pulses: exact but for one in flight
     assert rows[("pv-inverter", "import")]["firmware_wh"] < 1.0     # no standby draw by day

@@ -16,7 +16,7 @@ from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.luxpower.client import LinkSettings, LuxClient
 from gridtap_sim import scenarios
 from gridtap_sim.board import load_board
-from gridtap_sim.engine import load_record
+from gridtap_sim.engine import Simulation, load_record
 from gridtap_sim.luxpower import Battery, Datalogger, Inverter
 
 ECHO_FW = Path(__file__).resolve().parents[1] / "support" / "simfw" / "echo_fw.py"
@@ -68,13 +68,14 @@ def test_ac_charge_shows_on_the_grid_ct() -> None:
 
 
 def test_gridtap_sim_luxpower_closed_loop(tmp_path: Path) -> None:
-    """`gridtap sim --luxpower 0`: a client switches AC charge on mid-run; the recorded truth of the
-    grid CT (CT2 in household-pv) rises by the battery's 3 kW from then on (the PV and kitchen CTs,
-    which the battery does not cross, are taken out so the kettle and hob cannot look like it)."""
+    """`gridtap sim --luxpower 0` at 19:00 (no PV): the battery first covers the house by itself
+    (self-consumption: the grid CT reads about nothing), then a client switches AC charge on mid-run
+    and from then on the battery draws its 3 kW on top of the house. The record's `battery_w` is the
+    battery's power each second; the grid CT's truth is the house plus it."""
     rec = tmp_path / "run.npz"
     exe = Path(sys.executable).parent / "gridtap"
     proc = subprocess.Popen([str(exe), "sim", "--scenario", "household-pv", "--speed", "10",
-                             "--duration", "40", "--seed", "5", "--record", str(rec),
+                             "--duration", "40", "--seed", "5", "--record", str(rec), "--start", "19:45",
                              "--firmware", str(ECHO_FW), "--fw-log", str(tmp_path / "fw.log"),
                              "--luxpower", "0", "--battery", "10:3:40"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -91,7 +92,7 @@ def test_gridtap_sim_luxpower_closed_loop(tmp_path: Path) -> None:
         c.start()
         try:
             assert c.wait_connected(5)
-            time.sleep(1.5)  # ~15 simulated seconds without the battery
+            time.sleep(1.5)  # ~15 simulated seconds of self-consumption
             reg = c.read_hold(21)[0]
             c.write_single(21, reg | 0x80)
         finally:
@@ -102,9 +103,64 @@ def test_gridtap_sim_luxpower_closed_loop(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     _, arr = load_record(rec)
-    e = arr["e_net_j"]  # J per simulated second = mean W, CT1 PV inverter, CT2 grid, CT3 kitchen
-    grid = e[:, 1] - e[:, 0] - e[:, 2]  # the grid without PV and kitchen: no other step near 3 kW
-    steps = np.diff(grid)
-    k = int(np.argmax(steps))
-    assert 5 <= k <= 35
-    assert abs(float(np.median(grid[k + 2:k + 5]) - np.median(grid[k - 4:k - 1])) - 3000.0) < 400.0
+    grid = arr["e_net_j"][:, 1]  # J per simulated second = mean W; CT2 is the grid connection
+    bat = arr["battery_w"]
+    assert bat.shape == grid.shape
+    k = int(np.argmax(bat >= 2999.0))  # AC charge on: full power from then on
+    assert 5 <= k <= 35 and np.all(bat[k:] >= 2999.0)
+    house = grid - bat
+    assert np.all(house[2:k] > 0)  # the house draws (no PV after sunset)...
+    assert np.all(bat[2:k] < 0)  # ...and the battery covers it by itself,
+    assert np.allclose(bat[3:k], -house[2:k - 1], rtol=0.005, atol=1.0)  # a second behind, as its CT saw it
+    assert float(np.median(np.abs(grid[2:k]))) < 0.1 * float(np.median(house[2:k]))
+
+
+def _grid_w(start_h: float, inv: Inverter | None, seconds: int = 90) -> tuple[np.ndarray, list[float]]:
+    """The household-pv house from start_h o'clock for `seconds`, with the inverter in self-consumption
+    (wired as `gridtap sim --luxpower` wires it) or without a battery: grid CT W per second and the
+    battery's AC power per second."""
+    board = load_board()
+    sim = Simulation(board, "household-pv", 11, start_of_day_s=start_h * 3600, adc=False,
+                     battery=None if inv is None else inv.ac_power)
+    bat: list[float] = []
+    if inv is not None:
+        inv.clock = lambda: float(sim.next_k)
+        inv.t = 0.0
+        inv.house_w = lambda t: sim.house_net_w
+    grid = sim.scn.ct_names.index("grid")
+    for k in range(seconds):
+        sim.ensure_second(k)
+        bat.append(sim._battery_w)
+    return sim.truth.column("e_net")[:, grid], bat
+
+
+def test_self_consumption_stores_the_noon_surplus() -> None:
+    """At noon the 4 kW PV outruns the house: the battery charges from the surplus (never from the
+    grid) and the grid CT's export drops by exactly the battery's charge power."""
+    inv = Inverter("5555555555", Battery(max_charge_w=3000.0, soc_pct=40.0))
+    alone, _ = _grid_w(12.0, None)
+    with_bat, bat = _grid_w(12.0, inv)
+    assert float(np.mean(alone)) < -1500.0  # exporting without a battery
+    charge = np.asarray(bat)
+    assert float(np.mean(charge[5:])) > 1000.0 and max(charge) <= 3000.0
+    assert np.allclose(with_bat - alone, charge, rtol=0.005, atol=1.0)  # the grid CT sees it
+    assert float(np.mean(with_bat[5:])) > float(np.mean(alone[5:])) + 1000.0  # the export drops...
+    assert float(np.mean(with_bat[5:])) < 100.0  # ...to about nothing, not into import
+    assert inv.battery.soc_pct > 40.0
+
+
+def test_self_consumption_covers_the_evening_load_down_to_the_floor() -> None:
+    """In the evening the battery supplies the house (the grid import drops by its discharge power);
+    at its cut-off SOC it stops and the house imports again."""
+    inv = Inverter("5555555555", Battery(soc_pct=60.0))
+    alone, _ = _grid_w(19.5, None)
+    with_bat, bat = _grid_w(19.5, inv)
+    dis = -np.asarray(bat)
+    assert float(np.mean(alone)) > 100.0  # the house imports without a battery
+    assert float(np.mean(dis[5:])) > 100.0 and max(dis) <= 3000.0
+    assert np.allclose(alone - with_bat, dis, rtol=0.005, atol=1.0)
+    assert abs(float(np.mean(with_bat[5:]))) < 0.2 * float(np.mean(alone[5:]))  # import mostly gone
+    assert inv.battery.soc_pct < 60.0
+    empty = Inverter("5555555555", Battery(soc_pct=10.0))  # at the 10 % cut-off: nothing to give
+    at_floor, bat = _grid_w(19.5, empty, 20)
+    assert max(abs(b) for b in bat) == 0.0 and np.allclose(at_floor, alone[:20], atol=1e-6)
