@@ -12,8 +12,9 @@ charges at charge_pct of 3 kW and never discharges; forced discharge exports at 
 * none: the inverter's self-consumption only;
 * threshold: octolux's rule, AC charge when the price <= a threshold (its best threshold for the
   month, searched in hindsight);
-* gridtap: gridtap's PlannerPolicy deciding at every slot, knowing only the prices published by
-  then (Agile: the next day at 16:00 UK) and the house forecast the daemon learns
+* gridtap: gridtap's PlannerPolicy deciding at every step (it carries out the plan made at a slot's
+  start for the rest of the slot, as in the daemon, which decides every minute), knowing only the
+  prices published by then (Agile: the next day at 16:00 UK) and the house forecast the daemon learns
   (gridtap.control.forecast: the mean of the same quarter hour over the last 14 days of
   metering, grid - battery), which starts with the 14 days of metering before the month (the
   same profile, another seed: gridtap meters a house before it controls its battery);
@@ -56,7 +57,7 @@ SOC0 = 50.0
 PUBLISH_HOUR = 16
 FORECAST_DAYS = 14  # [control] forecast_days (default)
 HISTORY_SEED = 15  # the week of metering before the month: the same profile, other days
-DECIDE_STEPS = 2  # decide every 30 minutes (2 steps)
+DECIDE_STEPS = 1  # decide every step, as the daemon does every minute (the planner carries a slot's plan out)
 
 ANCHORS = {
     "control.savings_vs_optimum_pct": "goal >= 95 % of the perfect-foresight LP's saving",
@@ -67,7 +68,7 @@ HOW = {
     "control.cost_month_eur.none": "a month (Jan 2026 fixture, Agile shape) of household-pv with the battery "
     "in self-consumption only; GBP reported in the key's unit",
     "control.cost_month_eur.threshold": "AC charge when price <= T, best T of -10..40 p in 0.5 p steps",
-    "control.cost_month_eur.gridtap": "PlannerPolicy every 30 min, prices as published by then "
+    "control.cost_month_eur.gridtap": "PlannerPolicy every 15 min, prices as published by then "
     "(16:00 UK), the daemon's learned house forecast (14-day mean of the same quarter hour, "
     "started with the 14 days metered before the month)",
     "control.cost_month_eur.optimum": "perfect-foresight LP over the month (scipy HiGHS), 15-min steps, "

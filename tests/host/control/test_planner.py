@@ -191,3 +191,32 @@ def test_deciding_within_a_slot_plans_only_what_is_left_of_it() -> None:
     assert first.start == T0 + 1200 and first.action == "charge"
     assert first.soc_end - first.soc_start == pytest.approx(5.0)  # 3 kW x 10 min = 0.5 kWh = 5 %
     assert first.battery_w == pytest.approx(3000.0)
+
+
+def test_within_a_slot_the_plan_made_for_it_is_carried_out() -> None:
+    """The daemon decides every minute: the plan made when a slot begins is carried out for the
+    rest of it (no plan of a remnant of minutes); a new slot, or new settings, plan again."""
+    b = Battery(efficiency=1.0)
+    s = PriceSeries(slots_of([-5.0, 40.0, 40.0]), "p/kWh")
+    asked: list[float] = []
+
+    def forecast(a: float, e: float) -> float:
+        asked.append(a)
+        return 500.0
+
+    pl = PlannerPolicy(PlannerSettings(b), forecast=forecast)
+
+    def at(t: float, soc: float) -> str:
+        d = pl.decide(ControlContext(now=t, soc_pct=soc, soc_age_s=1.0, battery_w=0.0, prices=s))
+        assert d.source == "planner"
+        return d.reason
+    first = at(T0 + 10, 30.0)
+    assert "charge" in first and asked
+    n = len(asked)
+    # 25 minutes on, with 3 minutes left: the same decision, nothing planned again
+    assert at(T0 + 1620, 38.0) == first and len(asked) == n
+    assert "discharge" in at(T0 + 1800, 90.0) and len(asked) > n  # the next slot: a new plan
+    n = len(asked)
+    pl.s = PlannerSettings(b, target_soc=95.0, target_dayminute=23 * 60)
+    at(T0 + 1900, 90.0)
+    assert len(asked) > n  # the user changed the target: planned again at once
