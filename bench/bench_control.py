@@ -14,7 +14,8 @@ charges at charge_pct of 3 kW and never discharges; forced discharge exports at 
   month, searched in hindsight);
 * gridtap: gridtap's PlannerPolicy deciding at every step (it carries out the plan made at a slot's
   start for the rest of the slot, as in the daemon, which decides every minute), knowing only the
-  prices published by then (Agile: the next day at 16:00 UK) and the house forecast the daemon learns
+  prices published by then (Agile: the next day at 16:00 UK; the last day's too, as the daemon's
+  price cache keeps them) and the house forecast the daemon learns
   (gridtap.control.forecast: the mean of the same quarter hour over the last 14 days of
   metering, grid - battery), which starts with the 14 days of metering before the month (the
   same profile, another seed: gridtap meters a house before it controls its battery);
@@ -69,7 +70,8 @@ HOW = {
     "in self-consumption only; GBP reported in the key's unit",
     "control.cost_month_eur.threshold": "AC charge when price <= T, best T of -10..40 p in 0.5 p steps",
     "control.cost_month_eur.gridtap": "PlannerPolicy every 15 min, prices as published by then "
-    "(16:00 UK), the daemon's learned house forecast (14-day mean of the same quarter hour, "
+    "(16:00 UK) and the last day's (as the daemon's price cache keeps them), "
+    "the daemon's learned house forecast (14-day mean of the same quarter hour, "
     "started with the 14 days metered before the month)",
     "control.cost_month_eur.optimum": "perfect-foresight LP over the month (scipy HiGHS), 15-min steps, "
     "ending at the SOC it started with",
@@ -242,7 +244,7 @@ def gridtap(slots: list[PriceSlot], prices: np.ndarray, net: np.ndarray, start: 
             forecast.observe(now - STEP_S / 2, float(net[i - 1]) * 3.6e6 / STEP_S)
         if i % DECIDE_STEPS:
             return state
-        known = series.window(now, published_until(now))
+        known = series.window(now - 86400, published_until(now))
         ctx = ControlContext(now=now, soc_pct=soc, soc_age_s=0.0, battery_w=None, prices=known)
         return policy.decide(ctx).state
 

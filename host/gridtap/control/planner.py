@@ -15,7 +15,11 @@ in the dear ones, and exports only when that pays at `export_price`.
 An optional target ("X % by HH:MM") is a hard goal: each missing % costs far more than any
 price, so when it cannot be reached the plan gets as close as the limits allow. Energy left at
 the end of the horizon is valued at what it saves when it covers the house in a typical slot
-later: the horizon's median price x the discharge efficiency. So the plan does not dump energy at
+later: the median price x the discharge efficiency, the median taken over the known prices from
+REF_S (12 h) ago to the horizon's end (`decide`; `plan` without `reference`: the horizon's own).
+Before the next day's prices are published the horizon may be a few evening or night slots, whose
+median says little about a typical slot: with the last 12 h too, `make bench` measured 94.6 %
+against 92.7 % (3 or 6 h: the same; 24 h: 94.4 %). So the plan does not dump energy at
 the horizon's edge, and buying to hold it at the edge never pays (the cheap quarter's mean /
 efficiency, used before, measured 91.4 % against 92.6 % in `make bench`, area control).
 
@@ -55,6 +59,7 @@ from gridtap.control.policy import NO_PRICE, next_deadline, safe_decision
 from gridtap.inputs.prices.series import PriceSlot
 
 SHORTFALL_COST = 1e6  # per % below the target at the deadline: dominates any price
+REF_S = 12 * 3600.0  # the prices of this much past (and all known ahead) value the energy left at the end
 TIE = 1e-9  # moves whose costs differ by less are equal: the smaller move wins (fewer cycles)
 Forecast = Callable[[float, float], float]  # (slot start, slot end) -> expected net house load W
 
@@ -143,7 +148,8 @@ class PlannerPolicy:
             # it again, which moves a remnant of minutes in coarse whole-% steps (re-planning every
             # quarter hour measured 91.2 % in `make bench`, carrying the plan out 92.7 %)
             return to_decision(kept[0], self.s)
-        plan = self.plan(ctx.prices.ahead(ctx.now), ctx.soc_pct, ctx.now)
+        ref = [sl.price for sl in ctx.prices.window(ctx.now - REF_S, float("inf")).slots]
+        plan = self.plan(ctx.prices.ahead(ctx.now), ctx.soc_pct, ctx.now, ref)
         self._kept = (plan, self.s)
         return to_decision(plan, self.s)
 
@@ -160,17 +166,19 @@ class PlannerPolicy:
                 return i + 1
         return None
 
-    def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None) -> Plan:
+    def plan(self, slots: Sequence[PriceSlot], soc_pct: float, now: float | None = None,
+             reference: Sequence[float] | None = None) -> Plan:
         t0 = time.perf_counter()
         now = slots[0].start if now is None and slots else (now or 0.0)
         if slots and slots[0].start < now < slots[0].end - 60.0:
             # deciding within a slot: only what is left of it can still be moved
             slots = [PriceSlot(now, slots[0].end, slots[0].price), *slots[1:]]
-        grid = self._grid(slots, now)
+        grid = self._grid(slots, now, reference)
         values = _backward(grid)
         return self._rollout(slots, grid, values, soc_pct, t0)
 
-    def _grid(self, slots: Sequence[PriceSlot], now: float) -> _Grid:
+    def _grid(self, slots: Sequence[PriceSlot], now: float,
+              reference: Sequence[float] | None = None) -> _Grid:
         b = self.s.battery
         lo, hi = math.ceil(b.soc_min), math.floor(b.soc_max)
         step = b.capacity_kwh / 100.0  # kWh per %
@@ -190,7 +198,7 @@ class PlannerPolicy:
                      for k in range(-down, up + 1)]
             moves.append((down, costs))
             own.append((load_kwh, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
-        ordered = sorted(s.price for s in slots)
+        ordered = sorted(reference or [s.price for s in slots])
         v_end = max(0.0, ordered[len(ordered) // 2] * eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
