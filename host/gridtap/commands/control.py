@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gridtap.config import load_config
-from gridtap.control.planner import Forecast, Plan, PlannerPolicy
+from gridtap.control.planner import REF_S, Forecast, Plan, PlannerPolicy
 from gridtap.control.settings import ControlSettings
 from gridtap.errors import UserError
 from gridtap.inputs.prices import PriceSettings
@@ -96,7 +96,10 @@ def run_plan(args: argparse.Namespace) -> int:
         )
         return 1
     planner = PlannerPolicy(control.planner, control.tz, _forecast(control, cache.parent))
-    plan = planner.plan(slots, soc, now)
+    # The daemon values the energy left at the horizon's end against the prices from REF_S ago on
+    # (PlannerPolicy.decide); the table does the same so it shows what the daemon will do.
+    reference = [sl.price for sl in series.window(now - REF_S, float("inf")).slots]
+    plan = planner.plan(slots, soc, now, reference)
     print(table(plan, series.unit, control, soc, args.soc is None))
     if args.output is not None:
         draw(plan, args.output, series.unit, b.charge_kw, b.discharge_kw)
