@@ -42,9 +42,9 @@ log = logging.getLogger("gridtap.daemon")
 # Published (REST /status, MQTT diagnostic entities) and logged when they move: the decoder's
 # counters (docs/protocol.md section 4) and what the session refused (gridtap.board.session.Stats).
 INTEGRITY = ("unsynced", "rejected_future", "rejected_backwards", "rejected_step", "gauges_future",
-             "clock_steps_back", "hello_channels_clamped", "events_not_logged")
+             "clock_steps_back", "hello_channels_clamped", "events_not_logged", "late_stamped")
 DIAGNOSTICS = (*wire.COUNTER_NAMES, *INTEGRITY)
-ROUTINE = {"unsynced", "events_not_logged"}  # moved by a healthy board too
+ROUTINE = {"unsynced", "events_not_logged", "late_stamped"}  # moved by a healthy board too
 DIAG_PUBLISH_S = 60.0  # diagnostics go out at most this often while they change
 DIAG_LOG_S = 600.0  # link errors are logged at most this often
 MORE_READS = 4  # reads without waiting that may join one pass (bounded: timers still get their turn)

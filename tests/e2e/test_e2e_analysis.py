@@ -18,11 +18,15 @@ from tests.support.e2e.analysis import (
     firmware_stage,
     flukso_check,
     host_reference,
+    host_series,
     interp_register,
+    late_stamped,
     pvoutput_check,
     rrd_rows,
     rrd_rows_check,
+    series_reference,
 )
+from tests.support.e2e.simboard import TupleTap
 
 SENSORS = (("load", "ct", 0, "b" * 32, None), ("meter", "pulse", 0, "c" * 32, None))
 
@@ -231,3 +235,85 @@ def test_a_nan_hole_in_a_real_rrd_is_found(tmp_path: Path) -> None:
     assert res["rows_missing"] >= 9 and res["holes"][0][0] >= T0 + 1200 - 60
     whole = {t: v for t, v in rows.items() if not T0 + 1200 <= t <= T0 + 1860}
     assert rrd_rows_check(whole, ref)["rows_missing"] == 0
+
+
+def _stepped_back(step_s: int = 8, at: int = 100, n: int = 200) -> list[dict[str, Any]]:
+    """1 Wh a second; the board clock runs step_s ahead until a TIME_SET sets it back after `at`."""
+    base = 1_700_000_000
+    return [{"k": "c", "i": 0, "gt": float(s), "seg": 0, "boot": 1, "retx": 0, "imp": s * 1000, "exp": 0,
+             "t": base + s + (step_s if s <= at else 0), "ms": 0} for s in range(1, n + 1)]
+
+
+def test_a_board_clock_set_back_gives_a_reference_that_only_grows() -> None:
+    """After a TIME_SET moves the board clock back, the next readings carry higher registers under
+    stamps before the newest one. The daemon places them right after the newest reading; the
+    reference kept their own stamps, and sorted by stamp it went back and forth, so the e2e day
+    found Flukso points and PVOutput statuses off it differently from run to run."""
+    tuples = _stepped_back()
+    ser = host_series(tuples, "c", 0, "imp")
+    ref = Reference(ser)
+    assert ref.ts == sorted(ref.ts) and ref.vs == sorted(ref.vs)
+    base = 1_700_000_000
+    assert ser == ([(float(base + s + 8), s * 1000) for s in range(1, 101)]
+                   + [(float(base + 108), s * 1000) for s in range(101, 109)]  # placed after the newest
+                   + [(float(base + s), s * 1000) for s in range(109, 201)])
+    assert host_reference(tuples, SENSORS)["b" * 32] == 200_000  # no energy lost or doubled
+    # What the daemon uploads: a point per reading, a late one at the newest second; the spool keeps
+    # the highest of a second, and the uploader may have sent an earlier one of it.
+    newest = 0
+    points = []
+    for r in tuples:
+        newest = max(newest, r["t"])
+        points.append((newest, r["imp"] // 1000))
+    sent = [p for n, p in enumerate(points) if n + 1 == len(points) or points[n + 1][0] > p[0]]
+    assert flukso_check(sent, ref)["points_wrong"] == 0
+    early = [*sent[:99], (base + 108, 100), *sent[100:]]  # that second uploaded before the rest came
+    assert flukso_check(early, ref)["points_wrong"] == 0
+    # A status at a boundary inside the overlap carries the total the spool's points interpolate.
+    assert ref.at(base + 105.0) == pytest.approx(97_000.0)
+    assert ref.at(base + 108.5) == pytest.approx(108_500.0)
+    # A refused reading (stamped more than a minute before the newest) does not move the total either.
+    far = Reference(host_series(_stepped_back(step_s=90), "c", 0, "imp"))
+    assert far.vs == sorted(far.vs) and far.vs[-1] == 200_000
+
+
+def test_the_tap_writes_every_tuple_around_a_board_clock_set_back() -> None:
+    """The tap keeps only the tuples around each minute boundary; across a TIME_SET that set the board
+    clock back it dropped the newest tuple and the late ones after it, so the reference could not
+    know where the daemon places them. It writes them all, and still thins the steady stretches."""
+    got: list[dict[str, Any]] = []
+    tap = TupleTap(got.append)
+    tap.hello(1)
+    for r in _stepped_back(step_s=8, at=100, n=200):
+        if r["gt"] == 102.0:
+            tap.hello(1)   # the daemon restarted and asked for a HELLO: the same boot
+        tap.tuple(r)
+    tap.flush()
+    written = [r["gt"] for r in got]
+    assert written == sorted(written) and len(written) < 40
+    assert {float(s) for s in range(100, 109)} <= set(written)   # the newest, the late ones, the next
+    thin = Reference(host_series(got, "c", 0, "imp"))
+    full = Reference(host_series(_stepped_back(), "c", 0, "imp"))
+    assert thin.vs[-1] == full.vs[-1] == 200_000
+    assert thin.at(1_700_000_108.0) == full.at(1_700_000_108.0) == 108_000
+    assert full.bracket(1_700_000_108.0) == (100_000, 109_000)   # any reading placed in that second
+    assert (thin.bracket(1_700_000_108.0) or (0, 0))[0] == 100_000
+
+
+def test_late_stamped_tuples_are_counted_per_series_and_boot() -> None:
+    tuples = _stepped_back()
+    assert late_stamped(tuples) == 7   # 101..107 stamped before the newest (108)
+    assert late_stamped(_tuples(0)) == 0
+
+
+def test_a_stage_that_got_the_late_readings_first_keeps_their_stamps() -> None:
+    """A daemon that was down across the step gets the newest reading before it only as a resend,
+    after the late ones: it drops that one and keeps the late ones at their own stamps. Both are
+    right; any total up to a late reading's is accepted between its stamp and the newest."""
+    tuples = _stepped_back()
+    ref = series_reference(tuples, "c", 0, "imp")
+    base = 1_700_000_000
+    seen = [(base + s + 8, s) for s in range(1, 93)] + [(base + s, s) for s in range(101, 201)]
+    assert flukso_check(seen, ref)["points_wrong"] == 0
+    assert flukso_check(seen, Reference(host_series(tuples, "c", 0, "imp")))["points_wrong"] > 0
+    assert flukso_check([(base + 95, 150)], ref)["points_wrong"] == 1   # beyond any late reading

@@ -27,7 +27,10 @@ no stored state and reaches no output; it is counted, logged (rate-limited,
 with its numbers) and ACKed: resending cannot change its content, and the
 registers are cumulative, so the next accepted tuple carries its energy.
 When the host clock steps back (marks from the future), every store is
-rewound to the present so that nothing stays frozen.
+rewound to the present so that nothing stays frozen. When the *board* clock
+is set back, a reading stamped before its series' newest (within a minute)
+with a register at least that one's is placed right after the newest
+(`_late`), so every series' stamps and counters only grow.
 """
 
 from __future__ import annotations
@@ -151,6 +154,8 @@ class Stats:
     rejected_reactive: int = 0    # reactive power or register steps beyond the channel (board/plausible.py)
     gauges_future: int = 0        # gauges stamped ahead of the host clock (dropped)
     clock_steps_back: int = 0     # the host clock stepped back behind stored marks: stores rewound
+    late_stamped: int = 0         # readings at or above the newest register, stamped before it (the
+                                  # board clock was set back): placed right after the newest (_late)
     hello_channels_clamped: int = 0  # HELLOs claiming more channels than board.json has
     events_not_logged: int = 0    # board EVENTs held back by the log's rate limit
     # the board's EEPROM as the host sees it: writes it asked for and what the board reported
@@ -208,6 +213,10 @@ class Session:
         self.last_time_set = -1e9
         self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
         self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
+        # per series: the register of its newest-stamped reading, and (epoch, stamp, register) of
+        # that reading when the board clock was last set back behind it (`_late`)
+        self.newest_raw: dict[str, int] = {}
+        self.set_back: dict[str, tuple[int, float, int]] = {}
         self.routes = self._routes_of()
         self.limits = limits
         # per series the fastest its register can grow (thousandths per second); none: unbounded
@@ -592,30 +601,47 @@ class Session:
                 token: Any = None, litre: bool = False) -> bool:
         """One accepted register of one series, board or virtual (gridtap.inputs.virtual), into the
         counter store (epochs), the spool, the live view and the sinks; True if the spool took it."""
-        total, advanced = self.store.update(sensor, epoch, raw, t + ms / 1000.0)
+        tf = t + ms / 1000.0
+        newest = self._late(sensor, self.store.state.get(sensor), epoch, raw, tf)
+        total, advanced = self.store.update(sensor, epoch, raw, tf)
         if not advanced:
             self.stats.duplicates += 1
         if total is None:
             return False  # an older reading whose total is not known: a point of it would be made up
+        if self.store.state[sensor].t == tf:
+            self.newest_raw[sensor] = raw
+        pt, pt_ms = t, t * 1000 + ms
+        if newest is not None:
+            # The board clock was set back (a drift correction): this register is at least the
+            # newest-stamped reading's, stamped before it. At its own stamp it would be a total
+            # above points already stored (or uploaded) after that stamp; it was read after the
+            # newest reading, so its point goes right after that one (docs/architecture.md,
+            # "Board clock steps").
+            self.stats.late_stamped += 1
+            if not advanced:
+                return False  # a resend: a point after the newest holds this total or more already
+            pt_ms = max(round(newest * 1000), self.newest_out.get(sensor, -1) + 1)
+            pt = pt_ms // 1000
         spooled = False
         if spool is not None:
-            spool.add(sensor, t, total / 1000.0, token=token)
+            spool.add(sensor, pt, total / 1000.0, token=token)
             spooled = True
         # Outputs that keep only the latest value (RRD, MQTT's retained counter) get a series'
         # readings in time order only: a resent (RETX) tuple older than one already passed on
         # is for the spool (above), never a step back for them.
-        t_ms = t * 1000 + ms
-        if t_ms <= self.newest_out.get(sensor, -1):
+        if pt_ms <= self.newest_out.get(sensor, -1):
             return spooled
-        self.newest_out[sensor] = t_ms
-        rate = self.live.put_pulse(sensor, float(t_ms), total) if role == "pulse" else None
+        self.newest_out[sensor] = pt_ms
+        # a pulse rate needs the reading's own interval: none for a reading placed after the newest
+        pulse = role == "pulse" and newest is None
+        rate = self.live.put_pulse(sensor, float(pt_ms), total) if pulse else None
         for sink in self.sinks:
             # an output that places a reading within its second (the RRDs) takes its stamp in ms
             counter_ms = getattr(sink, "counter_ms", None)
             if counter_ms is not None:
-                counter_ms(sensor, role, t_ms, total)
+                counter_ms(sensor, role, pt_ms, total)
             else:
-                sink.counter(sensor, role, t, total)
+                sink.counter(sensor, role, pt, total)
         if rate is not None:
             for sink in self.gauge_sinks:
                 sink.gauge(sensor, role, t, rate * (86.4 if litre else 3.6), "L/day" if litre else "W")
@@ -681,6 +707,27 @@ class Session:
                               sensor, (raw - st.raw) / 1000, dt, st.raw / 1000, raw / 1000, limit / 1000)
                 return False
         return True
+
+    def _late(self, sensor: str, st: SeriesState | None, epoch: int, raw: int, tf: float) -> float | None:
+        """The stamp to place this reading after, when the board clock was set back behind it
+        (docs/architecture.md, "Board clock steps"); None: its own stamp is right.
+
+        A reading of the series' current boot stamped before its newest-stamped one with a register
+        at least that one's (the highest register stands in for it after a restart) was read after
+        it. So was a resend of such a reading, whose register may be below the highest by then:
+        stamped before the newest reading that the clock was set back behind, and above its
+        register. A lower register stamped earlier is an older reading's resend."""
+        if st is None or st.epoch != epoch:
+            return None
+        if tf < st.t and raw >= self.newest_raw.get(sensor, st.raw):
+            back = self.set_back.get(sensor)
+            if back is None or back[:2] != (epoch, st.t):
+                self.set_back[sensor] = (epoch, st.t, self.newest_raw.get(sensor, st.raw))
+            return st.t
+        back = self.set_back.get(sensor)
+        if back is not None and back[0] == epoch and tf < back[1] and raw > back[2]:
+            return back[1]
+        return None
 
     def _out_of_order(self, msg: wire.Message, sensor: str, raw: int, tf: float, st: SeriesState,
                       how: str) -> bool:

@@ -190,3 +190,42 @@ def test_a_second_reboot_during_the_config_check_leaves_no_false_failure(tmp_pat
         s.tick()
     assert s.stats.gave_up == 0 and not s.config_failed
     assert not first_check & set(s.pending), "the first boot's config requests are still pending"
+
+
+def test_a_board_clock_set_back_places_its_readings_right_after_the_newest(tmp_path: Path) -> None:
+    """A drift correction (TIME_SET) moves a fast board clock back: the next readings carry higher
+    registers under stamps before the newest one. Made into points at their stamps they put a total
+    above points already spooled (or uploaded) after them, so the Flukso and PVOutput series went
+    back and forth (the e2e day: 18 Flukso points off, a PVOutput export 82 Wh above its registers).
+    They were read after the newest reading, so their points go right after it: every total arrives
+    at once, and each series' stamps and counters only grow."""
+    rec = Recorder()
+    sp = Spool(tmp_path / "s.sqlite", ["flukso"], aging=(), commit_interval=0.0)
+    s, sent = session(tmp_path, [rec], sp)  # type: ignore[arg-type]
+    feed(s, wire.HELLO, 0, (b"\x04" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0))
+    for seq, (t, wh) in enumerate([(10, 100), (16, 160), (18, 180), (20, 200)], start=1):
+        feed(s, wire.COUNTER, seq, (0, T + t, 0, wh, 0, 0, 0))   # the board clock 5 s ahead
+    feed(s, wire.COUNTER, 5, (0, T + 15, 0, 250, 0, 0, 0))  # the clock was set back 5 s
+    feed(s, wire.COUNTER, 6, (0, T + 17, 0, 255, 0, 0, 0))
+    feed(s, wire.COUNTER, 7, (0, T + 19, 900, 260, 0, 0, 0))
+    feed(s, wire.COUNTER, 8, (0, T + 19, 900, 260, 0, 0, 0))  # nothing new: no point
+    assert s.store.total(SID) == 260_000
+    feed(s, wire.COUNTER, 9, (0, T + 25, 0, 300, 0, 0, 0))
+    feed(s, wire.COUNTER, 4, (0, T + 20, 0, 200, 0, 0, 0), wire.FLAG_RETX)  # a resend: no step back
+    # Resends of the late readings (their ACK waits for the spool commit), one whose first send was
+    # lost: below the highest register by now, but read after the newest-stamped reading all the
+    # same (the e2e day: they reached the spool at their own stamps, and PVOutput counted the dip
+    # twice). A resend of an older reading keeps its own stamp.
+    feed(s, wire.COUNTER, 5, (0, T + 15, 0, 250, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 10, (0, T + 18, 0, 258, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 2, (0, T + 16, 0, 160, 0, 0, 0), wire.FLAG_RETX)
+    s.tick()
+    sp.sync()
+    assert sp.pending("flukso", SID) == [(T + 10, 100.0), (T + 16, 160.0), (T + 18, 180.0), (T + 20, 260.0),
+                                         (T + 25, 300.0)]
+    assert rec.calls == [(T + 10, 100_000), (T + 16, 160_000), (T + 18, 180_000), (T + 20, 200_000),
+                         (T + 20, 250_000), (T + 20, 255_000), (T + 20, 260_000), (T + 25, 300_000)]
+    assert s.newest_out[SID] == (T + 25) * 1000
+    assert s.stats.late_stamped == 6 and s.stats.rejected_backwards == 0
+    assert acked(sent) >= set(range(1, 11))  # taken, so ACKed: nothing for the board to resend
+    sp.close()

@@ -113,6 +113,9 @@ class Plan:
     # hit a daemon whose own rrdcached holds the cache (issue 13, finding 4)
     own_rrdcached_from: float | None = None
     board_reset_at: float | None = None
+    # the board's crystal runs this much fast against the host clock: the daemon sets the board clock
+    # back whenever it is 5 s ahead (docs/architecture.md, "Board clock steps")
+    board_clock_fast_ppm: float = 0.0
     quiet_tail_s: float = 600.0   # no fault in the last stretch: the chain settles before the end
     harvest_s: float = 6 * 3600.0  # read the RRDs' 1-minute rows this often (the archive holds a day)
     wall_limit_s: float = 3600.0
@@ -149,6 +152,7 @@ def day_plan(sim_s: float = DAY, seed: int = 1, outage_s: float = 900.0) -> Plan
     # drawn last, so the instants above stay what they were for a seed
     p.own_rrdcached_from = rng.uniform(6.05 * q, 6.15 * q)
     p.kills.append(rng.uniform(6.25 * q, 6.45 * q))  # a kill -9 while the daemon's own rrdcached holds cache
+    p.board_clock_fast_ppm = 1000.0  # a TIME_SET sets the board clock back every hour or two
     return p
 
 
@@ -483,7 +487,8 @@ class Chain:
             "clock_file": str(self.clock_file), "outages": outages, "board": p.board,
             "bursts": [(a - t_from, b - t_from) for a, b in p.bursts if t_from <= a < t_to],
             "burst_ber": p.burst_ber, "eeprom": str(self.eeprom), "speed": p.speed,
-            "batch_max_s": p.batch_max_s,
+            "batch_max_s": p.batch_max_s, "since_start_s": t_from,
+            "board_clock_fast_ppm": p.board_clock_fast_ppm,
         }
         d.mkdir()
         (d / "plan.json").write_text(json.dumps(spec))

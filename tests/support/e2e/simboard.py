@@ -10,15 +10,20 @@ them) and adds, in this process only, what the e2e harness
 
 * **The simulated clock** is published in a shared 8-byte file (Unix seconds,
   float64) whenever the firmware tells the simulator its time (every request
-  carries it), so the daemon and the test servers see the time the board lives in.
+  carries it), so the daemon and the test servers see the time the board lives in;
+  with `board_clock_fast_ppm` the board's crystal runs that much fast against it
+  (the daemon's TIME_SET sets the board clock back now and then).
 * **The tuple tap**: the COUNTER/PULSE/HELLO frames the firmware hands to its
   UART (before the fault injector) are logged with the simulated instant,
   `tuples.jsonl`; that is "what the firmware said", the start of the chain.
   To keep a month small it logs, per series, the first new tuple of every
   boot, the last one before every reset and at the end, and the two tuples
   around every minute boundary of board time (the RRD rows the analysis
-  checks; PVOutput's 5-minute interval ends are among them); resent (RETX)
-  tuples are only counted.
+  checks; PVOutput's 5-minute interval ends are among them), and every tuple
+  stamped before the newest of its boot (a TIME_SET set the board clock back:
+  the daemon places those right after the newest), with the newest before them
+  and the first tuple after them;
+  resent (RETX) tuples are only counted.
 * **Brownouts during EEPROM writes** are counted (supply-monitor instant inside
   a write cycle).
 
@@ -38,6 +43,7 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,22 +82,74 @@ def read_clock(path: Path) -> float:
     return float(struct.unpack("<d", path.read_bytes()[:8])[0])
 
 
+class TupleTap:
+    """Which of the firmware's tuples the tap writes (the module's docstring), per series."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+        self.write = write
+        self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
+        self.slot: dict[tuple[str, int], int] = {}   # TAP_GRID_S slot of the last tuple (board time)
+        self.seen_this_boot: set[tuple[str, int]] = set()
+        # the newest stamp (board ms) per series in this boot: a tuple stamped before it (the board
+        # clock was set back) is always written, and so are the newest one before it and the first
+        # one after it
+        self.newest_ms: dict[tuple[str, int], int] = {}
+        self.late: set[tuple[str, int]] = set()   # the last tuple was stamped before the newest
+        self.boot = 0
+
+    def tuple(self, rec: dict[str, Any]) -> None:
+        key = (rec["k"], int(rec["i"]))
+        slot = int(rec["t"]) // TAP_GRID_S
+        t_ms = int(rec["t"]) * 1000 + int(rec["ms"])
+        first = key not in self.seen_this_boot
+        crossed = self.slot.get(key, slot) != slot   # a minute boundary lies between these two
+        late = t_ms < self.newest_ms.get(key, t_ms)
+        after_late = key in self.late
+        self.newest_ms[key] = max(t_ms, self.newest_ms.get(key, t_ms))
+        self.seen_this_boot.add(key)
+        self.slot[key] = slot
+        (self.late.add if late else self.late.discard)(key)
+        if first or crossed or late or after_late:
+            before = self.pending.pop(key, None)
+            if before is not None:
+                self.write(before)   # brackets the boundary (or the clock step) from below
+            self.write(rec)
+        else:
+            self.pending[key] = rec
+
+    def flush(self) -> None:
+        for rec in self.pending.values():
+            self.write(rec)
+        self.pending.clear()
+
+    def hello(self, boot: int) -> None:
+        """A HELLO: every boot sends one, and so does a boot the daemon asks again (HELLO_REQ, e.g.
+        after a restart); only a new boot starts its series' stamps afresh."""
+        self.flush()
+        self.seen_this_boot.clear()
+        if boot != self.boot:
+            self.boot = boot
+            self.newest_ms.clear()
+            self.late.clear()
+
+
 class TapBoard(VirtualBoard):
     """VirtualBoard with the clock, tuple tap and write-cycle log."""
 
-    def __init__(self, sim: Simulation, *, t0: float, clock: SimClock, tap: TextIO, **kw: Any) -> None:
+    def __init__(self, sim: Simulation, *, t0: float, clock: SimClock, tap: TextIO,
+                 since_start_s: float = 0.0, fast_ppm: float = 0.0, **kw: Any) -> None:
         super().__init__(sim, **kw)
         self.t0 = t0
+        self.since_start_s = since_start_s   # simulated seconds of the run before this segment
+        self.slow = fast_ppm * 1e-6
         self.clock = clock
         self.tap = tap
         self.decoders: dict[int, wire.Decoder] = {}
         self.ee_cycles: list[tuple[float, float]] = []
+        self.picker = TupleTap(self._write)
         self.tuples_tapped = 0
         self.published = 0.0
         self.retx_seen = 0
-        self.pending: dict[tuple[str, int], dict[str, Any]] = {}   # newest tuple not written yet
-        self.slot: dict[tuple[str, int], int] = {}   # TAP_GRID_S slot of the last tuple (board time)
-        self.seen_this_boot: set[tuple[str, int]] = set()
         self.committed = 0.0   # simulated instant the CT registers were last committed (see _on_uart_tx)
 
     def _sync(self, now_us: int, flags: int = 0) -> None:
@@ -100,7 +158,13 @@ class TapBoard(VirtualBoard):
         super()._sync(now_us, flags)
         if self.now > self.published:
             self.published = self.now
-            self.clock.set(self.t0 + self.now)
+            self.clock.set(self.host_time(self.now))
+
+    def host_time(self, now: float) -> float:
+        """The host's Unix time at simulated instant `now` of this segment. With `fast_ppm` the
+        board's crystal runs that much fast against the host clock (over the whole run, so the
+        host clock goes on smoothly across a board reset): the daemon sets it back now and then."""
+        return self.t0 + now - self.slow * (self.since_start_s + now)
 
     def _on_uart_tx(self, payload: bytes) -> None:
         dec = self.decoders.get(self.boot_n)
@@ -130,10 +194,9 @@ class TapBoard(VirtualBoard):
                 else:
                     rec["reg"] = v[3] * 1000 + v[4]
                     rec["pulses"] = v[5]
-                self._tuple(rec)
+                self.picker.tuple(rec)
             elif m.mtype == wire.HELLO:
-                self.flush_pending()
-                self.seen_this_boot.clear()
+                self.picker.hello(self.boot_n)
                 h = m.as_dict()
                 self.tap.write(json.dumps({"k": "h", "sim_t": self.now, "boot": self.boot_n,
                                            "boot_count": h["boot_count"], "cause": h["reset_cause"]}) + "\n")
@@ -143,25 +206,8 @@ class TapBoard(VirtualBoard):
         self.tap.write(json.dumps(rec) + "\n")
         self.tuples_tapped += 1
 
-    def _tuple(self, rec: dict[str, Any]) -> None:
-        key = (rec["k"], int(rec["i"]))
-        slot = int(rec["t"]) // TAP_GRID_S
-        first = key not in self.seen_this_boot
-        crossed = self.slot.get(key, slot) != slot   # a minute boundary lies between these two
-        self.seen_this_boot.add(key)
-        self.slot[key] = slot
-        if first or crossed:
-            before = self.pending.pop(key, None)
-            if before is not None:
-                self._write(before)   # brackets the boundary from below
-            self._write(rec)
-        else:
-            self.pending[key] = rec
-
     def flush_pending(self) -> None:
-        for rec in self.pending.values():
-            self._write(rec)
-        self.pending.clear()
+        self.picker.flush()
 
     def _on_ee_write(self, payload: bytes) -> bool:
         self.ee_cycles.append((self.now, self.now + self.eeprom.cycle_s))
@@ -195,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     scenario = plan.get("scenario", "household-pv")
     sim = Simulation(board, scenario, int(plan["seed"]), float(plan["start_of_day_s"]))
     sim.add_outages([(float(a), float(b)) for a, b in plan.get("outages", [])])
-    clock = SimClock(Path(plan["clock_file"]), float(plan["t0"]))
+    since = float(plan.get("since_start_s", 0.0))
+    fast_ppm = float(plan.get("board_clock_fast_ppm", 0.0))
+    clock = SimClock(Path(plan["clock_file"]), float(plan["t0"]) - fast_ppm * 1e-6 * since)
     tap = open(out / "tuples.jsonl", "a", buffering=1 << 16)
     ber = float(plan.get("burst_ber", 1e-3))
-    vb = TapBoard(sim, t0=float(plan["t0"]), clock=clock, tap=tap,
+    vb = TapBoard(sim, t0=float(plan["t0"]), clock=clock, tap=tap, since_start_s=since, fast_ppm=fast_ppm,
                   ber_bursts=[(float(a), float(b), ber) for a, b in plan.get("bursts", [])],
                   speed=float(plan.get("speed", math.inf)), fw_log=out / "firmware.log",
                   batch_max_s=float(plan.get("batch_max_s", BATCH_MAX_S)))
