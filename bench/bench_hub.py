@@ -253,7 +253,7 @@ def _search(work: Path) -> dict[str, object]:
         me = accounts.add_user(conn, "bencher", "bench-password", shares=True)
         for peer in ("home0", "home3", "home6"):
             accounts.subscribe(conn, me, peer)
-        token = conn.execute("SELECT token FROM hub_user WHERE id = %s", (me,)).fetchone()[0]
+        token = conn.execute("SELECT token FROM hub_user WHERE id = %s", (me,)).fetchone()[0]  # type: ignore[index]
         # the probe homes belong to the bencher, so its token reads them
         conn.execute("UPDATE device SET owner = %s WHERE id = ANY(%s)", (me, [h.device for h in probe_homes]))
         postmaster = int((cl.data / "postmaster.pid").read_text().split()[0])
@@ -303,6 +303,98 @@ def _search(work: Path) -> dict[str, object]:
     return out
 
 
+PAGE_HOMES = 10000
+PAGE_REQUESTS = 60
+
+
+def _fill_rollups(conn: Any, now: int) -> None:
+    """Every main sensor's roll-ups as generate_series rows: a day of quarter hours, an hour of
+    minutes, 30 days of days (what the day page and the rank read), flat 300-700 W per home."""
+    q = ("INSERT INTO {table} (sid, secs, t, wh) SELECT s.sid, {step}, t, "
+         "(300 + s.sid %% 400 + 100 * sin(t / 7200.0)) * {step} / 3600.0 FROM sensor s "
+         "CROSS JOIN generate_series(%(now)s / {step} * {step} - {span}, %(now)s / {step} * {step}, {step}) t"
+         " "
+         "WHERE s.function = 'main'")
+    with conn.transaction():
+        for table, step, span in (("rollup_q15", 900, 86400), ("rollup_minute", 60, 3600),
+                                  ("rollup_day", 86400, 30 * 86400)):
+            conn.execute(q.format(table=table, step=step, span=span), {"now": now})
+
+
+def _explain_page(conn: Any, me: int, now: int) -> dict[str, float]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the page's statements: each one's execution time (ms)."""
+    from gridtap_hub import peers
+    sids = [s.sid for s in peers.streams(conn, me)]
+    first = now // 900 * 900 - 95 * 900
+    stmts = {"streams": (peers._STREAMS, {"me": me}),
+             "series": ("SELECT sid, t, secs, wh FROM rollup_q15 WHERE sid = ANY(%(s)s) AND t >= %(a)s "
+                        "AND t <= %(b)s", {"s": sids, "a": first, "b": now}),
+             "fluksonians": (peers._FLUKSONIANS, {"me": me, "n": 30}),
+             "standing": (peers._STANDING, {"me": me})}
+    out = {}
+    for name, (sql, args) in stmts.items():
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, args))
+        print(f"-- {name}\n{plan}", file=sys.stderr)
+        out[name] = float(plan.rsplit("Execution Time:", 1)[1].split()[0])
+    return out
+
+
+def page_focus(homes: int = PAGE_HOMES, requests: int = PAGE_REQUESTS) -> dict[str, object]:
+    """The peer page alone, without ingest: ``homes`` provisioned, their main sensors' roll-ups filled
+    in SQL, then ``requests`` GET /dashboard?interval=day of a user with three peers, timed (ms) and
+    with the SQL statements each page ran counted (a figure independent of the machine's load)."""
+    _paths()
+    import psycopg
+
+    from gridtap_hub import accounts, schema
+    from gridtap_hub.cluster import PrivateCluster
+    from gridtap_hub.loadgen import Home, provision
+    from gridtap_hub.server import HubServer
+
+    counted = [0]
+    plain = psycopg.Connection.execute
+
+    def counting(self: Any, *a: Any, **k: Any) -> Any:
+        if "process_request" in threading.current_thread().name:  # the page's, not housekeeping's
+            counted[0] += 1
+        return plain(self, *a, **k)
+
+    with PrivateCluster(settings={"shared_buffers": "512MB"}) as cl, \
+            psycopg.connect(cl.dsn, autocommit=True) as conn:
+        now = int(time.time())
+        schema.create(conn, now)
+        provision(conn, [Home.new(s) for s in range(homes)], "home")
+        me = accounts.add_user(conn, "bencher", "bench-password", shares=True)
+        mine = Home.new(10**7)
+        provision(conn, [mine], "probe")
+        conn.execute("UPDATE device SET owner = %s WHERE id = %s", (me, mine.device))
+        for peer in ("home0", "home3", "home6"):
+            accounts.subscribe(conn, me, peer)
+        _fill_rollups(conn, now)
+        conn.execute("ANALYZE")
+        schema.refresh_usage(conn)
+        with HubServer(cl.dsn, usage_every=3600.0) as hub:
+            cookie = _login(hub.port, "bencher", "bench-password")
+            _get(hub.port, "/dashboard?interval=day", {"Cookie": cookie})  # warm the pool
+            times, queries = [], []
+            psycopg.Connection.execute = counting  # type: ignore[method-assign]
+            try:
+                for _ in range(requests):
+                    counted[0] = 0
+                    t = time.perf_counter()
+                    status, body = _get(hub.port, "/dashboard?interval=day", {"Cookie": cookie})
+                    times.append((time.perf_counter() - t) * 1000)
+                    queries.append(counted[0])
+                    assert status == 200 and b'id="rank-n"' in body, body[:300]
+            finally:
+                psycopg.Connection.execute = plain  # type: ignore[method-assign]
+        explain = _explain_page(conn, me, now)
+    return {"homes": homes, "requests": requests, "page_ms_median": round(statistics.median(times), 1),
+            "page_ms_p99": round(_p99(times), 1), "queries_per_page": statistics.median(queries),
+            "explain_ms": explain,
+            "load_average": Path("/proc/loadavg").read_text().split()[0]}
+
+
 def run() -> dict[str, object]:
     _paths()
     from tests.hub.faultrun import run as fault_run
@@ -324,4 +416,5 @@ def run() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    # --page: the peer page alone at PAGE_HOMES homes of data, a minute or two instead of the full area
+    print(json.dumps(page_focus() if "--page" in sys.argv else run(), indent=2))

@@ -31,23 +31,33 @@ class Stats:
     last: float | None
 
 
-_MAIN = ("SELECT DISTINCT ON (d.owner) d.owner, s.sid FROM device d JOIN sensor s ON s.device = d.id "
-         "WHERE s.function = 'main' AND d.owner = ANY(%s) ORDER BY d.owner, s.sid")
+Points = list[tuple[int, float | None]]
+
+# The user's own main stream, then each subscribed peer's that still shares, by name: one statement
+# (a page used to take one for the users and one for their sensors).
+_STREAMS = """
+SELECT w.name, w.own, m.sid FROM (
+    SELECT id, name, true AS own FROM hub_user WHERE id = %(me)s
+    UNION ALL
+    SELECT p.id, p.name, false FROM subscription s JOIN hub_user p ON p.id = s.peer
+    WHERE s.user_id = %(me)s AND p.shares) w
+CROSS JOIN LATERAL (SELECT s.sid FROM device d JOIN sensor s ON s.device = d.id
+                    WHERE d.owner = w.id AND s.function = 'main' ORDER BY s.sid LIMIT 1) m
+ORDER BY NOT w.own, w.name
+"""
 
 
 def streams(conn: psycopg.Connection, uid: int) -> list[Stream]:
     """The user's main stream first, then each subscribed peer's that still shares, by name."""
-    users = conn.execute(
-        "SELECT u.id, u.name, u.id = %(me)s FROM hub_user u WHERE u.id = %(me)s OR u.id IN "
-        "(SELECT s.peer FROM subscription s JOIN hub_user p ON p.id = s.peer "
-        " WHERE s.user_id = %(me)s AND p.shares) ORDER BY u.id <> %(me)s, u.name", {"me": uid}).fetchall()
-    main: dict[int, int] = dict(conn.execute(_MAIN, ([u[0] for u in users],)).fetchall())
-    return [Stream(name, main[i], own) for i, name, own in users if i in main]
+    return [Stream(str(n), int(sid), bool(own)) for n, own, sid in conn.execute(_STREAMS, {"me": uid})]
 
 
 def peer_points(conn: psycopg.Connection, uid: int, q: read.Query, now: float,
-                tz: str = "UTC") -> list[tuple[Stream, list[tuple[int, float | None]]]]:
-    return [(s, read.series(conn, s.sid, q, now, tz)) for s in streams(conn, uid)]
+                tz: str = "UTC") -> list[tuple[Stream, Points]]:
+    """Every stream's series, read in one statement for all of them."""
+    ss = streams(conn, uid)
+    pts = read.many(conn, [s.sid for s in ss], q, now, tz) if ss else {}
+    return [(s, pts[s.sid]) for s in ss]
 
 
 def stats(points: list[tuple[int, float | None]]) -> Stats:
@@ -57,16 +67,19 @@ def stats(points: list[tuple[int, float | None]]) -> Stats:
     return Stats(min(vals), max(vals), sum(vals) / len(vals), vals[-1])
 
 
+_FLUKSONIANS = (
+    "SELECT u.name, s.peer IS NOT NULL FROM hub_user u "
+    "LEFT JOIN subscription s ON s.peer = u.id AND s.user_id = %(me)s "
+    "CROSS JOIN (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s) m "
+    "WHERE u.shares AND u.id <> %(me)s "
+    "ORDER BY s.peer IS NULL, (u.size_band, u.has_pv) <> (m.size_band, m.has_pv), u.name "
+    "LIMIT %(n)s")
+
+
 def fluksonians(conn: psycopg.Connection, uid: int, limit: int = 30) -> list[tuple[str, bool]]:
     """Who ``uid`` subscribes to, then other users who share, comparable homes (same size band
     and PV) first, at most ``limit`` in all: a list of every sharer would not scale."""
-    rows = conn.execute(
-        "SELECT u.name, s.peer IS NOT NULL FROM hub_user u "
-        "LEFT JOIN subscription s ON s.peer = u.id AND s.user_id = %(me)s "
-        "CROSS JOIN (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s) m "
-        "WHERE u.shares AND u.id <> %(me)s "
-        "ORDER BY s.peer IS NULL, (u.size_band, u.has_pv) <> (m.size_band, m.has_pv), u.name "
-        "LIMIT %(n)s", {"me": uid, "n": limit}).fetchall()
+    rows = conn.execute(_FLUKSONIANS, {"me": uid, "n": limit}).fetchall()
     return sorted((str(n), bool(sub)) for n, sub in rows)
 
 
@@ -79,16 +92,28 @@ class Rank:
     has_pv: bool
 
 
-def rank(conn: psycopg.Connection, uid: int) -> Rank | None:
-    """Where the user's 30-day use ranks among homes of the same size band and PV (1 = least)."""
-    row = conn.execute(
-        "SELECT rank, n, kwh_per_year, size_band, has_pv FROM ("
-        "  SELECT user_id, kwh_per_year, size_band, has_pv,"
-        "         rank() OVER (PARTITION BY size_band, has_pv ORDER BY kwh_per_year) AS rank,"
-        "         count(*) OVER (PARTITION BY size_band, has_pv) AS n"
-        "  FROM home_usage WHERE kwh_per_year IS NOT NULL"
-        "    AND (size_band, has_pv) = (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s)"
-        ") r WHERE user_id = %(me)s", {"me": uid}).fetchone()
+# Whether the user shares, and the rank of their 30-day use among homes of their size band and PV:
+# 1 + the homes of the band that use less (what rank() gives), counted on home_usage_band's index
+# (schema.py) instead of ranking the whole band with a window per page view.
+_STANDING = """
+SELECT u.shares, h.kwh_per_year, u.size_band, u.has_pv,
+       (SELECT count(*) FROM home_usage o WHERE o.size_band = u.size_band AND o.has_pv = u.has_pv
+                                            AND o.kwh_per_year < h.kwh_per_year),
+       (SELECT count(*) FROM home_usage o WHERE o.size_band = u.size_band AND o.has_pv = u.has_pv
+                                            AND o.kwh_per_year IS NOT NULL)
+FROM hub_user u
+LEFT JOIN home_usage h ON h.user_id = u.id AND h.size_band = u.size_band AND h.has_pv = u.has_pv
+WHERE u.id = %(me)s
+"""
+
+
+def standing(conn: psycopg.Connection, uid: int) -> tuple[bool, Rank | None]:
+    """(shares, rank) of the user; rank None until home_usage has their main sensor's use."""
+    row = conn.execute(_STANDING, {"me": uid}).fetchone()
     if row is None:
-        return None
-    return Rank(int(row[0]), int(row[1]), float(row[2]), int(row[3]), bool(row[4]))
+        return False, None
+    shares, kwh, band, pv, less, n = row
+    if kwh is None:
+        return bool(shares), None
+    return bool(shares), Rank(int(less) + 1, int(n), float(kwh), int(band), bool(pv))
+

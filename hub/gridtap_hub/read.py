@@ -120,32 +120,44 @@ def _check_span(start: int, end: int, resolution: str) -> None:
 def series(conn: psycopg.Connection, sid: int, q: Query, now: float,
            tz: str = "UTC") -> list[tuple[int, float | None]]:
     """[(bucket start, value or None)] over the interval ending now (or start .. end), oldest first."""
+    return many(conn, [sid], q, now, tz)[sid]
+
+
+def many(conn: psycopg.Connection, sids: list[int], q: Query, now: float,
+         tz: str = "UTC") -> dict[int, list[tuple[int, float | None]]]:
+    """``series`` of several sensors in one statement (the peer page's overlay): sid -> points."""
     if q.interval == "night":
-        return _night(conn, sid, q, now, tz)
+        return _night(conn, sids, q, now, tz)
     first, last, step = q.buckets(now)
     if q.resolution == "week":
         rows = conn.execute(
-            "SELECT t / 604800 * 604800 AS w, sum(secs), sum(wh) FROM rollup_day "
-            "WHERE sid = %s AND t >= %s AND t < %s GROUP BY w", (sid, first, last + step)).fetchall()
+            "SELECT sid, t / 604800 * 604800 AS w, sum(secs), sum(wh) FROM rollup_day "
+            "WHERE sid = ANY(%s) AND t >= %s AND t < %s GROUP BY sid, w",
+            (sids, first, last + step)).fetchall()
     else:
-        rows = conn.execute(f"SELECT t, secs, wh FROM {_TABLE[q.resolution]} "
-                            "WHERE sid = %s AND t >= %s AND t <= %s", (sid, first, last)).fetchall()
+        rows = conn.execute(f"SELECT sid, t, secs, wh FROM {_TABLE[q.resolution]} "
+                            "WHERE sid = ANY(%s) AND t >= %s AND t <= %s", (sids, first, last)).fetchall()
     factor = UNITS[q.unit]
-    have = {int(t): (wh / secs * factor if secs > 0 else None) for t, secs, wh in rows}
-    return [(t, have.get(t)) for t in range(first, last + step, step)]
+    have: dict[int, dict[int, float | None]] = {sid: {} for sid in sids}
+    for sid, t, secs, wh in rows:
+        have[sid][int(t)] = wh / secs * factor if secs > 0 else None
+    return {sid: [(t, h.get(t)) for t in range(first, last + step, step)] for sid, h in have.items()}
 
 
-def _night(conn: psycopg.Connection, sid: int, q: Query, now: float,
-           tz: str) -> list[tuple[int, float | None]]:
+def _night(conn: psycopg.Connection, sids: list[int], q: Query, now: float,
+           tz: str) -> dict[int, list[tuple[int, float | None]]]:
     rows = conn.execute(
-        "WITH q AS (SELECT to_timestamp(t) AT TIME ZONE %(tz)s AS lt, secs, wh FROM rollup_q15 "
-        "  WHERE sid = %(sid)s AND t >= %(since)s) "
-        "SELECT extract(epoch FROM date_trunc('day', lt) AT TIME ZONE %(tz)s)::bigint, "
+        "WITH q AS (SELECT sid, to_timestamp(t) AT TIME ZONE %(tz)s AS lt, secs, wh FROM rollup_q15 "
+        "  WHERE sid = ANY(%(sids)s) AND t >= %(since)s) "
+        "SELECT sid, extract(epoch FROM date_trunc('day', lt) AT TIME ZONE %(tz)s)::bigint AS d, "
         "       sum(wh) / nullif(sum(secs), 0) "
-        "FROM q WHERE extract(hour FROM lt) BETWEEN 2 AND 4 GROUP BY 1 ORDER BY 1",
-        {"tz": tz, "sid": sid, "since": int(now) - INTERVALS["night"][0]}).fetchall()
+        "FROM q WHERE extract(hour FROM lt) BETWEEN 2 AND 4 GROUP BY sid, d ORDER BY sid, d",
+        {"tz": tz, "sids": sids, "since": int(now) - INTERVALS["night"][0]}).fetchall()
     factor = UNITS[q.unit]
-    return [(int(t), v * factor if v is not None else None) for t, v in rows]
+    out: dict[int, list[tuple[int, float | None]]] = {sid: [] for sid in sids}
+    for sid, t, v in rows:
+        out[sid].append((int(t), v * factor if v is not None else None))
+    return out
 
 
 def to_json(points: list[tuple[int, float | None]]) -> list[list[object]]:

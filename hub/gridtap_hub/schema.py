@@ -115,6 +115,12 @@ JOIN rollup_day r ON r.sid = s.sid AND r.t >= extract(epoch FROM now())::bigint 
 GROUP BY u.id, u.size_band, u.has_pv
 WITH NO DATA;
 CREATE UNIQUE INDEX IF NOT EXISTS home_usage_user ON home_usage (user_id);
+CREATE INDEX IF NOT EXISTS home_usage_band ON home_usage (size_band, has_pv, kwh_per_year);
+CREATE TABLE IF NOT EXISTS usage_refreshed (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    at timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO usage_refreshed DEFAULT VALUES ON CONFLICT DO NOTHING;
 """
 
 
@@ -168,15 +174,23 @@ def maintain(conn: psycopg.Connection, now: float, ahead: int = 3) -> dict[str, 
     return {"created": made, "dropped": dropped}
 
 
-def refresh_usage(conn: psycopg.Connection) -> None:
-    """Recompute home_usage (concurrently once it has data, so pages never wait on it)."""
+def refresh_usage(conn: psycopg.Connection, every: float = 0.0) -> bool:
+    """Recompute home_usage (concurrently once it has data, so pages never wait on it), unless some
+    hub process did so less than ``every`` s ago: with ``--workers N`` each process's housekeeping
+    asks, one of them refreshes. The row lock on usage_refreshed also keeps two refreshes from
+    running at once. True if this call refreshed."""
     populated = conn.execute("SELECT ispopulated FROM pg_matviews WHERE matviewname = 'home_usage'"
                              ).fetchone()
     with conn.transaction():
+        due = conn.execute("UPDATE usage_refreshed SET at = now() "
+                           "WHERE at <= now() - make_interval(secs => %s) RETURNING at", (every,)).fetchone()
+        if due is None:
+            return False
         if populated and populated[0]:
             conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY home_usage")
         else:
             conn.execute("REFRESH MATERIALIZED VIEW home_usage")
+    return True
 
 
 def window(s: Series, now: float) -> int:

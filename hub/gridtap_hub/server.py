@@ -166,7 +166,7 @@ class HubServer:
                     next_maint = now + self.maintain_every
                 if now >= next_usage:
                     with self.pool.connection() as conn:
-                        schema.refresh_usage(conn)
+                        schema.refresh_usage(conn, self.usage_every * 0.9)
                     next_usage = now + self.usage_every
             except (psycopg.Error, UserError) as exc:
                 log.warning("hub: housekeeping failed: %s", str(exc).strip()[:200])
@@ -267,11 +267,9 @@ class HubServer:
         with self.pool.connection() as conn:
             series = peers.peer_points(conn, uid, q, self.clock(), self.tz)
             fl = peers.fluksonians(conn, uid)
-            row = conn.execute("SELECT shares FROM hub_user WHERE id = %s", (uid,)).fetchone()
-            rank = peers.rank(conn, uid)
+            shares, rank = peers.standing(conn, uid)
         stats = [(s, peers.stats(pts)) for s, pts in series]
-        return web.dashboard(name, interval, unit, series, stats, fl, bool(row and row[0]), rank,
-                             self.zone, message)
+        return web.dashboard(name, interval, unit, series, stats, fl, shares, rank, self.zone, message)
 
 
 def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
