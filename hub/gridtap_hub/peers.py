@@ -67,13 +67,26 @@ def stats(points: list[tuple[int, float | None]]) -> Stats:
     return Stats(min(vals), max(vals), sum(vals) / len(vals), vals[-1])
 
 
-_FLUKSONIANS = (
-    "SELECT u.name, s.peer IS NOT NULL FROM hub_user u "
-    "LEFT JOIN subscription s ON s.peer = u.id AND s.user_id = %(me)s "
-    "CROSS JOIN (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s) m "
-    "WHERE u.shares AND u.id <> %(me)s "
-    "ORDER BY s.peer IS NULL, (u.size_band, u.has_pv) <> (m.size_band, m.has_pv), u.name "
-    "LIMIT %(n)s")
+# Three index walks, each stopping at the limit (and the later ones not run once it is reached),
+# instead of sorting every sharer per page view: subscribed peers, then sharers of the user's
+# size band and PV by name (hub_user_sharing, schema.py), then the other sharers by name.
+_FLUKSONIANS = """
+WITH m AS (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s)
+(SELECT u.name, true FROM subscription s JOIN hub_user u ON u.id = s.peer CROSS JOIN m
+ WHERE s.user_id = %(me)s AND u.shares
+ ORDER BY (u.size_band, u.has_pv) <> (m.size_band, m.has_pv), u.name LIMIT %(n)s)
+UNION ALL
+(SELECT u.name, false FROM hub_user u JOIN m ON u.size_band = m.size_band AND u.has_pv = m.has_pv
+ WHERE u.shares AND u.id <> %(me)s
+   AND NOT EXISTS (SELECT 1 FROM subscription s WHERE s.user_id = %(me)s AND s.peer = u.id)
+ ORDER BY u.name LIMIT %(n)s)
+UNION ALL
+(SELECT u.name, false FROM hub_user u CROSS JOIN m
+ WHERE u.shares AND u.id <> %(me)s AND (u.size_band, u.has_pv) <> (m.size_band, m.has_pv)
+   AND NOT EXISTS (SELECT 1 FROM subscription s WHERE s.user_id = %(me)s AND s.peer = u.id)
+ ORDER BY u.name LIMIT %(n)s)
+LIMIT %(n)s
+"""
 
 
 def fluksonians(conn: psycopg.Connection, uid: int, limit: int = 30) -> list[tuple[str, bool]]:
