@@ -67,9 +67,11 @@ def stats(points: list[tuple[int, float | None]]) -> Stats:
     return Stats(min(vals), max(vals), sum(vals) / len(vals), vals[-1])
 
 
-# Three index walks, each stopping at the limit (and the later ones not run once it is reached),
-# instead of sorting every sharer per page view: subscribed peers, then sharers of the user's
-# size band and PV by name (hub_user_sharing, schema.py), then the other sharers by name.
+# Three walks that each stop at the limit (a later one does not run once it is reached) instead of
+# sorting every sharer per page view: subscribed peers, then sharers of the user's size band and
+# PV, then the others, both in the order of hub_user's name index. At 10,000 homes the second
+# reads ~200 index entries to find 30 (EXPLAIN in docs/hub.md "Peer page cost"); the old sort read
+# every user.
 _FLUKSONIANS = """
 WITH m AS (SELECT size_band, has_pv FROM hub_user WHERE id = %(me)s)
 (SELECT u.name, true FROM subscription s JOIN hub_user u ON u.id = s.peer CROSS JOIN m

@@ -59,8 +59,6 @@ CREATE TABLE IF NOT EXISTS device (
     key char(32) NOT NULL CHECK (key ~ '^[0-9a-f]{32}$'),
     owner int REFERENCES hub_user ON DELETE SET NULL
 );
--- the dashboard's list of sharers of a size band and PV, by name (peers.fluksonians)
-CREATE INDEX IF NOT EXISTS hub_user_sharing ON hub_user (size_band, has_pv, name) WHERE shares;
 CREATE INDEX IF NOT EXISTS device_owner ON device (owner);
 CREATE TABLE IF NOT EXISTS sensor (
     sid serial PRIMARY KEY,
