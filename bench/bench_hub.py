@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH = (5000, 10000, 15000, 20000)
+# GRIDTAP_BENCH_HUB_LEVELS="10000": search only these levels (a shorter run that re-measures one level)
+SEARCH = tuple(int(x) for x in
+               os.environ.get("GRIDTAP_BENCH_HUB_LEVELS", "5000,10000,15000,20000").split(","))
 WORKERS = 2  # hub processes on the port (gridtap hub serve --workers), one per core
 SEARCH_S = 120.0
 CONFIRM_S = float(os.environ.get("GRIDTAP_BENCH_HUB_CONFIRM_S", "600"))
@@ -417,4 +419,11 @@ def run() -> dict[str, object]:
 
 if __name__ == "__main__":
     # --page: the peer page alone at PAGE_HOMES homes of data, a minute or two instead of the full area
-    print(json.dumps(page_focus() if "--page" in sys.argv else run(), indent=2))
+    # --search: the ingest levels and their probes only, without the fault run
+    if "--page" in sys.argv:
+        print(json.dumps(page_focus(), indent=2))
+    elif "--search" in sys.argv:
+        _paths()
+        print(json.dumps(_search(Path(tempfile.mkdtemp(prefix="gtbench-hub-"))), indent=2))
+    else:
+        print(json.dumps(run(), indent=2))
