@@ -12,7 +12,7 @@ import datetime as dt
 from html import escape
 from zoneinfo import ZoneInfo
 
-from gridtap_hub.peers import Rank, Stats, Stream
+from gridtap_hub.peers import Points, Rank, Stats, Stream
 
 TABS = ("hour", "day", "month", "year", "night")
 UNIT_LABELS = {"watt": "watt", "kwhperyear": "kWh/year", "eurperyear": "euro/year"}
@@ -122,8 +122,6 @@ def rank_text(r: Rank | None) -> str:
             f'rank <b id="rank-n">{r.rank}</b> of <b id="rank-of">{r.of}</b> homes of {band} '
             f'{"person" if band == "1" else "people"} {pv} (1 = least).</p>')
 
-
-Points = list[tuple[int, float | None]]
 
 
 def dashboard(user: str, interval: str, unit: str, series: list[tuple[Stream, Points]],
