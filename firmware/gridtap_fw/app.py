@@ -24,6 +24,8 @@
 
 import gc
 
+import micropython
+
 from gridtap_fw import config, energy, link, persist, power, pulses, savepolicy, wire
 
 FW_VERSION = (0, 1, 0)
@@ -343,8 +345,12 @@ class App:
 
     # ------------------------------------------------------------ main loop
 
+    # Native Thumb code (the same runtime calls, no bytecode dispatch): the port keeps it
+    # off the GC heap as a Pico's flash keeps frozen native code (hardware/qemu-m0.md).
+    @micropython.native
     def step(self) -> None:
         hal = self.hal
+        pm = self.power
         n = hal.adc_block(self.buf)
         # uptime, inlined: a method call costs about 1,000 instructions on a Cortex-M0+
         t = hal.ticks_us()
@@ -358,21 +364,21 @@ class App:
                 # The block just read and the second in progress go into the
                 # save too, or up to a second of energy would die with the MCU.
                 if n > 0:
-                    self.power.feed(self.buf, n)
+                    pm.feed(self.buf, n)
                     n = 0
-                self.power.flush()
+                pm.flush()
                 self._brownout()
         elif self.browned:
             self.browned = False
             self.store.armed = self.persist_ok
             self.event(2, wire.EV_SUPPLY_BACK, "supply back without a reset")
         now_ms = self.up_us // 1000
-        second = self.power.feed(self.buf, n) if n > 0 else False
-        if self.power.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
-            self.seconds_seen = self.power.seconds
-            self.commit_ms = max(0, now_ms - self.power.after_sets * 1000 // self.power.sets_per_s)
-        if self.power.ac != self.ac:
-            self.ac = self.power.ac
+        second = pm.feed(self.buf, n) if n > 0 else False
+        if pm.seconds != self.seconds_seen:  # a second closed, or the brownout save's flush
+            self.seconds_seen = pm.seconds
+            self.commit_ms = max(0, now_ms - pm.after_sets * 1000 // pm.sets_per_s)
+        if pm.ac != self.ac:
+            self.ac = pm.ac
             if self.ac and self.ac_seen:
                 self.event(1, wire.EV_AC_BACK, "mains voltage back")
             elif not self.ac and self.ac_seen:
