@@ -100,6 +100,7 @@ class App:
                     pending.append((4, wire.EV_STORAGE, "eeprom unreadable, persistence off: %s" % exc))
         self.energies = [energy.CtEnergy(sets_per_s) for _ in range(n_ct)]
         self.inputs = [pulses.PulseInput(self.cfg.pulses[i]) for i in range(n_pulse)]
+        self.debouncing = True  # some input may have a debouncer pending (step)
         cause = hal.reset_cause()
         if c is None:
             c = persist.Counters(n_ct, n_pulse)
@@ -396,12 +397,18 @@ class App:
             if 0 <= i < self.n_pulse and self.cfg.pulses[i].enabled:
                 t = self.up_us + ticks_diff(ev[1], self.last_ticks)
                 self.inputs[i].edge(t, ev[2])
-        for inp in self.inputs:
+                self.debouncing = True
+        if self.debouncing:
             # poll() only moves a debouncer that has something pending (a level not yet
             # stable, or an input not re-armed): a call per input per block costs about
-            # 1 % of a Cortex-M0+ (hardware/qemu-m0.md)
-            if inp.level != inp.stable or not inp.armed:
-                inp.poll(self.up_us)
+            # 1 % of a Cortex-M0+, and only an edge makes one pending, so the inputs are
+            # not even looked at until the next edge once none is (hardware/qemu-m0.md)
+            busy = False
+            for inp in self.inputs:
+                if inp.level != inp.stable or not inp.armed:
+                    inp.poll(self.up_us)
+                    busy = busy or inp.level != inp.stable or not inp.armed
+            self.debouncing = busy
         for m in self.link.poll(now_ms):
             self.command(m, now_ms)
         # The block that closed a second is the longest, one that collects garbage the next:
