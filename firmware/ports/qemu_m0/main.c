@@ -47,9 +47,12 @@ static uint32_t heap[M0_HEAP_BYTES / 4];
 
 // The flash stand-in for module images: above the linker's 256 KB of RAM
 // (__ram_size), in the extra RAM qemu_m0.MACHINE gives the micro:bit.
+// Module images fill it from the bottom, native/viper machine code from the
+// top (m0_alloc_exec); neither is ever freed, as in a flash image.
 #define M0_XIP_BASE (0x20000000u + 256u * 1024u)
 #define M0_XIP_BYTES (64u * 1024u)
 static size_t xip_used;
+static size_t exec_used;
 static bool code_in_heap;
 static char cmdline[CMDLINE_MAX];
 static int console = -1;
@@ -115,7 +118,7 @@ void mp_reader_new_file(mp_reader_t *reader, qstr filename) {
     }
     size_t n = (size_t)len;
     size_t n_xip = (n + 3u) & ~3u;
-    bool rom = !code_in_heap && n_xip <= M0_XIP_BYTES - xip_used;
+    bool rom = !code_in_heap && n_xip <= M0_XIP_BYTES - xip_used - exec_used;
     byte *data = rom ? (byte *)(M0_XIP_BASE + xip_used) : m_new(byte, n ? n : 1);
     uintptr_t missing = sys_semihost_read(fd, data, n);
     sys_semihost_close(fd);
@@ -130,6 +133,41 @@ void mp_reader_new_file(mp_reader_t *reader, qstr filename) {
         mp_reader_new_mem(reader, data, n, MP_READER_IS_ROM);
     } else {
         mp_reader_new_mem(reader, data, n, n);  // the reader frees data when done
+    }
+}
+
+// -- native and viper machine code (MP_PLAT_ALLOC_EXEC) ----------------------
+//
+// A Pico image with frozen native code keeps that code in flash, where the
+// collector never looks. MicroPython's default puts it on the GC heap, where
+// every collection would mark its blocks and scan its bytes for pointers
+// (~0.2 ms for power.py's 4.6 KiB). So it goes to the top of the flash
+// stand-in. The port defines MP_PLAT_ALLOC_EXEC, which makes py/ track the
+// viper rodata/bss as roots (mpconfigport.h), since the collector does not
+// see their addresses inside code outside the heap. With --code-in-heap (a
+// .mpy on littlefs) or a full stand-in it goes on the heap as on a stock rp2.
+
+static bool in_xip(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    return a >= M0_XIP_BASE && a < M0_XIP_BASE + M0_XIP_BYTES;
+}
+
+void *m0_alloc_exec(size_t min_size, size_t *size) {
+    size_t n = (min_size + 3u) & ~(size_t)3u;
+    if (!code_in_heap && n <= M0_XIP_BYTES - xip_used - exec_used) {
+        exec_used += n;
+        *size = n;
+        return (void *)(M0_XIP_BASE + M0_XIP_BYTES - exec_used);
+    }
+    *size = min_size;
+    return m_new(byte, min_size);
+}
+
+void m0_free_exec(void *ptr, size_t size) {
+    if (!in_xip(ptr)) {
+        m_del(byte, ptr, size);
+    } else if ((uintptr_t)ptr == M0_XIP_BASE + M0_XIP_BYTES - exec_used) {
+        exec_used -= size;  // the compiler's last attempt: give it back
     }
 }
 

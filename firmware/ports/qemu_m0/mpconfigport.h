@@ -5,6 +5,7 @@
 // bytecode, viper kernel, floats and heap behave as on a Raspberry Pi Pico.
 // GRIDTAP_M0_DOUBLE=1 builds the double-precision variant the unix port
 // matches bit for bit (hardware/qemu-m0.md says why there are two).
+#include <stddef.h>
 #include <stdint.h>
 #include <alloca.h>
 
@@ -24,6 +25,17 @@
 // Code addresses called through a pointer need the Thumb bit, or the first
 // call into viper code faults.
 #define MICROPY_MAKE_POINTER_CALLABLE(p) ((void *)((mp_uint_t)(p) | 1))
+// Native and viper machine code goes outside the GC heap, to the flash
+// stand-in (main.c, m0_alloc_exec), as frozen native code stays in a Pico's
+// flash; the heap is its fallback (--code-in-heap). py/ then tracks the viper
+// rodata/bss as roots; the code itself is tracked too, for the heap fallback
+// (a pointer outside the heap costs the collector nothing).
+void *m0_alloc_exec(size_t min_size, size_t *size);
+void m0_free_exec(void *ptr, size_t size);
+#define MP_PLAT_ALLOC_EXEC(min_size, ptr, size) (*(ptr) = m0_alloc_exec((min_size), (size)))
+#define MP_PLAT_FREE_EXEC(ptr, size) m0_free_exec((ptr), (size))
+#define MICROPY_PERSISTENT_CODE_TRACK_FUN_DATA (1)
+#define MICROPY_PERSISTENT_CODE_TRACK_BSS_RODATA (1)
 
 // As the rp2 port builds it (ports/rp2/mpconfigport.h): computed-goto bytecode
 // dispatch, 1-byte qstr hashes, 16-bit GC mark stack entries.
