@@ -275,9 +275,28 @@ def test_the_page_shows_what_the_rest_api_answers(live_daemon: tuple[Daemon, str
     # The spool's backlog moves at every commit (2 s) and the page reads /status every 5 s, so the two
     # agree only by chance while the board streams: the virtual board (and with it the daemon's
     # clock) is paused while they are compared, and the page's next refresh must then match.
+    def reactive() -> str | None:
+        answer = rest(base, "/reactive")
+        if not answer or any(r["var"] is None for r in answer):
+            return f"every CT has a reactive power: {answer}"
+        for r in answer:
+            cell = rows[r["id"]].find_element(By.CLASS_NAME, "q")
+            number, _, unit = cell.text.partition(" ")
+            # JavaScript writes 12.0 as "12": numbers are compared as numbers
+            shown = (float(cell.get_attribute("data-v") or "nan"),
+                     float(cell.get_attribute("data-ts") or "nan"), float(number or "nan"), unit)
+            want = (float(r["var"]), float(r["t"]), float(r["var"]), "var")
+            if shown != want:
+                return f"{r['id']} reactive: page {shown}, REST {want}"
+        if any(row.find_element(By.CLASS_NAME, "q").text for sid, row in rows.items()
+               if sid not in {r["id"] for r in answer}):
+            return "a sensor that is not a CT shows a reactive power"
+        return None
+
     board.send_signal(signal.SIGSTOP)
     try:
         agree(health)
+        agree(reactive)
     finally:
         board.send_signal(signal.SIGCONT)
     assert rest(base, "/status")["outputs"]["flukso"]["backlog"] > 0  # spooled, not yet due for upload

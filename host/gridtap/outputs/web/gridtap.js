@@ -1,8 +1,8 @@
 "use strict";
 // gridtap's local page. Every number comes from this gridtap's REST API on the same port:
-// /sensors (what to show), /sensor/<id> (Flukso's series) and /status (health). Each task sends one
-// request at a time (a router serves a few clients at once): live power every second, health every 5 s,
-// today's energy and the graphs every minute.
+// /sensors (what to show), /sensor/<id> (Flukso's series), /reactive (var per CT) and /status
+// (health). Each task sends one request at a time (a router serves a few clients at once): live
+// power every second, reactive power and health every 5 s, today's energy and the graphs every minute.
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 // Flukso's intervals, each as start + interval so that all series of a graph end at the same row
 const GRAPHS = [["hour", "last hour", 3600], ["day", "last day", 86400], ["month", "last 28 days", 2419200]];
@@ -40,10 +40,10 @@ function build() {
     tr.insertCell().innerHTML = '<span class="sw"></span>';
     tr.cells[0].firstChild.style.background = s.color;
     tr.cells[0].append(s.name + (s.role === "export" ? " (export)" : ""));
-    for (const k of ["live", "today"]) {
+    for (const k of ["live", "today", "q"]) {
       const td = tr.insertCell();
       td.className = "n " + k;
-      td.textContent = "-";
+      td.textContent = k === "q" ? "" : "-";  // only CTs have a reactive power; /reactive fills theirs
     }
   });
   $("legend").innerHTML = "";
@@ -70,6 +70,16 @@ async function live() {
   }
   if (newest) now = newest;
   $("clock").textContent = when(now);
+}
+
+async function reactive() {
+  for (const r of await get("/reactive")) {
+    const td = cell(r, "q");
+    if (!td) continue;
+    if (r.var === null) set(td, "-", "");
+    else set(td, r.var + " var", r.var);
+    td.dataset.ts = r.t === null ? "" : r.t;
+  }
 }
 
 async function today() {
@@ -183,6 +193,7 @@ async function main() {
   await live();
   every(live, 1000);
   every(health, 5000);
+  every(reactive, 5000);
   every(async () => { await today(); await graphs(); document.body.dataset.loaded = "1"; }, 60000);
 }
 main().catch((e) => { $("link").textContent = String(e); });
