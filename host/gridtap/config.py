@@ -289,11 +289,13 @@ one_of = _one_of
 class Section:
     """An output's table, read with the config's checks: every error names the key and its line."""
 
-    def __init__(self, checker: _Checker, name: str, data: dict[str, Any], series: frozenset[str]) -> None:
+    def __init__(self, checker: _Checker, name: str, data: dict[str, Any], series: frozenset[str],
+                 sensors: tuple[SensorConfig, ...] = ()) -> None:
         self._c = checker
         self.name = name
         self.data = data
         self.series = series  # the series names sensors provide (series_name)
+        self.sensors = sensors  # the board's sensors, then the virtual ones ([flukso] names the latter)
 
     def keys(self, known: set[str]) -> None:
         self._c.table(self.data, (self.name,), known)
@@ -366,7 +368,7 @@ def parse_config(text: str, path: Path = Path("gridtap.toml")) -> Config:
     series = frozenset(series_name(s, role) for s in (*sensors, *virtual) for _sid, role in s.series)
     for name, cls in classes.items():
         if name not in parsed:
-            parsed[name] = _parse_output(c, cls, Section(c, name, data[name], series))
+            parsed[name] = _parse_output(c, cls, Section(c, name, data[name], series, (*sensors, *virtual)))
     parsed = {name: parsed[name] for name in classes}  # REGISTRY order: the daemon builds them so
     sections = {name: _parse_section(c, name, data[name]) for name in SECTIONS if name in data}
     if "control" in sections:

@@ -31,6 +31,18 @@ Rules:
 * The device key comes from a file or the environment (``load_device_key``)
   and is held in a ``Secret`` that never prints; neither it nor the digest is
   logged.
+* A refusal of one sensor (HTTP 400/401/403/404: not provisioned, a wrong key)
+  does not hold back the others: the pass goes on to the next sensor and still
+  counts as failed (backoff). Anything else (no connection, 5xx, 429) ends it.
+
+What goes up: every board sensor's series under its own id (a board sensor's
+``id``/``export_id`` is its Flukso sensor id), and each virtual sensor (a
+wallbox's ``E<n>``, an expression meter) named in a ``[[flukso.sensor]]``
+table under the Flukso id given there, signed with that table's own key if it
+has one (``key_file``/``key_env``: a sensor provisioned under another Flukso
+device), else the device key. A virtual sensor's points sit in the spool
+under its series id (gridtap.inputs.virtual), so each upload is a ``Target``:
+the spool's series, the server's sensor id, the key that signs it.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ from gridtap import __version__
 from gridtap.backoff import Backoff
 from gridtap.config import REQUIRED, in_range
 from gridtap.errors import UserError
-from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest
+from gridtap.fluksoapi import HEX32, ILLEGAL_UPDATE, VERSION, check_sensor_id, digest, is_sensor_id
 from gridtap.secretfile import read_secret_line
 from gridtap.store.spool import Spool
 
@@ -127,14 +139,36 @@ class UploadReport:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Target:
+    """One series to upload: its id in the spool, the server's sensor id, the key that signs its posts."""
+
+    series: str
+    sensor: str
+    key: Secret | None = None  # None: the device key
+    name: str = ""  # a virtual sensor's name, for messages ("E1")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.sensor})" if self.name else self.sensor
+
+
+# A refusal of this one sensor (its id or key): the others are still tried in the same pass.
+SENSOR_REFUSALS = frozenset({400, 401, 403, 404})
+
+
 class FluksoUploader:
-    """Send the spool's ``flukso`` destination to ``base_url``, one sensor at a time."""
+    """Send the spool's ``flukso`` destination to ``base_url``, one sensor at a time.
+
+    ``sensors``: spool series uploaded under their own id with the device key (the board's);
+    ``targets``: the others (virtual sensors), each with its own server id and maybe its own key.
+    """
 
     def __init__(self, spool: Spool, base_url: str, device_key: Secret, sensors: Iterable[str],
                  dest: str = DEST, batch: int = 1000, timeout: float = 5.0, interval: float = 300.0,
                  backoff: Backoff | None = None, cafile: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, targets: Iterable[Target] = ()) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"Flukso base URL {base_url!r} must be http(s)://host[:port]/[path/]")
@@ -144,7 +178,14 @@ class FluksoUploader:
             raise UserError(f"Flukso upload batch must be >= 1 point, got {batch}")
         self.spool = spool
         self.dest = dest
-        self.sensors = [check_sensor_id(s) for s in sensors]
+        self.targets = [Target(check_sensor_id(s), s) for s in sensors]
+        for t in targets:
+            check_sensor_id(t.sensor)
+            if t.key is not None and not isinstance(t.key, Secret):
+                raise TypeError("a target's key must be a Secret (see load_device_key)")
+            self.targets.append(t)
+        #: the spool series it uploads (the status's backlog counts these only)
+        self.sensors = [t.series for t in self.targets]
         self.batch = batch
         self.timeout = timeout
         self.interval = interval
@@ -189,9 +230,11 @@ class FluksoUploader:
             self._conn.close()
             self._conn = None
 
-    def post(self, sensor: str, body: bytes) -> tuple[int, bytes]:
-        """One signed POST; returns (status, body). Raises OSError/HTTPException on transport errors."""
-        sig = digest(self._key.reveal(), body)
+    def post(self, sensor: str, body: bytes, key: Secret | None = None) -> tuple[int, bytes]:
+        """One POST signed with `key` (default: the device key); returns (status, body).
+
+        Raises OSError/HTTPException on transport errors."""
+        sig = digest((key or self._key).reveal(), body)
         headers = {"Content-Type": "application/json", "X-Version": VERSION,
                    "User-Agent": f"gridtap/{__version__}", "X-Digest": sig}
         conn = self._connection()
@@ -212,49 +255,56 @@ class FluksoUploader:
         """Send every committed point of every sensor; stop at the first failure."""
         report = UploadReport()
         try:
-            for sensor in self.sensors:
+            for target in self.targets:
+                status = 0
                 try:
-                    err = self._upload_sensor(sensor, report)
+                    err, status = self._upload_sensor(target, report)
                 except sqlite3.Error as exc:  # a full disk: the server has the points, the spool does
                     # not know; the next pass sends them again and recovers from the server's
                     # "last update time" answer, without duplicates
-                    err = f"sensor {sensor}: the spool cannot record the upload: {exc}"
+                    err = f"sensor {target.label}: the spool cannot record the upload: {exc}"
                 if err is not None:
-                    report.error = err
-                    break
+                    report.error = report.error or err
+                    if status not in SENSOR_REFUSALS:
+                        break
         finally:
             self._close()
         self.last_report = report
         return report
 
-    def _upload_sensor(self, sensor: str, report: UploadReport) -> str | None:
+    def _upload_sensor(self, target: Target, report: UploadReport) -> tuple[str | None, int]:
+        """Send one series' committed points; (the error or None, the HTTP status that ended it)."""
+        sensor, label = target.sensor, target.label
         while True:
-            points = self.spool.pending(self.dest, sensor, limit=self.batch)
+            points = self.spool.pending(self.dest, target.series, limit=self.batch)
             if not points:
-                return None
+                return None, 200
             body = self.body(points)
             report.requests += 1
             try:
-                status, data = self.post(sensor, body)
+                status, data = self.post(sensor, body, target.key)
             except (OSError, http.client.HTTPException) as exc:
-                return f"sensor {sensor}: {type(exc).__name__}: {exc}"
+                return f"sensor {label}: {type(exc).__name__}: {exc}", 0
             if status != 200:
-                hint = " (check the device key)" if status == 401 else ""
-                return f"sensor {sensor}: HTTP {status}{hint}"
+                hint = ""
+                if status == 401:
+                    hint = f" (check the {'sensor' if target.key is not None else 'device'} key)"
+                return f"sensor {label}: HTTP {status}{hint}", status
             try:
                 answer = json.loads(data).get("response")
             except (ValueError, AttributeError):
-                return f"sensor {sensor}: HTTP 200 without a JSON response"
+                return f"sensor {label}: HTTP 200 without a JSON response", status
             if answer == "ok":
-                n = self.spool.ack(self.dest, sensor, points[-1][0])
+                n = self.spool.ack(self.dest, target.series, points[-1][0])
             else:
                 m = ILLEGAL_UPDATE.search(str(answer))
                 if m is None:
-                    return f"sensor {sensor}: server answered {str(answer)[:200]!r}"
+                    return f"sensor {label}: server answered {str(answer)[:200]!r}", status
                 # the server already holds everything up to its last update: clear that, send the rest
-                n = self.spool.ack(self.dest, sensor, int(m.group(2)))
+                n = self.spool.ack(self.dest, target.series, int(m.group(2)))
                 if n == 0:
-                    return f"sensor {sensor}: server refused points older than its last update {m.group(2)}"
+                    return (f"sensor {label}: server refused points older than its last update "
+                            f"{m.group(2)}", status)
             report.cleared += n
             report.per_sensor[sensor] = report.per_sensor.get(sensor, 0) + n
             if n:
@@ -288,11 +338,108 @@ class FluksoUploader:
 # -- the [flukso] output ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class VirtualUpload:
+    """One ``[[flukso.sensor]]``: a virtual sensor's series and the Flukso sensor id it goes up as."""
+
+    name: str  # the virtual sensor's name ("E1", an expression meter's)
+    series: str  # its series id in the spool (gridtap.inputs.virtual)
+    sensor: str  # the Flukso sensor id the server knows it by
+    key_file: Path | None = None  # its own key (a sensor of another Flukso device); None, None: the
+    key_env: str | None = None  # device key
+
+
+@dataclass(frozen=True)
 class FluksoConfig:
     base_url: str
     key_file: Path | None = None
     key_env: str | None = None
     interval_s: int = 300
+    virtual: tuple[VirtualUpload, ...] = ()
+
+
+_VIRTUAL_KEYS = {"name", "id", "export_id", "key_file", "key_env"}
+
+
+def _fail(where: str, why: str) -> UserError:
+    # "[flukso] key 'sensor.0.id'": config.py adds the line of that key
+    return UserError(f"[flukso] key '{where}': {why}")
+
+
+def _text(d: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    v = d.get(key)
+    if v is None and required:
+        raise _fail(where + key, "is required")
+    if v is not None and (not isinstance(v, str) or not v):
+        raise _fail(where + key, f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def parse_virtual(sec: Section) -> tuple[VirtualUpload, ...]:
+    """The ``[[flukso.sensor]]`` tables: which virtual sensors go up, as which Flukso sensor ids.
+
+    As a board sensor's: an id is 32 lowercase hex digits and nobody else's (no
+    board or virtual series, no other Flukso id). The name must be a virtual
+    sensor's; a board sensor needs no table (its ``id`` is its Flukso id).
+    """
+    items = sec.data.get("sensor", [])
+    if not isinstance(items, list):
+        raise _fail("sensor", "must be an array of tables, written [[flukso.sensor]]")
+    virtual = {s.name: s for s in sec.sensors if s.source != "board"}
+    board = {s.name for s in sec.sensors if s.source == "board"}
+    taken = {sid: s.name for s in sec.sensors for sid, _role in s.series}
+    taken |= {s.voltage_id: s.name for s in sec.sensors if s.voltage_id}
+    out: list[VirtualUpload] = []
+    named: set[str] = set()
+    for i, d in enumerate(items):
+        where = f"sensor.{i}."
+        if not isinstance(d, dict):
+            raise _fail(f"sensor.{i}", "must be a table, written [[flukso.sensor]]")
+        for k in d:
+            if k not in _VIRTUAL_KEYS:
+                raise _fail(where + k, f"unknown key (known here: {', '.join(sorted(_VIRTUAL_KEYS))})")
+        name = _text(d, "name", where, required=True)
+        assert name is not None
+        s = virtual.get(name)
+        if s is None:
+            if name in board:
+                why = (f"{name!r} is a board sensor: its [[sensor]] id is its Flukso sensor id and it is "
+                       "uploaded already")
+            else:
+                known = ", ".join(sorted(virtual)) or "none are configured"
+                why = (f"no virtual sensor is named {name!r} (virtual sensors: {known}; a wallbox of [ev] "
+                       "is E1, E2 ..., a [[meter]] with a formula goes by its name)")
+            raise _fail(where + "name", why)
+        if name in named:
+            raise _fail(where + "name", f"{name!r} has a [[flukso.sensor]] table already")
+        named.add(name)
+        key_file, key_env = _text(d, "key_file", where), _text(d, "key_env", where)
+        if key_file is not None and key_env is not None:
+            raise _fail(where + "key_env", "give its key as key_file or key_env, not both")
+        for key, series in (("id", s.id), ("export_id", s.export_id if s.kind == "ct" else None)):
+            ident = _text(d, key, where, required=key == "id")
+            if ident is None:
+                continue
+            if series is None:
+                raise _fail(where + key, f"the virtual sensor {name!r} has no export series")
+            if not is_sensor_id(ident):
+                raise _fail(where + key, f"must be 32 lowercase hex digits, got {ident!r}")
+            owner = taken.get(ident)
+            if owner is not None and ident != series:
+                raise _fail(where + key, f"sensor id {ident} is already {owner!r}'s")
+            taken[ident] = name
+            out.append(VirtualUpload(name, series, ident, sec.file(key_file) if key_file else None, key_env))
+    return tuple(out)
+
+
+def _target(v: VirtualUpload) -> Target:
+    """A virtual sensor's upload, its own key read now (errors name the sensor, never the key)."""
+    if v.key_file is None and v.key_env is None:
+        return Target(v.series, v.sensor, None, v.name)
+    try:
+        key = load_device_key(v.key_file, env=v.key_env or "")
+    except UserError as exc:
+        raise UserError(f"[flukso] sensor {v.name}: {exc}") from None
+    return Target(v.series, v.sensor, key, v.name)
 
 
 class FluksoOutput:
@@ -304,7 +451,7 @@ class FluksoOutput:
 
     @classmethod
     def parse(cls, sec: Section) -> FluksoConfig:
-        sec.keys({"base_url", "key_file", "key_env", "interval_s"})
+        sec.keys({"base_url", "key_file", "key_env", "interval_s", "sensor"})
         key_file = sec.get("key_file", str, None)
         key_env = sec.get("key_env", str, None)
         if key_file is None and key_env is None:
@@ -316,6 +463,7 @@ class FluksoOutput:
             key_file=sec.file(key_file) if key_file else None,
             key_env=key_env,
             interval_s=sec.get("interval_s", int, 300, in_range(1, 86400)),
+            virtual=parse_virtual(sec),
         )
 
     def __init__(self, f: FluksoConfig, ctx: OutputContext) -> None:
@@ -327,7 +475,7 @@ class FluksoOutput:
         self.spool = ctx.spool
         ids = [sid for s in ctx.cfg.sensors for sid, _role in s.series]
         self.uploader = FluksoUploader(self.spool, f.base_url, key, ids, interval=float(f.interval_s),
-                                       wall_clock=ctx.clock)
+                                       wall_clock=ctx.clock, targets=[_target(v) for v in f.virtual])
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
             target=self.uploader.run, args=(self.stop_event,), name="gridtap-flukso", daemon=True
