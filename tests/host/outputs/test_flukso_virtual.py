@@ -228,3 +228,18 @@ def test_virtual_points_reach_flukso_in_order_once_across_a_restart(
         assert srv.measurements(V1) == expected
         # E2 has no [[flukso.sensor]]: nothing of it went up (the board was not stepped: nothing of it)
         assert {s for s, pts in srv.stored.items() if pts} == {V1}
+
+
+def test_the_example_configs_flukso_block_parses(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parents[3] / "docs" / "gridtap.example.toml").read_text()
+
+    def uncommented(start: str, end: str) -> str:
+        part = example[example.index(start):example.index(end)]
+        return "\n".join(re.sub(r"^# ?", "", ln) for ln in part.splitlines())
+
+    head = example[:example.index("# Optional sections")]
+    text = head + uncommented("# [[meter]]", "# [mqtt]") + uncommented("# [flukso]", "# [iec104]")
+    f = parse_config(text, tmp_path / "gridtap.toml").outputs["flukso"]
+    assert f.virtual == (VirtualUpload("grid_smooth", derived_id("grid_smooth"),
+                                       "5b3c1f0e9d8a7b6c5d4e3f2a1b0c9d8e"),)
+    assert f.interval_s == 300
