@@ -45,17 +45,16 @@ id = "garage"
 [[ev.wallbox]]
 id = "carport"
 """
+# an expression meter with an export series too
 METERS = """
 [[meter]]
 id = 1
-sensors = ["mains"]
-
+sensors = ["heatpump"]
 [[meter]]
 id = 2
 name = "house"
-power_w = "M1.power_w + 100"
-import_wh = "import_wh + max(M1.power_w + 100, 0) * dt / 3600"
-export_wh = "export_wh + max(-M1.power_w - 100, 0) * dt / 3600"
+import_wh = "import_wh + max(M1.power_w, 0) * dt / 3600"
+export_wh = "export_wh"
 """
 
 
