@@ -32,8 +32,10 @@ Rules:
   and is held in a ``Secret`` that never prints; neither it nor the digest is
   logged.
 * A refusal of one sensor (HTTP 400/401/403/404: not provisioned, a wrong key)
-  does not hold back the others: the pass goes on to the next sensor and still
-  counts as failed (backoff). Anything else (no connection, 5xx, 429) ends it.
+  does not hold back the others: that sensor alone backs off (its own
+  ``Backoff``, skipped by the passes until it is due) and the pass goes on.
+  Anything else (no connection, 5xx, 429, a bad answer) ends the pass and
+  backs the whole uploader off.
 
 What goes up: every board sensor's series under its own id (a board sensor's
 ``id``/``export_id`` is its Flukso sensor id), and each virtual sensor (a
@@ -133,6 +135,7 @@ class UploadReport:
     cleared: int = 0
     error: str | None = None
     per_sensor: dict[str, int] = field(default_factory=dict)
+    fatal: bool = False  # the error ended the pass (the server, not one sensor's refusal)
 
     @property
     def ok(self) -> bool:
@@ -202,6 +205,8 @@ class FluksoUploader:
         self.last_upload: float | None = None
         self._conn: http.client.HTTPConnection | None = None
         self.last_report = UploadReport()
+        #: spool series a sensor-specific refusal holds back: its own backoff and the refusal
+        self.held: dict[str, tuple[Backoff, str]] = {}
 
     def status(self) -> dict[str, Any]:
         """Backlog (spooled points not yet accepted), last upload and the last pass's error."""
@@ -252,10 +257,16 @@ class FluksoUploader:
     # -- one pass ------------------------------------------------------------------
 
     def upload(self) -> UploadReport:
-        """Send every committed point of every sensor; stop at the first failure."""
+        """Send every committed point of every sensor that is not held back; stop at the first
+        failure that is not one sensor's refusal (``report.fatal``)."""
         report = UploadReport()
+        now = self._clock()
         try:
             for target in self.targets:
+                held = self.held.get(target.series)
+                if held is not None and not held[0].ready(now):
+                    report.error = report.error or held[1]
+                    continue
                 status = 0
                 try:
                     err, status = self._upload_sensor(target, report)
@@ -263,14 +274,26 @@ class FluksoUploader:
                     # not know; the next pass sends them again and recovers from the server's
                     # "last update time" answer, without duplicates
                     err = f"sensor {target.label}: the spool cannot record the upload: {exc}"
-                if err is not None:
-                    report.error = report.error or err
-                    if status not in SENSOR_REFUSALS:
-                        break
+                if err is None:
+                    self.held.pop(target.series, None)
+                    continue
+                report.error = report.error or err
+                if status not in SENSOR_REFUSALS:
+                    report.fatal = True
+                    break
+                self._hold(target, err, now)
         finally:
             self._close()
         self.last_report = report
         return report
+
+    def _hold(self, target: Target, err: str, now: float) -> None:
+        """Back this one sensor off, on the uploader's delays: its id or key is wrong, not the server."""
+        backoff = self.held[target.series][0] if target.series in self.held else Backoff(
+            base=self.backoff.base, cap=self.backoff.cap, factor=self.backoff.factor)
+        delay = backoff.failure(now)
+        self.held[target.series] = (backoff, err)
+        log.warning("flukso: %s; the other sensors go on, this one is retried in %.0f s", err, delay)
 
     def _upload_sensor(self, target: Target, report: UploadReport) -> tuple[str | None, int]:
         """Send one series' committed points; (the error or None, the HTTP status that ended it)."""
@@ -317,7 +340,7 @@ class FluksoUploader:
         now = self._clock()
         if self.backoff.ready(now):
             report = self.upload()
-            if report.ok:
+            if not report.fatal:  # a sensor's refusal holds back that sensor only (upload)
                 self.backoff.success()
                 self.backoff.not_before = now + self.interval
                 if report.cleared:

@@ -160,7 +160,9 @@ def test_wrong_key_is_refused_and_nothing_is_cleared_nor_logged(tmp_path: Path,
         wait = up.step()
         assert srv.posts == 1 and srv.measurements(S1) == []
     assert not up.last_report.ok and "HTTP 401 (check the device key)" in (up.last_report.error or "")
-    assert 5 <= wait <= 10 and up.backoff.failures == 1
+    # a refusal of the sensor (its key, its id) backs that sensor off, not the uploader
+    assert wait == 300 and up.backoff.failures == 0
+    assert up.held[S1][0].failures == 1 and 55 <= up.held[S1][0].not_before <= 60
     assert len(sp.pending("flukso", S1)) == 5
     assert WRONG not in caplog.text and "401" in caplog.text
     assert WRONG not in repr(up.__dict__)

@@ -23,6 +23,7 @@ from gridtap.outputs.flukso import FluksoOutput, FluksoUploader, Secret, Target,
 from gridtap.store.spool import Spool
 from tests.support.daemon import EXP, IMP, IMP2, PULSE, WATER, config_text, running_daemon
 from tests.support.fakeboard import FakeBoard
+from tests.support.fakes import FakeClock
 from tests.support.flukso_server import FluksoServer
 
 KEY = "0123456789abcdef0123456789abcdef"      # the device key
@@ -145,29 +146,46 @@ def test_a_virtual_sensors_key_file_is_read_at_start_and_named(short_tmp: Path) 
 def test_a_refused_virtual_sensor_does_not_hold_back_the_others(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """E1 signed with a key the server does not know it by (401), E2 fine: E2's points go up in the same
-    pass, E1's stay spooled, the pass counts as failed (backoff) and names E1, never the key."""
+    pass and on the normal interval; E1 alone backs off (skipped, not asked again, until it is due),
+    its points stay spooled, /status names it, never the key. A server that is down ends a pass."""
     sp = Spool(tmp_path / "s.db", ["flukso"], aging=())
     for i in range(5):
         sp.add(GARAGE, T0 + 10 * i, 100.0 + i)
         sp.add(CARPORT, T0 + 10 * i, 200.5 + 2 * i)
     sp.commit()
     wrong = "f" * 32
+    mono = FakeClock(100.0)
+    refusal = f"sensor E1 ({V1}): HTTP 401 (check the sensor key)"
     with FluksoServer({V1: E1_KEY, V2: KEY}) as srv, caplog.at_level(logging.DEBUG):
         targets = [Target(GARAGE, V1, Secret(wrong), "E1"), Target(CARPORT, V2, None, "E2")]
-        up = FluksoUploader(sp, srv.url, Secret(KEY), [], targets=targets,
+        up = FluksoUploader(sp, srv.url, Secret(KEY), [], targets=targets, clock=mono,
                             backoff=Backoff(base=10, cap=100, rng=random.Random(1)))
-        wait = up.step()
+        assert up.step() == pytest.approx(300)   # the next pass on the interval: E2 is not held back
         assert srv.measurements(V1) == []
         assert srv.measurements(V2) == [(T0 + 10 * i, math.floor(200.5 + 2 * i)) for i in range(5)]
-        assert up.last_report.error == f"sensor E1 ({V1}): HTTP 401 (check the sensor key)"
-        assert 5 <= wait <= 10 and up.backoff.failures == 1
+        assert up.last_report.error == refusal and not up.last_report.fatal
+        assert up.backoff.failures == 0 and up.held[GARAGE][0].failures == 1
+        assert 105 <= up.held[GARAGE][0].not_before <= 110
         assert len(sp.pending("flukso", GARAGE)) == 5 and sp.pending("flukso", CARPORT) == []
-        assert up.status()["backlog"] == 5
+        assert up.status() == {"backlog": 5, "last_upload": up.last_upload, "error": refusal}
+        # while E1 backs off, a pass does not ask for it again, and still says why it is held
+        sp.add(CARPORT, T0 + 100, 300.0)
+        sp.commit()
+        posts = srv.posts
+        assert up.upload().error == refusal and srv.posts == posts + 1
+        # the server learns E1 by that key; once E1 is due, its points go up and nothing is held
+        srv.keys[V1] = wrong
+        mono.t += 10
+        assert up.upload().ok and up.held == {}
+        assert srv.measurements(V1) == [(T0 + 10 * i, 100 + i) for i in range(5)]
         # a server that is down ends the pass at once: one request, not one per sensor
+        sp.add(GARAGE, T0 + 100, 200.0)
+        sp.add(CARPORT, T0 + 110, 301.0)
+        sp.commit()
         srv.fail_next(2, status=503)
         posts = srv.posts
-        up.upload()
-        assert srv.posts == posts + 1
+        rep = up.upload()
+        assert rep.fatal and srv.posts == posts + 1 and up.held == {}
     assert wrong not in caplog.text and "E1" in caplog.text
     sp.close()
 
