@@ -29,7 +29,10 @@ Accepted measurements are kept (the raw ``ts:counter`` updates the RRD would
 get), so tests can read the energy back. Fault injection for tests of the
 client: ``fail_next(n, status)`` answers the next n POSTs with that status,
 ``drop_reply_next(n)`` processes the next n POSTs and then closes the
-connection without answering (a reply lost on the way back). Pass an
+connection without answering (a reply lost on the way back),
+``rrd_error_next(sensor, text)`` answers that sensor's next measurements
+with HTTP 200 and ``text`` as the response, storing nothing (an RRD update
+that failed: the real server reports it so). Pass an
 ``ssl.SSLContext`` as ``tls`` to serve HTTPS.
 
 Run it by hand: ``python -m tests.support.flukso_server --port 8080
@@ -73,6 +76,7 @@ class FluksoServer:
         self.posts = 0  # POST requests received (its access log, in short)
         self._fail: list[int] = []
         self._drop = 0
+        self._rrd_errors: dict[str, list[str]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self.scheme = "http"
@@ -131,6 +135,10 @@ class FluksoServer:
         with self.lock:
             self._drop += n
 
+    def rrd_error_next(self, sensor: str, text: str, n: int = 1) -> None:
+        with self.lock:
+            self._rrd_errors.setdefault(sensor, []).extend([text] * n)
+
     # -- the resource ----------------------------------------------------------------
 
     def handle_post(self, sensor: str, headers: dict[str, str],
@@ -170,6 +178,8 @@ class FluksoServer:
             return 500, {}, updates.encode()
         if not updates:
             response = "ERROR: Not enough arguments"
+        elif self._rrd_errors.get(sensor):
+            response = self._rrd_errors[sensor].pop(0)
         else:
             response = "ok"
             for ts, counter in updates:

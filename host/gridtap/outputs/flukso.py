@@ -31,10 +31,11 @@ Rules:
 * The device key comes from a file or the environment (``load_device_key``)
   and is held in a ``Secret`` that never prints; neither it nor the digest is
   logged.
-* A refusal of one sensor (HTTP 400/401/403/404: not provisioned, a wrong key)
-  does not hold back the others: that sensor alone backs off (its own
-  ``Backoff``, skipped by the passes until it is due) and the pass goes on.
-  Anything else (no connection, 5xx, 429, a bad answer) ends the pass and
+* A refusal of one sensor (HTTP 400/401/403/404: not provisioned, a wrong key;
+  or HTTP 200 with an error as the response: its RRD refused the points) does
+  not hold back the others: that sensor alone backs off (its own ``Backoff``,
+  skipped by the passes until it is due) and the pass goes on. Anything else
+  (no connection, 5xx, 429, an answer that is not JSON) ends the pass and
   backs the whole uploader off.
 
 What goes up: every board sensor's series under its own id (a board sensor's
@@ -267,9 +268,9 @@ class FluksoUploader:
                 if held is not None and not held[0].ready(now):
                     report.error = report.error or held[1]
                     continue
-                status = 0
+                refused = False
                 try:
-                    err, status = self._upload_sensor(target, report)
+                    err, refused = self._upload_sensor(target, report)
                 except sqlite3.Error as exc:  # a full disk: the server has the points, the spool does
                     # not know; the next pass sends them again and recovers from the server's
                     # "last update time" answer, without duplicates
@@ -278,7 +279,7 @@ class FluksoUploader:
                     self.held.pop(target.series, None)
                     continue
                 report.error = report.error or err
-                if status not in SENSOR_REFUSALS:
+                if not refused:
                     report.fatal = True
                     break
                 self._hold(target, err, now)
@@ -295,39 +296,40 @@ class FluksoUploader:
         self.held[target.series] = (backoff, err)
         log.warning("flukso: %s; the other sensors go on, this one is retried in %.0f s", err, delay)
 
-    def _upload_sensor(self, target: Target, report: UploadReport) -> tuple[str | None, int]:
-        """Send one series' committed points; (the error or None, the HTTP status that ended it)."""
+    def _upload_sensor(self, target: Target, report: UploadReport) -> tuple[str | None, bool]:
+        """Send one series' committed points; (the error or None, whether the server refused this
+        sensor rather than failed)."""
         sensor, label = target.sensor, target.label
         while True:
             points = self.spool.pending(self.dest, target.series, limit=self.batch)
             if not points:
-                return None, 200
+                return None, False
             body = self.body(points)
             report.requests += 1
             try:
                 status, data = self.post(sensor, body, target.key)
             except (OSError, http.client.HTTPException) as exc:
-                return f"sensor {label}: {type(exc).__name__}: {exc}", 0
+                return f"sensor {label}: {type(exc).__name__}: {exc}", False
             if status != 200:
                 hint = ""
                 if status == 401:
                     hint = f" (check the {'sensor' if target.key is not None else 'device'} key)"
-                return f"sensor {label}: HTTP {status}{hint}", status
+                return f"sensor {label}: HTTP {status}{hint}", status in SENSOR_REFUSALS
             try:
                 answer = json.loads(data).get("response")
             except (ValueError, AttributeError):
-                return f"sensor {label}: HTTP 200 without a JSON response", status
+                return f"sensor {label}: HTTP 200 without a JSON response", False
             if answer == "ok":
                 n = self.spool.ack(self.dest, target.series, points[-1][0])
             else:
                 m = ILLEGAL_UPDATE.search(str(answer))
                 if m is None:
-                    return f"sensor {label}: server answered {str(answer)[:200]!r}", status
+                    return f"sensor {label}: server answered {str(answer)[:200]!r}", True
                 # the server already holds everything up to its last update: clear that, send the rest
                 n = self.spool.ack(self.dest, target.series, int(m.group(2)))
                 if n == 0:
                     return (f"sensor {label}: server refused points older than its last update "
-                            f"{m.group(2)}", status)
+                            f"{m.group(2)}", True)
             report.cleared += n
             report.per_sensor[sensor] = report.per_sensor.get(sensor, 0) + n
             if n:

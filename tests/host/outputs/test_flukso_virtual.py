@@ -178,9 +178,19 @@ def test_a_refused_virtual_sensor_does_not_hold_back_the_others(tmp_path: Path,
         mono.t += 10
         assert up.upload().ok and up.held == {}
         assert srv.measurements(V1) == [(T0 + 10 * i, 100 + i) for i in range(5)]
-        # a server that is down ends the pass at once: one request, not one per sensor
+        # an RRD that refuses E1's points (HTTP 200, an error as the response) holds back E1 alone
         sp.add(GARAGE, T0 + 100, 200.0)
         sp.add(CARPORT, T0 + 110, 301.0)
+        sp.commit()
+        srv.rrd_error_next(V1, "ERROR: rrd_update failed")
+        rep = up.upload()
+        assert not rep.fatal and rep.error == f"sensor E1 ({V1}): server answered 'ERROR: rrd_update failed'"
+        assert srv.measurements(V2)[-1] == (T0 + 110, 301) and len(sp.pending("flukso", GARAGE)) == 1
+        mono.t += 10
+        assert up.upload().ok and srv.measurements(V1)[-1] == (T0 + 100, 200)
+        # a server that is down ends the pass at once: one request, not one per sensor
+        sp.add(GARAGE, T0 + 200, 201.0)
+        sp.add(CARPORT, T0 + 210, 302.0)
         sp.commit()
         srv.fail_next(2, status=503)
         posts = srv.posts
