@@ -76,7 +76,7 @@ from gridtap.secretfile import read_secret_line
 from gridtap.store.spool import Spool
 
 if TYPE_CHECKING:
-    from gridtap.config import Section
+    from gridtap.config import Section, SensorConfig
     from gridtap.outputs import OutputContext
 
 log = logging.getLogger(__name__)
@@ -409,8 +409,6 @@ def parse_virtual(sec: Section) -> tuple[VirtualUpload, ...]:
     items = sec.data.get("sensor", [])
     if not isinstance(items, list):
         raise _fail("sensor", "must be an array of tables, written [[flukso.sensor]]")
-    virtual = {s.name: s for s in sec.sensors if s.source != "board"}
-    board = {s.name for s in sec.sensors if s.source == "board"}
     taken = {sid: s.name for s in sec.sensors for sid, _role in s.series}
     taken |= {s.voltage_id: s.name for s in sec.sensors if s.voltage_id}
     out: list[VirtualUpload] = []
@@ -422,38 +420,50 @@ def parse_virtual(sec: Section) -> tuple[VirtualUpload, ...]:
         for k in d:
             if k not in _VIRTUAL_KEYS:
                 raise _fail(where + k, f"unknown key (known here: {', '.join(sorted(_VIRTUAL_KEYS))})")
-        name = _text(d, "name", where, required=True)
-        assert name is not None
-        s = virtual.get(name)
-        if s is None:
-            if name in board:
-                why = (f"{name!r} is a board sensor: its [[sensor]] id is its Flukso sensor id and it is "
-                       "uploaded already")
-            else:
-                known = ", ".join(sorted(virtual)) or "none are configured"
-                why = (f"no virtual sensor is named {name!r} (virtual sensors: {known}; a wallbox of [ev] "
-                       "is E1, E2 ..., a [[meter]] with a formula goes by its name)")
-            raise _fail(where + "name", why)
-        if name in named:
-            raise _fail(where + "name", f"{name!r} has a [[flukso.sensor]] table already")
-        named.add(name)
+        s = _virtual_sensor(sec.sensors, _text(d, "name", where, required=True) or "", where)
+        if s.name in named:
+            raise _fail(where + "name", f"{s.name!r} has a [[flukso.sensor]] table already")
+        named.add(s.name)
         key_file, key_env = _text(d, "key_file", where), _text(d, "key_env", where)
         if key_file is not None and key_env is not None:
             raise _fail(where + "key_env", "give its key as key_file or key_env, not both")
-        for key, series in (("id", s.id), ("export_id", s.export_id if s.kind == "ct" else None)):
-            ident = _text(d, key, where, required=key == "id")
-            if ident is None:
-                continue
-            if series is None:
-                raise _fail(where + key, f"the virtual sensor {name!r} has no export series")
-            if not is_sensor_id(ident):
-                raise _fail(where + key, f"must be 32 lowercase hex digits, got {ident!r}")
-            owner = taken.get(ident)
-            if owner is not None and ident != series:
-                raise _fail(where + key, f"sensor id {ident} is already {owner!r}'s")
-            taken[ident] = name
-            out.append(VirtualUpload(name, series, ident, sec.file(key_file) if key_file else None, key_env))
+        path = sec.file(key_file) if key_file else None
+        out += [VirtualUpload(s.name, series, ident, path, key_env)
+                for series, ident in _flukso_ids(d, where, s, taken)]
     return tuple(out)
+
+
+def _virtual_sensor(sensors: tuple[SensorConfig, ...], name: str, where: str) -> SensorConfig:
+    """The virtual sensor a table names; an error that says what the name is if it is none."""
+    virtual = {s.name: s for s in sensors if s.source != "board"}
+    if name in virtual:
+        return virtual[name]
+    if any(s.name == name for s in sensors):
+        raise _fail(where + "name", f"{name!r} is a board sensor: its [[sensor]] id is its Flukso sensor "
+                                    "id and it is uploaded already")
+    known = ", ".join(sorted(virtual)) or "none are configured"
+    raise _fail(where + "name", f"no virtual sensor is named {name!r} (virtual sensors: {known}; a wallbox "
+                                "of [ev] is E1, E2 ..., a [[meter]] with a formula goes by its name)")
+
+
+def _flukso_ids(d: dict[str, Any], where: str, s: SensorConfig,
+                taken: dict[str, str]) -> list[tuple[str, str]]:
+    """(series, Flukso id) of a table's ``id`` and ``export_id``; records them in ``taken``."""
+    out = []
+    for key, series in (("id", s.id), ("export_id", s.export_id if s.kind == "ct" else None)):
+        ident = _text(d, key, where, required=key == "id")
+        if ident is None:
+            continue
+        if series is None:
+            raise _fail(where + key, f"the virtual sensor {s.name!r} has no export series")
+        if not is_sensor_id(ident):
+            raise _fail(where + key, f"must be 32 lowercase hex digits, got {ident!r}")
+        owner = taken.get(ident)
+        if owner is not None and ident != series:  # its own series id would do, if the server knew it
+            raise _fail(where + key, f"sensor id {ident} is already {owner!r}'s")
+        taken[ident] = s.name
+        out.append((series, ident))
+    return out
 
 
 def _target(v: VirtualUpload) -> Target:
