@@ -239,9 +239,9 @@ def test_virtual_points_reach_flukso_in_order_once_across_a_restart(
             rig.wait(lambda: srv.measurements(V1) == expected[:4], timeout=15)
             srv.drop_reply_next()          # the server takes the next post; its answer never comes back
             feed(rig, readings[4:8])
-            rig.wait(lambda: srv.measurements(V1)[-1:] == expected[7:8] and up.last_report.error is not None,
-                     timeout=15)
-            assert up.status()["backlog"] > 0   # the spool does not know the server has them
+            rig.wait(lambda: up.last_report.error is not None, timeout=15)
+            # the server has points whose reply was lost: the spool does not know it has them
+            assert len(srv.measurements(V1)) > 4 and up.status()["backlog"] > 0
         board = FakeBoard(short_tmp)
         board.appear()
         with running_daemon(board, _daemon_text(board, short_tmp, srv.url), short_tmp) as rig:
