@@ -52,6 +52,10 @@ FILL = 4
 DELAY = 4  # state[DELAY + k] for CT k = 1..4: D | Q << 8
 Q_SHIFT = 8
 MAX_DELAY = 127
+# len as a module global: viper looks a name up in the module's dict first, then in the
+# builtins, which costs about 725 instructions a call on a Cortex-M0+ against 245 (four per
+# block call, two per accumulate).
+_len = len
 
 
 @micropython.viper
@@ -60,9 +64,9 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
         raise ValueError("kernel: nch must be 2..5")
     if start < 0:
         raise ValueError("kernel: start must be >= 0")
-    if int(len(state)) < 201:
+    if int(_len(state)) < 201:
         raise ValueError("kernel: state must hold 201 int32")
-    if int(len(out)) < 2 + 6 * (nch - 1):
+    if int(_len(out)) < 2 + 6 * (nch - 1):
         raise ValueError("kernel: out is too short for nch")
     stop = nsets
     if stop > start + 256:
@@ -70,7 +74,7 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     avail = stop - start
     if avail < 0:
         avail = 0
-    if avail > 0 and int(len(buf)) < 2 * nch * stop:
+    if avail > 0 and int(_len(buf)) < 2 * nch * stop:
         raise ValueError("kernel: buf holds fewer than nsets sets")
     b = ptr16(buf)  # noqa: F821 (viper built-in)
     st = ptr32(state)  # noqa: F821
@@ -83,14 +87,12 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
     m = 1
     m = m << 31
     st[3] = 0
-    pol = 0
-    if st[1] != 0:
-        pol = 1
     hyst = st[2]
     hyst = hyst - ((hyst & m) << 1)
     if hyst < 0:
         hyst = 0
-    nhyst = 0 - hyst
+    if hyst > 65535:
+        hyst = 65535  # no sample passes it either way, as with any larger one (2048 + hyst stays small)
     w = st[4]
     w = w - ((w & m) << 1)
     if w < 128 or w > 384:
@@ -103,73 +105,111 @@ def block(buf, start: int, nsets: int, nch: int, state, out) -> int:
             j += 1
         w = 128
     hw = 18 + w  # this call's first set goes to hs[hw]
-    base = start * nch
-    # Pass 1: V, the crossing rule, sum v and sum v*v, append V to the history.
-    j = base
-    n = 0
-    sv = 0
-    svv = 0
-    while n < avail:
-        r = b[j]
-        v = r - 2048
-        if pol == 0:
-            if v > hyst:
-                pol = 1
-                st[3] = 1
-                break
-        elif v < nhyst:
-            pol = 0
-        hs[hw + n] = r
-        sv += v
-        svv += v * v
-        j += nch
-        n += 1
-    st[1] = pol
-    o[0] = sv
-    o[1] = svv
-    # Pass 2: one CT at a time over the n consumed sets, V from the history.
-    end = base + n * nch
-    k = 1
-    while k < nch:
-        dw = st[4 + k]
-        q = hw - (dw & 127)
-        qq = hw - ((dw >> 8) & 127)
-        si = 0
-        sii = 0
-        siv = 0
-        sivq = 0
-        svd = 0
-        svq = 0
-        j = base
-        while j < end:
-            v = hs[q] - 2048
-            vq = hs[qq] - 2048
-            i = b[j + k] - 2048
-            si += i
-            sii += i * i
-            siv += i * v
-            sivq += i * vq
-            svd += v
-            svq += vq
-            q += 1
-            qq += 1
-            j += nch
-        o[6 * k - 4] = si
-        o[6 * k - 3] = sii
-        o[6 * k - 2] = siv
-        o[6 * k - 1] = sivq
-        o[6 * k] = svd
-        o[6 * k + 1] = svq
-        k += 1
+    # The loops run in _sums, whose first two locals hold the samples (see there).
+    n = int(_sums(0, 0, int(b) + 2 * start * nch, int(hs) + 2 * hw, int(st), int(o), avail, nch, hyst))
     if n > 0:
         st[0] = hs[hw + n - 1] - 2048
     st[4] = w + n
     return n
 
 
+# Both passes over the block, on raw samples (r = x + 2048), their sums centred once at the
+# end: sum(x) = sum(r) - 2048*n and sum(x*y) = sum(r*s) - 2048*(sum(r) + sum(s)) + 2048*2048*n,
+# exact modulo 2**32 like the C kernel's int32 sums. Viper on armv6m (mpy-cross) keeps only a
+# function's first two locals in registers and every other one on the stack, each use a load
+# and a store or more; so the samples are the first two locals here, x and y (callers pass 0),
+# the sums live on the stack, and the samples are read by walking pointers (addresses as ints,
+# ptr16(p)[0]: one ldrh) rather than by index. On a Cortex-M0+ that is about half the
+# instructions per V/I pair of the same loops in block itself (hardware/qemu-m0.md).
+# smp: the address of the first set's V sample; hist: of its V history entry (hs[hw]);
+# sta, ob: of state and out; avail: the most sets to take; hyst: 0..65535.
+@micropython.viper
+def _sums(x: int, y: int, smp: int, hist: int, sta: int, ob: int, avail: int, nch: int, hyst: int) -> int:
+    st = ptr32(sta)  # noqa: F821 (viper built-in)
+    step = nch << 1  # bytes from a sample to the same channel's in the next set
+    hi = 2048 + hyst
+    lo = 2048 - hyst
+    pol = 0
+    if st[1] != 0:
+        pol = 1
+    # Pass 1: x is V, y counts the sets left. The crossing rule, sum v and sum v*v, and V
+    # appended to the history.
+    pb = smp
+    ph = hist
+    s1 = 0
+    s2 = 0
+    y = avail
+    while y:
+        x = ptr16(pb)[0]  # noqa: F821
+        if pol:
+            if x < lo:
+                pol = 0
+        elif x > hi:
+            pol = 1
+            st[3] = 1
+            break
+        ptr16(ph)[0] = x  # noqa: F821
+        s1 += x
+        s2 = x * x + s2
+        pb += step
+        ph += 2
+        y -= 1
+    st[1] = pol
+    n = avail - y
+    nn = n << 11  # 2048 * n
+    n2 = n << 22  # 2048 * 2048 * n
+    o = ptr32(ob)  # noqa: F821
+    o[0] = s1 - nn
+    o[1] = s2 - (s1 << 12) + n2
+    # Pass 2: one CT at a time over the n sets, x its current, y V from the history D sets
+    # before it, then Q sets before it.
+    po = ob + 8  # its six sums: out[2 + 6k] ...
+    pd = sta + 20  # its delays: state[5 + k]
+    pc = smp + 2  # its sample in the first set
+    k = nch - 1  # CTs left
+    while k:
+        dw = ptr32(pd)[0]  # noqa: F821
+        pv = hist - ((dw & 127) << 1)
+        pq = hist - (((dw >> 8) & 127) << 1)
+        pb = pc
+        s1 = 0
+        s2 = 0
+        siv = 0
+        sivq = 0
+        svd = 0
+        svq = 0
+        c = n
+        while c:
+            x = ptr16(pb)[0]  # noqa: F821
+            y = ptr16(pv)[0]  # noqa: F821
+            s1 += x
+            s2 = x * x + s2
+            siv = x * y + siv
+            svd += y
+            y = ptr16(pq)[0]  # noqa: F821
+            sivq = x * y + sivq
+            svq += y
+            pb += step
+            pv += 2
+            pq += 2
+            c -= 1
+        o = ptr32(po)  # noqa: F821
+        o[0] = s1 - nn
+        o[1] = s2 - (s1 << 12) + n2
+        o[2] = siv - ((s1 + svd) << 11) + n2
+        o[3] = sivq - ((s1 + svq) << 11) + n2
+        o[4] = svd - nn
+        o[5] = svq - nn
+        po += 24
+        pd += 4
+        pc += 2
+        k -= 1
+    return n
+
+
 @micropython.viper
 def accumulate(acc, out, n: int):
-    if n < 0 or n > int(len(acc)) or n > int(len(out)):
+    if n < 0 or n > int(_len(acc)) or n > int(_len(out)):
         raise ValueError("accumulate: n is outside both arrays")
     a = ptr32(acc)  # noqa: F821 (viper built-in)
     o = ptr32(out)  # noqa: F821
