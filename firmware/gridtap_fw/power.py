@@ -77,6 +77,11 @@ K_HIST_KEEP = 128
 K_MAX_DELAY = 127
 K_MID2 = 2048 | (2048 << 16)  # two mid-scale (v = 0) history entries
 SMALL = 0x20000000  # partial energy sums stay below this: plus a period's (under 2**29, 5.5 kW) a small int
+# round as a module global: MicroPython looks a name up in the module's dict, then scans the
+# builtins' table, about 500 instructions more a lookup on a Cortex-M0+; _close rounds six
+# times a period (hardware/qemu-m0.md). For the same reason the per-block and per-period
+# code below uses no other builtin (bool, min, max).
+_round = round
 
 
 class PowerMeter:
@@ -256,7 +261,11 @@ class PowerMeter:
                     vl = st[0]
                     f = 0.5
                     if vx > vl:
-                        f = min(1.0, max(0.0, (st[2] - vl) / (vx - vl)))
+                        f = (st[2] - vl) / (vx - vl)  # clamped to [0, 1]
+                        if f < 0.0:
+                            f = 0.0
+                        elif f > 1.0:
+                            f = 1.0
                     self.x_end = f
                     self._close(True)
                     # A period is valid once a CT's delayed V is real V, not the
@@ -270,7 +279,7 @@ class PowerMeter:
                 # When the registers moved, to the set: the tuples that report them say so.
                 seconds = self.seconds
                 self.after_sets = nsets - start
-        return bool(self.ready)
+        return True if self.ready else False
 
     @micropython.native
     def _close(self, crossing: bool) -> None:
@@ -283,7 +292,7 @@ class PowerMeter:
         sv = acc[0]
         cfg = self.cfg
         valid = crossing and self.synced and n >= self.min_sets and cfg.v_enabled
-        self.ac = bool(valid)
+        self.ac = True if valid else False
         # The gauges' sums stay in counts^2 here (N * the variance: sum(x^2) - sum(x) * m)
         # and are scaled in _fold; only the powers are scaled per period, since each
         # period's power is rounded to whole mW for the registers.
@@ -308,8 +317,8 @@ class PowerMeter:
             if valid:
                 c1 = acc[o + 2] - acc[o + 4] * mi
                 c2 = acc[o + 3] - acc[o + 5] * mi
-                p_mw = round((pa * c1 + pb * c2) * inv)
-                q_mvar = round((qa * c1 + qb * c2) * inv)
+                p_mw = _round((pa * c1 + pb * c2) * inv)
+                q_mvar = _round((qa * c1 + qb * c2) * inv)
                 e = sec_e[k] + p_mw * n
                 eq = sec_q[k] + q_mvar * n
                 if -SMALL < e < SMALL and -SMALL < eq < SMALL:
