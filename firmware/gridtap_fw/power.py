@@ -80,8 +80,9 @@ SMALL = 0x20000000  # partial energy sums stay below this: plus a period's (unde
 # round as a module global: MicroPython looks a name up in the module's dict, then scans the
 # builtins' table, about 500 instructions more a lookup on a Cortex-M0+; _close rounds six
 # times a period (hardware/qemu-m0.md). For the same reason the per-block and per-period
-# code below uses no other builtin (bool, min, max).
+# code below uses no other builtin (bool, min, max), and math.sqrt is bound once.
 _round = round
+_sqrt = math.sqrt
 
 
 class PowerMeter:
@@ -313,7 +314,7 @@ class PowerMeter:
             if xi > 0.0:
                 raw_i2[k] += xi
                 if xv > 0.0:
-                    raw_va[k] += math.sqrt(xv * xi)
+                    raw_va[k] += _sqrt(xv * xi)
             if valid:
                 c1 = acc[o + 2] - acc[o + 4] * mi
                 c2 = acc[o + 3] - acc[o + 5] * mi
