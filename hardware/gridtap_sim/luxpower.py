@@ -4,11 +4,12 @@ The test peer of gridtap's LuxPower client and the demo's inverter (docs/luxpowe
 Pure Python (no numpy), so the host tests can run it.
 
 * `Inverter`: the battery (capacity, charge/discharge power limits, round-trip efficiency, SOC
-  limits), the holding registers gridtap writes (21 AC charge / forced discharge bits, 64-67 power
-  % and AC-charge SOC limit, 68-73 AC-charge windows, 105 cut-off SOC) and the input registers it
-  pushes. `advance(t)` integrates the battery up to time t of the clock it is given. Its AC power
-  (+ charging from the grid, - discharging) is what the virtual house's battery load draws
-  (gridtap_sim.model.battery), so the grid CT sees what the controller does.
+  limits), the holding registers gridtap writes (21 AC charge / forced discharge bits, 59/61 reactive
+  mode and %, 64-67 power % and AC-charge SOC limit, 68-73 AC-charge windows, 105 cut-off SOC) and
+  the input registers it pushes. `advance(t)` integrates the battery up to time t of the clock it
+  is given. Its AC power (+ charging from the grid, - discharging) is what the virtual house's
+  battery load draws (gridtap_sim.model.battery), so the grid CT sees what the controller does; its
+  reactive power (`q_var`) is a load in quadrature on the same CT (gridtap_sim.model.reactive).
 * `Datalogger`: the TCP server (port 8000 on a real one; 0 = any free port here). It sends a
   heartbeat every `heartbeat_s` and pushes input registers 0-39 every `push_s` to every client that
   answered the last heartbeat (a real datalogger stops pushing to one that does not), and answers
@@ -49,8 +50,9 @@ class Battery:
 class Inverter:
     def __init__(self, serial: str = "5555555555", battery: Battery | None = None,
                  clock: Callable[[], float] = time.time,
-                 house_w: Callable[[float], float] | None = None) -> None:
+                 house_w: Callable[[float], float] | None = None, rated_va: float = 3600.0) -> None:
         self.serial = serial
+        self.rated_va = rated_va  # the reactive % of register 61 are of it
         self.battery = battery or Battery()
         self.clock = clock
         self.house_w = house_w  # net house load (W, + import) for self-consumption; None: idle
@@ -62,6 +64,8 @@ class Inverter:
         self.hold[r.REG_AC_CHARGE_SOC] = 100
         self.hold[r.REG_FORCED_DISCHARGE_PCT] = 100
         self.hold[r.REG_DISCHARGE_CUTOFF_SOC] = 10
+        self.hold[r.REG_REACTIVE_MODE] = r.Q_UNITY  # the factory setting: unity power factor
+        self.hold[60] = 100  # active power % (not modelled)
         wins = r.windows_values([r.WHOLE_DAY])
         self.hold[r.REG_AC_CHARGE_WINDOWS:r.REG_AC_CHARGE_WINDOWS + 6] = list(wins)
         self.hold[r.REG_FORCED_DISCHARGE_WINDOWS:r.REG_FORCED_DISCHARGE_WINDOWS + 6] = list(wins)
@@ -121,6 +125,18 @@ class Inverter:
         """The battery's AC power now (W, + charging from the grid, - discharging)."""
         self.advance()
         return self.ac_w
+
+    def q_var(self) -> float:
+        """The inverter's reactive power now (var, + inductive: absorbed, lagging as the grid CT sees it):
+        registers 59/61 in the fixed modes 4 (capacitive) and 5 (inductive), % of `rated_va` capped at 60 %;
+        unity power factor and the curve modes (Q(P), Q(V), PF: not modelled) give 0."""
+        with self.lock:
+            mode, pct = self.hold[r.REG_REACTIVE_MODE], min(self.hold[r.REG_REACTIVE_PCT], r.Q_PCT_MAX)
+        if mode == r.Q_INDUCTIVE:
+            return self.rated_va * pct / 100.0
+        if mode == r.Q_CAPACITIVE:
+            return -self.rated_va * pct / 100.0
+        return 0.0
 
     def inputs(self) -> tuple[int, ...]:
         """Input registers 0..39 as pushed."""

@@ -475,6 +475,15 @@ def battery(name: str, power_w: Callable[[], float], cts: dict[int, float]) -> L
     return Load(name, "battery", profile({1: (1.0, 0.0)}), mag, cts, 0.0)
 
 
+def reactive(name: str, q_var: Callable[[], float], cts: dict[int, float]) -> Load:
+    """A pure reactive current: q_var() var (+ lagging, inductive; - leading), read each block like
+    `battery`, so an inverter simulator's reactive power (gridtap_sim.luxpower.Inverter.q_var) shows
+    up in the CTs' var."""
+    def mag(t: F64, vrms: F64) -> F64:
+        return math.sqrt(2) * q_var() / vrms * np.ones_like(t)
+    return Load(name, "reactive", profile({1: (1.0, -90.0)}), mag, cts, 0.0)
+
+
 def ev_charger(name: str, power_w: Callable[[F64], F64], cts: dict[int, float], max_w: float) -> Load:
     """A wallbox charging an EV: a resistive-looking load whose power the simulator decides.
 

@@ -68,10 +68,11 @@ def _electricity_meter(seed: int, inp: int, ct: int, imp_per_kwh: float, export:
 
 def build(name: str, board: Board, seed: int, start_of_day_s: float | None = None,
           outage_every_s: float = 120.0, battery: Callable[[], float] | None = None,
-          ev: Callable[[], float] | None = None) -> Scenario:
+          ev: Callable[[], float] | None = None, battery_var: Callable[[], float] | None = None) -> Scenario:
     """The named scenario. battery: the AC power (W, + charging) of a home battery on the grid
     connection, read live (gridtap_sim.luxpower.Inverter.ac_power): the grid CT sees it. ev: the
-    same for wallboxes (gridtap_sim.wallbox.Fleet.grid_w, their draw on the grid CT's phase)."""
+    same for wallboxes (gridtap_sim.wallbox.Fleet.grid_w, their draw on the grid CT's phase). battery_var:
+    the battery inverter's reactive power (var, + inductive; Inverter.q_var), on the grid CT too."""
     if name not in SCENARIOS:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
@@ -158,6 +159,10 @@ def build(name: str, board: Board, seed: int, start_of_day_s: float | None = Non
         if "grid" not in names:
             raise KeyError(f"scenario {name!r} has no grid CT for a battery")
         loads.append(m.battery("battery", battery, {names.index("grid"): 1.0}))
+    if battery_var is not None:
+        if "grid" not in names:
+            raise KeyError(f"scenario {name!r} has no grid CT for a battery")
+        loads.append(m.reactive("battery-q", battery_var, {names.index("grid"): 1.0}))
     if ev is not None:
         if "grid" not in names:
             raise KeyError(f"scenario {name!r} has no grid CT for wallboxes")

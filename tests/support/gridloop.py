@@ -57,12 +57,13 @@ class House:
         self.logger = Datalogger(self.inverter, DL, heartbeat_s=5.0, push_s=2.0)
         board = load_board()
         scn = scenarios.build("household-pv", board, seed=seed, start_of_day_s=12 * 3600.0,
-                              battery=self.inverter.ac_power)
+                              battery=self.inverter.ac_power, battery_var=self.inverter.q_var)
         self.model = scenarios.model_for(scn, board, seed=seed, adc=False)
         self.cts = [scn.ct_names.index(n) for n in ("pv-inverter", "grid", "kitchen")]
         self.iec104_port = free_port()
         self.min_dwell_s = min_dwell_s
         self.metered: list[tuple[int, float]] = []  # (T, grid W, + import) as sent to the board
+        self.metered_var: list[tuple[int, float]] = []  # (T, grid var, + lagging) as sent to the board
         self.boards = 0
         self.board = self._new_board()
         self._stop = threading.Event()
@@ -90,19 +91,23 @@ class House:
         return board
 
     # -- metering ----------------------------------------------------------------------------------
-    def powers(self, sim_t: float) -> list[float]:
-        """Mean power (W) of the pv, grid and kitchen CTs over the simulated second ending at sim_t."""
+    def powers(self, sim_t: float) -> tuple[list[float], list[float]]:
+        """Mean power (W) and reactive power (var, + lagging) of the pv, grid and kitchen CTs over the
+        simulated second ending at sim_t."""
         t = sim_t - 1.0 + np.arange(4800) / 4800.0  # a whole number of mains cycles
         v, i = self.model.signals(t)
-        return [float(np.mean(v * i[c])) for c in self.cts]
+        # Q: the voltage a quarter period earlier times the current (+ for a lagging current)
+        v90, _ = self.model.signals(t - 0.25 / 50.0, ct=self.cts[0])
+        return [float(np.mean(v * i[c])) for c in self.cts], [float(np.mean(v90 * i[c])) for c in self.cts]
 
     def _feed(self) -> None:
         while not self._stop.is_set():
             due = math.floor(time.time()) + 1
             self._stop.wait(max(0.0, due - time.time()))
-            p = self.powers(due - self._t0)
-            self.board.step(due, power_w=p)
+            p, q = self.powers(due - self._t0)
+            self.board.step(due, power_w=p, var=q)
             self.metered.append((due, p[1]))
+            self.metered_var.append((due, q[1]))
 
     def settled(self, since: float, low_w: float, hold_s: float = 5.0, timeout: float = 20.0) -> float | None:
         """Seconds from `since` (Unix time) to the end of the first metered second from which the grid

@@ -17,6 +17,8 @@ Every `tick(now)` asks the policy for a Decision and brings the inverter to its 
   that it comes inside the limit (closed loop; docs/iec104.md, "What the commands do"). A state that
   breaks a limit, or a metered grid power beyond (or within half the margin of) a limit, is changed at
   once, overriding the dwell and the hysteresis; relaxing back keeps both.
+* the reactive-power band (Q mode remote, MINSETQ/MAXSETQ): `reactive.QControl`, ticked first, with
+  its own target, dwell and safe state (the inverter's own reactive-power setting).
 * safe state (`SAFE`): AC charge off, forced discharge off. Applied when the policy raises, on
   `stop()` (daemon stop), and when the inverter refuses a write; a wrong inverter serial stops
   control with an error naming both serials.
@@ -34,6 +36,7 @@ from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.gridlimits import GridLimits, Ratings
 from gridtap.control.luxpower import registers as r
 from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch
+from gridtap.control.reactive import QControl
 
 log = logging.getLogger("gridtap.control")
 
@@ -65,6 +68,10 @@ class ControllerSettings:
     grid_margin_w: float = 100.0
     grid_response_s: float = 2.0
     grid_stale_s: float = 10.0
+    # the reactive-power band (gridtap.control.reactive): the inverter's rated power (VA; its reactive %
+    # are of it) and how far inside the band it aims
+    rated_va: float = 3600.0
+    q_margin_var: float = 50.0
 
 
 @dataclass
@@ -94,13 +101,15 @@ class Controller:
     def __init__(self, link: Link, policy: DecidesPolicy, settings: ControllerSettings | None = None,
                  context: Callable[[float], dict[str, Any]] | None = None,
                  limits: Callable[[], GridLimits] = gridlimits.current,
-                 grid: GridReading | None = None) -> None:
+                 grid: GridReading | None = None, grid_var: GridReading | None = None) -> None:
         self.link = link
         self.policy = policy
         self.s = settings or ControllerSettings()
         self.context = context  # extra ControlContext fields (prices, meters) for a time
         self.limits = limits  # what the grid operator allows now (published by the IEC-104 output)
         self.grid = grid  # the metered grid power of a sensor, for the grid loop
+        self.grid_var = grid_var  # its reactive power (var, + lagging; its time), for the Q band
+        self.q = QControl(link, self.s)
         self.decision: Decision | None = None  # the policy's last Decision (re-asked on `decide` ticks)
         self.status = ControllerStatus()
         self.target: InverterState | None = None  # the state last taken (after dwell/hysteresis)
@@ -151,8 +160,9 @@ class Controller:
 
     def limited(self) -> bool:
         """True while the grid operator bounds the grid power: the loop then ticks every metering second."""
-        low, high = self.limits().grid_bounds()
-        return low is not None or high is not None
+        lim = self.limits()
+        low, high = lim.grid_bounds()
+        return low is not None or high is not None or self.q.active(lim)
 
     def _ratings(self) -> Ratings:
         return Ratings(self.s.charge_w, self.s.discharge_w)
@@ -187,6 +197,7 @@ class Controller:
         tick between two policy ticks), bound it by the grid operator, take it, apply it."""
         if self.halted:
             return
+        self.tick_q(now)
         if decide or self.decision is None:
             self.decision = self.decide(now)
         d, urgent = self.bounded(self.decision, now)
@@ -196,6 +207,12 @@ class Controller:
         if self.status.actual is not None and _same(self.status.actual, want, 1) and not due:
             return
         self.ensure(want, now)
+
+    def tick_q(self, now: float) -> None:
+        """The reactive-power band (Q mode remote): its own loop, dwell and safe state (reactive.py)."""
+        lim = self.limits()
+        reading = self.grid_var(lim.meter) if self.grid_var is not None and lim.meter else None
+        self.q.tick(now, lim, reading)
 
     def ensure(self, want: InverterState, now: float) -> bool:
         """Bring the inverter to want; True if it is there (verified by reading back)."""
@@ -290,7 +307,8 @@ class Controller:
             return False
         log.info("inverter: stopping control: safe state (AC charge off, forced discharge off)")
         self.target = SAFE
-        return self.ensure(SAFE, now)
+        q_ok = self.q.stop(now)
+        return self.ensure(SAFE, now) and q_ok
 
 
 def _same(a: InverterState, b: InverterState, hyst: int) -> bool:

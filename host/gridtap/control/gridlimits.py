@@ -32,6 +32,12 @@ class GridLimits:
     dry_run: bool = False  # test_mode and [iec104] test_acts = false: compute, log, do not act
     reason: str = ""  # what the operator commanded, for the controller's log line
     meter: str | None = None  # the sensor at the connection point ([iec104] grid_sensor): the loop's input
+    # the reactive-power band (Q mode remote; gridtap.control.reactive): var at the connection point,
+    # + lagging (inductive, as the board measures); None: unbounded on that side
+    q_remote: bool = False  # Q control mode remote: gridtap keeps the band; local: the inverter's own setting
+    q_low_var: int | None = None  # MINSETQ
+    q_high_var: int | None = None  # MAXSETQ
+    q_reason: str = ""  # what the operator commanded for Q, for the log line
 
     def grid_bounds(self) -> tuple[float | None, float | None]:
         """(lowest, highest) grid power allowed (W, + import, - export); None: unbounded."""
@@ -42,6 +48,14 @@ class GridLimits:
             low = -float(max(0, self.export_limit_w))
         high = None if self.import_limit_w is None else float(max(0, self.import_limit_w))
         return low, high
+
+    def q_bounds(self) -> tuple[float | None, float | None]:
+        """(lowest, highest) reactive power at the connection point (var, + lagging) while the Q mode is
+        remote; (None, None) in local mode."""
+        if not self.q_remote:
+            return None, None
+        return (None if self.q_low_var is None else float(self.q_low_var),
+                None if self.q_high_var is None else float(self.q_high_var))
 
 
 def constrain(decision: Decision, limits: GridLimits) -> Decision:

@@ -67,7 +67,8 @@ class InverterService:
         self.client = LuxClient(settings.host, settings.port, settings.datalogger_serial,
                                 settings.inverter_serial, settings.link, clock=clock)
         self.override = build_policy(settings, policy)
-        self.controller = Controller(self.client, self.override, settings.control, grid=self.grid_reading)
+        self.controller = Controller(self.client, self.override, settings.control, grid=self.grid_reading,
+                                     grid_var=self.var_reading)
         self.mqtt = mqtt
         self.base = f"/device/{device_id}/inverter"
         self.device_id = device_id
@@ -82,6 +83,7 @@ class InverterService:
         self.values: dict[tuple[str, str], float] = {}  # (sensor name, quantity or "in_w"/"out_w") -> value
         self.two_way = {name for name, role in self.series.values() if role == "export"}
         self.net: dict[str, tuple[float, float]] = {}  # sensor -> (W, + import; its time): the grid loop's
+        self.net_var: dict[str, tuple[float, float]] = {}  # sensor -> (var, + lagging; its time): Q band's
         self.wake = threading.Event()  # set by a new grid-operator command (gridlimits.watch)
         self.prices = prices
         self.forecast, self.grid_sensor, self.forecast_path = forecast, grid_sensor, forecast_path
@@ -143,6 +145,10 @@ class InverterService:
         """The sensor's latest net power (W, + import) and its time, for the grid loop; None if never seen."""
         return self.net.get(name)
 
+    def var_reading(self, name: str) -> tuple[float, float] | None:
+        """The CT's latest reactive power (var, + lagging) and its time, for the Q band; None: never seen."""
+        return self.net_var.get(name)
+
     def _context(self, now: float) -> dict[str, Any]:
         series = None
         if self.prices is not None:
@@ -187,6 +193,9 @@ class InverterService:
         self.values[(name, "export_wh" if role == "export" else "import_wh")] = total_milli / 1000.0
 
     def gauge(self, sensor: str, role: str, t: int, value: float, unit: str) -> None:
+        if unit == "var":  # a CT's reactive power, on its own (import) sensor id
+            self.net_var[self.series.get(sensor, (sensor, role))[0]] = (value, float(t))
+            return
         if unit != "W":
             return
         name = self.series.get(sensor, (sensor, role))[0]
@@ -218,6 +227,8 @@ class InverterService:
             "writes": st.writes, "failures": st.failures, "override": "ON" if self.override.charge else "OFF",
             "soc_target": self.override.soc_target, "dry_run": self.s.control.dry_run,
             "connected": self.client.connected.is_set(), "bad_commands": self.bad_commands,
+            "reactive_pct": self.controller.q.status.target,
+            "reactive_reason": self.controller.q.status.reason,
         }
 
     def publish(self) -> None:

@@ -26,6 +26,15 @@ VECTORS: dict[str, tuple[fr.Frame, str]] = {
                       "a1 1a 02 00 2d 00 01 c2 32 32 32 32 32 32 32 32 32 32 1f 00 00 10 "
                       "35 35 35 35 35 35 35 35 35 35 44 00 06 00 0c 00 00 17 3b 00 00 00 00 "
                       "00 00 00 00 eb 60"),
+    "read-hold-59x3": (fr.Translated(DL, INV, fr.READ_HOLD, 59, count=3),
+                       "a1 1a 01 00 20 00 01 c2 32 32 32 32 32 32 32 32 32 32 12 00 00 03 "
+                       "35 35 35 35 35 35 35 35 35 35 3b 00 03 00 7e 52"),
+    "write-61": (fr.Translated(DL, INV, fr.WRITE_SINGLE, 61, values=(3,)),
+                 "a1 1a 01 00 20 00 01 c2 32 32 32 32 32 32 32 32 32 32 12 00 00 06 "
+                 "35 35 35 35 35 35 35 35 35 35 3d 00 03 00 bb d9"),
+    "write-59": (fr.Translated(DL, INV, fr.WRITE_SINGLE, 59, values=(4,)),
+                 "a1 1a 01 00 20 00 01 c2 32 32 32 32 32 32 32 32 32 32 12 00 00 06 "
+                 "35 35 35 35 35 35 35 35 35 35 3b 00 04 00 b9 61"),
     "heartbeat": (fr.Heartbeat(DL), "a1 1a 02 00 0d 00 01 c1 32 32 32 32 32 32 32 32 32 32 00"),
     "push-input-0x3": (fr.Translated(DL, INV, fr.READ_INPUT, 0, reply=True, values=(0x0C, 0, 0), protocol=2),
                        "a1 1a 02 00 25 00 01 c2 32 32 32 32 32 32 32 32 32 32 17 00 01 04 "

@@ -8,6 +8,7 @@
     inverter_serial = "0123456789"   # printed on the inverter
     dry_run = false                  # decide and log, write nothing
     schedule = ["00:30-04:30"]       # optional fixed AC-charge windows (local time)
+    rated_kva = 3.6                  # the inverter's rated power: its reactive % (register 61) are of it
 
 gridtap.config hands the section to `parse_config`; errors name the key ("[inverter] key 'x': ...")
 and gridtap.config adds its line.
@@ -24,7 +25,8 @@ from gridtap.control.schedule import parse_window
 from gridtap.errors import UserError
 
 KEYS = {"type", "host", "port", "datalogger_serial", "inverter_serial", "dry_run", "tick_s", "min_dwell_s",
-        "verify_s", "reply_timeout_s", "silent_s", "schedule", "schedule_soc", "timezone", "soc_target"}
+        "verify_s", "reply_timeout_s", "silent_s", "schedule", "schedule_soc", "timezone", "soc_target",
+        "rated_kva"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def parse_config(section: Any) -> InverterSettings:
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
             raise _err("timezone", f"unknown time zone {tz!r}") from exc
     control = ControllerSettings(min_dwell_s=_num(section, "min_dwell_s", 300, 0, 86400),
-                                 verify_s=_num(section, "verify_s", 300, 10, 86400), dry_run=dry)
+                                 verify_s=_num(section, "verify_s", 300, 10, 86400), dry_run=dry,
+                                 rated_va=_num(section, "rated_kva", 3.6, 0.5, 50) * 1000.0)
     link = LinkSettings(reply_timeout_s=_num(section, "reply_timeout_s", 10, 0.5, 120),
                         silent_s=_num(section, "silent_s", 900, 30, 86400))
     return InverterSettings(

@@ -16,6 +16,10 @@ REG_AC_CHARGE_WINDOWS = 68  # 68..73: three windows, each start then end, low by
 REG_FORCED_DISCHARGE_PCT = 82  # forced-discharge power, % of maximum (83: its SOC limit)
 REG_FORCED_DISCHARGE_WINDOWS = 84  # 84..89: three windows as above
 REG_DISCHARGE_CUTOFF_SOC = 105
+REG_REACTIVE_MODE = 59  # 0 unity PF, 1 fixed PF, 2 Q(P), 3 custom PF, 4 capacitive, 5 inductive, 6/7 Q(V)
+REG_REACTIVE_PCT = 61  # the reactive power of modes 4 and 5, % of the rated power (0..60)
+Q_UNITY, Q_CAPACITIVE, Q_INDUCTIVE = 0, 4, 5
+Q_PCT_MAX = 60
 
 # Input registers (pushed by the datalogger)
 IN_STATUS = 0

@@ -157,8 +157,16 @@ def limits_of(state: CommandedState, cfg: ModelConfig) -> GridLimits:
     parts += [f"{n} {sp[n]:g} %" for n in ("MINSETP", "MAXSETP") if sp[n] < 100.0]
     parts += [f"REDENP {sp['REDENP']:g}"] if sp["REDENP"] else []
     parts += [f"{n} {sp[n]:g} %" for n in ("MAXSETAP", "MINSETAP") if sp[n] < 100.0]
+    # the Q band as the P limits: % of contract_w (taken as VA), an open end at -100 % / 100 %
+    q_low = None if sp["MINSETQ"] <= -100.0 else round(cfg.contract_w * sp["MINSETQ"] / 100.0)
+    q_high = None if sp["MAXSETQ"] >= 100.0 else round(cfg.contract_w * sp["MAXSETQ"] / 100.0)
+    remote = state.q_mode == DPI_REMOTE
+    q_parts = ["Q mode remote" if remote else "Q mode local"]
+    q_parts += [f"{n} {sp[n]:g} %" for n in ("MINSETQ", "MAXSETQ") if abs(sp[n]) < 100.0]
+    q_parts += [f"REDENQ {sp['REDENQ']:g}"] if sp["REDENQ"] else []
     return GridLimits(export, imp, state.stop_production, state.stop_consumption, sp["MAXSETAP"],
-                      sp["MINSETAP"], test, test and not cfg.test_acts, ", ".join(parts), cfg.grid_sensor)
+                      sp["MINSETAP"], test, test and not cfg.test_acts, ", ".join(parts), cfg.grid_sensor,
+                      remote, q_low, q_high, ", ".join(q_parts))
 
 
 class NetflexStation:
