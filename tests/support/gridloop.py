@@ -112,12 +112,21 @@ class House:
     def settled(self, since: float, low_w: float, hold_s: float = 5.0, timeout: float = 20.0) -> float | None:
         """Seconds from `since` (Unix time) to the end of the first metered second from which the grid
         power stays >= low_w (export inside the limit) for hold_s; None if not within timeout."""
+        return self._settled(self.metered, since, low_w, math.inf, hold_s, timeout)
+
+    def settled_var(self, since: float, low: float, high: float, hold_s: float = 5.0,
+                    timeout: float = 20.0) -> float | None:
+        """The same for the grid CT's reactive power inside [low, high] var."""
+        return self._settled(self.metered_var, since, low, high, hold_s, timeout)
+
+    def _settled(self, series: list[tuple[int, float]], since: float, low: float, high: float, hold_s: float,
+                 timeout: float) -> float | None:
         end = time.time() + timeout + hold_s
         while time.time() < end:
-            after = [(t, w) for t, w in self.metered if t - 1 >= since]  # seconds metered wholly after
+            after = [(t, w) for t, w in series if t - 1 >= since]  # seconds metered wholly after
             first = None
             for t, w in after:
-                if w < low_w:
+                if not low <= w <= high:
                     first = None
                 elif first is None:
                     first = t

@@ -69,9 +69,11 @@ class ControllerSettings:
     grid_response_s: float = 2.0
     grid_stale_s: float = 10.0
     # the reactive-power band (gridtap.control.reactive): the inverter's rated power (VA; its reactive %
-    # are of it) and how far inside the band it aims
+    # are of it), how far inside the band it aims, and the least step (%) by which it relaxes after the
+    # dwell (the band itself is the loop's hysteresis: a step that keeps it inside is never urgent)
     rated_va: float = 3600.0
     q_margin_var: float = 50.0
+    q_pct_hysteresis: int = 2
 
 
 @dataclass

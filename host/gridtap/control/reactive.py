@@ -16,7 +16,7 @@ that never had the Q mode remote never reads or writes these registers.
 
 Same rules as the active-power side (gridtap.control.controller): idempotent (read first, write only
 what differs), verified by read-back, a change taken at once when the metered var is beyond the band
-(or within half the margin of it) and otherwise only after `min_dwell_s` and a `pct_hysteresis` step,
+(or within half the margin of it) and otherwise only after `min_dwell_s` and a `q_pct_hysteresis` step,
 every change logged with its reason, and a test (REDENQ 99, test command) with `test_acts = false`
 computes and logs what it would set and writes nothing.
 """
@@ -145,17 +145,16 @@ class QControl:
         if self.own is None and not self.active(limits):
             return  # never in remote mode: the registers stay the inverter's, unread
         d = self.decide(now, limits, reading)
-        if d is None:
-            return
-        pct, urgent, reason = d
         if limits.dry_run:
-            line = f"test, not applied: would set {_show(pct)} ({reason})"
-            if self.status.target != pct and line != self.would:
-                log.info("inverter: %s", line)
-                self.would = line
+            if d is not None and d[0] != self.status.target:
+                line = f"test, not applied: would set {_show(d[0])} ({d[2]})"
+                if line != self.would:
+                    log.info("inverter: %s", line)
+                    self.would = line
             return
         self.would = None
-        self._take(pct, urgent, reason, now)
+        if d is not None:  # None: hold the target (a reading from before the inverter followed)
+            self._take(*d, now)
         st = self.status
         if st.target is None and self.own is None:
             return  # the inverter's own setting, already restored (or never touched)
@@ -171,7 +170,7 @@ class QControl:
         if pct == cur:
             return
         if not urgent and cur is not None and pct is not None:
-            if abs(pct - cur) < self.s.pct_hysteresis or now - st.changed_at < self.s.min_dwell_s:
+            if abs(pct - cur) < self.s.q_pct_hysteresis or now - st.changed_at < self.s.min_dwell_s:
                 return
         st.target, st.changed_at, st.reason = pct, now, reason
         msg = f"inverter: {_show(pct)} ({reason})"
@@ -214,14 +213,18 @@ class QControl:
         st = self.status
         st.actual, st.verified_at = (mode, amount), now
         want = registers_for(pct, self.own)
-        writes = [(reg, v) for reg, v, have in ((r.REG_REACTIVE_PCT, want[1], amount),
-                                                 (r.REG_REACTIVE_MODE, want[0], mode)) if v != have]
+        # into a fixed-Q mode the amount first (the mode then starts at it); out of one the mode first
+        # (the reactive power ends at once, whatever becomes of the amount)
+        order = ((r.REG_REACTIVE_PCT, want[1], amount), (r.REG_REACTIVE_MODE, want[0], mode))
+        if want[0] not in (r.Q_CAPACITIVE, r.Q_INDUCTIVE):
+            order = order[::-1]
+        writes = [(reg, v) for reg, v, have in order if v != have]
         if not writes:
             return
         if self.s.dry_run:
             log.info("[dry run] would write %s", ", ".join(f"register {a} = {v}" for a, v in writes))
             return
-        for reg, value in writes:  # the amount first: the mode then starts at the right power
+        for reg, value in writes:
             self.link.write_single(reg, value)
             st.writes += 1
             back = self.link.read_hold(reg)[0]
