@@ -164,3 +164,30 @@ def test_self_consumption_covers_the_evening_load_down_to_the_floor() -> None:
     empty = Inverter("5555555555", Battery(soc_pct=10.0))  # at the 10 % cut-off: nothing to give
     at_floor, bat = _grid_w(19.5, empty, 20)
     assert max(abs(b) for b in bat) == 0.0 and np.allclose(at_floor, alone[:20], atol=1e-6)
+
+
+def grid_var(model: object, grid: int, t0: float) -> float:
+    """Reactive power (var, + lagging): the voltage a quarter period earlier times the current."""
+    t = t0 + np.arange(4800) / 4800.0
+    _v, i = model.signals(t)  # type: ignore[attr-defined]
+    v90, _ = model.signals(t - 0.005, ct=grid)  # type: ignore[attr-defined]
+    return float(np.mean(v90 * i[grid]))
+
+
+def test_the_inverters_reactive_power_shows_on_the_grid_ct() -> None:
+    """Registers 59/61 (mode 5 inductive, 4 capacitive; % of the rated power) set the simulated inverter's
+    var, which the grid CT sees on top of the house's, with the sign the board measures (+ lagging)."""
+    inv = Inverter("5555555555", clock=lambda: 0.0, rated_va=5000.0)
+    board = load_board()
+    scn = scenarios.build("household-pv", board, seed=3, battery=inv.ac_power, battery_var=inv.q_var)
+    model = scenarios.model_for(scn, board, seed=3, adc=False)
+    grid = scn.ct_names.index("grid")
+    house = grid_var(model, grid, 100.0)
+    inv.hold[59], inv.hold[61] = 5, 10
+    assert inv.q_var() == 500.0 and abs(grid_var(model, grid, 100.0) - house - 500.0) < 2.0
+    inv.hold[59] = 4
+    assert abs(grid_var(model, grid, 100.0) - house + 500.0) < 2.0
+    inv.hold[61] = 90  # beyond the inverter's 60 %: capped
+    assert inv.q_var() == -3000.0
+    inv.hold[59] = 2  # a curve mode (Q(P)): not modelled, no var
+    assert inv.q_var() == 0.0 and abs(grid_var(model, grid, 100.0) - house) < 1e-6

@@ -214,3 +214,14 @@ def test_stop_restores_the_own_setting_and_a_leftover_is_taken_as_unity(rig: Rig
     assert inv.hold[r.REG_REACTIVE_MODE] == r.Q_CAPACITIVE
     assert ctl.stop(20.0)
     assert inv.hold[r.REG_REACTIVE_MODE] == r.Q_UNITY
+
+
+def test_rated_kva_is_checked() -> None:
+    from gridtap.control.luxpower.config import parse_config
+    from gridtap.errors import UserError
+
+    base = {"host": "127.0.0.1", "datalogger_serial": "2222222222", "inverter_serial": "5555555555"}
+    assert parse_config(base).control.rated_va == 3600.0
+    assert parse_config({**base, "rated_kva": 5}).control.rated_va == 5000.0
+    with pytest.raises(UserError, match="rated_kva"):
+        parse_config({**base, "rated_kva": 0})
