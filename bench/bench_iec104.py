@@ -25,6 +25,11 @@
   1 s. The simulated inverter changes its power at once: a real one adds its own ramp. A run in which
   the house steps during the settle (a load switching off) needs a second correction and takes longer;
   such runs are printed with the metered seconds and the controller's log.
+* ``iec104.q_setpoint_settle_s``: the same house for the reactive-power band: MINSETQ -2 % and MAXSETQ
+  0.5 % (-184..+46 var) are set in local mode, where the house lags about +95 var; the c104 RTU switches
+  the Q control mode to remote and the time until the metered grid var is inside the band (and stays for
+  5 s) is taken; the median of ``SETTLE_RUNS`` (Q mode back to local between runs, each run from 5
+  metered seconds above the band). Wall seconds in whole metered seconds, as above.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ ANCHORS = {
     "iec104.report_jitter_ms_p99": "Netflex reports every 30 s; measured on a 1-s period",
     "iec104.conformance_cases_passed": "of iec104.conformance_cases_total",
     "iec104.setpoint_settle_s": "goal <= 5 s (issue 17)",
+    "iec104.q_setpoint_settle_s": "the P side's iec104.setpoint_settle_s (same loop timing)",
 }
 HOW = {
     "iec104.command_to_feedback_ms_p99": "c104 2.2.1 client on loopback, 300 commands/setpoints, "
@@ -55,6 +61,9 @@ HOW = {
     "iec104.setpoint_settle_s": "c104 lowers MINSETP to 10 % -> metered grid export inside the limit for "
                                 "5 s, gridtap daemon + simulated LuxPower battery + household-pv at noon, "
                                 "wall time in whole metered seconds, median of 5 from steady export",
+    "iec104.q_setpoint_settle_s": "c104 switches the Q mode to remote with MINSETQ -2 %, MAXSETQ 0.5 % -> "
+                                  "metered grid var inside the band for 5 s, the same house, median of 5 "
+                                  "from the house's own +95 var",
 }
 COMMANDS = 300
 RUNS = 3
@@ -177,10 +186,37 @@ def setpoint_settle(tmp: Path) -> float:
     return round(statistics.median(got), 2)
 
 
+def q_setpoint_settle(tmp: Path) -> float:
+    import c104
+
+    from tests.support.gridloop import CONTRACT_W, House
+    from tests.support.iec104 import Rtu
+
+    low, high = CONTRACT_W * -2.0 / 100.0, CONTRACT_W * 0.5 / 100.0
+    got: list[float] = []
+    with House(tmp, min_dwell_s=3.0) as house, house.daemon() as rig, Rtu(house.iec104_port) as rtu:
+        assert rtu.send(1105, -2.0) and rtu.send(1106, 0.5), "MINSETQ/MAXSETQ not confirmed"
+        for i in range(SETTLE_RUNS):
+            end = time.monotonic() + 30
+            # steady: the house's own var above the band for the last 5 metered seconds (local mode)
+            while not (len(house.metered_var) >= 5 and all(q > high for _t, q in house.metered_var[-5:])):
+                assert time.monotonic() < end, f"run {i}: the house's var never went above the band"
+                time.sleep(0.1)
+            since = time.time()
+            assert rtu.send(1004, c104.Double.ON), f"run {i}: Q mode remote not confirmed"
+            s = house.settled_var(since, low, high, hold_s=5.0)
+            ctl = next(o for o in rig.daemon.outputs if o.section == "inverter").controller  # type: ignore[attr-defined]
+            assert s is not None, f"run {i}: never inside: {house.metered_var[-10:]}; {ctl.q.status}"
+            got.append(s)
+            assert rtu.send(1004, c104.Double.OFF)
+    print(f"  Q setpoint settle, each run: {[round(x, 2) for x in got]}")
+    return round(statistics.median(got), 2)
+
+
 def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        for sub in ("cmd", "jitter", "conf", "fuzz", "settle"):
+        for sub in ("cmd", "jitter", "conf", "fuzz", "settle", "qsettle"):
             (root / sub).mkdir()
         passed, total = conformance(root / "conf")
         return {
@@ -190,4 +226,5 @@ def run() -> dict[str, object]:
             "iec104.conformance_cases_total": total,
             "iec104.fuzz_inputs": fuzz(root / "fuzz"),
             "iec104.setpoint_settle_s": setpoint_settle(root / "settle"),
+            "iec104.q_setpoint_settle_s": q_setpoint_settle(root / "qsettle"),
         }
