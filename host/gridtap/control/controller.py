@@ -35,7 +35,7 @@ from gridtap.control import gridlimits
 from gridtap.control.decision import ControlContext, Decision, InverterState
 from gridtap.control.gridlimits import GridLimits, Ratings
 from gridtap.control.luxpower import registers as r
-from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch
+from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch, write_verified
 from gridtap.control.reactive import QControl
 
 log = logging.getLogger("gridtap.control")
@@ -289,16 +289,9 @@ class Controller:
             writes.append((r.REG_FUNCTION, new21))  # the bit last: the power is set before it starts
         if not writes:
             return
+        self.status.writes += write_verified(self.link, writes, self.s.dry_run)
         if self.s.dry_run:
-            log.info("[dry run] would write %s", ", ".join(f"register {a} = {v}" for a, v in writes))
             return
-        for reg, value in writes:
-            log.debug("inverter: write register %d = %d", reg, value)
-            self.link.write_single(reg, value)
-            self.status.writes += 1
-            back = self.link.read_hold(reg)[0]
-            if back != value:
-                raise LinkError(f"register {reg}: wrote {value}, reads back {back}: the write did not stick")
         got = dict(writes)
         self.status.actual = state_of(new21, got.get(r.REG_AC_CHARGE_PCT, pct[1]),
                                       got.get(r.REG_FORCED_DISCHARGE_PCT, pct[0]))

@@ -26,18 +26,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from gridtap.control.gridlimits import GridLimits
 from gridtap.control.luxpower import registers as r
-from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch
+from gridtap.control.luxpower.client import InverterRefused, LinkError, SerialMismatch, Writes, write_verified
 
 log = logging.getLogger("gridtap.control")
-
-
-class Link(Protocol):
-    def read_hold(self, register: int, count: int = 1) -> tuple[int, ...]: ...
-    def write_single(self, register: int, value: int) -> None: ...
 
 
 def inverter_var(pct: int | None, rated_va: float) -> float:
@@ -112,7 +107,7 @@ class QControl:
     """The reactive-power loop, ticked by the Controller with the grid operator's limits and the grid
     CT's latest var reading. `s` is the ControllerSettings (dwell, hysteresis, timings, ratings)."""
 
-    def __init__(self, link: Link, s: Any) -> None:
+    def __init__(self, link: Writes, s: Any) -> None:
         self.link, self.s = link, s
         self.own: tuple[int, int] | None = None  # registers 59/61 before gridtap: the safe state
         self.status = QStatus()
@@ -221,16 +216,9 @@ class QControl:
         writes = [(reg, v) for reg, v, have in order if v != have]
         if not writes:
             return
-        if self.s.dry_run:
-            log.info("[dry run] would write %s", ", ".join(f"register {a} = {v}" for a, v in writes))
-            return
-        for reg, value in writes:
-            self.link.write_single(reg, value)
-            st.writes += 1
-            back = self.link.read_hold(reg)[0]
-            if back != value:
-                raise LinkError(f"register {reg}: wrote {value}, reads back {back}: the write did not stick")
-        st.actual = want
+        st.writes += write_verified(self.link, writes, self.s.dry_run)
+        if not self.s.dry_run:
+            st.actual = want
 
     def stop(self, now: float) -> bool:
         """The own setting back (daemon stop); True if verified or never touched."""

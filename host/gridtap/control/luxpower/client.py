@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gridtap.control.luxpower import frame as fr
 from gridtap.control.luxpower import registers as r
@@ -309,3 +310,24 @@ class LuxClient:
         if c is None or d is None:
             return None
         return float(c - d)
+
+
+class Writes(Protocol):
+    def read_hold(self, register: int, count: int = 1) -> tuple[int, ...]: ...
+    def write_single(self, register: int, value: int) -> None: ...
+
+
+def write_verified(link: Writes, writes: list[tuple[int, int]], dry_run: bool = False) -> int:
+    """Write each (register, value) in order, reading each back: a value that did not stick is a
+    LinkError (retried by the caller's next tick). A dry run only logs what it would write. Returns the
+    number of writes made and verified."""
+    if dry_run:
+        log.info("[dry run] would write %s", ", ".join(f"register {a} = {v}" for a, v in writes))
+        return 0
+    for reg, value in writes:
+        log.debug("inverter: write register %d = %d", reg, value)
+        link.write_single(reg, value)
+        back = link.read_hold(reg)[0]
+        if back != value:
+            raise LinkError(f"register {reg}: wrote {value}, reads back {back}: the write did not stick")
+    return len(writes)
