@@ -120,6 +120,8 @@ class Spool(Protocol):
 
     def rewind(self, to_ts: int) -> int: ...
 
+    def newest(self, sensor_id: str, n: int = 2) -> list[tuple[int, int | float]]: ...
+
 
 @dataclass
 class Pending:
@@ -224,6 +226,8 @@ class Session:
         full_scale_w = {s.id: self.max_rate[s.id] * 3.6 for s in sensors
                         if s.kind == "ct" and s.id in self.max_rate}
         self.reactive = Reactive(store, full_scale_w, RateLog(log, mono=mono))
+        if spool is not None:
+            self._take_up(spool)
         # a restart after the host clock stepped back finds the stores' marks in the future
         self.newest_t = int(max((st.t for st in store.state.values()), default=0))  # newest accepted
         self.warn = RateLog(log, mono=mono)
@@ -728,6 +732,28 @@ class Session:
         if back is not None and back[0] == epoch and tf < back[1] and raw > back[2]:
             return back[1]
         return None
+
+    def _take_up(self, spool: Spool) -> None:
+        """At start: each series' newest reading and the late rule's mark (`_late`) from the spool,
+        where the daemon that stopped left them. The counter store on disk is its last flush (every
+        state_flush_s); the spool holds every reading the board was ACKed for, and the board resends
+        the rest. So after a kill -9 (or a clean stop, whose last commit is never ACKed) within a
+        minute of the board clock set back, its resends and readings still stamped before the newest
+        go right after the newest, as they would have without the restart."""
+        for sensor in list(self.store.state):
+            newest = spool.newest(sensor)
+            if not newest:
+                continue
+            ts, counter = newest[0]
+            self.store.catch_up(sensor, round(counter * 1000), float(ts))
+            st = self.store.state[sensor]
+            if len(newest) > 1 and st.epoch != 0 and int(st.t) == ts:
+                # Which register the newest reading had before readings were placed after it is lost
+                # (the spool keeps a second's highest): the point before stands in for it. A reading
+                # of this boot stamped before the newest and above that point was read after it, or
+                # is a resend of one whose point the spool holds already; either way no point of it
+                # belongs before the newest.
+                self.set_back[sensor] = (st.epoch, st.t, round(newest[1][1] * 1000) - st.offset)
 
     def _out_of_order(self, msg: wire.Message, sensor: str, raw: int, tf: float, st: SeriesState,
                       how: str) -> bool:

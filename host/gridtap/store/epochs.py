@@ -191,6 +191,22 @@ class CounterStore:
         self.dirty.add(sensor)
         return st.total, True
 
+    def catch_up(self, sensor: str, total: int, t: float) -> bool:
+        """A total of the series made durable elsewhere after this store's last flush (the spool's
+        newest point: committed before the board is ACKed, where this store writes its progress only
+        every few minutes). A higher total than this store's is of its current epoch (every total of
+        an earlier one is at most the epoch's floor): take it, and its stamp if that is newer, so a
+        restart after a crash goes on from the newest reading. False: nothing to take (this store is
+        as far, or the series has no board epoch yet: new, or seeded after a rebuild)."""
+        st = self.state.get(sensor)
+        if st is None or st.epoch == 0 or total <= st.total:
+            return False
+        st.raw = total - st.offset
+        st.total = total
+        st.t = max(st.t, t)
+        self.dirty.add(sensor)
+        return True
+
     def rewind(self, to_ts: int) -> None:
         """The host clock stepped back: no series' reading time stays after to_ts. Otherwise a new
         epoch's lower register would wait for a reading 'newer' than one stamped by a clock that ran

@@ -178,6 +178,16 @@ class GuardedSpool:
         retry = self.health.retry_at("spool")
         return retry if retry is not None else self.spool.commit_deadline()
 
+    def newest(self, sensor_id: str, n: int = 2) -> list[tuple[int, int | float]]:
+        """The spool's newest points of a series (Spool.newest); a read that fails is a storage fault,
+        and the session then starts from the counter store alone."""
+        try:
+            points: list[tuple[int, int | float]] = self.spool.newest(sensor_id, n)
+        except (sqlite3.Error, OSError) as exc:
+            self.health.failed("spool", exc)
+            return []
+        return points
+
     def rewind(self, to_ts: int) -> int:
         """The host clock stepped back (gridtap.board.session): a failure is a storage fault, and the
         spool's marks then stay ahead until a later rewind succeeds."""

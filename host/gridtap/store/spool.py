@@ -451,6 +451,20 @@ class Spool:
                                     "ORDER BY ts LIMIT ?", (sid, after, limit)).fetchall()
         return [(int(ts), c) for ts, c in rows]
 
+    def newest(self, sensor_id: str, n: int = 2) -> list[Point]:
+        """The newest ``n`` committed points of a sensor still waiting for any destination, newest
+        first (a second's highest counter). A restarted daemon takes up its series from them
+        (gridtap.board.session): every reading the board was ACKed for was committed here first."""
+        best: dict[int, Counter] = {}
+        with self._lock:
+            for (_dest, sensor), sid in self._series.items():
+                if sensor != sensor_id:
+                    continue
+                for ts, counter in self._db.execute("SELECT ts, counter FROM points WHERE series = ? "
+                                                    "ORDER BY ts DESC LIMIT ?", (sid, n)):
+                    best[int(ts)] = max(counter, best.get(int(ts), counter))
+        return sorted(best.items(), reverse=True)[:n]
+
     def sensors(self, dest: str) -> list[str]:
         """Sensors with committed points waiting for ``dest``."""
         self._check_dest(dest)

@@ -47,6 +47,13 @@ class FakeSpool:
         self.points = kept
         return dropped
 
+    def newest(self, sensor_id: str, n: int = 2) -> list[tuple[int, int | float]]:
+        best: dict[int, int | float] = {}
+        for sensor, ts, counter, _token in self.points:
+            if sensor == sensor_id:
+                best[ts] = max(counter, best.get(ts, counter))
+        return sorted(best.items(), reverse=True)[:n]
+
 
 def session(tmp_path: Path, sinks: list[Any], spool: FakeSpool | None = None) -> tuple[Session, list[bytes]]:
     sent: list[bytes] = []
@@ -228,4 +235,54 @@ def test_a_board_clock_set_back_places_its_readings_right_after_the_newest(tmp_p
     assert s.newest_out[SID] == (T + 25) * 1000
     assert s.stats.late_stamped == 6 and s.stats.rejected_backwards == 0
     assert acked(sent) >= set(range(1, 11))  # taken, so ACKed: nothing for the board to resend
+    sp.close()
+
+
+def crash(s: Session, sp: Spool) -> None:
+    """kill -9: what only RAM held is gone (the counter store's progress since its last flush, the
+    spool's uncommitted batch, the session's marks); what SQLite committed stays."""
+    s.store.db.close()
+    sp._db.close()
+
+
+def test_a_restart_after_the_board_clock_was_set_back_still_places_its_readings_after_the_newest(
+        tmp_path: Path) -> None:
+    """The daemon is killed (kill -9) between a board clock set back and the board's resends: the
+    counter store on disk is its last flush (state_flush_s), older than the newest reading; the spool
+    holds every reading up to its last commit, the late one placed after the newest among them. The
+    restarted daemon takes its marks from the spool, so a resend (committed, its ACK lost with the
+    daemon; or never committed) and the readings still stamped before the newest go right after it,
+    not at their own stamps above the points already spooled after them (Flukso and PVOutput series
+    that went back, #13)."""
+    boot = (b"\x05" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0)
+    sp = Spool(tmp_path / "s.sqlite", ["flukso"], aging=(), commit_interval=0.0)
+    s, _sent = session(tmp_path, [Recorder()], sp)  # type: ignore[arg-type]
+    feed(s, wire.HELLO, 0, boot)
+    for seq, (t, wh) in enumerate([(10, 100), (16, 160), (18, 180)], start=1):
+        feed(s, wire.COUNTER, seq, (0, T + t, 0, wh, 0, 0, 0))   # the board clock 5 s ahead
+    s.store.flush()  # the counter store's last flush before the kill
+    feed(s, wire.COUNTER, 4, (0, T + 19, 0, 190, 0, 0, 0))
+    feed(s, wire.COUNTER, 5, (0, T + 20, 0, 200, 0, 0, 0))
+    s.tick()  # committed and ACKed
+    feed(s, wire.COUNTER, 6, (0, T + 15, 0, 250, 0, 0, 0))  # the clock was set back 5 s
+    s.tick()  # committed; its ACK is lost with the daemon
+    feed(s, wire.COUNTER, 7, (0, T + 17, 0, 255, 0, 0, 0))  # not committed
+    crash(s, sp)
+
+    rec = Recorder()
+    sp = Spool(tmp_path / "s.sqlite", ["flukso"], aging=(), commit_interval=0.0)
+    s, sent = session(tmp_path, [rec], sp)  # type: ignore[arg-type]
+    feed(s, wire.HELLO, 0, boot)  # the same boot: the same epoch
+    feed(s, wire.COUNTER, 6, (0, T + 15, 0, 250, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 7, (0, T + 17, 0, 255, 0, 0, 0), wire.FLAG_RETX)
+    feed(s, wire.COUNTER, 8, (0, T + 19, 900, 260, 0, 0, 0))  # still stamped before the newest
+    feed(s, wire.COUNTER, 9, (0, T + 25, 0, 300, 0, 0, 0))
+    s.tick()
+    sp.sync()
+    assert sp.pending("flukso", SID) == [(T + 10, 100.0), (T + 16, 160.0), (T + 18, 180.0), (T + 19, 190.0),
+                                         (T + 20, 260.0), (T + 25, 300.0)]
+    assert rec.calls == [(T + 20, 255_000), (T + 20, 260_000), (T + 25, 300_000)]
+    assert s.store.total(SID) == 300_000
+    assert s.stats.late_stamped == 3 and s.stats.rejected_backwards == 0
+    assert acked(sent) >= {6, 7, 8, 9}
     sp.close()
