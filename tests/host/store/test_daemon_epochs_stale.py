@@ -26,6 +26,23 @@ def test_a_fresh_lower_reading_still_means_lost_registers(tmp_path: Path) -> Non
     assert store.update("s", 2, 7_000, T + 31) == (152_000, True)
 
 
+def test_catch_up_takes_a_newer_total_of_the_current_epoch_only(tmp_path: Path) -> None:
+    """A restart after a crash: the spool holds a newer total than the store's last flush."""
+    store = CounterStore(tmp_path / "c.sqlite")
+    store.update("s", 1, 100_000, T + 10)
+    store.update("s", 2, 5_000, T + 30)      # lost registers: the total carries on flat
+    store.update("s", 2, 7_000, T + 31)
+    assert store.catch_up("s", 102_000, T + 25) is False   # not above the store's total
+    assert store.catch_up("s", 103_000, T + 35) is True
+    st = store.state["s"]
+    assert (st.epoch, st.raw, st.total, st.t) == (2, 8_000, 103_000, T + 35)
+    assert store.update("s", 2, 9_000, T + 36) == (104_000, True)
+    assert store.catch_up("s", 110_000, T + 20) is True and store.state["s"].t == T + 36  # stamp kept
+    store.seed("r", 50_000, T)                # a rebuilt store's seed has no board epoch
+    assert store.catch_up("r", 60_000, T + 5) is False and store.total("r") == 50_000
+    assert store.catch_up("unknown", 1, T) is False
+
+
 def test_uptime_going_back_without_hello_stops_taking_tuples(tmp_path: Path) -> None:
     from gridtap.board.session import Session
     from gridtap.config import BoardConfig, SensorConfig

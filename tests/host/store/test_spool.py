@@ -101,6 +101,26 @@ def test_same_timestamp_keeps_the_higher_counter(tmp_path: Path) -> None:
     sp.close()
 
 
+def test_newest_is_the_newest_committed_points_any_destination_still_holds(tmp_path: Path) -> None:
+    """What a restarted daemon takes up from (board/session.py): committed points only, a second's
+    highest counter, the newest first, whichever destination still holds them."""
+    sp = Spool(tmp_path / "s.db", ["flukso", "pvoutput"], aging=())
+    assert sp.newest(S1) == []
+    for i, c in enumerate((10, 20, 30)):
+        sp.add(S1, T0 + i, c)
+    sp.add(S2, T0 + 9, 5)
+    sp.commit()
+    sp.add(S1, T0 + 2, 35)   # placed in the newest second: the higher counter stands
+    sp.commit()
+    sp.add(S1, T0 + 3, 40)   # not committed: the board still holds it
+    assert sp.newest(S1) == [(T0 + 2, 35), (T0 + 1, 20)]
+    sp.ack("flukso", S1, T0 + 2)   # uploaded to one destination: the other still holds them
+    assert sp.newest(S1, 3) == [(T0 + 2, 35), (T0 + 1, 20), (T0, 10)]
+    sp.ack("pvoutput", S1, T0 + 1)
+    assert sp.newest(S1) == [(T0 + 2, 35)]
+    sp.close()
+
+
 def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "s.db", ["flukso"])
     with pytest.raises(ValueError, match="clock is not set"):
