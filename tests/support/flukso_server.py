@@ -131,6 +131,11 @@ class FluksoServer:
         with self.lock:
             self._fail.extend([status] * n)
 
+    def fail_none(self) -> None:
+        """Answer every POST again (the failures fail_next queued and not used yet are dropped)."""
+        with self.lock:
+            self._fail.clear()
+
     def drop_reply_next(self, n: int = 1) -> None:
         with self.lock:
             self._drop += n

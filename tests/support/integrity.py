@@ -201,6 +201,7 @@ class Rig:
         (work / "gridtap.toml").write_text(daemon_toml(work, self.data, self.board.path, self.flukso.url,
                                                        self.pvo.url))
         self.refs: dict[str, list[tuple[float, int]]] = {s: [] for s in SERIES}
+        self.newest: tuple[int, int] = (0, 0)   # (boot, stamp) of the boot's newest tuple
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: set[int] = set()      # every daemon and child seen: none may outlive the case
         self.exit_codes: list[int | None] = []
@@ -230,8 +231,12 @@ class Rig:
             st = self.stamp()
             self.board.step(st, list(POWER_W), [PULSES_PER_STEP], seconds=STEP_S)
             if self.board.clock_set:
+                # a tuple stamped before the boot's newest (its clock was set back) is placed right
+                # after the newest (docs/architecture.md, "Board clock steps")
+                newest = self.newest[1] if self.newest[0] == self.board.boot_count else 0
+                self.newest = (self.board.boot_count, max(newest, st))
                 for s, v in self.registers().items():
-                    self.refs[s].append((float(st), v))
+                    self.refs[s].append((float(max(st, newest)), v))
             time.sleep(STEP_S / SPEED)
             if keep_alive and not self.alive():
                 code = self.proc.returncode if self.proc else None
@@ -779,6 +784,51 @@ def case_kill9_own_rrdcached(rig: Rig) -> list[str]:
     return out + finish(rig, 1200)
 
 
+def case_kill9_board_clock_back(rig: Rig) -> list[str]:
+    """kill -9 between a board clock set back and the board's resends, Flukso down meanwhile (so the
+    spool still holds the points after the resends' stamps for it). The restarted daemon must place
+    them right after the newest reading, as the killed one did (its marks from the spool, not RAM).
+
+    The stamps are laid out so that the spool's aging (first and last point of every minute) keeps
+    a wrong order: the newest reading before the step is the last of its minute (..:55), the first
+    resend is the first of that minute (..:10). Spooled at its own stamp, Flukso gets the resend's
+    higher counter before the newest reading's lower one."""
+    toml = rig.work / "gridtap.toml"
+    # what a router's counter store holds between two flushes (every 300 s of wall time): here the
+    # run's first reading, as the case is shorter than an hour of metered time
+    toml.write_text(toml.read_text().replace("state_flush_s = 1\n", "state_flush_s = 3600\n", 1))
+    rig.start()
+    rig.advance(600)
+    while rig.stamp() % 60 != 50:
+        rig.advance(STEP_S)
+    rig.flukso.fail_next(10**6)      # 503 from here on: the spool keeps every point for Flukso
+    rig.board.clock_offset += 55.0   # the board clock 55 s ahead: within the 60 s the host accepts
+    rig.advance(STEP_S)              # stamped ..:55 of the next minute
+    if not rig.board.wait_acked(45):  # committed (the spool commits every 30 s of wall time)
+        return [f"the tuple stamped ahead was not ACKed within 45 s: {rig.log_tail(600)}"]
+    sets = len(rig.board.got(wire.TIME_SET))
+    rig.board.send_time()            # the board reports it; the daemon sets it back 55 s
+    deadline = time.monotonic() + 10.0
+    while len(rig.board.got(wire.TIME_SET)) == sets:
+        if time.monotonic() > deadline:
+            return [f"no TIME_SET for a board clock 55 s ahead: {rig.log_tail(600)}"]
+        time.sleep(0.05)
+    rig.advance(40)                  # ..:10 to ..:40 of that minute: before the newest reading
+    time.sleep(1.5)                  # taken (the port is read once a second), not committed
+    rig.kill9()
+    t_kill = rig.now()
+    rig.advance(60, keep_alive=False)
+    rig.start()
+    rig.advance(60)                  # the resends are taken
+    rig.flukso.fail_none()
+    deadline = time.monotonic() + 60.0  # the uploader's backoff: 10 s doubling
+    while not any(p[0] > t_kill for p in rig.flukso.measurements(IMP)):
+        if time.monotonic() > deadline:
+            return [f"nothing reached Flukso within 60 s after it came back: {rig.log_tail(600)}"]
+        rig.advance(STEP_S)
+    return finish(rig, 1200)
+
+
 @dataclass
 class Case:
     name: str
@@ -814,6 +864,8 @@ CASES = (
          "and uploads every point that is still readable", case_corrupt_spool),
     Case("kill9_own_rrdcached", "kill -9 while the daemon's own rrdcached holds 30 minutes of updates: no "
          "orphan, no NaN row, the restarted daemon goes on", case_kill9_own_rrdcached),
+    Case("kill9_board_clock_back", "kill -9 between a board clock set back 55 s and the board's resends: "
+         "no stage's series goes back, nothing lost", case_kill9_board_clock_back),
 )
 
 
