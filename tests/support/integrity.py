@@ -202,6 +202,8 @@ class Rig:
                                                        self.pvo.url))
         self.refs: dict[str, list[tuple[float, int]]] = {s: [] for s in SERIES}
         self.newest: tuple[int, int] = (0, 0)   # (boot, stamp) of the boot's newest tuple
+        # per series (own stamp, newest stamp, total) of each tuple stamped before its boot's newest
+        self.late: dict[str, list[tuple[float, float, int]]] = {s: [] for s in SERIES}
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: set[int] = set()      # every daemon and child seen: none may outlive the case
         self.exit_codes: list[int | None] = []
@@ -231,16 +233,24 @@ class Rig:
             st = self.stamp()
             self.board.step(st, list(POWER_W), [PULSES_PER_STEP], seconds=STEP_S)
             if self.board.clock_set:
-                # a tuple stamped before the boot's newest (its clock was set back) is placed right
-                # after the newest (docs/architecture.md, "Board clock steps")
                 newest = self.newest[1] if self.newest[0] == self.board.boot_count else 0
                 self.newest = (self.board.boot_count, max(newest, st))
                 for s, v in self.registers().items():
-                    self.refs[s].append((float(max(st, newest)), v))
+                    if st >= newest:
+                        self.refs[s].append((float(st), v))
+                    else:  # the board clock was set back: placed right after the newest
+                        self.refs[s].append((newest + 0.001, v))
+                        self.late[s].append((float(st), float(newest), v))
             time.sleep(STEP_S / SPEED)
             if keep_alive and not self.alive():
                 code = self.proc.returncode if self.proc else None
                 raise CaseError(f"the daemon exited with {code} during the case: {self.log_tail(600)}")
+
+    def reference(self, sensor: str) -> analysis.Reference:
+        """What every stage must hold for a series: the good tuples' registers, a tuple stamped
+        before its boot's newest right after the newest (docs/architecture.md, "Board clock steps";
+        the spool and the uploads may hold its total in the newest's second)."""
+        return analysis.Reference(self.refs[sensor], overlaps=self.late[sensor])
 
     def send_raw(self, data: bytes) -> None:
         self.board._write(data)  # bytes on the wire as they come, framed or not
@@ -426,7 +436,7 @@ def check_stores(rig: Rig) -> list[str]:
             out.append(f"{NAMES[s]}: RRD updated at {info['last_update']}, ahead of the host clock "
                        f"{rig.now():.0f}")
         rows = analysis.rrd_rows(p)
-        res = analysis.rrd_rows_check(rows, analysis.Reference(pts), tol_wh=1.0)
+        res = analysis.rrd_rows_check(rows, rig.reference(s), tol_wh=1.0)
         expected = (pts[-1][0] - pts[0][0]) // analysis.ROW_S - 2 if pts else 0
         if res["rows_missing"]:
             out.append(f"{NAMES[s]}: {res['rows_missing']} RRD rows NaN where the board counted "
@@ -445,16 +455,16 @@ def check_stores(rig: Rig) -> list[str]:
 
 def check_uploads(rig: Rig) -> list[str]:
     out = []
-    for s, pts in rig.refs.items():
+    for s in rig.refs:
         got = rig.flukso.measurements(s)
-        res = analysis.flukso_check(got, analysis.Reference(pts))
+        res = analysis.flukso_check(got, rig.reference(s))
         if res["points_wrong"]:
             out.append(f"{NAMES[s]}: {res['points_wrong']} Flukso points wrong {res['wrong_examples'][:2]}")
         ahead = [p for p in got if p[0] > rig.now() + 60]
         if ahead:
             out.append(f"{NAMES[s]}: Flukso points stamped ahead of the clock {ahead[:2]}")
     st = {k: dict(v) for k, v in rig.pvo.statuses.get(str(PVO_SID), {}).items()}
-    refs = {k: analysis.Reference(v) for k, v in rig.refs.items()}
+    refs = {k: rig.reference(k) for k in rig.refs}
     # where the board sent no valid tuple (a clock not set yet), a status cannot know its power
     pts = rig.refs[IMP]
     quiet = [(a[0], b[0]) for a, b in zip(pts, pts[1:], strict=False) if b[0] - a[0] > 3 * STEP_S]
