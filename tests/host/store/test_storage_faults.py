@@ -19,6 +19,7 @@ import pytest
 from gridtap.config import parse_config
 from gridtap.daemon import Daemon
 from gridtap.store.epochs import CounterStore
+from gridtap.store.faults import GuardedSpool, StorageHealth
 from gridtap.store.rrd import pid_gone
 from gridtap.store.spool import Spool
 from gridtap_fw import wire
@@ -247,3 +248,17 @@ def test_corrupt_spool_keeps_its_readable_rows(tmp_path: Path) -> None:
         assert sp.acked_ts("flukso", PULSE) == t0 + 99  # the high-water mark survives: no re-upload
         assert all(ts > t0 + 99 for ts, _c in pulse)
     assert list(tmp_path.glob("spool.sqlite.corrupt-*"))
+
+
+def test_a_spool_the_session_cannot_read_at_start_is_a_storage_fault(tmp_path: Path) -> None:
+    """At start the session reads each series' newest spooled points (board/session.py, _take_up): a
+    read that fails degrades the daemon (logged, counted, retried with the spool's commits) and the
+    session starts from the counter store alone, instead of the daemon dying."""
+    health = StorageHealth()
+    sp = Spool(tmp_path / "spool.sqlite", ["flukso"], commit_interval=0, aging=())
+    sp.add(IMP, 1_700_000_000, 1.0)
+    sp.commit()
+    assert GuardedSpool(sp, health).newest(IMP) == [(1_700_000_000, 1.0)]
+    sp.close()  # a database that cannot be read
+    assert GuardedSpool(sp, health).newest(IMP) == []
+    assert "spool" in health.failing
