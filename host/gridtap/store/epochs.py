@@ -184,6 +184,12 @@ class CounterStore:
             self._begin(sensor, st, raw, t, prev_total=prev, continued=continued)
             return st.total, st.total > prev
         if raw <= st.raw:
+            if raw == st.raw and t > st.t:
+                # The register stood still (0 W, an export series while importing): it still had
+                # this value at t. Readings stamped before the newest are judged against the newest
+                # reading, not the last that moved the register (board/session.py, `_late`; the step
+                # bound). Not written for this alone: a series standing still costs no flush.
+                st.t = t
             return max(st.floor, st.offset + raw), False
         st.raw = raw
         st.t = max(st.t, t)
@@ -194,12 +200,14 @@ class CounterStore:
     def catch_up(self, sensor: str, total: int, t: float) -> bool:
         """A total of the series made durable elsewhere after this store's last flush (the spool's
         newest point: committed before the board is ACKed, where this store writes its progress only
-        every few minutes). A higher total than this store's is of its current epoch (every total of
-        an earlier one is at most the epoch's floor): take it, and its stamp if that is newer, so a
-        restart after a crash goes on from the newest reading. False: nothing to take (this store is
-        as far, or the series has no board epoch yet: new, or seeded after a rebuild)."""
+        every few minutes). A total above the epoch's floor is of the current epoch (every total of
+        an earlier one is at most the floor): a higher one is taken with its stamp if that is newer,
+        the same one's newer stamp too (the register stood still), so a restart goes on from the
+        newest reading. False: nothing to take (this store is as far, the total may be an earlier
+        epoch's, or the series has no board epoch yet: new, or seeded after a rebuild)."""
         st = self.state.get(sensor)
-        if st is None or st.epoch == 0 or total <= st.total:
+        if st is None or st.epoch == 0 or total < st.total or (total == st.total and (
+                t <= st.t or total == st.floor)):
             return False
         st.raw = total - st.offset
         st.total = total

@@ -238,6 +238,25 @@ def test_a_board_clock_set_back_places_its_readings_right_after_the_newest(tmp_p
     sp.close()
 
 
+def test_a_register_that_stood_still_is_judged_by_its_newest_reading(tmp_path: Path) -> None:
+    """A series at 0 W (an export series while the house imports) gets readings with the same register
+    and newer stamps; the board clock is then set back and the register moves at a stamp between
+    the last move and the newest reading. It goes after the newest reading: at its own stamp it put
+    a total above the point spooled after it (the newest stamp was the last register move's)."""
+    rec = Recorder()
+    sp = Spool(tmp_path / "s.sqlite", ["flukso"], aging=(), commit_interval=0.0)
+    s, _sent = session(tmp_path, [rec], sp)  # type: ignore[arg-type]
+    feed(s, wire.HELLO, 0, (b"\x06" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0))
+    for seq, t in enumerate((10, 12, 14, 20), start=1):
+        feed(s, wire.COUNTER, seq, (0, T + t, 0, 100, 0, 0, 0))   # standing still, 5 s ahead
+    feed(s, wire.COUNTER, 5, (0, T + 16, 0, 150, 0, 0, 0))  # set back 5 s; the load comes on
+    s.tick()
+    sp.sync()
+    assert sp.pending("flukso", SID) == [(T + 10, 100.0), (T + 12, 100.0), (T + 14, 100.0), (T + 20, 150.0)]
+    assert rec.calls[-1] == (T + 20, 150_000) and s.stats.late_stamped == 1
+    sp.close()
+
+
 def crash(s: Session, sp: Spool) -> None:
     """kill -9: what only RAM held is gone (the counter store's progress since its last flush, the
     spool's uncommitted batch, the session's marks); what SQLite committed stays."""

@@ -19,6 +19,15 @@ def test_an_older_resent_reading_does_not_decide_a_new_epoch(tmp_path: Path) -> 
     assert store.total("s") == 160_000
 
 
+def test_a_register_that_stands_still_keeps_its_newest_stamp(tmp_path: Path) -> None:
+    store = CounterStore(tmp_path / "c.sqlite")
+    store.update("s", 1, 100_000, T + 10)
+    assert store.update("s", 1, 100_000, T + 20) == (100_000, False)
+    assert store.state["s"].t == T + 20 and not store.pending   # newest stamp; no flush for it
+    assert store.update("s", 1, 100_000, T + 15) == (100_000, False)
+    assert store.state["s"].t == T + 20
+
+
 def test_a_fresh_lower_reading_still_means_lost_registers(tmp_path: Path) -> None:
     store = CounterStore(tmp_path / "c.sqlite")
     store.update("s", 1, 150_000, T + 21)
@@ -38,6 +47,9 @@ def test_catch_up_takes_a_newer_total_of_the_current_epoch_only(tmp_path: Path) 
     assert (st.epoch, st.raw, st.total, st.t) == (2, 8_000, 103_000, T + 35)
     assert store.update("s", 2, 9_000, T + 36) == (104_000, True)
     assert store.catch_up("s", 110_000, T + 20) is True and store.state["s"].t == T + 36  # stamp kept
+    assert store.catch_up("s", 110_000, T + 40) is True and store.state["s"].t == T + 40  # stood still
+    store.update("s", 3, 1_000, T + 50)       # lost registers again: the floor is 110_000
+    assert store.catch_up("s", 110_000, T + 60) is False   # maybe the earlier epoch's total
     store.seed("r", 50_000, T)                # a rebuilt store's seed has no board epoch
     assert store.catch_up("r", 60_000, T + 5) is False and store.total("r") == 50_000
     assert store.catch_up("unknown", 1, T) is False
