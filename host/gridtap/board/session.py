@@ -718,15 +718,18 @@ class Session:
 
         A reading of the series' current boot stamped before its newest-stamped one with a register
         at least that one's (the highest register stands in for it after a restart) was read after
-        it. So was a resend of such a reading, whose register may be below the highest by then:
-        stamped before the newest reading that the clock was set back behind, and above its
-        register. A lower register stamped earlier is an older reading's resend."""
+        it; so was one stamped at the newest's very millisecond with a higher register (a set-back
+        of exactly one interval: the RRDs take one update per millisecond). So was a resend of such
+        a reading, whose register may be below the highest by then: stamped before the newest
+        reading that the clock was set back behind, and above its register. A lower register
+        stamped earlier is an older reading's resend."""
         if st is None or st.epoch != epoch:
             return None
-        if tf < st.t and raw >= self.newest_raw.get(sensor, st.raw):
+        top = self.newest_raw.get(sensor, st.raw)
+        if (tf < st.t and raw >= top) or (tf == st.t and raw > top):
             back = self.set_back.get(sensor)
             if back is None or back[:2] != (epoch, st.t):
-                self.set_back[sensor] = (epoch, st.t, self.newest_raw.get(sensor, st.raw))
+                self.set_back[sensor] = (epoch, st.t, top)
             return st.t
         back = self.set_back.get(sensor)
         if back is not None and back[0] == epoch and tf < back[1] and raw > back[2]:

@@ -257,6 +257,42 @@ def test_a_register_that_stood_still_is_judged_by_its_newest_reading(tmp_path: P
     sp.close()
 
 
+class MsRecorder(Recorder):
+    """A sink that places a reading within its second, as the RRDs do (`counter_ms`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ms: list[tuple[int, int]] = []
+
+    def counter_ms(self, sensor: str, role: str, t_ms: int, total_milli: int) -> None:
+        self.ms.append((t_ms, total_milli))
+
+
+def test_a_board_clock_set_back_onto_the_newest_stamp_places_the_reading_just_after_it(
+        tmp_path: Path) -> None:
+    """A set-back of exactly one reading interval: the next reading carries the newest reading's
+    own stamp and a higher register. The RRDs take one update per millisecond, so at its own stamp
+    it was dropped there and its energy drawn over the next interval instead (the integrity
+    campaign's future_stamp case, under load: two RRD rows a step's energy apart). It was read
+    after the newest reading, so it goes a millisecond after it, like a reading stamped before."""
+    rec = MsRecorder()
+    sp = Spool(tmp_path / "s.sqlite", ["flukso"], aging=(), commit_interval=0.0)
+    s, _sent = session(tmp_path, [rec], sp)  # type: ignore[arg-type]
+    feed(s, wire.HELLO, 0, (b"\x07" * 8, 1, 0, 0, 1, 7, 1, 0, 1, 0))
+    feed(s, wire.COUNTER, 1, (0, T + 10, 0, 100, 0, 0, 0))
+    feed(s, wire.COUNTER, 2, (0, T + 20, 0, 200, 0, 0, 0))
+    feed(s, wire.COUNTER, 3, (0, T + 20, 0, 250, 0, 0, 0))  # set back 10 s: the newest's stamp again
+    feed(s, wire.COUNTER, 4, (0, T + 30, 0, 350, 0, 0, 0))
+    feed(s, wire.COUNTER, 3, (0, T + 20, 0, 250, 0, 0, 0), wire.FLAG_RETX)  # its resend: nothing new
+    s.tick()
+    sp.sync()
+    assert rec.ms == [((T + 10) * 1000, 100_000), ((T + 20) * 1000, 200_000),
+                      ((T + 20) * 1000 + 1, 250_000), ((T + 30) * 1000, 350_000)]
+    assert sp.pending("flukso", SID) == [(T + 10, 100.0), (T + 20, 250.0), (T + 30, 350.0)]
+    assert s.stats.late_stamped >= 1 and s.stats.rejected_backwards == 0
+    sp.close()
+
+
 def crash(s: Session, sp: Spool) -> None:
     """kill -9: what only RAM held is gone (the counter store's progress since its last flush, the
     spool's uncommitted batch, the session's marks); what SQLite committed stays."""
