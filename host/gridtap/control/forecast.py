@@ -89,6 +89,20 @@ class ProfileForecast:
             if t >= end - 1e-6:
                 return sum(vals) / len(vals)
 
+    def samples(self, start: float, end: float) -> list[float]:
+        """What the house drew (net W) in each quarter hour of [start, end) on each kept day: the
+        spread around the forecast, which the planner weighs (an unlearned quarter hour: the
+        forecast alone)."""
+        out: list[float] = []
+        t = start
+        while True:
+            q = self._where(t)[1]
+            day_w = [r[1][q] / r[2][q] for r in self.rows if r[2][q]]
+            out += day_w or [self.fallback_w]
+            t += QUARTER_S
+            if t >= end - 1e-6:
+                return out
+
     def days_known(self) -> int:
         return sum(1 for r in self.rows if any(r[2]))
 

@@ -38,6 +38,17 @@ def test_learns_each_quarter_hour_of_the_day_and_averages_the_days() -> None:
     assert f(T0 + 3 * 3600, T0 + 3 * 3600 + 3600) == 300.0  # nothing learned at night: house_load_w
 
 
+def test_samples_are_what_each_kept_day_drew_in_each_quarter_hour() -> None:
+    f = ProfileForecast(days=3, fallback_w=300.0)
+    for day, evening in enumerate((1000.0, 2000.0, 3000.0)):
+        for m in range(15):
+            f.observe(T0 + day * 86400 + 19 * 3600 + m * 60, evening + m)  # each day's 19:00 mean: +7
+    t = T0 + 3 * 86400 + 19 * 3600
+    assert sorted(f.samples(t, t + 900)) == pytest.approx([1007.0, 2007.0, 3007.0])
+    # a quarter hour learned on no day counts as the fallback, as in the forecast itself
+    assert sorted(f.samples(t, t + 1800)) == pytest.approx([300.0, 1007.0, 2007.0, 3007.0])
+
+
 def test_refuses_implausible_samples_and_keeps_the_good_ones() -> None:
     f = ProfileForecast()
     assert f.observe(T0, 500.0)

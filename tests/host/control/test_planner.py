@@ -171,6 +171,44 @@ def test_efficiency_decides_whether_a_cycle_pays(eff: float, dear: float, cycles
     assert charged is cycles
 
 
+class Spread:
+    """A forecast with the days it learned from: the mean, and what the house drew on each day."""
+
+    def __init__(self, days_w: list[float]) -> None:
+        self.days_w = days_w
+
+    def __call__(self, start: float, end: float) -> float:
+        return sum(self.days_w) / len(self.days_w)
+
+    def samples(self, start: float, end: float) -> list[float]:
+        return self.days_w
+
+
+def test_the_cost_is_expected_over_the_house_spread_not_taken_at_its_mean() -> None:
+    """Import is dear and export cheap: a house that exports 1 kW on one day and draws 3 kW on the
+    other costs more than one that draws their mean, 1 kW, every day."""
+    still = Battery(charge_kw=0.0, discharge_kw=0.0)  # the battery cannot move: only the house counts
+    prices = slots_of([20.0])
+    spread = PlannerPolicy(PlannerSettings(still, export_price=5.0), forecast=Spread([-1000.0, 3000.0]))
+    mean = PlannerPolicy(PlannerSettings(still, export_price=5.0), forecast=lambda s, e: 1000.0)
+    assert mean.plan(prices, 50.0).cost == pytest.approx(0.5 * 1.0 * 20.0)
+    assert spread.plan(prices, 50.0).cost == pytest.approx(0.5 * (0.5 * -1.0 * 5.0 + 0.5 * 3.0 * 20.0))
+    assert spread.plan(prices, 50.0).slots[0].load_w == pytest.approx(1000.0)
+
+
+def test_self_consumption_is_weighed_over_the_spread() -> None:
+    """The battery covers what the house draws, whatever it is, up to its power: with 1 kW of
+    discharge, a day of 3 kW still imports 2 kW at 40, where the mean (1.5 kW) would import 0.5."""
+    b = Battery(charge_kw=1.0, discharge_kw=1.0, efficiency=1.0)
+    prices = slots_of([40.0])
+    plan = PlannerPolicy(PlannerSettings(b, export_price=5.0), forecast=Spread([0.0, 3000.0])).plan(
+        prices, 50.0, reference=[20.0])  # what is left is worth 20: nothing is exported at 5
+    first = plan.slots[0]
+    assert first.action == "discharge"
+    assert plan.cost == pytest.approx(0.5 * 0.5 * 2.0 * 40.0)  # half the days import 2 kW for 30 min
+    assert first.soc_end == pytest.approx(50.0 - 0.5 * 5.0)  # 0.5 kWh on the day it draws
+
+
 def test_the_first_slot_is_the_decision_and_keep_is_forced_discharge_at_zero() -> None:
     b = Battery()
     prices = [10.0] * 2 + [-5.0] * 6
