@@ -100,15 +100,28 @@ def test_slow_clients_cannot_take_every_slot(default_rig: Rig) -> None:
         time.sleep(0.3)
         statuses: list[int] = []
 
+        retried: list[int] = []
+
         def ordinary() -> None:  # a dashboard on another machine, three fetches at a time
             for _ in range(20):
-                statuses.append(_request(api.port, QUERY, source="127.0.0.2").status)
+                # A client that has read its answer may ask again before the server's thread has
+                # given back its slot (under load, the closing thread is not scheduled at once):
+                # a 503 then asks it to come back (Retry-After), as a dashboard does. The slowloris
+                # clients holding every slot would refuse every try.
+                for attempt in range(4):
+                    status = _request(api.port, QUERY, source="127.0.0.2").status
+                    if status != 503:
+                        break
+                    retried.append(attempt)
+                    time.sleep(0.2)
+                statuses.append(status)
         workers = [threading.Thread(target=ordinary) for _ in range(3)]
         for w in workers:
             w.start()
         for w in workers:
             w.join(30)
         assert statuses.count(200) == 60, statuses
+        assert len(retried) <= 6, f"{len(retried)} of 60 requests had to come back"
     finally:
         stop.set()
         for s in socks:
