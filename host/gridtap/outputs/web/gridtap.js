@@ -192,8 +192,9 @@ async function main() {
   build();
   await live();
   every(live, 1000);
-  every(health, 5000);
-  every(reactive, 5000);
+  // reactive power after health, in the same task: a browser holds at most three of the API's
+  // four connections per address (restapi.MAX_PER_CLIENT), one per task
+  every(async () => { await health(); await reactive(); }, 5000);
   every(async () => { await today(); await graphs(); document.body.dataset.loaded = "1"; }, 60000);
 }
 main().catch((e) => { $("link").textContent = String(e); });
