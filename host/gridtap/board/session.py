@@ -85,6 +85,7 @@ IDLE_WAIT_S = 2.0  # nothing pending: sleep until the board speaks (or 2 s)
 MAX_TRIES = 5
 TIME_SYNC_S = 1.0
 REFUSED_KEEP = 256  # refused tuples remembered, so that their resends are not counted and logged again
+LATE_MARKS = 8  # board clock set-backs remembered per series (`_late`): resends can outlive several
 MIN_VALID_T = 1234567890  # Flukso's "the clock is set" threshold
 NAK_REASONS = {
     1: "unknown type",
@@ -216,9 +217,10 @@ class Session:
         self.last_uptime = 0  # the board's uptime in its last TIME: going back means a reboot
         self.newest_out: dict[str, int] = {}  # per series: ms stamp of the newest reading passed to outputs
         # per series: the register of its newest-stamped reading, and (epoch, stamp, register) of
-        # that reading when the board clock was last set back behind it (`_late`)
+        # that reading each time the board clock was set back behind it (`_late`; the last
+        # LATE_MARKS: a resend can come after the clock was set back again)
         self.newest_raw: dict[str, int] = {}
-        self.set_back: dict[str, tuple[int, float, int]] = {}
+        self.set_back: dict[str, list[tuple[int, float, int]]] = {}
         self.routes = self._routes_of()
         self.limits = limits
         # per series the fastest its register can grow (thousandths per second); none: unbounded
@@ -720,20 +722,23 @@ class Session:
         at least that one's (the highest register stands in for it after a restart) was read after
         it; so was one stamped at the newest's very millisecond with a higher register (a set-back
         of exactly one interval: the RRDs take one update per millisecond). So was a resend of such
-        a reading, whose register may be below the highest by then: stamped before the newest
-        reading that the clock was set back behind, and above its register. A lower register
-        stamped earlier is an older reading's resend."""
+        a reading, whose register may be below the highest by then: stamped before a newest
+        reading that the clock was set back behind, at or above that one's register. A lower
+        register stamped earlier is an older reading's resend."""
         if st is None or st.epoch != epoch:
             return None
         top = self.newest_raw.get(sensor, st.raw)
+        marks = [m for m in self.set_back.get(sensor, ()) if m[0] == epoch]
         if (tf < st.t and raw >= top) or (tf == st.t and raw > top):
-            back = self.set_back.get(sensor)
-            if back is None or back[:2] != (epoch, st.t):
-                self.set_back[sensor] = (epoch, st.t, top)
+            if not marks or marks[-1][1] != st.t:
+                self.set_back[sensor] = (marks + [(epoch, st.t, top)])[-LATE_MARKS:]
             return st.t
-        back = self.set_back.get(sensor)
-        if back is not None and back[0] == epoch and tf < back[1] and raw > back[2]:
-            return back[1]
+        for _epoch, t_back, raw_back in reversed(marks):
+            # at the register the newest had when the clock went back behind it, or above: read
+            # after it (a reading from before with that register stood still since: its total is
+            # the newest's, so no point of it is lost either)
+            if tf < t_back and raw >= raw_back:
+                return t_back
         return None
 
     def _take_up(self, spool: Spool) -> None:
@@ -756,7 +761,7 @@ class Session:
                 # of this boot stamped before the newest and above that point was read after it, or
                 # is a resend of one whose point the spool holds already; either way no point of it
                 # belongs before the newest.
-                self.set_back[sensor] = (st.epoch, st.t, round(newest[1][1] * 1000) - st.offset)
+                self.set_back[sensor] = [(st.epoch, st.t, round(newest[1][1] * 1000) - st.offset)]
 
     def _out_of_order(self, msg: wire.Message, sensor: str, raw: int, tf: float, st: SeriesState,
                       how: str) -> bool:
