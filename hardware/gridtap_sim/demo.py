@@ -524,8 +524,8 @@ class Demo:
         return ["--luxpower", str(self.lux_port)]
 
     def config_text(self, tty: Path, api_port: int) -> str:
-        self.price_server = PriceServer(self.prices).start()
-        battery = daemon_sections(self.lux_port, self.price_server.base_url, LUX_DATALOGGER, LUX_INVERTER)
+        self.price_server = PriceServer(self.prices)
+        battery = daemon_sections(self.lux_port, self.price_server.url, LUX_DATALOGGER, LUX_INVERTER)
         return daemon_toml(self.out, tty, api_port, self.mqtt_port, battery)
 
     def attach(self) -> None:
@@ -539,7 +539,7 @@ class Demo:
         neg = [(a, b) for a, b, p in self.prices if p < 0]
         self.say(f"  battery: a simulated LuxPower inverter (10 kWh, 3 kW) on the grid CT, 127.0.0.1:"
                  f"{self.lux_port}; the daemon's planner runs it on Agile-shaped prices from a local "
-                 f"Octopus API ({self.price_server.base_url if self.price_server else '-'}), below zero "
+                 f"Octopus API ({self.price_server.url if self.price_server else '-'}), below zero "
                  f"{hhmm(neg[0][0])[:5]}-{hhmm(neg[-1][1])[:5]} UTC")
 
     def device_header(self) -> str:

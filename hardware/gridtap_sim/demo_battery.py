@@ -15,14 +15,15 @@ status lines, and `report()` says where the battery charged.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from gridtap_sim.localhttp import Answer, LocalApi
 
 TARIFF = "E-1R-AGILE-24-10-01-C"
 SLOT_S = 1800
+JSON = {"Content-Type": "application/json"}
 # p/kWh by hour of the day (UTC = UK time in winter): Agile's shape, peak 16:00-19:00
 DAY_SHAPE = [14.5, 13.8, 13.0, 12.4, 12.1, 12.9, 15.2, 18.6, 21.0, 20.2, 19.1, 18.4,
              18.0, 18.3, 19.5, 22.8, 38.5, 41.2, 36.9, 24.7, 22.1, 20.6, 18.9, 16.2]
@@ -48,61 +49,32 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class PriceServer:
+class PriceServer(LocalApi):
     """Octopus' standard-unit-rates endpoint on 127.0.0.1 for one tariff: the slots overlapping
     [period_from, period_to), newest first, in one page (the daemon asks for up to 1500)."""
 
     def __init__(self, prices: list[tuple[float, float, float]], tariff: str = TARIFF) -> None:
         self.prices = prices
         self.tariff = tariff
-        self.requests = 0
-        outer = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                status, body = outer.answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def start(self) -> PriceServer:
-        self.thread.start()
-        return self
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def answer(self, path: str) -> tuple[int, bytes]:
-        self.requests += 1
+    def answer(self, path: str) -> Answer:
         parts = urllib.parse.urlsplit(path)
         q = dict(urllib.parse.parse_qsl(parts.query))
         product = self.tariff.split("-")[2] + "-" + "-".join(self.tariff.split("-")[3:-1])
         want = f"/v1/products/{product}/electricity-tariffs/{self.tariff}/standard-unit-rates/"
         if parts.path != want:
-            return 404, b'{"detail": "No ElectricityTariff matches the given query."}'
+            return 404, b'{"detail": "No ElectricityTariff matches the given query."}', JSON
         try:
             lo = datetime.fromisoformat(q["period_from"].replace("Z", "+00:00")).timestamp()
             hi = datetime.fromisoformat(q["period_to"].replace("Z", "+00:00")).timestamp()
         except (KeyError, ValueError):
-            return 400, b'{"detail": "period_from and period_to must be ISO 8601 times"}'
+            return 400, b'{"detail": "period_from and period_to must be ISO 8601 times"}', JSON
         rows = [{"value_exc_vat": round(p / 1.05, 4), "value_inc_vat": p, "valid_from": _iso(a),
                  "valid_to": _iso(b), "payment_method": None}
                 for a, b, p in reversed(self.prices) if b > lo and a < hi]
         doc = {"count": len(rows), "next": None, "previous": None, "results": rows}
-        return 200, json.dumps(doc).encode()
+        return 200, json.dumps(doc).encode(), JSON
 
 
 def daemon_sections(lux_port: int, price_url: str, datalogger: str, inverter: str) -> list[str]:

@@ -18,10 +18,10 @@ def test_prices_go_negative_in_the_middle_of_the_window_only() -> None:
 
 def test_the_daemons_octopus_feed_reads_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
     prices = demo_prices(T0, 7200.0)
-    server = PriceServer(prices).start()
+    server = PriceServer(prices)
     try:
         settings = parse_config({"source": "octopus", "tariff": "E-1R-AGILE-24-10-01-C",
-                                 "base_url": server.base_url})
+                                 "base_url": server.url})
         feed = settings.feed(tmp_path / "prices.sqlite")
         try:
             assert feed.poll(T0)
@@ -33,7 +33,7 @@ def test_the_daemons_octopus_feed_reads_the_server(tmp_path) -> None:  # type: i
         assert half.price == -4.5 and hour.price == -2.8
         assert peak.price == prices[32][2] == 38.5  # 16:00, the peak
         wrong = "/v1/products/AGILE-24-10-01/electricity-tariffs/E-1R-X/standard-unit-rates/"
-        status, _ = server.answer(wrong)
+        status, _, _ = server.answer(wrong)
         assert status == 404
     finally:
         server.close()

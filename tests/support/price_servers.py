@@ -16,65 +16,22 @@ Published prices are whatever `price_at(t)` gives for t < `published_until`.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
+
+from gridtap_sim.localhttp import LocalApi
 
 PriceFn = Callable[[float], float]
 
 
-class _Server:
+class _Server(LocalApi):
     def __init__(self, price_at: PriceFn, published_until: float, slot_s: int) -> None:
         self.price_at = price_at
         self.published_until = published_until
         self.slot_s = slot_s
-        self.faults: list[tuple[int, bytes, dict[str, str]]] = []
-        self.requests: list[str] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                with outer.lock:
-                    outer.requests.append(self.path)
-                    fault = outer.faults.pop(0) if outer.faults else None
-                if fault is not None:
-                    status, body, headers = fault
-                else:
-                    status, body, headers = outer.answer(self.path)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def fail(
-        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, times: int = 1
-    ) -> None:
-        with self.lock:
-            self.faults += [(status, body, headers or {})] * times
-
-    def answer(self, path: str) -> tuple[int, bytes, dict[str, str]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__()
 
 
 def _iso(t: float) -> str:

@@ -17,9 +17,9 @@ forecast with `samples(start, end)` (ProfileForecast: what the house drew in the
 hours on each day learned) is weighed as SPREAD quantile groups. Import and export are priced
 apart, so a move that is right for the mean load imports (dear) or exports (cheap) when the
 house departs from it; self-consumption, which follows the house, is weighed by each group's own
-cost and next SOC. In `make bench` (area control) this measured 93.3 % of the optimum's saving as
-the mean of four houses (the profile's seeds 16-19) against 92.6 % on the mean alone, though
-93.9 % against 94.6 % on the bench's own house (docs/control.md, "Benchmark").
+cost and next SOC. It is better on most houses of the bench's profile and worse on the bench's
+own (docs/control.md, "Benchmark": `control.savings_vs_optimum_pct.houses_mean` against
+`control.savings_vs_optimum_pct`).
 
 An optional target ("X % by HH:MM") is a hard goal: each missing % costs far more than any
 price, so when it cannot be reached the plan gets as close as the limits allow. Energy left at
@@ -327,10 +327,12 @@ def _backward(g: _Grid) -> list[list[float]]:
 def _own_row(g: _Grid, t: int, nxt: list[float]) -> list[float]:
     """Self-consumption's expected cost-to-go from every state, over the house's spread."""
     spread, price, cmax, dmax = g.own[t]
+    if len(spread) == 1:  # a forecast without samples: the mean alone
+        return _own_row_one(g, spread[0][1], price, cmax, dmax, nxt)
     out = [0.0] * g.n
     for w, load in spread:
         row = _own_row_one(g, load, price, cmax, dmax, nxt)
-        out = row if w == 1.0 else [a + w * r for a, r in zip(out, row, strict=True)]
+        out = [a + w * r for a, r in zip(out, row, strict=True)]
     return out
 
 
