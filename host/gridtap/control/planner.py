@@ -36,7 +36,10 @@ The moves are the inverter's own, so a plan is one it can carry out: self-consum
 battery covers the house or takes the PV surplus, exactly: its next state may fall between grid
 points, valued by linear interpolation of the value row), AC charge at k % per slot (never less
 than the PV surplus, which the inverter takes whole), hold (AC charge at 0 %), keep (forced
-discharge at 0 %: the PV surplus goes to the grid, room is kept) and forced discharge at k %.
+discharge at 0 %: the PV surplus goes to the grid, room is kept) and forced discharge at k %,
+or two of them shared in time within a slot where that costs less than any one held throughout
+(`_time_shares`: a price below export_price or below zero makes a move's cost concave; the plan
+splits the slot into parts of whole `min_phase_s`, the controller's dwell).
 On those moves with whole-% steps the DP is exact (tests/host/control/test_planner.py checks it
 against exhaustive search, and against an LP); pure Python: the backward pass keeps one value row
 per slot (slots x states floats) and takes each state's minimum with `min(map(add, ...))` over
@@ -93,6 +96,17 @@ class PlannerSettings:
     target_dayminute: int | None = None  # local minute of the day (0..1439)
     export_price: float = 0.0  # per kWh, in the price source's unit
     house_load_w: float = 300.0  # expected net house load when no forecast is given
+    min_phase_s: float = 300.0  # the shortest part of a split slot: the controller's min_dwell_s
+
+
+@dataclass(frozen=True)
+class PlanPhase:
+    """Part of a split slot: one move held from start to end."""
+
+    start: float
+    end: float
+    battery_w: float
+    action: str
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,8 @@ class PlanSlot:
     grid_w: float  # expected grid power, + import
     soc_start: float
     soc_end: float
-    action: str  # "charge", "hold", "discharge", "export", "idle"
+    action: str  # "charge", "hold", "discharge", "export", "idle"; a split slot: "charge/export"
+    phases: tuple[PlanPhase, ...] = ()  # a split slot's parts, in order (none: one move)
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,7 @@ class _Grid:
     eta: float  # one-way efficiency
     loads: list[float]  # W per slot
     moves: list[tuple[int, list[float]]]  # per slot: (down, cost of move k at index k + down)
+    mixes: list[dict[int, tuple[int, int]]]  # per slot: move k made of k1 then k2 within the slot
     own: list[Own]  # per slot: the house's loads (weight, kWh), price, charge kWh, discharge kWh
     export_price: float
     terminal: list[float]  # value of each state at the horizon's end
@@ -159,11 +175,11 @@ class PlannerPolicy:
             # within the slot the plan was made for: carry it out rather than plan what is left of
             # it again, which moves a remnant of minutes in coarse whole-% steps (re-planning every
             # quarter hour measured 91.2 % in `make bench`, carrying the plan out 92.7 %)
-            return to_decision(kept[0], self.s)
+            return to_decision(kept[0], self.s, ctx.now)
         ref = [sl.price for sl in ctx.prices.window(ctx.now - REF_S, float("inf")).slots]
         plan = self.plan(ctx.prices.ahead(ctx.now), ctx.soc_pct, ctx.now, ref)
         self._kept = (plan, self.s)
-        return to_decision(plan, self.s)
+        return to_decision(plan, self.s, ctx.now)
 
     def load_w(self, slot: PriceSlot) -> float:
         return self.forecast(slot.start, slot.end) if self.forecast else self.s.house_load_w
@@ -209,6 +225,7 @@ class PlannerPolicy:
         eta = math.sqrt(b.efficiency)
         loads = [self.load_w(s) for s in slots]
         moves = []
+        mixes: list[dict[int, tuple[int, int]]] = []
         own: list[Own] = []
         for sl, load in zip(slots, loads, strict=True):
             hours = sl.length_s / 3600.0
@@ -225,13 +242,15 @@ class PlannerPolicy:
             costs = [math.inf if 0 < k < least
                      else sum(w * self._slot_cost(k * step, x, sl.price, eta) for w, x in spread)
                      for k in range(-down, up + 1)]
-            moves.append((down, costs))
+            hull, mix = _time_shares(costs, down)
+            moves.append((down, hull))
+            mixes.append(mix)
             own.append((spread, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
         ordered = sorted(reference or [s.price for s in slots])
         v_end = max(0.0, ordered[len(ordered) // 2] * eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
-        return _Grid(lo, hi, step, eta, loads, moves, own, self.s.export_price, terminal,
+        return _Grid(lo, hi, step, eta, loads, moves, mixes, own, self.s.export_price, terminal,
                      self.deadline_index(slots, now), target)
 
     def _slot_cost(self, delta_kwh: float, load_kwh: float, price: float, eta: float) -> float:
@@ -246,18 +265,87 @@ class PlannerPolicy:
         total, met = 0.0, True
         for t, sl in enumerate(slots):
             k, cost, x1 = _best_move(g, t, _with_target(g, values[t + 1], t), x)
+            parts = [] if k is OWN else self._parts(g, t, k, x, sl.length_s)
+            if parts and (len(parts) > 1 or parts[0][1] != k):  # shared in time, or rounded to one move
+                down, costs = g.moves[t]
+                cost = sum(a * costs[kk + down] for a, kk in parts)
+                x1 = min(float(g.n - 1), max(0.0, x + sum(a * kk for a, kk in parts)))
+                k = parts[0][1] if len(parts) == 1 else k
             hours = sl.length_s / 3600.0
             bat_kwh = _ac_kwh(g, x, x1)
             total += cost
             bat_w = bat_kwh / hours * 1000.0
+            step_w = g.step / hours * 1000.0
+            cheap = sl.price <= self.s.export_price
+            phases = self._phases(g, t, sl, parts, x, step_w, cheap) if len(parts) > 1 else ()
+            action = ("/".join(p.action for p in phases) if phases
+                      else _action(k, g.loads[t], bat_w, x > 0.5, step_w, cheap))
             out.append(PlanSlot(sl.start, sl.end, sl.price, g.loads[t], bat_w,
-                                g.loads[t] + bat_kwh / hours * 1000.0, g.lo + x, g.lo + x1,
-                                _action(k, g.loads[t], bat_w, x > 0.5, g.step / hours * 1000.0,
-                                        sl.price <= self.s.export_price)))
+                                g.loads[t] + bat_w, g.lo + x, g.lo + x1, action, phases))
             x = x1
             if g.due is not None and g.target is not None and t + 1 == g.due and g.lo + x < g.target - 1e-6:
                 met = False
         return Plan(tuple(out), total, met, (time.perf_counter() - t0) * 1000.0)
+
+    @staticmethod
+    def _phases(g: _Grid, t: int, sl: PriceSlot, parts: list[tuple[float, int]], x: float, step_w: float,
+                cheap: bool) -> tuple[PlanPhase, ...]:
+        """A shared slot's parts, each one move held at its own power."""
+        hours = sl.length_s / 3600.0
+        at, out = sl.start, []
+        for i, (a, k) in enumerate(parts):
+            w = _ac_kwh(g, 0.0, float(k)) / hours * 1000.0
+            end = sl.end if i == len(parts) - 1 else at + a * sl.length_s
+            out.append(PlanPhase(at, end, w, _action(k, g.loads[t], w, x > 0.5, step_w, cheap)))
+            at, x = end, x + a * k
+        return tuple(out)
+
+    def _parts(self, g: _Grid, t: int, k: int, x: float, length_s: float) -> list[tuple[float, int]]:
+        """How move k is carried out in slot t: [(1, k)], or a time share of two moves (share, move)
+        in the order that keeps the SOC within its limits, the share in whole `min_phase_s` (the
+        controller's dwell: a shorter phase would not be taken)."""
+        mix = g.mixes[t].get(k)
+        if mix is None:
+            return [(1.0, k)]
+        k1, k2 = mix
+        m = max(1, int(length_s / max(1.0, self.s.min_phase_s) + 1e-9))
+        a = (k - k1) / (k2 - k1)  # the time share of k2
+        fits = [j for j in range(m + 1) if -1e-9 <= x + (j * k2 + (m - j) * k1) / m <= g.n - 1 + 1e-9]
+        if not fits:
+            return [(1.0, k)]
+        j = min(fits, key=lambda j: abs(j / m - a))
+        if j in (0, m):
+            return [(1.0, k2 if j else k1)]
+        a = j / m
+        if x + a * k2 <= g.n - 1 + 1e-9:
+            return [(a, k2), (1.0 - a, k1)]
+        return [(1.0 - a, k1), (a, k2)]
+
+
+def _time_shares(costs: list[float], down: int) -> tuple[list[float], dict[int, tuple[int, int]]]:
+    """The least cost of each move when the slot may be shared in time between two moves: the lower
+    convex hull of (move, cost). Where export earns more than import costs (a price below
+    export_price), or import is paid for (a negative price: the battery's losses earn), a move's
+    cost is concave, and charging for part of the slot and exporting for the rest beats holding one
+    power; the perfect-foresight LP of `make bench` does the same within its steps. Returns the
+    hull's costs and, for each move below its own cost, the two moves it mixes (hull vertices)."""
+    pts = [(k - down, c) for k, c in enumerate(costs) if c < math.inf]
+    hull: list[tuple[int, float]] = []
+    for p in pts:
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) <= 0:
+            hull.pop()
+        hull.append(p)
+    out, mix = list(costs), {}
+    for (k1, c1), (k2, c2) in zip(hull, hull[1:], strict=False):
+        for k in range(k1 + 1, k2):
+            c = c1 + (c2 - c1) * (k - k1) / (k2 - k1)
+            if c < costs[k + down] - 1e-12:
+                out[k + down], mix[k] = c, (k1, k2)
+    return out, mix
+
+
+def _cross(o: tuple[int, float], a: tuple[int, float], b: tuple[int, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
 def _with_target(g: _Grid, row: list[float], t: int) -> list[float]:
@@ -413,29 +501,36 @@ def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, ste
     return "discharge"
 
 
-def to_decision(plan: Plan, s: PlannerSettings) -> Decision:
-    """The inverter settings for the plan's first slot."""
+def to_decision(plan: Plan, s: PlannerSettings, now: float | None = None) -> Decision:
+    """The inverter settings for the plan's first slot (for a split slot: the part under way at `now`)."""
     if not plan.slots:
         return safe_decision(NO_PRICE)
     first = plan.slots[0]
+    action, battery_w = first.action, first.battery_w
+    if first.phases:
+        at = first.start if now is None else now
+        ph = next((p for p in first.phases if at < p.end - 1e-6), first.phases[-1])
+        action, battery_w = ph.action, ph.battery_w
     b = s.battery
     why = (
         f"price {first.price:.4g}, house {first.load_w:.0f} W expected, SOC {first.soc_start:.0f} -> "
         f"{first.soc_end:.0f} %, {first.action}"
     )
+    if first.phases:
+        why += f" (now {action})"
     if s.target_soc is not None:
         why += f", target {s.target_soc:.0f} %{'' if plan.target_met else ' (not reachable)'}"
     step_w = b.capacity_kwh * 10.0 / ((first.end - first.start) / 3600.0)  # 1 % of the battery, W
-    if first.action == "charge":
+    if action == "charge":
         # within 1 % of the battery of full power is full power (the plan moves in whole %)
-        full = first.battery_w >= b.charge_kw * 1000.0 - step_w
-        pct = 100 if full else min(100, math.ceil(first.battery_w / (b.charge_kw * 1000.0) * 100 - 1e-6))
+        full = battery_w >= b.charge_kw * 1000.0 - step_w
+        pct = 100 if full else min(100, math.ceil(battery_w / (b.charge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(ac_charge=True, charge_pct=pct), why, "planner")
-    if first.action == "hold":
+    if action == "hold":
         return Decision(InverterState(ac_charge=True, charge_pct=0), why, "planner")
-    if first.action == "keep":
+    if action == "keep":
         return Decision(InverterState(forced_discharge=True, discharge_pct=0), why, "planner")
-    if first.action == "export":
-        pct = min(100, math.ceil(-first.battery_w / (b.discharge_kw * 1000.0) * 100 - 1e-6))
+    if action == "export":
+        pct = min(100, math.ceil(-battery_w / (b.discharge_kw * 1000.0) * 100 - 1e-6))
         return Decision(InverterState(forced_discharge=True, discharge_pct=pct), why, "planner")
     return Decision(InverterState(), why, "planner")

@@ -174,12 +174,16 @@ def parse_config(section: Any) -> ControlSettings:
             "target_soc",
             f"must be within battery soc_min..soc_max ({battery.soc_min:g}..{battery.soc_max:g})",
         )
+    dwell = _req(_num(section, "min_dwell_s", 300, 0, 86400))
+    interval = _req(_num(section, "interval_s", 60, 5, 3600))
     planner = PlannerSettings(
         battery,
         target,
         minute,
         _req(_num(section, "export_price", 0.0, -1e4, 1e4)),
         _req(_num(section, "house_load_w", 300.0, -1e5, 1e5)),
+        # a slot shared between two moves: each part lasts at least the controller's dwell and tick
+        min_phase_s=max(dwell, interval),
     )
     grid = section.get("grid_sensor")
     if grid is not None and (not isinstance(grid, str) or not grid):
@@ -199,8 +203,8 @@ def parse_config(section: Any) -> ControlSettings:
         policy_text=text,
         timezone=tzname,
         dry_run=dry_run,
-        interval_s=_req(_num(section, "interval_s", 60, 5, 3600)),
-        min_dwell_s=_req(_num(section, "min_dwell_s", 300, 0, 86400)),
+        interval_s=interval,
+        min_dwell_s=dwell,
         hysteresis_pct=_req(_num(section, "hysteresis_pct", 2, 0, 50)),
         grid_sensor=grid,
         forecast_days=days,
