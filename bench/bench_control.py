@@ -5,15 +5,18 @@ bench/make_agile_fixture.py), the `household-pv` profile of gridtap_sim (its loa
 its 4 kW clear-sky PV, sampled every 10 s and averaged to 15 minutes), a 10 kWh / 3 kW battery
 (90 % round trip, SOC 10..100 %, starting at 50 %), export paid at a fixed EXPORT_P.
 
-The same inverter model runs every strategy, in 15-minute steps (LuxPower semantics: without
-AC charge or forced discharge the battery covers the house and takes PV surplus; AC charge
-charges at charge_pct of 3 kW and never discharges; forced discharge exports at discharge_pct):
+The same inverter model runs every strategy, deciding every 5 minutes within the house's
+15-minute steps (LuxPower semantics: without AC charge or forced discharge the battery covers the
+house and takes PV surplus; AC charge charges at charge_pct of 3 kW and never discharges; forced
+discharge exports at discharge_pct); import and export are metered apart, as a half-hourly settled
+meter does, so a step may both import and export:
 
 * none: the inverter's self-consumption only;
 * threshold: octolux's rule, AC charge when the price <= a threshold (its best threshold for the
   month, searched in hindsight);
-* gridtap: gridtap's PlannerPolicy deciding at every step (it carries out the plan made at a slot's
-  start for the rest of the slot, as in the daemon, which decides every minute), knowing only the
+* gridtap: gridtap's PlannerPolicy deciding every 5 minutes (it carries out the plan made at a
+  slot's start for the rest of the slot, a slot shared in time part by part, as in the daemon, which
+  decides every minute with a dwell of 5 minutes), knowing only the
   prices published by then (Agile: the next day at 16:00 UK; the last day's too, as the daemon's
   price cache keeps them) and the house forecast the daemon learns
   (gridtap.control.forecast: the mean of the same quarter hour over the last 14 days of
@@ -70,7 +73,8 @@ HOW = {
     "control.cost_month_eur.none": "a month (Jan 2026 fixture, Agile shape) of household-pv with the battery "
     "in self-consumption only; GBP reported in the key's unit",
     "control.cost_month_eur.threshold": "AC charge when price <= T, best T of -10..40 p in 0.5 p steps",
-    "control.cost_month_eur.gridtap": "PlannerPolicy every 15 min, prices as published by then "
+    "control.cost_month_eur.gridtap": "PlannerPolicy every 5 min (slots shared in time where that "
+    "pays), prices as published by then "
     "(16:00 UK) and the last day's (as the daemon's price cache keeps them), "
     "the daemon's learned house forecast (14-day mean of the same quarter hour, "
     "started with the 14 days metered before the month; the planner weighs its days' spread)",
