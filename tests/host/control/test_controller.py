@@ -208,3 +208,40 @@ def test_only_bits_7_and_10_of_register_21_change(reg21: int, ac: bool, dis: boo
     ctl.tick(1.0)
     ctl.tick(1000.0)  # verified again: still nothing to write
     assert ctl.status.writes == writes
+
+
+def test_a_shared_slot_is_carried_out_part_by_part_within_the_dwell() -> None:
+    """The planner shares a -5 p slot between exporting and charging (export pays 5 p, the battery
+    is nearly full); the controller, ticking every minute with a dwell of 5 minutes, switches the
+    simulated inverter at the plan's time, and the battery ends the slot where the plan said."""
+    from gridtap.control.planner import Battery as PlanBattery
+    from gridtap.control.planner import PlannerPolicy, PlannerSettings
+    from gridtap.inputs.prices import PriceSeries, PriceSlot
+    from gridtap_sim.luxpower import Battery
+
+    t0 = 1796601600.0
+    clock = [t0]
+    inv = Inverter(battery=Battery(soc_pct=90.0), clock=lambda: clock[0], house_w=lambda t: 0.0)
+    prices = PriceSeries([PriceSlot(t0 + i * 1800, t0 + (i + 1) * 1800, p)
+                          for i, p in enumerate([-5.0, 20.0, 20.0])], "p/kWh")
+    settings = PlannerSettings(PlanBattery(), export_price=5.0, house_load_w=0.0, min_phase_s=300.0)
+    plan = PlannerPolicy(settings).plan(prices.slots, 90.0, t0)
+    (first, second) = plan.slots[0].phases
+    dwell = ControllerSettings(min_dwell_s=300, verify_s=1e9)
+    ctl = Controller(Registers(inv), PlannerPolicy(settings), dwell, context=lambda now: {"prices": prices})
+    seen: dict[str, list[float]] = {"export": [], "charge": []}
+    for minute in range(30):
+        clock[0] = t0 + minute * 60
+        inv.advance()
+        ctl.tick(clock[0])
+        reg = inv.hold[r.REG_FUNCTION]
+        if reg & r.BIT_FORCED_DISCHARGE:
+            seen["export"].append(clock[0])
+        if reg & r.BIT_AC_CHARGE:
+            seen["charge"].append(clock[0])
+    inv.advance(t0 + 1800)
+    assert (first.action, second.action) == ("export", "charge")
+    assert seen["export"] == [t0 + m * 60 for m in range(int((first.end - t0) // 60))]
+    assert seen["charge"] == [t0 + m * 60 for m in range(int((first.end - t0) // 60), 30)]
+    assert inv.battery.soc_pct == pytest.approx(plan.slots[0].soc_end, abs=1.0)
+    assert ctl.status.writes <= 4  # register 21 twice, the two power % at most once each
