@@ -75,6 +75,26 @@ def brute_force(prices: list[float], loads_steps: list[int], b: Battery, soc0: i
     return best
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    prices=st.lists(st.sampled_from([-8.0, -1.0, 0.0, 3.0, 7.5, 12.0, 20.0, 35.0]), min_size=1, max_size=4),
+    loads=st.lists(st.integers(-3, 3), min_size=4, max_size=4),
+    soc0=st.integers(0, 10),
+    export=st.sampled_from([0.0, 2.0, 5.0]),
+)
+def test_dp_equals_exhaustive_search(prices: list[float], loads: list[int], soc0: int, export: float) -> None:
+    # 1.2 kW for a quarter hour = 3 % of a 10 kWh battery per slot, SOC 0..10 %, loads in 1 % steps
+    b = Battery(capacity_kwh=10.0, charge_kw=1.2, discharge_kw=1.2, efficiency=1.0, soc_min=0.0,
+                soc_max=10.0)
+    loads = loads[: len(prices)]
+    step_w = 0.1 / 0.25 * 1000.0  # 1 % of the battery in a quarter hour, W
+    fc = by_slot([x * step_w for x in loads], 900)
+    # parts of 15 s: a quarter hour shared between two moves of -3..3 % is carried out exactly
+    pl = PlannerPolicy(PlannerSettings(b, export_price=export, min_phase_s=15.0), forecast=fc)
+    plan = pl.plan(slots_of(prices, 900), float(soc0), T0)
+    assert objective(plan, prices, b) == pytest.approx(brute_force(prices, loads, b, soc0, export), abs=1e-9)
+
+
 def lp_bound(prices: list[float], loads_w: list[float], b: Battery, soc0: float, export: float) -> float:
     """The same problem as a linear program with continuous SOC (scipy HiGHS): a lower bound."""
     from scipy.optimize import linprog
