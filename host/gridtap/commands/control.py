@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gridtap.config import load_config
-from gridtap.control.planner import REF_S, Forecast, Plan, PlannerPolicy
+from gridtap.control.planner import REF_S, Forecast, Plan, PlannerPolicy, PlanSlot
 from gridtap.control.settings import ControlSettings
 from gridtap.errors import UserError
 from gridtap.inputs.prices import PriceSettings
@@ -118,10 +118,18 @@ def table(plan: Plan, unit: str, control: ControlSettings, soc: float, assumed: 
     for s in plan.slots:
         when = datetime.fromtimestamp(s.start, tz).strftime("%a %H:%M")
         lines.append(
-            f"{when:<12} {s.price:>12.2f} {s.battery_w:>10.0f} {s.grid_w:>8.0f} {s.soc_end:>6.0f}  {s.action}"
+            f"{when:<12} {s.price:>12.2f} {s.battery_w:>10.0f} {s.grid_w:>8.0f} {s.soc_end:>6.0f}"
+            f"  {_action(s)}"
         )
     lines.append(f"expected cost {plan.cost:.2f} ({unit} x kWh), planned in {plan.ms:.1f} ms")
     return "\n".join(lines)
+
+
+def _action(s: PlanSlot) -> str:
+    """The slot's move; a slot shared in time says its parts, e.g. `export 5 min, then charge 25 min`."""
+    if not s.phases:
+        return s.action
+    return ", then ".join(f"{p.action} {round((p.end - p.start) / 60)} min" for p in s.phases)
 
 
 def draw(plan: Plan, out: Path, unit: str, charge_kw: float, discharge_kw: float) -> None:

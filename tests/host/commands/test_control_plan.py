@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -80,5 +81,26 @@ def test_plan_uses_the_forecast_the_daemon_learned(tmp_path: Path,
         assert main(["control", "plan", "-c", str(cfg), "--soc", "50", "--now", str(now)]) == 0
         rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln[:3] in ("Sun", "Mon")]
         assert rows and all(float(r[4]) - float(r[3]) == pytest.approx(-1234.0, abs=1) for r in rows)
+    finally:
+        srv.close()
+
+
+def test_a_slot_shared_in_time_is_shown_with_its_parts(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Around 3 am the price is below zero and export pays 5 p: a full battery exports and charges in
+    turns within a slot, and the table says for how long each."""
+    srv = OctopusServer(agile, local(2026, 12, 8), TARIFF)
+    try:
+        cfg = tmp_path / "gridtap.toml"
+        text = CONFIG.format(state=tmp_path, tariff=TARIFF, url=srv.url)
+        cfg.write_text(text.replace('target_soc = 90\ntarget_time = "07:00"\n', "export_price = 5.0\n"))
+        now = local(2026, 12, 7, 1, 0)
+        assert main(["control", "plan", "-c", str(cfg), "--soc", "95", "--now", str(now)]) == 0
+        shared = [ln for ln in capsys.readouterr().out.splitlines() if ", then " in ln]
+        assert shared, "no slot shared in time"
+        for ln in shared:
+            minutes = [int(m) for m in re.findall(r"(\d+) min", ln)]
+            assert sum(minutes) == 30 and min(minutes) >= 5, ln
+            assert float(ln.split()[2]) < 5.0  # only where import costs less than export earns
     finally:
         srv.close()
