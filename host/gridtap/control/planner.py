@@ -38,8 +38,9 @@ points, valued by linear interpolation of the value row), AC charge at k % per s
 than the PV surplus, which the inverter takes whole), hold (AC charge at 0 %), keep (forced
 discharge at 0 %: the PV surplus goes to the grid, room is kept) and forced discharge at k %,
 or two of them shared in time within a slot where that costs less than any one held throughout
-(`_time_shares`: a price below export_price or below zero makes a move's cost concave; the plan
-splits the slot into parts of whole `min_phase_s`, the controller's dwell).
+(`_time_shares`: a price below export_price or below zero makes a move's cost concave; the DP
+takes the hull, and the forward pass picks what the inverter can carry out: each move held
+throughout, or a share in parts of whole `min_phase_s`, the controller's dwell).
 On those moves with whole-% steps the DP is exact (tests/host/control/test_planner.py checks it
 against exhaustive search, and against an LP); pure Python: the backward pass keeps one value row
 per slot (slots x states floats) and takes each state's minimum with `min(map(add, ...))` over
@@ -142,6 +143,7 @@ class _Grid:
     loads: list[float]  # W per slot
     moves: list[tuple[int, list[float]]]  # per slot: (down, cost of move k at index k + down)
     mixes: list[dict[int, tuple[int, int]]]  # per slot: move k made of k1 then k2 within the slot
+    plain: list[list[float]]  # per slot: each move's cost held for the whole slot (index k + down)
     own: list[Own]  # per slot: the house's loads (weight, kWh), price, charge kWh, discharge kWh
     export_price: float
     terminal: list[float]  # value of each state at the horizon's end
@@ -226,6 +228,7 @@ class PlannerPolicy:
         loads = [self.load_w(s) for s in slots]
         moves = []
         mixes: list[dict[int, tuple[int, int]]] = []
+        plain: list[list[float]] = []
         own: list[Own] = []
         for sl, load in zip(slots, loads, strict=True):
             hours = sl.length_s / 3600.0
@@ -245,12 +248,13 @@ class PlannerPolicy:
             hull, mix = _time_shares(costs, down)
             moves.append((down, hull))
             mixes.append(mix)
+            plain.append(costs)
             own.append((spread, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
         ordered = sorted(reference or [s.price for s in slots])
         v_end = max(0.0, ordered[len(ordered) // 2] * eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
-        return _Grid(lo, hi, step, eta, loads, moves, mixes, own, self.s.export_price, terminal,
+        return _Grid(lo, hi, step, eta, loads, moves, mixes, plain, own, self.s.export_price, terminal,
                      self.deadline_index(slots, now), target)
 
     def _slot_cost(self, delta_kwh: float, load_kwh: float, price: float, eta: float) -> float:
@@ -264,13 +268,11 @@ class PlannerPolicy:
         out: list[PlanSlot] = []
         total, met = 0.0, True
         for t, sl in enumerate(slots):
-            k, cost, x1 = _best_move(g, t, _with_target(g, values[t + 1], t), x)
-            parts = [] if k is OWN else self._parts(g, t, k, x, sl.length_s)
-            if parts and (len(parts) > 1 or parts[0][1] != k):  # shared in time, or rounded to one move
-                down, costs = g.moves[t]
-                cost = sum(a * costs[kk + down] for a, kk in parts)
-                x1 = min(float(g.n - 1), max(0.0, x + sum(a * kk for a, kk in parts)))
-                k = parts[0][1] if len(parts) == 1 else k
+            nxt = _with_target(g, values[t + 1], t)
+            k, cost, x1 = _best_move(g, t, nxt, x)
+            parts = [] if k is OWN else [(1.0, k)]
+            if g.mixes[t]:
+                k, cost, x1, parts = self._best_realizable(g, t, nxt, x, sl.length_s)
             hours = sl.length_s / 3600.0
             bat_kwh = _ac_kwh(g, x, x1)
             total += cost
@@ -300,26 +302,35 @@ class PlannerPolicy:
             at, x = end, x + a * k
         return tuple(out)
 
-    def _parts(self, g: _Grid, t: int, k: int, x: float, length_s: float) -> list[tuple[float, int]]:
-        """How move k is carried out in slot t: [(1, k)], or a time share of two moves (share, move)
-        in the order that keeps the SOC within its limits, the share in whole `min_phase_s` (the
-        controller's dwell: a shorter phase would not be taken)."""
-        mix = g.mixes[t].get(k)
-        if mix is None:
-            return [(1.0, k)]
-        k1, k2 = mix
+    def _best_realizable(self, g: _Grid, t: int, nxt: list[float], x: float,
+                         length_s: float) -> tuple[int | None, float, float, list[tuple[float, int]]]:
+        """Where slot t may be shared: the best of what the inverter can carry out from state x, each
+        move held throughout and each share of two in whole `min_phase_s` parts (the DP's hull assumes
+        any share): (k or OWN, cost, next state, parts)."""
+        down, plain = g.moves[t][0], g.plain[t]
+        c, x1, best_v = _own(g, t, x, nxt)
+        best: tuple[int | None, float, float, list[tuple[float, int]]] = (OWN, c, x1, [])
+        top = g.n - 1 + 1e-9
+        for i, ck in sorted(enumerate(plain), key=lambda e: abs(e[0] - down)):
+            k = i - down
+            if ck < math.inf and -1e-9 <= x + k <= top:
+                v = ck + _at(nxt, x + k)
+                if v < best_v - TIE:
+                    best, best_v = (k, ck, min(float(g.n - 1), x + k), [(1.0, k)]), v
         m = max(1, int(length_s / max(1.0, self.s.min_phase_s) + 1e-9))
-        a = (k - k1) / (k2 - k1)  # the time share of k2
-        fits = [j for j in range(m + 1) if -1e-9 <= x + (j * k2 + (m - j) * k1) / m <= g.n - 1 + 1e-9]
-        if not fits:
-            return [(1.0, k)]
-        j = min(fits, key=lambda j: abs(j / m - a))
-        if j in (0, m):
-            return [(1.0, k2 if j else k1)]
-        a = j / m
-        if x + a * k2 <= g.n - 1 + 1e-9:
-            return [(a, k2), (1.0 - a, k1)]
-        return [(1.0 - a, k1), (a, k2)]
+        for k1, k2 in sorted(set(g.mixes[t].values())):
+            for j in range(1, m):
+                a = j / m
+                y = x + a * k2 + (1.0 - a) * k1
+                if not -1e-9 <= y <= top:
+                    continue
+                cj = a * plain[k2 + down] + (1.0 - a) * plain[k1 + down]
+                v = cj + _at(nxt, y)
+                if v < best_v - TIE:
+                    parts = [(a, k2), (1.0 - a, k1)] if x + a * k2 <= top else [(1.0 - a, k1), (a, k2)]
+                    # k: the larger move (the parts say what to do)
+                    best, best_v = (k2, cj, min(float(g.n - 1), max(0.0, y)), parts), v
+        return best
 
 
 def _time_shares(costs: list[float], down: int) -> tuple[list[float], dict[int, tuple[int, int]]]:

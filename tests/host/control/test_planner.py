@@ -290,7 +290,7 @@ def test_a_slot_where_export_earns_more_than_import_costs_is_shared_in_time() ->
     assert first.soc_end <= 100.0 + 1e-9
     # the shared slot earns more than charging to full alone: 1 kWh stored costs 1 / 0.949 kWh at -5 p
     assert plan.cost < -7.0 < 1.0 / math.sqrt(0.9) * -5.0
-    at = pl.decide(ControlContext(now=T0 + 10, soc_pct=90.0, soc_age_s=1.0, battery_w=0.0, prices=prices))
+    at = pl.decide(ControlContext(now=T0, soc_pct=90.0, soc_age_s=1.0, battery_w=0.0, prices=prices))
     assert at.state.forced_discharge and not at.state.ac_charge and "now export" in at.reason
     then = pl.decide(ControlContext(now=T0 + 900, soc_pct=89.0, soc_age_s=1.0,
                                     battery_w=0.0, prices=prices))
