@@ -269,10 +269,11 @@ class PlannerPolicy:
         total, met = 0.0, True
         for t, sl in enumerate(slots):
             nxt = _with_target(g, values[t + 1], t)
-            k, cost, x1 = _best_move(g, t, nxt, x)
-            parts = [] if k is OWN else [(1.0, k)]
-            if g.mixes[t]:
+            if g.mixes[t]:  # the slot may be shared: what the inverter can carry out of the DP's hull
                 k, cost, x1, parts = self._best_realizable(g, t, nxt, x, sl.length_s)
+            else:
+                k, cost, x1 = _best_move(g, t, nxt, x)
+                parts = [] if k is OWN else [(1.0, k)]
             hours = sl.length_s / 3600.0
             bat_kwh = _ac_kwh(g, x, x1)
             total += cost
