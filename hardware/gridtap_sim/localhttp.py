@@ -11,6 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers
 
 
+def send(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """One whole answer: status, headers, Content-Length, body."""
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class LocalApi:
     """Serves from construction until `close()`; `requests` keeps every path asked for."""
 
@@ -26,12 +36,7 @@ class LocalApi:
                     outer.requests.append(self.path)
                     fault = outer.faults.pop(0) if outer.faults else None
                 status, body, headers = fault if fault is not None else outer.answer(self.path)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send(self, status, headers, body)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass

@@ -60,6 +60,7 @@ from gridtap.fluksoapi import (
     pairs,
     well_formed,
 )
+from gridtap_sim.localhttp import send
 
 __all__ = ["FluksoServer", "digest"]
 
@@ -212,12 +213,7 @@ class FluksoServer:
                 if status < 0:
                     self.close_connection = True
                     return
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send(self, status, headers, body)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -141,9 +141,9 @@ class _Grid:
     step: float  # kWh per state
     eta: float  # one-way efficiency
     loads: list[float]  # W per slot
-    moves: list[tuple[int, list[float]]]  # per slot: (down, cost of move k at index k + down)
-    mixes: list[dict[int, tuple[int, int]]]  # per slot: move k made of k1 then k2 within the slot
+    moves: list[tuple[int, list[float]]]  # per slot: (down, the DP's cost of move k at index k + down)
     plain: list[list[float]]  # per slot: each move's cost held for the whole slot (index k + down)
+    shares: list[list[tuple[int, int]]]  # per slot: pairs of moves a time share of which beats both
     own: list[Own]  # per slot: the house's loads (weight, kWh), price, charge kWh, discharge kWh
     export_price: float
     terminal: list[float]  # value of each state at the horizon's end
@@ -227,8 +227,8 @@ class PlannerPolicy:
         eta = math.sqrt(b.efficiency)
         loads = [self.load_w(s) for s in slots]
         moves = []
-        mixes: list[dict[int, tuple[int, int]]] = []
         plain: list[list[float]] = []
+        shares: list[list[tuple[int, int]]] = []
         own: list[Own] = []
         for sl, load in zip(slots, loads, strict=True):
             hours = sl.length_s / 3600.0
@@ -245,16 +245,16 @@ class PlannerPolicy:
             costs = [math.inf if 0 < k < least
                      else sum(w * self._slot_cost(k * step, x, sl.price, eta) for w, x in spread)
                      for k in range(-down, up + 1)]
-            hull, mix = _time_shares(costs, down)
+            hull, pairs = _time_shares(costs, down)
             moves.append((down, hull))
-            mixes.append(mix)
             plain.append(costs)
+            shares.append(pairs)
             own.append((spread, sl.price, b.charge_kw * hours, b.discharge_kw * hours))
         ordered = sorted(reference or [s.price for s in slots])
         v_end = max(0.0, ordered[len(ordered) // 2] * eta) if slots else 0.0
         terminal = [-(lo + i) * step * v_end for i in range(hi - lo + 1)]
         target = None if self.s.target_soc is None else min(hi, max(lo, round(self.s.target_soc)))
-        return _Grid(lo, hi, step, eta, loads, moves, mixes, plain, own, self.s.export_price, terminal,
+        return _Grid(lo, hi, step, eta, loads, moves, plain, shares, own, self.s.export_price, terminal,
                      self.deadline_index(slots, now), target)
 
     def _slot_cost(self, delta_kwh: float, load_kwh: float, price: float, eta: float) -> float:
@@ -269,11 +269,12 @@ class PlannerPolicy:
         total, met = 0.0, True
         for t, sl in enumerate(slots):
             nxt = _with_target(g, values[t + 1], t)
-            if g.mixes[t]:  # the slot may be shared: what the inverter can carry out of the DP's hull
-                k, cost, x1, parts = self._best_realizable(g, t, nxt, x, sl.length_s)
-            else:
-                k, cost, x1 = _best_move(g, t, nxt, x)
-                parts = [] if k is OWN else [(1.0, k)]
+            # what the inverter can carry out: one move held throughout (the DP's hull costs only
+            # differ from those where a share is cheaper), or a share in whole parts
+            k, cost, x1, v = _best_move(g, t, nxt, x, g.plain[t])
+            parts = [] if k is OWN else [(1.0, k)]
+            if g.shares[t]:
+                k, cost, x1, parts = self._best_share(g, t, nxt, x, sl.length_s, (k, cost, x1, parts), v)
             hours = sl.length_s / 3600.0
             bat_kwh = _ac_kwh(g, x, x1)
             total += cost
@@ -303,57 +304,53 @@ class PlannerPolicy:
             at, x = end, x + a * k
         return tuple(out)
 
-    def _best_realizable(self, g: _Grid, t: int, nxt: list[float], x: float,
-                         length_s: float) -> tuple[int | None, float, float, list[tuple[float, int]]]:
-        """Where slot t may be shared: the best of what the inverter can carry out from state x, each
-        move held throughout and each share of two in whole `min_phase_s` parts (the DP's hull assumes
-        any share): (k or OWN, cost, next state, parts)."""
+    def _best_share(self, g: _Grid, t: int, nxt: list[float], x: float, length_s: float,
+                    best: tuple[int | None, float, float, list[tuple[float, int]]],
+                    best_v: float) -> tuple[int | None, float, float, list[tuple[float, int]]]:
+        """`best` (of value `best_v`), or a time share of two moves in slot t that the inverter can
+        carry out and that reaches less: parts of whole `min_phase_s` (the DP's hull assumes any
+        share), the first part the one that keeps the SOC within its limits. (k, cost, next state,
+        parts); k of a share is its larger move (the parts say what to do)."""
         down, plain = g.moves[t][0], g.plain[t]
-        c, x1, best_v = _own(g, t, x, nxt)
-        best: tuple[int | None, float, float, list[tuple[float, int]]] = (OWN, c, x1, [])
         top = g.n - 1 + 1e-9
-        for i, ck in sorted(enumerate(plain), key=lambda e: abs(e[0] - down)):
-            k = i - down
-            if ck < math.inf and -1e-9 <= x + k <= top:
-                v = ck + _at(nxt, x + k)
-                if v < best_v - TIE:
-                    best, best_v = (k, ck, min(float(g.n - 1), x + k), [(1.0, k)]), v
         m = max(1, int(length_s / max(1.0, self.s.min_phase_s) + 1e-9))
-        for k1, k2 in sorted(set(g.mixes[t].values())):
+        for k1, k2 in g.shares[t]:
             for j in range(1, m):
                 a = j / m
                 y = x + a * k2 + (1.0 - a) * k1
                 if not -1e-9 <= y <= top:
                     continue
-                cj = a * plain[k2 + down] + (1.0 - a) * plain[k1 + down]
-                v = cj + _at(nxt, y)
+                cost = a * plain[k2 + down] + (1.0 - a) * plain[k1 + down]
+                v = cost + _at(nxt, y)
                 if v < best_v - TIE:
                     parts = [(a, k2), (1.0 - a, k1)] if x + a * k2 <= top else [(1.0 - a, k1), (a, k2)]
-                    # k: the larger move (the parts say what to do)
-                    best, best_v = (k2, cj, min(float(g.n - 1), max(0.0, y)), parts), v
+                    best, best_v = (k2, cost, min(float(g.n - 1), max(0.0, y)), parts), v
         return best
 
 
-def _time_shares(costs: list[float], down: int) -> tuple[list[float], dict[int, tuple[int, int]]]:
+def _time_shares(costs: list[float], down: int) -> tuple[list[float], list[tuple[int, int]]]:
     """The least cost of each move when the slot may be shared in time between two moves: the lower
     convex hull of (move, cost). Where export earns more than import costs (a price below
     export_price), or import is paid for (a negative price: the battery's losses earn), a move's
     cost is concave, and charging for part of the slot and exporting for the rest beats holding one
     power; the perfect-foresight LP of `make bench` does the same within its steps. Returns the
-    hull's costs and, for each move below its own cost, the two moves it mixes (hull vertices)."""
+    hull's costs and the pairs of moves (hull vertices) between which it lies below the moves' own."""
     pts = [(k - down, c) for k, c in enumerate(costs) if c < math.inf]
     hull: list[tuple[int, float]] = []
     for p in pts:
         while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) <= 0:
             hull.pop()
         hull.append(p)
-    out, mix = list(costs), {}
+    out, pairs = list(costs), []
     for (k1, c1), (k2, c2) in zip(hull, hull[1:], strict=False):
+        below = False
         for k in range(k1 + 1, k2):
             c = c1 + (c2 - c1) * (k - k1) / (k2 - k1)
             if c < costs[k + down] - 1e-12:
-                out[k + down], mix[k] = c, (k1, k2)
-    return out, mix
+                out[k + down], below = c, True
+        if below:
+            pairs.append((k1, k2))
+    return out, pairs
 
 
 def _cross(o: tuple[int, float], a: tuple[int, float], b: tuple[int, float]) -> float:
@@ -472,10 +469,12 @@ def _own_row_one(g: _Grid, load: float, price: float, cmax: float, dmax: float,
 OWN = None  # _best_move's answer for the inverter's self-consumption
 
 
-def _best_move(g: _Grid, t: int, nxt: list[float], x: float) -> tuple[int | None, float, float]:
-    """The move from state x that reaches the least cost: (k or OWN, the slot's cost, next state).
+def _best_move(g: _Grid, t: int, nxt: list[float], x: float,
+               costs: list[float]) -> tuple[int | None, float, float, float]:
+    """The move from state x held for all of slot t (`costs`: each one's, index k + down) that
+    reaches the least cost: (k or OWN, the slot's cost, next state, cost with the rest).
     Self-consumption wins a tie, then the smallest move (fewer writes, fewer cycles)."""
-    down, costs = g.moves[t]
+    down = g.moves[t][0]
     up = len(costs) - 1 - down
     c, x1, best_v = _own(g, t, x, nxt)
     best: tuple[int | None, float, float] = (OWN, c, x1)
@@ -485,7 +484,7 @@ def _best_move(g: _Grid, t: int, nxt: list[float], x: float) -> tuple[int | None
         v = costs[k + down] + _at(nxt, x + k)
         if v < best_v - TIE:
             best, best_v = (k, costs[k + down], min(float(g.n - 1), x + k)), v
-    return best
+    return (*best, best_v)
 
 
 def _action(k: int | None, load_w: float, battery_w: float, above_min: bool, step_w: float,
